@@ -1,0 +1,150 @@
+"""End-effector control of the tabletop arm in OpenVLA's 7-D action space.
+
+An action ``a in [-1, 1]^7`` is ``[dx, dy, dz, droll, dpitch, dyaw, gripper]``:
+- ``a[:3] * MAX_POS_DELTA`` metres, in the world frame, relative to the *current* end-effector
+  position (robosuite's delta-OSC semantics, which OpenVLA's LIBERO data uses);
+- ``a[3:6] * MAX_ROT_DELTA`` radians, an axis-angle rotation in the world frame applied to the
+  current end-effector orientation;
+- ``a[6]``: -1 opens the gripper, +1 closes it (robosuite/LIBERO convention), linear in between.
+
+The controller is damped-least-squares inverse kinematics: once per control step it solves for the
+joint configuration that reaches the goal pose (a few Gauss-Newton iterations on a scratch
+``MjData``, so the simulated state is never touched), and joint position servos track that
+configuration during the physics substeps. Nothing is teleported: objects move only by contact.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+
+from sim_envs.scene import ARM_JOINTS, FINGER_JOINTS, FINGER_OPEN
+
+MAX_POS_DELTA = 0.05  # metres per control step at |a| = 1
+MAX_ROT_DELTA = 0.3  # radians per control step at |a| = 1
+IK_DAMPING = 0.05
+IK_ITERATIONS = 4
+# A downward-pointing gripper above the middle of the table: where every episode starts.
+HOME_POSITION = np.array([-0.05, 0.0, 0.22])
+DOWN_QUAT = np.array([0.0, 0.0, 1.0, 0.0])  # tool z axis along world -z, fingers along world y
+
+
+def quat_to_axis_angle(quat: np.ndarray) -> np.ndarray:
+    """Unit quaternion (w, x, y, z) -> rotation vector (axis * angle), angle in [0, pi]."""
+    quat = quat / np.linalg.norm(quat)
+    if quat[0] < 0:
+        quat = -quat
+    sin_half = np.linalg.norm(quat[1:])
+    if sin_half < 1e-9:
+        return np.zeros(3)
+    angle = 2.0 * np.arctan2(sin_half, quat[0])
+    return quat[1:] / sin_half * angle
+
+
+def axis_angle_to_quat(rotvec: np.ndarray) -> np.ndarray:
+    angle = float(np.linalg.norm(rotvec))
+    if angle < 1e-12:
+        return np.array([1.0, 0.0, 0.0, 0.0])
+    axis = rotvec / angle
+    return np.concatenate([[np.cos(angle / 2)], np.sin(angle / 2) * axis])
+
+
+def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.zeros(4)
+    mujoco.mju_mulQuat(out, a, b)
+    return out
+
+
+def orientation_error(goal_quat: np.ndarray, quat: np.ndarray) -> np.ndarray:
+    """World-frame rotation vector that turns ``quat`` into ``goal_quat``."""
+    inv = np.zeros(4)
+    mujoco.mju_negQuat(inv, quat)
+    return quat_to_axis_angle(quat_mul(goal_quat, inv))
+
+
+class ArmController:
+    """Maps 7-D actions to actuator targets for one arm in one MjModel/MjData pair."""
+
+    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData):
+        self.model = model
+        self.data = data
+        self._scratch = mujoco.MjData(model)
+        self.site_id = model.site("grip_site").id
+        self.arm_qpos_adr = np.array([model.joint(j).qposadr[0] for j in ARM_JOINTS])
+        self.arm_dof_adr = np.array([model.joint(j).dofadr[0] for j in ARM_JOINTS])
+        self.finger_qpos_adr = np.array([model.joint(j).qposadr[0] for j in FINGER_JOINTS])
+        self.arm_act = np.array([model.actuator(f"a_{j}").id for j in ARM_JOINTS])
+        self.finger_act = np.array([model.actuator(f"a_{j}").id for j in FINGER_JOINTS])
+        self.joint_low = model.jnt_range[[model.joint(j).id for j in ARM_JOINTS], 0]
+        self.joint_high = model.jnt_range[[model.joint(j).id for j in ARM_JOINTS], 1]
+        self._jacp = np.zeros((3, model.nv))
+        self._jacr = np.zeros((3, model.nv))
+
+    # ---- state read-out -------------------------------------------------------------------
+    def ee_position(self, data: mujoco.MjData | None = None) -> np.ndarray:
+        data = self.data if data is None else data
+        return data.site_xpos[self.site_id].copy()
+
+    def ee_quat(self, data: mujoco.MjData | None = None) -> np.ndarray:
+        data = self.data if data is None else data
+        quat = np.zeros(4)
+        mujoco.mju_mat2Quat(quat, data.site_xmat[self.site_id])
+        return quat
+
+    def gripper_qpos(self) -> np.ndarray:
+        return self.data.qpos[self.finger_qpos_adr].copy()
+
+    def proprio(self) -> np.ndarray:
+        """8-D proprio as in OpenVLA's LIBERO setup: EE position, EE axis-angle, finger positions."""
+        return np.concatenate(
+            [self.ee_position(), quat_to_axis_angle(self.ee_quat()), self.gripper_qpos()]
+        ).astype(np.float32)
+
+    # ---- control --------------------------------------------------------------------------
+    def solve_ik(self, goal_pos: np.ndarray, goal_quat: np.ndarray, q_init: np.ndarray) -> np.ndarray:
+        """Joint angles near ``q_init`` that put the grip site at the goal pose (DLS iterations)."""
+        scratch = self._scratch
+        scratch.qpos[:] = self.data.qpos
+        q = q_init.copy()
+        for _ in range(IK_ITERATIONS):
+            scratch.qpos[self.arm_qpos_adr] = q
+            mujoco.mj_kinematics(self.model, scratch)
+            mujoco.mj_comPos(self.model, scratch)
+            pos_err = goal_pos - scratch.site_xpos[self.site_id]
+            rot_err = orientation_error(goal_quat, self.ee_quat(scratch))
+            err = np.concatenate([pos_err, rot_err])
+            if np.linalg.norm(err) < 1e-4:
+                break
+            mujoco.mj_jacSite(self.model, scratch, self._jacp, self._jacr, self.site_id)
+            jac = np.vstack([self._jacp[:, self.arm_dof_adr], self._jacr[:, self.arm_dof_adr]])
+            lhs = jac @ jac.T + (IK_DAMPING**2) * np.eye(6)
+            q = q + jac.T @ np.linalg.solve(lhs, err)
+            q = np.clip(q, self.joint_low, self.joint_high)
+        return q
+
+    def set_action(self, action: np.ndarray) -> None:
+        """Turn one 7-D action into actuator targets held for the next control period."""
+        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        goal_pos = self.ee_position() + action[:3] * MAX_POS_DELTA
+        rot = axis_angle_to_quat(action[3:6] * MAX_ROT_DELTA)
+        goal_quat = quat_mul(rot, self.ee_quat())
+        q_now = self.data.qpos[self.arm_qpos_adr]
+        self.data.ctrl[self.arm_act] = self.solve_ik(goal_pos, goal_quat, q_now)
+        finger_target = FINGER_OPEN * (1.0 - action[6]) / 2.0
+        self.data.ctrl[self.finger_act] = finger_target
+
+    def reset_to(self, q_arm: np.ndarray, gripper_open: bool = True) -> None:
+        """Place the arm at ``q_arm`` at rest, with servos holding it there."""
+        finger = FINGER_OPEN if gripper_open else 0.0
+        self.data.qpos[self.arm_qpos_adr] = q_arm
+        self.data.qvel[self.arm_dof_adr] = 0.0
+        self.data.qpos[self.finger_qpos_adr] = finger
+        self.data.ctrl[self.arm_act] = q_arm
+        self.data.ctrl[self.finger_act] = finger
+
+    def home_configuration(self, position: np.ndarray = HOME_POSITION) -> np.ndarray:
+        """Joint angles of a downward-pointing gripper at ``position`` (solved, then cached)."""
+        q = np.array([0.0, -0.9, 1.9, 0.0, 0.6, 0.0])
+        for _ in range(30):
+            q = self.solve_ik(position, DOWN_QUAT, q)
+        return q

@@ -1,0 +1,159 @@
+"""One tabletop task as a standard ``gymnasium.Env``.
+
+Observation (a ``Dict`` space):
+- ``agentview_image``: ``uint8 [H, W, 3]`` from the camera facing the robot across the table;
+- ``wrist_image``: ``uint8 [H, W, 3]`` from the hand camera, only when ``wrist_camera=True``;
+- ``proprio``: ``float32 [8]`` = EE position (3), EE axis-angle (3), finger positions (2).
+
+Action: ``float32 [7]`` in ``[-1, 1]``, OpenVLA's EE-delta convention (see ``sim_envs.arm``).
+Reward is 1.0 on the step the success predicate holds, else 0.0; ``terminated`` is that success,
+``truncated`` is the task's step limit. The instruction is ``env.instruction`` and
+``info["instruction"]`` (gymnasium spaces have no natural place for free text).
+
+``reset(options=...)`` chooses the init state: ``{"init_state_id": i, "split": "eval" | "train"}``
+or ``{"layout": layout_dict}``; with no options a training init state is drawn from the env's seed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from sim_envs.arm import DOWN_QUAT, ArmController
+from sim_envs.init_states import get_layout
+from sim_envs.scene import CameraSetup, build_scene_xml
+from sim_envs.tasks import Layout, get_task
+
+CONTROL_HZ = 10
+PHYSICS_DT = 0.002
+SUBSTEPS = int(round(1.0 / (CONTROL_HZ * PHYSICS_DT)))
+SETTLE_SUBSTEPS = 25
+PROPRIO_DIM = 8
+ACTION_DIM = 7
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 256
+
+
+class TabletopEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
+
+    def __init__(
+        self,
+        task: str,
+        image_size: int = 64,
+        wrist_camera: bool = False,
+        render_mode: str | None = None,
+        max_episode_steps: int | None = None,
+    ):
+        if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {image_size}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.task_name = task
+        self.task = get_task(task)
+        self.image_size = image_size
+        self.wrist_camera = wrist_camera
+        self.render_mode = render_mode
+        self.max_episode_steps = max_episode_steps or self.task.max_steps
+        xml = build_scene_xml(self.task.objects_xml(), CameraSetup(wrist=wrist_camera))
+        self.model = mujoco.MjModel.from_xml_string(xml)
+        self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, image_size)
+        self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, image_size)
+        self.data = mujoco.MjData(self.model)
+        self.arm = ArmController(self.model, self.data)
+        self._renderer: mujoco.Renderer | None = None
+        self._home_base = self.arm.home_configuration()
+        self.layout: Layout | None = None
+        self.instruction = ""
+        self.elapsed_steps = 0
+
+        image = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+        spaces = {"agentview_image": image, "proprio": gym.spaces.Box(-np.inf, np.inf, (PROPRIO_DIM,), np.float32)}
+        if wrist_camera:
+            spaces["wrist_image"] = image
+        self.observation_space = gym.spaces.Dict(spaces)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+    # ---- gymnasium API ----------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        if "layout" in options:
+            layout = options.pop("layout")
+            init_state_id, split = options.pop("init_state_id", None), options.pop("split", "custom")
+        else:
+            split = options.pop("split", "train")
+            init_state_id = options.pop("init_state_id", None)
+            if init_state_id is None:
+                init_state_id = int(self.np_random.integers(0, 2**31 - 1))
+            layout = get_layout(self.task_name, int(init_state_id), split)
+        if options:
+            raise ValueError(f"unknown reset options {sorted(options)}; valid: init_state_id, split, layout")
+        self._apply(layout)
+        info = {"instruction": self.instruction, "init_state_id": init_state_id, "split": split, "success": False}
+        return self._observation(), info
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (ACTION_DIM,):
+            raise ValueError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action contains NaN or inf: {action}")
+        self.arm.set_action(action)
+        mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
+        self.elapsed_steps += 1
+        success = self.is_success()
+        truncated = self.elapsed_steps >= self.max_episode_steps and not success
+        info = {"success": success, "instruction": self.instruction}
+        return self._observation(), float(success), success, truncated, info
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return self.render_camera("agentview")
+        return None
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # ---- helpers --------------------------------------------------------------------------
+    def is_success(self) -> bool:
+        return self.task.is_success(self.model, self.data, self.layout)
+
+    def render_camera(self, camera: str, size: int | None = None) -> np.ndarray:
+        size = size or self.image_size
+        if self._renderer is None or self._renderer.height != size:
+            if self._renderer is not None:
+                self._renderer.close()
+            self._renderer = mujoco.Renderer(self.model, size, size)
+        self._renderer.update_scene(self.data, camera)
+        return self._renderer.render()
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        obs = {"agentview_image": self.render_camera("agentview"), "proprio": self.arm.proprio()}
+        if self.wrist_camera:
+            obs["wrist_image"] = self.render_camera("wrist")
+        return obs
+
+    def _home(self, ee_start: list[float]) -> np.ndarray:
+        # The jittered start is a few cm from the solved home pose: two IK solves converge.
+        q = self._home_base
+        for _ in range(2):
+            q = self.arm.solve_ik(np.asarray(ee_start), DOWN_QUAT, q)
+        return q
+
+    def _apply(self, layout: Layout) -> None:
+        mujoco.mj_resetData(self.model, self.data)
+        self.task.apply_layout(self.model, self.data, layout)
+        self.arm.reset_to(self._home(layout["ee_start"]))
+        mujoco.mj_forward(self.model, self.data)
+        mujoco.mj_step(self.model, self.data, nstep=SETTLE_SUBSTEPS)
+        self.layout = layout
+        self.instruction = layout["instruction"]
+        self.elapsed_steps = 0
+
+
+__all__ = ["TabletopEnv", "CONTROL_HZ", "SUBSTEPS", "DOWN_QUAT"]

@@ -1,0 +1,462 @@
+"""The tabletop tasks: their objects, how init states (layouts) are sampled, and success predicates.
+
+A *layout* is a JSON-serialisable dict that fully determines an episode's initial state: object
+colours, positions and yaws, which object is the target, the instruction text, and where the
+gripper starts. Evaluation layouts are frozen in ``sim_envs/init_states/*.json``; training layouts
+are drawn from a disjoint seed stream (see ``sim_envs.init_states``).
+
+Every task has distractors of other colours, so the instruction must be read to succeed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import mujoco
+import numpy as np
+
+from sim_envs.scene import BLOCK_HALF, COLORS, block_xml
+
+Layout = dict[str, Any]
+
+# Where objects may be placed: reachable, in view of the agent camera, clear of the robot base.
+WORKSPACE_X = (-0.18, 0.16)
+WORKSPACE_Y = (-0.2, 0.2)
+EE_START_JITTER = 0.03
+EE_START = np.array([-0.05, 0.0, 0.22])
+
+
+def sample_positions(
+    rng: np.random.Generator,
+    count: int,
+    min_distance: float,
+    x_range: tuple[float, float] = WORKSPACE_X,
+    y_range: tuple[float, float] = WORKSPACE_Y,
+    avoid: list[np.ndarray] | None = None,
+    avoid_distance: float | None = None,
+) -> list[np.ndarray]:
+    """``count`` xy points pairwise ``min_distance`` apart and ``avoid_distance`` from ``avoid``."""
+    avoid = list(avoid or [])
+    avoid_distance = min_distance if avoid_distance is None else avoid_distance
+    points: list[np.ndarray] = []
+    for _ in range(10_000):
+        candidate = np.array([rng.uniform(*x_range), rng.uniform(*y_range)])
+        if all(np.linalg.norm(candidate - p) >= min_distance for p in points) and all(
+            np.linalg.norm(candidate - p) >= avoid_distance for p in avoid
+        ):
+            points.append(candidate)
+            if len(points) == count:
+                return points
+    raise RuntimeError(f"could not place {count} objects {min_distance} m apart")
+
+
+def pick_colors(rng: np.random.Generator, count: int) -> list[str]:
+    names = list(COLORS)
+    return [names[i] for i in rng.choice(len(names), size=count, replace=False)]
+
+
+def set_free_body(model: mujoco.MjModel, data: mujoco.MjData, body: str, pos, yaw: float) -> None:
+    joint = model.body(body).jntadr[0]
+    qadr, vadr = model.jnt_qposadr[joint], model.jnt_dofadr[joint]
+    data.qpos[qadr : qadr + 3] = pos
+    data.qpos[qadr + 3 : qadr + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+    data.qvel[vadr : vadr + 6] = 0.0
+
+
+def set_color(model: mujoco.MjModel, geom: str, color: str, alpha: float = 1.0) -> None:
+    model.geom_rgba[model.geom(geom).id] = (*COLORS[color], alpha)
+
+
+def body_position(data: mujoco.MjData, body: str) -> np.ndarray:
+    return data.body(body).xpos.copy()
+
+
+def body_yaw(data: mujoco.MjData, body: str) -> float:
+    mat = data.body(body).xmat.reshape(3, 3)
+    return float(np.arctan2(mat[1, 0], mat[0, 0]))
+
+
+class Task:
+    """One tabletop task. Subclasses set the class attributes and the four methods below."""
+
+    name: ClassVar[str]
+    max_steps: ClassVar[int]
+    templates: ClassVar[tuple[str, ...]]
+    summary: ClassVar[str]
+
+    def objects_xml(self) -> str:
+        raise NotImplementedError
+
+    def sample_layout(self, rng: np.random.Generator) -> Layout:
+        raise NotImplementedError
+
+    def apply_layout(self, model: mujoco.MjModel, data: mujoco.MjData, layout: Layout) -> None:
+        raise NotImplementedError
+
+    def is_success(self, model: mujoco.MjModel, data: mujoco.MjData, layout: Layout) -> bool:
+        raise NotImplementedError
+
+    # shared helpers ----------------------------------------------------------------------
+    def _common(self, rng: np.random.Generator, **words: str) -> Layout:
+        template = int(rng.integers(len(self.templates)))
+        ee = EE_START + rng.uniform(-EE_START_JITTER, EE_START_JITTER, size=3)
+        return {
+            "template": template,
+            "instruction": self.templates[template].format(**words),
+            "ee_start": [round(float(v), 5) for v in ee],
+        }
+
+
+def _blocks_layout(rng: np.random.Generator, count: int) -> tuple[list[str], list[list[float]], list[float]]:
+    colors = pick_colors(rng, count)
+    positions = sample_positions(rng, count, min_distance=0.1)
+    yaws = rng.uniform(-np.pi / 4, np.pi / 4, size=count)
+    return colors, [[round(float(v), 5) for v in p] for p in positions], [round(float(y), 5) for y in yaws]
+
+
+def _apply_blocks(model, data, layout: Layout) -> None:
+    for i, (color, xy, yaw) in enumerate(zip(layout["colors"], layout["positions"], layout["yaws"])):
+        set_color(model, f"block{i}_geom", color)
+        set_free_body(model, data, f"block{i}", [xy[0], xy[1], BLOCK_HALF], yaw)
+
+
+class BlocksTask(Task):
+    """Tasks over ``num_blocks`` coloured cubes; ``target`` indexes the block named in the instruction."""
+
+    num_blocks: ClassVar[int] = 3
+
+    def objects_xml(self) -> str:
+        return "".join(block_xml(f"block{i}") for i in range(self.num_blocks))
+
+    def sample_layout(self, rng: np.random.Generator) -> Layout:
+        colors, positions, yaws = _blocks_layout(rng, self.num_blocks)
+        layout = self._common(rng, color=colors[0])
+        layout.update(colors=colors, positions=positions, yaws=yaws, target=0)
+        return layout
+
+    def apply_layout(self, model, data, layout: Layout) -> None:
+        _apply_blocks(model, data, layout)
+
+    def target_position(self, data: mujoco.MjData, layout: Layout) -> np.ndarray:
+        return body_position(data, f"block{layout['target']}")
+
+
+class Reach(BlocksTask):
+    name = "Reach"
+    max_steps = 50
+    summary = "move the gripper to touch the named block"
+    templates = ("touch the {color} block", "reach for the {color} block", "move the gripper to the {color} cube")
+    SUCCESS_DISTANCE = 0.05
+
+    def is_success(self, model, data, layout) -> bool:
+        grip = data.site("grip_site").xpos
+        return bool(np.linalg.norm(grip - self.target_position(data, layout)) < self.SUCCESS_DISTANCE)
+
+
+class Lift(BlocksTask):
+    name = "Lift"
+    max_steps = 70
+    summary = "grasp the named block and lift it 10 cm"
+    templates = ("pick up the {color} block", "lift the {color} cube", "grab the {color} block and raise it")
+    LIFT_HEIGHT = 0.1
+
+    def is_success(self, model, data, layout) -> bool:
+        return bool(self.target_position(data, layout)[2] > self.LIFT_HEIGHT)
+
+
+class Stack(BlocksTask):
+    name = "Stack"
+    max_steps = 100
+    summary = "put the named block on top of the other named block"
+    templates = (
+        "stack the {color} block on the {base} block",
+        "put the {color} cube on top of the {base} cube",
+        "place the {color} block onto the {base} block",
+    )
+
+    def sample_layout(self, rng: np.random.Generator) -> Layout:
+        colors, positions, yaws = _blocks_layout(rng, self.num_blocks)
+        layout = self._common(rng, color=colors[0], base=colors[1])
+        layout.update(colors=colors, positions=positions, yaws=yaws, target=0, base=1)
+        return layout
+
+    def is_success(self, model, data, layout) -> bool:
+        top = body_position(data, f"block{layout['target']}")
+        base = body_position(data, f"block{layout['base']}")
+        aligned = np.linalg.norm(top[:2] - base[:2]) < BLOCK_HALF
+        resting_on = abs((top[2] - base[2]) - 2 * BLOCK_HALF) < 0.008
+        return bool(aligned and resting_on)
+
+
+def _zone_xml(name: str, half: float) -> str:
+    # Visual only (no collisions): a coloured square painted on the table.
+    return f"""
+    <body name="{name}" pos="0 0 0.0005">
+      <geom name="{name}_geom" type="box" size="{half} {half} 0.0005" rgba="1 1 1 1" contype="0" conaffinity="0"/>
+    </body>"""
+
+
+class Push(Task):
+    """Push one block onto the named coloured target square; a second square and block distract."""
+
+    name = "Push"
+    max_steps = 100
+    summary = "push the named block onto the named target square"
+    templates = (
+        "push the {color} block to the {zone} target",
+        "slide the {color} cube onto the {zone} square",
+        "push the {color} block onto the {zone} mark",
+    )
+    ZONE_HALF = 0.045
+    SUCCESS_DISTANCE = 0.04
+
+    def objects_xml(self) -> str:
+        return block_xml("block0") + block_xml("block1") + _zone_xml("zone0", self.ZONE_HALF) + _zone_xml(
+            "zone1", self.ZONE_HALF
+        )
+
+    def sample_layout(self, rng: np.random.Generator) -> Layout:
+        colors = pick_colors(rng, 4)  # block0, block1, zone0, zone1
+        for _ in range(1000):
+            block = np.array([rng.uniform(-0.1, 0.1), rng.uniform(-0.12, 0.12)])
+            angle = rng.uniform(0, 2 * np.pi)
+            distance = rng.uniform(0.12, 0.18)
+            zone = block + distance * np.array([np.cos(angle), np.sin(angle)])
+            if WORKSPACE_X[0] <= zone[0] <= WORKSPACE_X[1] and WORKSPACE_Y[0] <= zone[1] <= WORKSPACE_Y[1]:
+                break
+        others = sample_positions(rng, 2, min_distance=0.1, avoid=[block, zone], avoid_distance=0.12)
+        layout = self._common(rng, color=colors[0], zone=colors[2])
+        layout.update(
+            colors=colors,
+            block_positions=[[round(float(v), 5) for v in p] for p in (block, others[0])],
+            zone_positions=[[round(float(v), 5) for v in p] for p in (zone, others[1])],
+            yaws=[round(float(y), 5) for y in rng.uniform(-np.pi / 4, np.pi / 4, size=2)],
+        )
+        return layout
+
+    def apply_layout(self, model, data, layout) -> None:
+        for i in range(2):
+            set_color(model, f"block{i}_geom", layout["colors"][i])
+            x, y = layout["block_positions"][i]
+            set_free_body(model, data, f"block{i}", [x, y, BLOCK_HALF], layout["yaws"][i])
+            set_color(model, f"zone{i}_geom", layout["colors"][2 + i], alpha=0.9)
+            model.body_pos[model.body(f"zone{i}").id][:2] = layout["zone_positions"][i]
+
+    def is_success(self, model, data, layout) -> bool:
+        block = body_position(data, "block0")
+        zone = np.asarray(layout["zone_positions"][0])
+        return bool(np.linalg.norm(block[:2] - zone) < self.SUCCESS_DISTANCE and block[2] < 0.04)
+
+
+def _tray_xml(name: str, inner_half: float, wall: float = 0.006, height: float = 0.025) -> str:
+    outer = inner_half + wall
+    walls = "".join(
+        f'<geom name="{name}_wall{i}" type="box" pos="{x} {y} {height / 2}" size="{sx} {sy} {height / 2}" '
+        f'rgba="1 1 1 1" contype="1" conaffinity="3"/>'
+        for i, (x, y, sx, sy) in enumerate(
+            [(outer - wall, 0, wall, outer), (-(outer - wall), 0, wall, outer), (0, outer - wall, outer, wall),
+             (0, -(outer - wall), outer, wall)]
+        )
+    )
+    return f"""
+    <body name="{name}" pos="0 0 0">
+      <geom name="{name}_geom" type="box" pos="0 0 0.003" size="{outer} {outer} 0.003" rgba="1 1 1 1"
+            contype="1" conaffinity="3"/>
+      {walls}
+    </body>"""
+
+
+class PickPlace(Task):
+    """Put the named block into the named tray; another block and tray distract."""
+
+    name = "PickPlace"
+    max_steps = 120
+    summary = "pick the named block and place it in the named tray"
+    templates = (
+        "put the {color} block in the {tray} tray",
+        "place the {color} cube into the {tray} tray",
+        "pick up the {color} block and drop it in the {tray} tray",
+    )
+    TRAY_INNER_HALF = 0.06
+
+    def objects_xml(self) -> str:
+        return block_xml("block0") + block_xml("block1") + _tray_xml("tray0", self.TRAY_INNER_HALF) + _tray_xml(
+            "tray1", self.TRAY_INNER_HALF
+        )
+
+    def sample_layout(self, rng: np.random.Generator) -> Layout:
+        colors = pick_colors(rng, 4)  # block0, block1, tray0, tray1
+        trays = sample_positions(rng, 2, min_distance=0.2)
+        # Blocks must be clear of the trays' footprint, not just their centres.
+        blocks = sample_positions(rng, 2, min_distance=0.1, avoid=trays, avoid_distance=0.14)
+        layout = self._common(rng, color=colors[0], tray=colors[2])
+        layout.update(
+            colors=colors,
+            block_positions=[[round(float(v), 5) for v in p] for p in blocks],
+            tray_positions=[[round(float(v), 5) for v in p] for p in trays],
+            yaws=[round(float(y), 5) for y in rng.uniform(-np.pi / 4, np.pi / 4, size=2)],
+        )
+        return layout
+
+    def apply_layout(self, model, data, layout) -> None:
+        for i in range(2):
+            set_color(model, f"block{i}_geom", layout["colors"][i])
+            x, y = layout["block_positions"][i]
+            set_free_body(model, data, f"block{i}", [x, y, BLOCK_HALF], layout["yaws"][i])
+            tray = model.body(f"tray{i}").id
+            model.body_pos[tray][:2] = layout["tray_positions"][i]
+            for geom in range(model.ngeom):
+                if model.geom_bodyid[geom] == tray:
+                    model.geom_rgba[geom] = (*[0.8 * c for c in COLORS[layout["colors"][2 + i]]], 1.0)
+
+    def is_success(self, model, data, layout) -> bool:
+        block = body_position(data, "block0")
+        tray = np.asarray(layout["tray_positions"][0])
+        inside = np.all(np.abs(block[:2] - tray) < self.TRAY_INNER_HALF)
+        return bool(inside and block[2] < 0.045)
+
+
+CABINET_HALF_DEPTH = 0.08
+DRAWER_SLOT_HALF_WIDTH = 0.075
+DRAWER_OFFSETS = (0.085, -0.085)  # y of each drawer's centre relative to the cabinet
+DRAWER_TRAVEL = 0.14
+HANDLE_STANDOFF = 0.045
+HANDLE_Z = 0.055
+
+
+def _cabinet_xml() -> str:
+    d, h = CABINET_HALF_DEPTH, 0.08  # half depth (x), full height
+    width = 2 * DRAWER_SLOT_HALF_WIDTH + 0.03
+    shell = (
+        f'<geom name="cab_back" type="box" pos="{d - 0.005} 0 {h / 2}" size="0.005 {width} {h / 2}" rgba="0.5 0.45 0.4 1"/>'
+        f'<geom name="cab_top" type="box" pos="0 0 {h + 0.005}" size="{d} {width} 0.005" rgba="0.5 0.45 0.4 1"/>'
+        f'<geom name="cab_left" type="box" pos="0 {width - 0.005} {h / 2}" size="{d} 0.005 {h / 2}" rgba="0.5 0.45 0.4 1"/>'
+        f'<geom name="cab_right" type="box" pos="0 {-(width - 0.005)} {h / 2}" size="{d} 0.005 {h / 2}" rgba="0.5 0.45 0.4 1"/>'
+        f'<geom name="cab_mid" type="box" pos="0 0 {h / 2}" size="{d} 0.005 {h / 2}" rgba="0.5 0.45 0.4 1"/>'
+    )
+    drawers = ""
+    for i, y in enumerate(DRAWER_OFFSETS):
+        w = DRAWER_SLOT_HALF_WIDTH - 0.004
+        drawers += f"""
+      <body name="drawer{i}" pos="0 {y} 0">
+        <joint name="drawer{i}_slide" type="slide" axis="-1 0 0" range="0 {DRAWER_TRAVEL}" damping="4" frictionloss="0.3"/>
+        <inertial pos="0 0 0.03" mass="0.3" diaginertia="0.002 0.002 0.002"/>
+        <geom name="drawer{i}_front" type="box" pos="{-d + 0.006} 0 {h / 2}" size="0.006 {w} {h / 2 - 0.004}" rgba="0.75 0.7 0.62 1"/>
+        <geom name="drawer{i}_bottom" type="box" pos="0 0 0.006" size="{d - 0.012} {w} 0.004" rgba="0.7 0.65 0.58 1"/>
+        <geom name="drawer{i}_handle" type="box" pos="{-d - HANDLE_STANDOFF} 0 {HANDLE_Z}" size="0.008 0.04 0.008"
+              rgba="1 1 1 1" friction="1.5 0.02 0.001" condim="4"/>
+        <geom name="drawer{i}_post_a" type="box" pos="{-d - HANDLE_STANDOFF / 2} 0.034 {HANDLE_Z}" size="{HANDLE_STANDOFF / 2} 0.006 0.006" rgba="0.3 0.3 0.3 1"/>
+        <geom name="drawer{i}_post_b" type="box" pos="{-d - HANDLE_STANDOFF / 2} -0.034 {HANDLE_Z}" size="{HANDLE_STANDOFF / 2} 0.006 0.006" rgba="0.3 0.3 0.3 1"/>
+      </body>"""
+    return f"""
+    <body name="cabinet" pos="0.16 0 0">
+      <geom name="cab_floor" type="box" pos="0 0 0.001" size="{d} {width} 0.001" rgba="0.5 0.45 0.4 1"/>
+      {shell}
+      {drawers}
+    </body>"""
+
+
+class OpenDrawer(Task):
+    """Open the drawer whose handle has the named colour; the other drawer and a block distract."""
+
+    name = "OpenDrawer"
+    max_steps = 90
+    summary = "pull open the drawer with the named handle colour"
+    templates = (
+        "open the {color} drawer",
+        "pull open the drawer with the {color} handle",
+        "open the drawer that has a {color} handle",
+    )
+    OPEN_DISTANCE = 0.08
+
+    def objects_xml(self) -> str:
+        return _cabinet_xml() + block_xml("block0")
+
+    def sample_layout(self, rng: np.random.Generator) -> Layout:
+        colors = pick_colors(rng, 3)  # target handle, other handle, block
+        target = int(rng.integers(2))
+        cabinet = [float(rng.uniform(0.12, 0.17)), float(rng.uniform(-0.06, 0.06))]
+        block = np.array([rng.uniform(-0.18, -0.1), rng.uniform(-0.2, 0.2)])
+        layout = self._common(rng, color=colors[0])
+        handle_colors = [colors[0], colors[1]] if target == 0 else [colors[1], colors[0]]
+        layout.update(
+            handle_colors=handle_colors,
+            target=target,
+            cabinet_position=[round(v, 5) for v in cabinet],
+            block_color=colors[2],
+            block_position=[round(float(v), 5) for v in block],
+            block_yaw=round(float(rng.uniform(-np.pi / 4, np.pi / 4)), 5),
+        )
+        return layout
+
+    def apply_layout(self, model, data, layout) -> None:
+        model.body_pos[model.body("cabinet").id][:2] = layout["cabinet_position"]
+        for i in range(2):
+            set_color(model, f"drawer{i}_handle", layout["handle_colors"][i])
+            data.qpos[model.joint(f"drawer{i}_slide").qposadr[0]] = 0.0
+        set_color(model, "block0_geom", layout["block_color"])
+        x, y = layout["block_position"]
+        set_free_body(model, data, "block0", [x, y, BLOCK_HALF], layout["block_yaw"])
+
+    def is_success(self, model, data, layout) -> bool:
+        opening = data.qpos[model.joint(f"drawer{layout['target']}_slide").qposadr[0]]
+        return bool(opening > self.OPEN_DISTANCE)
+
+
+BUTTON_TRAVEL = 0.012
+
+
+def _button_xml(name: str) -> str:
+    return f"""
+    <body name="{name}" pos="0 0 0">
+      <geom name="{name}_base" type="box" pos="0 0 0.012" size="0.04 0.04 0.012" rgba="0.25 0.25 0.25 1"/>
+      <body name="{name}_cap" pos="0 0 0.034">
+        <joint name="{name}_press" type="slide" axis="0 0 -1" range="0 {BUTTON_TRAVEL}" stiffness="120"
+               springref="-0.002" damping="2"/>
+        <geom name="{name}_cap_geom" type="box" size="0.026 0.026 0.01" mass="0.02" rgba="1 1 1 1"
+              contype="1" conaffinity="3"/>
+      </body>
+    </body>"""
+
+
+class PressButton(Task):
+    """Press the button with the named colour among three."""
+
+    name = "PressButton"
+    max_steps = 50
+    summary = "press down the button of the named colour"
+    templates = ("press the {color} button", "push down the {color} button", "hit the {color} button")
+    PRESSED_DEPTH = 0.008
+
+    def objects_xml(self) -> str:
+        return "".join(_button_xml(f"button{i}") for i in range(3))
+
+    def sample_layout(self, rng: np.random.Generator) -> Layout:
+        colors = pick_colors(rng, 3)
+        positions = sample_positions(rng, 3, min_distance=0.12)
+        layout = self._common(rng, color=colors[0])
+        layout.update(colors=colors, positions=[[round(float(v), 5) for v in p] for p in positions], target=0)
+        return layout
+
+    def apply_layout(self, model, data, layout) -> None:
+        for i in range(3):
+            model.body_pos[model.body(f"button{i}").id][:2] = layout["positions"][i]
+            set_color(model, f"button{i}_cap_geom", layout["colors"][i])
+            data.qpos[model.joint(f"button{i}_press").qposadr[0]] = 0.0
+
+    def is_success(self, model, data, layout) -> bool:
+        depth = data.qpos[model.joint(f"button{layout['target']}_press").qposadr[0]]
+        return bool(depth > self.PRESSED_DEPTH)
+
+
+TASKS: dict[str, type[Task]] = {
+    cls.name: cls for cls in (Reach, Lift, Push, PickPlace, Stack, OpenDrawer, PressButton)
+}
+
+
+def get_task(name: str) -> Task:
+    """Instantiate a task by name; the error lists the valid names."""
+    try:
+        return TASKS[name]()
+    except KeyError:
+        raise KeyError(f"unknown tabletop task {name!r}; valid tasks: {', '.join(TASKS)}") from None

@@ -1,0 +1,297 @@
+"""Vectorised tabletop environments: ``num_envs`` slots stepped in ``num_workers`` processes.
+
+Why not ``gymnasium.vector.AsyncVectorEnv``: it runs one process per environment, but rollouts
+want many more environments than cores (64 envs on 2 cores) and a different task per slot on
+every reset. Here each worker owns a contiguous group of slots, steps and renders them, and writes
+images straight into shared memory; only small arrays travel through the pipe.
+
+Autoreset is off: once a slot's episode ends it is frozen (not stepped, not rendered), keeps
+returning its final observation with reward 0 and its final done flags, until the next reset.
+A worker that raises sends its traceback back; a worker that dies is reported with its exit code
+(``EnvWorkerError``) instead of a hang.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from vla_rl.core.config import option
+from vla_rl.core.types import EnvSpec, ObsBatch, StepResult, TaskSpec
+
+from sim_envs.tabletop_env import ACTION_DIM, CONTROL_HZ, PROPRIO_DIM, TabletopEnv
+from sim_envs.tasks import TASKS
+
+
+class EnvWorkerError(RuntimeError):
+    """An env worker process raised or died; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class VecEnvConfig:
+    num_envs: int = option(8, "number of parallel environments (slots)")
+    num_workers: int = option(-1, "worker processes; -1 = one per CPU core, 0 = step in this process")
+    image_size: int = option(64, "camera image height and width in pixels (32-256)")
+    wrist_camera: bool = option(False, "also render the wrist camera")
+    start_method: Literal["spawn", "forkserver", "fork"] = option("spawn", "multiprocessing start method")
+    step_timeout_s: float = option(120.0, "seconds to wait for a worker reply before declaring it hung")
+
+    def __post_init__(self) -> None:
+        if self.num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
+        if self.num_workers < -1:
+            raise ValueError(f"num_workers must be -1, 0 or positive, got {self.num_workers}")
+
+    def resolved_workers(self) -> int:
+        workers = (os.cpu_count() or 1) if self.num_workers == -1 else self.num_workers
+        return min(workers, self.num_envs)
+
+
+class _SlotGroup:
+    """Environment slots of one process; one lazily built ``TabletopEnv`` per (slot, task)."""
+
+    def __init__(self, slots: int, image_size: int, wrist_camera: bool):
+        self.image_size, self.wrist_camera = image_size, wrist_camera
+        self.envs: list[dict[str, TabletopEnv]] = [{} for _ in range(slots)]
+        self.current: list[TabletopEnv | None] = [None] * slots
+        self.done = np.zeros(slots, dtype=bool)
+        self.final = [(False, False, False)] * slots  # terminated, truncated, success
+        self.last_proprio = np.zeros((slots, PROPRIO_DIM), np.float32)
+
+    def _env(self, slot: int, task: str) -> TabletopEnv:
+        if task not in self.envs[slot]:
+            self.envs[slot][task] = TabletopEnv(task, self.image_size, self.wrist_camera)
+        return self.envs[slot][task]
+
+    def reset(self, specs: Sequence[TaskSpec], images: dict[str, np.ndarray]) -> dict[str, Any]:
+        instructions = []
+        for slot, spec in enumerate(specs):
+            env = self._env(slot, spec.task)
+            obs, info = env.reset(options={"init_state_id": spec.init_state_id, "split": spec.split})
+            self.current[slot] = env
+            self._store(slot, obs, images)
+            instructions.append(info["instruction"])
+        self.done[:] = False
+        self.final = [(False, False, False)] * len(specs)
+        return {"proprio": self.last_proprio.copy(), "instructions": instructions}
+
+    def step(self, actions: np.ndarray, images: dict[str, np.ndarray]) -> dict[str, Any]:
+        slots = len(self.current)
+        reward = np.zeros(slots, np.float32)
+        flags = np.zeros((slots, 3), bool)
+        for slot, env in enumerate(self.current):
+            if env is None:
+                raise RuntimeError("step() called before reset()")
+            if self.done[slot]:
+                flags[slot] = self.final[slot]
+                continue
+            obs, reward[slot], terminated, truncated, info = env.step(actions[slot])
+            self._store(slot, obs, images)
+            flags[slot] = (terminated, truncated, info["success"])
+            if terminated or truncated:
+                self.done[slot] = True
+                self.final[slot] = (terminated, truncated, info["success"])
+        return {"proprio": self.last_proprio.copy(), "reward": reward, "flags": flags}
+
+    def _store(self, slot: int, obs: dict[str, np.ndarray], images: dict[str, np.ndarray]) -> None:
+        self.last_proprio[slot] = obs["proprio"]
+        for camera, buffer in images.items():
+            buffer[slot] = obs[f"{camera}_image"]
+
+    def close(self) -> None:
+        for envs in self.envs:
+            for env in envs.values():
+                env.close()
+
+
+def _attach(shm_names: dict[str, str], shape: tuple[int, ...]) -> tuple[dict, dict[str, np.ndarray]]:
+    handles = {cam: shared_memory.SharedMemory(name=name) for cam, name in shm_names.items()}
+    arrays = {cam: np.ndarray(shape, np.uint8, buffer=h.buf) for cam, h in handles.items()}
+    return handles, arrays
+
+
+def _worker_main(conn, start: int, stop: int, num_envs: int, image_size: int, wrist: bool, shm_names) -> None:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    handles, arrays = _attach(shm_names, (num_envs, image_size, image_size, 3))
+    views = {cam: array[start:stop] for cam, array in arrays.items()}
+    group = None
+    try:
+        group = _SlotGroup(stop - start, image_size, wrist)
+        while True:
+            command, payload = conn.recv()
+            try:
+                if command == "reset":
+                    conn.send(("ok", group.reset(payload, views)))
+                elif command == "step":
+                    conn.send(("ok", group.step(payload, views)))
+                elif command == "close":
+                    conn.send(("ok", None))
+                    return
+                else:
+                    raise ValueError(f"unknown command {command!r}")
+            except Exception:  # noqa: BLE001 - the traceback is sent to the parent, which raises
+                conn.send(("error", traceback.format_exc()))
+    except (EOFError, KeyboardInterrupt):
+        return
+    finally:
+        if group is not None:
+            group.close()
+        del views, arrays
+        for handle in handles.values():
+            handle.close()
+
+
+class TabletopVecEnv:
+    """The ``VecEnv`` of the tabletop suite. Use as a context manager or call ``close()``."""
+
+    def __init__(self, config: VecEnvConfig = VecEnvConfig()):
+        self.config = config
+        cameras = ("agentview", "wrist") if config.wrist_camera else ("agentview",)
+        self.spec = EnvSpec(
+            num_envs=config.num_envs, cameras=cameras, image_size=config.image_size, proprio_dim=PROPRIO_DIM,
+            action_dim=ACTION_DIM, control_hz=CONTROL_HZ, max_episode_steps=max(t.max_steps for t in TASKS.values()),
+        )
+        self.num_workers = config.resolved_workers()
+        shape = (config.num_envs, config.image_size, config.image_size, 3)
+        self._shm = {cam: shared_memory.SharedMemory(create=True, size=int(np.prod(shape))) for cam in cameras}
+        self._images = {cam: np.ndarray(shape, np.uint8, buffer=h.buf) for cam, h in self._shm.items()}
+        self._instructions = [""] * config.num_envs
+        self._closed = False
+        self._processes: list[mp.process.BaseProcess] = []
+        self._conns = []
+        if self.num_workers == 0:
+            self._local = _SlotGroup(config.num_envs, config.image_size, config.wrist_camera)
+            self._bounds = [(0, config.num_envs)]
+            return
+        self._local = None
+        edges = np.linspace(0, config.num_envs, self.num_workers + 1).round().astype(int)
+        self._bounds = list(zip(edges[:-1], edges[1:]))
+        context = mp.get_context(config.start_method)
+        names = {cam: h.name for cam, h in self._shm.items()}
+        for start, stop in self._bounds:
+            parent, child = context.Pipe()
+            process = context.Process(
+                target=_worker_main, daemon=True,
+                args=(child, int(start), int(stop), config.num_envs, config.image_size, config.wrist_camera, names),
+            )
+            process.start()
+            child.close()
+            self._processes.append(process)
+            self._conns.append(parent)
+
+    # ---- VecEnv API ---------------------------------------------------------------------
+    def reset(self, tasks: Sequence[TaskSpec]) -> ObsBatch:
+        if len(tasks) != self.config.num_envs:
+            raise ValueError(f"reset needs one TaskSpec per env ({self.config.num_envs}), got {len(tasks)}")
+        for spec in tasks:
+            if spec.task not in TASKS:
+                raise KeyError(f"unknown tabletop task {spec.task!r}; valid tasks: {', '.join(TASKS)}")
+        replies = self._call("reset", [list(tasks[a:b]) for a, b in self._bounds])
+        self._instructions = [text for reply in replies for text in reply["instructions"]]
+        return self._obs(np.concatenate([r["proprio"] for r in replies]))
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.shape != (self.config.num_envs, ACTION_DIM):
+            raise ValueError(f"actions must be [{self.config.num_envs}, {ACTION_DIM}], got {actions.shape}")
+        if not np.all(np.isfinite(actions)):
+            bad = sorted(set(np.nonzero(~np.isfinite(actions))[0].tolist()))
+            raise ValueError(f"actions contain NaN or inf for envs {bad}; no env was stepped")
+        replies = self._call("step", [actions[a:b] for a, b in self._bounds])
+        flags = np.concatenate([r["flags"] for r in replies])
+        return StepResult(
+            obs=self._obs(np.concatenate([r["proprio"] for r in replies])),
+            reward=np.concatenate([r["reward"] for r in replies]),
+            terminated=flags[:, 0], truncated=flags[:, 1], success=flags[:, 2],
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._local is not None:
+            self._local.close()
+        for conn, process in zip(self._conns, self._processes):
+            try:
+                if process.is_alive():
+                    conn.send(("close", None))
+                    if conn.poll(5):
+                        conn.recv()
+            except (BrokenPipeError, EOFError, OSError):
+                pass
+            process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=5)
+            conn.close()
+        self._images = {}
+        for handle in self._shm.values():
+            handle.close()
+            handle.unlink()
+
+    def __enter__(self) -> "TabletopVecEnv":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown; nothing left to report to
+            pass
+
+    # ---- internals ------------------------------------------------------------------------
+    def _obs(self, proprio: np.ndarray) -> ObsBatch:
+        return ObsBatch(
+            images={cam: array.copy() for cam, array in self._images.items()},
+            proprio=proprio,
+            instructions=list(self._instructions),
+        )
+
+    def _call(self, command: str, payloads: list[Any]) -> list[Any]:
+        if self._closed:
+            raise EnvWorkerError("the vector env is closed")
+        if self._local is not None:
+            return [getattr(self._local, command)(payloads[0], self._images)]
+        for index, (conn, payload) in enumerate(zip(self._conns, payloads)):
+            try:
+                conn.send((command, payload))
+            except (BrokenPipeError, OSError):
+                self._raise_dead(index, command)
+        return [self._receive(index, command) for index in range(len(self._conns))]
+
+    def _receive(self, index: int, command: str) -> Any:
+        conn, process = self._conns[index], self._processes[index]
+        deadline = time.monotonic() + self.config.step_timeout_s
+        while not conn.poll(0.05):
+            if not process.is_alive():
+                self._raise_dead(index, command)
+            if time.monotonic() > deadline:
+                raise EnvWorkerError(
+                    f"env worker {index} (pid {process.pid}) did not answer {command!r} within "
+                    f"{self.config.step_timeout_s} s"
+                )
+        try:
+            status, payload = conn.recv()
+        except (EOFError, ConnectionResetError):
+            self._raise_dead(index, command)
+        if status == "error":
+            raise EnvWorkerError(f"env worker {index} failed during {command!r}:\n{payload}")
+        return payload
+
+    def _raise_dead(self, index: int, command: str) -> None:
+        process = self._processes[index]
+        process.join(timeout=1)
+        a, b = self._bounds[index]
+        raise EnvWorkerError(
+            f"env worker {index} (pid {process.pid}, envs {a}..{b - 1}) died with exit code "
+            f"{process.exitcode} during {command!r}; close this vector env and create a new one"
+        )

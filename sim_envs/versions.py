@@ -1,0 +1,64 @@
+"""Versions that shift simulation results, recorded in every demo file and evaluation report."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The code's git commit (with '-dirty' for uncommitted changes), or None outside a checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+@functools.lru_cache(maxsize=1)
+def gl_renderer() -> str:
+    """The OpenGL renderer MuJoCo draws with, e.g. 'llvmpipe (LLVM 15.0.6, 256 bits)'."""
+    try:
+        import mujoco
+        from OpenGL import GL
+
+        context = mujoco.GLContext(16, 16)
+        context.make_current()
+        try:
+            return GL.glGetString(GL.GL_RENDERER).decode() + " / " + GL.glGetString(GL.GL_VERSION).decode()
+        finally:
+            context.free()
+    except Exception as error:  # noqa: BLE001 - a record of what failed is the useful output here
+        return f"unavailable ({type(error).__name__}: {error})"
+
+
+def environment_versions() -> dict[str, str | None]:
+    import vla_rl
+
+    return {
+        "vla_rl_version": vla_rl.__version__,
+        "code_commit": git_commit(),
+        "mujoco_version": _package_version("mujoco"),
+        "robosuite_version": _package_version("robosuite"),
+        "gymnasium_version": _package_version("gymnasium"),
+        "numpy_version": _package_version("numpy"),
+        "mujoco_gl": os.environ.get("MUJOCO_GL", "default"),
+        "gl_renderer": gl_renderer(),
+        "python_version": platform.python_version(),
+    }

@@ -1,0 +1,3 @@
+"""VLA reinforcement-learning post-training for robot arms."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,121 @@
+"""``vla-rl``: the command-line entry point (the composition root wiring concrete parts together).
+
+Subcommands:
+  envs list   the environment suites, their tasks, step limits and init-state counts
+  demos       collect scripted-expert demonstrations as robomimic/LIBERO-layout HDF5 (+ MP4)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from vla_rl.core.config import ConfigError, describe, load_config
+
+
+def _headless_rendering_default() -> None:
+    # MuJoCo picks its GL backend at import; without a display, EGL (Mesa) is the one that works.
+    if not os.environ.get("DISPLAY"):
+        os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def cmd_envs_list(args: argparse.Namespace) -> int:
+    from sim_envs import gym_id
+    from sim_envs.init_states import num_eval_states
+    from sim_envs.tabletop_env import CONTROL_HZ
+    from sim_envs.tasks import TASKS
+
+    rows = []
+    for name, cls in TASKS.items():
+        task = cls()
+        rows.append({
+            "suite": "tabletop", "task": name, "gym_id": gym_id(name), "max_steps": task.max_steps,
+            "eval_init_states": num_eval_states(name), "train_init_states": "unbounded stream",
+            "control_hz": CONTROL_HZ, "summary": task.summary, "example": task.templates[0],
+        })
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"suite 'tabletop': {len(rows)} tasks, {CONTROL_HZ} Hz control, 7-D EE-delta actions\n")
+    header = f"{'task':<12} {'steps':>5} {'eval':>5}  {'gym id':<24} summary"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(f"{row['task']:<12} {row['max_steps']:>5} {row['eval_init_states']:>5}  {row['gym_id']:<24} "
+              f"{row['summary']} (e.g. \"{row['example']}\")")
+    return 0
+
+
+def cmd_demos(args: argparse.Namespace) -> int:
+    from sim_envs.demos import DemoConfig, collect_demos
+
+    overrides = list(args.set or [])
+    if args.task:
+        overrides.append(f"tasks=[{', '.join(args.task)}]")
+    for flag, key in (("episodes", "episodes_per_task"), ("out", "out_dir"), ("videos", "videos_per_task"),
+                      ("noise", "noise_std"), ("image_size", "image_size"), ("workers", "num_workers")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if args.show_config:
+        print(describe(DemoConfig))
+        return 0
+    config = load_config(DemoConfig, args.config, overrides)
+    summaries = collect_demos(config)
+    print(f"\n{'task':<12} {'demos':>5} {'tries':>5} {'expert success':>15} {'mean len':>8}  file")
+    for s in summaries:
+        print(f"{s['task']:<12} {s['demos']:>5} {s['attempts']:>5} {s['expert_success_rate']:>14.0%} "
+              f"{s['mean_length']:>8.1f}  {s['file']}")
+    videos = [v for s in summaries for v in s["videos"]]
+    if videos:
+        print(f"\nvideos: {len(videos)} in {config.out_dir / 'videos'}")
+    print(f"summary: {config.out_dir / 'summary.json'}")
+    short = [s["task"] for s in summaries if s["demos"] < config.episodes_per_task]
+    if short:
+        print(f"error: fewer demos than requested for {', '.join(short)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vla-rl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    envs = sub.add_parser("envs", help="environment suites and tasks")
+    envs_sub = envs.add_subparsers(dest="envs_command", required=True)
+    envs_list = envs_sub.add_parser("list", help="list suites, tasks and init-state counts")
+    envs_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    envs_list.set_defaults(func=cmd_envs_list)
+
+    demos = sub.add_parser("demos", help="collect scripted-expert demonstrations (HDF5 + MP4)")
+    demos.add_argument("--config", type=Path, help="YAML DemoConfig (e.g. configs/demo.yaml)")
+    demos.add_argument("--task", action="append", help="task to collect (repeatable; default: all)")
+    demos.add_argument("--episodes", type=int, help="successful demos per task")
+    demos.add_argument("--out", type=Path, help="output directory")
+    demos.add_argument("--videos", type=int, help="MP4 videos per task")
+    demos.add_argument("--noise", type=float, help="perturbed expert: action noise std")
+    demos.add_argument("--image-size", type=int, help="observation image size")
+    demos.add_argument("--workers", type=int, help="parallel processes (-1 = one per core)")
+    demos.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
+    demos.add_argument("--show-config", action="store_true", help="print every config field and exit")
+    demos.set_defaults(func=cmd_demos)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _headless_rendering_default()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, KeyError, ValueError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Typed containers, Protocols and the config system shared by every package (numpy/torch only)."""
+
+from vla_rl.core.config import ConfigError, load_config, option
+from vla_rl.core.protocols import Policy, RewardCritic, VecEnv, WorldModel
+from vla_rl.core.types import (
+    CriticOutput,
+    EnvSpec,
+    EpisodeFrames,
+    LogProbOutput,
+    ObsBatch,
+    PolicyOutput,
+    StepResult,
+    TaskSpec,
+    TrajectoryBatch,
+)
+
+__all__ = [
+    "ConfigError", "load_config", "option", "Policy", "RewardCritic", "VecEnv", "WorldModel", "CriticOutput",
+    "EnvSpec", "EpisodeFrames", "LogProbOutput", "ObsBatch", "PolicyOutput", "StepResult", "TaskSpec",
+    "TrajectoryBatch",
+]

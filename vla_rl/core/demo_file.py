@@ -1,0 +1,122 @@
+"""Demonstrations on disk in the robomimic / LIBERO HDF5 layout: the contract between data sources
+(scripted experts, converted datasets, robot recordings) and SFT.
+
+One file per task, written atomically (to ``*.tmp`` then renamed)::
+
+    data                      attrs: total, env_args (JSON), problem_info (JSON with language_instruction)
+    data/demo_<i>             attrs: num_samples, instruction, task, init_state_id, split, success, seed
+    data/demo_<i>/actions     float32 [T, 7]    action taken at step t
+    data/demo_<i>/rewards     float32 [T]
+    data/demo_<i>/dones       uint8   [T]       1 on the last step
+    data/demo_<i>/states      float64 [T, S]    simulator state (qpos, qvel) before step t
+    data/demo_<i>/obs/agentview_rgb    uint8 [T, H, W, 3]   observation before step t
+    data/demo_<i>/obs/eye_in_hand_rgb  uint8 [T, H, W, 3]   (when a wrist camera was recorded)
+    data/demo_<i>/obs/ee_pos           float32 [T, 3]
+    data/demo_<i>/obs/ee_ori           float32 [T, 3]      axis-angle
+    data/demo_<i>/obs/gripper_states   float32 [T, 2]
+    data/demo_<i>/obs/joint_states     float32 [T, J]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+
+
+@dataclass
+class Episode:
+    """One demonstration in memory; ``obs`` maps the layout's obs keys to ``[T, ...]`` arrays."""
+
+    instruction: str
+    task: str
+    actions: np.ndarray
+    rewards: np.ndarray
+    obs: dict[str, np.ndarray]
+    states: np.ndarray
+    success: bool
+    init_state_id: int = -1
+    split: str = "train"
+    seed: int = 0
+    extra_attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        steps = len(self.actions)
+        if self.actions.ndim != 2:
+            raise ValueError(f"actions must be [T, A], got {self.actions.shape}")
+        for name, array in {"rewards": self.rewards, "states": self.states, **self.obs}.items():
+            if len(array) != steps:
+                raise ValueError(f"{name} has {len(array)} steps but actions have {steps}")
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.actions)
+
+
+def write_demo_file(path: Path, episodes: list[Episode], env_args: dict[str, Any]) -> Path:
+    """Write ``episodes`` to ``path`` atomically; returns the path."""
+    if not episodes:
+        raise ValueError(f"no episodes to write to {path}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        data = f.create_group("data")
+        data.attrs["total"] = int(sum(e.num_steps for e in episodes))
+        data.attrs["env_args"] = json.dumps(env_args)
+        data.attrs["problem_info"] = json.dumps(
+            {"problem_name": episodes[0].task, "language_instruction": episodes[0].instruction}
+        )
+        for index, episode in enumerate(episodes):
+            group = data.create_group(f"demo_{index}")
+            group.attrs.update(
+                num_samples=episode.num_steps, instruction=episode.instruction, task=episode.task,
+                init_state_id=episode.init_state_id, split=episode.split, success=bool(episode.success),
+                seed=episode.seed, **episode.extra_attrs,
+            )
+            group.create_dataset("actions", data=episode.actions.astype(np.float32))
+            group.create_dataset("rewards", data=episode.rewards.astype(np.float32))
+            dones = np.zeros(episode.num_steps, np.uint8)
+            dones[-1] = 1
+            group.create_dataset("dones", data=dones)
+            group.create_dataset("states", data=episode.states)
+            obs = group.create_group("obs")
+            for key, array in episode.obs.items():
+                compress = {"compression": "gzip", "compression_opts": 4} if array.dtype == np.uint8 else {}
+                obs.create_dataset(key, data=array, **compress)
+    os.replace(tmp, path)
+    return path
+
+
+def read_demo_file(path: Path) -> Iterator[Episode]:
+    """Yield the episodes of a file in the layout above (``demo_0``, ``demo_1``, ... in order)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"demonstration file {path} does not exist")
+    with h5py.File(path, "r") as f:
+        if "data" not in f:
+            raise ValueError(f"{path} has no 'data' group: not a robomimic/LIBERO-layout demo file")
+        data = f["data"]
+        problem = json.loads(data.attrs.get("problem_info", "{}"))
+        names = sorted(data.keys(), key=lambda name: int(name.split("_")[-1]))
+        for name in names:
+            group = data[name]
+            attrs = dict(group.attrs)
+            instruction = attrs.pop("instruction", problem.get("language_instruction", ""))
+            yield Episode(
+                instruction=str(instruction),
+                task=str(attrs.pop("task", problem.get("problem_name", ""))),
+                actions=group["actions"][()],
+                rewards=group["rewards"][()] if "rewards" in group else np.zeros(len(group["actions"]), np.float32),
+                obs={key: group["obs"][key][()] for key in group["obs"]},
+                states=group["states"][()] if "states" in group else np.zeros((len(group["actions"]), 0)),
+                success=bool(attrs.pop("success", True)),
+                init_state_id=int(attrs.pop("init_state_id", -1)),
+                split=str(attrs.pop("split", "train")),
+                seed=int(attrs.pop("seed", 0)),
+            )
