@@ -32,6 +32,7 @@ PHYSICS_DT = 0.002
 SUBSTEPS = int(round(1.0 / (CONTROL_HZ * PHYSICS_DT)))
 SETTLE_SUBSTEPS = 25
 PROPRIO_DIM = 8
+PROPRIO_BOUND = 4.0  # metres and radians: positions stay within 1 m, angles within pi
 ACTION_DIM = 7
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 256
 
@@ -70,7 +71,7 @@ class TabletopEnv(gym.Env):
         self.elapsed_steps = 0
 
         image = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
-        spaces = {"agentview_image": image, "proprio": gym.spaces.Box(-np.inf, np.inf, (PROPRIO_DIM,), np.float32)}
+        spaces = {"agentview_image": image, "proprio": gym.spaces.Box(-PROPRIO_BOUND, PROPRIO_BOUND, (PROPRIO_DIM,), np.float32)}
         if wrist_camera:
             spaces["wrist_image"] = image
         self.observation_space = gym.spaces.Dict(spaces)

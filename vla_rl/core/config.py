@@ -61,7 +61,7 @@ def _convert(kind: Any, value: Any, where: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping for {kind.__name__}, got {value!r}")
-        return from_dict(kind, value, where)
+        return from_dict(kind, value, f"{where}.")
     if origin is Literal:
         if value not in get_args(kind):
             raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(kind))}")

@@ -1,0 +1,45 @@
+import json
+
+import h5py
+
+from vla_rl.cli.main import main
+from sim_envs.tasks import TASKS
+
+
+def test_envs_list_shows_every_task(capsys):
+    assert main(["envs", "list"]) == 0
+    out = capsys.readouterr().out
+    for task in TASKS:
+        assert task in out and f"vla_rl/{task}-v0" in out
+    assert main(["envs", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["task"] for r in rows} == set(TASKS) and all(r["eval_init_states"] == 50 for r in rows)
+
+
+def test_demos_writes_hdf5_and_video(tmp_path, capsys):
+    out = tmp_path / "demos"
+    code = main(["demos", "--task", "Lift", "--task", "PressButton", "--episodes", "2", "--out", str(out),
+                 "--videos", "1", "--image-size", "32", "--workers", "2", "--set", "video_size=64"])
+    assert code == 0
+    with h5py.File(out / "Lift_demo.hdf5") as f:
+        demo = f["data/demo_1"]
+        steps = demo.attrs["num_samples"]
+        assert demo["actions"].shape == (steps, 7) and demo["obs/agentview_rgb"].shape == (steps, 32, 32, 3)
+        assert demo["obs/eye_in_hand_rgb"].shape == (steps, 32, 32, 3)
+        assert "block" in demo.attrs["instruction"] and demo.attrs["split"] == "train" and demo.attrs["success"]
+        env_args = json.loads(f["data"].attrs["env_args"])
+        assert env_args["mujoco_version"] and env_args["gl_renderer"]
+    assert (out / "videos" / "Lift_init0.mp4").stat().st_size > 1000
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["demos"] for s in summary] == [2, 2]
+    assert "expert success" in capsys.readouterr().out
+
+
+def test_bad_config_is_a_clear_error(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("episodes_per_tsk: 3\n")
+    assert main(["demos", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "episodes_per_tsk" in err and "episodes_per_task" in err
+    assert main(["demos", "--task", "Fly"]) == 2
+    assert "valid tasks" in capsys.readouterr().err

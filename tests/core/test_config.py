@@ -1,0 +1,88 @@
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from vla_rl.core.config import ConfigError, describe, load_config, option, to_dict
+
+
+@dataclass(frozen=True)
+class Inner:
+    size: int = option(64, "pixels")
+    scale: float = option(1.0, "a number")
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str = option("run", "run name")
+    mode: Literal["a", "b"] = option("a", "which mode")
+    tasks: tuple[str, ...] = option(("x",), "task names")
+    inner: Inner = option(factory=Inner, doc="nested section")
+    out: Path = option(Path("runs"), "output dir")
+
+
+def test_defaults_and_nested_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: r1\ninner:\n  size: 96\ntasks: [p, q]\n")
+    config = load_config(Outer, path)
+    assert config == Outer(name="r1", tasks=("p", "q"), inner=Inner(size=96))
+    assert isinstance(config.tasks, tuple)
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError) as error:
+        load_config(Outer, {"nmae": "typo"})
+    message = str(error.value)
+    assert "'nmae'" in message
+    for key in ("name", "mode", "tasks", "inner", "out"):
+        assert key in message
+
+
+def test_unknown_nested_key_names_its_path():
+    with pytest.raises(ConfigError, match=r"inner\.sise"):
+        load_config(Outer, {"inner": {"sise": 3}})
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [({"mode": "c"}, "not one of"), ({"inner": {"size": 1.5}}, "integer"), ({"inner": {"size": True}}, "integer"),
+     ({"name": 3}, "string"), ({"tasks": "x"}, "list"), ({"inner": 5}, "mapping")],
+)
+def test_bad_values_are_errors_not_replaced(data, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(Outer, data)
+
+
+def test_overrides_are_parsed_as_yaml_and_validated():
+    config = load_config(Outer, None, ["inner.scale=2", "mode=b", "tasks=[a, b]"])
+    assert config.inner.scale == 2.0 and config.mode == "b" and config.tasks == ("a", "b")
+    with pytest.raises(ConfigError):
+        load_config(Outer, None, ["inner.nope=1"])
+    with pytest.raises(ConfigError, match="key.path=value"):
+        load_config(Outer, None, ["mode"])
+
+
+def test_frozen_missing_file_and_roundtrip(tmp_path):
+    config = load_config(Outer)
+    with pytest.raises(Exception):
+        config.name = "changed"  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Outer, tmp_path / "missing.yaml")
+    assert load_config(Outer, to_dict(config)) == config
+    assert "nested section" in describe(Outer) and "pixels" in describe(Outer)
+
+
+def test_invalid_yaml_is_reported(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(Outer, path)
+
+
+def test_repository_configs_load():
+    from sim_envs.demos import DemoConfig
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(DemoConfig, root / "configs" / "demo.yaml")
+    assert config.episodes_per_task >= 1

@@ -1,0 +1,39 @@
+import h5py
+import numpy as np
+import pytest
+
+from vla_rl.core.demo_file import Episode, read_demo_file, write_demo_file
+
+
+def episode(steps=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return Episode(
+        instruction="lift the red block", task="Lift", actions=rng.uniform(-1, 1, (steps, 7)).astype(np.float32),
+        rewards=np.zeros(steps, np.float32), obs={"agentview_rgb": rng.integers(0, 255, (steps, 8, 8, 3), np.uint8),
+                                                  "ee_pos": rng.normal(size=(steps, 3)).astype(np.float32)},
+        states=rng.normal(size=(steps, 5)), success=True, init_state_id=seed,
+    )
+
+
+def test_roundtrip_in_robomimic_layout(tmp_path):
+    path = write_demo_file(tmp_path / "Lift_demo.hdf5", [episode(4, 0), episode(6, 1)], {"env_name": "Lift"})
+    assert not list(tmp_path.glob("*.tmp"))
+    with h5py.File(path) as f:
+        assert f["data"].attrs["total"] == 10
+        assert f["data/demo_1/obs/agentview_rgb"].shape == (6, 8, 8, 3)
+        assert f["data/demo_0/dones"][()].tolist() == [0, 0, 0, 1]
+    back = list(read_demo_file(path))
+    assert [e.num_steps for e in back] == [4, 6]
+    np.testing.assert_array_equal(back[1].actions, episode(6, 1).actions)
+    assert back[0].instruction == "lift the red block" and back[1].init_state_id == 1
+
+
+def test_episode_lengths_must_agree_and_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="steps"):
+        Episode("x", "Lift", np.zeros((3, 7)), np.zeros(2), {}, np.zeros((3, 1)), True)
+    with pytest.raises(FileNotFoundError):
+        list(read_demo_file(tmp_path / "none.hdf5"))
+    with h5py.File(tmp_path / "other.hdf5", "w") as f:
+        f.create_group("something")
+    with pytest.raises(ValueError, match="'data'"):
+        list(read_demo_file(tmp_path / "other.hdf5"))

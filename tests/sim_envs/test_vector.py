@@ -1,0 +1,91 @@
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from sim_envs.vector import EnvWorkerError, TabletopVecEnv, VecEnvConfig
+from vla_rl.core import TaskSpec, VecEnv
+
+TASK_MIX = ["Reach", "Lift", "Push", "PressButton"]
+
+
+def specs(n):
+    return [TaskSpec(TASK_MIX[i % len(TASK_MIX)], i, "eval") for i in range(n)]
+
+
+def rollout(workers, steps=6, n=4):
+    rng = np.random.default_rng(0)
+    with TabletopVecEnv(VecEnvConfig(num_envs=n, num_workers=workers, image_size=32)) as venv:
+        obs = venv.reset(specs(n))
+        results = [venv.step(rng.uniform(-1, 1, (n, 7)).astype(np.float32)) for _ in range(steps)]
+    return obs, results
+
+
+def test_worker_processes_match_in_process_stepping():
+    obs_local, local = rollout(workers=0)
+    obs_remote, remote = rollout(workers=2)
+    np.testing.assert_array_equal(obs_local.images["agentview"], obs_remote.images["agentview"])
+    assert obs_local.instructions == obs_remote.instructions
+    for a, b in zip(local, remote):
+        np.testing.assert_allclose(a.obs.proprio, b.obs.proprio, atol=1e-6)
+        np.testing.assert_array_equal(a.obs.images["agentview"], b.obs.images["agentview"])
+
+
+def test_spec_shapes_and_protocol():
+    with TabletopVecEnv(VecEnvConfig(num_envs=3, num_workers=0, image_size=32, wrist_camera=True)) as venv:
+        assert isinstance(venv, VecEnv)
+        obs = venv.reset(specs(3))
+        assert venv.spec.cameras == ("agentview", "wrist")
+        assert obs.images["wrist"].shape == (3, 32, 32, 3) and obs.proprio.shape == (3, venv.spec.proprio_dim)
+        with pytest.raises(ValueError, match="one TaskSpec per env"):
+            venv.reset(specs(2))
+        with pytest.raises(KeyError, match="valid tasks"):
+            venv.reset([TaskSpec("Nope", 0)] * 3)
+        bad = np.zeros((3, 7), np.float32)
+        bad[1, 2] = np.nan
+        with pytest.raises(ValueError, match=r"envs \[1\]"):
+            venv.step(bad)
+
+
+def test_finished_envs_are_frozen_until_reset():
+    with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32)) as venv:
+        venv.reset([TaskSpec("Reach", 0, "eval"), TaskSpec("Lift", 0, "eval")])
+        env0 = venv._local.current[0]
+        env0.max_episode_steps = 2  # make env 0 truncate quickly
+        results = [venv.step(np.zeros((2, 7), np.float32)) for _ in range(4)]
+        assert [bool(r.truncated[0]) for r in results] == [False, True, True, True]
+        assert not results[-1].truncated[1]
+        np.testing.assert_array_equal(results[1].obs.images["agentview"][0], results[3].obs.images["agentview"][0])
+        assert env0.elapsed_steps == 2 and results[3].reward[0] == 0
+
+
+def test_dead_worker_is_a_clear_error_not_a_hang():
+    venv = TabletopVecEnv(VecEnvConfig(num_envs=4, num_workers=2, image_size=32, step_timeout_s=60))
+    try:
+        venv.reset(specs(4))
+        os.kill(venv._processes[1].pid, signal.SIGKILL)
+        with pytest.raises(EnvWorkerError, match=r"worker 1 .*died with exit code -9"):
+            venv.step(np.zeros((4, 7), np.float32))
+    finally:
+        venv.close()
+    assert all(not p.is_alive() for p in venv._processes)
+
+
+def test_worker_exception_carries_the_remote_traceback():
+    with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=1, image_size=32)) as venv:
+        with pytest.raises(EnvWorkerError, match="before reset"):
+            venv.step(np.zeros((2, 7), np.float32))
+        venv.reset(specs(2))  # the worker survived its exception
+        assert venv.step(np.zeros((2, 7), np.float32)).obs.batch_size == 2
+
+
+def test_close_releases_shared_memory():
+    venv = TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=1, image_size=32))
+    names = [h.name for h in venv._shm.values()]
+    venv.close()
+    venv.close()  # idempotent
+    for name in names:
+        assert not os.path.exists(f"/dev/shm/{name}")
+    with pytest.raises(EnvWorkerError, match="closed"):
+        venv.reset(specs(2))
