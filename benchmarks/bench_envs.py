@@ -1,0 +1,127 @@
+"""Env steps/s of the vectorised tabletop suite against (a) a sequential single-env loop of the same
+scene and (b) a bare MuJoCo step+render loop (no IK, no wrappers), all measured in this run.
+
+Prints two JSON lines:
+- vec_env_steps_per_s vs sequential_env_steps_per_s (target ratio >= 1.6 on 2 cores);
+- vec_env_steps_per_s_per_core vs bare_mujoco_step_render_per_s (target ratio >= 0.8).
+Also records gymnasium's AsyncVectorEnv (one process per env, shared memory) on the same scene.
+
+    python benchmarks/bench_envs.py [--envs 16] [--steps 60] [--image-size 64] [--task Lift]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+
+from common import emit  # noqa: E402
+
+
+def sequential(task: str, image_size: int, steps: int, episodes: int) -> tuple[float, list[np.ndarray]]:
+    """Steps/s of one TabletopEnv in a plain loop; also returns the actuator commands it produced."""
+    from sim_envs.tabletop_env import TabletopEnv
+
+    env = TabletopEnv(task, image_size=image_size)
+    rng = np.random.default_rng(0)
+    count, elapsed, controls = 0, 0.0, []
+    for episode in range(episodes):
+        env.reset(options={"init_state_id": episode, "split": "eval"})
+        start = time.perf_counter()
+        for _ in range(steps):
+            env.step(rng.uniform(-1, 1, 7))
+            controls.append(env.data.ctrl.copy())
+        elapsed += time.perf_counter() - start
+        count += steps
+    env.close()
+    return count / elapsed, controls
+
+
+def bare_mujoco(task: str, image_size: int, steps: int, controls: list[np.ndarray]) -> float:
+    """The floor: the same model replaying the same actuator commands, the same substeps and one
+    render per control step, with no IK, observation assembly or env bookkeeping."""
+    from sim_envs.tabletop_env import SUBSTEPS, TabletopEnv
+
+    env = TabletopEnv(task, image_size=image_size)
+    model, data = env.model, env.data
+    renderer = mujoco.Renderer(model, image_size, image_size)
+    elapsed = 0.0
+    for episode in range(len(controls) // steps):
+        env.reset(options={"init_state_id": episode, "split": "eval"})
+        start = time.perf_counter()
+        for ctrl in controls[episode * steps : (episode + 1) * steps]:
+            data.ctrl[:] = ctrl
+            mujoco.mj_step(model, data, nstep=SUBSTEPS)
+            renderer.update_scene(data, "agentview")
+            renderer.render()
+        elapsed += time.perf_counter() - start
+    renderer.close()
+    env.close()
+    return len(controls) / elapsed
+
+
+def vectorised(task: str, image_size: int, num_envs: int, workers: int, steps: int) -> float:
+    from sim_envs.vector import TabletopVecEnv, VecEnvConfig
+    from vla_rl.core import TaskSpec
+
+    rng = np.random.default_rng(0)
+    config = VecEnvConfig(num_envs=num_envs, num_workers=workers, image_size=image_size)
+    with TabletopVecEnv(config) as venv:
+        venv.reset([TaskSpec(task, i, "eval") for i in range(num_envs)])
+        venv.step(np.zeros((num_envs, 7), np.float32))  # warm-up: renderers are created lazily
+        start = time.perf_counter()
+        for _ in range(steps):
+            venv.step(rng.uniform(-1, 1, (num_envs, 7)).astype(np.float32))
+        return num_envs * steps / (time.perf_counter() - start)
+
+
+def gymnasium_async(task: str, image_size: int, num_envs: int, steps: int) -> float:
+    import gymnasium as gym
+
+    import sim_envs
+
+    envs = gym.vector.AsyncVectorEnv(
+        [lambda: gym.make(sim_envs.gym_id(task), image_size=image_size) for _ in range(num_envs)],
+        shared_memory=True, context="spawn", autoreset_mode=gym.vector.AutoresetMode.DISABLED,
+    )
+    rng = np.random.default_rng(0)
+    envs.reset(seed=0)
+    envs.step(np.zeros((num_envs, 7), np.float32))
+    start = time.perf_counter()
+    for _ in range(steps):
+        envs.step(rng.uniform(-1, 1, (num_envs, 7)).astype(np.float32))
+    rate = num_envs * steps / (time.perf_counter() - start)
+    envs.close()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="Lift")
+    parser.add_argument("--envs", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=60, help="steps per env (within one episode)")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--skip-gymnasium", action="store_true")
+    args = parser.parse_args()
+    workers = os.cpu_count() or 1
+
+    seq, controls = sequential(args.task, args.image_size, args.steps, episodes=4)
+    bare = bare_mujoco(args.task, args.image_size, args.steps, controls)
+    vec = vectorised(args.task, args.image_size, args.envs, workers, args.steps)
+    gym_async = None if args.skip_gymnasium else gymnasium_async(args.task, args.image_size, workers, args.steps)
+    common = {"task": args.task, "image_size": args.image_size, "num_envs": args.envs, "workers": workers,
+              "gymnasium_async_vector_env_steps_per_s": round(gym_async, 1) if gym_async else None}
+    emit("vec_env_steps_per_s", vec, "env steps/s", "sequential_env_steps_per_s", seq, target_ratio=1.6, **common)
+    emit("vec_env_steps_per_s_per_core", vec / workers, "env steps/s/core", "bare_mujoco_step_render_per_s", bare,
+         target_ratio=0.8, sequential_env_steps_per_s=round(seq, 1), **common)
+
+
+if __name__ == "__main__":
+    main()

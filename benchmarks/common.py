@@ -1,0 +1,29 @@
+"""Shared by the benchmark scripts: machine description and the one-JSON-line output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def emit(figure: str, value: float, unit: str, baseline_name: str, baseline: float, **extra) -> dict:
+    """Print one JSON line: the figure, its same-run baseline, their ratio and the machine."""
+    record = {
+        "figure": figure, "value": round(value, 3), "unit": unit, "baseline": baseline_name,
+        "baseline_value": round(baseline, 3), "ratio": round(value / baseline, 3) if baseline else None,
+        **extra, "machine": machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    print(json.dumps(record), flush=True)
+    return record

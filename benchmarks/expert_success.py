@@ -1,0 +1,57 @@
+"""Scripted-expert success on every tabletop task's 50 evaluation init states (the table in
+docs/tabletop.md). Tasks run in parallel processes; prints a table and one JSON line.
+
+    python benchmarks/expert_success.py [--tasks Lift Stack] [--noise 0.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as futures
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import machine  # noqa: E402
+
+
+def evaluate(task: str, noise: float) -> dict:
+    from sim_envs.demos import run_expert_episode
+    from sim_envs.init_states import num_eval_states
+    from sim_envs.tabletop_env import TabletopEnv
+
+    env = TabletopEnv(task, image_size=32)
+    episodes = [run_expert_episode(env, i, "eval", noise_std=noise, seed=i)[0] for i in range(num_eval_states(task))]
+    env.close()
+    failed = [e.init_state_id for e in episodes if not e.success]
+    return {"task": task, "successes": len(episodes) - len(failed), "episodes": len(episodes),
+            "mean_steps": round(sum(e.num_steps for e in episodes) / len(episodes), 1), "failed_init_states": failed}
+
+
+def main() -> None:
+    from sim_envs.tasks import TASKS
+    from sim_envs.versions import environment_versions
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="*", default=list(TASKS))
+    parser.add_argument("--noise", type=float, default=0.0, help="perturbed-expert action noise std")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    with futures.ProcessPoolExecutor(os.cpu_count(), mp_context=mp.get_context("spawn")) as pool:
+        rows = list(pool.map(evaluate, args.tasks, [args.noise] * len(args.tasks)))
+    print(f"{'task':<12} {'success':>9} {'rate':>6} {'mean steps':>10}")
+    for row in rows:
+        print(f"{row['task']:<12} {row['successes']:>4}/{row['episodes']:<4} {row['successes'] / row['episodes']:>6.0%} "
+              f"{row['mean_steps']:>10}")
+    print(json.dumps({"figure": "expert_success_rate", "noise_std": args.noise, "split": "eval",
+                      "per_task": rows, "seconds": round(time.perf_counter() - start, 1),
+                      "versions": environment_versions(), "machine": machine()}))
+
+
+if __name__ == "__main__":
+    main()
