@@ -4,7 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PIP := $(BIN)/pip install --quiet --progress-bar off -c constraints.txt
+# On a GPU machine with another torch build: `make setup TORCH_SPEC=torch CONSTRAINTS=my-constraints.txt`.
+TORCH_SPEC ?= torch==2.13.0
+CONSTRAINTS ?= constraints.txt
+PIP := $(BIN)/pip install --quiet --progress-bar off -c $(CONSTRAINTS)
 # Headless rendering: EGL (Mesa) by default; OSMesa is the fallback (`make ... MUJOCO_GL=osmesa`).
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
@@ -27,7 +30,7 @@ $(STAMP): pyproject.toml constraints.txt | system-packages
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --progress-bar off --upgrade pip
 	# torch first and exactly this version: any other spec pulls gigabytes of CUDA wheels on CPU machines.
-	$(BIN)/pip install --quiet --progress-bar off torch==2.13.0
+	$(BIN)/pip install --quiet --progress-bar off "$(TORCH_SPEC)"
 	$(PIP) -e ".[dev,jax]"
 	touch $(STAMP)
 

@@ -4,7 +4,14 @@ Importing this package registers every tabletop task with gymnasium as ``vla_rl/
 it builds no model and starts no process.
 """
 
-import gymnasium as gym
+import os
+
+# MuJoCo picks its GL backend when first imported; without a display only EGL/OSMesa work.
+# Set here, before any submodule imports mujoco, so spawned env workers get it too.
+if not os.environ.get("DISPLAY"):
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
 
 from sim_envs.tasks import TASKS
 
@@ -22,7 +29,8 @@ def _register_all() -> None:
                 id=gym_id(name),
                 entry_point="sim_envs.tabletop_env:TabletopEnv",
                 kwargs={"task": name},
-                max_episode_steps=task.max_steps,
+                # No gymnasium TimeLimit: the env truncates at its own limit (kwarg
+                # max_episode_steps) and never reports terminated and truncated together.
             )
 
 

@@ -95,9 +95,14 @@ class ArmController:
         return self.data.qpos[self.finger_qpos_adr].copy()
 
     def proprio(self) -> np.ndarray:
-        """8-D proprio as in OpenVLA's LIBERO setup: EE position, EE axis-angle, finger positions."""
+        """8-D proprio (the layout of OpenVLA's LIBERO setup): EE position, EE orientation, fingers.
+
+        The orientation is the world-frame rotation vector from "pointing straight down" to the
+        current orientation. LIBERO's raw axis-angle of a downward gripper sits at a rotation of
+        pi, where the vector flips sign between steps; relative to down it stays near zero.
+        """
         return np.concatenate(
-            [self.ee_position(), quat_to_axis_angle(self.ee_quat()), self.gripper_qpos()]
+            [self.ee_position(), orientation_error(self.ee_quat(), DOWN_QUAT), self.gripper_qpos()]
         ).astype(np.float32)
 
     # ---- control --------------------------------------------------------------------------

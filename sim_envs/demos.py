@@ -48,6 +48,8 @@ class DemoConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown tasks {unknown}; valid tasks: {', '.join(TASKS)}")
+        if not 32 <= self.video_size <= 512:
+            raise ValueError(f"video_size must be in [32, 512], got {self.video_size}")
         if self.episodes_per_task < 1:
             raise ValueError(f"episodes_per_task must be >= 1, got {self.episodes_per_task}")
 
@@ -118,6 +120,7 @@ def collect_task(task: str, config: DemoConfig, progress=None) -> dict:
                     video = config.out_dir / "videos" / f"{task}_init{init_state_id}.mp4"
                     video.parent.mkdir(parents=True, exist_ok=True)
                     iio.imwrite(video, np.stack(frames), fps=env.metadata["render_fps"], codec="libx264")
+                    iio.imwrite(video.with_suffix(".png"), frames[0])
                     videos.append(str(video))
                 if progress is not None:
                     progress.put(1)
@@ -126,7 +129,7 @@ def collect_task(task: str, config: DemoConfig, progress=None) -> dict:
     env_args = {"env_name": task, "suite": "tabletop", "config": to_dict(config), **environment_versions()}
     path = write_demo_file(config.out_dir / f"{task}_demo.hdf5", kept, env_args) if kept else None
     return {
-        "task": task, "demos": len(kept), "attempts": attempts,
+        "task": task, "demos": len(kept), "attempts": attempts, "instruction": kept[0].instruction if kept else "",
         "expert_success_rate": len(kept) / max(attempts, 1),
         "mean_length": float(np.mean([e.num_steps for e in kept])) if kept else 0.0,
         "file": str(path) if path else None, "videos": videos, "seconds": time.perf_counter() - started,
@@ -160,4 +163,30 @@ def collect_demos(config: DemoConfig, show_progress: bool = True) -> list[dict]:
     manager.shutdown()
     summaries.sort(key=lambda s: config.tasks.index(s["task"]))
     (config.out_dir / "summary.json").write_text(json.dumps(summaries, indent=1) + "\n")
+    write_overview(summaries, config.out_dir / "overview.png")
     return summaries
+
+
+def write_overview(summaries: list[dict], path: Path) -> Path | None:
+    """One image of every task's first video frame, titled with its instruction."""
+    import imageio.v3 as iio
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shots = [(s["task"], s["instruction"], Path(s["videos"][0]).with_suffix(".png")) for s in summaries if s["videos"]]
+    if not shots:
+        return None
+    columns = min(4, len(shots))
+    rows = -(-len(shots) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (task, instruction, image) in zip(axes.flat, shots):
+        ax.imshow(iio.imread(image))
+        ax.set_title(f"{task}\n\"{instruction}\"", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path

@@ -130,7 +130,7 @@ def build_scene_xml(objects_xml: str, cameras: CameraSetup, extra_xml: str = "")
   <compiler angle="radian" autolimits="true"/>
   <option timestep="0.002" integrator="implicitfast" cone="elliptic" impratio="5"/>
   <visual>
-    <global offwidth="256" offheight="256"/>
+    <global offwidth="512" offheight="512"/>
     <quality shadowsize="1024"/>
     <headlight ambient="0.35 0.35 0.35" diffuse="0.5 0.5 0.5" specular="0.1 0.1 0.1"/>
   </visual>
@@ -145,7 +145,9 @@ def build_scene_xml(objects_xml: str, cameras: CameraSetup, extra_xml: str = "")
     <material name="finger" rgba="0.15 0.15 0.15 1"/>
   </asset>
   <default>
-    <geom solref="0.01 1" solimp="0.9 0.95 0.001"/>
+    <!-- Unless a geom says otherwise it is part of the world: it collides with objects (bit 1)
+         and with every robot link (bit 2). -->
+    <geom contype="1" conaffinity="3" solref="0.01 1" solimp="0.9 0.95 0.001"/>
   </default>
   <worldbody>
     <light name="top" pos="0.1 0 1.2" dir="0 0 -1" diffuse="0.6 0.6 0.6" castshadow="false"/>

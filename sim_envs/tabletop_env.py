@@ -3,7 +3,9 @@
 Observation (a ``Dict`` space):
 - ``agentview_image``: ``uint8 [H, W, 3]`` from the camera facing the robot across the table;
 - ``wrist_image``: ``uint8 [H, W, 3]`` from the hand camera, only when ``wrist_camera=True``;
-- ``proprio``: ``float32 [8]`` = EE position (3), EE axis-angle (3), finger positions (2).
+- ``proprio``: ``float32 [8]`` = EE position (3), EE orientation relative to pointing straight down
+  as an axis-angle vector (3; zero at the home orientation, so it never wraps around pi during
+  tabletop work), finger positions (2).
 
 Action: ``float32 [7]`` in ``[-1, 1]``, OpenVLA's EE-delta convention (see ``sim_envs.arm``).
 Reward is 1.0 on the step the success predicate holds, else 0.0; ``terminated`` is that success,
@@ -34,7 +36,7 @@ SETTLE_SUBSTEPS = 25
 PROPRIO_DIM = 8
 PROPRIO_BOUND = 4.0  # metres and radians: positions stay within 1 m, angles within pi
 ACTION_DIM = 7
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 256
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
 
 
 class TabletopEnv(gym.Env):
@@ -60,11 +62,11 @@ class TabletopEnv(gym.Env):
         self.max_episode_steps = max_episode_steps or self.task.max_steps
         xml = build_scene_xml(self.task.objects_xml(), CameraSetup(wrist=wrist_camera))
         self.model = mujoco.MjModel.from_xml_string(xml)
-        self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, image_size)
-        self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, image_size)
+        self.model.vis.global_.offwidth = MAX_IMAGE_SIZE
+        self.model.vis.global_.offheight = MAX_IMAGE_SIZE
         self.data = mujoco.MjData(self.model)
         self.arm = ArmController(self.model, self.data)
-        self._renderer: mujoco.Renderer | None = None
+        self._renderers: dict[int, mujoco.Renderer] = {}  # one per image size (observations, videos)
         self._home_base = self.arm.home_configuration()
         self.layout: Layout | None = None
         self.instruction = ""
@@ -116,9 +118,9 @@ class TabletopEnv(gym.Env):
         return None
 
     def close(self):
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers = {}
 
     # ---- helpers --------------------------------------------------------------------------
     def is_success(self) -> bool:
@@ -126,12 +128,13 @@ class TabletopEnv(gym.Env):
 
     def render_camera(self, camera: str, size: int | None = None) -> np.ndarray:
         size = size or self.image_size
-        if self._renderer is None or self._renderer.height != size:
-            if self._renderer is not None:
-                self._renderer.close()
-            self._renderer = mujoco.Renderer(self.model, size, size)
-        self._renderer.update_scene(self.data, camera)
-        return self._renderer.render()
+        if size not in self._renderers:
+            if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+                raise ValueError(f"render size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {size}")
+            self._renderers[size] = mujoco.Renderer(self.model, size, size)
+        renderer = self._renderers[size]
+        renderer.update_scene(self.data, camera)
+        return renderer.render()
 
     def _observation(self) -> dict[str, np.ndarray]:
         obs = {"agentview_image": self.render_camera("agentview"), "proprio": self.arm.proprio()}

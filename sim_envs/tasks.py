@@ -71,6 +71,15 @@ def body_position(data: mujoco.MjData, body: str) -> np.ndarray:
     return data.body(body).xpos.copy()
 
 
+def gripper_touches(model: mujoco.MjModel, data: mujoco.MjData, body: str) -> bool:
+    """Whether either finger is in contact with ``body`` (i.e. the object is not yet released)."""
+    target = model.body(body).id
+    fingers = {model.body("finger_left_body").id, model.body("finger_right_body").id}
+    bodies1 = model.geom_bodyid[data.contact.geom1]
+    bodies2 = model.geom_bodyid[data.contact.geom2]
+    return any((a == target and b in fingers) or (b == target and a in fingers) for a, b in zip(bodies1, bodies2))
+
+
 def body_yaw(data: mujoco.MjData, body: str) -> float:
     mat = data.body(body).xmat.reshape(3, 3)
     return float(np.arctan2(mat[1, 0], mat[0, 0]))
@@ -144,7 +153,7 @@ class BlocksTask(Task):
 class Reach(BlocksTask):
     name = "Reach"
     max_steps = 50
-    summary = "move the gripper to touch the named block"
+    summary = "bring the gripper within 5 cm of the named block"
     templates = ("touch the {color} block", "reach for the {color} block", "move the gripper to the {color} cube")
     SUCCESS_DISTANCE = 0.05
 
@@ -156,7 +165,7 @@ class Reach(BlocksTask):
 class Lift(BlocksTask):
     name = "Lift"
     max_steps = 70
-    summary = "grasp the named block and lift it 10 cm"
+    summary = "grasp the named block and lift it (centre above 10 cm)"
     templates = ("pick up the {color} block", "lift the {color} cube", "grab the {color} block and raise it")
     LIFT_HEIGHT = 0.1
 
@@ -167,7 +176,7 @@ class Lift(BlocksTask):
 class Stack(BlocksTask):
     name = "Stack"
     max_steps = 100
-    summary = "put the named block on top of the other named block"
+    summary = "put the named block on the other named block and let go"
     templates = (
         "stack the {color} block on the {base} block",
         "put the {color} cube on top of the {base} cube",
@@ -185,7 +194,7 @@ class Stack(BlocksTask):
         base = body_position(data, f"block{layout['base']}")
         aligned = np.linalg.norm(top[:2] - base[:2]) < BLOCK_HALF
         resting_on = abs((top[2] - base[2]) - 2 * BLOCK_HALF) < 0.008
-        return bool(aligned and resting_on)
+        return bool(aligned and resting_on and not gripper_touches(model, data, f"block{layout['target']}"))
 
 
 def _zone_xml(name: str, half: float) -> str:
@@ -224,6 +233,8 @@ class Push(Task):
             zone = block + distance * np.array([np.cos(angle), np.sin(angle)])
             if WORKSPACE_X[0] <= zone[0] <= WORKSPACE_X[1] and WORKSPACE_Y[0] <= zone[1] <= WORKSPACE_Y[1]:
                 break
+        else:
+            raise RuntimeError("could not place a push target inside the workspace")
         others = sample_positions(rng, 2, min_distance=0.1, avoid=[block, zone], avoid_distance=0.12)
         layout = self._common(rng, color=colors[0], zone=colors[2])
         layout.update(
@@ -271,7 +282,7 @@ class PickPlace(Task):
 
     name = "PickPlace"
     max_steps = 120
-    summary = "pick the named block and place it in the named tray"
+    summary = "place the named block in the named tray and let go"
     templates = (
         "put the {color} block in the {tray} tray",
         "place the {color} cube into the {tray} tray",
@@ -313,7 +324,7 @@ class PickPlace(Task):
         block = body_position(data, "block0")
         tray = np.asarray(layout["tray_positions"][0])
         inside = np.all(np.abs(block[:2] - tray) < self.TRAY_INNER_HALF)
-        return bool(inside and block[2] < 0.045)
+        return bool(inside and block[2] < 0.045 and not gripper_touches(model, data, "block0"))
 
 
 CABINET_HALF_DEPTH = 0.08

@@ -118,7 +118,6 @@ def _attach(shm_names: dict[str, str], shape: tuple[int, ...]) -> tuple[dict, di
 
 
 def _worker_main(conn, start: int, stop: int, num_envs: int, image_size: int, wrist: bool, shm_names) -> None:
-    os.environ.setdefault("MUJOCO_GL", "egl")
     handles, arrays = _attach(shm_names, (num_envs, image_size, image_size, 3))
     views = {cam: array[start:stop] for cam, array in arrays.items()}
     group = None
@@ -266,7 +265,16 @@ class TabletopVecEnv:
                 conn.send((command, payload))
             except (BrokenPipeError, OSError):
                 self._raise_dead(index, command)
-        return [self._receive(index, command) for index in range(len(self._conns))]
+        # Read every worker's reply before raising, so no stale reply is left in a pipe.
+        replies, errors = [], []
+        for index in range(len(self._conns)):
+            try:
+                replies.append(self._receive(index, command))
+            except EnvWorkerError as error:
+                errors.append(error)
+        if errors:
+            raise errors[0]
+        return replies
 
     def _receive(self, index: int, command: str) -> Any:
         conn, process = self._conns[index], self._processes[index]

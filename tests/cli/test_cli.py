@@ -30,6 +30,7 @@ def test_demos_writes_hdf5_and_video(tmp_path, capsys):
         env_args = json.loads(f["data"].attrs["env_args"])
         assert env_args["mujoco_version"] and env_args["gl_renderer"]
     assert (out / "videos" / "Lift_init0.mp4").stat().st_size > 1000
+    assert (out / "overview.png").stat().st_size > 1000
     summary = json.loads((out / "summary.json").read_text())
     assert [s["demos"] for s in summary] == [2, 2]
     assert "expert success" in capsys.readouterr().out

@@ -60,3 +60,16 @@ def test_gripper_closes_and_opens(env):
     opened = env.arm.gripper_qpos()
     assert np.all(closed < 0.005) and np.all(opened > 0.04)
     assert SUBSTEPS * env.model.opt.timestep == pytest.approx(0.1)
+
+
+def test_proprio_orientation_is_continuous_near_the_home_pose():
+    """Relative to pointing down, the orientation stays small and never flips sign (unlike raw
+    axis-angle at a rotation of pi)."""
+    from sim_envs.demos import run_expert_episode
+
+    env = TabletopEnv("Stack", image_size=32)
+    episode, _ = run_expert_episode(env, 4, "eval")
+    env.close()
+    orientation = episode.obs["ee_ori"]
+    assert np.abs(orientation[0]).max() < 0.05
+    assert np.abs(np.diff(orientation, axis=0)).max() < 0.5

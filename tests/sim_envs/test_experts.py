@@ -62,3 +62,25 @@ def test_noisy_expert_is_seeded():
     env.close()
     np.testing.assert_array_equal(a, b)
     assert a.shape != c.shape or not np.array_equal(a, c)
+
+
+def test_stack_counts_only_after_release():
+    """Holding the top block in place is not a stack; opening the gripper makes it one."""
+    env = TabletopEnv("Stack", image_size=32)
+    env.reset(options={"init_state_id": 2, "split": "eval"})
+    expert = make_expert(env)
+    release_phase = len(expert.pick_phases("block0")) + 2  # pick, above base, lower onto it, release
+    while expert.phase < release_phase:
+        *_, terminated, _, _ = env.step(expert.act())
+        assert not terminated
+    hold = expert.act()
+    hold[6] = 1.0  # keep the gripper closed on the block
+    for _ in range(5):
+        *_, terminated, _, _ = env.step(hold)
+        assert not terminated, "success while the block is still held"
+    for _ in range(5):
+        *_, terminated, _, _ = env.step(expert.act())
+        if terminated:
+            break
+    assert terminated
+    env.close()

@@ -80,6 +80,19 @@ def test_worker_exception_carries_the_remote_traceback():
         assert venv.step(np.zeros((2, 7), np.float32)).obs.batch_size == 2
 
 
+def test_one_failing_worker_leaves_the_others_in_step():
+    """Worker 1 fails (eval id out of range) while worker 0 succeeds; the next call must get
+    fresh replies from both, not worker 0's stale one."""
+    with TabletopVecEnv(VecEnvConfig(num_envs=4, num_workers=2, image_size=32)) as venv:
+        bad = specs(2) + [TaskSpec("Lift", 99, "eval"), TaskSpec("Lift", 0, "eval")]
+        with pytest.raises(EnvWorkerError, match="0..49"):
+            venv.reset(bad)
+        good = [TaskSpec("PressButton", 3, "eval")] * 4
+        obs = venv.reset(good)
+        assert len(set(obs.instructions)) == 1
+        np.testing.assert_allclose(obs.proprio[0], obs.proprio[3], atol=1e-6)
+
+
 def test_close_releases_shared_memory():
     venv = TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=1, image_size=32))
     names = [h.name for h in venv._shm.values()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def _headless_rendering_default() -> None:
 
 def cmd_envs_list(args: argparse.Namespace) -> int:
     from sim_envs import gym_id
-    from sim_envs.init_states import num_eval_states
+    from sim_envs.init_states import eval_layout, num_eval_states
     from sim_envs.tabletop_env import CONTROL_HZ
     from sim_envs.tasks import TASKS
 
@@ -34,7 +35,8 @@ def cmd_envs_list(args: argparse.Namespace) -> int:
         rows.append({
             "suite": "tabletop", "task": name, "gym_id": gym_id(name), "max_steps": task.max_steps,
             "eval_init_states": num_eval_states(name), "train_init_states": "unbounded stream",
-            "control_hz": CONTROL_HZ, "summary": task.summary, "example": task.templates[0],
+            "control_hz": CONTROL_HZ, "summary": task.summary,
+            "example": eval_layout(name, 0)["instruction"],
         })
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -71,7 +73,7 @@ def cmd_demos(args: argparse.Namespace) -> int:
               f"{s['mean_length']:>8.1f}  {s['file']}")
     videos = [v for s in summaries for v in s["videos"]]
     if videos:
-        print(f"\nvideos: {len(videos)} in {config.out_dir / 'videos'}")
+        print(f"\nvideos: {len(videos)} in {config.out_dir / 'videos'}; first frames: {config.out_dir / 'overview.png'}")
     print(f"summary: {config.out_dir / 'summary.json'}")
     short = [s["task"] for s in summaries if s["demos"] < config.episodes_per_task]
     if short:
@@ -101,17 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     demos.add_argument("--image-size", type=int, help="observation image size")
     demos.add_argument("--workers", type=int, help="parallel processes (-1 = one per core)")
     demos.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
-    demos.add_argument("--show-config", action="store_true", help="print every config field and exit")
+    demos.add_argument("--show-config", action="store_true",
+                       help="print every config field with its default and doc, then exit")
     demos.set_defaults(func=cmd_demos)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     _headless_rendering_default()
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `vla-rl envs list | head` exits quietly
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, KeyError, ValueError) as error:
+    except (ConfigError, FileNotFoundError, KeyError, IndexError, ValueError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 2

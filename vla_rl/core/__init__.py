@@ -1,4 +1,6 @@
-"""Typed containers, Protocols and the config system shared by every package (numpy/torch only)."""
+"""Typed containers, Protocols, the config system and the demo-file format shared by every package.
+
+Light on purpose: numpy, PyYAML and h5py only; no simulator, no model, no Ray."""
 
 from vla_rl.core.config import ConfigError, load_config, option
 from vla_rl.core.protocols import Policy, RewardCritic, VecEnv, WorldModel

@@ -18,7 +18,7 @@ class VecEnv(Protocol):
 
     def reset(self, tasks: Sequence[TaskSpec]) -> ObsBatch: ...
 
-    def step(self, actions: np.ndarray) -> StepResult: ...  # actions float32 [B, A] or [B, K, A]
+    def step(self, actions: np.ndarray) -> StepResult: ...  # actions float32 [B, A]; chunks are stepped by the rollout
 
     def close(self) -> None: ...
 

@@ -87,7 +87,7 @@ class StepResult:
 
     reward ``float32 [B]``; terminated ``bool [B]`` (task success or failure state reached);
     truncated ``bool [B]`` (time limit, never set on the step that terminates); success
-    ``bool [B]`` (the simulator's success predicate); info: one dict per env for extras.
+    ``bool [B]`` (the simulator's success predicate); info: optional per-env extras (may be empty).
     """
 
     obs: ObsBatch
