@@ -16,13 +16,14 @@ import os
 import sys
 import time
 
-os.environ.setdefault("MUJOCO_GL", "egl")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import sim_envs  # noqa: E402,F401  (first: sets the rendering defaults before mujoco is imported)
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
-
 from common import emit  # noqa: E402
+from sim_envs.versions import gl_renderer  # noqa: E402
 
 
 def sequential(task: str, image_size: int, steps: int, episodes: int) -> tuple[float, list[np.ndarray]]:
@@ -33,7 +34,7 @@ def sequential(task: str, image_size: int, steps: int, episodes: int) -> tuple[f
     rng = np.random.default_rng(0)
     count, elapsed, controls = 0, 0.0, []
     for episode in range(episodes):
-        env.reset(options={"init_state_id": episode, "split": "eval"})
+        env.reset(options={"init_state_id": episode, "split": "train"})
         start = time.perf_counter()
         for _ in range(steps):
             env.step(rng.uniform(-1, 1, 7))
@@ -54,7 +55,7 @@ def bare_mujoco(task: str, image_size: int, steps: int, controls: list[np.ndarra
     renderer = mujoco.Renderer(model, image_size, image_size)
     elapsed = 0.0
     for episode in range(len(controls) // steps):
-        env.reset(options={"init_state_id": episode, "split": "eval"})
+        env.reset(options={"init_state_id": episode, "split": "train"})
         start = time.perf_counter()
         for ctrl in controls[episode * steps : (episode + 1) * steps]:
             data.ctrl[:] = ctrl
@@ -74,7 +75,7 @@ def vectorised(task: str, image_size: int, num_envs: int, workers: int, steps: i
     rng = np.random.default_rng(0)
     config = VecEnvConfig(num_envs=num_envs, num_workers=workers, image_size=image_size)
     with TabletopVecEnv(config) as venv:
-        venv.reset([TaskSpec(task, i, "eval") for i in range(num_envs)])
+        venv.reset([TaskSpec(task, i, "train") for i in range(num_envs)])
         venv.step(np.zeros((num_envs, 7), np.float32))  # warm-up: renderers are created lazily
         start = time.perf_counter()
         for _ in range(steps):
@@ -108,15 +109,23 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=16)
     parser.add_argument("--steps", type=int, default=60, help="steps per env (within one episode)")
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     parser.add_argument("--skip-gymnasium", action="store_true")
     args = parser.parse_args()
     workers = os.cpu_count() or 1
 
-    seq, controls = sequential(args.task, args.image_size, args.steps, episodes=4)
-    bare = bare_mujoco(args.task, args.image_size, args.steps, controls)
-    vec = vectorised(args.task, args.image_size, args.envs, workers, args.steps)
+    # Alternate the three measurements so slow phases of a shared machine hit all of them.
+    rounds = {"seq": [], "bare": [], "vec": []}
+    for _ in range(args.rounds):
+        seq, controls = sequential(args.task, args.image_size, args.steps, episodes=4)
+        rounds["seq"].append(seq)
+        rounds["bare"].append(bare_mujoco(args.task, args.image_size, args.steps, controls))
+        rounds["vec"].append(vectorised(args.task, args.image_size, args.envs, workers, args.steps))
+    seq, bare, vec = (float(np.median(rounds[k])) for k in ("seq", "bare", "vec"))
     gym_async = None if args.skip_gymnasium else gymnasium_async(args.task, args.image_size, workers, args.steps)
     common = {"task": args.task, "image_size": args.image_size, "num_envs": args.envs, "workers": workers,
+              "rounds": {k: [round(v, 1) for v in values] for k, values in rounds.items()},
+              "renderer": gl_renderer(), "lp_num_threads": os.environ.get("LP_NUM_THREADS"),
               "gymnasium_async_vector_env_steps_per_s": round(gym_async, 1) if gym_async else None}
     emit("vec_env_steps_per_s", vec, "env steps/s", "sequential_env_steps_per_s", seq, target_ratio=1.6, **common)
     emit("vec_env_steps_per_s_per_core", vec / workers, "env steps/s/core", "bare_mujoco_step_render_per_s", bare,

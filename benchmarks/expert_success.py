@@ -14,8 +14,9 @@ import os
 import sys
 import time
 
-os.environ.setdefault("MUJOCO_GL", "egl")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import sim_envs  # noqa: E402,F401  (first: sets the rendering defaults before mujoco is imported)
 
 from common import machine  # noqa: E402
 

@@ -50,6 +50,11 @@ def sample_positions(
     raise RuntimeError(f"could not place {count} objects {min_distance} m apart")
 
 
+def rounded(points) -> list[list[float]]:
+    """Points as plain lists rounded to 0.01 mm: readable JSON layouts, exact round trips."""
+    return [[round(float(v), 5) for v in point] for point in points]
+
+
 def pick_colors(rng: np.random.Generator, count: int) -> list[str]:
     names = list(COLORS)
     return [names[i] for i in rng.choice(len(names), size=count, replace=False)]
@@ -120,7 +125,7 @@ def _blocks_layout(rng: np.random.Generator, count: int) -> tuple[list[str], lis
     colors = pick_colors(rng, count)
     positions = sample_positions(rng, count, min_distance=0.1)
     yaws = rng.uniform(-np.pi / 4, np.pi / 4, size=count)
-    return colors, [[round(float(v), 5) for v in p] for p in positions], [round(float(y), 5) for y in yaws]
+    return colors, rounded(positions), [round(float(y), 5) for y in yaws]
 
 
 def _apply_blocks(model, data, layout: Layout) -> None:
@@ -239,8 +244,8 @@ class Push(Task):
         layout = self._common(rng, color=colors[0], zone=colors[2])
         layout.update(
             colors=colors,
-            block_positions=[[round(float(v), 5) for v in p] for p in (block, others[0])],
-            zone_positions=[[round(float(v), 5) for v in p] for p in (zone, others[1])],
+            block_positions=rounded((block, others[0])),
+            zone_positions=rounded((zone, others[1])),
             yaws=[round(float(y), 5) for y in rng.uniform(-np.pi / 4, np.pi / 4, size=2)],
         )
         return layout
@@ -303,8 +308,8 @@ class PickPlace(Task):
         layout = self._common(rng, color=colors[0], tray=colors[2])
         layout.update(
             colors=colors,
-            block_positions=[[round(float(v), 5) for v in p] for p in blocks],
-            tray_positions=[[round(float(v), 5) for v in p] for p in trays],
+            block_positions=rounded(blocks),
+            tray_positions=rounded(trays),
             yaws=[round(float(y), 5) for y in rng.uniform(-np.pi / 4, np.pi / 4, size=2)],
         )
         return layout
@@ -393,9 +398,9 @@ class OpenDrawer(Task):
         layout.update(
             handle_colors=handle_colors,
             target=target,
-            cabinet_position=[round(v, 5) for v in cabinet],
+            cabinet_position=rounded([cabinet])[0],
             block_color=colors[2],
-            block_position=[round(float(v), 5) for v in block],
+            block_position=rounded([block])[0],
             block_yaw=round(float(rng.uniform(-np.pi / 4, np.pi / 4)), 5),
         )
         return layout
@@ -446,7 +451,7 @@ class PressButton(Task):
         colors = pick_colors(rng, 3)
         positions = sample_positions(rng, 3, min_distance=0.12)
         layout = self._common(rng, color=colors[0])
-        layout.update(colors=colors, positions=[[round(float(v), 5) for v in p] for p in positions], target=0)
+        layout.update(colors=colors, positions=rounded(positions), target=0)
         return layout
 
     def apply_layout(self, model, data, layout) -> None:
