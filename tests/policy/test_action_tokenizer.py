@@ -35,8 +35,8 @@ def test_token_ids_equal_openvla_reference(stats):
     rng = np.random.default_rng(1)
     actions = rng.uniform(-0.7, 0.7, (64, 7))
     actions[:, 6] = rng.choice([-1.0, 1.0, 0.3], 64)
-    actions[0, :6] = stats.q01  # exact edges
-    actions[1, :6] = stats.q99
+    actions[0, :6] = stats.q01[:6]  # exact edges
+    actions[1, :6] = stats.q99[:6]
     tokenizer = ActionTokenizer(VOCAB, stats)
     np.testing.assert_array_equal(tokenizer.encode(actions), openvla_reference_ids(actions, stats.q01, stats.q99, stats.mask))
     ids = tokenizer.encode(actions)

@@ -48,7 +48,17 @@ class VisionTowerConfig:
     patch_size: int = option(8, "pixels per patch side")
     num_register_tokens: int = option(0, "DINOv2 register tokens (OpenVLA: 4)")
     layer_norm_eps: float = option(1e-6, "LayerNorm epsilon")
-    hidden_act: str = option("gelu_pytorch_tanh", "MLP activation (transformers name)")
+    hidden_act: str = option("gelu_pytorch_tanh", "MLP activation (transformers name; OpenVLA's towers: gelu)")
+    image_mean: tuple[float, ...] = option((), "per-channel normalisation mean; empty = the kind's default")
+    image_std: tuple[float, ...] = option((), "per-channel normalisation std; empty = the kind's default")
+
+    def __post_init__(self) -> None:
+        if self.kind == "dinov2" and self.intermediate_size % self.hidden_size:
+            raise ValueError("a dinov2 tower needs intermediate_size to be a multiple of hidden_size")
+
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        default = (IMAGENET_MEAN, IMAGENET_STD) if self.kind == "dinov2" else (SIGLIP_MEAN, SIGLIP_STD)
+        return self.image_mean or default[0], self.image_std or default[1]
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,7 @@ class LanguageModelConfig:
 @dataclass(frozen=True)
 class VLAConfig:
     image_size: int = option(64, "images are resized to this square size before the vision tower")
+    resize_mode: Literal["bilinear", "bicubic"] = option("bilinear", "resize filter (antialiased); OpenVLA: bicubic")
     vision_towers: tuple[VisionTowerConfig, ...] = option(factory=lambda: (VisionTowerConfig(),),
                                                            doc="one tower, or two fused (DINOv2 + SigLIP)")
     projector: Literal["gelu-mlp", "fused-gelu-mlp"] = option("gelu-mlp", "OpenVLA projector variant")
@@ -115,7 +126,7 @@ def _build_tower(config: VisionTowerConfig, image_size: int) -> nn.Module:
                                                      **common))
     else:
         tower = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(
-            mlp_ratio=config.intermediate_size / config.hidden_size, num_register_tokens=config.num_register_tokens,
+            mlp_ratio=config.intermediate_size // config.hidden_size, num_register_tokens=config.num_register_tokens,
             layerscale_value=1.0, **common))
     return tower
 
@@ -127,9 +138,10 @@ class VisionBackbone(nn.Module):
         super().__init__()
         self.tower_configs = config.vision_towers
         self.image_size = config.image_size
+        self.resize_mode = config.resize_mode
         self.towers = nn.ModuleList([_build_tower(t, config.image_size) for t in config.vision_towers])
         for index, tower in enumerate(config.vision_towers):
-            mean, std = (IMAGENET_MEAN, IMAGENET_STD) if tower.kind == "dinov2" else (SIGLIP_MEAN, SIGLIP_STD)
+            mean, std = tower.normalisation()
             self.register_buffer(f"mean_{index}", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
             self.register_buffer(f"std_{index}", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
@@ -141,8 +153,8 @@ class VisionBackbone(nn.Module):
         """``uint8 [B, H, W, 3]`` -> ``[B, P, feature_dim]``."""
         pixels = images.permute(0, 3, 1, 2).float() / 255.0
         if pixels.shape[-1] != self.image_size or pixels.shape[-2] != self.image_size:
-            pixels = nn.functional.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear",
-                                               align_corners=False, antialias=True)
+            pixels = nn.functional.interpolate(pixels, size=(self.image_size, self.image_size), mode=self.resize_mode,
+                                               align_corners=False, antialias=True).clamp(0.0, 1.0)
         features = []
         for index, (tower, config) in enumerate(zip(self.towers, self.tower_configs)):
             normed = (pixels - getattr(self, f"mean_{index}")) / getattr(self, f"std_{index}")

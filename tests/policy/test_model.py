@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+
+from vla_rl.policy.model import PROMPT_TEMPLATE, VLAConfig, VLAModel
+
+from .conftest import make_obs, make_policy, tiny_config
+
+
+def test_default_tiny_vla_is_a_few_million_parameters():
+    model = VLAModel(VLAConfig())
+    total = sum(p.numel() for p in model.parameters())
+    assert 2e6 < total < 15e6
+
+
+def test_prompt_is_openvla_format_and_never_uses_action_tokens(policy):
+    model = policy.model
+    ids = model.prompt_ids(["Pick up the red block."])[0]
+    text = model.tokenizer.decode(ids)  # an uncased WordPiece tokenizer: compare lower-case, no spaces
+    expected = PROMPT_TEMPLATE.format(instruction="pick up the red block")
+    assert text.replace(" ", "") == expected.lower().replace(" ", "").replace("\n", "")
+    assert max(ids) < model.config.first_action_token_id
+
+
+@pytest.mark.parametrize("decoding, chunk", [("autoregressive", 1), ("autoregressive", 2), ("parallel", 4)])
+def test_act_shapes_and_logprob_matches_teacher_forcing(decoding, chunk):
+    policy = make_policy(tiny_config(decoding=decoding, chunk_size=chunk), temperature=0.7)
+    obs = make_obs(6)
+    out = policy.act(obs, explore=True)
+    length = 7 * chunk
+    assert out.tokens.shape == (6, length) and out.actions.shape == (6, chunk, 7) and out.logprob.shape == (6, length)
+    first = policy.config.first_action_token_id
+    assert out.tokens.min() >= first and out.tokens.max() < first + 256
+    recomputed = policy.log_prob(obs, out.tokens)
+    assert torch.allclose(recomputed.token_logprob, out.logprob, atol=1e-4)
+    assert recomputed.token_logprob.requires_grad
+    assert torch.all(recomputed.entropy > 0) and torch.all(recomputed.entropy <= np.log(256) + 1e-4)
+
+
+def test_batched_decoding_equals_one_at_a_time():
+    """Padding between patches and prompt must not change anything: greedy tokens and log-probs of
+    a mixed batch equal those of each sample decoded alone."""
+    policy = make_policy()
+    obs = make_obs(4)
+    batched = policy.act(obs, explore=False)
+    for i in range(4):
+        single = policy.act(obs.select([i]), explore=False)
+        assert torch.equal(single.tokens[0], batched.tokens[i])
+        assert torch.allclose(single.logprob[0], batched.logprob[i], atol=1e-4)
+
+
+def test_sampling_is_seeded_and_greedy_is_deterministic():
+    obs = make_obs(4)
+    a = make_policy(seed=1).act(obs, explore=True).tokens
+    b = make_policy(seed=1).act(obs, explore=True).tokens
+    assert torch.equal(a, b)
+    policy = make_policy(seed=2)
+    assert torch.equal(policy.act(obs, explore=False).tokens, policy.act(obs, explore=False).tokens)
+
+
+def test_gradients_reach_vision_projector_and_decoder(policy):
+    obs = make_obs(2)
+    tokens = policy.act(obs, explore=True).tokens
+    policy.log_prob(obs, tokens).token_logprob.sum().backward()
+    model = policy.model
+    for module in (model.vision_backbone, model.projector, model.language_model):
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_fused_dino_siglip_backbone_runs():
+    from vla_rl.policy.model import VisionTowerConfig
+
+    towers = (VisionTowerConfig(kind="dinov2", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                                patch_size=8, num_register_tokens=4, hidden_act="gelu"),
+              VisionTowerConfig(hidden_size=48, num_layers=1, num_heads=2, intermediate_size=64, patch_size=8))
+    policy = make_policy(tiny_config(vision_towers=towers, projector="fused-gelu-mlp"))
+    assert policy.model.vision_backbone.feature_dim == 80
+    out = policy.act(make_obs(2), explore=False)
+    assert out.actions.shape == (2, 1, 7)
+
+
+def test_bad_configs_are_rejected():
+    with pytest.raises(ValueError, match="fused projector"):
+        tiny_config(projector="fused-gelu-mlp")
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        tiny_config(image_size=30)
+    with pytest.raises(KeyError, match="camera"):
+        make_policy(tiny_config(cameras=("wrist",))).act(make_obs(1), explore=False)
