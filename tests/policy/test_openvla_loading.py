@@ -1,0 +1,189 @@
+"""Load a tiny checkpoint written here in OpenVLA's published layout (timm ViT keys, fused
+DINOv2 + SigLIP, Llama under language_model.) and check it against an independent reference."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from vla_rl.core import ObsBatch
+from vla_rl.policy.model import load_tokenizer
+from vla_rl.policy.openvla import CheckpointError, load_openvla
+from vla_rl.policy.policy import VLAPolicy
+
+IMAGE, PATCH, HEADS = 28, 14, 16  # 2x2 patches; 16 heads as in the real towers
+DINO_DIM, SIGLIP_DIM, DEPTH, LLM_DIM = 32, 48, 3, 64
+DINO_MEAN, DINO_STD = [0.484375, 0.455078125, 0.40625], [0.228515625, 0.2236328125, 0.224609375]
+
+
+def timm_vit_weights(prefix, dim, dino, generator):
+    def rand(*shape, scale=0.2):
+        return torch.randn(*shape, generator=generator) * scale
+
+    patches = (IMAGE // PATCH) ** 2
+    weights = {f"{prefix}patch_embed.proj.weight": rand(dim, 3, PATCH, PATCH, scale=0.05),
+               f"{prefix}patch_embed.proj.bias": rand(dim), f"{prefix}pos_embed": rand(1, patches, dim),
+               f"{prefix}norm.weight": torch.ones(dim), f"{prefix}norm.bias": torch.zeros(dim)}
+    if dino:
+        weights[f"{prefix}cls_token"] = rand(1, 1, dim)
+        weights[f"{prefix}reg_token"] = rand(1, 4, dim)
+    else:
+        for name, shape in {"latent": (1, 1, dim), "q.weight": (dim, dim), "q.bias": (dim,), "kv.weight": (2 * dim, dim),
+                            "kv.bias": (2 * dim,), "proj.weight": (dim, dim), "proj.bias": (dim,), "norm.weight": (dim,),
+                            "norm.bias": (dim,), "mlp.fc1.weight": (4 * dim, dim), "mlp.fc1.bias": (4 * dim,),
+                            "mlp.fc2.weight": (dim, 4 * dim), "mlp.fc2.bias": (dim,)}.items():
+            weights[f"{prefix}attn_pool.{name}"] = rand(*shape)
+    for i in range(DEPTH):
+        b = f"{prefix}blocks.{i}."
+        weights.update({b + "norm1.weight": 1 + rand(dim), b + "norm1.bias": rand(dim),
+                        b + "attn.qkv.weight": rand(3 * dim, dim), b + "attn.qkv.bias": rand(3 * dim),
+                        b + "attn.proj.weight": rand(dim, dim), b + "attn.proj.bias": rand(dim),
+                        b + "norm2.weight": 1 + rand(dim), b + "norm2.bias": rand(dim),
+                        b + "mlp.fc1.weight": rand(4 * dim, dim), b + "mlp.fc1.bias": rand(4 * dim),
+                        b + "mlp.fc2.weight": rand(dim, 4 * dim), b + "mlp.fc2.bias": rand(dim)})
+        if dino:
+            weights[b + "ls1.scale_factor"] = 0.5 + rand(dim)
+            weights[b + "ls2.scale_factor"] = 0.5 + rand(dim)
+    return weights
+
+
+def timm_reference_features(weights, prefix, pixels, dino):
+    """timm's VisionTransformer forward, written out: patch embed, pos embed (no_embed_class for
+    DINOv2), prefix tokens, pre-norm blocks with LayerScale, output of the second-to-last block,
+    no final norm, prefix tokens dropped."""
+    w = lambda name: weights[prefix + name]  # noqa: E731
+    x = F.conv2d(pixels, w("patch_embed.proj.weight"), w("patch_embed.proj.bias"), stride=PATCH)
+    x = x.flatten(2).transpose(1, 2) + w("pos_embed")
+    if dino:
+        x = torch.cat([w("cls_token").expand(len(x), -1, -1), w("reg_token").expand(len(x), -1, -1), x], 1)
+    batch, tokens, dim = x.shape
+    for i in range(DEPTH - 1):
+        b = f"blocks.{i}."
+        h = F.layer_norm(x, (dim,), w(b + "norm1.weight"), w(b + "norm1.bias"), eps=1e-6)
+        qkv = F.linear(h, w(b + "attn.qkv.weight"), w(b + "attn.qkv.bias"))
+        q, k, v = qkv.reshape(batch, tokens, 3, HEADS, dim // HEADS).permute(2, 0, 3, 1, 4)
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, tokens, dim)
+        h = F.linear(h, w(b + "attn.proj.weight"), w(b + "attn.proj.bias"))
+        x = x + (h * w(b + "ls1.scale_factor") if dino else h)
+        h = F.layer_norm(x, (dim,), w(b + "norm2.weight"), w(b + "norm2.bias"), eps=1e-6)
+        h = F.linear(F.gelu(F.linear(h, w(b + "mlp.fc1.weight"), w(b + "mlp.fc1.bias"))),
+                     w(b + "mlp.fc2.weight"), w(b + "mlp.fc2.bias"))
+        x = x + (h * w(b + "ls2.scale_factor") if dino else h)
+    return x[:, 5:] if dino else x
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("openvla-tiny")
+    generator = torch.Generator().manual_seed(0)
+    tokenizer = load_tokenizer("builtin:minilm")
+    tokenizer.save_pretrained(directory)
+    vocab = tokenizer.vocab_size + 64  # padded to a multiple of 64 as OpenVLA does
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    text_config = {"model_type": "llama", "hidden_size": LLM_DIM, "intermediate_size": 128, "num_hidden_layers": 2,
+                   "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": vocab, "pad_token_id": 0,
+                   "rms_norm_eps": 1e-6, "tie_word_embeddings": False}
+    llm = LlamaForCausalLM(LlamaConfig(**text_config))
+    weights = {f"language_model.{k}": v.clone() for k, v in llm.state_dict().items()}
+    weights.update(timm_vit_weights("vision_backbone.featurizer.", DINO_DIM, True, generator))
+    weights.update(timm_vit_weights("vision_backbone.fused_featurizer.", SIGLIP_DIM, False, generator))
+    fused = DINO_DIM + SIGLIP_DIM
+    for name, shape in {"fc1": (4 * fused, fused), "fc2": (LLM_DIM, 4 * fused), "fc3": (LLM_DIM, LLM_DIM)}.items():
+        weights[f"projector.{name}.weight"] = torch.randn(*shape, generator=generator) * 0.1
+        weights[f"projector.{name}.bias"] = torch.randn(shape[0], generator=generator) * 0.1
+    # Two shards plus an index, as published checkpoints are stored.
+    keys = sorted(weights)
+    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+              "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    for name, shard_keys in shards.items():
+        save_file({k: weights[k].contiguous() for k in shard_keys}, str(directory / name))
+    (directory / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {k: name for name, ks in shards.items() for k in ks}}))
+    q01, q99 = [-0.9, -0.8, -0.7, -0.1, -0.2, -0.3, 0.0], [0.9, 0.8, 0.7, 0.1, 0.2, 0.3, 1.0]
+    config = {
+        "model_type": "openvla", "vision_backbone_id": "dinosiglip-vit-so-224px", "llm_backbone_id": "llama2-7b-pure",
+        "arch_specifier": "no-align+fused-gelu-mlp", "use_fused_vision_backbone": True,
+        "image_resize_strategy": "resize-naive", "image_sizes": [IMAGE, IMAGE],
+        "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
+        "timm_override_act_layers": [None, None], "llm_max_length": 2048, "pad_token_id": 0,
+        "pad_to_multiple_of": 64, "text_config": text_config, "n_action_bins": 256,
+        "norm_stats": {"tabletop": {"action": {"q01": q01, "q99": q99, "mask": [True] * 6 + [False],
+                                               "mean": [0.0] * 7, "std": [1.0] * 7, "min": q01, "max": q99},
+                                    "num_transitions": 10, "num_trajectories": 1}},
+    }
+    (directory / "config.json").write_text(json.dumps(config))
+    (directory / "preprocessor_config.json").write_text(json.dumps(
+        {"tvf_normalize_params": [{"mean": DINO_MEAN, "std": DINO_STD, "inplace": False},
+                                  {"mean": [0.5] * 3, "std": [0.5] * 3, "inplace": False}]}))
+    return directory, weights
+
+
+def test_vision_features_match_timm_reference(checkpoint):
+    directory, weights = checkpoint
+    model, _ = load_openvla(directory)
+    images = torch.randint(0, 255, (3, IMAGE, IMAGE, 3), dtype=torch.uint8)
+    ours = model.vision_backbone(images)
+    pixels = images.permute(0, 3, 1, 2).float() / 255
+    dino = (pixels - torch.tensor(DINO_MEAN).view(1, 3, 1, 1)) / torch.tensor(DINO_STD).view(1, 3, 1, 1)
+    siglip = (pixels - 0.5) / 0.5
+    reference = torch.cat([timm_reference_features(weights, "vision_backbone.featurizer.", dino, True),
+                           timm_reference_features(weights, "vision_backbone.fused_featurizer.", siglip, False)], -1)
+    assert ours.shape == (3, 4, DINO_DIM + SIGLIP_DIM)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-4)
+
+
+def test_projector_llm_and_config_are_loaded(checkpoint):
+    directory, weights = checkpoint
+    model, action_tokenizer = load_openvla(directory)
+    state = model.state_dict()
+    for key in ("projector.fc3.weight", "language_model.lm_head.weight", "language_model.model.layers.1.mlp.up_proj.weight"):
+        torch.testing.assert_close(state[key], weights[key])
+    config = model.config
+    assert config.projector == "fused-gelu-mlp" and config.append_token_id == 29871
+    assert config.action_vocab_size == model.tokenizer.vocab_size and action_tokenizer.vocab_size == config.action_vocab_size
+    assert [t.num_layers for t in config.vision_towers] == [DEPTH - 1, DEPTH - 1]  # second-to-last block
+    assert config.vision_towers[0].num_register_tokens == 4 and config.vision_towers[1].hidden_act == "gelu"
+    np.testing.assert_allclose(action_tokenizer.norm_stats.q99[:3], [0.9, 0.8, 0.7])
+
+
+def test_loaded_policy_acts(checkpoint):
+    directory, _ = checkpoint
+    model, action_tokenizer = load_openvla(directory)
+    policy = VLAPolicy(model, action_tokenizer)
+    obs = ObsBatch({"agentview": np.zeros((2, 64, 64, 3), np.uint8)}, np.zeros((2, 8), np.float32),
+                   ["pick up the red block", "open the drawer"])
+    out = policy.act(obs, explore=False)
+    assert out.actions.shape == (2, 1, 7) and np.all(np.isfinite(out.actions))
+    assert model.prompt_ids(["x"])[0][-1] == 29871
+
+
+def test_broken_checkpoints_are_clear_errors(checkpoint, tmp_path):
+    directory, weights = checkpoint
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_openvla(tmp_path / "nope")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for item in directory.iterdir():
+        (broken / item.name).write_bytes(item.read_bytes())
+    shard = broken / "model-00002-of-00002.safetensors"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 3])
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_openvla(broken)
+    (broken / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="no complete safetensors"):
+        load_openvla(broken)
+    config = json.loads((directory / "config.json").read_text())
+    config["norm_stats"]["other"] = config["norm_stats"]["tabletop"]
+    several = tmp_path / "several"
+    several.mkdir()
+    for item in directory.iterdir():
+        (several / item.name).write_bytes(item.read_bytes())
+    (several / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="pass unnorm_key"):
+        load_openvla(several)
+    assert load_openvla(several, unnorm_key="other")[1].action_dim == 7

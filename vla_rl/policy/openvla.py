@@ -1,0 +1,239 @@
+"""Load an OpenVLA checkpoint directory (the published HF layout) into ``VLAModel``.
+
+No ``trust_remote_code``, no timm: the two timm ViTs of OpenVLA's fused backbone are mapped onto
+``transformers``' ``Dinov2WithRegistersModel`` and ``SiglipVisionModel``:
+
+    vision_backbone.featurizer.*        (timm DINOv2-L/14 + 4 registers) -> vision_backbone.towers.0.*
+    vision_backbone.fused_featurizer.*  (timm SigLIP so400m/14)          -> vision_backbone.towers.1.*
+    projector.fc1/fc2/fc3                                                -> projector.fc1/fc2/fc3
+    language_model.*                    (HF Llama)                       -> language_model.*
+
+Per timm block: ``attn.qkv`` is split into q/k/v, ``attn.proj`` -> ``o_proj``/``out_proj``,
+``ls{1,2}.scale_factor`` -> ``layer_scale{1,2}.lambda1``; DINOv2's ``pos_embed`` (patches only,
+``no_embed_class``) gets a zero row for the CLS token. OpenVLA reads the output of the
+second-to-last block without the final norm, so towers are built one block short and the last
+block, the final norms and SigLIP's attention-pool head are not loaded (they are listed in
+``UNUSED``; any other unknown or missing key is an error).
+
+Directory contents used: ``config.json`` (OpenVLA/Prismatic config with ``norm_stats`` and
+``n_action_bins``), ``model.safetensors`` or ``model.safetensors.index.json`` + shards, tokenizer
+files, and optionally ``preprocessor_config.json`` (its ``tvf_normalize_params`` hold the exact,
+bf16-rounded normalisation the published model was run with).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats
+from vla_rl.policy.model import LanguageModelConfig, VisionTowerConfig, VLAConfig, VLAModel
+
+# Attention heads cannot be read off the weights; everything else is inferred from tensor shapes.
+KNOWN_TIMM_HEADS = {
+    "vit_large_patch14_reg4_dinov2.lvd142m": 16,
+    "vit_large_patch14_reg4_dinov2": 16,
+    "vit_so400m_patch14_siglip_224": 16,
+    "vit_so400m_patch14_siglip_384": 16,
+    "vit_base_patch16_siglip_224": 12,
+}
+OPENVLA_EMPTY_TOKEN = 29871  # Llama-2's "▁": OpenVLA appends it after "Out:" at inference
+PREFIXES = ("vision_backbone.featurizer.", "vision_backbone.fused_featurizer.")
+UNUSED = re.compile(r"^vision_backbone\.(featurizer|fused_featurizer)\.(norm\.|attn_pool\.|head\.|fc_norm\.)")
+# Parameters our modules have that OpenVLA's checkpoint does not (never used in the forward pass).
+NOT_IN_CHECKPOINT = re.compile(r"(embeddings\.mask_token|\.layernorm\.|\.post_layernorm\.)")
+
+
+class CheckpointError(ValueError):
+    """The directory is not a loadable OpenVLA checkpoint; the message says what is wrong."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not valid JSON: {error}") from error
+
+
+def _shard_files(directory: Path) -> list[Path]:
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(_read_json(index)["weight_map"].values()))
+        files = [directory / name for name in names]
+    else:
+        files = sorted(directory.glob("*.safetensors"))
+    missing = [f for f in files if not f.is_file()]
+    if not files or missing:
+        raise CheckpointError(f"no complete safetensors weights in {directory} (missing: {missing or 'all'})")
+    return files
+
+
+def _tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    shapes = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():
+                    shapes[key] = tuple(handle.get_slice(key).get_shape())
+        except Exception as error:  # noqa: BLE001 - safetensors raises several types for corrupt files
+            raise CheckpointError(f"cannot read {file}: {error}") from error
+    return shapes
+
+
+def _tower_config(prefix: str, timm_id: str, shapes: dict, mean_std) -> tuple[VisionTowerConfig, int]:
+    """A tower config from the checkpoint's shapes; returns it and the stored block count."""
+    width, _, patch, _ = shapes[prefix + "patch_embed.proj.weight"]
+    depth = 1 + max(int(k[len(prefix) + 7:].split(".")[0]) for k in shapes if k.startswith(prefix + "blocks."))
+    mlp = shapes[prefix + "blocks.0.mlp.fc1.weight"][0]
+    heads = KNOWN_TIMM_HEADS.get(timm_id)
+    if heads is None:
+        raise CheckpointError(f"unknown timm model {timm_id!r}; known: {', '.join(KNOWN_TIMM_HEADS)}")
+    registers = shapes.get(prefix + "reg_token", (1, 0, 0))[1]
+    kind = "dinov2" if (prefix + "cls_token") in shapes else "siglip"
+    config = VisionTowerConfig(kind=kind, hidden_size=width, num_layers=depth - 1, num_heads=heads,
+                               intermediate_size=mlp, patch_size=patch, num_register_tokens=registers,
+                               hidden_act="gelu", image_mean=tuple(mean_std[0]) if mean_std else (),
+                               image_std=tuple(mean_std[1]) if mean_std else ())
+    return config, depth
+
+
+def openvla_config(directory: str | Path) -> tuple[VLAConfig, dict[str, Any]]:
+    """Our ``VLAConfig`` for an OpenVLA checkpoint directory, and its raw ``norm_stats``."""
+    from transformers import LlamaConfig
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory {directory} does not exist")
+    raw = _read_json(directory / "config.json")
+    for key in ("timm_model_ids", "text_config", "norm_stats", "image_sizes"):
+        if key not in raw:
+            raise CheckpointError(f"{directory / 'config.json'} has no {key!r}: not an OpenVLA/Prismatic config")
+    shapes = _tensor_shapes(_shard_files(directory))
+    normalisation = []
+    preprocessor = directory / "preprocessor_config.json"
+    if preprocessor.is_file():
+        for params in _read_json(preprocessor).get("tvf_normalize_params", []):
+            normalisation.append((params["mean"], params["std"]))
+    towers = []
+    for index, (prefix, timm_id) in enumerate(zip(PREFIXES, raw["timm_model_ids"])):
+        tower, _ = _tower_config(prefix, timm_id, shapes, normalisation[index] if index < len(normalisation) else None)
+        towers.append(tower)
+    text = LlamaConfig(**raw["text_config"])
+    lm = LanguageModelConfig(
+        hidden_size=text.hidden_size, num_layers=text.num_hidden_layers, num_heads=text.num_attention_heads,
+        num_kv_heads=text.num_key_value_heads or text.num_attention_heads, intermediate_size=text.intermediate_size,
+        vocab_size=text.vocab_size, max_position_embeddings=text.max_position_embeddings,
+        rms_norm_eps=text.rms_norm_eps, rope_theta=float(getattr(text, "rope_theta", None) or 10000.0),
+        tie_word_embeddings=bool(text.tie_word_embeddings) and "language_model.lm_head.weight" not in shapes,
+    )
+    fused = raw.get("use_fused_vision_backbone", len(towers) == 2)
+    llm_id = str(raw.get("llm_backbone_id", ""))
+    config = VLAConfig(
+        image_size=int(raw["image_sizes"][0]), resize_mode="bicubic", vision_towers=tuple(towers),
+        projector="fused-gelu-mlp" if fused else "gelu-mlp", language_model=lm, tokenizer=str(directory),
+        append_token_id=OPENVLA_EMPTY_TOKEN if llm_id.startswith("llama2") else -1,
+        action_vocab_size=text.vocab_size - int(raw.get("pad_to_multiple_of", 0)),
+        n_action_bins=int(raw.get("n_action_bins", 256)),
+        action_dim=len(next(iter(raw["norm_stats"].values()))["action"]["q01"]),
+    )
+    return config, raw["norm_stats"]
+
+
+def map_checkpoint_key(key: str, towers: tuple[VisionTowerConfig, ...]) -> list[tuple[str, Any]] | None:
+    """Our parameter name(s) for one checkpoint key, each with a function of the tensor;
+    ``None`` for keys that are known to be unused."""
+    if UNUSED.match(key):
+        return None
+    for index, prefix in enumerate(PREFIXES):
+        if key.startswith(prefix):
+            return _map_tower_key(key[len(prefix):], f"vision_backbone.towers.{index}.", towers[index])
+    if key.startswith(("projector.", "language_model.")):
+        return [(key, lambda t: t)]
+    raise CheckpointError(f"unexpected key {key!r} in the checkpoint")
+
+
+def _map_tower_key(key: str, ours: str, tower: VisionTowerConfig) -> list[tuple[str, Any]] | None:
+    dino = tower.kind == "dinov2"
+    if key == "patch_embed.proj.weight" or key == "patch_embed.proj.bias":
+        suffix = key.rsplit(".", 1)[1]
+        name = "embeddings.patch_embeddings.projection." if dino else "embeddings.patch_embedding."
+        return [(ours + name + suffix, lambda t: t)]
+    if key == "pos_embed":
+        if dino:  # no_embed_class: the stored table has no CLS row; HF adds one to the CLS token
+            return [(ours + "embeddings.position_embeddings", lambda t: torch.cat([torch.zeros_like(t[:, :1]), t], 1))]
+        return [(ours + "embeddings.position_embedding.weight", lambda t: t[0])]
+    if key == "cls_token":
+        return [(ours + "embeddings.cls_token", lambda t: t)]
+    if key == "reg_token":
+        return [(ours + "embeddings.register_tokens", lambda t: t)]
+    match = re.match(r"blocks\.(\d+)\.(.+)$", key)
+    if not match:
+        raise CheckpointError(f"unexpected vision key {key!r}")
+    block, rest = int(match.group(1)), match.group(2)
+    if block >= tower.num_layers:
+        return None  # OpenVLA uses the second-to-last block's output: the last block is never run
+    layer = ours + (f"encoder.layer.{block}." if dino else f"encoder.layers.{block}.")
+    attention = layer + ("attention." if dino else "self_attn.")
+    simple = {
+        "norm1": "norm1" if dino else "layer_norm1", "norm2": "norm2" if dino else "layer_norm2",
+        "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
+    }
+    name, _, suffix = rest.rpartition(".")
+    if name in simple:
+        return [(layer + simple[name] + "." + suffix, lambda t: t)]
+    if name == "attn.qkv":
+        return [(f"{attention}{part}_proj.{suffix}", lambda t, i=i: t.chunk(3, dim=0)[i])
+                for i, part in enumerate(("q", "k", "v"))]
+    if name == "attn.proj":
+        return [(attention + ("o_proj." if dino else "out_proj.") + suffix, lambda t: t)]
+    if rest in ("ls1.scale_factor", "ls1.gamma", "ls2.scale_factor", "ls2.gamma"):
+        return [(layer + f"layer_scale{rest[2]}.lambda1", lambda t: t)]
+    raise CheckpointError(f"unexpected vision key {key!r}")
+
+
+def load_openvla(directory: str | Path, unnorm_key: str | None = None, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu") -> tuple[VLAModel, ActionTokenizer]:
+    """Build our model from an OpenVLA checkpoint directory; returns it with its action tokenizer.
+
+    ``unnorm_key`` picks the dataset whose action statistics un-normalise actions (needed when the
+    checkpoint holds several, as openvla-7b does).
+    """
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config, norm_stats = openvla_config(directory)
+    if unnorm_key is None:
+        if len(norm_stats) != 1:
+            raise CheckpointError(f"the checkpoint has norm stats for {sorted(norm_stats)}; pass unnorm_key")
+        unnorm_key = next(iter(norm_stats))
+    if unnorm_key not in norm_stats:
+        raise CheckpointError(f"unnorm_key {unnorm_key!r} not in the checkpoint's norm stats {sorted(norm_stats)}")
+    model = VLAModel(config).to(dtype=dtype)
+    expected = set(model.state_dict())
+    loaded: set[str] = set()
+    for file in _shard_files(directory):
+        mapped = {}
+        for key, tensor in load_file(str(file)).items():
+            targets = map_checkpoint_key(key, config.vision_towers)
+            for name, transform in targets or ():
+                if name not in expected:
+                    raise CheckpointError(f"checkpoint key {key!r} maps to {name!r}, which the model does not have")
+                mapped[name] = transform(tensor).to(dtype)
+        model.load_state_dict(mapped, strict=False)
+        loaded |= set(mapped)
+    if config.language_model.tie_word_embeddings:
+        loaded.add("language_model.lm_head.weight")
+    missing = sorted(k for k in expected - loaded if not NOT_IN_CHECKPOINT.search(k))
+    if missing:
+        raise CheckpointError(f"{len(missing)} model weights are not in the checkpoint, e.g. {missing[:5]}")
+    tokenizer = ActionTokenizer(config.action_vocab_size, NormStats.from_dict(norm_stats[unnorm_key]["action"]),
+                                config.n_action_bins)
+    return model.to(device).eval(), tokenizer
