@@ -86,3 +86,11 @@ def test_repository_configs_load():
     root = Path(__file__).resolve().parents[2]
     config = load_config(DemoConfig, root / "configs" / "demo.yaml")
     assert config.episodes_per_task >= 1
+
+
+def test_json_configs_keep_exponent_floats(tmp_path):
+    import json as _json
+
+    path = tmp_path / "c.json"
+    path.write_text(_json.dumps({"inner": {"scale": 1e-06}}))
+    assert load_config(Outer, path).inner.scale == 1e-06

@@ -9,6 +9,7 @@ docs), a value of the wrong type, a value outside a ``Literal``. Nothing is sile
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from pathlib import Path
@@ -156,9 +157,10 @@ def load_config(cls: type[T], source: str | Path | dict[str, Any] | None = None,
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {error}") from error
+            # JSON files are parsed as JSON: PyYAML reads exponents without a dot (1e-06) as strings.
+            data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, json.JSONDecodeError) as error:
+            raise ConfigError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from error
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must contain a mapping at the top level")
     for override in overrides:

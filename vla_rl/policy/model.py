@@ -73,6 +73,8 @@ class LanguageModelConfig:
     rms_norm_eps: float = option(1e-6, "RMSNorm epsilon")
     rope_theta: float = option(10000.0, "RoPE base")
     tie_word_embeddings: bool = option(True, "share embedding and output matrices (saves params in tiny models)")
+    attention: Literal["eager", "sdpa"] = option(
+        "eager", "attention kernel: eager is faster for tiny models on CPU (measured), sdpa for large ones / GPU")
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ class VLAModel(nn.Module):
             num_key_value_heads=lm.num_kv_heads, intermediate_size=lm.intermediate_size, vocab_size=lm.vocab_size,
             max_position_embeddings=lm.max_position_embeddings, rms_norm_eps=lm.rms_norm_eps, rope_theta=lm.rope_theta,
             tie_word_embeddings=lm.tie_word_embeddings, pad_token_id=self.pad_token_id,
-            attn_implementation="sdpa",
+            attn_implementation=lm.attention,
         ))
         if config.decoding == "parallel":
             self.action_queries = nn.Parameter(torch.randn(config.num_action_tokens, lm.hidden_size) * 0.02)

@@ -133,6 +133,7 @@ def openvla_config(directory: str | Path) -> tuple[VLAConfig, dict[str, Any]]:
         vocab_size=text.vocab_size, max_position_embeddings=text.max_position_embeddings,
         rms_norm_eps=text.rms_norm_eps, rope_theta=float(getattr(text, "rope_theta", None) or 10000.0),
         tie_word_embeddings=bool(text.tie_word_embeddings) and "language_model.lm_head.weight" not in shapes,
+        attention="sdpa",
     )
     fused = raw.get("use_fused_vision_backbone", len(towers) == 2)
     llm_id = str(raw.get("llm_backbone_id", ""))

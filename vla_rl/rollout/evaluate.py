@@ -1,0 +1,89 @@
+"""Success rate of a policy on fixed init states, run through any ``VecEnv``.
+
+Episodes are spread over the env's slots in waves; a wave runs until every slot has ended (slots
+freeze when done), so each init state is rolled out exactly once. With action chunks (``K > 1``)
+the K actions of one prediction are executed open loop before the policy is queried again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from vla_rl.core.protocols import VecEnv
+from vla_rl.core.types import ObsBatch, TaskSpec
+
+
+@dataclass
+class EpisodeOutcome:
+    spec: TaskSpec
+    success: bool
+    steps: int
+    instruction: str
+
+
+@dataclass
+class EvalResult:
+    episodes: list[EpisodeOutcome] = field(default_factory=list)
+
+    def per_task(self) -> dict[str, dict[str, float]]:
+        table: dict[str, dict[str, float]] = {}
+        for task in dict.fromkeys(e.spec.task for e in self.episodes):
+            runs = [e for e in self.episodes if e.spec.task == task]
+            successes = sum(e.success for e in runs)
+            low, high = wilson_interval(successes, len(runs))
+            table[task] = {"success_rate": successes / len(runs), "successes": successes, "episodes": len(runs),
+                           "wilson95_low": low, "wilson95_high": high,
+                           "init_state_ids": [e.spec.init_state_id for e in runs],
+                           "mean_steps": float(np.mean([e.steps for e in runs]))}
+        return table
+
+    @property
+    def mean_success(self) -> float:
+        """Mean over tasks of the per-task success rate (each task weighs the same)."""
+        rates = [row["success_rate"] for row in self.per_task().values()]
+        return float(np.mean(rates)) if rates else 0.0
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score 95% interval of a binomial proportion."""
+    if trials == 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def evaluate(predict: Callable[[ObsBatch], np.ndarray], env: VecEnv, specs: Sequence[TaskSpec],
+             progress: Callable[[int], None] | None = None) -> EvalResult:
+    """Roll out ``predict`` (obs -> actions ``[B, K, A]``) once from each of ``specs``."""
+    result = EvalResult()
+    slots = env.spec.num_envs
+    for start in range(0, len(specs), slots):
+        wave = list(specs[start:start + slots])
+        padded = wave + [wave[-1]] * (slots - len(wave))  # idle slots replay a spec; results are ignored
+        obs = env.reset(padded)
+        instructions = list(obs.instructions)
+        done = np.zeros(slots, bool)
+        success = np.zeros(slots, bool)
+        steps = np.zeros(slots, int)
+        while not done[: len(wave)].all():
+            chunk = predict(obs)
+            for k in range(chunk.shape[1]):
+                step = env.step(chunk[:, k])
+                steps += ~done
+                success |= step.success & ~done
+                done |= step.done
+                obs = step.obs
+                if done[: len(wave)].all():
+                    break
+        for i, spec in enumerate(wave):
+            result.episodes.append(EpisodeOutcome(spec, bool(success[i]), int(steps[i]), instructions[i]))
+        if progress is not None:
+            progress(len(wave))
+    return result
