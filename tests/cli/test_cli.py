@@ -44,3 +44,13 @@ def test_bad_config_is_a_clear_error(tmp_path, capsys):
     assert "episodes_per_tsk" in err and "episodes_per_task" in err
     assert main(["demos", "--task", "Fly"]) == 2
     assert "valid tasks" in capsys.readouterr().err
+
+
+def test_sft_cli_documents_and_validates_its_config(tmp_path, capsys):
+    assert main(["sft", "--show-config"]) == 0
+    out = capsys.readouterr().out
+    assert "demos_per_task" in out and "lora" in out and "chunk_size" in out
+    assert main(["sft", "--set", "model.decodng=parallel"]) == 2
+    assert "model.decodng" in capsys.readouterr().err
+    assert main(["sft", "--set", f"demo_dir={tmp_path}", "--set", f"out_dir={tmp_path / 'o'}"]) == 2
+    assert "no *_demo.hdf5 files" in capsys.readouterr().err

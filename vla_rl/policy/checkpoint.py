@@ -43,14 +43,16 @@ def _sha256(path: Path) -> str:
 
 
 def save_checkpoint(directory: Path, model: VLAModel, action_tokenizer: ActionTokenizer,
-                    training_state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+                    training_state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                    weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a checkpoint; ``weights`` replaces ``model.state_dict()`` (e.g. LoRA-merged weights)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     tmp = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in (weights or model.state_dict()).items()}
     if model.config.language_model.tie_word_embeddings:
         state.pop("language_model.lm_head.weight", None)  # shared with the embeddings
     save_file(state, str(tmp / "model.safetensors"))

@@ -63,11 +63,11 @@ class VisionTowerConfig:
 
 @dataclass(frozen=True)
 class LanguageModelConfig:
-    hidden_size: int = option(256, "decoder width")
+    hidden_size: int = option(192, "decoder width")
     num_layers: int = option(4, "decoder layers")
     num_heads: int = option(4, "attention heads")
     num_kv_heads: int = option(4, "key/value heads (grouped-query attention when fewer)")
-    intermediate_size: int = option(688, "MLP width")
+    intermediate_size: int = option(512, "MLP width")
     vocab_size: int = option(30522, "embedding rows; the tokenizer's vocabulary (OpenVLA pads to 32064)")
     max_position_embeddings: int = option(512, "longest sequence")
     rms_norm_eps: float = option(1e-6, "RMSNorm epsilon")

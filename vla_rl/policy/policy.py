@@ -45,10 +45,14 @@ class VLAPolicy:
         was_training = self.model.training
         self.model.eval()
         try:
-            prefix = self.model.build_prefix(obs.images, obs.instructions)
-            tokens, logprob = self.model.decode(prefix, self.temperature, sample=explore, generator=self.generator)
+            with torch.inference_mode():  # rollouts never need gradients; log_prob recomputes them
+                prefix = self.model.build_prefix(obs.images, obs.instructions)
+                tokens, logprob = self.model.decode(prefix, self.temperature, sample=explore,
+                                                    generator=self.generator)
         finally:
             self.model.train(was_training)
+        # Inference tensors cannot enter autograd later (log_prob on these tokens): hand out copies.
+        tokens, logprob = tokens.clone(), logprob.clone()
         ids = tokens.cpu().numpy()
         actions = self.action_tokenizer.decode(ids.reshape(len(ids), self.config.chunk_size, self.config.action_dim))
         return PolicyOutput(tokens=tokens, actions=actions, logprob=logprob)

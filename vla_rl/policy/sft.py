@@ -27,6 +27,7 @@ from vla_rl.core.config import option, to_dict
 from vla_rl.core.demo_file import read_demo_file
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats
 from vla_rl.policy.checkpoint import load_checkpoint, save_checkpoint
+from vla_rl.policy.lora import LoRAConfig, apply_lora, lora_tensors, merged_state_dict, restore_lora
 from vla_rl.policy.model import VLAConfig, VLAModel
 
 LATEST = "latest.json"
@@ -36,6 +37,7 @@ LATEST = "latest.json"
 class SFTConfig:
     model: VLAConfig = option(factory=VLAConfig, doc="the VLA to train from scratch (or init_checkpoint)")
     init_checkpoint: str = option("", "start from this policy checkpoint instead of random weights")
+    lora: LoRAConfig = option(factory=LoRAConfig, doc="LoRA adapters on the decoder (rank 0 = full fine-tuning)")
     demo_dir: Path = option(Path("runs/demo/demos"), "directory of <Task>_demo.hdf5 files")
     tasks: tuple[str, ...] = option((), "tasks to train on; empty = every file in demo_dir")
     demos_per_task: int = option(0, "use at most this many demos per task (0 = all)")
@@ -138,8 +140,12 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return Path(out_dir) / json.loads(pointer.read_text())["checkpoint"]
 
 
-def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = True) -> dict:
-    """Run SFT; returns a summary (final loss, accuracy, steps, checkpoint path, seconds)."""
+def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = True,
+              stop_at_step: int | None = None) -> dict:
+    """Run SFT; returns a summary (final loss, accuracy, steps, checkpoint path, seconds).
+
+    ``stop_at_step`` ends the run early without changing the schedule (as a crash would; tests use
+    it to check that ``resume`` reproduces an uninterrupted run exactly)."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
@@ -160,10 +166,14 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         model = VLAModel(config.model)
         stats = NormStats.from_actions(data.chunks.reshape(-1, data.chunks.shape[-1]))
         action_tokenizer = ActionTokenizer(config.model.action_vocab_size, stats, config.model.n_action_bins)
+    if config.lora.enabled:
+        trainable = restore_lora(model, config.lora, state["lora"]) if state else apply_lora(model, config.lora)
+    else:
+        trainable = list(model.parameters())
     model.train()
     tokens_all = torch.from_numpy(action_tokenizer.encode(data.chunks).reshape(len(data), -1))
     images_all = torch.from_numpy(data.images)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -180,8 +190,11 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         name = f"step_{step_done:06d}"
         training_state = {"step": step_done, "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                           "torch_rng": torch.get_rng_state(), "sft_config": to_dict(config)}
+        if config.lora.enabled:
+            training_state["lora"] = lora_tensors(model)
         path = save_checkpoint(out_dir / name, model, action_tokenizer, training_state,
-                               extra={"trained_tasks": data.tasks, "demo_episodes": data.episodes})
+                               extra={"trained_tasks": data.tasks, "demo_episodes": data.episodes},
+                               weights=merged_state_dict(model))
         tmp = out_dir / (LATEST + ".tmp")
         tmp.write_text(json.dumps({"checkpoint": name, "step": step_done}))
         tmp.replace(out_dir / LATEST)
@@ -190,6 +203,8 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     bar = tqdm(total=config.steps, initial=start_step, desc="sft", unit="step", disable=not show_progress)
     for step in range(start_step, config.steps):
         if config.time_limit_minutes and time.perf_counter() - started > 60 * config.time_limit_minutes:
+            break
+        if stop_at_step is not None and step >= stop_at_step:
             break
         index = torch.randint(0, len(data), (config.batch_size,), generator=generator)
         images = random_shift(images_all[index], config.shift_pixels, generator)
@@ -201,7 +216,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
             raise FloatingPointError(f"SFT loss became {loss.item()} at step {step}; last checkpoint: {checkpoint}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
         optimizer.step()
         loss_value, accuracy_value = loss.item(), accuracy.item()
         bar.update(1)

@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from sim_envs.experts import make_expert
+from sim_envs.vector import TabletopVecEnv, VecEnvConfig
+from vla_rl.core import TaskSpec
+from vla_rl.rollout.evaluate import evaluate, wilson_interval
+
+
+def test_wilson_interval_known_values():
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-3)
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-3)
+    assert wilson_interval(50, 50) == pytest.approx((0.9287, 1.0), abs=1e-3)
+
+
+def test_evaluate_counts_expert_success_and_idle_failure():
+    specs = [TaskSpec("Reach", i, "eval") for i in range(3)] + [TaskSpec("PressButton", i, "eval") for i in range(2)]
+    with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32)) as env:
+        experts = {}
+
+        def expert_predict(obs):
+            actions = []
+            for slot, sim in enumerate(env._local.current):
+                if experts.get(slot, (None,))[0] is not sim.layout:
+                    experts[slot] = (sim.layout, make_expert(sim))
+                actions.append(experts[slot][1].act())
+            return np.stack(actions)[:, None]
+
+        solved = evaluate(expert_predict, env, specs)
+        idle = evaluate(lambda obs: np.zeros((2, 1, 7), np.float32), env, specs[:3])
+    table = solved.per_task()
+    assert table["Reach"]["successes"] == 3 and table["PressButton"]["successes"] == 2
+    assert table["Reach"]["init_state_ids"] == [0, 1, 2] and solved.mean_success == 1.0
+    assert idle.mean_success == 0.0 and all(e.steps == 50 for e in idle.episodes)

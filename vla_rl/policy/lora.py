@@ -1,0 +1,88 @@
+"""LoRA adapters (peft) on the language model, for fine-tuning large backbones such as OpenVLA-7B.
+
+``apply_lora`` injects adapters into the decoder's linear layers in place (``peft``'s
+``inject_adapter_in_model``) and freezes the decoder's base weights; the vision tower and projector
+stay trainable unless ``freeze_vision`` is set (OpenVLA fine-tunes all of them with LoRA; a small
+tower is cheaper to train fully).
+
+Checkpoints stay plain: ``merged_state_dict`` folds every adapter into its base weight, so a LoRA
+checkpoint loads exactly like a full one. To resume training, the adapter tensors are kept in the
+training state and ``restore_lora`` rebuilds the unmerged model (base = merged - B A * scale).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vla_rl.core.config import option
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    rank: int = option(0, "LoRA rank; 0 trains every weight (no adapters)")
+    alpha: float = option(16.0, "LoRA scaling numerator (scale = alpha / rank)")
+    dropout: float = option(0.0, "dropout on the adapter input")
+    target_modules: tuple[str, ...] = option(LORA_TARGETS, "decoder linear layers that get adapters")
+    freeze_vision: bool = option(False, "also freeze the vision tower (train projector + adapters only)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank > 0
+
+
+def _lora_layers(model: torch.nn.Module):
+    from peft.tuners.lora import LoraLayer
+
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, LoraLayer)]
+
+
+def apply_lora(model, config: LoRAConfig):
+    """Inject adapters into ``model.language_model`` in place; returns the trainable parameters."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    peft_config = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                             target_modules=list(config.target_modules), bias="none")
+    for parameter in model.language_model.parameters():
+        parameter.requires_grad_(False)
+    inject_adapter_in_model(peft_config, model.language_model)
+    if config.freeze_vision:
+        for parameter in model.vision_backbone.parameters():
+            parameter.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def lora_tensors(model) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items() if ".lora_" in name}
+
+
+def merged_state_dict(model) -> dict[str, torch.Tensor]:
+    """The model's weights with every adapter folded in, under the plain (adapter-free) names."""
+    layers = _lora_layers(model)
+    if not layers:
+        return model.state_dict()
+    deltas = {f"{name}.base_layer.weight": module.get_delta_weight("default") for name, module in layers}
+    merged = {}
+    for key, tensor in model.state_dict().items():
+        if ".lora_" in key:
+            continue
+        if key in deltas:
+            tensor = tensor + deltas[key]
+        merged[key.replace(".base_layer.", ".")] = tensor
+    return merged
+
+
+@torch.no_grad()
+def restore_lora(model, config: LoRAConfig, adapters: dict[str, torch.Tensor]):
+    """Re-inject adapters into a model loaded from merged weights and un-merge them exactly."""
+    trainable = apply_lora(model, config)
+    missing = set(adapters) ^ {k for k in model.state_dict() if ".lora_" in k}
+    if missing:
+        raise ValueError(f"saved LoRA adapters do not match this model: {sorted(missing)[:5]}")
+    model.load_state_dict(adapters, strict=False)
+    for _, module in _lora_layers(model):
+        module.base_layer.weight -= module.get_delta_weight("default")
+    return trainable
