@@ -160,4 +160,4 @@ class TabletopEnv(gym.Env):
         self.elapsed_steps = 0
 
 
-__all__ = ["TabletopEnv", "CONTROL_HZ", "SUBSTEPS", "DOWN_QUAT"]
+__all__ = ["TabletopEnv", "CONTROL_HZ", "SUBSTEPS"]

@@ -84,7 +84,7 @@ def cmd_demos(args: argparse.Namespace) -> int:
 
 
 def evaluate_checkpoint(checkpoint: Path, tasks: list[str], episodes_per_task: int, num_envs: int,
-                        out_json: Path | None = None) -> dict:
+                        out_json: Path | None = None, extra: dict | None = None) -> dict:
     """Greedy success of a policy checkpoint on the first ``episodes_per_task`` held-out eval init
     states of each task (tabletop suite)."""
     import torch
@@ -106,7 +106,8 @@ def evaluate_checkpoint(checkpoint: Path, tasks: list[str], episodes_per_task: i
     with TabletopVecEnv(config) as env, torch.inference_mode(), tqdm(total=len(specs), desc="eval", unit="ep") as bar:
         result = evaluate(policy.predict_actions, env, specs, progress=bar.update)
     report = {"checkpoint": str(checkpoint), "suite": "tabletop", "split": "eval", "greedy": True,
-              "mean_success": result.mean_success, "per_task": result.per_task(), **environment_versions()}
+              "mean_success": result.mean_success, "per_task": result.per_task(), **environment_versions(),
+              **(extra or {})}
     if out_json is not None:
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(report, indent=1) + "\n")
@@ -134,9 +135,8 @@ def cmd_sft(args: argparse.Namespace) -> int:
     print(f"checkpoint: {summary['checkpoint']}")
     if config.eval_episodes_per_task > 0:
         report = evaluate_checkpoint(Path(summary["checkpoint"]), summary["tasks"], config.eval_episodes_per_task,
-                                     config.eval_num_envs, Path(config.out_dir) / "eval.json")
-        report["training"] = summary
-        (Path(config.out_dir) / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
+                                     config.eval_num_envs, Path(config.out_dir) / "eval.json",
+                                     extra={"training": summary})
         print_success_table(report)
         print(f"evaluation: {Path(config.out_dir) / 'eval.json'}")
     return 0

@@ -255,8 +255,7 @@ class VLAModel(nn.Module):
         for camera in self.config.cameras:
             if camera not in images:
                 raise KeyError(f"the model needs camera {camera!r}; the observation has {sorted(images)}")
-            pixels = torch.as_tensor(np.asarray(images[camera]) if not torch.is_tensor(images[camera])
-                                     else images[camera], device=device)
+            pixels = torch.as_tensor(images[camera], device=device)
             patches.append(self.projector(self.vision_backbone(pixels)))
         patch_embeds = torch.cat(patches, dim=1)
         prompt_ids = self.prompt_ids(instructions)
