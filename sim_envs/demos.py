@@ -39,6 +39,9 @@ class DemoConfig:
     split: Literal["train", "eval"] = option("train", "init-state split; demos for training use 'train'")
     first_init_state: int = option(0, "first init-state id; ids first..first+attempts-1 are used in order")
     noise_std: float = option(0.0, "Gaussian noise on the expert's motion actions (perturbed expert)")
+    action_labels: Literal["clean", "executed"] = option(
+        "clean", "with noise: record the expert's noise-free action (DART: labels that correct the perturbation) "
+        "or the noisy action that was executed")
     videos_per_task: int = option(1, "episodes per task also saved as MP4")
     video_size: int = option(256, "MP4 frame size in pixels")
     num_workers: int = option(-1, "parallel processes; -1 = one per core")
@@ -56,7 +59,7 @@ class DemoConfig:
 
 def run_expert_episode(
     env: TabletopEnv, init_state_id: int, split: str, noise_std: float = 0.0, seed: int = 0,
-    video_size: int | None = None,
+    video_size: int | None = None, action_labels: str = "clean",
 ) -> tuple[Episode, list[np.ndarray]]:
     """Roll out the task's expert once; returns the episode and (optionally) video frames."""
     obs, info = env.reset(options={"init_state_id": init_state_id, "split": split})
@@ -74,7 +77,7 @@ def run_expert_episode(
         records["proprio"].append(obs["proprio"])
         records["joint_states"].append(env.data.qpos[env.arm.arm_qpos_adr].astype(np.float32))
         obs, reward, terminated, truncated, info = env.step(action)
-        records["actions"].append(action)
+        records["actions"].append(expert.clean_action if action_labels == "clean" else action)
         records["rewards"].append(reward)
         if video_size:
             frames.append(env.render_camera("agentview", video_size))
@@ -111,7 +114,7 @@ def collect_task(task: str, config: DemoConfig, progress=None) -> dict:
             want_video = len(videos) < config.videos_per_task
             episode, frames = run_expert_episode(
                 env, init_state_id, config.split, config.noise_std, config.seed + init_state_id,
-                config.video_size if want_video else None,
+                config.video_size if want_video else None, config.action_labels,
             )
             attempts += 1
             if episode.success:

@@ -58,6 +58,7 @@ class Expert:
         if done and self.phase < len(phases) - 1:
             self.phase += 1
             self.phase_steps = 0
+        self.clean_action = np.clip(action, -1.0, 1.0).astype(np.float32)  # the label DART-style data keeps
         if self.noise_std > 0:
             action = action.copy()
             action[:6] += self.rng.normal(0.0, self.noise_std, size=6)

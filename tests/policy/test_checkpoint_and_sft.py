@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from vla_rl.core.demo_file import Episode, write_demo_file
-from vla_rl.policy.checkpoint import CorruptCheckpointError, load_checkpoint, save_checkpoint
-from vla_rl.policy.sft import SFTConfig, latest_checkpoint, load_demos, random_shift, train_sft
+from vla_rl.policy.checkpoint import CorruptCheckpointError, latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from vla_rl.policy.sft import SFTConfig, load_demos, random_shift, train_sft
 
 from .conftest import make_obs, make_policy, tiny_config
 
@@ -83,8 +83,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     train_sft(sft_config(tmp_path, out_dir=tmp_path / "b"), show_progress=False, stop_at_step=6)
     resumed = train_sft(sft_config(tmp_path, out_dir=tmp_path / "b"), resume=True, show_progress=False)
     assert resumed["steps"] == straight["steps"] == 12
-    a, _, _ = load_checkpoint(latest_checkpoint(tmp_path / "a"))
-    b, _, _ = load_checkpoint(latest_checkpoint(tmp_path / "b"))
+    a, _, _ = load_checkpoint(latest_valid_checkpoint(tmp_path / "a", "step_"))
+    b, _, _ = load_checkpoint(latest_valid_checkpoint(tmp_path / "b", "step_"))
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
     with pytest.raises(FileNotFoundError, match="resume"):
@@ -142,8 +142,8 @@ def test_lora_sft_resume_matches_an_uninterrupted_run(tmp_path):
     straight = train_sft(sft_config(tmp_path, out_dir=tmp_path / "a", lora=lora), show_progress=False)
     train_sft(sft_config(tmp_path, out_dir=tmp_path / "b", lora=lora), show_progress=False, stop_at_step=6)
     train_sft(sft_config(tmp_path, out_dir=tmp_path / "b", lora=lora), resume=True, show_progress=False)
-    a, _, _ = load_checkpoint(latest_checkpoint(tmp_path / "a"))
-    b, _, _ = load_checkpoint(latest_checkpoint(tmp_path / "b"))
+    a, _, _ = load_checkpoint(latest_valid_checkpoint(tmp_path / "a", "step_"))
+    b, _, _ = load_checkpoint(latest_valid_checkpoint(tmp_path / "b", "step_"))
     # Merging and un-merging adapters is exact only up to float rounding, and parameters whose
     # true gradient is zero (attention key biases) let Adam amplify that rounding; so compare what
     # the two models compute, not every raw parameter.

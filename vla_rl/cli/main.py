@@ -4,6 +4,9 @@ Subcommands:
   envs list   the environment suites, their tasks, step limits and init-state counts
   demos       collect scripted-expert demonstrations as robomimic/LIBERO-layout HDF5 (+ MP4)
   sft         supervised fine-tuning of the VLA on demonstrations, then held-out evaluation
+  train       GRPO (or RLOO / PPO) post-training of a checkpoint with Ray rollout workers
+  eval        success rate of a checkpoint on the fixed evaluation init states (JSON, PNG, MP4)
+  quickstart  the main job: few-demo SFT, eval, GRPO, eval, and a report (what `make demo` runs)
 """
 
 from __future__ import annotations
@@ -83,46 +86,8 @@ def cmd_demos(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_checkpoint(checkpoint: Path, tasks: list[str], episodes_per_task: int, num_envs: int,
-                        out_json: Path | None = None, extra: dict | None = None) -> dict:
-    """Greedy success of a policy checkpoint on the first ``episodes_per_task`` held-out eval init
-    states of each task (tabletop suite)."""
-    import torch
-    from tqdm import tqdm
-
-    from sim_envs.init_states import num_eval_states
-    from sim_envs.vector import TabletopVecEnv, VecEnvConfig
-    from sim_envs.versions import environment_versions
-    from vla_rl.core import TaskSpec
-    from vla_rl.policy.checkpoint import load_checkpoint
-    from vla_rl.policy.policy import VLAPolicy
-    from vla_rl.rollout.evaluate import evaluate
-
-    model, action_tokenizer, _ = load_checkpoint(checkpoint)
-    policy = VLAPolicy(model.eval(), action_tokenizer)
-    specs = [TaskSpec(task, i, "eval") for task in tasks for i in range(min(episodes_per_task, num_eval_states(task)))]
-    config = VecEnvConfig(num_envs=min(num_envs, len(specs)), image_size=model.config.image_size,
-                          wrist_camera="wrist" in model.config.cameras)
-    with TabletopVecEnv(config) as env, torch.inference_mode(), tqdm(total=len(specs), desc="eval", unit="ep") as bar:
-        result = evaluate(policy.predict_actions, env, specs, progress=bar.update)
-    report = {"checkpoint": str(checkpoint), "suite": "tabletop", "split": "eval", "greedy": True,
-              "mean_success": result.mean_success, "per_task": result.per_task(), **environment_versions(),
-              **(extra or {})}
-    if out_json is not None:
-        out_json.parent.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(report, indent=1) + "\n")
-    return report
-
-
-def print_success_table(report: dict) -> None:
-    print(f"\n{'task':<12} {'success':>8} {'wilson 95%':>14}")
-    for task, row in report["per_task"].items():
-        print(f"{task:<12} {row['successes']:>3}/{row['episodes']:<4} "
-              f"[{row['wilson95_low']:.2f}, {row['wilson95_high']:.2f}]")
-    print(f"{'mean':<12} {report['mean_success']:>8.1%}")
-
-
 def cmd_sft(args: argparse.Namespace) -> int:
+    from vla_rl.cli.evaluation import evaluate_checkpoint, print_success_table
     from vla_rl.policy.sft import SFTConfig, train_sft
 
     if args.show_config:
@@ -135,10 +100,75 @@ def cmd_sft(args: argparse.Namespace) -> int:
     print(f"checkpoint: {summary['checkpoint']}")
     if config.eval_episodes_per_task > 0:
         report = evaluate_checkpoint(Path(summary["checkpoint"]), summary["tasks"], config.eval_episodes_per_task,
-                                     config.eval_num_envs, Path(config.out_dir) / "eval.json",
-                                     extra={"training": summary})
+                                     config.eval_num_envs, Path(config.out_dir), extra={"training": summary})
         print_success_table(report)
         print(f"evaluation: {Path(config.out_dir) / 'eval.json'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from vla_rl.cli.evaluation import evaluate_checkpoint, print_success_table
+    from vla_rl.cli.factories import suite_tasks
+
+    checkpoint = Path(args.checkpoint)
+    tasks = args.tasks or _trained_tasks(checkpoint) or suite_tasks(args.suite)
+    unknown = sorted(set(tasks) - set(suite_tasks(args.suite)))
+    if unknown:
+        raise KeyError(f"unknown tasks {unknown} for suite {args.suite}; valid: {', '.join(suite_tasks(args.suite))}")
+    out_dir = Path(args.out) if args.out else checkpoint.parent / f"eval_{checkpoint.name}"
+    report = evaluate_checkpoint(checkpoint, tasks, args.episodes_per_task, args.num_envs, out_dir,
+                                 videos_per_task=args.videos, suite=args.suite, env_processes=args.workers)
+    print_success_table(report)
+    print(f"results: {out_dir / 'eval.json'}, {out_dir / 'success.png'}")
+    return 0
+
+
+def _trained_tasks(checkpoint: Path) -> list[str]:
+    stats = checkpoint / "norm_stats.json"
+    if not stats.is_file():
+        raise FileNotFoundError(f"{checkpoint} is not a policy checkpoint (no norm_stats.json)")
+    return list(json.loads(stats.read_text()).get("trained_tasks", []))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vla_rl.cli.factories import eval_state_counter, make_pool
+    from vla_rl.train.trainer import CHECKPOINT_PREFIX, Trainer, TrainConfig
+    from vla_rl.policy.checkpoint import latest_valid_checkpoint
+
+    if args.show_config:
+        print(describe(TrainConfig))
+        return 0
+    overrides = list(args.set or [])
+    if args.ray_address:
+        overrides.append(f"rollout.ray_address={args.ray_address}")
+    config = load_config(TrainConfig, args.config, overrides)
+    source = latest_valid_checkpoint(config.out_dir, CHECKPOINT_PREFIX) if args.resume else config.init_checkpoint
+    if source is None:
+        raise FileNotFoundError(f"--resume: no valid checkpoint in {config.out_dir}")
+    pool = make_pool(config.rollout, config.suite, Path(source), config.temperature, config.seed)
+    try:
+        print(f"rollout workers on nodes: {pool.node_ids}")
+        trainer = Trainer(config, pool, eval_state_counter(config.suite), resume=args.resume)
+        summary = trainer.run()
+    finally:
+        pool.close()
+    history = summary["eval_history"]
+    print(f"{summary['iterations']} iterations in {summary['seconds'] / 60:.1f} min; held-out success "
+          f"{history[0]['mean_success']:.1%} (iteration {history[0]['iteration']}) -> "
+          f"{history[-1]['mean_success']:.1%} (iteration {history[-1]['iteration']})")
+    print(f"checkpoint: {summary['checkpoint']}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from vla_rl.cli.quickstart import QuickstartConfig, run_quickstart
+
+    if args.show_config:
+        print(describe(QuickstartConfig))
+        return 0
+    config = load_config(QuickstartConfig, args.config, list(args.set or []))
+    report = run_quickstart(config)
+    print(report.read_text())
     return 0
 
 
@@ -173,6 +203,31 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
     sft.add_argument("--show-config", action="store_true", help="print every config field and exit")
     sft.set_defaults(func=cmd_sft)
+
+    train = sub.add_parser("train", help="RL post-training (GRPO by default) with Ray rollout workers")
+    train.add_argument("--config", type=Path, help="YAML TrainConfig (e.g. configs/tabletop_grpo.yaml)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
+    train.add_argument("--ray-address", help="join this Ray cluster ('auto' = the running one)")
+    train.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in out_dir")
+    train.add_argument("--show-config", action="store_true", help="print every config field and exit")
+    train.set_defaults(func=cmd_train)
+
+    evaluation = sub.add_parser("eval", help="held-out success rate of a checkpoint (JSON + bar chart + videos)")
+    evaluation.add_argument("--checkpoint", required=True, help="policy checkpoint directory")
+    evaluation.add_argument("--suite", default="tabletop", help="environment suite (default tabletop)")
+    evaluation.add_argument("--tasks", nargs="+", help="tasks (default: those the checkpoint was trained on)")
+    evaluation.add_argument("--episodes-per-task", type=int, default=50, help="evaluation init states per task")
+    evaluation.add_argument("--num-envs", type=int, default=16, help="parallel env slots")
+    evaluation.add_argument("--workers", type=int, default=-1, help="env worker processes (-1 = one per core)")
+    evaluation.add_argument("--videos", type=int, default=1, help="MP4 videos per task")
+    evaluation.add_argument("--out", help="output directory (default: <checkpoint>/../eval_<name>)")
+    evaluation.set_defaults(func=cmd_eval)
+
+    quickstart = sub.add_parser("quickstart", help="few-demo SFT, eval, GRPO, eval, report (CPU, local Ray)")
+    quickstart.add_argument("--config", type=Path, help="YAML QuickstartConfig (default: the embedded one)")
+    quickstart.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
+    quickstart.add_argument("--show-config", action="store_true", help="print every config field and exit")
+    quickstart.set_defaults(func=cmd_quickstart)
     return parser
 
 

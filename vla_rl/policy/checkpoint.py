@@ -105,7 +105,7 @@ def load_checkpoint(directory: Path, device: str | torch.device = "cpu", verify:
         verify_checkpoint(directory)
     config = load_config(VLAConfig, directory / "vla_config.json")
     config = dataclasses.replace(config, tokenizer=str(directory / "tokenizer"))
-    model = VLAModel(config)
+    model = VLAModel(config, load_pretrained=False)
     state = load_file(str(directory / "model.safetensors"))
     missing, unexpected = model.load_state_dict(state, strict=False)
     allowed_missing = {"language_model.lm_head.weight"} if config.language_model.tie_word_embeddings else set()
@@ -118,3 +118,38 @@ def load_checkpoint(directory: Path, device: str | torch.device = "cpu", verify:
     if (directory / "training_state.pt").is_file():
         training_state = torch.load(directory / "training_state.pt", map_location="cpu", weights_only=False)
     return model.to(device), tokenizer, training_state
+
+
+LATEST = "latest.json"
+
+
+def point_latest(out_dir: Path, name: str, step: int) -> None:
+    """Atomically record ``out_dir/name`` as the newest checkpoint of a run."""
+    tmp = Path(out_dir) / (LATEST + ".tmp")
+    tmp.write_text(json.dumps({"checkpoint": name, "step": step}))
+    tmp.replace(Path(out_dir) / LATEST)
+
+
+def latest_valid_checkpoint(out_dir: Path, prefix: str) -> Path | None:
+    """The newest checkpoint of a run that passes verification: the one ``latest.json`` names, or,
+    when that one is missing or corrupt, the newest older ``<prefix>*`` directory (names sort by
+    step). A skipped checkpoint is reported with the reason."""
+    import warnings
+
+    out_dir = Path(out_dir)
+    candidates: list[Path] = []
+    pointer = out_dir / LATEST
+    if pointer.is_file():
+        try:
+            candidates.append(out_dir / json.loads(pointer.read_text())["checkpoint"])
+        except (json.JSONDecodeError, KeyError):
+            warnings.warn(f"{pointer} is unreadable; looking for the newest valid checkpoint instead")
+    candidates += sorted((p for p in out_dir.glob(f"{prefix}*")
+                          if p.is_dir() and ".tmp-" not in p.name and ".old-" not in p.name), reverse=True)
+    for candidate in dict.fromkeys(candidates):
+        try:
+            verify_checkpoint(candidate)
+            return candidate
+        except (CorruptCheckpointError, FileNotFoundError) as error:
+            warnings.warn(f"skipping checkpoint {candidate}: {error}")
+    return None

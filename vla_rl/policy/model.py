@@ -40,7 +40,9 @@ SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 @dataclass(frozen=True)
 class VisionTowerConfig:
-    kind: Literal["siglip", "dinov2"] = option("siglip", "siglip (SigLIP ViT) or dinov2 (DINOv2 with registers)")
+    kind: Literal["siglip", "dinov2", "mobilenetv2"] = option(
+        "siglip", "siglip (SigLIP ViT), dinov2 (DINOv2 with registers) or mobilenetv2 (a CNN tower for CPU-sized "
+        "VLAs, see mobilenet.py; hidden_size, layers, heads and patch_size do not apply to it)")
     hidden_size: int = option(128, "tower width")
     num_layers: int = option(4, "transformer layers built; features come from the last one")
     num_heads: int = option(4, "attention heads")
@@ -51,14 +53,36 @@ class VisionTowerConfig:
     hidden_act: str = option("gelu_pytorch_tanh", "MLP activation (transformers name; OpenVLA's towers: gelu)")
     image_mean: tuple[float, ...] = option((), "per-channel normalisation mean; empty = the kind's default")
     image_std: tuple[float, ...] = option((), "per-channel normalisation std; empty = the kind's default")
+    pretrained: str = option("", "mobilenetv2: initial weights, builtin:imagenet or a torchvision .pth path; "
+                                 "empty = random")
+    feature_stage: int = option(13, "mobilenetv2: last torchvision features index kept (13: 96 channels, stride 16)")
+    input_size: int = option(0, "pixels per side fed to this tower (images are resized); 0 = the VLA's image_size")
+    position_init: Literal["random", "sincos"] = option(
+        "sincos", "initial patch position embeddings: random (HF default) or fixed-pattern 2-D sin-cos (MAE); "
+        "sincos lets a tower trained from scratch locate objects from the first step")
 
     def __post_init__(self) -> None:
         if self.kind == "dinov2" and self.intermediate_size % self.hidden_size:
             raise ValueError("a dinov2 tower needs intermediate_size to be a multiple of hidden_size")
 
     def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        default = (IMAGENET_MEAN, IMAGENET_STD) if self.kind == "dinov2" else (SIGLIP_MEAN, SIGLIP_STD)
+        default = (SIGLIP_MEAN, SIGLIP_STD) if self.kind == "siglip" else (IMAGENET_MEAN, IMAGENET_STD)
         return self.image_mean or default[0], self.image_std or default[1]
+
+    @property
+    def output_dim(self) -> int:
+        if self.kind == "mobilenetv2":
+            from vla_rl.policy.mobilenet import stage_channels
+
+            return stage_channels(self.feature_stage)
+        return self.hidden_size
+
+    def patch_stride(self) -> int:
+        if self.kind == "mobilenetv2":
+            from vla_rl.policy.mobilenet import stage_stride
+
+            return stage_stride(self.feature_stage)
+        return self.patch_size
 
 
 @dataclass(frozen=True)
@@ -105,8 +129,9 @@ class VLAConfig:
         if self.action_vocab_size > self.language_model.vocab_size:
             raise ValueError("action_vocab_size cannot exceed the language model's vocab_size")
         for tower in self.vision_towers:
-            if self.image_size % tower.patch_size:
-                raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {tower.patch_size}")
+            size = tower.input_size or self.image_size
+            if size % tower.patch_stride():
+                raise ValueError(f"tower input size {size} is not a multiple of its patch size {tower.patch_stride()}")
 
     @property
     def num_action_tokens(self) -> int:
@@ -117,7 +142,14 @@ class VLAConfig:
         return self.action_vocab_size - self.n_action_bins
 
 
-def _build_tower(config: VisionTowerConfig, image_size: int) -> nn.Module:
+def _build_tower(config: VisionTowerConfig, image_size: int, load_pretrained: bool = True) -> nn.Module:
+    if config.kind == "mobilenetv2":
+        from vla_rl.policy.mobilenet import MobileNetTower
+
+        tower = MobileNetTower(config.feature_stage)
+        if config.pretrained and load_pretrained:
+            tower.load_torchvision_weights(config.pretrained)
+        return tower
     from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel, SiglipVisionConfig, SiglipVisionModel
 
     common = dict(hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
@@ -130,18 +162,47 @@ def _build_tower(config: VisionTowerConfig, image_size: int) -> nn.Module:
         tower = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(
             mlp_ratio=config.intermediate_size // config.hidden_size, num_register_tokens=config.num_register_tokens,
             layerscale_value=1.0, **common))
+    if config.position_init == "sincos":
+        _init_sincos_positions(tower, config, image_size)
     return tower
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """``[grid * grid, dim]`` 2-D sin-cos position codes (row-major patches): half the channels
+    encode the row, half the column, each at ``dim / 4`` geometric frequencies."""
+    if dim % 4:
+        raise ValueError(f"sin-cos position codes need a width divisible by 4, got {dim}")
+    frequencies = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    coords = torch.arange(grid, dtype=torch.float32)
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")
+
+    def encode(values: torch.Tensor) -> torch.Tensor:
+        angles = values.reshape(-1, 1) * frequencies[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(rows), encode(cols)], dim=1)
+
+
+@torch.no_grad()
+def _init_sincos_positions(tower: nn.Module, config: VisionTowerConfig, image_size: int) -> None:
+    codes = sincos_2d(image_size // config.patch_size, config.hidden_size)
+    if config.kind == "siglip":
+        tower.embeddings.position_embedding.weight.copy_(codes)
+    else:
+        table = tower.embeddings.position_embeddings  # [1, 1 + P, D]; row 0 is the CLS token's
+        table[0, 1:].copy_(codes)
 
 
 class VisionBackbone(nn.Module):
     """One or two towers; returns patch features of the last built layer (no final norm)."""
 
-    def __init__(self, config: VLAConfig):
+    def __init__(self, config: VLAConfig, load_pretrained: bool = True):
         super().__init__()
         self.tower_configs = config.vision_towers
         self.image_size = config.image_size
         self.resize_mode = config.resize_mode
-        self.towers = nn.ModuleList([_build_tower(t, config.image_size) for t in config.vision_towers])
+        self.towers = nn.ModuleList([_build_tower(t, t.input_size or config.image_size, load_pretrained)
+                                     for t in config.vision_towers])
         for index, tower in enumerate(config.vision_towers):
             mean, std = tower.normalisation()
             self.register_buffer(f"mean_{index}", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -149,23 +210,33 @@ class VisionBackbone(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        return sum(t.hidden_size for t in self.tower_configs)
+        return sum(t.output_dim for t in self.tower_configs)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``uint8 [B, H, W, 3]`` -> ``[B, P, feature_dim]``."""
-        pixels = images.permute(0, 3, 1, 2).float() / 255.0
-        if pixels.shape[-1] != self.image_size or pixels.shape[-2] != self.image_size:
-            pixels = nn.functional.interpolate(pixels, size=(self.image_size, self.image_size), mode=self.resize_mode,
-                                               align_corners=False, antialias=True).clamp(0.0, 1.0)
+        pixels = self._resized(images.permute(0, 3, 1, 2).float() / 255.0, self.image_size)
         features = []
         for index, (tower, config) in enumerate(zip(self.towers, self.tower_configs)):
-            normed = (pixels - getattr(self, f"mean_{index}")) / getattr(self, f"std_{index}")
+            tower_pixels = self._resized(pixels, config.input_size or self.image_size)
+            normed = (tower_pixels - getattr(self, f"mean_{index}")) / getattr(self, f"std_{index}")
+            if config.kind == "mobilenetv2":
+                features.append(tower(normed))
+                continue
             output = tower(pixel_values=normed, output_hidden_states=True)
             hidden = output.hidden_states[-1]
             if config.kind == "dinov2":
                 hidden = hidden[:, 1 + config.num_register_tokens:]  # drop CLS and register tokens
             features.append(hidden)
         return torch.cat(features, dim=-1)
+
+
+    def _resized(self, pixels: torch.Tensor, size: int) -> torch.Tensor:
+        if pixels.shape[-1] == size and pixels.shape[-2] == size:
+            return pixels
+        # antialias only matters (and only applies) when shrinking
+        shrink = size < pixels.shape[-1]
+        return nn.functional.interpolate(pixels, size=(size, size), mode=self.resize_mode, align_corners=False,
+                                         antialias=shrink).clamp(0.0, 1.0)
 
 
 class Projector(nn.Module):
@@ -199,14 +270,15 @@ class Prefix:
 
 
 class VLAModel(nn.Module):
-    def __init__(self, config: VLAConfig, tokenizer=None):
+    def __init__(self, config: VLAConfig, tokenizer=None, load_pretrained: bool = True):
+        """``load_pretrained=False`` skips pretrained tower weights (a checkpoint's replace them)."""
         super().__init__()
         from transformers import LlamaConfig, LlamaForCausalLM
 
         self.config = config
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.tokenizer)
         lm = config.language_model
-        self.vision_backbone = VisionBackbone(config)
+        self.vision_backbone = VisionBackbone(config, load_pretrained)
         self.projector = Projector(config.projector, self.vision_backbone.feature_dim, lm.hidden_size)
         self.language_model = LlamaForCausalLM(LlamaConfig(
             hidden_size=lm.hidden_size, num_hidden_layers=lm.num_layers, num_attention_heads=lm.num_heads,
@@ -285,9 +357,11 @@ class VLAModel(nn.Module):
                                         past_key_values=cache, use_cache=cache is not None)
         return out.last_hidden_state, out.past_key_values
 
-    def teacher_forced_logits(self, prefix: Prefix, action_token_ids: torch.Tensor) -> torch.Tensor:
+    def teacher_forced_logits(self, prefix: Prefix, action_token_ids: torch.Tensor,
+                              return_prefix_hidden: bool = False):
         """Logits ``[B, L, n_bins]`` for each action token given the prefix (and, autoregressively,
-        the earlier action tokens): the training / ``log_prob`` path."""
+        the earlier action tokens): the training / ``log_prob`` path. With ``return_prefix_hidden``
+        also the decoder's hidden state ``[B, D]`` at the last prefix token (for a value head)."""
         batch, length = action_token_ids.shape
         if self.config.decoding == "parallel":
             tail = self.action_queries[:length].unsqueeze(0).expand(batch, -1, -1)
@@ -299,8 +373,10 @@ class VLAModel(nn.Module):
         hidden, _ = self._decoder(embeds, mask, torch.cat([prefix.positions, positions], dim=1))
         start = prefix.embeds.shape[1]
         if self.config.decoding == "parallel":
-            return self.action_logits(hidden[:, start:start + length])
-        return self.action_logits(hidden[:, start - 1:start - 1 + length])
+            logits = self.action_logits(hidden[:, start:start + length])
+        else:
+            logits = self.action_logits(hidden[:, start - 1:start - 1 + length])
+        return (logits, hidden[:, start - 1]) if return_prefix_hidden else logits
 
     @torch.no_grad()
     def decode(self, prefix: Prefix, temperature: float, sample: bool,

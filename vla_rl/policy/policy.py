@@ -57,18 +57,21 @@ class VLAPolicy:
         actions = self.action_tokenizer.decode(ids.reshape(len(ids), self.config.chunk_size, self.config.action_dim))
         return PolicyOutput(tokens=tokens, actions=actions, logprob=logprob)
 
-    def log_prob(self, obs: ObsBatch, tokens: torch.Tensor) -> LogProbOutput:
-        """Per-token log-probs and entropies ``[B, L]`` of ``tokens`` (with gradients)."""
+    def log_prob(self, obs: ObsBatch, tokens: torch.Tensor, return_prefix_hidden: bool = False):
+        """Per-token log-probs and entropies ``[B, L]`` of ``tokens`` (with gradients); with
+        ``return_prefix_hidden`` also the hidden state ``[B, D]`` at the last prefix token."""
         tokens = torch.as_tensor(tokens, device=self.model.device)
         prefix = self.model.build_prefix(obs.images, obs.instructions)
-        logits = self.model.teacher_forced_logits(prefix, tokens).float() / self.temperature
+        logits, hidden = self.model.teacher_forced_logits(prefix, tokens, return_prefix_hidden=True)
+        logits = logits.float() / self.temperature
         log_probs = torch.log_softmax(logits, dim=-1)
         index = tokens - self.config.first_action_token_id
         if torch.any((index < 0) | (index >= self.config.n_action_bins)):
             raise ValueError("log_prob was given tokens outside the action-token range")
         chosen = log_probs.gather(-1, index.unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
-        return LogProbOutput(token_logprob=chosen, entropy=entropy)
+        output = LogProbOutput(token_logprob=chosen, entropy=entropy)
+        return (output, hidden) if return_prefix_hidden else output
 
     def predict_actions(self, obs: ObsBatch) -> np.ndarray:
         """Greedy actions ``[B, K, A]`` (evaluation and deployment)."""

@@ -26,12 +26,9 @@ import torch
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.demo_file import read_demo_file
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats
-from vla_rl.policy.checkpoint import load_checkpoint, save_checkpoint
+from vla_rl.policy.checkpoint import latest_valid_checkpoint, load_checkpoint, point_latest, save_checkpoint
 from vla_rl.policy.lora import LoRAConfig, apply_lora, lora_tensors, merged_state_dict, restore_lora
 from vla_rl.policy.model import VLAConfig, VLAModel
-
-LATEST = "latest.json"
-
 
 @dataclass(frozen=True)
 class SFTConfig:
@@ -133,13 +130,6 @@ def sft_loss(model: VLAModel, tokens: torch.Tensor, images: torch.Tensor, instru
     return loss, accuracy
 
 
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    pointer = Path(out_dir) / LATEST
-    if not pointer.is_file():
-        return None
-    return Path(out_dir) / json.loads(pointer.read_text())["checkpoint"]
-
-
 def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = True,
               stop_at_step: int | None = None) -> dict:
     """Run SFT; returns a summary (final loss, accuracy, steps, checkpoint path, seconds).
@@ -154,9 +144,9 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     data = load_demos(config.demo_dir, config.model.chunk_size, config.tasks, config.demos_per_task)
     torch.manual_seed(config.seed)
     start_step, state = 0, None
-    resume_from = latest_checkpoint(out_dir) if resume else None
+    resume_from = latest_valid_checkpoint(out_dir, "step_") if resume else None
     if resume and resume_from is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {out_dir}")
+        raise FileNotFoundError(f"--resume: no valid checkpoint in {out_dir}")
     if resume_from is not None:
         model, action_tokenizer, state = load_checkpoint(resume_from)
         start_step = int(state["step"])
@@ -195,9 +185,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         path = save_checkpoint(out_dir / name, model, action_tokenizer, training_state,
                                extra={"trained_tasks": data.tasks, "demo_episodes": data.episodes},
                                weights=merged_state_dict(model))
-        tmp = out_dir / (LATEST + ".tmp")
-        tmp.write_text(json.dumps({"checkpoint": name, "step": step_done}))
-        tmp.replace(out_dir / LATEST)
+        point_latest(out_dir, name, step_done)
         return path
 
     bar = tqdm(total=config.steps, initial=start_step, desc="sft", unit="step", disable=not show_progress)

@@ -1,0 +1,155 @@
+"""Rollout collection, the learner update and the training driver on the real tabletop env."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sim_envs.vector import TabletopVecEnv, VecEnvConfig
+from tests.policy.conftest import make_policy
+from vla_rl.cli.factories import eval_state_counter, make_pool
+from vla_rl.core import TaskSpec
+from vla_rl.policy.checkpoint import save_checkpoint
+from vla_rl.rollout.collector import collect, concat_batches, step_obs
+from vla_rl.train.learner import AlgorithmConfig, update
+from vla_rl.train.trainer import RolloutConfig, Trainer, TrainConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    policy = make_policy()
+    return save_checkpoint(tmp_path_factory.mktemp("sft") / "step_000001", policy.model, policy.action_tokenizer,
+                           extra={"trained_tasks": ["Reach", "PressButton"]})
+
+
+def test_collect_shapes_masks_and_on_policy_logprobs():
+    policy = make_policy(seed=1)
+    specs = [TaskSpec("Reach", 3, "train")] * 2 + [TaskSpec("PressButton", 1, "train")]
+    with TabletopVecEnv(VecEnvConfig(num_envs=4, num_workers=0, image_size=32)) as env:
+        batch, stats = collect(policy, env, specs, policy_version=7)
+    episodes, steps, tokens = batch.action_tokens.shape
+    assert episodes == 3 and tokens == 7 and batch.policy_version == 7
+    assert batch.images["agentview"].shape == (3, steps, 32, 32, 3)
+    lengths = batch.mask.sum(1)
+    for row, length in zip(batch.mask, lengths):  # real steps first, then padding
+        assert row[:length].all() and not row[length:].any()
+    assert np.array_equal(batch.rewards.sum(1), batch.success.astype(np.float32))
+    assert stats.env_steps == lengths.sum()  # K = 1: one env step per decision
+    e, s = np.nonzero(batch.mask)
+    with torch.no_grad():
+        recomputed = policy.log_prob(step_obs(batch, e, s), torch.from_numpy(batch.action_tokens[e, s])).token_logprob
+    assert torch.allclose(recomputed, torch.from_numpy(batch.old_logprobs[e, s]), atol=1e-4)
+
+
+def test_update_moves_policy_towards_positive_advantage():
+    policy = make_policy(seed=2)
+    specs = [TaskSpec("Reach", 0, "train")] * 4
+    with TabletopVecEnv(VecEnvConfig(num_envs=4, num_workers=0, image_size=32)) as env:
+        batch, _ = collect(policy, env, specs)
+    batch.rewards[:] = 0.0
+    batch.rewards[0, 0] = 1.0  # pretend episode 0 succeeded: its actions get advantage > 0
+    e, s = np.nonzero(batch.mask)
+    obs, tokens = step_obs(batch, e, s), torch.from_numpy(batch.action_tokens[e, s])
+    with torch.no_grad():
+        before = policy.log_prob(obs, tokens).token_logprob.sum(1)
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=1e-3)
+    config = AlgorithmConfig(minibatch_size=1000, microbatch_size=16)
+    stats = update(policy, optimizer, batch, np.zeros(4, int), config, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        after = policy.log_prob(obs, tokens).token_logprob.sum(1)
+    change = (after - before).numpy()
+    assert change[e == 0].mean() > 0 > change[e != 0].mean()
+    assert stats["clip_fraction"] == 0.0 and stats["grad_norm"] > 0
+
+
+def test_microbatching_gives_the_same_update():
+    results = []
+    for micro in (1000, 7):
+        policy = make_policy(seed=3)
+        with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32)) as env:
+            batch, _ = collect(policy, env, [TaskSpec("Reach", 1, "train")] * 2)
+        batch.rewards[:] = 0.0
+        batch.rewards[1, 0] = 1.0
+        optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.1)
+        update(policy, optimizer, batch, np.zeros(2, int), AlgorithmConfig(minibatch_size=1000, microbatch_size=micro),
+               torch.Generator().manual_seed(0))
+        results.append(torch.cat([p.detach().flatten() for p in policy.model.parameters()]))
+    assert torch.allclose(results[0], results[1], atol=1e-5)
+
+
+def test_concat_pads_time_and_refuses_mixed_versions():
+    policy = make_policy(seed=4)
+    with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32)) as env:
+        a, _ = collect(policy, env, [TaskSpec("Reach", 0, "train")], policy_version=1)
+        b, _ = collect(policy, env, [TaskSpec("PressButton", 0, "train")] * 2, policy_version=1)
+        c, _ = collect(policy, env, [TaskSpec("Reach", 0, "train")], policy_version=2)
+    joined = concat_batches([a, b])
+    assert joined.mask.shape == (3, max(a.mask.shape[1], b.mask.shape[1]))
+    assert joined.mask.sum() == a.mask.sum() + b.mask.sum()
+    with pytest.raises(ValueError, match="policy versions"):
+        concat_batches([a, c])
+
+
+def _train_config(tmp_path, checkpoint, **overrides):
+    base = dict(init_checkpoint=checkpoint, out_dir=tmp_path / "rl", tasks=("Reach",), iterations=2, group_size=2,
+                groups_per_iteration=1, max_sampling_rounds=1, eval_every=1, eval_episodes_per_task=2,
+                checkpoint_every=1, algorithm=AlgorithmConfig(dynamic_sampling=False, minibatch_size=64),
+                rollout=RolloutConfig(backend="local", num_workers=1, envs_per_worker=2))
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def test_trainer_logs_checkpoints_and_resumes_without_gaps(tmp_path, tiny_checkpoint):
+    config = _train_config(tmp_path, tiny_checkpoint)
+    pool = make_pool(config.rollout, "tabletop", tiny_checkpoint, config.temperature, config.seed)
+    try:
+        summary = Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False).run()
+        assert summary["iterations"] == 2
+        assert [row["iteration"] for row in summary["eval_history"]] == [0, 1, 2]
+        lines = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+        assert [line["iteration"] for line in lines] == [1, 2]
+        for key in ("train_success", "filtered_fraction", "entropy", "clip_fraction", "approx_kl", "grad_norm",
+                    "env_steps_per_s"):
+            assert key in lines[0], key
+        assert set(lines[0]["seconds"]) >= {"rollout", "reward", "update", "sync"}
+        # a crash after iteration 2's checkpoint leaves a stray line of iteration 3: resume drops it
+        with open(tmp_path / "rl" / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"iteration": 3}) + "\n")
+        longer = _train_config(tmp_path, tiny_checkpoint, iterations=3)
+        resumed = Trainer(longer, pool, eval_state_counter("tabletop"), resume=True, show_progress=False)
+        assert resumed.iteration == 2 and resumed.sampler.groups_drawn == 2
+        resumed.run()
+    finally:
+        pool.close()
+    lines = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [1, 2, 3]
+    assert (tmp_path / "rl" / "iter_000003" / "manifest.json").is_file()
+
+
+def test_dynamic_sampling_skips_uniform_groups(tmp_path, tiny_checkpoint):
+    # an untrained policy fails every Reach episode: every group is uniform, nothing to learn from
+    config = _train_config(tmp_path, tiny_checkpoint, algorithm=AlgorithmConfig(dynamic_sampling=True),
+                           max_sampling_rounds=2)
+    pool = make_pool(config.rollout, "tabletop", tiny_checkpoint, config.temperature, config.seed)
+    try:
+        trainer = Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False)
+        trainer.sync()
+        rollout = trainer.rollout()
+    finally:
+        pool.close()
+    assert rollout.sampled_success == 0.0 and rollout.batch is None
+    assert rollout.sampled_groups == 2 and rollout.kept_groups == 0 and rollout.rounds == 2
+    assert trainer.learn(rollout) == {}
+
+
+def test_stale_rollouts_are_refused(tmp_path, tiny_checkpoint):
+    config = _train_config(tmp_path, tiny_checkpoint)
+    pool = make_pool(config.rollout, "tabletop", tiny_checkpoint, config.temperature, config.seed)
+    try:
+        trainer = Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False)
+        pool.set_weights(trainer.policy.model.state_dict(), version=5)  # workers ahead of the learner
+        with pytest.raises(RuntimeError, match="stale rollout"):
+            trainer.rollout()
+    finally:
+        pool.close()

@@ -1,0 +1,1 @@
+"""RL algorithms as pure functions (advantages, losses, filters); no I/O, no Ray."""

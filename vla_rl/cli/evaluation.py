@@ -1,0 +1,127 @@
+"""``vla-rl eval``: success rate of a checkpoint on the fixed evaluation init states.
+
+Greedy rollouts, one per evaluation init state, run in parallel env worker processes; writes
+``eval.json`` (per-task success, Wilson 95% intervals, init-state ids, the seeds that generated the
+init states, versions of the code, MuJoCo, robosuite and the renderer), ``success.png`` (a bar
+chart with the intervals) and MP4 videos of a few episodes rendered at a watchable size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_task: int, num_envs: int = 16,
+                        out_dir: Path | None = None, videos_per_task: int = 0, extra: dict | None = None,
+                        suite: str = "tabletop", env_processes: int = -1, show_progress: bool = True) -> dict:
+    import torch
+    from tqdm import tqdm
+
+    from sim_envs.init_states import EVAL_STREAM
+    from sim_envs.versions import environment_versions
+    from vla_rl.cli.factories import eval_state_counter, load_policy, make_vec_env
+    from vla_rl.rollout.evaluate import evaluate
+    from vla_rl.train.trainer import eval_specs
+
+    policy = load_policy(str(checkpoint))
+    specs = eval_specs(tasks, episodes_per_task, eval_state_counter(suite))
+    if not specs:
+        raise ValueError("nothing to evaluate: no tasks or episodes_per_task is 0")
+    config = policy.config
+    with make_vec_env(suite, min(num_envs, len(specs)), config.image_size, "wrist" in config.cameras,
+                      env_processes) as env, torch.inference_mode(), \
+            tqdm(total=len(specs), desc="eval", unit="ep", disable=not show_progress) as bar:
+        result = evaluate(policy.predict_actions, env, specs, progress=bar.update)
+    report = {"checkpoint": str(checkpoint), "suite": suite, "split": "eval", "greedy": True,
+              "mean_success": result.mean_success, "per_task": result.per_task(),
+              "init_state_seeds": {"stream": EVAL_STREAM, "seed_of_state": "SeedSequence([stream, task_index, id])"},
+              "policy_seed": "greedy decoding (no sampling)", **environment_versions(), **(extra or {})}
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if videos_per_task:
+            report["videos"] = record_videos(policy, tasks, videos_per_task, out_dir / "videos")
+        tmp = out_dir / "eval.json.tmp"
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+        tmp.replace(out_dir / "eval.json")
+        plot_success({"success": report}, out_dir / "success.png", title=f"held-out success: {Path(checkpoint).name}")
+    return report
+
+
+def record_videos(policy, tasks: Sequence[str], per_task: int, out_dir: Path, size: int = 256) -> list[dict]:
+    """Greedy episodes on the first evaluation init states, rendered at ``size`` px, as MP4."""
+    import imageio.v3 as iio
+    import torch
+
+    from sim_envs.tabletop_env import TabletopEnv
+    from vla_rl.core.types import ObsBatch
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    config = policy.config
+    for task in tasks:
+        env = TabletopEnv(task, image_size=config.image_size, wrist_camera="wrist" in config.cameras)
+        try:
+            for init_state_id in range(per_task):
+                obs, _ = env.reset(options={"init_state_id": init_state_id, "split": "eval"})
+                frames, success, done = [env.render_camera("agentview", size)], False, False
+                while not done:
+                    batch = ObsBatch(images={"agentview": obs["agentview_image"][None],
+                                             **({"wrist": obs["wrist_image"][None]} if "wrist_image" in obs else {})},
+                                     proprio=obs["proprio"][None], instructions=[env.instruction])
+                    with torch.inference_mode():
+                        chunk = policy.predict_actions(batch)[0]
+                    for action in chunk:
+                        obs, _, terminated, truncated, info = env.step(action)
+                        frames.append(env.render_camera("agentview", size))
+                        success, done = bool(info["success"]), terminated or truncated
+                        if done:
+                            break
+                path = out_dir / f"{task}_eval{init_state_id}_{'success' if success else 'failure'}.mp4"
+                iio.imwrite(path, np.stack(frames), fps=env.metadata["render_fps"], codec="libx264")
+                written.append({"task": task, "init_state_id": init_state_id, "success": success, "file": str(path)})
+        finally:
+            env.close()
+    return written
+
+
+def plot_success(reports: dict[str, dict], path: Path, title: str = "held-out success") -> Path:
+    """Grouped bar chart of per-task success with Wilson 95% intervals, one bar colour per report
+    (e.g. ``{"before RL": ..., "after RL": ...}``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(next(iter(reports.values()))["per_task"])
+    width = 0.8 / len(reports)
+    figure, ax = plt.subplots(figsize=(1.4 * len(tasks) + 2.5, 3.6))
+    for index, (label, report) in enumerate(reports.items()):
+        rows = [report["per_task"][t] for t in tasks]
+        rates = np.array([r["success_rate"] for r in rows])
+        errors = np.array([[r["success_rate"] - r["wilson95_low"] for r in rows],
+                           [r["wilson95_high"] - r["success_rate"] for r in rows]])
+        positions = np.arange(len(tasks)) + (index - (len(reports) - 1) / 2) * width
+        ax.bar(positions, 100 * rates, width, yerr=100 * errors, capsize=3,
+               label=f"{label} (mean {100 * report['mean_success']:.0f}%)")
+    ax.set_xticks(np.arange(len(tasks)), tasks, rotation=20)
+    ax.set_ylabel("success (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def print_success_table(report: dict) -> None:
+    print(f"\n{'task':<12} {'success':>8} {'wilson 95%':>14}")
+    for task, row in report["per_task"].items():
+        print(f"{task:<12} {row['successes']:>3}/{row['episodes']:<4} "
+              f"[{row['wilson95_low']:.2f}, {row['wilson95_high']:.2f}]")
+    print(f"{'mean':<12} {report['mean_success']:>8.1%}")

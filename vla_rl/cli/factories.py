@@ -1,0 +1,73 @@
+"""Wiring of concrete parts (the composition root's helpers): env suites, policies, rollout pools.
+
+Factories are module-level functions wrapped in ``functools.partial`` so that Ray can pickle them
+and build the env and the policy inside each actor.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable
+
+SUITES = ("tabletop",)
+
+
+def check_suite(suite: str) -> None:
+    if suite not in SUITES:
+        raise KeyError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITES)}")
+
+
+def suite_tasks(suite: str) -> list[str]:
+    check_suite(suite)
+    from sim_envs.tasks import TASKS
+
+    return list(TASKS)
+
+
+def eval_state_counter(suite: str) -> Callable[[str], int]:
+    check_suite(suite)
+    from sim_envs.init_states import num_eval_states
+
+    return num_eval_states
+
+
+def make_vec_env(suite: str, num_envs: int, image_size: int, wrist_camera: bool, processes: int):
+    check_suite(suite)
+    from sim_envs.vector import TabletopVecEnv, VecEnvConfig
+
+    return TabletopVecEnv(VecEnvConfig(num_envs=num_envs, num_workers=processes, image_size=image_size,
+                                       wrist_camera=wrist_camera))
+
+
+def load_policy(checkpoint: str, temperature: float = 1.0):
+    from vla_rl.policy.checkpoint import load_checkpoint
+    from vla_rl.policy.policy import VLAPolicy
+
+    model, action_tokenizer, _ = load_checkpoint(Path(checkpoint))
+    return VLAPolicy(model.eval(), action_tokenizer, temperature=temperature)
+
+
+def checkpoint_camera_setup(checkpoint: Path) -> tuple[int, bool]:
+    """(image size, needs the wrist camera) of a policy checkpoint, read from its config."""
+    import json
+
+    config = json.loads((Path(checkpoint) / "vla_config.json").read_text())
+    return int(config.get("image_size", 64)), "wrist" in config.get("cameras", ["agentview"])
+
+
+def make_pool(rollout, suite: str, checkpoint: Path, temperature: float, seed: int):
+    """A ``LocalRolloutPool`` or ``RayRolloutPool`` (per ``rollout.backend``) for ``checkpoint``."""
+    image_size, wrist = checkpoint_camera_setup(checkpoint)
+    env_factory = functools.partial(make_vec_env, suite, rollout.envs_per_worker, image_size, wrist,
+                                    rollout.env_processes)
+    policy_factory = functools.partial(load_policy, str(checkpoint), temperature)
+    if rollout.backend == "local":
+        from vla_rl.rollout.worker import LocalRolloutPool
+
+        return LocalRolloutPool(env_factory, policy_factory, rollout.num_workers, rollout.torch_threads_per_worker, seed)
+    from vla_rl.distributed.ray_pool import RayRolloutPool, init_ray
+
+    init_ray(rollout.ray_address, num_cpus=None)
+    return RayRolloutPool(env_factory, policy_factory, rollout.num_workers, rollout.torch_threads_per_worker, seed,
+                          rollout.cpus_per_worker, rollout.gpus_per_worker)

@@ -1,0 +1,1 @@
+"""Ray integration: rollout actors, weight broadcast, cluster helpers. The only package importing ray."""

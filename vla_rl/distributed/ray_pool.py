@@ -1,0 +1,127 @@
+"""Rollout workers as Ray actors (the only Ray code of the pipeline lives in this package).
+
+``RayRolloutPool`` has the interface of ``LocalRolloutPool``: ``set_weights`` puts the state dict in
+the object store once and every actor loads it (the version travels with it), ``collect`` runs one
+share of task specs per actor in parallel, ``evaluate`` spreads evaluation init states over the
+actors. An actor that dies mid-call is replaced by a fresh one that gets the current weights, and
+its share is collected again from scratch, so no episode is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from vla_rl.core.types import TaskSpec, TrajectoryBatch
+from vla_rl.rollout.collector import RolloutStats
+from vla_rl.rollout.evaluate import EpisodeOutcome
+from vla_rl.rollout.worker import RolloutWorker, split_evenly
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(address: str = "", num_cpus: int | None = None) -> dict:
+    """Join ``address`` (a cluster) or start a local Ray in this process; returns cluster resources."""
+    import ray
+
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    return ray.cluster_resources()
+
+
+class _ActorWorker(RolloutWorker):
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+
+class RayRolloutPool:
+    def __init__(self, env_factory: Callable[[], Any], policy_factory: Callable[[], Any], num_workers: int = 2,
+                 torch_threads: int = 1, seed: int = 0, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
+                 max_retries: int = 2):
+        import ray
+
+        self._ray = ray
+        self._remote = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)(_ActorWorker)
+        self._args = (env_factory, policy_factory, torch_threads)
+        self.seed = seed
+        self.max_retries = max_retries
+        self.actors = [self._spawn(i) for i in range(num_workers)]
+        self.node_ids = ray.get([actor.node_id.remote() for actor in self.actors])
+        self.slots_per_worker = ray.get(self.actors[0].slots.remote())
+        self._weights_ref = None
+        self._version = 0
+        self.restarts = 0
+
+    def _spawn(self, index: int):
+        # a replacement gets a fresh sampling seed: replaying the dead actor's exact random stream
+        # is not needed (its share is re-collected as new episodes), and distinct seeds avoid clones
+        return self._remote.remote(*self._args, seed=self.seed + index + 1000 * getattr(self, "restarts", 0))
+
+    def set_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
+        self._weights_ref = self._ray.put({k: v.detach().cpu() for k, v in state_dict.items()})
+        self._version = version
+        self._ray.get([actor.set_weights.remote(self._weights_ref, version) for actor in self.actors])
+
+    def _replace(self, index: int) -> None:
+        self.restarts += 1
+        log.warning("rollout actor %d died; starting a replacement (restart %d)", index, self.restarts)
+        try:
+            self._ray.kill(self.actors[index])
+        except Exception:  # already gone
+            pass
+        self.actors[index] = self._spawn(index)
+        if self._weights_ref is not None:
+            self._ray.get(self.actors[index].set_weights.remote(self._weights_ref, self._version))
+        self.node_ids[index] = self._ray.get(self.actors[index].node_id.remote())
+
+    def _run(self, method: str, shares: Sequence[Sequence]) -> list:
+        """Call ``method(share)`` on actor i for every non-empty share; replace dead actors and retry."""
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+        results: dict[int, Any] = {}
+        pending = {i: getattr(self.actors[i], method).remote(share) for i, share in enumerate(shares) if share}
+        attempts = dict.fromkeys(pending, 0)
+        while pending:
+            index, ref = next(iter(pending.items()))
+            try:
+                results[index] = self._ray.get(ref)
+                del pending[index]
+            except (RayActorError, ActorDiedError, ActorUnavailableError) as error:
+                attempts[index] += 1
+                if attempts[index] > self.max_retries:
+                    raise RuntimeError(f"rollout actor {index} died {attempts[index]} times; giving up") from error
+                self._replace(index)
+                pending[index] = getattr(self.actors[index], method).remote(shares[index])
+        return [results[i] for i in sorted(results)]
+
+    def collect(self, specs_per_worker: Sequence[Sequence[TaskSpec]]) -> list[tuple[TrajectoryBatch, RolloutStats]]:
+        return self._run("collect", specs_per_worker)
+
+    def evaluate(self, specs: Sequence[TaskSpec]) -> list[EpisodeOutcome]:
+        shares = split_evenly(specs, len(self.actors))
+        return [outcome for part in self._run("evaluate", shares) for outcome in part]
+
+    def record_videos(self, specs: Sequence[TaskSpec]) -> list[tuple[list[np.ndarray], bool]]:
+        refs = [self.actors[i % len(self.actors)].record_video.remote(spec) for i, spec in enumerate(specs)]
+        return self._ray.get(refs)
+
+    def kill_actor(self, index: int) -> None:
+        """Fault injection for tests: kill actor ``index`` without telling the pool."""
+        self._ray.kill(self.actors[index], no_restart=True)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            try:
+                self._ray.get(actor.close.remote(), timeout=30)
+            except Exception:
+                pass
+            self._ray.kill(actor)
+        self.actors = []

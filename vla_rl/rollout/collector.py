@@ -1,0 +1,125 @@
+"""Roll a policy out in any ``VecEnv`` and return a ``TrajectoryBatch``; no Ray here.
+
+One *decision* is one policy query: it yields ``K`` actions (an action chunk, ``K = 1`` for OpenVLA)
+that are executed open loop. The batch's time axis counts decisions; a decision's reward is the sum
+of the env rewards of the steps it executed, and it is masked out once its episode has ended.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from vla_rl.core.protocols import Policy, VecEnv
+from vla_rl.core.types import ObsBatch, TaskSpec, TrajectoryBatch
+
+
+@dataclass
+class RolloutStats:
+    env_steps: int = 0
+    decisions: int = 0
+    seconds_policy: float = 0.0
+    seconds_env: float = 0.0
+    frames: list[np.ndarray] = field(default_factory=list)  # optional video of slot 0 (agent view)
+
+
+def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: bool = True,
+            policy_version: int = 0, record_video_of: int | None = None) -> tuple[TrajectoryBatch, RolloutStats]:
+    """Roll out one episode per spec (``len(specs) <= env.spec.num_envs``; spare slots replay the
+    last spec and are dropped). ``record_video_of``: keep the agent-view frames of that episode."""
+    slots = env.spec.num_envs
+    if not 1 <= len(specs) <= slots:
+        raise ValueError(f"collect needs 1..{slots} task specs for this env, got {len(specs)}")
+    count = len(specs)
+    padded = list(specs) + [specs[-1]] * (slots - count)
+    stats = RolloutStats()
+    started = time.perf_counter()
+    obs = env.reset(padded)
+    stats.seconds_env += time.perf_counter() - started
+    instructions = list(obs.instructions[:count])
+    done = np.zeros(slots, bool)
+    success = np.zeros(slots, bool)
+    records: dict[str, list] = {"images": [], "proprio": [], "tokens": [], "actions": [], "logprob": [],
+                                "rewards": [], "mask": []}
+    if record_video_of is not None:
+        stats.frames.append(obs.images[env.spec.cameras[0]][record_video_of].copy())
+    while not done[:count].all():
+        started = time.perf_counter()
+        output = policy.act(obs, explore=explore)
+        stats.seconds_policy += time.perf_counter() - started
+        active = ~done
+        records["images"].append({name: image[:count].copy() for name, image in obs.images.items()})
+        records["proprio"].append(obs.proprio[:count].copy())
+        records["tokens"].append(np.asarray(output.tokens.cpu() if hasattr(output.tokens, "cpu") else output.tokens)[:count])
+        records["logprob"].append(np.asarray(output.logprob.cpu() if hasattr(output.logprob, "cpu") else output.logprob,
+                                             dtype=np.float32)[:count])
+        records["actions"].append(output.actions[:count])
+        records["mask"].append(active[:count].copy())
+        reward = np.zeros(slots, np.float32)
+        started = time.perf_counter()
+        for k in range(output.actions.shape[1]):
+            was_done = done.copy()
+            step = env.step(output.actions[:, k])
+            stats.env_steps += int((~done[:count]).sum())
+            reward += np.where(done, 0.0, step.reward)
+            success |= step.success & ~done
+            done |= step.done
+            obs = step.obs
+            if record_video_of is not None and not was_done[record_video_of]:
+                stats.frames.append(obs.images[env.spec.cameras[0]][record_video_of].copy())
+            if done[:count].all():
+                break
+        stats.seconds_env += time.perf_counter() - started
+        stats.decisions += int(active[:count].sum())
+        records["rewards"].append(reward[:count])
+    batch = TrajectoryBatch(
+        images={name: np.stack([step[name] for step in records["images"]], axis=1) for name in obs.images},
+        proprio=np.stack(records["proprio"], axis=1),
+        instructions=instructions,
+        action_tokens=np.stack(records["tokens"], axis=1).astype(np.int64),
+        actions=np.stack(records["actions"], axis=1).astype(np.float32),
+        old_logprobs=np.stack(records["logprob"], axis=1),
+        rewards=np.stack(records["rewards"], axis=1),
+        mask=np.stack(records["mask"], axis=1),
+        success=success[:count].copy(),
+        task_specs=list(specs),
+        policy_version=policy_version,
+    )
+    return batch, stats
+
+
+def step_obs(batch: TrajectoryBatch, episode_index: np.ndarray, step_index: np.ndarray) -> ObsBatch:
+    """The observations at (episode, decision) pairs, for recomputing log-probs in the learner."""
+    return ObsBatch(images={name: image[episode_index, step_index] for name, image in batch.images.items()},
+                    proprio=batch.proprio[episode_index, step_index],
+                    instructions=[batch.instructions[i] for i in episode_index])
+
+
+def concat_batches(batches: Sequence[TrajectoryBatch]) -> TrajectoryBatch:
+    """Stack episodes of several batches (e.g. one per rollout worker), padding time to the longest.
+    All must come from the same policy version."""
+    versions = {b.policy_version for b in batches}
+    if len(versions) != 1:
+        raise ValueError(f"cannot mix trajectory batches of policy versions {sorted(versions)}")
+    steps = max(b.mask.shape[1] for b in batches)
+
+    def pad(array: np.ndarray) -> np.ndarray:
+        widths = [(0, 0), (0, steps - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
+        return np.pad(array, widths, mode="edge" if array.dtype == np.int64 else "constant")
+
+    return TrajectoryBatch(
+        images={name: np.concatenate([pad(b.images[name]) for b in batches]) for name in batches[0].images},
+        proprio=np.concatenate([pad(b.proprio) for b in batches]),
+        instructions=[text for b in batches for text in b.instructions],
+        action_tokens=np.concatenate([pad(b.action_tokens) for b in batches]),
+        actions=np.concatenate([pad(b.actions) for b in batches]),
+        old_logprobs=np.concatenate([pad(b.old_logprobs) for b in batches]),
+        rewards=np.concatenate([pad(b.rewards) for b in batches]),
+        mask=np.concatenate([pad(b.mask) for b in batches]),
+        success=np.concatenate([b.success for b in batches]),
+        task_specs=[spec for b in batches for spec in b.task_specs],
+        policy_version=versions.pop(),
+    )

@@ -1,0 +1,105 @@
+"""A rollout worker: one vectorised env plus one policy copy. Plain Python; ``vla_rl.distributed``
+wraps it in a Ray actor, ``LocalRolloutPool`` runs it in-process (tests, debugging).
+
+Weights arrive with a version number; every batch a worker returns carries the version that
+collected it, so the learner can refuse stale data.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from vla_rl.core.types import TaskSpec, TrajectoryBatch
+from vla_rl.rollout.collector import RolloutStats, collect, concat_batches
+from vla_rl.rollout.evaluate import EpisodeOutcome, evaluate
+
+
+class RolloutWorker:
+    def __init__(self, env_factory: Callable[[], Any], policy_factory: Callable[[], Any], torch_threads: int = 1,
+                 seed: int = 0):
+        torch.set_num_threads(max(1, torch_threads))
+        self.env = env_factory()
+        self.policy = policy_factory()
+        self.policy.generator.manual_seed(seed)
+        self.version = 0
+
+    @property
+    def num_envs(self) -> int:
+        return self.env.spec.num_envs
+
+    def slots(self) -> int:
+        return self.num_envs
+
+    def set_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> int:
+        self.policy.model.load_state_dict(state_dict)
+        self.version = version
+        return version
+
+    def collect(self, specs: Sequence[TaskSpec]) -> tuple[TrajectoryBatch, RolloutStats]:
+        """Exploratory rollouts of ``specs`` (in waves of ``num_envs``)."""
+        batches, total = [], RolloutStats()
+        for start in range(0, len(specs), self.num_envs):
+            batch, stats = collect(self.policy, self.env, specs[start:start + self.num_envs], explore=True,
+                                   policy_version=self.version)
+            batches.append(batch)
+            total.env_steps += stats.env_steps
+            total.decisions += stats.decisions
+            total.seconds_policy += stats.seconds_policy
+            total.seconds_env += stats.seconds_env
+        return concat_batches(batches), total
+
+    def evaluate(self, specs: Sequence[TaskSpec]) -> list[EpisodeOutcome]:
+        """Greedy success on ``specs`` (evaluation init states)."""
+        return evaluate(self.policy.predict_actions, self.env, specs).episodes
+
+    def record_video(self, spec: TaskSpec) -> tuple[list[np.ndarray], bool]:
+        """Agent-view frames of one greedy episode and its success."""
+        batch, stats = collect(self.policy, self.env, [spec], explore=False, record_video_of=0)
+        return stats.frames, bool(batch.success[0])
+
+    def ping(self) -> float:
+        return time.time()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def split_evenly(items: Sequence, parts: int) -> list[list]:
+    """``items`` in ``parts`` contiguous chunks whose sizes differ by at most one."""
+    edges = np.linspace(0, len(items), parts + 1).round().astype(int)
+    return [list(items[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+
+
+class LocalRolloutPool:
+    """Rollout workers in this process, run one after another (same interface as the Ray pool)."""
+
+    def __init__(self, env_factory: Callable[[], Any], policy_factory: Callable[[], Any], num_workers: int = 1,
+                 torch_threads: int = 1, seed: int = 0):
+        self.workers = [RolloutWorker(env_factory, policy_factory, torch_threads, seed + i) for i in range(num_workers)]
+        self.node_ids = ["local"] * num_workers
+
+    @property
+    def slots_per_worker(self) -> int:
+        return self.workers[0].num_envs
+
+    def set_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
+        for worker in self.workers:
+            worker.set_weights(state_dict, version)
+
+    def collect(self, specs_per_worker: Sequence[Sequence[TaskSpec]]) -> list[tuple[TrajectoryBatch, RolloutStats]]:
+        return [worker.collect(specs) for worker, specs in zip(self.workers, specs_per_worker) if specs]
+
+    def evaluate(self, specs: Sequence[TaskSpec]) -> list[EpisodeOutcome]:
+        shares = split_evenly(specs, len(self.workers))
+        return [outcome for worker, share in zip(self.workers, shares) if share for outcome in worker.evaluate(share)]
+
+    def record_videos(self, specs: Sequence[TaskSpec]) -> list[tuple[list[np.ndarray], bool]]:
+        return [self.workers[i % len(self.workers)].record_video(spec) for i, spec in enumerate(specs)]
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()

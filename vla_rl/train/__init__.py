@@ -1,0 +1,1 @@
+"""The RL training driver (plain Python) and the learner update."""

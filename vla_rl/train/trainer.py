@@ -1,0 +1,353 @@
+"""The RL training driver: plain Python, one named and timed function per stage.
+
+Each iteration: **rollout** (groups of ``group_size`` episodes sharing a training init state, spread
+over the rollout workers; dynamic sampling keeps only groups whose rewards differ and samples again
+until ``groups_per_iteration`` are kept or ``max_sampling_rounds`` is reached), **reward** (the
+trajectory rewards of the configured source), **update** (the learner, ``vla_rl.train.learner``),
+**sync** (new weights to every worker, with a version number; a batch collected by another
+version is refused), then periodic **eval** (greedy, on the held-out evaluation init states) and
+**checkpoint** (atomic, with optimiser, RNG and sampler state: ``resume`` continues the run exactly
+where the checkpoint left it and the metric history continues without a gap or a duplicate).
+
+The driver gets its rollout pool (local or Ray) from the caller; it never imports an env or Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+import torch
+
+from vla_rl.algos.advantages import informative_groups
+from vla_rl.core.config import option, to_dict
+from vla_rl.core.types import TaskSpec, TrajectoryBatch
+from vla_rl.policy.checkpoint import latest_valid_checkpoint, load_checkpoint, point_latest, save_checkpoint
+from vla_rl.policy.policy import VLAPolicy
+from vla_rl.rollout.collector import concat_batches
+from vla_rl.rollout.evaluate import EvalResult
+from vla_rl.rollout.sampler import TaskSampler
+from vla_rl.train.learner import AlgorithmConfig, ValueHead, update
+
+CHECKPOINT_PREFIX = "iter_"
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    backend: Literal["ray", "local"] = option("ray", "ray: rollout workers are Ray actors; local: in this process")
+    ray_address: str = option("", "join this Ray cluster ('auto' = the running one); empty = start Ray locally")
+    num_workers: int = option(2, "rollout workers (Ray actors), each with its own vector env and policy copy")
+    envs_per_worker: int = option(16, "env slots per worker")
+    env_processes: int = option(0, "processes per worker's vector env (0 = step in the worker itself)")
+    torch_threads_per_worker: int = option(1, "torch threads of each worker's policy")
+    cpus_per_worker: float = option(1.0, "Ray CPUs reserved per worker")
+    gpus_per_worker: float = option(0.0, "Ray GPUs per worker (fractional is fine)")
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1 or self.envs_per_worker < 1:
+            raise ValueError("num_workers and envs_per_worker must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    init_checkpoint: Path = option(Path(""), "the SFT policy checkpoint RL starts from (required)")
+    suite: str = option("tabletop", "environment suite")
+    tasks: tuple[str, ...] = option((), "tasks to train on; empty = the tasks the checkpoint was trained on")
+    out_dir: Path = option(Path("runs/grpo"), "checkpoints, TensorBoard logs, metrics.jsonl")
+    iterations: int = option(50, "training iterations (one update each)")
+    time_limit_minutes: float = option(0.0, "stop after the iteration that crosses this wall time (0 = none)")
+    group_size: int = option(8, "G: rollouts per (task, init state) group")
+    groups_per_iteration: int = option(4, "kept groups per update (after dynamic sampling)")
+    max_sampling_rounds: int = option(3, "rollout rounds per iteration at most, when filtering drops groups")
+    train_states: int = option(10_000, "training init states are drawn from ids [0, train_states)")
+    temperature: float = option(1.0, "sampling temperature of rollouts (log-probs use the same)")
+    reward: Literal["sim_success"] = option("sim_success", "reward source")
+    algorithm: AlgorithmConfig = option(factory=AlgorithmConfig, doc="estimator, loss and optimiser")
+    rollout: RolloutConfig = option(factory=RolloutConfig, doc="rollout workers")
+    eval_every: int = option(10, "iterations between held-out evaluations (0 = only at the end)")
+    eval_episodes_per_task: int = option(10, "held-out eval init states per task")
+    checkpoint_every: int = option(10, "iterations between checkpoints (and one at the end)")
+    learner_threads: int = option(0, "torch threads of the learner (0 = torch's default)")
+    seed: int = option(0, "seed of sampling, shuffling and exploration")
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.groups_per_iteration < 1 or self.max_sampling_rounds < 1:
+            raise ValueError("iterations, groups_per_iteration and max_sampling_rounds must be >= 1")
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2, got {self.group_size}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class IterationBatch:
+    batch: TrajectoryBatch | None   # kept (informative) groups only; None if every group was filtered
+    group_ids: np.ndarray
+    sampled_success: float          # success over every sampled episode (kept or not)
+    sampled_groups: int
+    kept_groups: int
+    env_steps: int
+    seconds_policy: float
+    seconds_env: float
+    rounds: int
+
+
+@dataclass
+class Timer:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def time(self, stage: str):
+        timer = self
+
+        class _Span:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.seconds[stage] = timer.seconds.get(stage, 0.0) + time.perf_counter() - self.start
+
+        return _Span()
+
+
+def eval_specs(tasks: Sequence[str], episodes_per_task: int, available: Callable[[str], int]) -> list[TaskSpec]:
+    return [TaskSpec(task, i, "eval") for task in tasks for i in range(min(episodes_per_task, available(task)))]
+
+
+class Trainer:
+    """``pool`` is a ``LocalRolloutPool`` or ``RayRolloutPool`` built for ``config`` (see the CLI);
+    ``eval_states(task)`` says how many evaluation init states a task has."""
+
+    def __init__(self, config: TrainConfig, pool, eval_states: Callable[[str], int], resume: bool = False,
+                 show_progress: bool = True):
+        self.config = config
+        self.pool = pool
+        self.eval_states = eval_states
+        self.show_progress = show_progress
+        self.out_dir = Path(config.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if config.learner_threads:
+            torch.set_num_threads(config.learner_threads)
+        state = None
+        source = Path(config.init_checkpoint)
+        if resume:
+            source = latest_valid_checkpoint(self.out_dir, CHECKPOINT_PREFIX)
+            if source is None:
+                raise FileNotFoundError(f"--resume: no valid checkpoint in {self.out_dir}")
+        elif not str(config.init_checkpoint):
+            raise ValueError("init_checkpoint is required: the SFT policy RL starts from")
+        model, action_tokenizer, state = load_checkpoint(source)
+        extra = json.loads((source / "norm_stats.json").read_text())
+        self.tasks = list(config.tasks) or list(extra.get("trained_tasks", []))
+        if not self.tasks:
+            raise ValueError("no tasks: set `tasks` (the checkpoint does not record the tasks it was trained on)")
+        self.policy = VLAPolicy(model, action_tokenizer, temperature=config.temperature)
+        self.value_head = ValueHead(model.config.language_model.hidden_size) if config.algorithm.estimator == "gae" else None
+        parameters = list(model.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
+        self.optimizer = torch.optim.AdamW(parameters, lr=config.algorithm.lr,
+                                           weight_decay=config.algorithm.weight_decay)
+        self.reference = None
+        if config.algorithm.kl_coef > 0:
+            ref_model, _, _ = load_checkpoint(Path(config.init_checkpoint))
+            self.reference = VLAPolicy(ref_model.eval().requires_grad_(False), action_tokenizer, config.temperature)
+        self.sampler = TaskSampler(self.tasks, config.group_size, config.train_states, config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.iteration = 0
+        self.eval_history: list[dict] = []
+        if resume and state is not None and "rl" in state:
+            rl = state["rl"]
+            self.iteration = int(rl["iteration"])
+            self.optimizer.load_state_dict(rl["optimizer"])
+            self.sampler.load_state_dict(rl["sampler"])
+            self.generator.set_state(rl["generator"])
+            torch.set_rng_state(rl["torch_rng"])
+            self.eval_history = rl["eval_history"]
+            if self.value_head is not None:
+                self.value_head.load_state_dict(rl["value_head"])
+            self._truncate_history(self.iteration)
+        self.resumed_from = str(source) if resume else None
+
+    # ---- stages ----------------------------------------------------------------------------------
+    def rollout(self) -> IterationBatch:
+        """Sample groups until ``groups_per_iteration`` informative ones are kept (dynamic sampling)."""
+        config = self.config
+        workers = len(self.pool.node_ids)
+        groups_per_worker = max(1, self.pool.slots_per_worker // config.group_size)
+        kept: list[TrajectoryBatch] = []
+        kept_ids: list[np.ndarray] = []
+        sampled = successes = sampled_groups = env_steps = rounds = 0
+        seconds_policy = seconds_env = 0.0
+        next_group = 0
+        while rounds < config.max_sampling_rounds and sum(len(b.success) for b in kept) < \
+                config.groups_per_iteration * config.group_size:
+            rounds += 1
+            groups = self.sampler.next_groups(workers * groups_per_worker)
+            shares = [[spec for group in groups[w * groups_per_worker:(w + 1) * groups_per_worker] for spec in group]
+                      for w in range(workers)]
+            for batch, stats in self.pool.collect(shares):
+                if batch.policy_version != self.iteration:
+                    raise RuntimeError(f"stale rollout: collected by policy version {batch.policy_version}, "
+                                       f"the learner is at {self.iteration}")
+                env_steps += stats.env_steps
+                seconds_policy += stats.seconds_policy
+                seconds_env += stats.seconds_env
+                returns = batch.rewards.sum(axis=1)
+                group_ids = next_group + np.arange(len(returns)) // config.group_size
+                next_group = int(group_ids.max()) + 1
+                sampled += len(returns)
+                successes += int(batch.success.sum())
+                sampled_groups += len(np.unique(group_ids))
+                keep = informative_groups(returns, group_ids) if config.algorithm.dynamic_sampling else \
+                    np.ones(len(returns), bool)
+                if keep.any():
+                    index = np.nonzero(keep)[0]
+                    kept.append(_select(batch, index))
+                    kept_ids.append(group_ids[index])
+        batch = None
+        group_ids = np.zeros(0, int)
+        if kept:
+            batch = concat_batches(kept)
+            group_ids = np.concatenate(kept_ids)
+            limit = config.groups_per_iteration * config.group_size
+            if len(group_ids) > limit:
+                batch, group_ids = _select(batch, np.arange(limit)), group_ids[:limit]
+        return IterationBatch(batch, group_ids, successes / max(sampled, 1), sampled_groups,
+                              len(np.unique(group_ids)), env_steps, seconds_policy, seconds_env, rounds)
+
+    def reward(self, rollout: IterationBatch) -> None:
+        """Sim success: the env already put reward 1 on the success step. (Other sources plug in here.)"""
+        if self.config.reward != "sim_success":
+            raise ValueError(f"unknown reward source {self.config.reward!r}")
+
+    def learn(self, rollout: IterationBatch) -> dict[str, float]:
+        if rollout.batch is None:
+            return {}
+        return update(self.policy, self.optimizer, rollout.batch, rollout.group_ids, self.config.algorithm,
+                      self.generator, self.reference, self.value_head)
+
+    def sync(self) -> None:
+        self.pool.set_weights(self.policy.model.state_dict(), self.iteration)
+
+    def evaluate(self) -> dict:
+        specs = eval_specs(self.tasks, self.config.eval_episodes_per_task, self.eval_states)
+        result = EvalResult(self.pool.evaluate(specs))
+        row = {"iteration": self.iteration, "mean_success": result.mean_success, "per_task": result.per_task()}
+        self.eval_history.append(row)
+        return row
+
+    def checkpoint(self) -> Path:
+        name = f"{CHECKPOINT_PREFIX}{self.iteration:06d}"
+        rl_state = {"iteration": self.iteration, "optimizer": self.optimizer.state_dict(),
+                    "sampler": self.sampler.state_dict(), "generator": self.generator.get_state(),
+                    "torch_rng": torch.get_rng_state(), "eval_history": self.eval_history,
+                    "train_config": to_dict(self.config)}
+        if self.value_head is not None:
+            rl_state["value_head"] = self.value_head.state_dict()
+        path = save_checkpoint(self.out_dir / name, self.policy.model, self.policy.action_tokenizer,
+                               training_state={"rl": rl_state}, extra={"trained_tasks": self.tasks})
+        point_latest(self.out_dir, name, self.iteration)
+        return path
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def run(self, on_iteration: Callable[[dict], None] | None = None) -> dict:
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        config = self.config
+        writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        started = time.perf_counter()
+        self.sync()
+        if not self.eval_history:
+            self._log_eval(self.evaluate(), writer)
+        bar = tqdm(total=config.iterations, initial=self.iteration, desc="grpo", unit="it",
+                   disable=not self.show_progress)
+        checkpoint = None
+        while self.iteration < config.iterations:
+            timer = Timer()
+            with timer.time("rollout"):
+                rollout = self.rollout()
+            with timer.time("reward"):
+                self.reward(rollout)
+            with timer.time("update"):
+                stats = self.learn(rollout)
+            self.iteration += 1
+            with timer.time("sync"):
+                self.sync()
+            metrics = self._metrics(rollout, stats, timer)
+            if config.eval_every and self.iteration % config.eval_every == 0 or self.iteration == config.iterations:
+                with timer.time("eval"):
+                    metrics["eval"] = self._log_eval(self.evaluate(), writer)
+            if self.iteration % config.checkpoint_every == 0 or self.iteration == config.iterations:
+                with timer.time("checkpoint"):
+                    checkpoint = self.checkpoint()
+            metrics["seconds"] = {stage: round(s, 3) for stage, s in timer.seconds.items()}
+            self._write_metrics(metrics, writer)
+            bar.update(1)
+            bar.set_postfix(success=f"{metrics['train_success']:.2f}", kept=f"{metrics['kept_groups']}",
+                            kl=f"{metrics.get('approx_kl', 0):.4f}", sps=f"{metrics['env_steps_per_s']:.0f}")
+            if on_iteration is not None:
+                on_iteration(metrics)
+            if config.time_limit_minutes and time.perf_counter() - started > 60 * config.time_limit_minutes:
+                break
+        bar.close()
+        if checkpoint is None or not str(checkpoint).endswith(f"{self.iteration:06d}"):
+            if not self.eval_history or self.eval_history[-1]["iteration"] != self.iteration:
+                self._log_eval(self.evaluate(), writer)
+            checkpoint = self.checkpoint()
+        writer.close()
+        return {"iterations": self.iteration, "checkpoint": str(checkpoint), "eval_history": self.eval_history,
+                "seconds": time.perf_counter() - started}
+
+    # ---- logging --------------------------------------------------------------------------------------
+    def _metrics(self, rollout: IterationBatch, stats: dict[str, float], timer: Timer) -> dict:
+        rollout_seconds = timer.seconds.get("rollout", 0.0)
+        metrics = {"iteration": self.iteration, "train_success": rollout.sampled_success,
+                   "sampled_groups": rollout.sampled_groups, "kept_groups": rollout.kept_groups,
+                   "filtered_fraction": 1.0 - rollout.kept_groups / max(rollout.sampled_groups, 1),
+                   "sampling_rounds": rollout.rounds, "env_steps": rollout.env_steps,
+                   "env_steps_per_s": rollout.env_steps / max(rollout_seconds, 1e-9),
+                   "skipped_update": not stats}
+        metrics.update({k: v for k, v in stats.items()})
+        return metrics
+
+    def _log_eval(self, row: dict, writer) -> dict:
+        writer.add_scalar("eval/mean_success", row["mean_success"], row["iteration"])
+        for task, task_row in row["per_task"].items():
+            writer.add_scalar(f"eval/success/{task}", task_row["success_rate"], row["iteration"])
+        return row
+
+    def _write_metrics(self, metrics: dict, writer) -> None:
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                writer.add_scalar(f"train/{key}", value, self.iteration)
+        for stage, seconds in metrics["seconds"].items():
+            writer.add_scalar(f"time/{stage}", seconds, self.iteration)
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+
+    def _truncate_history(self, iteration: int) -> None:
+        """After a resume, drop metric lines written after the checkpoint (they will be redone)."""
+        path = self.out_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if json.loads(line)["iteration"] <= iteration]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
+
+
+def _select(batch: TrajectoryBatch, index: np.ndarray) -> TrajectoryBatch:
+    """The episodes ``index`` of a batch (time axis trimmed to the longest of them)."""
+    steps = int(batch.mask[index].sum(axis=1).max())
+    return TrajectoryBatch(
+        images={name: image[index, :steps] for name, image in batch.images.items()},
+        proprio=batch.proprio[index, :steps], instructions=[batch.instructions[i] for i in index],
+        action_tokens=batch.action_tokens[index, :steps], actions=batch.actions[index, :steps],
+        old_logprobs=batch.old_logprobs[index, :steps], rewards=batch.rewards[index, :steps],
+        mask=batch.mask[index, :steps], success=batch.success[index],
+        task_specs=[batch.task_specs[i] for i in index], policy_version=batch.policy_version,
+    )
