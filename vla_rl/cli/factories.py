@@ -40,11 +40,11 @@ def make_vec_env(suite: str, num_envs: int, image_size: int, wrist_camera: bool,
                                        wrist_camera=wrist_camera))
 
 
-def load_policy(checkpoint: str, temperature: float = 1.0):
+def load_policy(checkpoint: str, temperature: float = 1.0, device: str = "auto"):
     from vla_rl.policy.checkpoint import load_checkpoint
-    from vla_rl.policy.policy import VLAPolicy
+    from vla_rl.policy.policy import VLAPolicy, resolve_device
 
-    model, action_tokenizer, _ = load_checkpoint(Path(checkpoint))
+    model, action_tokenizer, _ = load_checkpoint(Path(checkpoint), device=resolve_device(device))
     return VLAPolicy(model.eval(), action_tokenizer, temperature=temperature)
 
 
@@ -68,6 +68,13 @@ def make_pool(rollout, suite: str, checkpoint: Path, temperature: float, seed: i
         return LocalRolloutPool(env_factory, policy_factory, rollout.num_workers, rollout.torch_threads_per_worker, seed)
     from vla_rl.distributed.ray_pool import RayRolloutPool, init_ray
 
-    init_ray(rollout.ray_address, num_cpus=None)
+    resources = init_ray(rollout.ray_address, num_cpus=None)
+    needed = {"CPU": rollout.num_workers * rollout.cpus_per_worker, "GPU": rollout.num_workers * rollout.gpus_per_worker}
+    short = {k: (v, resources.get(k, 0.0)) for k, v in needed.items() if v > resources.get(k, 0.0)}
+    if short:
+        # Ray would otherwise wait forever for actors it cannot place
+        raise ValueError(f"the Ray cluster cannot host {rollout.num_workers} rollout workers: "
+                         + ", ".join(f"{k} needed {n:g}, available {a:g}" for k, (n, a) in short.items())
+                         + "; lower rollout.num_workers or rollout.cpus_per_worker / gpus_per_worker")
     return RayRolloutPool(env_factory, policy_factory, rollout.num_workers, rollout.torch_threads_per_worker, seed,
                           rollout.cpus_per_worker, rollout.gpus_per_worker)

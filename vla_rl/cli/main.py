@@ -12,6 +12,7 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -110,7 +111,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vla_rl.cli.evaluation import evaluate_checkpoint, print_success_table
     from vla_rl.cli.factories import suite_tasks
 
-    checkpoint = Path(args.checkpoint)
+    from vla_rl.policy.checkpoint import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(Path(args.checkpoint)) if Path(args.checkpoint).is_dir() else Path(args.checkpoint)
     tasks = args.tasks or _trained_tasks(checkpoint) or suite_tasks(args.suite)
     unknown = sorted(set(tasks) - set(suite_tasks(args.suite)))
     if unknown:
@@ -133,7 +136,7 @@ def _trained_tasks(checkpoint: Path) -> list[str]:
 def cmd_train(args: argparse.Namespace) -> int:
     from vla_rl.cli.factories import eval_state_counter, make_pool
     from vla_rl.train.trainer import CHECKPOINT_PREFIX, Trainer, TrainConfig
-    from vla_rl.policy.checkpoint import latest_valid_checkpoint
+    from vla_rl.policy.checkpoint import latest_valid_checkpoint, resolve_checkpoint
 
     if args.show_config:
         print(describe(TrainConfig))
@@ -142,9 +145,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.ray_address:
         overrides.append(f"rollout.ray_address={args.ray_address}")
     config = load_config(TrainConfig, args.config, overrides)
-    source = latest_valid_checkpoint(config.out_dir, CHECKPOINT_PREFIX) if args.resume else config.init_checkpoint
-    if source is None:
-        raise FileNotFoundError(f"--resume: no valid checkpoint in {config.out_dir}")
+    if args.resume:
+        source = latest_valid_checkpoint(config.out_dir, CHECKPOINT_PREFIX)
+        if source is None:
+            raise FileNotFoundError(f"--resume: no valid checkpoint in {config.out_dir}")
+    else:
+        source = resolve_checkpoint(config.init_checkpoint)
+        config = dataclasses.replace(config, init_checkpoint=source)
     pool = make_pool(config.rollout, config.suite, Path(source), config.temperature, config.seed)
     try:
         print(f"rollout workers on nodes: {pool.node_ids}")

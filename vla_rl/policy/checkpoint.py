@@ -153,3 +153,18 @@ def latest_valid_checkpoint(out_dir: Path, prefix: str) -> Path | None:
         except (CorruptCheckpointError, FileNotFoundError) as error:
             warnings.warn(f"skipping checkpoint {candidate}: {error}")
     return None
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """``path`` itself if it is a checkpoint directory, or the newest valid checkpoint of a run
+    directory (one with ``latest.json``: an SFT or RL ``out_dir``)."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path
+    if (path / LATEST).is_file():
+        name = json.loads((path / LATEST).read_text()).get("checkpoint", "")
+        prefix = name.split("_")[0] + "_" if "_" in name else ""
+        found = latest_valid_checkpoint(path, prefix)
+        if found is not None:
+            return found
+    raise FileNotFoundError(f"{path} is neither a checkpoint directory nor a run directory with a valid checkpoint")

@@ -16,6 +16,15 @@ from vla_rl.policy.action_tokenizer import ActionTokenizer
 from vla_rl.policy.model import VLAModel
 
 
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; an unavailable CUDA device is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return device
+
+
 class VLAPolicy:
     def __init__(self, model: VLAModel, action_tokenizer: ActionTokenizer, temperature: float = 1.0,
                  seed: int | None = None):

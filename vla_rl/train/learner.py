@@ -91,7 +91,7 @@ def rollout_values(policy, value_head: ValueHead, batch: TrajectoryBatch, microb
         e, s = episodes[start:start + microbatch], steps[start:start + microbatch]
         tokens = torch.from_numpy(batch.action_tokens[e, s])
         _, _, v = _forward(policy, value_head, step_obs(batch, e, s), tokens, True)
-        values[e, s] = v.float()
+        values[e, s] = v.float().cpu()
     return values
 
 
@@ -130,12 +130,13 @@ def update(policy, optimizer: torch.optim.Optimizer, batch: TrajectoryBatch, gro
                 if reference is not None and config.kl_coef > 0:
                     with torch.no_grad():
                         ref_logprob = reference.log_prob(step_obs(batch, e, s), tokens).token_logprob
-                out = ppo_clip_loss(logprob, old_logprob_all[e, s], advantages[e, s], token_mask,
+                device = logprob.device
+                out = ppo_clip_loss(logprob, old_logprob_all[e, s].to(device), advantages[e, s].to(device), token_mask,
                                     config.clip_low, config.clip_high, ref_logprob, config.kl_coef)
                 mean_entropy = masked_mean(entropy, token_mask)
                 loss = out.loss - config.entropy_coef * mean_entropy
                 if use_values:
-                    v_loss = value_loss(value, returns[e, s], torch.ones_like(value, dtype=torch.bool))
+                    v_loss = value_loss(value, returns[e, s].to(device), torch.ones_like(value, dtype=torch.bool))
                     loss = loss + config.value_coef * v_loss
                     totals["value_loss"] += float(v_loss)
                 (loss * len(micro) / len(minibatch)).backward()
@@ -143,7 +144,7 @@ def update(policy, optimizer: torch.optim.Optimizer, batch: TrajectoryBatch, gro
                 totals["clip_fraction"] += out.clip_fraction
                 totals["approx_kl"] += out.approx_kl
                 totals["ref_kl"] += out.ref_kl
-                totals["entropy"] += float(mean_entropy)
+                totals["entropy"] += float(mean_entropy.detach())
                 micro_steps += 1
             grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
             if not torch.isfinite(grad_norm):

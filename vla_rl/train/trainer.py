@@ -27,7 +27,7 @@ from vla_rl.algos.advantages import informative_groups
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.types import TaskSpec, TrajectoryBatch
 from vla_rl.policy.checkpoint import latest_valid_checkpoint, load_checkpoint, point_latest, save_checkpoint
-from vla_rl.policy.policy import VLAPolicy
+from vla_rl.policy.policy import VLAPolicy, resolve_device
 from vla_rl.rollout.collector import concat_batches
 from vla_rl.rollout.evaluate import EvalResult
 from vla_rl.rollout.sampler import TaskSampler
@@ -69,9 +69,10 @@ class TrainConfig:
     algorithm: AlgorithmConfig = option(factory=AlgorithmConfig, doc="estimator, loss and optimiser")
     rollout: RolloutConfig = option(factory=RolloutConfig, doc="rollout workers")
     eval_every: int = option(10, "iterations between held-out evaluations (0 = only at the end)")
-    eval_episodes_per_task: int = option(10, "held-out eval init states per task")
+    eval_episodes_per_task: int = option(10, "held-out eval init states per task (0 = no evaluation)")
     checkpoint_every: int = option(10, "iterations between checkpoints (and one at the end)")
     learner_threads: int = option(0, "torch threads of the learner (0 = torch's default)")
+    learner_device: str = option("auto", "device of the learner's model: auto (cuda if visible), cpu, cuda[:i]")
     seed: int = option(0, "seed of sampling, shuffling and exploration")
 
     def __post_init__(self) -> None:
@@ -139,19 +140,20 @@ class Trainer:
                 raise FileNotFoundError(f"--resume: no valid checkpoint in {self.out_dir}")
         elif not str(config.init_checkpoint):
             raise ValueError("init_checkpoint is required: the SFT policy RL starts from")
-        model, action_tokenizer, state = load_checkpoint(source)
+        model, action_tokenizer, state = load_checkpoint(source, device=resolve_device(config.learner_device))
         extra = json.loads((source / "norm_stats.json").read_text())
         self.tasks = list(config.tasks) or list(extra.get("trained_tasks", []))
         if not self.tasks:
             raise ValueError("no tasks: set `tasks` (the checkpoint does not record the tasks it was trained on)")
         self.policy = VLAPolicy(model, action_tokenizer, temperature=config.temperature)
-        self.value_head = ValueHead(model.config.language_model.hidden_size) if config.algorithm.estimator == "gae" else None
+        self.value_head = (ValueHead(model.config.language_model.hidden_size).to(model.device)
+                           if config.algorithm.estimator == "gae" else None)
         parameters = list(model.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
         self.optimizer = torch.optim.AdamW(parameters, lr=config.algorithm.lr,
                                            weight_decay=config.algorithm.weight_decay)
         self.reference = None
         if config.algorithm.kl_coef > 0:
-            ref_model, _, _ = load_checkpoint(Path(config.init_checkpoint))
+            ref_model, _, _ = load_checkpoint(Path(config.init_checkpoint), device=model.device)
             self.reference = VLAPolicy(ref_model.eval().requires_grad_(False), action_tokenizer, config.temperature)
         self.sampler = TaskSampler(self.tasks, config.group_size, config.train_states, config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -260,7 +262,8 @@ class Trainer:
         writer = SummaryWriter(str(self.out_dir / "tensorboard"))
         started = time.perf_counter()
         self.sync()
-        if not self.eval_history:
+        evaluating = config.eval_episodes_per_task > 0
+        if evaluating and not self.eval_history:
             self._log_eval(self.evaluate(), writer)
         bar = tqdm(total=config.iterations, initial=self.iteration, desc="grpo", unit="it",
                    disable=not self.show_progress)
@@ -277,7 +280,8 @@ class Trainer:
             with timer.time("sync"):
                 self.sync()
             metrics = self._metrics(rollout, stats, timer)
-            if config.eval_every and self.iteration % config.eval_every == 0 or self.iteration == config.iterations:
+            if evaluating and (config.eval_every and self.iteration % config.eval_every == 0
+                               or self.iteration == config.iterations):
                 with timer.time("eval"):
                     metrics["eval"] = self._log_eval(self.evaluate(), writer)
             if self.iteration % config.checkpoint_every == 0 or self.iteration == config.iterations:
@@ -294,7 +298,7 @@ class Trainer:
                 break
         bar.close()
         if checkpoint is None or not str(checkpoint).endswith(f"{self.iteration:06d}"):
-            if not self.eval_history or self.eval_history[-1]["iteration"] != self.iteration:
+            if evaluating and (not self.eval_history or self.eval_history[-1]["iteration"] != self.iteration):
                 self._log_eval(self.evaluate(), writer)
             checkpoint = self.checkpoint()
         writer.close()

@@ -1,0 +1,81 @@
+"""One GRPO iteration's time breakdown (rollout, reward, update, sync) and rollout env steps/s with
+1 and with 2 Ray rollout workers, same total env slots, same policy, same run.
+
+The policy is the default tiny VLA (random weights; speed does not depend on what it learned),
+rolling out on the tabletop suite's Reach and PressButton tasks without early success, so every
+episode runs to its step limit and both settings do the same amount of work.
+
+    python benchmarks/bench_grpo.py [--iterations 2] [--envs 32] [--decoding autoregressive|parallel]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import emit  # noqa: E402
+
+
+def build_checkpoint(directory: Path, decoding: str) -> Path:
+    import numpy as np
+    import torch
+
+    from vla_rl.policy import ActionTokenizer, NormStats
+    from vla_rl.policy.checkpoint import save_checkpoint
+    from vla_rl.policy.model import VLAConfig, VLAModel
+
+    torch.manual_seed(0)
+    model = VLAModel(VLAConfig(decoding=decoding))
+    stats = NormStats(np.full(7, -1.0), np.full(7, 1.0), np.array([True] * 6 + [False]))
+    return save_checkpoint(directory / "step_000000", model, ActionTokenizer(model.config.action_vocab_size, stats),
+                           extra={"trained_tasks": ["Reach", "PressButton"]})
+
+
+def run(workers: int, envs: int, iterations: int, checkpoint: Path, out_dir: Path) -> dict:
+    from vla_rl.cli.factories import eval_state_counter, make_pool
+    from vla_rl.train.learner import AlgorithmConfig
+    from vla_rl.train.trainer import RolloutConfig, Trainer, TrainConfig
+
+    config = TrainConfig(init_checkpoint=checkpoint, out_dir=out_dir, tasks=("Reach", "PressButton"),
+                         iterations=iterations, group_size=8, groups_per_iteration=envs // 8, max_sampling_rounds=1,
+                         eval_episodes_per_task=0, checkpoint_every=10_000,
+                         algorithm=AlgorithmConfig(dynamic_sampling=False, minibatch_size=256, microbatch_size=64),
+                         rollout=RolloutConfig(num_workers=workers, envs_per_worker=envs // workers))
+    pool = make_pool(config.rollout, "tabletop", checkpoint, config.temperature, config.seed)
+    rows = []
+    try:
+        trainer = Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False)
+        trainer.run(on_iteration=rows.append)
+    finally:
+        pool.close()
+    last = rows[-1]  # the first iteration warms caches; report the last one
+    return {"env_steps_per_s": last["env_steps_per_s"], "seconds": last["seconds"], "env_steps": last["env_steps"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("--envs", type=int, default=32, help="total env slots (split over the workers)")
+    parser.add_argument("--decoding", default="autoregressive", choices=["autoregressive", "parallel"])
+    args = parser.parse_args()
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = build_checkpoint(Path(tmp), args.decoding)
+        one = run(1, args.envs, args.iterations, checkpoint, Path(tmp) / "one")
+        two = run(2, args.envs, args.iterations, checkpoint, Path(tmp) / "two")
+    ray.shutdown()
+    emit("grpo_rollout_env_steps_per_s_2_workers", two["env_steps_per_s"], "env steps/s",
+         "1 rollout worker", one["env_steps_per_s"], decoding=args.decoding, total_envs=args.envs,
+         iteration_seconds_1_worker=one["seconds"], iteration_seconds_2_workers=two["seconds"],
+         env_steps_per_iteration=two["env_steps"])
+
+
+if __name__ == "__main__":
+    main()

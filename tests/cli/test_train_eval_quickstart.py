@@ -1,0 +1,59 @@
+"""`vla-rl eval`, `vla-rl train` and `vla-rl quickstart` end to end at toy scale (real envs, real Ray)."""
+
+import json
+
+import pytest
+
+from tests.train.test_trainer import tiny_checkpoint  # noqa: F401  (module fixture)
+from vla_rl.cli.main import main
+
+
+def test_eval_writes_json_plot_and_videos(tmp_path, tiny_checkpoint, capsys):  # noqa: F811
+    out = tmp_path / "eval"
+    code = main(["eval", "--checkpoint", str(tiny_checkpoint), "--tasks", "Reach", "PressButton",
+                 "--episodes-per-task", "3", "--num-envs", "3", "--workers", "0", "--videos", "1", "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert set(report["per_task"]) == {"Reach", "PressButton"}
+    assert report["per_task"]["Reach"]["init_state_ids"] == [0, 1, 2]
+    for key in ("mujoco_version", "gl_renderer", "code_commit", "init_state_seeds", "robosuite_version"):
+        assert key in report
+    assert (out / "success.png").stat().st_size > 0
+    videos = report["videos"]
+    assert len(videos) == 2 and all((tmp_path / "eval" / "videos").glob("*.mp4"))
+    assert "mean" in capsys.readouterr().out
+
+
+def test_eval_rejects_unknown_task_and_missing_checkpoint(tmp_path, tiny_checkpoint, capsys):  # noqa: F811
+    assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--tasks", "Juggle"]) == 2
+    assert "unknown tasks" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "nope")]) == 2
+    assert "not a policy checkpoint" in capsys.readouterr().err
+
+
+def test_train_rejects_unknown_config_key(tmp_path, capsys):
+    assert main(["train", "--set", "algorithm.clip_hi=0.3"]) == 2
+    assert "clip_high" in capsys.readouterr().err  # the message lists the valid keys
+
+
+@pytest.mark.slow
+def test_quickstart_toy_scale_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "qs"
+    code = main(["quickstart", "--set", f"out_dir={out}", "--set", "tasks=[Reach]", "--set", "demos_per_task=2",
+                 "--set", "image_size=32", "--set", "sft.steps=3", "--set", "train.iterations=1",
+                 "--set", "train.group_size=2", "--set", "train.groups_per_iteration=1",
+                 "--set", "train.eval_episodes_per_task=2",
+                 "--set", "train.algorithm.dynamic_sampling=false",
+                 "--set", "train.rollout={backend: local, num_workers: 1, envs_per_worker: 2}",
+                 "--set", "sft.model={image_size: 32, vision_towers: [{hidden_size: 32, num_layers: 1, num_heads: 2, "
+                          "intermediate_size: 64}], language_model: {hidden_size: 64, num_layers: 1, num_heads: 2, "
+                          "num_kv_heads: 2, intermediate_size: 128}}"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["before"]["iteration"] == 0 and metrics["after"]["iteration"] == 1
+    assert metrics["before"]["per_task"]["Reach"]["episodes"] == 2
+    report = (out / "report.md").read_text()
+    assert "| Reach |" in report and "before RL" in report
+    for name in ("success_curve.png", "success_before_after.png"):
+        assert (out / name).stat().st_size > 0
+    assert len(list((out / "videos").rglob("*.mp4"))) == 2  # one before, one after
