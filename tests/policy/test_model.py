@@ -83,7 +83,7 @@ def test_fused_dino_siglip_backbone_runs():
 def test_bad_configs_are_rejected():
     with pytest.raises(ValueError, match="fused projector"):
         tiny_config(projector="fused-gelu-mlp")
-    with pytest.raises(ValueError, match="multiple of patch_size"):
+    with pytest.raises(ValueError, match="multiple of its patch size"):
         tiny_config(image_size=30)
     with pytest.raises(KeyError, match="camera"):
         make_policy(tiny_config(cameras=("wrist",))).act(make_obs(1), explore=False)
