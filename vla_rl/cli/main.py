@@ -160,9 +160,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         pool.close()
     history = summary["eval_history"]
-    print(f"{summary['iterations']} iterations in {summary['seconds'] / 60:.1f} min; held-out success "
-          f"{history[0]['mean_success']:.1%} (iteration {history[0]['iteration']}) -> "
-          f"{history[-1]['mean_success']:.1%} (iteration {history[-1]['iteration']})")
+    print(f"{summary['iterations']} iterations in {summary['seconds'] / 60:.1f} min", end="")
+    if history:  # empty when eval_episodes_per_task is 0
+        print(f"; held-out success {history[0]['mean_success']:.1%} (iteration {history[0]['iteration']}) -> "
+              f"{history[-1]['mean_success']:.1%} (iteration {history[-1]['iteration']})", end="")
+    print()
     print(f"checkpoint: {summary['checkpoint']}")
     return 0
 
