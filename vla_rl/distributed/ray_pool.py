@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
 from vla_rl.core.types import TaskSpec, TrajectoryBatch
@@ -53,17 +52,17 @@ class RayRolloutPool:
         self._args = (env_factory, policy_factory, torch_threads)
         self.seed = seed
         self.max_retries = max_retries
+        self.restarts = 0
+        self._weights_ref = None
+        self._version = 0
         self.actors = [self._spawn(i) for i in range(num_workers)]
         self.node_ids = ray.get([actor.node_id.remote() for actor in self.actors])
         self.slots_per_worker = ray.get(self.actors[0].slots.remote())
-        self._weights_ref = None
-        self._version = 0
-        self.restarts = 0
 
     def _spawn(self, index: int):
         # a replacement gets a fresh sampling seed: replaying the dead actor's exact random stream
         # is not needed (its share is re-collected as new episodes), and distinct seeds avoid clones
-        return self._remote.remote(*self._args, seed=self.seed + index + 1000 * getattr(self, "restarts", 0))
+        return self._remote.remote(*self._args, seed=self.seed + index + 1000 * self.restarts)
 
     def set_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
         self._weights_ref = self._ray.put({k: v.detach().cpu() for k, v in state_dict.items()})
@@ -108,10 +107,6 @@ class RayRolloutPool:
     def evaluate(self, specs: Sequence[TaskSpec]) -> list[EpisodeOutcome]:
         shares = split_evenly(specs, len(self.actors))
         return [outcome for part in self._run("evaluate", shares) for outcome in part]
-
-    def record_videos(self, specs: Sequence[TaskSpec]) -> list[tuple[list[np.ndarray], bool]]:
-        refs = [self.actors[i % len(self.actors)].record_video.remote(spec) for i, spec in enumerate(specs)]
-        return self._ray.get(refs)
 
     def kill_actor(self, index: int) -> None:
         """Fault injection for tests: kill actor ``index`` without telling the pool."""

@@ -8,7 +8,7 @@ of the env rewards of the steps it executed, and it is masked out once its episo
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -23,13 +23,12 @@ class RolloutStats:
     decisions: int = 0
     seconds_policy: float = 0.0
     seconds_env: float = 0.0
-    frames: list[np.ndarray] = field(default_factory=list)  # optional video of slot 0 (agent view)
 
 
 def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: bool = True,
-            policy_version: int = 0, record_video_of: int | None = None) -> tuple[TrajectoryBatch, RolloutStats]:
+            policy_version: int = 0) -> tuple[TrajectoryBatch, RolloutStats]:
     """Roll out one episode per spec (``len(specs) <= env.spec.num_envs``; spare slots replay the
-    last spec and are dropped). ``record_video_of``: keep the agent-view frames of that episode."""
+    last spec and are dropped)."""
     slots = env.spec.num_envs
     if not 1 <= len(specs) <= slots:
         raise ValueError(f"collect needs 1..{slots} task specs for this env, got {len(specs)}")
@@ -44,8 +43,6 @@ def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: 
     success = np.zeros(slots, bool)
     records: dict[str, list] = {"images": [], "proprio": [], "tokens": [], "actions": [], "logprob": [],
                                 "rewards": [], "mask": []}
-    if record_video_of is not None:
-        stats.frames.append(obs.images[env.spec.cameras[0]][record_video_of].copy())
     while not done[:count].all():
         started = time.perf_counter()
         output = policy.act(obs, explore=explore)
@@ -53,23 +50,19 @@ def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: 
         active = ~done
         records["images"].append({name: image[:count].copy() for name, image in obs.images.items()})
         records["proprio"].append(obs.proprio[:count].copy())
-        records["tokens"].append(np.asarray(output.tokens.cpu() if hasattr(output.tokens, "cpu") else output.tokens)[:count])
-        records["logprob"].append(np.asarray(output.logprob.cpu() if hasattr(output.logprob, "cpu") else output.logprob,
-                                             dtype=np.float32)[:count])
+        records["tokens"].append(_as_numpy(output.tokens)[:count])
+        records["logprob"].append(_as_numpy(output.logprob).astype(np.float32)[:count])
         records["actions"].append(output.actions[:count])
         records["mask"].append(active[:count].copy())
         reward = np.zeros(slots, np.float32)
         started = time.perf_counter()
         for k in range(output.actions.shape[1]):
-            was_done = done.copy()
             step = env.step(output.actions[:, k])
             stats.env_steps += int((~done[:count]).sum())
             reward += np.where(done, 0.0, step.reward)
             success |= step.success & ~done
             done |= step.done
             obs = step.obs
-            if record_video_of is not None and not was_done[record_video_of]:
-                stats.frames.append(obs.images[env.spec.cameras[0]][record_video_of].copy())
             if done[:count].all():
                 break
         stats.seconds_env += time.perf_counter() - started
@@ -89,6 +82,11 @@ def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: 
         policy_version=policy_version,
     )
     return batch, stats
+
+
+def _as_numpy(values) -> np.ndarray:
+    """Policy outputs may be torch tensors (on any device) or arrays."""
+    return values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
 
 
 def step_obs(batch: TrajectoryBatch, episode_index: np.ndarray, step_index: np.ndarray) -> ObsBatch:

@@ -56,11 +56,6 @@ class RolloutWorker:
         """Greedy success on ``specs`` (evaluation init states)."""
         return evaluate(self.policy.predict_actions, self.env, specs).episodes
 
-    def record_video(self, spec: TaskSpec) -> tuple[list[np.ndarray], bool]:
-        """Agent-view frames of one greedy episode and its success."""
-        batch, stats = collect(self.policy, self.env, [spec], explore=False, record_video_of=0)
-        return stats.frames, bool(batch.success[0])
-
     def ping(self) -> float:
         return time.time()
 
@@ -96,9 +91,6 @@ class LocalRolloutPool:
     def evaluate(self, specs: Sequence[TaskSpec]) -> list[EpisodeOutcome]:
         shares = split_evenly(specs, len(self.workers))
         return [outcome for worker, share in zip(self.workers, shares) if share for outcome in worker.evaluate(share)]
-
-    def record_videos(self, specs: Sequence[TaskSpec]) -> list[tuple[list[np.ndarray], bool]]:
-        return [self.workers[i % len(self.workers)].record_video(spec) for i, spec in enumerate(specs)]
 
     def close(self) -> None:
         for worker in self.workers:
