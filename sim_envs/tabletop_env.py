@@ -160,4 +160,26 @@ class TabletopEnv(gym.Env):
         self.elapsed_steps = 0
 
 
-__all__ = ["TabletopEnv", "CONTROL_HZ", "SUBSTEPS"]
+def tabletop_suite():
+    """Our own MuJoCo tabletop suite as a ``sim_envs.suites.Suite``."""
+    from sim_envs import gym_id
+    from sim_envs.init_states import EVAL_STREAM, eval_layout, num_eval_states
+    from sim_envs.suites import Suite
+    from sim_envs.tasks import TASKS
+
+    def describe() -> list[dict[str, Any]]:
+        return [{"task": name, "gym_id": gym_id(name), "max_steps": cls.max_steps,
+                 "eval_init_states": num_eval_states(name), "train_init_states": "unbounded stream",
+                 "summary": cls.summary, "instruction": eval_layout(name, 0)["instruction"]}
+                for name, cls in TASKS.items()]
+
+    return Suite(
+        name="tabletop", summary="our MuJoCo tabletop arm: 7 tasks, 7-D EE-delta actions", control_hz=CONTROL_HZ,
+        tasks=lambda: list(TASKS), make_env=TabletopEnv, num_eval_states=num_eval_states,
+        max_steps=lambda task: get_task(task).max_steps, describe=describe,
+        init_state_provenance={"eval_init_states": "sim_envs/init_states/<task>.json (frozen layouts)",
+                               "stream": EVAL_STREAM, "seed_of_state": "SeedSequence([stream, task_index, id])"},
+    )
+
+
+__all__ = ["TabletopEnv", "CONTROL_HZ", "SUBSTEPS", "tabletop_suite"]

@@ -1,4 +1,5 @@
-"""Vectorised tabletop environments: ``num_envs`` slots stepped in ``num_workers`` processes.
+"""Vectorised environments of any suite (tabletop, robosuite, LIBERO): ``num_envs`` slots stepped in
+``num_workers`` processes.
 
 Why not ``gymnasium.vector.AsyncVectorEnv``: it runs one process per environment, but rollouts
 want many more environments than cores (64 envs on 2 cores) and a different task per slot on
@@ -26,8 +27,8 @@ import numpy as np
 from vla_rl.core.config import option
 from vla_rl.core.types import EnvSpec, ObsBatch, StepResult, TaskSpec
 
-from sim_envs.tabletop_env import ACTION_DIM, CONTROL_HZ, PROPRIO_DIM, TabletopEnv
-from sim_envs.tasks import TASKS
+from sim_envs.suites import get_suite
+from sim_envs.tabletop_env import ACTION_DIM, PROPRIO_DIM
 
 
 class EnvWorkerError(RuntimeError):
@@ -36,18 +37,23 @@ class EnvWorkerError(RuntimeError):
 
 @dataclass(frozen=True)
 class VecEnvConfig:
+    suite: str = option("tabletop", "environment suite: tabletop, robosuite or a LIBERO suite (`vla-rl envs list`)")
     num_envs: int = option(8, "number of parallel environments (slots)")
     num_workers: int = option(-1, "worker processes; -1 = one per CPU core, 0 = step in this process")
     image_size: int = option(64, "camera image height and width in pixels (32-256)")
     wrist_camera: bool = option(False, "also render the wrist camera")
     start_method: Literal["spawn", "forkserver", "fork"] = option("spawn", "multiprocessing start method")
-    step_timeout_s: float = option(120.0, "seconds to wait for a worker reply before declaring it hung")
+    step_timeout_s: float = option(120.0, "seconds per env a worker may take to answer before it counts as hung")
+    max_envs_per_slot: int = option(4, "envs kept built per slot (one per task); the least recently used closes")
 
     def __post_init__(self) -> None:
         if self.num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
         if self.num_workers < -1:
             raise ValueError(f"num_workers must be -1, 0 or positive, got {self.num_workers}")
+        if self.max_envs_per_slot < 1:
+            raise ValueError(f"max_envs_per_slot must be >= 1, got {self.max_envs_per_slot}")
+        get_suite(self.suite)  # an unknown suite is an error here, listing the valid ones
 
     def resolved_workers(self) -> int:
         workers = (os.cpu_count() or 1) if self.num_workers == -1 else self.num_workers
@@ -55,20 +61,26 @@ class VecEnvConfig:
 
 
 class _SlotGroup:
-    """Environment slots of one process; one lazily built ``TabletopEnv`` per (slot, task)."""
+    """Environment slots of one process; lazily built envs per (slot, task), least recently used closed."""
 
-    def __init__(self, slots: int, image_size: int, wrist_camera: bool):
-        self.image_size, self.wrist_camera = image_size, wrist_camera
-        self.envs: list[dict[str, TabletopEnv]] = [{} for _ in range(slots)]
-        self.current: list[TabletopEnv | None] = [None] * slots
+    def __init__(self, slots: int, suite: str, image_size: int, wrist_camera: bool, max_envs_per_slot: int):
+        self.make_env = get_suite(suite).make_env
+        self.image_size, self.wrist_camera, self.max_envs = image_size, wrist_camera, max_envs_per_slot
+        self.envs: list[dict[str, Any]] = [{} for _ in range(slots)]  # insertion order = least recent first
+        self.current: list[Any] = [None] * slots
         self.done = np.zeros(slots, dtype=bool)
         self.final = [(False, False, False)] * slots  # terminated, truncated, success
         self.last_proprio = np.zeros((slots, PROPRIO_DIM), np.float32)
 
-    def _env(self, slot: int, task: str) -> TabletopEnv:
-        if task not in self.envs[slot]:
-            self.envs[slot][task] = TabletopEnv(task, self.image_size, self.wrist_camera)
-        return self.envs[slot][task]
+    def _env(self, slot: int, task: str):
+        envs = self.envs[slot]
+        if task in envs:
+            envs[task] = envs.pop(task)  # most recently used goes last
+        else:
+            while len(envs) >= self.max_envs:
+                envs.pop(next(iter(envs))).close()
+            envs[task] = self.make_env(task, image_size=self.image_size, wrist_camera=self.wrist_camera)
+        return envs[task]
 
     def reset(self, specs: Sequence[TaskSpec], images: dict[str, np.ndarray]) -> dict[str, Any]:
         instructions = []
@@ -117,12 +129,12 @@ def _attach(shm_names: dict[str, str], shape: tuple[int, ...]) -> tuple[dict, di
     return handles, arrays
 
 
-def _worker_main(conn, start: int, stop: int, num_envs: int, image_size: int, wrist: bool, shm_names) -> None:
-    handles, arrays = _attach(shm_names, (num_envs, image_size, image_size, 3))
+def _worker_main(conn, start: int, stop: int, config: VecEnvConfig, shm_names) -> None:
+    handles, arrays = _attach(shm_names, (config.num_envs, config.image_size, config.image_size, 3))
     views = {cam: array[start:stop] for cam, array in arrays.items()}
     group = None
     try:
-        group = _SlotGroup(stop - start, image_size, wrist)
+        group = _SlotGroup(stop - start, config.suite, config.image_size, config.wrist_camera, config.max_envs_per_slot)
         while True:
             command, payload = conn.recv()
             try:
@@ -147,15 +159,18 @@ def _worker_main(conn, start: int, stop: int, num_envs: int, image_size: int, wr
             handle.close()
 
 
-class TabletopVecEnv:
-    """The ``VecEnv`` of the tabletop suite. Use as a context manager or call ``close()``."""
+class SimVecEnv:
+    """The ``VecEnv`` of one suite (``config.suite``). Use as a context manager or call ``close()``."""
 
     def __init__(self, config: VecEnvConfig = VecEnvConfig()):
         self.config = config
+        self.suite = get_suite(config.suite)
         cameras = ("agentview", "wrist") if config.wrist_camera else ("agentview",)
+        # Every suite speaks the tabletop's 8-D proprio and 7-D action (sim_envs.suites).
         self.spec = EnvSpec(
             num_envs=config.num_envs, cameras=cameras, image_size=config.image_size, proprio_dim=PROPRIO_DIM,
-            action_dim=ACTION_DIM, control_hz=CONTROL_HZ, max_episode_steps=max(t.max_steps for t in TASKS.values()),
+            action_dim=ACTION_DIM, control_hz=self.suite.control_hz,
+            max_episode_steps=max(self.suite.max_steps(t) for t in self.suite.tasks()),
         )
         self.num_workers = config.resolved_workers()
         shape = (config.num_envs, config.image_size, config.image_size, 3)
@@ -166,7 +181,8 @@ class TabletopVecEnv:
         self._processes: list[mp.process.BaseProcess] = []
         self._conns = []
         if self.num_workers == 0:
-            self._local = _SlotGroup(config.num_envs, config.image_size, config.wrist_camera)
+            self._local = _SlotGroup(config.num_envs, config.suite, config.image_size, config.wrist_camera,
+                                     config.max_envs_per_slot)
             self._bounds = [(0, config.num_envs)]
             return
         self._local = None
@@ -178,7 +194,7 @@ class TabletopVecEnv:
             parent, child = context.Pipe()
             process = context.Process(
                 target=_worker_main, daemon=True,
-                args=(child, int(start), int(stop), config.num_envs, config.image_size, config.wrist_camera, names),
+                args=(child, int(start), int(stop), config, names),
             )
             process.start()
             child.close()
@@ -190,8 +206,7 @@ class TabletopVecEnv:
         if len(tasks) != self.config.num_envs:
             raise ValueError(f"reset needs one TaskSpec per env ({self.config.num_envs}), got {len(tasks)}")
         for spec in tasks:
-            if spec.task not in TASKS:
-                raise KeyError(f"unknown tabletop task {spec.task!r}; valid tasks: {', '.join(TASKS)}")
+            self.suite.check_task(spec.task)
         replies = self._call("reset", [list(tasks[a:b]) for a, b in self._bounds])
         self._instructions = [text for reply in replies for text in reply["instructions"]]
         return self._obs(np.concatenate([r["proprio"] for r in replies]))
@@ -235,7 +250,7 @@ class TabletopVecEnv:
             handle.close()
             handle.unlink()
 
-    def __enter__(self) -> "TabletopVecEnv":
+    def __enter__(self) -> "SimVecEnv":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -278,14 +293,16 @@ class TabletopVecEnv:
 
     def _receive(self, index: int, command: str) -> Any:
         conn, process = self._conns[index], self._processes[index]
-        deadline = time.monotonic() + self.config.step_timeout_s
+        start, stop = self._bounds[index]
+        timeout = self.config.step_timeout_s * (stop - start)  # a worker steps its envs one after another
+        deadline = time.monotonic() + timeout
         while not conn.poll(0.05):
             if not process.is_alive():
                 self._raise_dead(index, command)
             if time.monotonic() > deadline:
                 raise EnvWorkerError(
                     f"env worker {index} (pid {process.pid}) did not answer {command!r} within "
-                    f"{self.config.step_timeout_s} s"
+                    f"{timeout:g} s ({self.config.step_timeout_s:g} s per env)"
                 )
         try:
             status, payload = conn.recv()
@@ -303,3 +320,6 @@ class TabletopVecEnv:
             f"env worker {index} (pid {process.pid}, envs {a}..{b - 1}) died with exit code "
             f"{process.exitcode} during {command!r}; close this vector env and create a new one"
         )
+
+
+TabletopVecEnv = SimVecEnv  # the name it had before other suites joined; kept for existing callers

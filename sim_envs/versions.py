@@ -56,6 +56,8 @@ def environment_versions() -> dict[str, str | None]:
         "code_commit": git_commit(),
         "mujoco_version": _package_version("mujoco"),
         "robosuite_version": _package_version("robosuite"),
+        # LIBERO as ported to robosuite 1.5 (results shift with the robosuite/MuJoCo versions)
+        "libero_version": _package_version("rpent-libero") or _package_version("libero"),
         "gymnasium_version": _package_version("gymnasium"),
         "numpy_version": _package_version("numpy"),
         "mujoco_gl": os.environ.get("MUJOCO_GL", "default"),

@@ -7,13 +7,18 @@ from sim_envs.tasks import TASKS
 
 
 def test_envs_list_shows_every_task(capsys):
-    assert main(["envs", "list"]) == 0
+    assert main(["envs", "list", "--suite", "tabletop"]) == 0
     out = capsys.readouterr().out
+    assert "suite 'tabletop': 7 tasks, 350 evaluation init states" in out
     for task in TASKS:
-        assert task in out and f"vla_rl/{task}-v0" in out
-    assert main(["envs", "list", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+        assert task in out
+    assert main(["envs", "list", "--suite", "tabletop", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    rows = listing["tasks"]
     assert {r["task"] for r in rows} == set(TASKS) and all(r["eval_init_states"] == 50 for r in rows)
+    assert {r["gym_id"] for r in rows} == {f"vla_rl/{task}-v0" for task in TASKS}
+    assert main(["envs", "list", "--suite", "mars"]) == 2
+    assert "valid suites" in capsys.readouterr().err
 
 
 def test_demos_writes_hdf5_and_video(tmp_path, capsys):

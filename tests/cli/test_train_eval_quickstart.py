@@ -16,7 +16,7 @@ def test_eval_writes_json_plot_and_videos(tmp_path, tiny_checkpoint, capsys):  #
     report = json.loads((out / "eval.json").read_text())
     assert set(report["per_task"]) == {"Reach", "PressButton"}
     assert report["per_task"]["Reach"]["init_state_ids"] == [0, 1, 2]
-    for key in ("mujoco_version", "gl_renderer", "code_commit", "init_state_seeds", "robosuite_version"):
+    for key in ("mujoco_version", "gl_renderer", "code_commit", "init_states", "robosuite_version", "libero_version"):
         assert key in report
     assert (out / "success.png").stat().st_size > 0
     videos = report["videos"]

@@ -21,7 +21,7 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     import torch
     from tqdm import tqdm
 
-    from sim_envs.init_states import EVAL_STREAM
+    from sim_envs.suites import get_suite
     from sim_envs.versions import environment_versions
     from vla_rl.cli.factories import eval_state_counter, load_policy, make_vec_env
     from vla_rl.rollout.evaluate import evaluate
@@ -38,13 +38,13 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
         result = evaluate(policy.predict_actions, env, specs, progress=bar.update)
     report = {"checkpoint": str(checkpoint), "suite": suite, "split": "eval", "greedy": True,
               "mean_success": result.mean_success, "per_task": result.per_task(),
-              "init_state_seeds": {"stream": EVAL_STREAM, "seed_of_state": "SeedSequence([stream, task_index, id])"},
+              "init_states": get_suite(suite).init_state_provenance,
               "policy_seed": "greedy decoding (no sampling)", **environment_versions(), **(extra or {})}
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         if videos_per_task:
-            report["videos"] = record_videos(policy, tasks, videos_per_task, out_dir / "videos")
+            report["videos"] = record_videos(policy, tasks, videos_per_task, out_dir / "videos", suite=suite)
         tmp = out_dir / "eval.json.tmp"
         tmp.write_text(json.dumps(report, indent=1) + "\n")
         tmp.replace(out_dir / "eval.json")
@@ -52,32 +52,43 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     return report
 
 
-def record_videos(policy, tasks: Sequence[str], per_task: int, out_dir: Path, size: int = 256) -> list[dict]:
+def _video_frame(env, obs: dict, size: int) -> np.ndarray:
+    """A watchable frame: rendered at ``size`` where the env can, else the observation upscaled."""
+    if hasattr(env, "render_camera"):
+        return env.render_camera("agentview", size)
+    image = obs["agentview_image"]
+    scale = max(1, size // image.shape[0])
+    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+
+
+def record_videos(policy, tasks: Sequence[str], per_task: int, out_dir: Path, size: int = 256,
+                  suite: str = "tabletop") -> list[dict]:
     """Greedy episodes on the first evaluation init states, rendered at ``size`` px, as MP4."""
     import imageio.v3 as iio
     import torch
 
-    from sim_envs.tabletop_env import TabletopEnv
+    from sim_envs.suites import get_suite
     from vla_rl.core.types import ObsBatch
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     config = policy.config
+    make_env = get_suite(suite).make_env
     for task in tasks:
-        env = TabletopEnv(task, image_size=config.image_size, wrist_camera="wrist" in config.cameras)
+        env = make_env(task, image_size=config.image_size, wrist_camera="wrist" in config.cameras)
         try:
             for init_state_id in range(per_task):
-                obs, _ = env.reset(options={"init_state_id": init_state_id, "split": "eval"})
-                frames, success, done = [env.render_camera("agentview", size)], False, False
+                obs, info = env.reset(options={"init_state_id": init_state_id, "split": "eval"})
+                frames, success, done = [_video_frame(env, obs, size)], False, False
                 while not done:
                     batch = ObsBatch(images={"agentview": obs["agentview_image"][None],
                                              **({"wrist": obs["wrist_image"][None]} if "wrist_image" in obs else {})},
-                                     proprio=obs["proprio"][None], instructions=[env.instruction])
+                                     proprio=obs["proprio"][None], instructions=[info["instruction"]])
                     with torch.inference_mode():
                         chunk = policy.predict_actions(batch)[0]
                     for action in chunk:
                         obs, _, terminated, truncated, info = env.step(action)
-                        frames.append(env.render_camera("agentview", size))
+                        frames.append(_video_frame(env, obs, size))
                         success, done = bool(info["success"]), terminated or truncated
                         if done:
                             break
@@ -120,8 +131,9 @@ def plot_success(reports: dict[str, dict], path: Path, title: str = "held-out su
 
 
 def print_success_table(report: dict) -> None:
-    print(f"\n{'task':<12} {'success':>8} {'wilson 95%':>14}")
+    width = max([12] + [len(task) for task in report["per_task"]])
+    print(f"\n{'task':<{width}} {'success':>8} {'wilson 95%':>14}")
     for task, row in report["per_task"].items():
-        print(f"{task:<12} {row['successes']:>3}/{row['episodes']:<4} "
+        print(f"{task:<{width}} {row['successes']:>3}/{row['episodes']:<4} "
               f"[{row['wilson95_low']:.2f}, {row['wilson95_high']:.2f}]")
-    print(f"{'mean':<12} {report['mean_success']:>8.1%}")
+    print(f"{'mean':<{width}} {report['mean_success']:>8.1%}")

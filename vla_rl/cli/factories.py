@@ -10,34 +10,23 @@ import functools
 from pathlib import Path
 from typing import Callable
 
-SUITES = ("tabletop",)
-
-
-def check_suite(suite: str) -> None:
-    if suite not in SUITES:
-        raise KeyError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITES)}")
-
-
 def suite_tasks(suite: str) -> list[str]:
-    check_suite(suite)
-    from sim_envs.tasks import TASKS
+    from sim_envs.suites import get_suite
 
-    return list(TASKS)
+    return get_suite(suite).tasks()
 
 
 def eval_state_counter(suite: str) -> Callable[[str], int]:
-    check_suite(suite)
-    from sim_envs.init_states import num_eval_states
+    from sim_envs.suites import get_suite
 
-    return num_eval_states
+    return get_suite(suite).num_eval_states
 
 
 def make_vec_env(suite: str, num_envs: int, image_size: int, wrist_camera: bool, processes: int):
-    check_suite(suite)
-    from sim_envs.vector import TabletopVecEnv, VecEnvConfig
+    from sim_envs.vector import SimVecEnv, VecEnvConfig
 
-    return TabletopVecEnv(VecEnvConfig(num_envs=num_envs, num_workers=processes, image_size=image_size,
-                                       wrist_camera=wrist_camera))
+    return SimVecEnv(VecEnvConfig(suite=suite, num_envs=num_envs, num_workers=processes, image_size=image_size,
+                                  wrist_camera=wrist_camera))
 
 
 def load_policy(checkpoint: str, temperature: float = 1.0, device: str = "auto"):

