@@ -39,5 +39,10 @@ def _register_all() -> None:
 
 
 _register_all()
+# robosuite and LIBERO ids (cheap: neither simulator is imported until an env is made)
+from sim_envs import libero_env, robosuite_env  # noqa: E402
+
+libero_env.register_gym_ids()
+robosuite_env.register_gym_ids()
 
 __all__ = ["GYM_NAMESPACE", "gym_id", "TASKS"]

@@ -45,6 +45,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from sim_envs.robosuite_env import make_render_context_current
+
 # Official step limits (LIBERO / OpenVLA evaluation); the no-op steps after reset are extra.
 LIBERO_SUITES: dict[str, dict[str, int]] = {
     "libero_spatial": {"tasks": 10, "max_steps": 220},
@@ -253,6 +255,7 @@ class LiberoEnv(gym.Env):
         # LIBERO's placement regions draw from numpy's global RNG. Seeding it per (task, split, id)
         # makes a reset reproducible: the fixed init states hold qpos/qvel only, and the fixtures
         # (cabinets, stoves, racks) are re-placed by the sampler on every reset.
+        make_render_context_current(self._env.env)
         saved = np.random.get_state()
         np.random.seed(reset_seed(self.task_name, split, init_state_id))
         try:
@@ -281,6 +284,7 @@ class LiberoEnv(gym.Env):
             raise ValueError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
         if not np.all(np.isfinite(action)):
             raise ValueError(f"action contains NaN or inf: {action}")
+        make_render_context_current(self._env.env)
         raw, _, _, _ = self._env.step(np.clip(action, -1.0, 1.0).tolist())
         self.elapsed_steps += 1
         success = bool(self._env.check_success())

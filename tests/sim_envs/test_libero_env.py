@@ -1,0 +1,153 @@
+"""LIBERO through our env contract: every suite steps, the official protocol holds, resets are reproducible.
+
+LIBERO scenes are heavy on a CPU renderer (0.2-0.4 s per frame), so the tests share envs and use
+32-px images; the whole file takes about a minute on 2 cores.
+"""
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import sim_envs
+from sim_envs.libero_env import LIBERO_SUITES, NUM_NOOP_STEPS, LiberoEnv, parse_task, task_info
+from sim_envs.vector import SimVecEnv, VecEnvConfig
+from vla_rl.core.types import TaskSpec
+
+pytestmark = pytest.mark.libero
+
+
+@pytest.fixture(scope="module")
+def goal_env():
+    env = LiberoEnv("libero_goal_00", image_size=32, wrist_camera=True)
+    yield env
+    env.close()
+
+
+@pytest.mark.parametrize("suite", list(LIBERO_SUITES))
+def test_one_task_of_every_suite_follows_the_contract(suite):
+    env = gym.make(sim_envs.libero_env.gym_id(f"{suite}_01"), image_size=32)
+    try:
+        assert env.unwrapped.max_episode_steps == LIBERO_SUITES[suite]["max_steps"]
+        obs, info = env.reset(options={"init_state_id": 7, "split": "eval"})
+        assert env.observation_space.contains(obs)
+        assert obs["agentview_image"].dtype == np.uint8 and obs["agentview_image"].std() > 5
+        assert info["instruction"] == task_info(f"{suite}_01")["instruction"] and info["split"] == "eval"
+        for _ in range(2):
+            obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+            assert env.observation_space.contains(obs)
+            assert reward in (0.0, 1.0) and terminated == info["success"] and not (terminated and truncated)
+    finally:
+        env.close()
+
+
+def test_gymnasium_env_checker(goal_env):
+    from gymnasium.utils.env_checker import check_env
+
+    check_env(goal_env, skip_render_check=True)
+
+
+def test_resets_are_reproducible_and_splits_differ(goal_env):
+    def reset(split, init_state_id):
+        obs, _ = goal_env.reset(options={"init_state_id": init_state_id, "split": split})
+        return obs, goal_env._env.get_sim_state().copy()
+
+    first, state = reset("eval", 4)
+    reset("train", 9)  # whatever ran in between must not leak into the next reset
+    again, state_again = reset("eval", 4)
+    assert np.array_equal(state, state_again)
+    assert all(np.array_equal(first[key], again[key]) for key in first)
+    assert goal_env.elapsed_steps == 0  # the no-op steps do not count against the limit
+    _, other = reset("eval", 5)
+    train, train_state = reset("train", 4)
+    _, train_again = reset("train", 4)
+    assert not np.array_equal(state, other) and not np.array_equal(state, train_state)
+    assert np.array_equal(train_state, train_again)
+
+
+def test_frames_stay_right_with_another_env_in_the_process(goal_env):
+    """robosuite renders into whichever GL context is current; each env must re-activate its own."""
+    before, _ = goal_env.reset(options={"init_state_id": 6, "split": "eval"})
+    other = LiberoEnv("libero_spatial_02", image_size=48)
+    try:
+        other.reset(options={"init_state_id": 0, "split": "eval"})
+        after, _ = goal_env.reset(options={"init_state_id": 6, "split": "eval"})
+        other.step(np.zeros(7))
+        stepped, *_ = goal_env.step(np.zeros(7))
+    finally:
+        other.close()
+    assert np.array_equal(before["agentview_image"], after["agentview_image"])
+    assert np.array_equal(before["wrist_image"], after["wrist_image"])
+    assert stepped["agentview_image"].std() > 5
+
+
+def test_eval_state_is_the_official_one_after_the_no_op_steps(goal_env):
+    """Without no-op steps the sim state is exactly LIBERO's stored init state (apart from time)."""
+    stored = sim_envs.libero_env.fixed_init_states("libero_goal_00")[2]
+    goal_env.num_noop_steps = 0
+    try:
+        goal_env.reset(options={"init_state_id": 2, "split": "eval"})
+        np.testing.assert_allclose(goal_env._env.get_sim_state()[1:], stored[1:])
+    finally:
+        goal_env.num_noop_steps = NUM_NOOP_STEPS
+
+
+def test_step_limit_gripper_and_errors(goal_env):
+    goal_env.max_episode_steps = 3
+    try:
+        goal_env.reset(options={"init_state_id": 0, "split": "eval"})
+        open_fingers = goal_env._observation(goal_env._env.env._get_observations())["proprio"][6]
+        flags = []
+        for _ in range(3):
+            obs, _, terminated, truncated, _ = goal_env.step(np.array([0, 0, 0, 0, 0, 0, 1.0]))  # close
+            flags.append((terminated, truncated))
+        assert flags == [(False, False), (False, False), (False, True)]
+        assert obs["proprio"][6] < open_fingers - 0.005, "gripper +1 must close the fingers"
+    finally:
+        goal_env.max_episode_steps = LIBERO_SUITES["libero_goal"]["max_steps"]
+    with pytest.raises(ValueError, match="NaN"):
+        goal_env.step(np.array([np.nan] * 7))
+    with pytest.raises(ValueError, match="shape"):
+        goal_env.step(np.zeros(6))
+    with pytest.raises(ValueError, match="unknown reset options"):
+        goal_env.reset(options={"init_state": 1})
+    with pytest.raises(IndexError, match="50 evaluation init states"):
+        goal_env.reset(options={"init_state_id": 50, "split": "eval"})
+    with pytest.raises(KeyError, match="valid tasks"):
+        parse_task("libero_goal_10")
+
+
+def test_motion_action_moves_the_end_effector_the_right_way(goal_env):
+    obs, _ = goal_env.reset(options={"init_state_id": 1, "split": "eval"})
+    start = obs["proprio"][:3].copy()
+    for _ in range(8):
+        obs, *_ = goal_env.step(np.array([0, 0, 1.0, 0, 0, 0, -1]))  # +z: up
+    assert obs["proprio"][2] - start[2] > 0.03
+
+
+def test_vector_env_runs_libero_tasks_in_a_worker_process():
+    config = VecEnvConfig(suite="libero_spatial", num_envs=2, num_workers=1, image_size=32)
+    with SimVecEnv(config) as venv:
+        assert venv.spec.max_episode_steps == 220 and venv.spec.control_hz == 20
+        obs = venv.reset([TaskSpec("libero_spatial_00", 0, "eval"), TaskSpec("libero_spatial_03", 1, "eval")])
+        assert obs.images["agentview"].shape == (2, 32, 32, 3) and obs.proprio.shape == (2, 8)
+        assert "cookie box" in obs.instructions[1]
+        result = venv.step(np.zeros((2, 7), np.float32))
+        assert result.reward.shape == (2,) and not result.done.any()
+        with pytest.raises(KeyError, match="valid tasks"):
+            venv.reset([TaskSpec("Reach", 0, "eval")] * 2)
+
+
+def test_envs_list_shows_every_suite_with_its_tasks_and_init_states(capsys):
+    from vla_rl.cli.main import main
+
+    assert main(["envs", "list", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    suites = {row["suite"]: row for row in listing["suites"]}
+    for suite, info in LIBERO_SUITES.items():
+        assert suites[suite]["tasks"] == info["tasks"]
+        assert suites[suite]["eval_init_states"] == 50 * info["tasks"]
+    assert suites["robosuite"]["tasks"] == 5
+    rows = [row for row in listing["tasks"] if row["suite"] == "libero_10"]
+    assert all(row["max_steps"] == 520 and row["instruction"] for row in rows)
