@@ -228,6 +228,23 @@ def default_task_name(source: Path) -> str:
     return stem.removesuffix("_demo") or stem
 
 
+def _default_task(source: Path) -> str:
+    """Our LIBERO task name (e.g. ``libero_spatial_03``) when ``source`` is a LIBERO dataset of a known
+    task, so SFT, RL and evaluation agree on it; otherwise ``default_task_name``."""
+    with h5py.File(source, "r") as f:
+        if detect_layout(f, source) == "libero":
+            instruction = _resolve_instruction(f["data"], "libero", None, source)
+            try:
+                from sim_envs.libero_env import find_task_by_instruction
+
+                found = find_task_by_instruction(instruction, suite_hint=source.parent.name)
+            except (ImportError, RuntimeError):  # LIBERO is not installed: name the task after the file
+                found = None
+            if found:
+                return found
+    return default_task_name(source)
+
+
 def _resolve_instruction(data: h5py.Group, layout: str, instruction: str | None, source: Path) -> str:
     if instruction is None and layout == "libero":
         problem = _json_attr(data, "problem_info")
@@ -305,7 +322,7 @@ def convert_hdf5(source: Path, out_dir: Path, task: str | None = None, instructi
         raise ValueError(f"max_demos must be >= 0 (0 = all), got {max_demos}")
     if not source.is_file():
         raise FileNotFoundError(f"source dataset {source} does not exist")
-    task = task if task is not None else default_task_name(source)
+    task = task if task is not None else _default_task(source)
     if not task or task != Path(task).name or task in (".", ".."):
         raise ValueError(f"task {task!r} must be a plain file-name part (no path separators)")
     out_path = out_dir / f"{task}_demo.hdf5"

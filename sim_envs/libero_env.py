@@ -162,10 +162,13 @@ def task_info(task: str) -> dict[str, Any]:
     return suite_tasks(suite)[index]
 
 
-def find_task_by_instruction(instruction: str) -> str | None:
-    """Our task name for a LIBERO instruction (e.g. from a dataset's ``problem_info``), or None."""
+def find_task_by_instruction(instruction: str, suite_hint: str | None = None) -> str | None:
+    """Our task name for a LIBERO instruction (e.g. from a dataset's ``problem_info``), or None.
+    ``suite_hint`` (e.g. the dataset's folder name) is searched first: libero_90 repeats a few
+    instructions of other suites."""
     wanted = " ".join(instruction.lower().split())
-    for suite in LIBERO_SUITES:
+    order = sorted(LIBERO_SUITES, key=lambda suite: suite != suite_hint)
+    for suite in order:
         for row in suite_tasks(suite):
             if " ".join(row["instruction"].lower().split()) == wanted:
                 return row["task"]
@@ -345,6 +348,8 @@ def libero_suite(suite: str):
         control_hz=CONTROL_HZ, tasks=lambda: [task_name(suite, i) for i in range(LIBERO_SUITES[suite]["tasks"])],
         make_env=LiberoEnv, num_eval_states=num_eval_states, max_steps=lambda task: limit, describe=describe,
         default_image_size=128,
+        # ~1.1-1.7 GB per env (measured): large textures and ~700k mesh vertices, held by the renderer too
+        env_memory_mb=1700, envs_per_slot=1,
         init_state_provenance={
             "eval_init_states": "LIBERO's fixed init states: libero/libero/init_files/<suite>/<task>.pruned_init "
                                 "(init_state_id = row)",

@@ -357,6 +357,7 @@ def robosuite_suite():
                  "summary": task.summary, "instruction": task.instruction} for name, task in TASKS.items()]
 
     return Suite(
+        env_memory_mb=450, envs_per_slot=2,  # ~410 MB per env measured (meshes and the GL context)
         name="robosuite",
         summary="robosuite 1.5 Panda (Lift, Stack, PickPlaceCan, NutAssemblySquare, Door): 7-D EE-delta actions "
                 "through OSC_POSE at 20 Hz, 50 seeded eval init states per task",

@@ -40,6 +40,8 @@ class Suite:
     describe: Callable[[], list[dict[str, Any]]]
     init_state_provenance: dict[str, Any] = field(default_factory=dict)  # recorded in every eval report
     default_image_size: int = 64
+    env_memory_mb: int = 50  # resident memory of one built env (measured), for the vector env's memory check
+    envs_per_slot: int = 8  # envs a vector-env slot keeps built (one per task) before closing the oldest
 
     def check_task(self, task: str) -> None:
         if task not in self.tasks():

@@ -44,20 +44,49 @@ class VecEnvConfig:
     wrist_camera: bool = option(False, "also render the wrist camera")
     start_method: Literal["spawn", "forkserver", "fork"] = option("spawn", "multiprocessing start method")
     step_timeout_s: float = option(120.0, "seconds per env a worker may take to answer before it counts as hung")
-    max_envs_per_slot: int = option(4, "envs kept built per slot (one per task); the least recently used closes")
+    max_envs_per_slot: int = option(0, "envs kept built per slot (one per task; the least recently used "
+                                       "closes); 0 = the suite's default (tabletop 8, robosuite 2, LIBERO 1)")
+    check_memory: bool = option(True, "refuse to start when the envs would not fit in the available memory")
 
     def __post_init__(self) -> None:
         if self.num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
         if self.num_workers < -1:
             raise ValueError(f"num_workers must be -1, 0 or positive, got {self.num_workers}")
-        if self.max_envs_per_slot < 1:
-            raise ValueError(f"max_envs_per_slot must be >= 1, got {self.max_envs_per_slot}")
+        if self.max_envs_per_slot < 0:
+            raise ValueError(f"max_envs_per_slot must be >= 0 (0 = the suite's default), got {self.max_envs_per_slot}")
         get_suite(self.suite)  # an unknown suite is an error here, listing the valid ones
 
     def resolved_workers(self) -> int:
         workers = (os.cpu_count() or 1) if self.num_workers == -1 else self.num_workers
         return min(workers, self.num_envs)
+
+
+def envs_per_slot(config: VecEnvConfig) -> int:
+    return config.max_envs_per_slot or get_suite(config.suite).envs_per_slot
+
+
+def available_memory_mb() -> float | None:
+    """MemAvailable from /proc/meminfo (Linux), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def check_memory(config: VecEnvConfig) -> None:
+    """A clear error instead of an out-of-memory kill halfway through a rollout: LIBERO envs hold
+    ~1.7 GB each, so 16 of them do not fit where a tabletop rollout of 64 does."""
+    suite = get_suite(config.suite)
+    available = available_memory_mb()
+    needed = config.num_envs * suite.env_memory_mb  # at least one built env per slot
+    if available is not None and needed > available:
+        fit = max(1, int(available // suite.env_memory_mb))
+        raise ValueError(
+            f"{config.num_envs} {config.suite} envs need about {needed / 1024:.1f} GB (~{suite.env_memory_mb} MB "
+            f"each) but {available / 1024:.1f} GB is available: use at most {fit} envs, or set "
+            "check_memory=False to try anyway")
 
 
 class _SlotGroup:
@@ -134,7 +163,7 @@ def _worker_main(conn, start: int, stop: int, config: VecEnvConfig, shm_names) -
     views = {cam: array[start:stop] for cam, array in arrays.items()}
     group = None
     try:
-        group = _SlotGroup(stop - start, config.suite, config.image_size, config.wrist_camera, config.max_envs_per_slot)
+        group = _SlotGroup(stop - start, config.suite, config.image_size, config.wrist_camera, envs_per_slot(config))
         while True:
             command, payload = conn.recv()
             try:
@@ -173,6 +202,8 @@ class SimVecEnv:
             max_episode_steps=max(self.suite.max_steps(t) for t in self.suite.tasks()),
         )
         self.num_workers = config.resolved_workers()
+        if config.check_memory:
+            check_memory(config)
         shape = (config.num_envs, config.image_size, config.image_size, 3)
         self._shm = {cam: shared_memory.SharedMemory(create=True, size=int(np.prod(shape))) for cam in cameras}
         self._images = {cam: np.ndarray(shape, np.uint8, buffer=h.buf) for cam, h in self._shm.items()}
@@ -182,7 +213,7 @@ class SimVecEnv:
         self._conns = []
         if self.num_workers == 0:
             self._local = _SlotGroup(config.num_envs, config.suite, config.image_size, config.wrist_camera,
-                                     config.max_envs_per_slot)
+                                     envs_per_slot(config))
             self._bounds = [(0, config.num_envs)]
             return
         self._local = None

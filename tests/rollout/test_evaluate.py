@@ -27,8 +27,11 @@ def test_evaluate_counts_expert_success_and_idle_failure():
             return np.stack(actions)[:, None]
 
         solved = evaluate(expert_predict, env, specs)
-        idle = evaluate(lambda obs: np.zeros((2, 1, 7), np.float32), env, specs[:3])
+        idle = evaluate(lambda obs: np.zeros((2, 1, 7), np.float32), env, specs[:3], video_specs=[specs[2]])
     table = solved.per_task()
     assert table["Reach"]["successes"] == 3 and table["PressButton"]["successes"] == 2
     assert table["Reach"]["init_state_ids"] == [0, 1, 2] and solved.mean_success == 1.0
     assert idle.mean_success == 0.0 and all(e.steps == 50 for e in idle.episodes)
+    # the filmed episode keeps what the policy saw: the reset frame and one frame per step
+    assert list(idle.frames) == [specs[2]] and len(idle.frames[specs[2]]) == 51
+    assert idle.frames[specs[2]][0].shape == (32, 32, 3)

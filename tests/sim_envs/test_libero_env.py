@@ -7,6 +7,7 @@ LIBERO scenes are heavy on a CPU renderer (0.2-0.4 s per frame), so the tests sh
 import json
 
 import gymnasium as gym
+import h5py
 import numpy as np
 import pytest
 
@@ -151,3 +152,18 @@ def test_envs_list_shows_every_suite_with_its_tasks_and_init_states(capsys):
     assert suites["robosuite"]["tasks"] == 5
     rows = [row for row in listing["tasks"] if row["suite"] == "libero_10"]
     assert all(row["max_steps"] == 520 and row["instruction"] for row in rows)
+
+
+def test_a_downloaded_libero_dataset_converts_under_our_task_name(tmp_path, capsys):
+    from tests.sim_envs.test_dataset_convert import write_libero
+    from vla_rl.cli.main import main
+
+    suite_dir = tmp_path / "libero_spatial"
+    suite_dir.mkdir()
+    source = write_libero(suite_dir / "pick_up_the_black_bowl_on_the_stove_and_place_it_on_the_plate_demo.hdf5")
+    with h5py.File(source, "a") as f:  # the real instruction of libero_spatial_07
+        f["data"].attrs["problem_info"] = json.dumps({"language_instruction": task_info("libero_spatial_07")["instruction"]})
+    assert main(["convert-demos", str(suite_dir), "--out", str(tmp_path / "out"), "--image-size", "8"]) == 0
+    assert "libero_spatial_07" in capsys.readouterr().out
+    with h5py.File(tmp_path / "out" / "libero_spatial_07_demo.hdf5") as f:
+        assert f["data/demo_0/obs/agentview_rgb"].shape[1:] == (8, 8, 3)

@@ -102,3 +102,14 @@ def test_close_releases_shared_memory():
         assert not os.path.exists(f"/dev/shm/{name}")
     with pytest.raises(EnvWorkerError, match="closed"):
         venv.reset(specs(2))
+
+
+def test_envs_that_would_not_fit_in_memory_are_refused_before_any_worker_starts():
+    from sim_envs.vector import SimVecEnv, available_memory_mb
+
+    if available_memory_mb() is None:
+        pytest.skip("no /proc/meminfo on this platform")
+    with pytest.raises(ValueError, match="use at most .* envs"):
+        SimVecEnv(VecEnvConfig(suite="libero_10", num_envs=4096, num_workers=2, image_size=32))
+    with pytest.raises(KeyError, match="valid suites"):
+        VecEnvConfig(suite="isaac")

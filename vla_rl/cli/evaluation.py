@@ -2,8 +2,9 @@
 
 Greedy rollouts, one per evaluation init state, run in parallel env worker processes; writes
 ``eval.json`` (per-task success, Wilson 95% intervals, init-state ids, the seeds that generated the
-init states, versions of the code, MuJoCo, robosuite and the renderer), ``success.png`` (a bar
-chart with the intervals) and MP4 videos of a few episodes rendered at a watchable size.
+init states, versions of the code, MuJoCo, robosuite, LIBERO and the renderer), ``success.png`` (a
+bar chart with the intervals) and MP4 videos of the first episodes of each task: the frames the
+policy saw in that same evaluation (no second rollout), enlarged to a watchable size.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     if not specs:
         raise ValueError("nothing to evaluate: no tasks or episodes_per_task is 0")
     config = policy.config
+    filmed = [spec for spec in specs if spec.init_state_id < videos_per_task] if out_dir is not None else []
     with make_vec_env(suite, min(num_envs, len(specs)), config.image_size, "wrist" in config.cameras,
                       env_processes) as env, torch.inference_mode(), \
             tqdm(total=len(specs), desc="eval", unit="ep", disable=not show_progress) as bar:
-        result = evaluate(policy.predict_actions, env, specs, progress=bar.update)
+        result = evaluate(policy.predict_actions, env, specs, progress=bar.update, video_specs=filmed)
     report = {"checkpoint": str(checkpoint), "suite": suite, "split": "eval", "greedy": True,
               "mean_success": result.mean_success, "per_task": result.per_task(),
               "init_states": get_suite(suite).init_state_provenance,
@@ -43,8 +45,9 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        if videos_per_task:
-            report["videos"] = record_videos(policy, tasks, videos_per_task, out_dir / "videos", suite=suite)
+        if filmed:
+            control_hz = get_suite(suite).control_hz
+            report["videos"] = write_videos(result, out_dir / "videos", fps=control_hz)
         tmp = out_dir / "eval.json.tmp"
         tmp.write_text(json.dumps(report, indent=1) + "\n")
         tmp.replace(out_dir / "eval.json")
@@ -52,34 +55,41 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     return report
 
 
-def _video_frame(env, obs: dict, size: int) -> np.ndarray:
-    """A watchable frame: rendered at ``size`` where the env can, else the observation upscaled."""
-    if hasattr(env, "render_camera"):
-        return env.render_camera("agentview", size)
-    image = obs["agentview_image"]
-    scale = max(1, size // image.shape[0])
-    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+def write_videos(result, out_dir: Path, fps: int, min_size: int = 256) -> list[dict]:
+    """MP4s of the episodes whose frames ``evaluate`` kept, enlarged (nearest pixel) to >= ``min_size``."""
+    import imageio.v3 as iio
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outcomes = {episode.spec: episode for episode in result.episodes}
+    written = []
+    for spec, frames in result.frames.items():
+        scale = max(1, -(-min_size // frames[0].shape[0]))
+        video = np.stack(frames).repeat(scale, axis=1).repeat(scale, axis=2)
+        success = outcomes[spec].success
+        path = out_dir / f"{spec.task}_eval{spec.init_state_id}_{'success' if success else 'failure'}.mp4"
+        iio.imwrite(path, video, fps=fps, codec="libx264")
+        written.append({"task": spec.task, "init_state_id": spec.init_state_id, "success": success, "file": str(path)})
+    return written
 
 
-def record_videos(policy, tasks: Sequence[str], per_task: int, out_dir: Path, size: int = 256,
-                  suite: str = "tabletop") -> list[dict]:
-    """Greedy episodes on the first evaluation init states, rendered at ``size`` px, as MP4."""
+def record_videos(policy, tasks: Sequence[str], per_task: int, out_dir: Path, size: int = 256) -> list[dict]:
+    """Greedy tabletop episodes on the first evaluation init states, re-rendered at ``size`` px, as MP4
+    (the quickstart's before/after videos)."""
     import imageio.v3 as iio
     import torch
 
-    from sim_envs.suites import get_suite
+    from sim_envs.tabletop_env import TabletopEnv
     from vla_rl.core.types import ObsBatch
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     config = policy.config
-    make_env = get_suite(suite).make_env
     for task in tasks:
-        env = make_env(task, image_size=config.image_size, wrist_camera="wrist" in config.cameras)
+        env = TabletopEnv(task, image_size=config.image_size, wrist_camera="wrist" in config.cameras)
         try:
             for init_state_id in range(per_task):
                 obs, info = env.reset(options={"init_state_id": init_state_id, "split": "eval"})
-                frames, success, done = [_video_frame(env, obs, size)], False, False
+                frames, success, done = [env.render_camera("agentview", size)], False, False
                 while not done:
                     batch = ObsBatch(images={"agentview": obs["agentview_image"][None],
                                              **({"wrist": obs["wrist_image"][None]} if "wrist_image" in obs else {})},
@@ -88,7 +98,7 @@ def record_videos(policy, tasks: Sequence[str], per_task: int, out_dir: Path, si
                         chunk = policy.predict_actions(batch)[0]
                     for action in chunk:
                         obs, _, terminated, truncated, info = env.step(action)
-                        frames.append(_video_frame(env, obs, size))
+                        frames.append(env.render_camera("agentview", size))
                         success, done = bool(info["success"]), terminated or truncated
                         if done:
                             break

@@ -3,6 +3,7 @@
 Subcommands:
   envs list   the environment suites, their tasks, step limits and init-state counts
   demos       collect scripted-expert demonstrations as robomimic/LIBERO-layout HDF5 (+ MP4)
+  convert-demos  turn downloaded LIBERO / robomimic HDF5 datasets into SFT input
   sft         supervised fine-tuning of the VLA on demonstrations, then held-out evaluation
   train       GRPO (or RLOO / PPO) post-training of a checkpoint with Ray rollout workers
   eval        success rate of a checkpoint on the fixed evaluation init states (JSON, PNG, MP4)
@@ -93,6 +94,28 @@ def cmd_demos(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_demos(args: argparse.Namespace) -> int:
+    from sim_envs.dataset_convert import convert_directory, convert_hdf5
+
+    options = {"instruction": args.instruction, "image_size": args.image_size, "flip": args.flip,
+               "max_demos": args.max_demos, "mask": args.mask}
+    summaries = []
+    for source in args.sources:
+        if source.is_dir():
+            if args.task:
+                raise ValueError("--task names one output file; it cannot be used with a directory")
+            summaries += convert_directory(source, args.out, **options)
+        else:
+            summaries.append(convert_hdf5(source, args.out, task=args.task, **options))
+    width = max(len(s["task"]) for s in summaries)
+    print(f"\n{'task':<{width}} {'demos':>5} {'samples':>7} {'layout':>9} {'image':>7}  instruction")
+    for s in summaries:
+        print(f"{s['task']:<{width}} {s['demos']:>5} {s['samples']:>7} {s['layout']:>9} {s['image_size'][0]:>4} px  "
+              f"{s['instruction']}")
+    print(f"\nSFT input in {args.out}: vla-rl sft --set demo_dir={args.out} ...")
+    return 0
+
+
 def cmd_sft(args: argparse.Namespace) -> int:
     from vla_rl.cli.evaluation import evaluate_checkpoint, print_success_table
     from vla_rl.policy.sft import SFTConfig, train_sft
@@ -107,7 +130,8 @@ def cmd_sft(args: argparse.Namespace) -> int:
     print(f"checkpoint: {summary['checkpoint']}")
     if config.eval_episodes_per_task > 0:
         report = evaluate_checkpoint(Path(summary["checkpoint"]), summary["tasks"], config.eval_episodes_per_task,
-                                     config.eval_num_envs, Path(config.out_dir), extra={"training": summary})
+                                     config.eval_num_envs, Path(config.out_dir), extra={"training": summary},
+                                     suite=config.eval_suite)
         print_success_table(report)
         print(f"evaluation: {Path(config.out_dir) / 'eval.json'}")
     return 0
@@ -142,7 +166,7 @@ def _trained_tasks(checkpoint: Path) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from vla_rl.cli.factories import eval_state_counter, make_pool
+    from vla_rl.cli.factories import eval_state_counter, make_pool, suite_tasks
     from vla_rl.train.trainer import CHECKPOINT_PREFIX, Trainer, TrainConfig
     from vla_rl.policy.checkpoint import latest_valid_checkpoint, resolve_checkpoint
 
@@ -153,6 +177,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.ray_address:
         overrides.append(f"rollout.ray_address={args.ray_address}")
     config = load_config(TrainConfig, args.config, overrides)
+    unknown = sorted(set(config.tasks) - set(suite_tasks(config.suite)))
+    if unknown:  # before any worker starts
+        raise KeyError(f"unknown tasks {unknown} for suite {config.suite}; valid: {', '.join(suite_tasks(config.suite))}")
     if args.resume:
         source = latest_valid_checkpoint(config.out_dir, CHECKPOINT_PREFIX)
         if source is None:
@@ -214,6 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     demos.add_argument("--show-config", action="store_true",
                        help="print every config field with its default and doc, then exit")
     demos.set_defaults(func=cmd_demos)
+
+    convert = sub.add_parser("convert-demos", help="convert LIBERO / robomimic HDF5 datasets into SFT input")
+    convert.add_argument("sources", nargs="+", type=Path, help="HDF5 files or directories of them (a LIBERO suite)")
+    convert.add_argument("--out", type=Path, required=True, help="output directory of <task>_demo.hdf5 files")
+    convert.add_argument("--task", help="task name of a single file (default: the LIBERO task, else the file name)")
+    convert.add_argument("--instruction", help="language instruction (required for robomimic files)")
+    convert.add_argument("--image-size", type=int, help="resize images to this square size (default: keep)")
+    convert.add_argument("--flip", default="auto", choices=["auto", "libero", "robosuite", "none"],
+                         help="image orientation fix (auto: by layout, matching our envs)")
+    convert.add_argument("--max-demos", type=int, default=0, help="first N demos per file (0 = all)")
+    convert.add_argument("--mask", help="only the demos of robomimic's mask/<name> (e.g. train)")
+    convert.set_defaults(func=cmd_convert_demos)
 
     sft = sub.add_parser("sft", help="supervised fine-tuning on HDF5 demos, then held-out evaluation")
     sft.add_argument("--config", type=Path, help="YAML SFTConfig (e.g. configs/sft_tabletop.yaml)")

@@ -52,6 +52,7 @@ class SFTConfig:
     seed: int = option(0, "seed of weights init, sampling and augmentation")
     eval_episodes_per_task: int = option(10, "held-out eval init states per task after training (0 = skip)")
     eval_num_envs: int = option(16, "parallel envs for the final evaluation")
+    eval_suite: str = option("tabletop", "suite of the final evaluation (tabletop, robosuite, libero_spatial, ...)")
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:

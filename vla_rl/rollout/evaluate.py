@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class EpisodeOutcome:
 @dataclass
 class EvalResult:
     episodes: list[EpisodeOutcome] = field(default_factory=list)
+    frames: dict[TaskSpec, list[np.ndarray]] = field(default_factory=dict)  # agent-view frames of video_specs
 
     def per_task(self) -> dict[str, dict[str, float]]:
         table: dict[str, dict[str, float]] = {}
@@ -60,15 +61,19 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[f
 
 
 def evaluate(predict: Callable[[ObsBatch], np.ndarray], env: VecEnv, specs: Sequence[TaskSpec],
-             progress: Callable[[int], None] | None = None) -> EvalResult:
-    """Roll out ``predict`` (obs -> actions ``[B, K, A]``) once from each of ``specs``."""
+             progress: Callable[[int], None] | None = None, video_specs: Collection[TaskSpec] = ()) -> EvalResult:
+    """Roll out ``predict`` (obs -> actions ``[B, K, A]``) once from each of ``specs``; the agent-view
+    frames of the episodes in ``video_specs`` (what the policy saw) are kept in ``result.frames``."""
     result = EvalResult()
+    video_specs = set(video_specs)
     slots = env.spec.num_envs
     for start in range(0, len(specs), slots):
         wave = list(specs[start:start + slots])
         padded = wave + [wave[-1]] * (slots - len(wave))  # idle slots replay a spec; results are ignored
         obs = env.reset(padded)
         instructions = list(obs.instructions)
+        filmed = [i for i, spec in enumerate(wave) if spec in video_specs and spec not in result.frames]
+        frames = {i: [obs.images["agentview"][i].copy()] for i in filmed}
         done = np.zeros(slots, bool)
         success = np.zeros(slots, bool)
         steps = np.zeros(slots, int)
@@ -76,6 +81,9 @@ def evaluate(predict: Callable[[ObsBatch], np.ndarray], env: VecEnv, specs: Sequ
             chunk = predict(obs)
             for k in range(chunk.shape[1]):
                 step = env.step(chunk[:, k])
+                for i in filmed:
+                    if not done[i]:
+                        frames[i].append(step.obs.images["agentview"][i].copy())
                 steps += ~done
                 success |= step.success & ~done
                 done |= step.done
@@ -84,6 +92,7 @@ def evaluate(predict: Callable[[ObsBatch], np.ndarray], env: VecEnv, specs: Sequ
                     break
         for i, spec in enumerate(wave):
             result.episodes.append(EpisodeOutcome(spec, bool(success[i]), int(steps[i]), instructions[i]))
+        result.frames.update({wave[i]: frames[i] for i in filmed})
         if progress is not None:
             progress(len(wave))
     return result
