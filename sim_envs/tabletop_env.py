@@ -10,7 +10,9 @@ Observation (a ``Dict`` space):
 Action: ``float32 [7]`` in ``[-1, 1]``, OpenVLA's EE-delta convention (see ``sim_envs.arm``).
 Reward is 1.0 on the step the success predicate holds, else 0.0; ``terminated`` is that success,
 ``truncated`` is the task's step limit. The instruction is ``env.instruction`` and
-``info["instruction"]`` (gymnasium spaces have no natural place for free text).
+``info["instruction"]`` (gymnasium spaces have no natural place for free text). ``info["progress"]``
+(also ``env.progress()``) is the task's dense staged progress in [0, 1], 1.0 exactly on success
+(see ``Task.progress``): a training label for learned reward critics, not the reward.
 
 ``reset(options=...)`` chooses the init state: ``{"init_state_id": i, "split": "eval" | "train"}``
 or ``{"layout": layout_dict}``; with no options a training init state is drawn from the env's seed.
@@ -95,7 +97,8 @@ class TabletopEnv(gym.Env):
         if options:
             raise ValueError(f"unknown reset options {sorted(options)}; valid: init_state_id, split, layout")
         self._apply(layout)
-        info = {"instruction": self.instruction, "init_state_id": init_state_id, "split": split, "success": False}
+        info = {"instruction": self.instruction, "init_state_id": init_state_id, "split": split, "success": False,
+                "progress": self.progress()}
         return self._observation(), info
 
     def step(self, action):
@@ -109,7 +112,7 @@ class TabletopEnv(gym.Env):
         self.elapsed_steps += 1
         success = self.is_success()
         truncated = self.elapsed_steps >= self.max_episode_steps and not success
-        info = {"success": success, "instruction": self.instruction}
+        info = {"success": success, "instruction": self.instruction, "progress": self.progress()}
         return self._observation(), float(success), success, truncated, info
 
     def render(self):
@@ -125,6 +128,10 @@ class TabletopEnv(gym.Env):
     # ---- helpers --------------------------------------------------------------------------
     def is_success(self) -> bool:
         return self.task.is_success(self.model, self.data, self.layout)
+
+    def progress(self) -> float:
+        """The task's dense progress in [0, 1] for the current state (1.0 exactly on success)."""
+        return self.task.progress(self.model, self.data, self.layout)
 
     def render_camera(self, camera: str, size: int | None = None) -> np.ndarray:
         size = size or self.image_size

@@ -6,6 +6,13 @@ gripper starts. Evaluation layouts are frozen in ``sim_envs/init_states/*.json``
 are drawn from a disjoint seed stream (see ``sim_envs.init_states``).
 
 Every task has distractors of other colours, so the instruction must be read to succeed.
+
+Besides the binary success predicate every task has a dense ``progress`` in [0, 1] (the training
+label of a learned reward critic): weighted stages built from the same simulator quantities the
+success predicates and scripted experts use, always about the instruction's target objects. It is
+1.0 exactly when the task is solved and at most ``PROGRESS_CAP`` otherwise; distances are
+normalised by the same distance at the episode's start (read from the layout), so the first frame
+scores about 0 whatever the layout.
 """
 
 from __future__ import annotations
@@ -85,13 +92,58 @@ def gripper_touches(model: mujoco.MjModel, data: mujoco.MjData, body: str) -> bo
     return any((a == target and b in fingers) or (b == target and a in fingers) for a, b in zip(bodies1, bodies2))
 
 
+def gripper_holds(model: mujoco.MjModel, data: mujoco.MjData, body: str) -> bool:
+    """Whether *both* fingers are in contact with ``body``: pinched, not just brushed by one finger."""
+    target = model.body(body).id
+    fingers = {model.body("finger_left_body").id, model.body("finger_right_body").id}
+    touching = set()
+    for a, b in zip(model.geom_bodyid[data.contact.geom1], model.geom_bodyid[data.contact.geom2]):
+        if a == target and b in fingers:
+            touching.add(b)
+        elif b == target and a in fingers:
+            touching.add(a)
+    return touching == fingers
+
+
 def body_yaw(data: mujoco.MjData, body: str) -> float:
     mat = data.body(body).xmat.reshape(3, 3)
     return float(np.arctan2(mat[1, 0], mat[0, 0]))
 
 
+# ---- progress helpers -------------------------------------------------------------------------
+PROGRESS_CAP = 0.95  # progress of any unsolved state stays below this; only success scores 1.0
+MIN_SCALE = 0.02  # a normalising distance is never shorter than this (no division by ~0)
+LIFTED = 0.05  # a block whose bottom is this far above the table counts as fully lifted
+
+
+def closeness(distance: float, scale: float) -> float:
+    """1 at ``distance`` 0, falling linearly to 0 at ``scale`` and beyond."""
+    return float(np.clip(1.0 - distance / max(scale, MIN_SCALE), 0.0, 1.0))
+
+
+def grip_position(data: mujoco.MjData) -> np.ndarray:
+    """The end effector's grip site (between the fingertips): what ``ArmController`` moves."""
+    return data.site("grip_site").xpos.copy()
+
+
+def approach(data: mujoco.MjData, layout: Layout, goal, goal_at_start) -> float:
+    """How far the grip site has come from its start (``layout["ee_start"]``) towards ``goal``."""
+    start_distance = np.linalg.norm(np.asarray(layout["ee_start"]) - np.asarray(goal_at_start))
+    return closeness(float(np.linalg.norm(grip_position(data) - goal)), float(start_distance))
+
+
+def lifted(block_position: np.ndarray) -> float:
+    """Fraction of the way to a ``LIFTED`` block (0 while it rests on the table)."""
+    return float(np.clip((block_position[2] - BLOCK_HALF) / LIFTED, 0.0, 1.0))
+
+
+def on_table(xy) -> np.ndarray:
+    """Where a block laid out at ``xy`` rests: its centre, ``BLOCK_HALF`` above the table."""
+    return np.array([xy[0], xy[1], BLOCK_HALF])
+
+
 class Task:
-    """One tabletop task. Subclasses set the class attributes and the four methods below."""
+    """One tabletop task. Subclasses set the class attributes and the methods below (``progress`` is shared)."""
 
     name: ClassVar[str]
     max_steps: ClassVar[int]
@@ -108,6 +160,17 @@ class Task:
         raise NotImplementedError
 
     def is_success(self, model: mujoco.MjModel, data: mujoco.MjData, layout: Layout) -> bool:
+        raise NotImplementedError
+
+    def progress(self, model: mujoco.MjModel, data: mujoco.MjData, layout: Layout) -> float:
+        """Dense progress in [0, 1]: 1.0 exactly when ``is_success``, else ``stage_progress`` capped
+        at ``PROGRESS_CAP``. Reads the current state only (no history)."""
+        if self.is_success(model, data, layout):
+            return 1.0
+        return float(np.clip(self.stage_progress(model, data, layout), 0.0, PROGRESS_CAP))
+
+    def stage_progress(self, model: mujoco.MjModel, data: mujoco.MjData, layout: Layout) -> float:
+        """The weighted stages of an unsolved state; each task's docstring lists them."""
         raise NotImplementedError
 
     # shared helpers ----------------------------------------------------------------------
@@ -154,6 +217,9 @@ class BlocksTask(Task):
     def target_position(self, data: mujoco.MjData, layout: Layout) -> np.ndarray:
         return body_position(data, f"block{layout['target']}")
 
+    def target_start(self, layout: Layout) -> np.ndarray:
+        return on_table(layout["positions"][layout["target"]])
+
 
 class Reach(BlocksTask):
     name = "Reach"
@@ -166,6 +232,15 @@ class Reach(BlocksTask):
         grip = data.site("grip_site").xpos
         return bool(np.linalg.norm(grip - self.target_position(data, layout)) < self.SUCCESS_DISTANCE)
 
+    def stage_progress(self, model, data, layout) -> float:
+        """approach (0.5): the grip site from its start towards the target block;
+        close in (0.5): its last ``SUCCESS_DISTANCE`` before the success radius. Blocks are laid out
+        10 cm apart, so hovering at a distractor never scores the second stage."""
+        target = self.target_position(data, layout)
+        distance = float(np.linalg.norm(grip_position(data) - target))
+        close_in = closeness(distance - self.SUCCESS_DISTANCE, self.SUCCESS_DISTANCE)
+        return 0.5 * approach(data, layout, target, self.target_start(layout)) + 0.5 * close_in
+
 
 class Lift(BlocksTask):
     name = "Lift"
@@ -176,6 +251,15 @@ class Lift(BlocksTask):
 
     def is_success(self, model, data, layout) -> bool:
         return bool(self.target_position(data, layout)[2] > self.LIFT_HEIGHT)
+
+    def stage_progress(self, model, data, layout) -> float:
+        """reach (0.3): the grip site towards the target block; grasp (0.2): both fingers touch it;
+        lift (0.5): its centre's height from resting towards ``LIFT_HEIGHT``."""
+        block = self.target_position(data, layout)
+        reach = approach(data, layout, block, self.target_start(layout))
+        grasped = gripper_holds(model, data, f"block{layout['target']}")
+        height = np.clip((block[2] - BLOCK_HALF) / (self.LIFT_HEIGHT - BLOCK_HALF), 0.0, 1.0)
+        return 0.3 * reach + 0.2 * grasped + 0.5 * height
 
 
 class Stack(BlocksTask):
@@ -201,6 +285,22 @@ class Stack(BlocksTask):
         resting_on = abs((top[2] - base[2]) - 2 * BLOCK_HALF) < 0.008
         return bool(aligned and resting_on and not gripper_touches(model, data, f"block{layout['target']}"))
 
+    def stage_progress(self, model, data, layout) -> float:
+        """Nested stages, the furthest one reached counts:
+        - top block centred above the base: 0.8, resting on it (still held) 0.9, released: success;
+        - else top block held (both fingers touch it): 0.3 + lift (0.15: its bottom towards ``LIFTED``
+          above the table) + carry (0.35: its xy distance to the base, from the start distance);
+        - else reach (0.2): the grip site towards the top block."""
+        top_name = f"block{layout['target']}"
+        top, base = body_position(data, top_name), body_position(data, f"block{layout['base']}")
+        if np.linalg.norm(top[:2] - base[:2]) < BLOCK_HALF and top[2] > base[2] + BLOCK_HALF:
+            return 0.8 + 0.1 * (abs((top[2] - base[2]) - 2 * BLOCK_HALF) < 0.008)
+        if gripper_holds(model, data, top_name):
+            start_gap = np.subtract(layout["positions"][layout["target"]], layout["positions"][layout["base"]])
+            carry = closeness(float(np.linalg.norm(top[:2] - base[:2])), float(np.linalg.norm(start_gap)))
+            return 0.3 + 0.15 * lifted(top) + 0.35 * carry
+        return 0.2 * approach(data, layout, top, self.target_start(layout))
+
 
 def _zone_xml(name: str, half: float) -> str:
     # Visual only (no collisions): a coloured square painted on the table.
@@ -223,6 +323,9 @@ class Push(Task):
     )
     ZONE_HALF = 0.045
     SUCCESS_DISTANCE = 0.04
+    MAX_HEIGHT = 0.04  # a pushed block stays on the table: its centre below this
+    PUSH_STANDOFF = BLOCK_HALF + 0.035  # the grip site's spot behind the block, away from the target
+    PUSH_HEIGHT = 0.03  # ... at this height (fingertips just above the table)
 
     def objects_xml(self) -> str:
         return block_xml("block0") + block_xml("block1") + _zone_xml("zone0", self.ZONE_HALF) + _zone_xml(
@@ -261,7 +364,25 @@ class Push(Task):
     def is_success(self, model, data, layout) -> bool:
         block = body_position(data, "block0")
         zone = np.asarray(layout["zone_positions"][0])
-        return bool(np.linalg.norm(block[:2] - zone) < self.SUCCESS_DISTANCE and block[2] < 0.04)
+        return bool(np.linalg.norm(block[:2] - zone) < self.SUCCESS_DISTANCE and block[2] < self.MAX_HEIGHT)
+
+    def push_spot(self, block_xy, zone_xy) -> np.ndarray:
+        """Where the grip site pushes from: behind the block on the line from the target square."""
+        direction = np.subtract(zone_xy, block_xy)
+        direction = direction / max(float(np.linalg.norm(direction)), 1e-6)
+        return np.array([*(np.asarray(block_xy) - direction * self.PUSH_STANDOFF), self.PUSH_HEIGHT])
+
+    def stage_progress(self, model, data, layout) -> float:
+        """reach (0.3): the grip site towards the push spot behind the target block;
+        push (0.7): the block's xy distance to the target square, from its start distance down to
+        ``SUCCESS_DISTANCE`` (only while the block is on the table: pushed, not carried)."""
+        block, zone = body_position(data, "block0"), np.asarray(layout["zone_positions"][0])
+        start = layout["block_positions"][0]
+        reach = approach(data, layout, self.push_spot(block[:2], zone), self.push_spot(start, zone))
+        start_gap = float(np.linalg.norm(np.subtract(start, zone))) - self.SUCCESS_DISTANCE
+        push = closeness(float(np.linalg.norm(block[:2] - zone)) - self.SUCCESS_DISTANCE, start_gap)
+        on_the_table = block[2] < self.MAX_HEIGHT
+        return 0.3 * reach + 0.7 * push * on_the_table
 
 
 def _tray_xml(name: str, inner_half: float, wall: float = 0.006, height: float = 0.025) -> str:
@@ -330,6 +451,20 @@ class PickPlace(Task):
         tray = np.asarray(layout["tray_positions"][0])
         inside = np.all(np.abs(block[:2] - tray) < self.TRAY_INNER_HALF)
         return bool(inside and block[2] < 0.045 and not gripper_touches(model, data, "block0"))
+
+    def stage_progress(self, model, data, layout) -> float:
+        """Nested stages, the furthest one reached counts:
+        - target block over the target tray's inside: touched 0.8, released 0.9 (success once it lies low);
+        - else block held (both fingers touch it): 0.3 + lift (0.15: its bottom towards ``LIFTED`` above
+          the table) + carry (0.35: its xy distance to the tray centre, from the start distance);
+        - else reach (0.2): the grip site towards the block."""
+        block, tray = body_position(data, "block0"), np.asarray(layout["tray_positions"][0])
+        if np.all(np.abs(block[:2] - tray) < self.TRAY_INNER_HALF):
+            return 0.8 + 0.1 * (not gripper_touches(model, data, "block0"))
+        if gripper_holds(model, data, "block0"):
+            start_gap = float(np.linalg.norm(np.subtract(layout["block_positions"][0], tray)))
+            return 0.3 + 0.15 * lifted(block) + 0.35 * closeness(float(np.linalg.norm(block[:2] - tray)), start_gap)
+        return 0.2 * approach(data, layout, block, on_table(layout["block_positions"][0]))
 
 
 CABINET_HALF_DEPTH = 0.08
@@ -418,15 +553,27 @@ class OpenDrawer(Task):
         opening = data.qpos[model.joint(f"drawer{layout['target']}_slide").qposadr[0]]
         return bool(opening > self.OPEN_DISTANCE)
 
+    def stage_progress(self, model, data, layout) -> float:
+        """reach (0.25): the grip site towards the target drawer's handle; grasp (0.1): both fingers
+        touch that drawer (its handle bar); open (0.65): its opening towards ``OPEN_DISTANCE``."""
+        target = layout["target"]
+        cabinet_x, cabinet_y = layout["cabinet_position"]
+        handle_start = [cabinet_x - CABINET_HALF_DEPTH - HANDLE_STANDOFF, cabinet_y + DRAWER_OFFSETS[target], HANDLE_Z]
+        reach = approach(data, layout, data.geom(f"drawer{target}_handle").xpos, handle_start)
+        grasped = gripper_holds(model, data, f"drawer{target}")
+        opening = data.qpos[model.joint(f"drawer{target}_slide").qposadr[0]]
+        return 0.25 * reach + 0.1 * grasped + 0.65 * float(np.clip(opening / self.OPEN_DISTANCE, 0.0, 1.0))
+
 
 BUTTON_TRAVEL = 0.012
+BUTTON_CAP_Z = 0.034  # height of a released button cap's centre
 
 
 def _button_xml(name: str) -> str:
     return f"""
     <body name="{name}" pos="0 0 0">
       <geom name="{name}_base" type="box" pos="0 0 0.012" size="0.04 0.04 0.012" rgba="0.25 0.25 0.25 1"/>
-      <body name="{name}_cap" pos="0 0 0.034">
+      <body name="{name}_cap" pos="0 0 {BUTTON_CAP_Z}">
         <joint name="{name}_press" type="slide" axis="0 0 -1" range="0 {BUTTON_TRAVEL}" stiffness="120"
                springref="-0.002" damping="2"/>
         <geom name="{name}_cap_geom" type="box" size="0.026 0.026 0.01" mass="0.02" rgba="1 1 1 1"
@@ -463,6 +610,15 @@ class PressButton(Task):
     def is_success(self, model, data, layout) -> bool:
         depth = data.qpos[model.joint(f"button{layout['target']}_press").qposadr[0]]
         return bool(depth > self.PRESSED_DEPTH)
+
+    def stage_progress(self, model, data, layout) -> float:
+        """reach (0.5): the grip site towards the target button's cap; press (0.5): the cap's depth
+        towards ``PRESSED_DEPTH``."""
+        target = layout["target"]
+        x, y = layout["positions"][target]
+        reach = approach(data, layout, body_position(data, f"button{target}_cap"), [x, y, BUTTON_CAP_Z])
+        depth = data.qpos[model.joint(f"button{target}_press").qposadr[0]]
+        return 0.5 * reach + 0.5 * float(np.clip(depth / self.PRESSED_DEPTH, 0.0, 1.0))
 
 
 TASKS: dict[str, type[Task]] = {

@@ -1,0 +1,130 @@
+"""Task progress: a dense label in [0, 1] that rises along expert demonstrations, is 1.0 exactly on
+success, and is about the instruction's target (distractors and random flailing score low)."""
+
+import numpy as np
+import pytest
+
+from sim_envs.arm import MAX_POS_DELTA
+from sim_envs.experts import make_expert
+from sim_envs.tabletop_env import TabletopEnv
+from sim_envs.tasks import PROGRESS_CAP, TASKS, body_position
+
+EVAL_STATES = (0, 17, 34)
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 of ``values``; tied values share their mean rank."""
+    ranks = np.empty(len(values))
+    ranks[np.argsort(values, kind="stable")] = np.arange(len(values))
+    _, group = np.unique(values, return_inverse=True)
+    return (np.bincount(group, weights=ranks) / np.bincount(group))[group]
+
+
+def spearman_with_time(values) -> float:
+    """Spearman rank correlation between ``values`` and their time index."""
+    ranks = average_ranks(np.asarray(values, dtype=np.float64))
+    if ranks.std() == 0:
+        return 0.0
+    return float(np.corrcoef(ranks, np.arange(len(ranks)))[0, 1])
+
+
+def test_spearman_helper():
+    assert spearman_with_time([0.0, 0.1, 0.1, 0.5, 1.0]) == pytest.approx(0.9746794)  # scipy.stats.spearmanr
+    assert spearman_with_time([3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+
+
+def run_expert(env: TabletopEnv, init_state_id: int) -> tuple[list[float], bool]:
+    """One expert episode; progress of every state (reset included) and whether it succeeded."""
+    _, info = env.reset(options={"init_state_id": init_state_id, "split": "eval"})
+    assert info["progress"] == env.progress()
+    expert = make_expert(env)
+    progress, success = [info["progress"]], False
+    for _ in range(env.max_episode_steps):
+        *_, terminated, truncated, info = env.step(expert.act())
+        assert info["progress"] == env.progress()
+        progress.append(info["progress"])
+        if terminated or truncated:
+            success = bool(info["success"])
+            break
+    return progress, success
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_progress_rises_along_expert_demonstrations(task):
+    env = TabletopEnv(task, image_size=32)
+    correlations = []
+    for init_state_id in EVAL_STATES:
+        progress, success = run_expert(env, init_state_id)
+        assert success, f"{task} expert failed on eval state {init_state_id}"
+        assert all(0.0 <= p <= 1.0 for p in progress)
+        assert progress[0] < 0.35, f"{task} starts at progress {progress[0]:.2f}"
+        assert progress[-1] == 1.0
+        assert max(progress[:-1]) <= PROGRESS_CAP, "only a successful state may score 1.0"
+        correlations.append(spearman_with_time(progress))
+    env.close()
+    assert np.mean(correlations) >= 0.8, f"{task}: Spearman(progress, t) = {np.round(correlations, 3)}"
+
+
+def servo_to(env: TabletopEnv, goal: np.ndarray, steps: int) -> list[float]:
+    """Move the open gripper straight towards ``goal``; progress after every step."""
+    progress = []
+    for _ in range(steps):
+        action = np.zeros(7, np.float32)
+        action[:3] = np.clip((goal - env.arm.ee_position()) / MAX_POS_DELTA, -1.0, 1.0)
+        action[6] = -1.0
+        *_, terminated, _, info = env.step(action)
+        progress.append(info["progress"])
+        if terminated:
+            break
+    return progress
+
+
+def test_reaching_a_distractor_is_not_progress():
+    env = TabletopEnv("Reach", image_size=32)
+    for init_state_id in (0, 1):
+        env.reset(options={"init_state_id": init_state_id, "split": "eval"})
+        blocks = range(len(env.layout["colors"]))
+        hover = {i: body_position(env.data, f"block{i}") + [0.0, 0.0, 0.03] for i in blocks}
+        for block, goal in hover.items():
+            env.reset(options={"init_state_id": init_state_id, "split": "eval"})
+            progress = servo_to(env, goal, steps=20)
+            if block == env.layout["target"]:
+                assert progress[-1] == 1.0 and env.is_success()
+            else:
+                assert max(progress) < 0.5, f"hovering over distractor {block}: progress {max(progress):.2f}"
+    env.close()
+
+
+def test_lifting_a_distractor_is_not_progress():
+    """The Lift expert's pick routine aimed at a distractor lifts it, yet progress stays in the reach stage."""
+    env = TabletopEnv("Lift", image_size=32)
+    env.reset(options={"init_state_id": 1, "split": "eval"})
+    expert = make_expert(env)
+    phases = expert.pick_phases("block1")
+    progress = []
+    for _ in range(40):
+        action, done = phases[min(expert.phase, len(phases) - 1)]()
+        expert.phase_steps += 1
+        if done and expert.phase < len(phases) - 1:
+            expert.phase, expert.phase_steps = expert.phase + 1, 0
+        progress.append(env.step(action)[-1]["progress"])
+    assert env.data.body("block1").xpos[2] > 0.08, "the distractor should have been lifted"
+    assert max(progress) < 0.35
+    env.close()
+
+
+def test_random_actions_make_little_progress():
+    rng = np.random.default_rng(0)
+    finals = []
+    for task in TASKS:
+        env = TabletopEnv(task, image_size=32)
+        for init_state_id in (0, 1):
+            env.reset(options={"init_state_id": init_state_id, "split": "eval"})
+            for _ in range(env.max_episode_steps):
+                *_, terminated, truncated, info = env.step(rng.uniform(-1.0, 1.0, 7).astype(np.float32))
+                assert 0.0 <= info["progress"] <= 1.0
+                if terminated or truncated:
+                    break
+            finals.append(info["progress"])
+        env.close()
+    assert np.mean(finals) < 0.4, dict(zip(np.repeat(list(TASKS), 2), np.round(finals, 2)))
