@@ -173,3 +173,26 @@ def test_alternative_estimators_update(estimator):
     assert stats["advantage_abs_mean"] > 0
     if estimator == "gae":
         assert stats["value_loss"] > 0 and value_head.linear.bias.abs().item() > 0  # the value head learned
+
+
+def test_trainer_with_the_critic_as_reward_source(tmp_path, tiny_checkpoint):
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
+    from vla_rl.reward.sources import RewardConfig
+
+    torch.manual_seed(0)
+    critic_path = save_critic(tmp_path / "critic", ProgressCritic(CriticConfig(image_size=32, hidden_size=32,
+                                                                               layers=1, heads=2)))
+    config = _train_config(tmp_path, tiny_checkpoint, iterations=1, eval_episodes_per_task=0,
+                           reward=RewardConfig(source="critic", critic_checkpoint=critic_path, done_bonus=1.0))
+    pool = make_pool(config.rollout, "tabletop", tiny_checkpoint, config.temperature, config.seed)
+    try:
+        trainer = Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False)
+        trainer.sync()
+        rollout = trainer.rollout()
+    finally:
+        pool.close()
+    batch = rollout.batch
+    # dense critic rewards on real steps (an untrained critic is never exactly zero), none on padding
+    assert np.all(batch.rewards[~batch.mask] == 0) and np.count_nonzero(batch.rewards[batch.mask]) > 0
+    assert batch.final_frames is not None and batch.final_frames.shape[1:] == (32, 32, 3)
+    assert trainer.seconds_reward > 0

@@ -8,6 +8,7 @@ Subcommands:
   train       GRPO (or RLOO / PPO) post-training of a checkpoint with Ray rollout workers
   eval        success rate of a checkpoint on the fixed evaluation init states (JSON, PNG, MP4)
   quickstart  the main job: few-demo SFT, eval, GRPO, eval, and a report (what `make demo` runs)
+  critic      the vision-language progress critic: collect labelled episodes, train, evaluate
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import os
 import signal
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from vla_rl.core.config import ConfigError, describe, load_config
 
@@ -113,6 +116,73 @@ def cmd_convert_demos(args: argparse.Namespace) -> int:
         print(f"{s['task']:<{width}} {s['demos']:>5} {s['samples']:>7} {s['layout']:>9} {s['image_size'][0]:>4} px  "
               f"{s['instruction']}")
     print(f"\nSFT input in {args.out}: vla-rl sft --set demo_dir={args.out} ...")
+    return 0
+
+
+def _behaviour_counts(text: str) -> dict[str, int]:
+    counts = {}
+    for part in text.split(","):
+        name, _, count = part.partition("=")
+        if not count.strip().isdigit():
+            raise ValueError(f"episode counts look like expert=30,random=10; got {text!r}")
+        counts[name.strip()] = int(count)
+    return counts
+
+
+def cmd_critic_collect(args: argparse.Namespace) -> int:
+    from sim_envs.progress_episodes import collect_progress_episodes, write_episodes
+    from sim_envs.tasks import TASKS
+
+    tasks = args.tasks or list(TASKS)
+    for split, counts in (("train", args.train_episodes), ("eval", args.eval_episodes)):
+        episodes = collect_progress_episodes(tasks, _behaviour_counts(counts), split, args.image_size,
+                                             workers=args.workers, seed=args.seed)
+        path = write_episodes(args.out / f"{split}.hdf5", episodes)
+        frames = sum(len(e.progress) for e in episodes)
+        success = {b: np.mean([e.succeeded for e in episodes if e.behaviour == b]) for b in _behaviour_counts(counts)}
+        print(f"{split}: {len(episodes)} episodes, {frames} frames -> {path}; success by behaviour: "
+              + ", ".join(f"{b} {rate:.0%}" for b, rate in success.items()))
+    return 0
+
+
+def _print_critic_report(report: dict) -> None:
+    print(f"\n{'episodes':<10} {'n':>4} {'success AUROC':>14} {'value Spearman':>15} {'mismatch lower':>15}")
+    for name, row in report.items():
+        print(f"{name:<10} {row['episodes']:>4} {row['success_auroc']:>14.3f} {row['value_spearman']:>15.3f} "
+              f"{row['mismatch_lower']:>15.1%}")
+
+
+def cmd_critic_train(args: argparse.Namespace) -> int:
+    from sim_envs.progress_episodes import read_episodes
+    from vla_rl.reward.critic_train import CriticTrainConfig, train_critic
+
+    if args.show_config:
+        print(describe(CriticTrainConfig))
+        return 0
+    config = load_config(CriticTrainConfig, args.config, list(args.set or []))
+    train = list(read_episodes(Path(config.data_dir) / "train.hdf5"))
+    held_out = Path(config.data_dir) / "eval.hdf5"
+    evaluation = list(read_episodes(held_out)) if held_out.is_file() else []
+    summary = train_critic(config, train, eval_episodes=evaluation)
+    print(f"trained {summary['steps']} steps in {summary['seconds'] / 60:.1f} min on {summary['train_episodes']} "
+          f"episodes ({summary['train_frames']} frames): loss {summary['loss']:.3f}")
+    print(f"critic: {summary['checkpoint']}")
+    if "eval" in summary:
+        _print_critic_report(summary["eval"])
+        print(f"\nheld-out evaluation: {Path(config.out_dir) / 'eval.json'}, {Path(config.out_dir) / 'value_curves.png'}")
+    return 0
+
+
+def cmd_critic_eval(args: argparse.Namespace) -> int:
+    from sim_envs.progress_episodes import read_episodes
+    from vla_rl.reward.critic import load_critic
+    from vla_rl.reward.critic_train import evaluate_critic
+
+    critic = load_critic(Path(args.critic))
+    out = Path(args.out) if args.out else Path(args.critic).parent / f"eval_{Path(args.data).stem}"
+    report = evaluate_critic(critic, list(read_episodes(Path(args.data))), out)
+    _print_critic_report(report)
+    print(f"\nresults: {out / 'eval.json'}, {out / 'value_curves.png'}")
     return 0
 
 
@@ -279,6 +349,31 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--videos", type=int, default=1, help="MP4 videos per task")
     evaluation.add_argument("--out", help="output directory (default: <checkpoint>/../eval_<name>)")
     evaluation.set_defaults(func=cmd_eval)
+
+    critic = sub.add_parser("critic", help="the vision-language progress critic (a reward source)")
+    critic_sub = critic.add_subparsers(dest="critic_command", required=True)
+    collect = critic_sub.add_parser("collect", help="tabletop episodes with simulator progress labels")
+    collect.add_argument("--out", type=Path, default=Path("runs/critic_data"), help="writes train.hdf5 and eval.hdf5")
+    collect.add_argument("--tasks", nargs="+", help="tabletop tasks (default: all)")
+    collect.add_argument("--train-episodes", default="expert=30,perturbed=30,random=15",
+                         help="episodes per task and behaviour on training init states")
+    collect.add_argument("--eval-episodes", default="expert=10,perturbed=10,random=5,sluggish=10",
+                         help="episodes per task and behaviour on held-out evaluation init states "
+                              "(sluggish: a behaviour the critic never trains on)")
+    collect.add_argument("--image-size", type=int, default=64)
+    collect.add_argument("--workers", type=int, default=-1, help="processes (-1 = one per core)")
+    collect.add_argument("--seed", type=int, default=0)
+    collect.set_defaults(func=cmd_critic_collect)
+    critic_train = critic_sub.add_parser("train", help="train the critic, then evaluate it on eval.hdf5")
+    critic_train.add_argument("--config", type=Path, help="YAML CriticTrainConfig (e.g. configs/critic.yaml)")
+    critic_train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
+    critic_train.add_argument("--show-config", action="store_true", help="print every config field and exit")
+    critic_train.set_defaults(func=cmd_critic_train)
+    critic_eval = critic_sub.add_parser("eval", help="success AUROC, value Spearman, mismatch test, value plots")
+    critic_eval.add_argument("--critic", required=True, help="critic checkpoint directory")
+    critic_eval.add_argument("--data", default="runs/critic_data/eval.hdf5", help="labelled episodes (HDF5)")
+    critic_eval.add_argument("--out", help="output directory (default: next to the checkpoint)")
+    critic_eval.set_defaults(func=cmd_critic_eval)
 
     quickstart = sub.add_parser("quickstart", help="few-demo SFT, eval, GRPO, eval, report (CPU, local Ray)")
     quickstart.add_argument("--config", type=Path, help="YAML QuickstartConfig (default: the embedded one)")

@@ -116,7 +116,9 @@ class TrajectoryBatch:
     action_tokens ``int64 [B, T, L]``; actions ``float32 [B, T, K, A]``; old_logprobs
     ``float32 [B, T, L]`` (per token, from the rollout policy); rewards ``float32 [B, T]``;
     success ``bool [B]`` (episode outcome); task_specs ``B`` TaskSpecs; policy_version: the
-    weight version that collected the batch (stale data is detectable).
+    weight version that collected the batch (stale data is detectable); final_frames ``uint8
+    [B, H, W, 3]`` (optional): the agent-view frame after each episode's last step, which a reward
+    critic needs to see the outcome.
     """
 
     images: dict[str, np.ndarray]
@@ -130,6 +132,7 @@ class TrajectoryBatch:
     success: np.ndarray
     task_specs: list[TaskSpec]
     policy_version: int = 0
+    final_frames: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         batch, steps = self.mask.shape
@@ -148,6 +151,10 @@ class TrajectoryBatch:
         for name, image in self.images.items():
             _check(image.shape[:2] == (batch, steps) and image.dtype == np.uint8,
                    f"image {name!r} must be uint8 [B, T, H, W, 3], got {image.dtype} {image.shape}")
+        if self.final_frames is not None:
+            _check(self.final_frames.shape[0] == batch and self.final_frames.ndim == 4
+                   and self.final_frames.dtype == np.uint8,
+                   f"final_frames must be uint8 [B, H, W, 3], got {self.final_frames.dtype} {self.final_frames.shape}")
 
     @property
     def lengths(self) -> np.ndarray:

@@ -80,6 +80,7 @@ def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: 
         success=success[:count].copy(),
         task_specs=list(specs),
         policy_version=policy_version,
+        final_frames=obs.images["agentview"][:count].copy(),  # ended slots keep their last frame
     )
     return batch, stats
 
@@ -120,4 +121,6 @@ def concat_batches(batches: Sequence[TrajectoryBatch]) -> TrajectoryBatch:
         success=np.concatenate([b.success for b in batches]),
         task_specs=[spec for b in batches for spec in b.task_specs],
         policy_version=versions.pop(),
+        final_frames=np.concatenate([b.final_frames for b in batches])
+        if all(b.final_frames is not None for b in batches) else None,
     )

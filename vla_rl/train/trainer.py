@@ -14,6 +14,7 @@ The driver gets its rollout pool (local or Ray) from the caller; it never import
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from vla_rl.algos.advantages import informative_groups
+from vla_rl.reward.sources import RewardConfig, make_reward_fn
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.types import TaskSpec, TrajectoryBatch
 from vla_rl.policy.checkpoint import latest_valid_checkpoint, load_checkpoint, point_latest, save_checkpoint
@@ -66,7 +68,7 @@ class TrainConfig:
     max_sampling_rounds: int = option(3, "rollout rounds per iteration at most, when filtering drops groups")
     train_states: int = option(10_000, "training init states are drawn from ids [0, train_states)")
     temperature: float = option(1.0, "sampling temperature of rollouts (log-probs use the same)")
-    reward: Literal["sim_success"] = option("sim_success", "reward source")
+    reward: RewardConfig = option(factory=RewardConfig, doc="reward source: sim success, the critic or both")
     algorithm: AlgorithmConfig = option(factory=AlgorithmConfig, doc="estimator, loss and optimiser")
     rollout: RolloutConfig = option(factory=RolloutConfig, doc="rollout workers")
     eval_every: int = option(10, "iterations between held-out evaluations (0 = only at the end)")
@@ -153,6 +155,8 @@ class Trainer:
             ref_model, _, _ = load_checkpoint(Path(config.init_checkpoint), device=model.device)
             self.reference = VLAPolicy(ref_model.eval().requires_grad_(False), action_tokenizer, config.temperature)
         self.sampler = TaskSampler(self.tasks, config.group_size, config.train_states, config.seed)
+        self.reward_fn = make_reward_fn(config.reward)
+        self.seconds_reward = 0.0
         self.generator = torch.Generator().manual_seed(config.seed)
         self.iteration = 0
         self.eval_history: list[dict] = []
@@ -173,6 +177,7 @@ class Trainer:
     def rollout(self) -> IterationBatch:
         """Sample groups until ``groups_per_iteration`` informative ones are kept (dynamic sampling)."""
         config = self.config
+        self.seconds_reward = 0.0
         workers = len(self.pool.node_ids)
         groups_per_worker = max(1, self.pool.slots_per_worker // config.group_size)
         kept: list[TrajectoryBatch] = []
@@ -193,6 +198,7 @@ class Trainer:
                 env_steps += stats.env_steps
                 seconds_policy += stats.seconds_policy
                 seconds_env += stats.seconds_env
+                batch = self.reward(batch)  # before dynamic sampling, which filters on the returns
                 returns = batch.rewards.sum(axis=1)
                 group_ids = next_group + np.arange(len(returns)) // config.group_size
                 next_group = int(group_ids.max()) + 1
@@ -216,10 +222,14 @@ class Trainer:
         return IterationBatch(batch, group_ids, successes / max(sampled, 1), sampled_groups,
                               len(np.unique(group_ids)), env_steps, seconds_policy, seconds_env, rounds)
 
-    def reward(self, rollout: IterationBatch) -> None:
-        """Sim success: the env already put reward 1 on the success step. (Other sources plug in here.)"""
-        if self.config.reward != "sim_success":
-            raise ValueError(f"unknown reward source {self.config.reward!r}")
+    def reward(self, batch: TrajectoryBatch) -> TrajectoryBatch:
+        """The configured reward source's rewards (``vla_rl.reward.sources``); timed as "reward"."""
+        if self.reward_fn is None:  # sim success: the env already put 1.0 on the success step
+            return batch
+        started = time.perf_counter()
+        batch = dataclasses.replace(batch, rewards=self.reward_fn(batch))
+        self.seconds_reward += time.perf_counter() - started
+        return batch
 
     def learn(self, rollout: IterationBatch) -> dict[str, float]:
         if rollout.batch is None:
@@ -269,8 +279,9 @@ class Trainer:
             timer = Timer()
             with timer.time("rollout"):
                 rollout = self.rollout()
-            with timer.time("reward"):
-                self.reward(rollout)
+            # rewards are scored inside the rollout stage (dynamic sampling needs them); report apart
+            timer.seconds["reward"] = self.seconds_reward
+            timer.seconds["rollout"] -= self.seconds_reward
             with timer.time("update"):
                 stats = self.learn(rollout)
             self.iteration += 1
@@ -351,4 +362,5 @@ def _select(batch: TrajectoryBatch, index: np.ndarray) -> TrajectoryBatch:
         old_logprobs=batch.old_logprobs[index, :steps], rewards=batch.rewards[index, :steps],
         mask=batch.mask[index, :steps], success=batch.success[index],
         task_specs=[batch.task_specs[i] for i in index], policy_version=batch.policy_version,
+        final_frames=batch.final_frames[index] if batch.final_frames is not None else None,
     )

@@ -1,0 +1,155 @@
+"""Episodes with simulator progress labels, the training and test data of the reward critic.
+
+Each episode keeps its agent-view frames, and for every frame the task's progress in [0, 1]
+(``Task.progress``: stage predicates and distances) and whether the success predicate holds.
+Behaviours:
+- ``expert``: the scripted expert; it succeeds and its progress rises to 1;
+- ``perturbed``: the expert with Gaussian noise (std 0.6) on its motion, which often stalls,
+  overshoots or fails;
+- ``random``: uniform random actions; the progress stays low;
+- ``sluggish``: the expert at half speed with noise 0.4 and its gripper command sometimes dropped.
+  The critic never trains on it; it is the "policy the critic never trained on" of the evaluation.
+Policy rollouts (e.g. an SFT checkpoint) are added by ``vla-rl critic collect --policy``, which
+wires a policy in the CLI.
+
+File layout (HDF5, written atomically)::
+
+    episode_<i>/frames     uint8 [T + 1, H, W, 3]   frame 0 is the reset observation
+    episode_<i>/progress   float32 [T + 1]
+    episode_<i>/success    bool [T + 1]
+    episode_<i>            attrs: task, instruction, behaviour, split, init_state_id
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+
+BEHAVIOURS = ("expert", "perturbed", "random", "sluggish")
+
+
+@dataclass
+class ProgressEpisode:
+    task: str
+    instruction: str
+    behaviour: str
+    split: str
+    init_state_id: int
+    frames: np.ndarray  # uint8 [T + 1, H, W, 3]
+    progress: np.ndarray  # float32 [T + 1]
+    success: np.ndarray  # bool [T + 1]
+
+    @property
+    def succeeded(self) -> bool:
+        return bool(self.success.any())
+
+
+def run_episode(env, task: str, behaviour: str, split: str, init_state_id: int, seed: int) -> ProgressEpisode:
+    """One episode of ``behaviour`` on a ``TabletopEnv`` from the given init state."""
+    from sim_envs.experts import make_expert
+
+    if behaviour not in BEHAVIOURS:
+        raise ValueError(f"unknown behaviour {behaviour!r}; valid: {', '.join(BEHAVIOURS)}")
+    rng = np.random.default_rng(seed)
+    obs, info = env.reset(options={"init_state_id": init_state_id, "split": split})
+    noise = {"perturbed": 0.6, "sluggish": 0.4}.get(behaviour, 0.0)
+    expert = make_expert(env, noise_std=noise, seed=seed) if behaviour != "random" else None
+    frames, progress, success = [obs["agentview_image"]], [info["progress"]], [False]
+    done = False
+    while not done:
+        if expert is None:
+            action = rng.uniform(-1, 1, 7).astype(np.float32)
+        else:
+            action = expert.act()
+            if behaviour == "sluggish":
+                action[:6] *= 0.5
+                if rng.random() < 0.3:
+                    action[6] = 0.0
+        obs, _, terminated, truncated, info = env.step(action)
+        frames.append(obs["agentview_image"])
+        progress.append(info["progress"])
+        success.append(info["success"])
+        done = terminated or truncated
+    return ProgressEpisode(task, env.instruction, behaviour, split, init_state_id, np.stack(frames),
+                           np.asarray(progress, np.float32), np.asarray(success, bool))
+
+
+def _work(args) -> list[ProgressEpisode]:
+    task, behaviour, split, ids, image_size, seed = args
+    from sim_envs.tabletop_env import TabletopEnv
+
+    env = TabletopEnv(task, image_size=image_size)
+    try:
+        return [run_episode(env, task, behaviour, split, i, seed + i) for i in ids]
+    finally:
+        env.close()
+
+
+def collect_progress_episodes(tasks: Sequence[str], behaviours: dict[str, int], split: str, image_size: int = 64,
+                              first_init_state: int = 0, workers: int = -1, seed: int = 0,
+                              show_progress: bool = True) -> list[ProgressEpisode]:
+    """``behaviours[b]`` episodes of each behaviour on each task, from init states ``first_init_state``
+    onwards of ``split``, in ``workers`` processes (-1 = one per core)."""
+    from tqdm import tqdm
+
+    jobs = []
+    for task in tasks:
+        for b_index, (behaviour, count) in enumerate(behaviours.items()):
+            ids = list(range(first_init_state, first_init_state + count))
+            for chunk in np.array_split(ids, max(1, (count + 9) // 10)):  # ~10 episodes per job
+                if len(chunk):
+                    jobs.append((task, behaviour, split, [int(i) for i in chunk], image_size,
+                                 seed + 100_003 * b_index))
+    workers = (os.cpu_count() or 1) if workers == -1 else workers
+    episodes: list[ProgressEpisode] = []
+    total = sum(len(job[3]) for job in jobs)
+    with tqdm(total=total, desc=f"{split} episodes", unit="ep", disable=not show_progress) as bar:
+        if workers <= 1:
+            for job in jobs:
+                episodes += _work(job)
+                bar.update(len(job[3]))
+        else:
+            with mp.get_context("spawn").Pool(workers) as pool:
+                for result in pool.imap(_work, jobs):
+                    episodes += result
+                    bar.update(len(result))
+    return episodes
+
+
+def write_episodes(path: Path, episodes: Sequence[ProgressEpisode]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        for i, episode in enumerate(episodes):
+            group = f.create_group(f"episode_{i}")
+            group.create_dataset("frames", data=episode.frames, compression="gzip", compression_opts=1)
+            group["progress"] = episode.progress
+            group["success"] = episode.success
+            group.attrs.update(task=episode.task, instruction=episode.instruction, behaviour=episode.behaviour,
+                               split=episode.split, init_state_id=episode.init_state_id)
+    os.replace(tmp, path)
+    return path
+
+
+def read_episodes(path: Path) -> Iterator[ProgressEpisode]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"episode file {path} does not exist (make it with `vla-rl critic collect`)")
+    with h5py.File(path, "r") as f:
+        for name in sorted(f, key=lambda n: int(n.split("_")[-1])):
+            group = f[name]
+            attrs = group.attrs
+            yield ProgressEpisode(str(attrs["task"]), str(attrs["instruction"]), str(attrs["behaviour"]),
+                                  str(attrs["split"]), int(attrs["init_state_id"]), group["frames"][()],
+                                  group["progress"][()], group["success"][()].astype(bool))
+
+
+__all__ = ["BEHAVIOURS", "ProgressEpisode", "run_episode", "collect_progress_episodes", "write_episodes",
+           "read_episodes"]

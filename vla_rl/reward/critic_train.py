@@ -1,0 +1,307 @@
+"""Training and evaluation of the progress critic on episodes with simulator progress labels.
+
+Training pairs ``(frame_a, frame_b, instruction) -> (progress_b - progress_a, success_b)`` are drawn on
+the fly from the training episodes:
+- half of them anchored at frame 0 (how ``ProgressCritic.score`` uses the critic), the rest from any
+  two frames in either order, so time-reversed pairs (negative deltas) and stalls (equal or static
+  frames, delta 0) occur naturally;
+- ``done_fraction`` of the pairs end on a success frame, since success is rare among frames;
+- ``mismatch_fraction`` get another episode's instruction (half from the same task, e.g. another
+  block colour) with the labels "no progress, not done".
+
+Evaluation (held-out init states, and a behaviour the critic never trained on) reports:
+- ``success_auroc``: frame-level success detection from ``done_prob``;
+- ``value_spearman``: rank correlation of the value curve with time on successful episodes;
+- ``mismatch_lower``: the fraction of episodes whose final value with a mismatched instruction is
+  lower than with the right one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from vla_rl.core.config import option
+from vla_rl.core.types import EpisodeFrames
+from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
+
+
+class LabelledEpisode(Protocol):
+    """What the critic trains on (``sim_envs.progress_episodes.ProgressEpisode`` has it)."""
+
+    task: str
+    instruction: str
+    behaviour: str
+    frames: np.ndarray  # uint8 [T + 1, H, W, 3]
+    progress: np.ndarray  # float32 [T + 1]
+    success: np.ndarray  # bool [T + 1]
+
+
+@dataclass(frozen=True)
+class CriticTrainConfig:
+    critic: CriticConfig = option(factory=CriticConfig, doc="the critic model")
+    data_dir: Path = option(Path("runs/critic_data"), "train.hdf5 and eval.hdf5 from `vla-rl critic collect`")
+    out_dir: Path = option(Path("runs/critic"), "checkpoints, metrics.jsonl, eval.json and plots")
+    steps: int = option(2000, "optimiser steps")
+    time_limit_minutes: float = option(0.0, "stop early after this wall-clock time (0 = no limit)")
+    batch_size: int = option(64, "pairs per step")
+    lr: float = option(3e-4, "peak learning rate (linear warm-up, cosine decay)")
+    warmup_steps: int = option(100, "linear warm-up steps")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    anchor_fraction: float = option(0.5, "pairs whose first frame is the episode's frame 0")
+    done_fraction: float = option(0.2, "pairs that end on a success frame")
+    mismatch_fraction: float = option(0.2, "pairs with another episode's instruction (labels: no progress, not done)")
+    done_weight: float = option(1.0, "weight of the done loss against the progress loss")
+    checkpoint_every: int = option(500, "steps between checkpoints")
+    seed: int = option(0, "seed of initialisation and pair sampling")
+
+    def __post_init__(self) -> None:
+        for name in ("anchor_fraction", "done_fraction", "mismatch_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be >= 1")
+
+
+class PairSampler:
+    """Draws labelled training pairs from episodes (see the module docstring)."""
+
+    def __init__(self, episodes: Sequence[LabelledEpisode], config: CriticTrainConfig, seed: int):
+        if not episodes:
+            raise ValueError("no training episodes")
+        self.episodes, self.config = list(episodes), config
+        self.rng = np.random.default_rng(seed)
+        self.successful = [i for i, e in enumerate(self.episodes) if e.success.any()]
+        self.instructions = sorted({e.instruction for e in self.episodes})
+        self.by_task: dict[str, list[str]] = {}
+        for e in self.episodes:
+            self.by_task.setdefault(e.task, [])
+            if e.instruction not in self.by_task[e.task]:
+                self.by_task[e.task].append(e.instruction)
+
+    def mismatched(self, episode: LabelledEpisode) -> str | None:
+        same_task = [t for t in self.by_task[episode.task] if t != episode.instruction]
+        pool = same_task if same_task and self.rng.random() < 0.5 else \
+            [t for t in self.instructions if t != episode.instruction]
+        return str(self.rng.choice(pool)) if pool else None
+
+    def sample(self, batch_size: int):
+        cfg, rng = self.config, self.rng
+        frames_a, frames_b, texts, deltas, dones = [], [], [], [], []
+        for _ in range(batch_size):
+            if self.successful and rng.random() < cfg.done_fraction:
+                episode = self.episodes[int(rng.choice(self.successful))]
+                b = int(rng.choice(np.nonzero(episode.success)[0]))
+                a = 0 if rng.random() < cfg.anchor_fraction else int(rng.integers(0, b + 1))
+            else:
+                episode = self.episodes[int(rng.integers(len(self.episodes)))]
+                length = len(episode.progress)
+                a = 0 if rng.random() < cfg.anchor_fraction else int(rng.integers(length))
+                b = int(rng.integers(length))
+            delta, done = float(episode.progress[b] - episode.progress[a]), float(episode.success[b])
+            text = episode.instruction
+            if rng.random() < cfg.mismatch_fraction:
+                other = self.mismatched(episode)
+                if other is not None:
+                    text, delta, done = other, 0.0, 0.0
+            frames_a.append(episode.frames[a])
+            frames_b.append(episode.frames[b])
+            texts.append(text)
+            deltas.append(delta)
+            dones.append(done)
+        return (torch.from_numpy(np.stack(frames_a)), torch.from_numpy(np.stack(frames_b)), texts,
+                torch.tensor(deltas), torch.tensor(dones))
+
+
+def lr_at(step: int, config: CriticTrainConfig) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode], show_progress: bool = True,
+                 eval_episodes: Sequence[LabelledEpisode] = ()) -> dict[str, Any]:
+    """Train a fresh critic; checkpoints in ``out_dir/step_XXXXXX`` and ``out_dir/final``."""
+    from tqdm import tqdm
+
+    torch.manual_seed(config.seed)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    critic = ProgressCritic(config.critic).train()
+    params = [p for p in critic.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    sampler = PairSampler(episodes, config, config.seed)
+    started = time.perf_counter()
+    meta = {"train_episodes": len(episodes), "train_frames": int(sum(len(e.progress) for e in episodes)),
+            "tasks": sorted({e.task for e in episodes}), "behaviours": sorted({e.behaviour for e in episodes}),
+            "train_config": json.loads(json.dumps(asdict(config), default=str))}
+    step, loss_avg = 0, {}
+    with open(out_dir / "metrics.jsonl", "w") as log, \
+            tqdm(total=config.steps, desc="critic", unit="step", disable=not show_progress) as bar:
+        for step in range(1, config.steps + 1):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step - 1, config)
+            frames_a, frames_b, texts, deltas, dones = sampler.sample(config.batch_size)
+            delta, logit = critic(frames_a, frames_b, texts)
+            progress_loss = torch.nn.functional.smooth_l1_loss(delta, deltas, beta=0.1)
+            done_loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, dones)
+            loss = progress_loss + config.done_weight * done_loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite critic loss at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            values = {"loss": loss.item(), "progress_loss": progress_loss.item(), "done_loss": done_loss.item()}
+            loss_avg = {k: 0.95 * loss_avg.get(k, v) + 0.05 * v for k, v in values.items()}
+            log.write(json.dumps({"step": step, **values, "lr": lr_at(step - 1, config)}) + "\n")
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_avg['loss']:.3f}", done=f"{loss_avg['done_loss']:.3f}")
+            if step % config.checkpoint_every == 0:
+                save_critic(out_dir / f"step_{step:06d}", critic.eval(), {**meta, "step": step})
+                critic.train()
+            if config.time_limit_minutes and time.perf_counter() - started > 60 * config.time_limit_minutes:
+                break
+    seconds = time.perf_counter() - started
+    final = save_critic(out_dir / "final", critic.eval(), {**meta, "step": step, "seconds": seconds})
+    summary = {"checkpoint": str(final), "steps": step, "seconds": seconds, **{k: v for k, v in loss_avg.items()},
+               **{k: meta[k] for k in ("train_episodes", "train_frames")}}
+    if eval_episodes:
+        summary["eval"] = evaluate_critic(critic, eval_episodes, out_dir, seed=config.seed)
+    return summary
+
+
+# ---- evaluation ------------------------------------------------------------------------------
+def ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties given their mean rank."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="mergesort")
+    ranked = np.empty(len(values))
+    ranked[order] = np.arange(1, len(values) + 1)
+    for value in np.unique(values):
+        tied = values == value
+        ranked[tied] = ranked[tied].mean()
+    return ranked
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return 0.0
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with ties counted half)."""
+    labels = np.asarray(labels, bool)
+    positives, negatives = labels.sum(), (~labels).sum()
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    r = ranks(scores)
+    return float((r[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def score_episodes(critic: ProgressCritic, episodes: Sequence[LabelledEpisode],
+                   instructions: Sequence[str] | None = None, chunk: int = 16):
+    """(value curves, done probabilities), one array per episode, with the given instructions."""
+    values, dones = [], []
+    for start in range(0, len(episodes), chunk):
+        group = episodes[start:start + chunk]
+        texts = list(instructions[start:start + chunk]) if instructions is not None else [e.instruction for e in group]
+        steps = max(len(e.progress) for e in group)
+        frames = np.zeros((len(group), steps, *group[0].frames.shape[1:]), np.uint8)
+        mask = np.zeros((len(group), steps), bool)
+        for i, e in enumerate(group):
+            frames[i, : len(e.progress)] = e.frames
+            mask[i, : len(e.progress)] = True
+        out = critic.score(EpisodeFrames(frames=frames, instructions=texts, mask=mask))
+        for i, e in enumerate(group):
+            n = len(e.progress)
+            values.append(np.cumsum(out.progress[i, :n]))
+            dones.append(out.done_prob[i, :n])
+    return values, dones
+
+
+def evaluate_critic(critic: ProgressCritic, episodes: Sequence[LabelledEpisode], out_dir: Path | None = None,
+                    seed: int = 0) -> dict[str, Any]:
+    """The three quality figures, overall and per behaviour; plots of value curves into ``out_dir``."""
+    critic.eval()
+    episodes = list(episodes)
+    values, dones = score_episodes(critic, episodes)
+    rng = np.random.default_rng(seed)
+    sampler = PairSampler(episodes, CriticTrainConfig(), seed)
+    sampler.rng = rng
+    mismatched = [sampler.mismatched(e) or e.instruction for e in episodes]
+    wrong_values, _ = score_episodes(critic, episodes, mismatched)
+
+    def figures(selected: list[int]) -> dict[str, Any]:
+        successful = [i for i in selected if episodes[i].success.any()]
+        labels = np.concatenate([episodes[i].success for i in selected])
+        scores = np.concatenate([dones[i] for i in selected])
+        correlations = [spearman(values[i], np.arange(len(values[i]))) for i in successful]
+        true_correlations = [spearman(values[i], episodes[i].progress) for i in selected
+                             if episodes[i].progress.std() > 0]
+        lower = [wrong_values[i][-1] < values[i][-1] for i in successful]
+        return {"episodes": len(selected), "successful_episodes": len(successful),
+                "success_auroc": auroc(scores, labels),
+                "value_spearman": float(np.mean(correlations)) if correlations else float("nan"),
+                "value_vs_true_progress_spearman": float(np.mean(true_correlations)) if true_correlations else float("nan"),
+                "mismatch_lower": float(np.mean(lower)) if lower else float("nan")}
+
+    report = {"all": figures(list(range(len(episodes))))}
+    for behaviour in sorted({e.behaviour for e in episodes}):
+        report[behaviour] = figures([i for i, e in enumerate(episodes) if e.behaviour == behaviour])
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        plot_value_curves(episodes, values, dones, wrong_values, out_dir / "value_curves.png")
+        (out_dir / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def plot_value_curves(episodes, values, dones, wrong_values, path: Path, count: int = 8) -> Path:
+    """Predicted value and done probability against the simulator's progress, for a few episodes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    picks, seen = [], set()
+    for i, e in enumerate(episodes):  # one episode per (task, behaviour) first, then the rest
+        if (e.task, e.behaviour) not in seen:
+            picks.append(i)
+            seen.add((e.task, e.behaviour))
+    picks = picks[:count]
+    columns = 4
+    rows = math.ceil(len(picks) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.8 * rows), squeeze=False)
+    for ax, i in zip(axes.flat, picks):
+        e = episodes[i]
+        ax.plot(e.progress, "k-", label="sim progress")
+        ax.plot(values[i], "b-", label="critic value")
+        ax.plot(wrong_values[i], "r:", label="value, wrong instruction")
+        ax.plot(dones[i], "g--", label="done prob")
+        success = np.nonzero(e.success)[0]
+        if len(success):
+            ax.axvline(success[0], color="g", alpha=0.3)
+        ax.set_title(f"{e.task} / {e.behaviour}", fontsize=9)
+        ax.set_ylim(-0.6, 1.1)
+    for ax in list(axes.flat)[len(picks):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+__all__ = ["CriticTrainConfig", "PairSampler", "train_critic", "evaluate_critic", "score_episodes", "auroc",
+           "spearman"]
