@@ -107,19 +107,43 @@ def collect_progress_episodes(tasks: Sequence[str], behaviours: dict[str, int], 
                     jobs.append((task, behaviour, split, [int(i) for i in chunk], image_size,
                                  seed + 100_003 * b_index))
     workers = (os.cpu_count() or 1) if workers == -1 else workers
-    episodes: list[ProgressEpisode] = []
+    results: dict[int, list[ProgressEpisode]] = {}
     total = sum(len(job[3]) for job in jobs)
     with tqdm(total=total, desc=f"{split} episodes", unit="ep", disable=not show_progress) as bar:
         if workers <= 1:
-            for job in jobs:
-                episodes += _work(job)
+            for index, job in enumerate(jobs):
+                results[index] = _work(job)
                 bar.update(len(job[3]))
         else:
-            with mp.get_context("spawn").Pool(workers) as pool:
-                for result in pool.imap(_work, jobs):
-                    episodes += result
-                    bar.update(len(result))
-    return episodes
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                todo = [i for i in range(len(jobs)) if i not in results]
+                if not todo:
+                    break
+                lost = _run_jobs(jobs, todo, workers, results, bar)
+                if lost and attempt == MAX_ATTEMPTS:
+                    raise RuntimeError(f"episode collection: worker processes died {MAX_ATTEMPTS} times "
+                                       f"({lost}); {len(results)}/{len(jobs)} jobs done")
+    return [episode for index in sorted(results) for episode in results[index]]
+
+
+MAX_ATTEMPTS = 3
+
+
+def _run_jobs(jobs, todo, workers, results, bar) -> str:
+    """Run ``jobs[todo]`` in a process pool; a worker that dies (e.g. a crash in a native library)
+    breaks the pool, and the jobs it took down are returned to the caller for another attempt."""
+    from concurrent import futures
+
+    lost = ""
+    with futures.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        running = {pool.submit(_work, jobs[i]): i for i in todo}
+        for future in futures.as_completed(running):
+            try:
+                results[running[future]] = future.result()
+                bar.update(len(jobs[running[future]][3]))
+            except futures.process.BrokenProcessPool as error:
+                lost = f"{type(error).__name__}: {error}"
+    return lost
 
 
 def write_episodes(path: Path, episodes: Sequence[ProgressEpisode]) -> Path:

@@ -1,0 +1,56 @@
+"""Frames scored per second by the progress critic: batched episode scoring (``ProgressCritic.score``:
+all frames of a batch of episodes, anchored at frame 0, in batches of ``--batch`` pairs) against
+scoring one (frame_0, frame_t) pair at a time, same model (random weights), same frames, same run.
+
+    python benchmarks/bench_critic.py [--episodes 8] [--steps 40] [--batch 256] [--image-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from common import emit  # noqa: E402
+
+from vla_rl.core.types import EpisodeFrames  # noqa: E402
+from vla_rl.reward.critic import CriticConfig, ProgressCritic  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--episodes", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--single-pairs", type=int, default=60, help="pairs timed one at a time")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    critic = ProgressCritic(CriticConfig(image_size=args.image_size)).eval()
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (args.episodes, args.steps, args.image_size, args.image_size, 3), dtype=np.uint8)
+    instructions = [f"pick up the {c} block" for c in ["red", "green", "blue", "yellow"]] * args.episodes
+    episodes = EpisodeFrames(frames, instructions[: args.episodes], np.ones((args.episodes, args.steps), bool))
+    critic.score(EpisodeFrames(frames[:1, :4], instructions[:1], np.ones((1, 4), bool)))  # warm-up
+    start = time.perf_counter()
+    critic.score(episodes, batch_size=args.batch)
+    batched = args.episodes * args.steps / (time.perf_counter() - start)
+    tensors = torch.from_numpy(frames)
+    with torch.no_grad():
+        start = time.perf_counter()
+        for i in range(args.single_pairs):
+            e, t = i % args.episodes, i % args.steps
+            critic(tensors[e, :1], tensors[e, t:t + 1], [instructions[e]])
+        single = args.single_pairs / (time.perf_counter() - start)
+    emit("critic_frames_per_s_batched", batched, "frames/s", "critic_frames_per_s_one_pair_at_a_time", single,
+         episodes=args.episodes, steps=args.steps, batch=args.batch, image_size=args.image_size,
+         torch_threads=torch.get_num_threads())
+
+
+if __name__ == "__main__":
+    main()
