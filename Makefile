@@ -48,8 +48,9 @@ $(STAMP): pyproject.toml constraints.txt | system-packages
 demo: setup
 	$(BIN)/vla-rl quickstart --config configs/quickstart.yaml
 
+# -m "": every test, including the LIBERO and robosuite ones a plain `pytest` skips (pyproject.toml)
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m ""
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
