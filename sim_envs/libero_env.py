@@ -46,6 +46,7 @@ import gymnasium as gym
 import numpy as np
 
 from sim_envs.robosuite_env import make_render_context_current
+from sim_envs.suites import PROPRIO_BOUND, checked_action, contract_spaces, split_and_id
 
 # Official step limits (LIBERO / OpenVLA evaluation); the no-op steps after reset are extra.
 LIBERO_SUITES: dict[str, dict[str, int]] = {
@@ -58,9 +59,6 @@ LIBERO_SUITES: dict[str, dict[str, int]] = {
 NUM_NOOP_STEPS = 10
 NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], np.float32)  # no motion, gripper open
 CONTROL_HZ = 20
-PROPRIO_DIM = 8
-PROPRIO_BOUND = 4.0
-ACTION_DIM = 7
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
 CAMERAS = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
 
@@ -235,22 +233,12 @@ class LiberoEnv(gym.Env):
         )
         self.elapsed_steps = 0
         self._last_raw: dict[str, np.ndarray] = {}
-        image = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
-        spaces = {"agentview_image": image,
-                  "proprio": gym.spaces.Box(-PROPRIO_BOUND, PROPRIO_BOUND, (PROPRIO_DIM,), np.float32)}
-        if wrist_camera:
-            spaces["wrist_image"] = image
-        self.observation_space = gym.spaces.Dict(spaces)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        self.observation_space, self.action_space = contract_spaces(image_size, wrist_camera)
 
     # ---- gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        options = dict(options or {})
-        split = options.pop("split", "train")
-        init_state_id = options.pop("init_state_id", None)
-        if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; valid: init_state_id, split")
+        split, init_state_id = split_and_id(options)
         if split not in ("train", "eval"):
             raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
         if init_state_id is None:
@@ -282,11 +270,7 @@ class LiberoEnv(gym.Env):
         return self._observation(raw), info
 
     def step(self, action):
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != (ACTION_DIM,):
-            raise ValueError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action contains NaN or inf: {action}")
+        action = checked_action(action)
         make_render_context_current(self._env.env)
         raw, _, _, _ = self._env.step(np.clip(action, -1.0, 1.0).tolist())
         self.elapsed_steps += 1

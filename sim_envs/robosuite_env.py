@@ -67,11 +67,9 @@ import gymnasium as gym
 import numpy as np
 
 from sim_envs.arm import orientation_error
+from sim_envs.suites import PROPRIO_BOUND, checked_action, contract_spaces, split_and_id
 
 CONTROL_HZ = 20
-PROPRIO_DIM = 8
-PROPRIO_BOUND = 4.0  # metres and radians: EE positions stay within ~1.5 m of the origin, angles within pi
-ACTION_DIM = 7
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
 NUM_EVAL_STATES = 50
 EVAL_STREAM = 31_415_001
@@ -244,22 +242,12 @@ class RobosuiteEnv(gym.Env):
             seed=MODEL_SEED,
         )
 
-        image = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
-        spaces = {"agentview_image": image,
-                  "proprio": gym.spaces.Box(-PROPRIO_BOUND, PROPRIO_BOUND, (PROPRIO_DIM,), np.float32)}
-        if wrist_camera:
-            spaces["wrist_image"] = image
-        self.observation_space = gym.spaces.Dict(spaces)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        self.observation_space, self.action_space = contract_spaces(image_size, wrist_camera)
 
     # ---- gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        options = dict(options or {})
-        split = options.pop("split", "train")
-        init_state_id = options.pop("init_state_id", None)
-        if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; valid: init_state_id, split")
+        split, init_state_id = split_and_id(options)
         if init_state_id is None:
             high = NUM_EVAL_STATES if split == "eval" else 2**31 - 1
             init_state_id = int(self.np_random.integers(0, high))
@@ -275,11 +263,7 @@ class RobosuiteEnv(gym.Env):
         return self._observation(raw), info
 
     def step(self, action):
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != (ACTION_DIM,):
-            raise ValueError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action contains NaN or inf: {action}")
+        action = checked_action(action)
         self._make_gl_current()
         raw, _, _, _ = self._require_env().step(np.clip(action, -1.0, 1.0))
         self.elapsed_steps += 1

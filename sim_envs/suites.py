@@ -19,6 +19,41 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gymnasium as gym
+import numpy as np
+
+PROPRIO_DIM = 8  # EE position (3), EE orientation as axis-angle (3), two finger positions (2)
+PROPRIO_BOUND = 4.0  # metres and radians: real values stay well inside
+ACTION_DIM = 7  # EE delta position (3), EE delta rotation (3), gripper (-1 open, +1 close)
+
+
+def contract_spaces(image_size: int, wrist_camera: bool) -> tuple[gym.spaces.Dict, gym.spaces.Box]:
+    """The observation and action spaces every suite's env declares."""
+    image = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+    spaces = {"agentview_image": image,
+              "proprio": gym.spaces.Box(-PROPRIO_BOUND, PROPRIO_BOUND, (PROPRIO_DIM,), np.float32)}
+    if wrist_camera:
+        spaces["wrist_image"] = image
+    return gym.spaces.Dict(spaces), gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+
+def checked_action(action) -> np.ndarray:
+    """``action`` as float64 ``[7]``, or a ValueError for a wrong shape or a NaN/inf entry."""
+    action = np.asarray(action, dtype=np.float64)
+    if action.shape != (ACTION_DIM,):
+        raise ValueError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
+    if not np.all(np.isfinite(action)):
+        raise ValueError(f"action contains NaN or inf: {action}")
+    return action
+
+
+def split_and_id(options: dict[str, Any] | None) -> tuple[str, int | None]:
+    """``(split, init_state_id)`` from reset options; any other key is a ValueError."""
+    options = dict(options or {})
+    split = options.pop("split", "train")
+    init_state_id = options.pop("init_state_id", None)
+    if options:
+        raise ValueError(f"unknown reset options {sorted(options)}; valid: init_state_id, split")
+    return split, init_state_id
 
 
 @dataclass(frozen=True)
@@ -79,4 +114,5 @@ def _register_builtin() -> None:
         register_suite(libero_suite, lambda name=libero_suite: libero_env.libero_suite(name))
 
 
-__all__ = ["Suite", "register_suite", "suite_names", "get_suite"]
+__all__ = ["Suite", "register_suite", "suite_names", "get_suite", "contract_spaces", "checked_action",
+           "split_and_id", "PROPRIO_DIM", "PROPRIO_BOUND", "ACTION_DIM"]

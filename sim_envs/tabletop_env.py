@@ -29,15 +29,13 @@ import numpy as np
 from sim_envs.arm import DOWN_QUAT, ArmController
 from sim_envs.init_states import get_layout
 from sim_envs.scene import CameraSetup, build_scene_xml
+from sim_envs.suites import checked_action, contract_spaces
 from sim_envs.tasks import Layout, get_task
 
 CONTROL_HZ = 10
 PHYSICS_DT = 0.002
 SUBSTEPS = int(round(1.0 / (CONTROL_HZ * PHYSICS_DT)))
 SETTLE_SUBSTEPS = 25
-PROPRIO_DIM = 8
-PROPRIO_BOUND = 4.0  # metres and radians: positions stay within 1 m, angles within pi
-ACTION_DIM = 7
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
 
 
@@ -74,12 +72,7 @@ class TabletopEnv(gym.Env):
         self.instruction = ""
         self.elapsed_steps = 0
 
-        image = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
-        spaces = {"agentview_image": image, "proprio": gym.spaces.Box(-PROPRIO_BOUND, PROPRIO_BOUND, (PROPRIO_DIM,), np.float32)}
-        if wrist_camera:
-            spaces["wrist_image"] = image
-        self.observation_space = gym.spaces.Dict(spaces)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        self.observation_space, self.action_space = contract_spaces(image_size, wrist_camera)
 
     # ---- gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -102,12 +95,7 @@ class TabletopEnv(gym.Env):
         return self._observation(), info
 
     def step(self, action):
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != (ACTION_DIM,):
-            raise ValueError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action contains NaN or inf: {action}")
-        self.arm.set_action(action)
+        self.arm.set_action(checked_action(action))
         mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
         self.elapsed_steps += 1
         success = self.is_success()

@@ -27,8 +27,7 @@ import numpy as np
 from vla_rl.core.config import option
 from vla_rl.core.types import EnvSpec, ObsBatch, StepResult, TaskSpec
 
-from sim_envs.suites import get_suite
-from sim_envs.tabletop_env import ACTION_DIM, PROPRIO_DIM
+from sim_envs.suites import ACTION_DIM, PROPRIO_DIM, get_suite
 
 
 class EnvWorkerError(RuntimeError):
