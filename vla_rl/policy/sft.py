@@ -114,7 +114,9 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> 
     return out.to(torch.uint8)
 
 
-def lr_at(step: int, config: SFTConfig) -> float:
+def lr_at(step: int, config) -> float:
+    """Linear warm-up to ``config.lr`` over ``config.warmup_steps``, then cosine decay to 0 at
+    ``config.steps`` (any config with these three fields: SFT, the reward critic)."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)

@@ -30,6 +30,7 @@ import torch
 
 from vla_rl.core.config import option
 from vla_rl.core.types import EpisodeFrames
+from vla_rl.policy.sft import lr_at  # the same warm-up + cosine schedule as SFT
 from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
 
 
@@ -118,13 +119,6 @@ class PairSampler:
             dones.append(done)
         return (torch.from_numpy(np.stack(frames_a)), torch.from_numpy(np.stack(frames_b)), texts,
                 torch.tensor(deltas), torch.tensor(dones))
-
-
-def lr_at(step: int, config: CriticTrainConfig) -> float:
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode], show_progress: bool = True,
