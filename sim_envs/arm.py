@@ -62,6 +62,69 @@ def orientation_error(goal_quat: np.ndarray, quat: np.ndarray) -> np.ndarray:
     return quat_to_axis_angle(quat_mul(goal_quat, inv))
 
 
+def site_quat(data: mujoco.MjData, site_id: int) -> np.ndarray:
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, data.site_xmat[site_id])
+    return quat
+
+
+def damped_least_squares_ik(model: mujoco.MjModel, scratch: mujoco.MjData, site_id: int, qpos_adr: np.ndarray,
+                            dof_adr: np.ndarray, limits: tuple[np.ndarray, np.ndarray], goal_pos: np.ndarray,
+                            goal_quat: np.ndarray, q_init: np.ndarray, iterations: int = IK_ITERATIONS) -> np.ndarray:
+    """Joint angles (at ``qpos_adr``) near ``q_init`` that put ``site_id`` at the goal pose.
+
+    Gauss-Newton steps with damping ``IK_DAMPING`` on the 6-D pose error, clipped to ``limits``.
+    ``scratch`` holds the other joints' positions and is overwritten (the simulated state is not)."""
+    q = np.array(q_init, dtype=np.float64)
+    jacp, jacr = np.zeros((3, model.nv)), np.zeros((3, model.nv))
+    for _ in range(iterations):
+        scratch.qpos[qpos_adr] = q
+        mujoco.mj_kinematics(model, scratch)
+        mujoco.mj_comPos(model, scratch)
+        error = np.concatenate([goal_pos - scratch.site_xpos[site_id],
+                                orientation_error(goal_quat, site_quat(scratch, site_id))])
+        if np.linalg.norm(error) < 1e-4:
+            break
+        mujoco.mj_jacSite(model, scratch, jacp, jacr, site_id)
+        jac = np.vstack([jacp[:, dof_adr], jacr[:, dof_adr]])
+        q = q + jac.T @ np.linalg.solve(jac @ jac.T + (IK_DAMPING**2) * np.eye(6), error)
+        q = np.clip(q, *limits)
+    return q
+
+
+class MjcfKinematics:
+    """End-effector deltas -> joint targets for any arm with an MJCF (joint-space deployments).
+
+    ``solve_delta(q, translation, rotation)``: the joint angles that move ``site`` by ``translation``
+    (m) and rotate it by the axis-angle ``rotation`` (rad), both in the model's world frame, starting
+    from joint angles ``q`` (in ``joints`` order)."""
+
+    def __init__(self, xml: str, joints: tuple[str, ...], site: str, iterations: int = 8):
+        self.model = mujoco.MjModel.from_xml_string(xml) if xml.lstrip().startswith("<") else \
+            mujoco.MjModel.from_xml_path(xml)
+        self.data = mujoco.MjData(self.model)
+        try:
+            self.site_id = self.model.site(site).id
+            ids = [self.model.joint(name).id for name in joints]
+        except KeyError as error:
+            raise KeyError(f"the MJCF lacks the site {site!r} or one of the joints {joints}: {error}") from error
+        self.qpos_adr = self.model.jnt_qposadr[ids]
+        self.dof_adr = self.model.jnt_dofadr[ids]
+        self.limits = (self.model.jnt_range[ids, 0], self.model.jnt_range[ids, 1])
+        self.iterations = iterations
+
+    def site_pose(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.data.qpos[self.qpos_adr] = q
+        mujoco.mj_kinematics(self.model, self.data)
+        return self.data.site_xpos[self.site_id].copy(), site_quat(self.data, self.site_id)
+
+    def solve_delta(self, q: np.ndarray, translation: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+        position, quat = self.site_pose(q)
+        goal_quat = quat_mul(axis_angle_to_quat(np.asarray(rotation, dtype=np.float64)), quat)
+        return damped_least_squares_ik(self.model, self.data, self.site_id, self.qpos_adr, self.dof_adr, self.limits,
+                                       position + translation, goal_quat, q, self.iterations)
+
+
 class ArmController:
     """Maps 7-D actions to actuator targets for one arm in one MjModel/MjData pair."""
 
@@ -77,8 +140,6 @@ class ArmController:
         self.finger_act = np.array([model.actuator(f"a_{j}").id for j in FINGER_JOINTS])
         self.joint_low = model.jnt_range[[model.joint(j).id for j in ARM_JOINTS], 0]
         self.joint_high = model.jnt_range[[model.joint(j).id for j in ARM_JOINTS], 1]
-        self._jacp = np.zeros((3, model.nv))
-        self._jacr = np.zeros((3, model.nv))
 
     # ---- state read-out -------------------------------------------------------------------
     def ee_position(self, data: mujoco.MjData | None = None) -> np.ndarray:
@@ -86,10 +147,7 @@ class ArmController:
         return data.site_xpos[self.site_id].copy()
 
     def ee_quat(self, data: mujoco.MjData | None = None) -> np.ndarray:
-        data = self.data if data is None else data
-        quat = np.zeros(4)
-        mujoco.mju_mat2Quat(quat, data.site_xmat[self.site_id])
-        return quat
+        return site_quat(self.data if data is None else data, self.site_id)
 
     def gripper_qpos(self) -> np.ndarray:
         return self.data.qpos[self.finger_qpos_adr].copy()
@@ -108,24 +166,9 @@ class ArmController:
     # ---- control --------------------------------------------------------------------------
     def solve_ik(self, goal_pos: np.ndarray, goal_quat: np.ndarray, q_init: np.ndarray) -> np.ndarray:
         """Joint angles near ``q_init`` that put the grip site at the goal pose (DLS iterations)."""
-        scratch = self._scratch
-        scratch.qpos[:] = self.data.qpos
-        q = q_init.copy()
-        for _ in range(IK_ITERATIONS):
-            scratch.qpos[self.arm_qpos_adr] = q
-            mujoco.mj_kinematics(self.model, scratch)
-            mujoco.mj_comPos(self.model, scratch)
-            pos_err = goal_pos - scratch.site_xpos[self.site_id]
-            rot_err = orientation_error(goal_quat, self.ee_quat(scratch))
-            err = np.concatenate([pos_err, rot_err])
-            if np.linalg.norm(err) < 1e-4:
-                break
-            mujoco.mj_jacSite(self.model, scratch, self._jacp, self._jacr, self.site_id)
-            jac = np.vstack([self._jacp[:, self.arm_dof_adr], self._jacr[:, self.arm_dof_adr]])
-            lhs = jac @ jac.T + (IK_DAMPING**2) * np.eye(6)
-            q = q + jac.T @ np.linalg.solve(lhs, err)
-            q = np.clip(q, self.joint_low, self.joint_high)
-        return q
+        self._scratch.qpos[:] = self.data.qpos
+        return damped_least_squares_ik(self.model, self._scratch, self.site_id, self.arm_qpos_adr, self.arm_dof_adr,
+                                       (self.joint_low, self.joint_high), goal_pos, goal_quat, q_init)
 
     def set_action(self, action: np.ndarray) -> None:
         """Turn one 7-D action into actuator targets held for the next control period."""
@@ -134,9 +177,12 @@ class ArmController:
         rot = axis_angle_to_quat(action[3:6] * MAX_ROT_DELTA)
         goal_quat = quat_mul(rot, self.ee_quat())
         q_now = self.data.qpos[self.arm_qpos_adr]
-        self.data.ctrl[self.arm_act] = self.solve_ik(goal_pos, goal_quat, q_now)
-        finger_target = FINGER_OPEN * (1.0 - action[6]) / 2.0
-        self.data.ctrl[self.finger_act] = finger_target
+        self.set_joint_targets(self.solve_ik(goal_pos, goal_quat, q_now), action[6])
+
+    def set_joint_targets(self, arm_targets: np.ndarray, gripper: float) -> None:
+        """Servo targets of the arm joints and the fingers (gripper -1 open .. +1 closed)."""
+        self.data.ctrl[self.arm_act] = arm_targets
+        self.data.ctrl[self.finger_act] = FINGER_OPEN * (1.0 - float(np.clip(gripper, -1.0, 1.0))) / 2.0
 
     def reset_to(self, q_arm: np.ndarray, gripper_open: bool = True) -> None:
         """Place the arm at ``q_arm`` at rest, with servos holding it there."""

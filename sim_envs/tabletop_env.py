@@ -28,7 +28,7 @@ import numpy as np
 
 from sim_envs.arm import DOWN_QUAT, ArmController
 from sim_envs.init_states import get_layout
-from sim_envs.scene import CameraSetup, build_scene_xml
+from sim_envs.scene import ARM_JOINTS, FINGER_JOINTS, CameraSetup, build_scene_xml
 from sim_envs.suites import checked_action, contract_spaces
 from sim_envs.tasks import Layout, get_task
 
@@ -61,6 +61,7 @@ class TabletopEnv(gym.Env):
         self.render_mode = render_mode
         self.max_episode_steps = max_episode_steps or self.task.max_steps
         xml = build_scene_xml(self.task.objects_xml(), CameraSetup(wrist=wrist_camera))
+        self.scene_xml = xml  # also the kinematic model a joint-space deployment solves IK on
         self.model = mujoco.MjModel.from_xml_string(xml)
         self.model.vis.global_.offwidth = MAX_IMAGE_SIZE
         self.model.vis.global_.offheight = MAX_IMAGE_SIZE
@@ -96,6 +97,9 @@ class TabletopEnv(gym.Env):
 
     def step(self, action):
         self.arm.set_action(checked_action(action))
+        return self._advance()
+
+    def _advance(self):
         mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
         self.elapsed_steps += 1
         success = self.is_success()
@@ -112,6 +116,27 @@ class TabletopEnv(gym.Env):
         for renderer in self._renderers.values():
             renderer.close()
         self._renderers = {}
+
+    # ---- robot-side read-out and joint control (the ROS sim bridge) -------------------------------
+    def joint_state(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Names, positions and velocities of the arm joints then the finger joints."""
+        names = list(ARM_JOINTS) + list(FINGER_JOINTS)
+        qpos_adr = [self.model.joint(name).qposadr[0] for name in names]
+        dof_adr = [self.model.joint(name).dofadr[0] for name in names]
+        return names, self.data.qpos[qpos_adr].copy(), self.data.qvel[dof_adr].copy()
+
+    def ee_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """Grip-site position (m, world frame) and orientation quaternion (w, x, y, z)."""
+        return self.arm.ee_position(), self.arm.ee_quat()
+
+    def step_joint_targets(self, arm_targets: np.ndarray, gripper: float):
+        """Like ``step`` but with arm joint targets (rad, ``ARM_JOINTS`` order) instead of an
+        end-effector delta; ``gripper`` as in the action (-1 open .. +1 closed)."""
+        targets = np.asarray(arm_targets, dtype=np.float64)
+        if targets.shape != (len(ARM_JOINTS),) or not np.all(np.isfinite(targets)) or not np.isfinite(gripper):
+            raise ValueError(f"arm targets must be {len(ARM_JOINTS)} finite values and a finite gripper value")
+        self.arm.set_joint_targets(np.clip(targets, self.arm.joint_low, self.arm.joint_high), gripper)
+        return self._advance()
 
     # ---- helpers --------------------------------------------------------------------------
     def is_success(self) -> bool:

@@ -60,10 +60,16 @@ class VisionTowerConfig:
     position_init: Literal["random", "sincos"] = option(
         "sincos", "initial patch position embeddings: random (HF default) or fixed-pattern 2-D sin-cos (MAE); "
         "sincos lets a tower trained from scratch locate objects from the first step")
+    position_channels: int = option(
+        16, "mobilenetv2: fixed 2-D sin-cos codes of this width appended to every patch feature (0 = none). "
+            "A CNN has no absolute position signal and the decoder's 1-D RoPE index hides the patch's row and "
+            "column, so without them the policy cannot read where the named object is")
 
     def __post_init__(self) -> None:
         if self.kind == "dinov2" and self.intermediate_size % self.hidden_size:
             raise ValueError("a dinov2 tower needs intermediate_size to be a multiple of hidden_size")
+        if self.position_channels < 0 or self.position_channels % 4:
+            raise ValueError(f"position_channels must be a non-negative multiple of 4, got {self.position_channels}")
 
     def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         default = (SIGLIP_MEAN, SIGLIP_STD) if self.kind == "siglip" else (IMAGENET_MEAN, IMAGENET_STD)
@@ -74,7 +80,7 @@ class VisionTowerConfig:
         if self.kind == "mobilenetv2":
             from vla_rl.policy.mobilenet import stage_channels
 
-            return stage_channels(self.feature_stage)
+            return stage_channels(self.feature_stage) + self.position_channels
         return self.hidden_size
 
     def patch_stride(self) -> int:
@@ -207,6 +213,9 @@ class VisionBackbone(nn.Module):
             mean, std = tower.normalisation()
             self.register_buffer(f"mean_{index}", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
             self.register_buffer(f"std_{index}", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+            if tower.kind == "mobilenetv2" and tower.position_channels:
+                grid = (tower.input_size or config.image_size) // tower.patch_stride()
+                self.register_buffer(f"positions_{index}", sincos_2d(grid, tower.position_channels), persistent=False)
 
     @property
     def feature_dim(self) -> int:
@@ -220,7 +229,11 @@ class VisionBackbone(nn.Module):
             tower_pixels = self._resized(pixels, config.input_size or self.image_size)
             normed = (tower_pixels - getattr(self, f"mean_{index}")) / getattr(self, f"std_{index}")
             if config.kind == "mobilenetv2":
-                features.append(tower(normed))
+                patches = tower(normed)
+                if config.position_channels:
+                    codes = getattr(self, f"positions_{index}")
+                    patches = torch.cat([patches, codes.to(patches.dtype).expand(len(patches), -1, -1)], dim=-1)
+                features.append(patches)
                 continue
             output = tower(pixel_values=normed, output_hidden_states=True)
             hidden = output.hidden_states[-1]

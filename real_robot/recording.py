@@ -1,0 +1,180 @@
+"""Episode recording as ROS 2 bags (MCAP by default, or sqlite3) and their conversion to SFT data.
+
+``BagRecorder`` is handed every message the deployment node receives or publishes (serialised with
+rclpy's own CDR serialiser, so the bag holds exactly what went over the wire) and writes one bag per
+episode: ``<out>/episode_0001/`` etc. Besides the robot topics it writes
+- ``/vla/episode`` (std_msgs/String JSON, first message): instruction, robot config, start time;
+- ``/vla/executed_action`` (std_msgs/Float64MultiArray): each policy action after the safety layer,
+  in policy units (``[-1, 1]`` deltas and gripper), one per control step that moved the arm.
+
+``bag_to_episode`` turns a bag back into an ``Episode`` of our demo format (the robomimic/LIBERO
+HDF5 layout SFT reads): step t pairs ``/vla/executed_action`` t with the newest scene image received
+before it (the image the policy acted on), and the newest joint state and end-effector pose.
+Bags are read with ``rosbags`` (pure Python), so conversion needs no ROS installation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import numpy as np
+
+from real_robot.config import RobotConfig
+from vla_rl.core.demo_file import Episode
+
+EPISODE_TOPIC = "/vla/episode"
+ACTION_TOPIC = "/vla/executed_action"
+STORAGES = ("mcap", "sqlite3")
+
+
+def _typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_KILTED)
+
+
+def ros_type_name(msg) -> str:
+    """``sensor_msgs.msg.Image`` instance -> ``sensor_msgs/msg/Image``."""
+    return f"{type(msg).__module__.split('.')[0]}/msg/{type(msg).__name__}"
+
+
+class BagRecorder:
+    def __init__(self, out_dir: str | Path, robot: RobotConfig, storage: str = "mcap"):
+        if storage not in STORAGES:
+            raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+        self.out_dir, self.robot, self.storage = Path(out_dir), robot, storage
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.typestore = _typestore()
+        self.writer = None
+        self.connections: dict[str, object] = {}
+        self.bags: list[Path] = []
+
+    def start_episode(self, episode: int, instruction: str) -> Path:
+        """Close the current bag and open ``episode_<n>``; returns its directory."""
+        from rclpy.serialization import serialize_message
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        from std_msgs.msg import String
+
+        self.close()
+        path = self.out_dir / f"episode_{episode:04d}"
+        if path.exists():
+            raise FileExistsError(f"{path} exists; record into a new directory so nothing is overwritten")
+        plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
+        self.writer = Writer(path, version=9, storage_plugin=plugin)
+        self.writer.open()
+        self.connections = {}
+        self.bags.append(path)
+        robot = asdict(self.robot) if is_dataclass(self.robot) else {}
+        header = {"instruction": instruction, "episode": episode, "robot": robot, "started_unix_s": time.time()}
+        self._write(EPISODE_TOPIC, "std_msgs/msg/String", serialize_message(String(data=json.dumps(header))))
+        return path
+
+    def write(self, topic: str, msg) -> None:
+        if self.writer is None:
+            return
+        from rclpy.serialization import serialize_message
+
+        self._write(topic, ros_type_name(msg), serialize_message(msg))
+
+    def write_action(self, action: np.ndarray) -> None:
+        if self.writer is None:
+            return
+        from rclpy.serialization import serialize_message
+        from std_msgs.msg import Float64MultiArray
+
+        msg = Float64MultiArray(data=[float(v) for v in action])
+        self._write(ACTION_TOPIC, "std_msgs/msg/Float64MultiArray", serialize_message(msg))
+
+    def _write(self, topic: str, msgtype: str, data: bytes) -> None:
+        if topic not in self.connections:
+            self.connections[topic] = self.writer.add_connection(topic, msgtype, typestore=self.typestore)
+        self.writer.write(self.connections[topic], time.time_ns(), data)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def read_bag(path: str | Path) -> list[tuple[str, int, object]]:
+    """All messages of a bag as ``(topic, log time ns, deserialised message)``, in time order."""
+    from rosbags.rosbag2 import Reader
+
+    path = Path(path)
+    if not (path / "metadata.yaml").is_file():
+        raise FileNotFoundError(f"{path} is not a ROS 2 bag directory (no metadata.yaml)")
+    typestore = _typestore()
+    out = []
+    with Reader(path) as reader:
+        for connection, timestamp, raw in reader.messages():
+            out.append((connection.topic, timestamp, _deserialize(typestore, raw, connection.msgtype)))
+    out.sort(key=lambda item: item[1])
+    return out
+
+
+def _deserialize(typestore, raw: bytes, msgtype: str):
+    """CDR -> message. rclpy (Fast CDR 2) may end a message with 4 bytes of padding where rosbags'
+    strict check allows 3, so a size mismatch alone falls back to decoding without that check;
+    a message that does not decode is still an error."""
+    from rosbags.serde import SerdeError
+
+    try:
+        return typestore.deserialize_cdr(raw, msgtype)
+    except SerdeError as error:
+        if "size mismatch" not in str(error) or bytes(raw[:2]) not in (b"\x00\x00", b"\x00\x01"):
+            raise
+        msgdef = typestore.get_msgdef(msgtype)
+        decode = msgdef.deserialize_cdr_le if raw[1] else msgdef.deserialize_cdr_be
+        message, used = decode(raw[4:], 0, msgdef.cls, typestore)
+        if len(raw) - 4 - used > 8:  # more than alignment padding left over: not this type
+            raise
+        return message
+
+
+def _rgb(msg) -> np.ndarray:
+    """A rosbags Image (same fields as sensor_msgs/Image) as RGB."""
+    from real_robot.messages import image_to_rgb
+
+    return image_to_rgb(msg)
+
+
+def bag_to_episode(path: str | Path, image_size: int = 64, task: str = "", success: bool = False) -> Episode:
+    """One recorded episode as an ``Episode`` (see module docstring); ``success`` is the label the
+    operator gives (a real arm has no success predicate)."""
+    from real_robot.messages import square_resize
+
+    messages = read_bag(path)
+    header = next((json.loads(m.data) for topic, _, m in messages if topic == EPISODE_TOPIC), None)
+    if header is None:
+        raise ValueError(f"{path} has no {EPISODE_TOPIC} message: not a bag written by BagRecorder")
+    topics = header["robot"].get("topics", {})
+    image_topic, joint_topic = topics.get("image", "/camera/image_raw"), topics.get("joint_states", "/joint_states")
+    pose_topic = topics.get("ee_pose", "")
+    latest: dict[str, object] = {}
+    images, joints, positions, actions = [], [], [], []
+    for topic, _, msg in messages:
+        if topic in (image_topic, joint_topic, pose_topic):
+            latest[topic] = msg
+        elif topic == ACTION_TOPIC:
+            if image_topic not in latest:
+                raise ValueError(f"{path}: an action was recorded before any image on {image_topic}")
+            actions.append(np.asarray(msg.data, dtype=np.float32))
+            images.append(square_resize(_rgb(latest[image_topic]), image_size))
+            joint = latest.get(joint_topic)
+            joints.append(np.asarray(joint.position if joint is not None else [], dtype=np.float32))
+            pose = latest.get(pose_topic)
+            positions.append(np.array([pose.pose.position.x, pose.pose.position.y, pose.pose.position.z]
+                                      if pose is not None else [np.nan] * 3, dtype=np.float32))
+    if not actions:
+        raise ValueError(f"{path} holds no executed actions ({ACTION_TOPIC}); nothing to convert")
+    steps = len(actions)
+    obs = {"agentview_rgb": np.stack(images), "ee_pos": np.stack(positions)}
+    if len({len(j) for j in joints}) == 1 and len(joints[0]):
+        obs["joint_states"] = np.stack(joints)
+    return Episode(instruction=header["instruction"], task=task or header["robot"].get("name", "robot"),
+                   actions=np.stack(actions), rewards=np.zeros(steps, np.float32), obs=obs,
+                   states=np.zeros((steps, 0)), success=success, init_state_id=-1, split="robot",
+                   extra_attrs={"source_bag": str(path)})
