@@ -62,7 +62,7 @@ def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
     square = rgb[top:top + side, left:left + side]
     if side == size:
         return np.ascontiguousarray(square)
-    return np.asarray(Image.fromarray(square).resize((size, size), Image.BILINEAR))
+    return np.array(Image.fromarray(square).resize((size, size), Image.BILINEAR))  # writable copy
 
 
 def joint_positions(msg, names: tuple[str, ...]) -> np.ndarray:

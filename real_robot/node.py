@@ -138,6 +138,8 @@ class PolicyNode:
         self.commands_published = 0
         self.last_command: CartesianCommand | None = None
         self.last_command_time = float("-inf")
+        if recorder is not None and instruction:
+            recorder.start_episode(self.episode, instruction)
         log.info("policy node up: %s mode at %.1f Hz, cameras %s", config.command_mode, config.control_hz, cameras)
 
     # ---- subscriptions --------------------------------------------------------------------------

@@ -42,61 +42,93 @@ def ros_type_name(msg) -> str:
 
 
 class BagRecorder:
+    """Writes episodes on its own thread: disk I/O never stalls the control loop, and the bag
+    writer (sqlite3 objects are bound to their thread) lives in one thread whatever thread the
+    node calls from. ``close()`` flushes everything and ends the thread."""
+
     def __init__(self, out_dir: str | Path, robot: RobotConfig, storage: str = "mcap"):
+        import queue
+        import threading
+
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
         self.out_dir, self.robot, self.storage = Path(out_dir), robot, storage
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.typestore = _typestore()
-        self.writer = None
-        self.connections: dict[str, object] = {}
         self.bags: list[Path] = []
+        self.error: BaseException | None = None
+        self.open = False
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="bag-writer", daemon=True)
+        self._thread.start()
 
+    # ---- called from the node (any thread) ----------------------------------------------------
     def start_episode(self, episode: int, instruction: str) -> Path:
-        """Close the current bag and open ``episode_<n>``; returns its directory."""
+        """End the current bag and start ``episode_<n>``; returns its directory."""
         from rclpy.serialization import serialize_message
-        from rosbags.rosbag2 import StoragePlugin, Writer
         from std_msgs.msg import String
 
-        self.close()
         path = self.out_dir / f"episode_{episode:04d}"
-        if path.exists():
+        if path.exists() or path in self.bags:
             raise FileExistsError(f"{path} exists; record into a new directory so nothing is overwritten")
-        plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
-        self.writer = Writer(path, version=9, storage_plugin=plugin)
-        self.writer.open()
-        self.connections = {}
         self.bags.append(path)
         robot = asdict(self.robot) if is_dataclass(self.robot) else {}
         header = {"instruction": instruction, "episode": episode, "robot": robot, "started_unix_s": time.time()}
-        self._write(EPISODE_TOPIC, "std_msgs/msg/String", serialize_message(String(data=json.dumps(header))))
+        self._queue.put(("start", path))
+        self._put(EPISODE_TOPIC, "std_msgs/msg/String", serialize_message(String(data=json.dumps(header))))
+        self.open = True
         return path
 
     def write(self, topic: str, msg) -> None:
-        if self.writer is None:
-            return
-        from rclpy.serialization import serialize_message
+        if self.open:
+            from rclpy.serialization import serialize_message
 
-        self._write(topic, ros_type_name(msg), serialize_message(msg))
+            self._put(topic, ros_type_name(msg), serialize_message(msg))
 
     def write_action(self, action: np.ndarray) -> None:
-        if self.writer is None:
-            return
-        from rclpy.serialization import serialize_message
-        from std_msgs.msg import Float64MultiArray
+        if self.open:
+            from rclpy.serialization import serialize_message
+            from std_msgs.msg import Float64MultiArray
 
-        msg = Float64MultiArray(data=[float(v) for v in action])
-        self._write(ACTION_TOPIC, "std_msgs/msg/Float64MultiArray", serialize_message(msg))
-
-    def _write(self, topic: str, msgtype: str, data: bytes) -> None:
-        if topic not in self.connections:
-            self.connections[topic] = self.writer.add_connection(topic, msgtype, typestore=self.typestore)
-        self.writer.write(self.connections[topic], time.time_ns(), data)
+            msg = Float64MultiArray(data=[float(v) for v in action])
+            self._put(ACTION_TOPIC, "std_msgs/msg/Float64MultiArray", serialize_message(msg))
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        """Flush and close the bag and stop the writer thread; raises what the writer hit."""
+        if self._thread.is_alive():
+            self._queue.put(("stop",))
+            self._thread.join()
+        self.open = False
+        if self.error is not None:
+            raise RuntimeError(f"recording into {self.out_dir} failed: {self.error}") from self.error
+
+    def _put(self, topic: str, msgtype: str, data: bytes) -> None:
+        self._queue.put(("msg", topic, msgtype, data, time.time_ns()))
+
+    # ---- the writer thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        typestore, writer, connections = _typestore(), None, {}
+        plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
+        while True:
+            item = self._queue.get()
+            try:
+                if item[0] in ("start", "stop") and writer is not None:
+                    writer.close()
+                    writer = None
+                if item[0] == "stop":
+                    return
+                if item[0] == "start":
+                    writer, connections = Writer(item[1], version=9, storage_plugin=plugin), {}
+                    writer.open()
+                elif writer is not None:
+                    _, topic, msgtype, data, stamp = item
+                    if topic not in connections:
+                        connections[topic] = writer.add_connection(topic, msgtype, typestore=typestore)
+                    writer.write(connections[topic], stamp, data)
+            except Exception as error:  # noqa: BLE001 - kept and raised by close(); recording stops
+                self.error, writer = error, None
+                self.open = False
 
 
 def read_bag(path: str | Path) -> list[tuple[str, int, object]]:

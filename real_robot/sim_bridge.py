@@ -181,5 +181,8 @@ class SimBridge:
                 "commands_received": self.commands_received, "camera_frozen": self.camera_frozen}
 
     def destroy(self) -> None:
+        """Stop and release the env's renderers (call from the thread that spun the node)."""
         self.timer.cancel()
         self.node.destroy_node()
+        if self.env is not None:
+            self.env.close()

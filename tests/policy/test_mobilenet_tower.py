@@ -40,9 +40,12 @@ def test_bad_weights_file_is_a_clear_error(tmp_path):
 
 
 def test_patch_grid_and_channels():
-    model = VLAModel(_config(stage=6))  # stride 8 on 32 px -> 4 x 4 patches of 32 channels
+    model = VLAModel(_config(stage=6))  # stride 8 on 32 px -> 4 x 4 patches of 32 channels + 16 position codes
     features = model.vision_backbone(torch.from_numpy(make_obs(2).images["agentview"]))
-    assert features.shape == (2, 16, stage_channels(6))
+    assert features.shape == (2, 16, stage_channels(6) + 16)
+    # the position codes tell patches apart by row and column, whatever the image shows
+    codes = features[0, :, stage_channels(6):]
+    assert torch.equal(codes, features[1, :, stage_channels(6):]) and len(torch.unique(codes, dim=0)) == 16
     with pytest.raises(ValueError, match="feature_stage"):
         VisionTowerConfig(kind="mobilenetv2", feature_stage=99).output_dim
 

@@ -2,6 +2,7 @@
 tabletop arm, the deployment node drives it with a trained checkpoint through the safety layer."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def direct_rollout(policy, steps):
     return np.asarray(actions), success
 
 
-def start_pair(context, policy, robot=ROBOT, recorder=None, instruction=True):
+def start_pair(context, policy, robot=ROBOT, recorder=None, instruction=True, joint_solver=None):
     from real_robot.node import PolicyNode
     from real_robot.sim_bridge import SimBridge
     from sim_envs.init_states import get_layout
@@ -55,9 +56,7 @@ def start_pair(context, policy, robot=ROBOT, recorder=None, instruction=True):
     text = get_layout("Reach", REACH_INIT_STATE, "train")["instruction"]
     bridge = SimBridge(make_env, robot, context=context)
     node = PolicyNode(policy, robot, image_size=32, cameras=("agentview",), recorder=recorder,
-                      instruction=text if instruction else "", context=context)
-    if recorder is not None:
-        recorder.start_episode(node.episode, text)
+                      instruction=text if instruction else "", joint_solver=joint_solver, context=context)
     spinner = Spinner(context)
     spinner.add(bridge.node)
     spinner.add(node.node)
@@ -68,8 +67,6 @@ def stop_pair(bridge, node, spinner):
     spinner.stop()
     node.destroy()
     bridge.destroy()
-    if bridge.env is not None:
-        bridge.env.close()
 
 
 def test_deployed_checkpoint_completes_reach_through_ros(ros_context, reach_checkpoint, tmp_path):
@@ -101,3 +98,145 @@ def test_deployed_checkpoint_completes_reach_through_ros(ros_context, reach_chec
     np.testing.assert_allclose(episode.actions[:len(expected)], expected, atol=1e-5)
     assert episode.obs["agentview_rgb"].shape[1:] == (32, 32, 3)
     assert (recorder.bags[0] / "metadata.yaml").is_file()
+
+
+class ScriptedPolicy:
+    """Emits one fixed action (a test double for the fault cases; the real counterpart is the
+    checkpoint test above). Records how often it was asked."""
+
+    def __init__(self, action):
+        self.action = np.asarray(action, dtype=np.float32)
+        self.calls = 0
+
+    def predict_actions(self, obs):
+        self.calls += 1
+        return self.action[None, None].copy()
+
+
+SLOW_SIDEWAYS = [0.0, 0.4, 0.0, 0.0, 0.0, 0.0, -1.0]  # 2 cm per period along +y
+
+
+def motion_after(bridge, since):
+    return [action for when, action in bridge.command_log if when >= since]
+
+
+def test_estop_halts_within_one_period_and_resumes_only_after_release(ros_context):
+    from std_msgs.msg import Bool
+
+    policy = ScriptedPolicy(SLOW_SIDEWAYS)
+    _, bridge, node, spinner = start_pair(ros_context, policy)
+    estop_pub = node.node.create_publisher(Bool, ROBOT.topics.estop, 10)
+    try:
+        assert wait_for(lambda: bridge.steps >= 3, timeout=20)
+        assert wait_for(lambda: estop_pub.get_subscription_count() > 0, timeout=5)
+        pressed = time.monotonic()
+        estop_pub.publish(Bool(data=True))
+        assert wait_for(lambda: any(not a[:6].any() for a in motion_after(bridge, pressed)), timeout=2)
+        first_zero = next(when for when, a in bridge.command_log if when >= pressed and not a[:6].any())
+        assert first_zero - pressed <= ROBOT.period_s, f"halt took {1000 * (first_zero - pressed):.0f} ms"
+        time.sleep(0.6)  # several periods with the e-stop held: nothing but zero commands
+        held = motion_after(bridge, first_zero)
+        assert held and all(not a[:6].any() for a in held)
+        assert node.status()["state"] == "estop" and node.status()["safety_events"]["estop"] == 1
+        released = time.monotonic()
+        estop_pub.publish(Bool(data=False))
+        assert wait_for(lambda: any(a[:6].any() for a in motion_after(bridge, released)), timeout=5)
+    finally:
+        stop_pair(bridge, node, spinner)
+
+
+def test_frozen_camera_stops_motion(ros_context):
+    robot = RobotConfig(name="tabletop_sim", base_frame="world", safety=ROBOT.safety)
+    policy = ScriptedPolicy(SLOW_SIDEWAYS)
+    _, bridge, node, spinner = start_pair(ros_context, policy, robot=robot)
+    try:
+        assert wait_for(lambda: bridge.steps >= 3, timeout=20)
+        frozen = time.monotonic()
+        bridge.freeze_camera()
+        assert wait_for(lambda: node.status()["state"] == "stale",
+                        timeout=robot.safety.observation_timeout_s + 1.0)
+        calls_when_stale, stale_at = policy.calls, time.monotonic()
+        assert stale_at - frozen <= robot.safety.observation_timeout_s + 3 * robot.period_s
+        time.sleep(0.5)
+        after = motion_after(bridge, stale_at)
+        assert after and all(not a[:6].any() for a in after)  # zero commands only
+        assert policy.calls == calls_when_stale  # no inference on the old image either
+        assert node.status()["safety_events"]["stale"] == 1
+        bridge.freeze_camera(False)
+        resumed = time.monotonic()
+        assert wait_for(lambda: any(a[:6].any() for a in motion_after(bridge, resumed)), timeout=5)
+    finally:
+        stop_pair(bridge, node, spinner)
+
+
+def test_commands_outside_the_workspace_box_are_clamped(ros_context):
+    floor = 0.12
+    robot = RobotConfig(name="tabletop_sim", base_frame="world",
+                        safety=SafetyConfig(workspace_min=(-0.35, -0.4, floor), workspace_max=(0.35, 0.4, 0.45)))
+    policy = ScriptedPolicy([0.0, 0.0, -1.0, 0.0, 0.0, 0.0, -1.0])  # straight down, 5 cm per period
+    _, bridge, node, spinner = start_pair(ros_context, policy, robot=robot)
+    try:
+        assert wait_for(lambda: bridge.steps >= 8, timeout=30)
+        status, z = node.status(), bridge.status()["ee_position"][2]
+    finally:
+        stop_pair(bridge, node, spinner)
+    assert status["safety_events"].get("workspace_clamped", 0) >= 1
+    assert z >= floor - 0.01, f"the hand went to z = {z:.3f} m below the {floor} m floor"
+    commanded = [a for _, a in bridge.command_log]
+    # full speed, then slowed at the floor, then (servo error aside) stopped: under 5 mm per period
+    assert commanded[0][2] == pytest.approx(-1.0) and any(-1.0 < a[2] < -0.1 for a in commanded)
+    assert abs(commanded[-1][2]) < 0.1
+
+
+def test_nan_actions_never_reach_the_arm(ros_context):
+    policy = ScriptedPolicy([0.1, np.nan, 0.0, 0.0, 0.0, 0.0, -1.0])
+    _, bridge, node, spinner = start_pair(ros_context, policy)
+    try:
+        assert wait_for(lambda: node.status()["safety_events"].get("nonfinite_action", 0) >= 3, timeout=20)
+        status = node.status()
+    finally:
+        stop_pair(bridge, node, spinner)
+    commanded = np.stack([a for _, a in bridge.command_log])
+    assert np.all(np.isfinite(commanded)) and not commanded[:, :6].any()  # only zero commands arrived
+    assert status["state"] == "running"
+
+
+def test_joint_space_arm_gets_joint_trajectories_from_ik(ros_context):
+    from vla_rl.cli.deploy import make_joint_solver
+
+    robot = RobotConfig(name="tabletop_sim", base_frame="world", command_mode="joint_trajectory",
+                        arm_joints=("j1", "j2", "j3", "j4", "j5", "j6"), kinematics_mjcf="builtin:tabletop",
+                        safety=ROBOT.safety)
+    policy = ScriptedPolicy(SLOW_SIDEWAYS)
+    _, bridge, node, spinner = start_pair(ros_context, policy, robot=robot, joint_solver=make_joint_solver(robot))
+    try:
+        assert wait_for(lambda: bridge.steps >= 1, timeout=20)
+        start = np.array(bridge.status()["ee_position"])
+        assert wait_for(lambda: bridge.steps >= 6, timeout=20)
+        moved = np.array(bridge.status()["ee_position"]) - start
+        steps = bridge.steps - 1
+    finally:
+        stop_pair(bridge, node, spinner)
+    assert all(len(targets) == 6 for _, targets in bridge.command_log)  # joint targets, not twists
+    # 2 cm per period along +y (servo lag aside), nothing else
+    assert 0.6 * 0.02 * steps <= moved[1] <= 1.1 * 0.02 * steps, moved
+    assert abs(moved[0]) < 0.01 and abs(moved[2]) < 0.01, moved
+
+
+def test_recorded_bag_converts_to_demos_via_cli(ros_context, tmp_path):
+    from real_robot.recording import BagRecorder
+    from vla_rl.cli.main import main
+    from vla_rl.core.demo_file import read_demo_file
+
+    recorder = BagRecorder(tmp_path / "bags", ROBOT, storage="sqlite3")
+    _, bridge, node, spinner = start_pair(ros_context, ScriptedPolicy(SLOW_SIDEWAYS), recorder=recorder)
+    try:
+        assert wait_for(lambda: bridge.steps >= 4, timeout=20)
+    finally:
+        stop_pair(bridge, node, spinner)
+    assert main(["bag-to-demos", "--bags", str(tmp_path / "bags"), "--out", str(tmp_path / "demos"),
+                 "--task", "Reach", "--image-size", "32"]) == 0
+    (episode,) = list(read_demo_file(tmp_path / "demos" / "Reach_demo.hdf5"))
+    assert episode.num_steps >= 4 and episode.obs["agentview_rgb"].shape[1:] == (32, 32, 3)
+    np.testing.assert_allclose(episode.actions, np.tile(SLOW_SIDEWAYS, (episode.num_steps, 1)), atol=1e-6)
+    assert episode.obs["joint_states"].shape == (episode.num_steps, 8)

@@ -9,6 +9,8 @@ Subcommands:
   eval        success rate of a checkpoint on the fixed evaluation init states (JSON, PNG, MP4)
   quickstart  the main job: few-demo SFT, eval, GRPO, eval, and a report (what `make demo` runs)
   critic      the vision-language progress critic: collect labelled episodes, train, evaluate
+  deploy      run a checkpoint on an arm over ROS 2 through the safety layer (sim-bridge: a MuJoCo arm
+              behind the same topics; bag-to-demos: recorded episodes -> SFT data)
 """
 
 from __future__ import annotations
@@ -380,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
     quickstart.add_argument("--show-config", action="store_true", help="print every config field and exit")
     quickstart.set_defaults(func=cmd_quickstart)
+
+    from vla_rl.cli import deploy
+
+    deploy.register(sub)
     return parser
 
 

@@ -112,6 +112,9 @@ def load_checkpoint(directory: Path, device: str | torch.device = "cpu", verify:
     if set(missing) - allowed_missing or unexpected:
         raise CorruptCheckpointError(f"{directory}: weights do not fit the config (missing {sorted(missing)[:5]}, "
                                      f"unexpected {sorted(unexpected)[:5]})")
+    if not (directory / "norm_stats.json").is_file():
+        raise CorruptCheckpointError(f"{directory} has no norm_stats.json: without the action normalisation "
+                                     "statistics its tokens cannot be turned into actions")
     stats = json.loads((directory / "norm_stats.json").read_text())
     tokenizer = ActionTokenizer(stats["vocab_size"], NormStats.from_dict(stats["action"]), stats["n_bins"])
     training_state = None

@@ -1,0 +1,179 @@
+"""``vla-rl deploy``, ``vla-rl sim-bridge`` and ``vla-rl bag-to-demos``: the ROS 2 side (docs/ros.md).
+
+Composition only: load the checkpoint into a policy, the robot config, the IK for joint-space arms
+and the recorder, hand them to ``real_robot``'s node, and spin until Ctrl-C or ``--duration``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+BUILTIN_TABLETOP = "builtin:tabletop"
+
+
+def load_deployable_policy(checkpoint: Path, device: str = "auto"):
+    """The checkpoint as a greedy policy; refuses (clear error) a checkpoint without usable action
+    normalisation statistics, because its tokens cannot be turned into metric actions."""
+    from vla_rl.policy.checkpoint import load_checkpoint, resolve_checkpoint
+    from vla_rl.policy.policy import VLAPolicy, resolve_device
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_dir():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    checkpoint = resolve_checkpoint(checkpoint)
+    if not (checkpoint / "norm_stats.json").is_file():
+        raise FileNotFoundError(f"{checkpoint} has no norm_stats.json: refusing to deploy a policy whose actions "
+                                "cannot be unnormalised")
+    model, tokenizer, _ = load_checkpoint(checkpoint, device=resolve_device(device))
+    if not tokenizer.norm_stats.mask.any():
+        raise ValueError(f"{checkpoint}: the norm stats normalise no action dimension; refusing to deploy")
+    return VLAPolicy(model, tokenizer, seed=0), checkpoint
+
+
+def tabletop_kinematics_xml() -> str:
+    from sim_envs.scene import CameraSetup, build_scene_xml
+    from sim_envs.tasks import get_task
+
+    return build_scene_xml(get_task("Reach").objects_xml(), CameraSetup())
+
+
+def make_joint_solver(robot):
+    from sim_envs.arm import MjcfKinematics
+
+    xml = tabletop_kinematics_xml() if robot.kinematics_mjcf == BUILTIN_TABLETOP else robot.kinematics_mjcf
+    return MjcfKinematics(xml, robot.arm_joints, robot.ee_site)
+
+
+def _spin(nodes, context, duration: float, report) -> None:
+    from rclpy.executors import SingleThreadedExecutor
+
+    executor = SingleThreadedExecutor(context=context)
+    for node in nodes:
+        executor.add_node(node)
+    deadline = time.monotonic() + duration if duration > 0 else float("inf")
+    last_report = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+            if time.monotonic() - last_report >= 5.0:
+                report()
+                last_report = time.monotonic()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        executor.shutdown()
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from real_robot.config import load_robot_config
+    from real_robot.messages import require_ros
+    from real_robot.node import PolicyNode
+    from real_robot.recording import BagRecorder
+
+    robot = load_robot_config(args.robot, args.set or [])
+    policy, checkpoint = load_deployable_policy(Path(args.checkpoint), args.device)
+    solver = make_joint_solver(robot) if robot.command_mode == "joint_trajectory" else None
+    recorder = BagRecorder(args.record, robot, args.storage) if args.record else None
+    rclpy = require_ros()
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = PolicyNode(policy, robot, image_size=policy.config.image_size, cameras=policy.config.cameras,
+                      instruction=args.instruction or "", joint_solver=solver, recorder=recorder, context=context)
+    print(f"deploying {checkpoint} on {robot.name}: {robot.command_mode} commands at {robot.control_hz:g} Hz; "
+          f"status on {robot.topics.status}" + ("" if args.instruction else
+                                                f"; waiting for an instruction on {robot.topics.instruction}"))
+    try:
+        _spin([node.node], context, args.duration, lambda: print(json.dumps(node.status())))
+    finally:
+        final = node.status()
+        node.destroy()
+        rclpy.shutdown(context=context)
+    print(json.dumps(final, indent=1))
+    if recorder is not None:
+        print(f"bags: {', '.join(str(p) for p in recorder.bags) or 'none (no instruction arrived)'}")
+    return 0
+
+
+def cmd_sim_bridge(args: argparse.Namespace) -> int:
+    from real_robot.config import load_robot_config
+    from real_robot.messages import require_ros
+    from real_robot.sim_bridge import SimBridge
+    from sim_envs.init_states import get_layout
+    from sim_envs.tabletop_env import TabletopEnv
+
+    robot = load_robot_config(args.robot, args.set or [])
+    instruction = get_layout(args.task, args.init_state, args.split)["instruction"]
+
+    def make_env():
+        env = TabletopEnv(args.task, image_size=args.image_size, wrist_camera=bool(robot.topics.wrist_image))
+        env.reset(options={"init_state_id": args.init_state, "split": args.split})
+        return env
+
+    rclpy = require_ros()
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    bridge = SimBridge(make_env, robot, lockstep=not args.realtime, image_encoding=args.encoding,
+                       wrist_camera=bool(robot.topics.wrist_image), context=context)
+    print(f"sim bridge: {args.task} init state {args.split}/{args.init_state}, "
+          f"{'real-time' if args.realtime else 'lockstep'}; instruction: {instruction!r}")
+    try:
+        _spin([bridge.node], context, args.duration, lambda: print(json.dumps(bridge.status())))
+    finally:
+        final = bridge.status()
+        bridge.destroy()
+        rclpy.shutdown(context=context)
+    print(json.dumps(final, indent=1))
+    return 0
+
+
+def cmd_bag_to_demos(args: argparse.Namespace) -> int:
+    from real_robot.recording import bag_to_episode
+    from vla_rl.core.demo_file import write_demo_file
+
+    bags = sorted(p.parent for p in Path(args.bags).rglob("metadata.yaml"))
+    if not bags:
+        raise FileNotFoundError(f"no ROS 2 bags (metadata.yaml) under {args.bags}")
+    episodes = [bag_to_episode(bag, args.image_size, args.task, args.success) for bag in bags]
+    path = write_demo_file(Path(args.out) / f"{args.task}_demo.hdf5", episodes,
+                           {"env_name": args.task, "source": "ros2 bags", "bags": [str(b) for b in bags]})
+    steps = sum(e.num_steps for e in episodes)
+    print(f"wrote {path}: {len(episodes)} episodes, {steps} steps (SFT reads it with demo_dir={args.out})")
+    return 0
+
+
+def register(sub) -> None:
+    deploy = sub.add_parser("deploy", help="run a checkpoint on an arm over ROS 2, through the safety layer")
+    deploy.add_argument("--checkpoint", required=True, help="policy checkpoint directory (or a run directory)")
+    deploy.add_argument("--robot", required=True, help="robot config, e.g. configs/robot/tabletop_sim.yaml")
+    deploy.add_argument("--instruction", default="", help="start at once with this instruction "
+                                                          "(otherwise wait for one on the instruction topic)")
+    deploy.add_argument("--record", default="", help="record every episode as a ROS 2 bag under this directory")
+    deploy.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage format")
+    deploy.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: Ctrl-C)")
+    deploy.add_argument("--device", default="auto", help="inference device: auto, cpu, cuda, cuda:1")
+    deploy.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a robot config field")
+    deploy.set_defaults(func=cmd_deploy)
+
+    bridge = sub.add_parser("sim-bridge", help="serve a tabletop MuJoCo arm over ROS 2 (the robot side)")
+    bridge.add_argument("--robot", default="configs/robot/tabletop_sim.yaml", help="robot config (topics, rate)")
+    bridge.add_argument("--task", default="Reach", help="tabletop task")
+    bridge.add_argument("--init-state", type=int, default=0, help="init-state id")
+    bridge.add_argument("--split", choices=("train", "eval"), default="eval", help="init-state split")
+    bridge.add_argument("--image-size", type=int, default=128, help="camera resolution (the node resizes)")
+    bridge.add_argument("--encoding", choices=("rgb8", "bgr8"), default="rgb8", help="image encoding published")
+    bridge.add_argument("--realtime", action="store_true", help="step on a timer like a real arm "
+                                                                "(default: one step per command, reproducible)")
+    bridge.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: Ctrl-C)")
+    bridge.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a robot config field")
+    bridge.set_defaults(func=cmd_sim_bridge)
+
+    convert = sub.add_parser("bag-to-demos", help="convert recorded ROS 2 episode bags into an SFT demo file")
+    convert.add_argument("--bags", required=True, help="directory holding episode bags (searched recursively)")
+    convert.add_argument("--out", required=True, help="output directory for <task>_demo.hdf5")
+    convert.add_argument("--task", required=True, help="task name for the file and its episodes")
+    convert.add_argument("--image-size", type=int, default=64, help="square image size stored")
+    convert.add_argument("--success", action="store_true", help="label the episodes successful")
+    convert.set_defaults(func=cmd_bag_to_demos)
