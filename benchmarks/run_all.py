@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_envs.py", "bench_decode.py", "bench_grpo.py", "expert_success.py", "bench_libero.py", "bench_critic.py"]
+SCRIPTS = ["bench_envs.py", "bench_decode.py", "bench_grpo.py", "expert_success.py", "bench_libero.py", "bench_critic.py",
+           "bench_ros_latency.py"]
 
 
 def run_script(script: str, timeout: float) -> list[dict]:

@@ -13,7 +13,9 @@ Each control period (``_control_tick``):
    a ``TwistStamped`` (velocity = delta / period) plus the gripper closure, or as a
    ``JointTrajectory`` from the injected IK;
 3. when the queue is empty, an inference on the newest observation is started (also started as
-   soon as a new image arrives, so a command follows its observation within one period).
+   soon as a new image arrives after the last command, so a command follows its observation
+   within one period). An action that becomes ready after its tick has passed is sent at once
+   rather than at the next tick; commands stay at least 0.9 periods apart either way.
 
 Every tick publishes ``/vla/status`` (JSON). A new instruction starts a new episode (step 0, empty
 queue, a new bag when recording). The node depends only on the ``Policy`` contract: the CLI loads
@@ -97,8 +99,9 @@ class PolicyNode:
         self.lock = threading.Lock()
         self.inference_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vla-inference")
         self.pending: Future | None = None
-        self.queue: deque[np.ndarray] = deque()
-        self.latency = LatencyStats()
+        self.queue: deque[tuple[np.ndarray, float | None]] = deque()  # (action, its observation's arrival)
+        self.latency = LatencyStats()   # inference alone
+        self.reaction = LatencyStats()  # image arrival -> its first command published
         self.instruction = instruction
         self.episode, self.step = (1 if instruction else 0), 0
         self.estop = False
@@ -249,7 +252,13 @@ class PolicyNode:
                             1000 * self.config.inference_timeout_s)
                 return
             if epoch == self.epoch and not self.estop:
-                self.queue.extend(np.asarray(actions, dtype=np.float64).reshape(-1, 7))
+                chunk = np.asarray(actions, dtype=np.float64).reshape(-1, 7)
+                self.queue.extend((action, observation.received if i == 0 else None) for i, action in enumerate(chunk))
+            late = time.monotonic() - self.last_command_time >= self.config.period_s
+        if late:
+            # The tick that would have sent this action has passed: send it now instead of waiting
+            # for the next one (commands stay at least one period apart, see _control_tick).
+            self._control_tick()
 
     # ---- control loop ---------------------------------------------------------------------------
     def _control_tick(self) -> None:
@@ -271,9 +280,13 @@ class PolicyNode:
                 command = CartesianCommand.zero()
             elif not self.instruction:
                 self.state, command = "waiting_for_instruction", None
-            elif self.queue:
+            elif self.queue and now - self.last_command_time >= 0.9 * self.config.period_s:
                 self.state = "running"
-                command = self.safety.filter_action(self.queue.popleft(), self.ee_position)
+                action, observed = self.queue.popleft()
+                self.last_command_time = now  # claimed under the lock: a concurrent tick waits a period
+                command = self.safety.filter_action(action, self.ee_position)
+                if observed is not None:  # the first action of a chunk: time since its image arrived
+                    self.reaction.add(1000 * (time.monotonic() - observed))
                 for event in self.safety.last_events:
                     log.info("safety: %s at step %d", event, self.step)
                 self.step += 1
@@ -332,7 +345,8 @@ class PolicyNode:
         with self.lock:
             return {"state": self.state, "episode": self.episode, "step": self.step, "instruction": self.instruction,
                     "queued_actions": len(self.queue), "commands_published": self.commands_published,
-                    "inference_latency_ms": self.latency.summary(), "safety_events": dict(self.safety.counts)}
+                    "inference_latency_ms": self.latency.summary(),
+                    "observation_to_command_ms": self.reaction.summary(), "safety_events": dict(self.safety.counts)}
 
     def _publish_status(self) -> None:
         msg = self.String(data=json.dumps(self.status()))
