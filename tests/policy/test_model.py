@@ -22,9 +22,10 @@ def test_prompt_is_openvla_format_and_never_uses_action_tokens(policy):
     assert max(ids) < model.config.first_action_token_id
 
 
-@pytest.mark.parametrize("decoding, chunk", [("autoregressive", 1), ("autoregressive", 2), ("parallel", 4)])
-def test_act_shapes_and_logprob_matches_teacher_forcing(decoding, chunk):
-    policy = make_policy(tiny_config(decoding=decoding, chunk_size=chunk), temperature=0.7)
+@pytest.mark.parametrize("decoding, chunk, film", [("autoregressive", 1, False), ("autoregressive", 2, False),
+                                                  ("parallel", 4, False), ("autoregressive", 1, True)])
+def test_act_shapes_and_logprob_matches_teacher_forcing(decoding, chunk, film):
+    policy = make_policy(tiny_config(decoding=decoding, chunk_size=chunk, film=film), temperature=0.7)
     obs = make_obs(6)
     out = policy.act(obs, explore=True)
     length = 7 * chunk
@@ -47,6 +48,23 @@ def test_batched_decoding_equals_one_at_a_time():
         single = policy.act(obs.select([i]), explore=False)
         assert torch.equal(single.tokens[0], batched.tokens[i])
         assert torch.allclose(single.logprob[0], batched.logprob[i], atol=1e-4)
+
+
+def test_film_starts_as_identity_and_conditions_vision_on_the_instruction():
+    policy = make_policy(tiny_config(film=True))
+    model, obs = policy.model, make_obs(2)
+    plain = make_policy(tiny_config())  # same seed: same weights apart from the FiLM layer
+    assert torch.equal(model.build_prefix(obs.images, obs.instructions).embeds,
+                       plain.model.build_prefix(obs.images, obs.instructions).embeds)
+    with torch.no_grad():
+        model.film.weight.normal_()
+    same_image = {"agentview": obs.images["agentview"][[0, 0]]}
+    embeds = model.build_prefix(same_image, ["lift the red block", "lift the blue block"]).embeds
+    patches = slice(1, 1 + 16)  # BOS, then 4 x 4 patches
+    assert not torch.allclose(embeds[0, patches], embeds[1, patches])  # the instruction changed the patches
+    tokens = policy.act(obs, explore=True).tokens
+    policy.log_prob(obs, tokens).token_logprob.sum().backward()
+    assert model.film.weight.grad.abs().sum() > 0
 
 
 def test_sampling_is_seeded_and_greedy_is_deterministic():

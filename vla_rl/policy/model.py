@@ -124,6 +124,9 @@ class VLAConfig:
     chunk_size: int = option(1, "actions predicted per observation (K); tokens = K * action_dim")
     decoding: Literal["autoregressive", "parallel"] = option("autoregressive", "OpenVLA or OFT-style decoding")
     cameras: tuple[str, ...] = option(("agentview",), "camera images fed to the model, in order")
+    film: bool = option(False, "FiLM language conditioning of the vision features (OpenVLA-OFT+): the mean embedding "
+                               "of the instruction's tokens scales and shifts every patch feature channel before "
+                               "the projector, so the image is read for the named object; off in OpenVLA")
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.vision_towers) <= 2:
@@ -302,6 +305,11 @@ class VLAModel(nn.Module):
         ))
         if config.decoding == "parallel":
             self.action_queries = nn.Parameter(torch.randn(config.num_action_tokens, lm.hidden_size) * 0.02)
+        if config.film:
+            # zero-initialised: the model starts as the plain VLA and learns how much to modulate
+            self.film = nn.Linear(lm.hidden_size, 2 * self.vision_backbone.feature_dim)
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
 
     # ---- text --------------------------------------------------------------------------------
     @property
@@ -336,12 +344,17 @@ class VLAModel(nn.Module):
         """Embed images and prompts of ``B`` observations into one left-aligned, padded prefix."""
         device = self.device
         batch = len(instructions)
+        modulation = self.film(self.instruction_embedding(instructions)).unsqueeze(1).chunk(2, dim=-1) \
+            if self.config.film else None
         patches = []
         for camera in self.config.cameras:
             if camera not in images:
                 raise KeyError(f"the model needs camera {camera!r}; the observation has {sorted(images)}")
             pixels = torch.as_tensor(images[camera], device=device)
-            patches.append(self.projector(self.vision_backbone(pixels)))
+            features = self.vision_backbone(pixels)
+            if modulation is not None:
+                features = features * (1 + modulation[0]) + modulation[1]
+            patches.append(self.projector(features))
         patch_embeds = torch.cat(patches, dim=1)
         prompt_ids = self.prompt_ids(instructions)
         width = max(len(ids) for ids in prompt_ids)
@@ -354,6 +367,14 @@ class VLAModel(nn.Module):
         embeds = torch.cat([self.embed_tokens(bos), patch_embeds, self.embed_tokens(text)], dim=1)
         mask = torch.cat([torch.ones((batch, 1 + patch_embeds.shape[1]), dtype=torch.long, device=device), text_mask], 1)
         return Prefix(embeds=embeds, mask=mask, positions=(mask.cumsum(1) - 1).clamp(min=0))
+
+    def instruction_embedding(self, instructions: list[str]) -> torch.Tensor:
+        """``[B, D]``: the mean input embedding of each instruction's own tokens (no prompt template)."""
+        texts = [text.strip().lower().rstrip(".") for text in instructions]
+        encoded = self.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+        ids, mask = encoded["input_ids"].to(self.device), encoded["attention_mask"].to(self.device).float()
+        embeds = self.embed_tokens(ids)
+        return (embeds * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
 
     # ---- logits over the action bins ------------------------------------------------------------
     def action_head_weight(self) -> torch.Tensor:

@@ -3,8 +3,9 @@
 Data: robomimic/LIBERO-layout HDF5 files (``vla_rl.core.demo_file``); each step gives (agent-view
 image, instruction, action chunk of the next K actions, padded with the last action). Action
 statistics (q01/q99, gripper unnormalised) are computed from the training data and stored with every
-checkpoint. Images get a random shift (pad and crop, as in DrQ) so that 50 demos per task generalise to
-unseen init states.
+checkpoint. Images get a random shift (pad and crop, as in DrQ) and optionally their object colours
+permuted together with the colour words of the instruction (``colour_swap``, augment.py), so that
+the policy must find the named object in unseen init states instead of memorising scenes.
 
 The loop is plain: sample a batch, forward teacher-forced logits over the 256 action bins, CE, AdamW
 with warm-up + cosine decay, grad clipping. Progress bar, TensorBoard scalars, atomic checkpoints
@@ -26,6 +27,7 @@ import torch
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.demo_file import read_demo_file
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats
+from vla_rl.policy.augment import ColourSwap, ColourSwapConfig
 from vla_rl.policy.checkpoint import latest_valid_checkpoint, load_checkpoint, point_latest, save_checkpoint
 from vla_rl.policy.lora import LoRAConfig, apply_lora, lora_tensors, merged_state_dict, restore_lora
 from vla_rl.policy.model import VLAConfig, VLAModel
@@ -35,6 +37,7 @@ class SFTConfig:
     model: VLAConfig = option(factory=VLAConfig, doc="the VLA to train from scratch (or init_checkpoint)")
     init_checkpoint: str = option("", "start from this policy checkpoint instead of random weights")
     lora: LoRAConfig = option(factory=LoRAConfig, doc="LoRA adapters on the decoder (rank 0 = full fine-tuning)")
+    freeze_vision: bool = option(False, "keep the vision tower's weights fixed (train projector, FiLM and decoder)")
     demo_dir: Path = option(Path("runs/demo/demos"), "directory of <Task>_demo.hdf5 files")
     tasks: tuple[str, ...] = option((), "tasks to train on; empty = every file in demo_dir")
     demos_per_task: int = option(0, "use at most this many demos per task (0 = all)")
@@ -47,6 +50,8 @@ class SFTConfig:
     warmup_steps: int = option(100, "linear warm-up steps")
     grad_clip: float = option(1.0, "max gradient norm")
     shift_pixels: int = option(4, "random-shift augmentation: pad by this many pixels, crop back")
+    colour_swap: ColourSwapConfig = option(factory=ColourSwapConfig, doc="permute object colours in image and "
+                                                                         "instruction together (augment.py)")
     checkpoint_every: int = option(500, "steps between checkpoints")
     log_every: int = option(20, "steps between TensorBoard/progress updates")
     seed: int = option(0, "seed of weights init, sampling and augmentation")
@@ -163,6 +168,11 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         trainable = restore_lora(model, config.lora, state["lora"]) if state else apply_lora(model, config.lora)
     else:
         trainable = list(model.parameters())
+    if config.freeze_vision:
+        frozen = {id(p) for p in model.vision_backbone.parameters()}
+        for parameter in model.vision_backbone.parameters():
+            parameter.requires_grad_(False)
+        trainable = [p for p in trainable if id(p) not in frozen]
     model.train()
     tokens_all = torch.from_numpy(action_tokenizer.encode(data.chunks).reshape(len(data), -1))
     images_all = torch.from_numpy(data.images)
@@ -172,6 +182,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+    colour_swap = ColourSwap(config.colour_swap)
     writer = SummaryWriter(str(out_dir / "tensorboard"))
     started = time.perf_counter()
     history_path = out_dir / "metrics.jsonl"
@@ -200,6 +211,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         index = torch.randint(0, len(data), (config.batch_size,), generator=generator)
         images = random_shift(images_all[index], config.shift_pixels, generator)
         instructions = [data.instructions[i] for i in data.instruction_ids[index.numpy()]]
+        images, instructions = colour_swap(images, instructions, generator)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
         loss, accuracy = sft_loss(model, tokens_all[index], images, instructions)
