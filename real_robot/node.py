@@ -150,8 +150,20 @@ class PolicyNode:
         if self.recorder is not None and self.episode:
             self.recorder.write(topic, msg)
 
+    def _rejected(self, event: str, error: Exception) -> None:
+        """A message that cannot be used is dropped (the watchdog then halts the arm if nothing
+        usable follows); counted, and logged the first time."""
+        with self.lock:
+            self.safety.count(event)
+            first = self.safety.counts[event] == 1
+        if first:
+            log.error("%s: %s (further ones are only counted in /vla/status)", event, error)
+
     def _on_image(self, msg) -> None:
-        rgb = messages.square_resize(messages.image_to_rgb(msg), self.image_size)
+        try:
+            rgb = messages.square_resize(messages.image_to_rgb(msg), self.image_size)
+        except ValueError as error:
+            return self._rejected("bad_image", error)
         now = time.monotonic()
         with self.lock:
             self.sequence += 1
@@ -164,14 +176,20 @@ class PolicyNode:
         self._maybe_start_inference()
 
     def _on_wrist_image(self, msg) -> None:
-        rgb = messages.square_resize(messages.image_to_rgb(msg), self.image_size)
+        try:
+            rgb = messages.square_resize(messages.image_to_rgb(msg), self.image_size)
+        except ValueError as error:
+            return self._rejected("bad_image", error)
         with self.lock:
             self.wrist = rgb
             self.last_seen["wrist_image"] = time.monotonic()
         self._record(self.config.topics.wrist_image, msg)
 
     def _on_joint_states(self, msg) -> None:
-        positions = messages.joint_positions(msg, self.config.arm_joints)
+        try:
+            positions = messages.joint_positions(msg, self.config.arm_joints)
+        except KeyError as error:
+            return self._rejected("bad_joint_states", error)
         with self.lock:
             self.joints = positions
             self.last_seen["joint_states"] = time.monotonic()

@@ -54,6 +54,10 @@ class BagRecorder:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
         self.out_dir, self.robot, self.storage = Path(out_dir), robot, storage
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        existing = sorted(self.out_dir.glob("episode_*"))
+        if existing:  # checked now, not at the first instruction in the middle of a run
+            raise FileExistsError(f"{self.out_dir} already holds recordings ({existing[0].name}, ...); "
+                                  "record into a new directory so nothing is overwritten")
         self.bags: list[Path] = []
         self.error: BaseException | None = None
         self.open = False

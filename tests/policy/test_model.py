@@ -25,7 +25,9 @@ def test_prompt_is_openvla_format_and_never_uses_action_tokens(policy):
 @pytest.mark.parametrize("decoding, chunk, film", [("autoregressive", 1, False), ("autoregressive", 2, False),
                                                   ("parallel", 4, False), ("autoregressive", 1, True)])
 def test_act_shapes_and_logprob_matches_teacher_forcing(decoding, chunk, film):
-    policy = make_policy(tiny_config(decoding=decoding, chunk_size=chunk, film=film), temperature=0.7)
+    # film=True also adds the spatial-softmax keypoint token
+    policy = make_policy(tiny_config(decoding=decoding, chunk_size=chunk, film=film, keypoints=8 if film else 0),
+                         temperature=0.7)
     obs = make_obs(6)
     out = policy.act(obs, explore=True)
     length = 7 * chunk
@@ -65,6 +67,22 @@ def test_film_starts_as_identity_and_conditions_vision_on_the_instruction():
     tokens = policy.act(obs, explore=True).tokens
     policy.log_prob(obs, tokens).token_logprob.sum().backward()
     assert model.film.weight.grad.abs().sum() > 0
+
+
+def test_keypoint_token_is_the_expected_position_of_each_map():
+    model = make_policy(tiny_config(keypoints=2)).model
+    features = torch.zeros(1, 16, model.vision_backbone.feature_dim)  # a 4 x 4 grid
+    features[0, 3, 0] = 1.0  # patch (row 0, col 3): the top-right corner
+    with torch.no_grad():
+        model.keypoint_logits.weight.zero_()
+        model.keypoint_logits.bias.zero_()
+        model.keypoint_logits.weight[0, 0] = 100.0  # map 0 attends to feature channel 0
+        captured = {}
+        model.keypoint_embed[0].register_forward_hook(lambda m, args, out: captured.update(points=args[0]))
+        model.keypoint_token(features)
+    x0, y0, x1, y1 = captured["points"][0].tolist()
+    assert (x0, y0) == pytest.approx((1.0, -1.0), abs=1e-4)  # map 0: the marked corner
+    assert (x1, y1) == pytest.approx((0.0, 0.0), abs=1e-6)  # map 1: uniform -> the grid centre
 
 
 def test_sampling_is_seeded_and_greedy_is_deterministic():

@@ -240,3 +240,23 @@ def test_recorded_bag_converts_to_demos_via_cli(ros_context, tmp_path):
     assert episode.num_steps >= 4 and episode.obs["agentview_rgb"].shape[1:] == (32, 32, 3)
     np.testing.assert_allclose(episode.actions, np.tile(SLOW_SIDEWAYS, (episode.num_steps, 1)), atol=1e-6)
     assert episode.obs["joint_states"].shape == (episode.num_steps, 8)
+
+
+def test_unusable_images_are_counted_and_the_arm_halts(ros_context):
+    from sensor_msgs.msg import Image
+
+    _, bridge, node, spinner = start_pair(ros_context, ScriptedPolicy(SLOW_SIDEWAYS))
+    camera = node.node.create_publisher(Image, ROBOT.topics.image, 10)
+    try:
+        assert wait_for(lambda: bridge.steps >= 2, timeout=20)
+        bridge.freeze_camera()  # from now on only depth images arrive on the camera topic
+        depth = Image(height=4, width=4, encoding="16UC1", step=8, data=bytes(32))
+        for _ in range(15):
+            camera.publish(depth)
+            time.sleep(0.05)
+        assert wait_for(lambda: node.status()["state"] == "stale", timeout=2)
+        status = node.status()
+    finally:
+        stop_pair(bridge, node, spinner)
+    assert status["safety_events"]["bad_image"] >= 1  # counted, and the node kept running
+    assert not bridge.command_log[-1][1][:6].any()

@@ -124,6 +124,9 @@ class VLAConfig:
     chunk_size: int = option(1, "actions predicted per observation (K); tokens = K * action_dim")
     decoding: Literal["autoregressive", "parallel"] = option("autoregressive", "OpenVLA or OFT-style decoding")
     cameras: tuple[str, ...] = option(("agentview",), "camera images fed to the model, in order")
+    keypoints: int = option(0, "spatial-softmax keypoints per camera (0 = none): K attention maps over the patch grid "
+                               "(after FiLM) give K expected (x, y) image positions, embedded as one extra prefix "
+                               "token, a direct readout of where things are (robomimic-style; not in OpenVLA)")
     film: bool = option(False, "FiLM language conditioning of the vision features (OpenVLA-OFT+): the mean embedding "
                                "of the instruction's tokens scales and shifts every patch feature channel before "
                                "the projector, so the image is read for the named object; off in OpenVLA")
@@ -305,6 +308,10 @@ class VLAModel(nn.Module):
         ))
         if config.decoding == "parallel":
             self.action_queries = nn.Parameter(torch.randn(config.num_action_tokens, lm.hidden_size) * 0.02)
+        if config.keypoints:
+            self.keypoint_logits = nn.Linear(self.vision_backbone.feature_dim, config.keypoints)
+            self.keypoint_embed = nn.Sequential(nn.Linear(2 * config.keypoints, lm.hidden_size), nn.GELU(),
+                                                nn.Linear(lm.hidden_size, lm.hidden_size))
         if config.film:
             # zero-initialised: the model starts as the plain VLA and learns how much to modulate
             self.film = nn.Linear(lm.hidden_size, 2 * self.vision_backbone.feature_dim)
@@ -355,6 +362,8 @@ class VLAModel(nn.Module):
             if modulation is not None:
                 features = features * (1 + modulation[0]) + modulation[1]
             patches.append(self.projector(features))
+            if self.config.keypoints:
+                patches.append(self.keypoint_token(features))
         patch_embeds = torch.cat(patches, dim=1)
         prompt_ids = self.prompt_ids(instructions)
         width = max(len(ids) for ids in prompt_ids)
@@ -367,6 +376,19 @@ class VLAModel(nn.Module):
         embeds = torch.cat([self.embed_tokens(bos), patch_embeds, self.embed_tokens(text)], dim=1)
         mask = torch.cat([torch.ones((batch, 1 + patch_embeds.shape[1]), dtype=torch.long, device=device), text_mask], 1)
         return Prefix(embeds=embeds, mask=mask, positions=(mask.cumsum(1) - 1).clamp(min=0))
+
+    def keypoint_token(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, P, F]`` square grid of patch features -> ``[B, 1, D]``: the embedded expected
+        (x, y) in [-1, 1] of each of the K spatial-softmax maps."""
+        grid = int(round(features.shape[1] ** 0.5))
+        if grid * grid != features.shape[1]:
+            raise ValueError(f"keypoints need a square patch grid, got {features.shape[1]} patches")
+        axis = torch.linspace(-1.0, 1.0, grid, device=features.device, dtype=features.dtype)
+        rows, cols = torch.meshgrid(axis, axis, indexing="ij")
+        coords = torch.stack([cols.reshape(-1), rows.reshape(-1)], dim=-1)  # [P, 2] (x right, y down)
+        attention = torch.softmax(self.keypoint_logits(features), dim=1)  # [B, P, K], over patches
+        points = torch.einsum("bpk,pc->bkc", attention, coords)  # [B, K, 2]
+        return self.keypoint_embed(points.flatten(1)).unsqueeze(1)
 
     def instruction_embedding(self, instructions: list[str]) -> torch.Tensor:
         """``[B, D]``: the mean input embedding of each instruction's own tokens (no prompt template)."""
