@@ -260,3 +260,40 @@ def test_unusable_images_are_counted_and_the_arm_halts(ros_context):
         stop_pair(bridge, node, spinner)
     assert status["safety_events"]["bad_image"] >= 1  # counted, and the node kept running
     assert not bridge.command_log[-1][1][:6].any()
+
+
+def test_cli_deploy_drives_the_cli_sim_bridge_across_processes(reach_checkpoint, tmp_path, capsys):
+    """`vla-rl sim-bridge` in its own process, `vla-rl deploy` here: real DDS between processes."""
+    import subprocess
+    import sys
+
+    from sim_envs.init_states import get_layout
+    from vla_rl.cli.main import main
+
+    bridge = subprocess.Popen([sys.executable, "-m", "vla_rl.cli.main", "sim-bridge", "--task", "Reach",
+                               "--init-state", str(REACH_INIT_STATE), "--split", "train", "--image-size", "32",
+                               "--duration", "40"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        instruction = get_layout("Reach", REACH_INIT_STATE, "train")["instruction"]
+        code = main(["deploy", "--checkpoint", str(reach_checkpoint), "--robot", "configs/robot/tabletop_sim.yaml",
+                     "--instruction", instruction, "--duration", "15", "--record", str(tmp_path / "bags")])
+    finally:
+        bridge.terminate()
+        bridge_output = bridge.communicate(timeout=30)[0]
+    assert code == 0
+    out = capsys.readouterr().out
+    final = json.loads(out[out.rindex("\n{"):out.rindex("}") + 1])
+    assert final["commands_published"] >= 3, (final, bridge_output[-2000:])
+    assert (tmp_path / "bags" / "episode_0001" / "metadata.yaml").is_file()
+
+
+def test_deploy_refuses_a_checkpoint_without_norm_stats(reach_checkpoint, tmp_path, capsys):
+    import shutil
+
+    from vla_rl.cli.main import main
+
+    broken = tmp_path / "ckpt"
+    shutil.copytree(reach_checkpoint, broken)
+    (broken / "norm_stats.json").unlink()
+    assert main(["deploy", "--checkpoint", str(broken), "--robot", "configs/robot/tabletop_sim.yaml"]) == 2
+    assert "norm_stats.json" in capsys.readouterr().err

@@ -47,29 +47,45 @@ def make_joint_solver(robot):
     return MjcfKinematics(xml, robot.arm_joints, robot.ee_site)
 
 
-def _spin(nodes, context, duration: float, report) -> None:
+def _serve(build, duration: float) -> dict:
+    """Start a ROS context, ``build(context)`` a node wrapper (``.node``, ``.status()``,
+    ``.destroy()``), spin it until Ctrl-C or ``duration`` seconds (status every 5 s), tear
+    everything down, print and return the final status."""
     from rclpy.executors import SingleThreadedExecutor
 
+    from real_robot.messages import require_ros
+
+    rclpy = require_ros()
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        wrapper = build(context)
+    except BaseException:
+        rclpy.shutdown(context=context)
+        raise
     executor = SingleThreadedExecutor(context=context)
-    for node in nodes:
-        executor.add_node(node)
+    executor.add_node(wrapper.node)
     deadline = time.monotonic() + duration if duration > 0 else float("inf")
     last_report = time.monotonic()
     try:
         while time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.05)
             if time.monotonic() - last_report >= 5.0:
-                report()
+                print(json.dumps(wrapper.status()))
                 last_report = time.monotonic()
     except KeyboardInterrupt:
         pass
     finally:
         executor.shutdown()
+        final = wrapper.status()
+        wrapper.destroy()
+        rclpy.shutdown(context=context)
+    print(json.dumps(final, indent=1))
+    return final
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     from real_robot.config import load_robot_config
-    from real_robot.messages import require_ros
     from real_robot.node import PolicyNode
     from real_robot.recording import BagRecorder
 
@@ -77,21 +93,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     policy, checkpoint = load_deployable_policy(Path(args.checkpoint), args.device)
     solver = make_joint_solver(robot) if robot.command_mode == "joint_trajectory" else None
     recorder = BagRecorder(args.record, robot, args.storage) if args.record else None
-    rclpy = require_ros()
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = PolicyNode(policy, robot, image_size=policy.config.image_size, cameras=policy.config.cameras,
-                      instruction=args.instruction or "", joint_solver=solver, recorder=recorder, context=context)
     print(f"deploying {checkpoint} on {robot.name}: {robot.command_mode} commands at {robot.control_hz:g} Hz; "
           f"status on {robot.topics.status}" + ("" if args.instruction else
                                                 f"; waiting for an instruction on {robot.topics.instruction}"))
-    try:
-        _spin([node.node], context, args.duration, lambda: print(json.dumps(node.status())))
-    finally:
-        final = node.status()
-        node.destroy()
-        rclpy.shutdown(context=context)
-    print(json.dumps(final, indent=1))
+    _serve(lambda context: PolicyNode(policy, robot, image_size=policy.config.image_size,
+                                      cameras=policy.config.cameras, instruction=args.instruction or "",
+                                      joint_solver=solver, recorder=recorder, context=context), args.duration)
     if recorder is not None:
         print(f"bags: {', '.join(str(p) for p in recorder.bags) or 'none (no instruction arrived)'}")
     return 0
@@ -99,7 +106,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_sim_bridge(args: argparse.Namespace) -> int:
     from real_robot.config import load_robot_config
-    from real_robot.messages import require_ros
     from real_robot.sim_bridge import SimBridge
     from sim_envs.init_states import get_layout
     from sim_envs.tabletop_env import TabletopEnv
@@ -112,20 +118,10 @@ def cmd_sim_bridge(args: argparse.Namespace) -> int:
         env.reset(options={"init_state_id": args.init_state, "split": args.split})
         return env
 
-    rclpy = require_ros()
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    bridge = SimBridge(make_env, robot, lockstep=not args.realtime, image_encoding=args.encoding,
-                       wrist_camera=bool(robot.topics.wrist_image), context=context)
     print(f"sim bridge: {args.task} init state {args.split}/{args.init_state}, "
           f"{'real-time' if args.realtime else 'lockstep'}; instruction: {instruction!r}")
-    try:
-        _spin([bridge.node], context, args.duration, lambda: print(json.dumps(bridge.status())))
-    finally:
-        final = bridge.status()
-        bridge.destroy()
-        rclpy.shutdown(context=context)
-    print(json.dumps(final, indent=1))
+    _serve(lambda context: SimBridge(make_env, robot, lockstep=not args.realtime, image_encoding=args.encoding,
+                                     wrist_camera=bool(robot.topics.wrist_image), context=context), args.duration)
     return 0
 
 
