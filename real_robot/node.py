@@ -235,7 +235,7 @@ class PolicyNode:
     def _maybe_start_inference(self) -> None:
         with self.lock:
             if (self.pending is not None or self.queue or self.latest is None or not self.instruction
-                    or self.estop or self.state in ("stale", "waiting_for_robot")
+                    or self.estop or self.state in ("stale", "waiting_for_robot", "waiting_for_observations")
                     or self.latest.sequence <= self.inferred_sequence
                     # act only on what the camera saw after the last command went out
                     or self.latest.received <= self.last_command_time):
