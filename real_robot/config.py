@@ -75,7 +75,6 @@ class RobotConfig:
                                             "recordings; empty = every joint in the message")
     kinematics_mjcf: str = option("", "joint_trajectory mode: an MJCF of the arm with a site named by ee_site")
     ee_site: str = option("grip_site", "the MJCF site that is the end effector")
-    image_encoding_out: Literal["rgb8"] = option("rgb8", "images are converted to this before the policy")
     camera: str = option("agentview", "the policy camera the scene image feeds")
     wrist_camera: str = option("wrist", "the policy camera the wrist image feeds (if topics.wrist_image is set)")
     inference_timeout_s: float = option(2.0, "an inference slower than this is reported and its action dropped")

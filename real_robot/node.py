@@ -139,7 +139,6 @@ class PolicyNode:
         self.timer = node.create_timer(config.period_s, self._control_tick)
         self.Float64, self.String = Float64, String
         self.commands_published = 0
-        self.last_command: CartesianCommand | None = None
         self.last_command_time = float("-inf")
         if recorder is not None and instruction:
             recorder.start_episode(self.episode, instruction)
@@ -356,7 +355,6 @@ class PolicyNode:
             self.trajectory_pub.publish(msg)
             self._record(self.config.topics.joint_command, msg)
         self.commands_published += 1
-        self.last_command = command
         self.last_command_time = time.monotonic()
 
     def status(self) -> dict:

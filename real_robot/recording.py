@@ -170,17 +170,10 @@ def _deserialize(typestore, raw: bytes, msgtype: str):
         return message
 
 
-def _rgb(msg) -> np.ndarray:
-    """A rosbags Image (same fields as sensor_msgs/Image) as RGB."""
-    from real_robot.messages import image_to_rgb
-
-    return image_to_rgb(msg)
-
-
 def bag_to_episode(path: str | Path, image_size: int = 64, task: str = "", success: bool = False) -> Episode:
     """One recorded episode as an ``Episode`` (see module docstring); ``success`` is the label the
     operator gives (a real arm has no success predicate)."""
-    from real_robot.messages import square_resize
+    from real_robot.messages import image_to_rgb, square_resize  # rosbags' Image has sensor_msgs' fields
 
     messages = read_bag(path)
     header = next((json.loads(m.data) for topic, _, m in messages if topic == EPISODE_TOPIC), None)
@@ -198,7 +191,7 @@ def bag_to_episode(path: str | Path, image_size: int = 64, task: str = "", succe
             if image_topic not in latest:
                 raise ValueError(f"{path}: an action was recorded before any image on {image_topic}")
             actions.append(np.asarray(msg.data, dtype=np.float32))
-            images.append(square_resize(_rgb(latest[image_topic]), image_size))
+            images.append(square_resize(image_to_rgb(latest[image_topic]), image_size))
             joint = latest.get(joint_topic)
             joints.append(np.asarray(joint.position if joint is not None else [], dtype=np.float32))
             pose = latest.get(pose_topic)

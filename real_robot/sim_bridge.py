@@ -178,7 +178,8 @@ class SimBridge:
             return {"steps": 0, "ready": False}
         return {"ready": True, "steps": self.steps, "success": bool(self.env.is_success()), "success_reached": self.success_reached,
                 "progress": float(self.env.progress()), "ee_position": [float(v) for v in self.env.ee_pose()[0]],
-                "commands_received": self.commands_received, "camera_frozen": self.camera_frozen}
+                "commands_received": self.commands_received,
+                "commands_before_ready": self.commands_before_ready, "camera_frozen": self.camera_frozen}
 
     def destroy(self) -> None:
         """Stop and release the env's renderers (call from the thread that spun the node)."""

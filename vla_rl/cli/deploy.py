@@ -24,9 +24,6 @@ def load_deployable_policy(checkpoint: Path, device: str = "auto"):
     if not checkpoint.is_dir():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     checkpoint = resolve_checkpoint(checkpoint)
-    if not (checkpoint / "norm_stats.json").is_file():
-        raise FileNotFoundError(f"{checkpoint} has no norm_stats.json: refusing to deploy a policy whose actions "
-                                "cannot be unnormalised")
     model, tokenizer, _ = load_checkpoint(checkpoint, device=resolve_device(device))
     if not tokenizer.norm_stats.mask.any():
         raise ValueError(f"{checkpoint}: the norm stats normalise no action dimension; refusing to deploy")
