@@ -1,13 +1,20 @@
-"""GRPO driven by the critic alone vs by the simulator's success, same start, same budget, same run.
+"""GRPO with different rollout and reward sources, same start, same budget, same run:
 
-Both runs start from the same SFT checkpoint, train on the same tasks for the same number of
-iterations with the same seed, and are evaluated in the real simulator on held-out init states. The
-figure is the critic run's success gain as a fraction of the sim-success run's gain (target >= 0.8).
+- ``sim_success``: rollouts in the simulator, rewarded by its success predicate (the reference);
+- ``critic``: rollouts in the simulator, rewarded by the critic alone (issue: >= 80% of the
+  reference's gain);
+- ``world_model``: rollouts only in the learned world model (``env.kind: world_model``), success
+  decided by the critic on imagined frames (issue: >= 10 points on at least two tasks).
+
+Every run starts from the same SFT checkpoint, trains on the same tasks for the same number of
+iterations with the same seed, and is evaluated in the real simulator on held-out init states.
 
     python benchmarks/compare_reward_sources.py --sft runs/quickstart/sft --critic runs/critic/final \\
+        [--runs sim_success critic world_model] [--world-model runs/world_model] \\
         [--tasks Reach PressButton] [--iterations 12] [--eval-episodes 50] [--out runs/compare_rewards]
 
-Prints one JSON line; writes ``<out>/comparison.json`` and ``<out>/comparison.png``.
+Prints one JSON line per compared run (its gain against the sim_success run's); writes
+``<out>/comparison.json`` and ``<out>/comparison.png``.
 """
 
 from __future__ import annotations
@@ -29,18 +36,21 @@ from vla_rl.cli.factories import eval_state_counter, make_pool  # noqa: E402
 from vla_rl.policy.checkpoint import resolve_checkpoint  # noqa: E402
 from vla_rl.reward.sources import RewardConfig  # noqa: E402
 from vla_rl.train.learner import AlgorithmConfig  # noqa: E402
-from vla_rl.train.trainer import RolloutConfig, Trainer, TrainConfig  # noqa: E402
+from vla_rl.train.trainer import EnvConfig, RolloutConfig, Trainer, TrainConfig  # noqa: E402
 
 
 def run(source: str, args, sft: Path) -> dict:
-    reward = RewardConfig(source=source, critic_checkpoint=args.critic if source != "sim_success" else Path(""))
-    config = TrainConfig(
+    reward = RewardConfig(source="critic", critic_checkpoint=args.critic) if source == "critic" else RewardConfig()
+    env = EnvConfig()
+    if source == "world_model":
+        env = EnvConfig(kind="world_model", world_model_checkpoint=args.world_model, critic_checkpoint=args.critic)
+    config = TrainConfig(env=env,
         init_checkpoint=sft, tasks=tuple(args.tasks), out_dir=args.out / source, iterations=args.iterations,
         group_size=8, groups_per_iteration=4, max_sampling_rounds=2, temperature=args.temperature, reward=reward,
         algorithm=AlgorithmConfig(lr=args.lr, minibatch_size=128, microbatch_size=64),
         rollout=RolloutConfig(num_workers=2, envs_per_worker=16), eval_every=args.iterations,
         eval_episodes_per_task=args.eval_episodes, checkpoint_every=args.iterations, seed=args.seed)
-    pool = make_pool(config.rollout, config.suite, sft, config.temperature, config.seed)
+    pool = make_pool(config.rollout, config.suite, sft, config.temperature, config.seed, config.env)
     try:
         summary = Trainer(config, pool, eval_state_counter(config.suite)).run()
     finally:
@@ -48,6 +58,7 @@ def run(source: str, args, sft: Path) -> dict:
     history = summary["eval_history"]
     return {"source": source, "before": history[0]["mean_success"], "after": history[-1]["mean_success"],
             "gain_points": 100 * (history[-1]["mean_success"] - history[0]["mean_success"]),
+            "per_task_before": {t: r["success_rate"] for t, r in history[0]["per_task"].items()},
             "per_task_after": {t: r["success_rate"] for t, r in history[-1]["per_task"].items()},
             "minutes": summary["seconds"] / 60, "config": json.loads(json.dumps(dataclasses.asdict(config),
                                                                                 default=str))}
@@ -75,6 +86,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sft", type=Path, default=Path("runs/quickstart/sft"))
     parser.add_argument("--critic", type=Path, default=Path("runs/critic/final"))
+    parser.add_argument("--world-model", type=Path, default=Path("runs/world_model"))
+    parser.add_argument("--runs", nargs="+", default=["sim_success", "critic"],
+                        choices=["sim_success", "critic", "world_model"], help="sim_success always runs first")
     parser.add_argument("--tasks", nargs="+", default=["Reach", "PressButton"])
     parser.add_argument("--iterations", type=int, default=12)
     parser.add_argument("--eval-episodes", type=int, default=50)
@@ -84,15 +98,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/compare_rewards"))
     args = parser.parse_args()
     sft = resolve_checkpoint(args.sft)
-    results = [run("sim_success", args, sft), run("critic", args, sft)]
+    names = ["sim_success"] + [name for name in dict.fromkeys(args.runs) if name != "sim_success"]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "comparison.json").write_text(json.dumps(results, indent=1) + "\n")
+    results = []
+    for name in names:
+        results.append(run(name, args, sft))
+        (args.out / "comparison.json").write_text(json.dumps(results, indent=1) + "\n")  # kept if a later run dies
     plot(results, args.out / "comparison.png")
-    sim, critic = results
-    emit("critic_reward_success_gain_points", critic["gain_points"], "points", "sim_reward_success_gain_points",
-         sim["gain_points"], tasks=args.tasks, iterations=args.iterations, eval_episodes=args.eval_episodes,
-         before=sim["before"], sim_after=sim["after"], critic_after=critic["after"],
-         minutes=[round(r["minutes"], 1) for r in results])
+    sim = results[0]
+    figures = {"critic": "critic_reward_success_gain_points", "world_model": "world_model_grpo_success_gain_points"}
+    for row in results[1:]:
+        per_task_gain = {t: round(100 * (row["per_task_after"][t] - row["per_task_before"][t]), 1)
+                         for t in row["per_task_after"]}
+        emit(figures[row["source"]], row["gain_points"], "points", "sim_reward_success_gain_points",
+             sim["gain_points"], tasks=args.tasks, iterations=args.iterations, eval_episodes=args.eval_episodes,
+             before=sim["before"], sim_after=sim["after"], after=row["after"], per_task_gain_points=per_task_gain,
+             minutes=[round(r["minutes"], 1) for r in (sim, row)])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Episodes with simulator progress labels, the training and test data of the reward critic.
+"""Episodes with simulator progress labels, the training and test data of the reward critic and of
+the world model.
 
-Each episode keeps its agent-view frames, and for every frame the task's progress in [0, 1]
-(``Task.progress``: stage predicates and distances) and whether the success predicate holds.
+Each episode keeps its agent-view frames, the executed actions and the proprio state, and for every
+frame the task's progress in [0, 1] (``Task.progress``: stage predicates and distances) and whether
+the success predicate holds.
 Behaviours:
 - ``expert``: the scripted expert; it succeeds and its progress rises to 1;
 - ``perturbed``: the expert with Gaussian noise (std 0.6) on its motion, which often stalls,
@@ -9,14 +11,17 @@ Behaviours:
 - ``random``: uniform random actions; the progress stays low;
 - ``sluggish``: the expert at half speed with noise 0.4 and its gripper command sometimes dropped.
   The critic never trains on it; it is the "policy the critic never trained on" of the evaluation.
-Policy rollouts (e.g. an SFT checkpoint) are added by ``vla-rl critic collect --policy``, which
-wires a policy in the CLI.
+- ``policy``: a VLA policy sampling its actions (temperature from its loader), e.g. an SFT
+  checkpoint: ``--policy CKPT`` of ``vla-rl critic collect`` / ``vla-rl wm collect``. The CLI passes
+  a picklable ``policy_factory``; this module never imports the policy package.
 
 File layout (HDF5, written atomically)::
 
     episode_<i>/frames     uint8 [T + 1, H, W, 3]   frame 0 is the reset observation
     episode_<i>/progress   float32 [T + 1]
     episode_<i>/success    bool [T + 1]
+    episode_<i>/actions    float32 [T, 7]           the executed action of step t (files of older versions lack it)
+    episode_<i>/proprio    float32 [T + 1, P]       (files of older versions lack it)
     episode_<i>            attrs: task, instruction, behaviour, split, init_state_id
 """
 
@@ -31,7 +36,7 @@ from typing import Iterator, Sequence
 import h5py
 import numpy as np
 
-BEHAVIOURS = ("expert", "perturbed", "random", "sluggish")
+BEHAVIOURS = ("expert", "perturbed", "random", "sluggish", "policy")
 
 
 @dataclass
@@ -44,26 +49,43 @@ class ProgressEpisode:
     frames: np.ndarray  # uint8 [T + 1, H, W, 3]
     progress: np.ndarray  # float32 [T + 1]
     success: np.ndarray  # bool [T + 1]
+    actions: np.ndarray | None = None  # float32 [T, 7], executed
+    proprio: np.ndarray | None = None  # float32 [T + 1, P]
 
     @property
     def succeeded(self) -> bool:
         return bool(self.success.any())
 
 
-def run_episode(env, task: str, behaviour: str, split: str, init_state_id: int, seed: int) -> ProgressEpisode:
-    """One episode of ``behaviour`` on a ``TabletopEnv`` from the given init state."""
+def _policy_action(policy, obs: dict, instruction: str) -> np.ndarray:
+    from vla_rl.core.types import ObsBatch
+
+    batch = ObsBatch(images={"agentview": obs["agentview_image"][None]}, proprio=obs["proprio"][None],
+                     instructions=[instruction])
+    return np.asarray(policy.act(batch, explore=True).actions[0, 0], np.float32)  # first action of a chunk
+
+
+def run_episode(env, task: str, behaviour: str, split: str, init_state_id: int, seed: int,
+                policy=None) -> ProgressEpisode:
+    """One episode of ``behaviour`` on a ``TabletopEnv`` from the given init state (``policy``: an
+    object with ``act(ObsBatch, explore=True)``, needed by the ``policy`` behaviour)."""
     from sim_envs.experts import make_expert
 
     if behaviour not in BEHAVIOURS:
         raise ValueError(f"unknown behaviour {behaviour!r}; valid: {', '.join(BEHAVIOURS)}")
+    if behaviour == "policy" and policy is None:
+        raise ValueError("the 'policy' behaviour needs a policy (vla-rl ... collect --policy CHECKPOINT)")
     rng = np.random.default_rng(seed)
     obs, info = env.reset(options={"init_state_id": init_state_id, "split": split})
     noise = {"perturbed": 0.6, "sluggish": 0.4}.get(behaviour, 0.0)
-    expert = make_expert(env, noise_std=noise, seed=seed) if behaviour != "random" else None
+    expert = make_expert(env, noise_std=noise, seed=seed) if behaviour not in ("random", "policy") else None
     frames, progress, success = [obs["agentview_image"]], [info["progress"]], [False]
+    actions, proprio = [], [obs["proprio"]]
     done = False
     while not done:
-        if expert is None:
+        if behaviour == "policy":
+            action = _policy_action(policy, obs, env.instruction)
+        elif expert is None:
             action = rng.uniform(-1, 1, 7).astype(np.float32)
         else:
             action = expert.act()
@@ -71,33 +93,50 @@ def run_episode(env, task: str, behaviour: str, split: str, init_state_id: int, 
                 action[:6] *= 0.5
                 if rng.random() < 0.3:
                     action[6] = 0.0
+        action = np.asarray(action, np.float32)
         obs, _, terminated, truncated, info = env.step(action)
         frames.append(obs["agentview_image"])
         progress.append(info["progress"])
         success.append(info["success"])
+        actions.append(action)
+        proprio.append(obs["proprio"])
         done = terminated or truncated
     return ProgressEpisode(task, env.instruction, behaviour, split, init_state_id, np.stack(frames),
-                           np.asarray(progress, np.float32), np.asarray(success, bool))
+                           np.asarray(progress, np.float32), np.asarray(success, bool),
+                           np.stack(actions).astype(np.float32), np.stack(proprio).astype(np.float32))
 
 
 def _work(args) -> list[ProgressEpisode]:
-    task, behaviour, split, ids, image_size, seed = args
+    task, behaviour, split, ids, image_size, seed, policy_factory = args
+    import torch
+
     from sim_envs.tabletop_env import TabletopEnv
 
+    policy = None
+    if behaviour == "policy":
+        torch.set_num_threads(1)  # one process per core already
+        policy = policy_factory()
+        policy.generator.manual_seed(seed)
     env = TabletopEnv(task, image_size=image_size)
     try:
-        return [run_episode(env, task, behaviour, split, i, seed + i) for i in ids]
+        return [run_episode(env, task, behaviour, split, i, seed + i, policy) for i in ids]
     finally:
         env.close()
 
 
 def collect_progress_episodes(tasks: Sequence[str], behaviours: dict[str, int], split: str, image_size: int = 64,
                               first_init_state: int = 0, workers: int = -1, seed: int = 0,
-                              show_progress: bool = True) -> list[ProgressEpisode]:
+                              show_progress: bool = True, policy_factory=None) -> list[ProgressEpisode]:
     """``behaviours[b]`` episodes of each behaviour on each task, from init states ``first_init_state``
-    onwards of ``split``, in ``workers`` processes (-1 = one per core)."""
+    onwards of ``split``, in ``workers`` processes (-1 = one per core). ``policy_factory``: a
+    picklable callable returning a policy, needed for the ``policy`` behaviour."""
     from tqdm import tqdm
 
+    unknown = [b for b in behaviours if b not in BEHAVIOURS]
+    if unknown:
+        raise ValueError(f"unknown behaviours {unknown}; valid: {', '.join(BEHAVIOURS)}")
+    if behaviours.get("policy") and policy_factory is None:
+        raise ValueError("policy episodes need a policy checkpoint (--policy CHECKPOINT)")
     jobs = []
     for task in tasks:
         for b_index, (behaviour, count) in enumerate(behaviours.items()):
@@ -105,7 +144,7 @@ def collect_progress_episodes(tasks: Sequence[str], behaviours: dict[str, int], 
             for chunk in np.array_split(ids, max(1, (count + 9) // 10)):  # ~10 episodes per job
                 if len(chunk):
                     jobs.append((task, behaviour, split, [int(i) for i in chunk], image_size,
-                                 seed + 100_003 * b_index))
+                                 seed + 100_003 * b_index, policy_factory))
     workers = (os.cpu_count() or 1) if workers == -1 else workers
     results: dict[int, list[ProgressEpisode]] = {}
     total = sum(len(job[3]) for job in jobs)
@@ -156,6 +195,9 @@ def write_episodes(path: Path, episodes: Sequence[ProgressEpisode]) -> Path:
             group.create_dataset("frames", data=episode.frames, compression="gzip", compression_opts=1)
             group["progress"] = episode.progress
             group["success"] = episode.success
+            if episode.actions is not None:
+                group["actions"] = episode.actions
+                group["proprio"] = episode.proprio
             group.attrs.update(task=episode.task, instruction=episode.instruction, behaviour=episode.behaviour,
                                split=episode.split, init_state_id=episode.init_state_id)
     os.replace(tmp, path)
@@ -172,7 +214,9 @@ def read_episodes(path: Path) -> Iterator[ProgressEpisode]:
             attrs = group.attrs
             yield ProgressEpisode(str(attrs["task"]), str(attrs["instruction"]), str(attrs["behaviour"]),
                                   str(attrs["split"]), int(attrs["init_state_id"]), group["frames"][()],
-                                  group["progress"][()], group["success"][()].astype(bool))
+                                  group["progress"][()], group["success"][()].astype(bool),
+                                  group["actions"][()] if "actions" in group else None,
+                                  group["proprio"][()] if "proprio" in group else None)
 
 
 __all__ = ["BEHAVIOURS", "ProgressEpisode", "run_episode", "collect_progress_episodes", "write_episodes",

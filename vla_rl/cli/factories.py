@@ -29,6 +29,21 @@ def make_vec_env(suite: str, num_envs: int, image_size: int, wrist_camera: bool,
                                   wrist_camera=wrist_camera))
 
 
+def make_world_model_env(suite: str, num_envs: int, image_size: int, wrist_camera: bool, processes: int, env_config):
+    """A ``WorldModelVecEnv`` whose resets come from the suite's simulator (``env_config``: ``EnvConfig``)."""
+    from sim_envs.suites import get_suite
+    from vla_rl.reward.critic import cached_critic
+    from world_model.env import WorldModelVecEnv
+    from world_model.train import load_world_model
+
+    model = load_world_model(Path(env_config.world_model_checkpoint))
+    if wrist_camera and "wrist" not in model.config.cameras:
+        raise ValueError(f"the policy needs the wrist camera; the world model predicts only {list(model.config.cameras)}")
+    reset_env = make_vec_env(suite, num_envs, image_size, wrist_camera, processes)
+    return WorldModelVecEnv(model, cached_critic(str(env_config.critic_checkpoint)), reset_env, get_suite(suite).max_steps,
+                            env_config.done_threshold, env_config.sampling_steps or None)
+
+
 def load_policy(checkpoint: str, temperature: float = 1.0, device: str = "auto"):
     from vla_rl.policy.checkpoint import load_checkpoint
     from vla_rl.policy.policy import VLAPolicy, resolve_device
@@ -45,16 +60,23 @@ def checkpoint_camera_setup(checkpoint: Path) -> tuple[int, bool]:
     return int(config.get("image_size", 64)), "wrist" in config.get("cameras", ["agentview"])
 
 
-def make_pool(rollout, suite: str, checkpoint: Path, temperature: float, seed: int):
-    """A ``LocalRolloutPool`` or ``RayRolloutPool`` (per ``rollout.backend``) for ``checkpoint``."""
+def make_pool(rollout, suite: str, checkpoint: Path, temperature: float, seed: int, env=None):
+    """A ``LocalRolloutPool`` or ``RayRolloutPool`` (per ``rollout.backend``) for ``checkpoint``;
+    ``env`` (an ``EnvConfig``) may put the rollouts in a world model, evaluation staying in the simulator."""
     image_size, wrist = checkpoint_camera_setup(checkpoint)
     env_factory = functools.partial(make_vec_env, suite, rollout.envs_per_worker, image_size, wrist,
                                     rollout.env_processes)
+    eval_env_factory = None
+    if env is not None and env.kind == "world_model":
+        eval_env_factory = env_factory
+        env_factory = functools.partial(make_world_model_env, suite, rollout.envs_per_worker, image_size, wrist,
+                                        rollout.env_processes, env)
     policy_factory = functools.partial(load_policy, str(checkpoint), temperature)
     if rollout.backend == "local":
         from vla_rl.rollout.worker import LocalRolloutPool
 
-        return LocalRolloutPool(env_factory, policy_factory, rollout.num_workers, rollout.torch_threads_per_worker, seed)
+        return LocalRolloutPool(env_factory, policy_factory, rollout.num_workers, rollout.torch_threads_per_worker, seed,
+                                eval_env_factory)
     from vla_rl.distributed.ray_pool import RayRolloutPool, init_ray
 
     resources = init_ray(rollout.ray_address, num_cpus=None)
@@ -66,4 +88,4 @@ def make_pool(rollout, suite: str, checkpoint: Path, temperature: float, seed: i
                          + ", ".join(f"{k} needed {n:g}, available {a:g}" for k, (n, a) in short.items())
                          + "; lower rollout.num_workers or rollout.cpus_per_worker / gpus_per_worker")
     return RayRolloutPool(env_factory, policy_factory, rollout.num_workers, rollout.torch_threads_per_worker, seed,
-                          rollout.cpus_per_worker, rollout.gpus_per_worker)
+                          rollout.cpus_per_worker, rollout.gpus_per_worker, eval_env_factory=eval_env_factory)

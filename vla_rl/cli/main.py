@@ -132,13 +132,23 @@ def _behaviour_counts(text: str) -> dict[str, int]:
 
 
 def cmd_critic_collect(args: argparse.Namespace) -> int:
+    """Labelled sim episodes (``vla-rl critic collect`` and ``vla-rl wm collect``)."""
+    import functools
+
     from sim_envs.progress_episodes import collect_progress_episodes, write_episodes
     from sim_envs.tasks import TASKS
+    from vla_rl.cli.factories import load_policy
 
     tasks = args.tasks or list(TASKS)
+    policy_factory = None
+    if args.policy:
+        from vla_rl.policy.checkpoint import resolve_checkpoint
+
+        checkpoint = resolve_checkpoint(Path(args.policy))
+        policy_factory = functools.partial(load_policy, str(checkpoint), args.policy_temperature, "cpu")
     for split, counts in (("train", args.train_episodes), ("eval", args.eval_episodes)):
         episodes = collect_progress_episodes(tasks, _behaviour_counts(counts), split, args.image_size,
-                                             workers=args.workers, seed=args.seed)
+                                             workers=args.workers, seed=args.seed, policy_factory=policy_factory)
         path = write_episodes(args.out / f"{split}.hdf5", episodes)
         frames = sum(len(e.progress) for e in episodes)
         success = {b: np.mean([e.succeeded for e in episodes if e.behaviour == b]) for b in _behaviour_counts(counts)}
@@ -259,7 +269,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         source = resolve_checkpoint(config.init_checkpoint)
         config = dataclasses.replace(config, init_checkpoint=source)
-    pool = make_pool(config.rollout, config.suite, Path(source), config.temperature, config.seed)
+    pool = make_pool(config.rollout, config.suite, Path(source), config.temperature, config.seed,
+                     config.env)
     try:
         print(f"rollout workers on nodes: {pool.node_ids}")
         trainer = Trainer(config, pool, eval_state_counter(config.suite), resume=args.resume)
@@ -286,6 +297,24 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     report = run_quickstart(config)
     print(report.read_text())
     return 0
+
+
+def add_collect_arguments(parser: argparse.ArgumentParser, out: Path, tasks: list[str] | None, train: str,
+                          evaluation: str) -> None:
+    """The options of an episode-collection command (the critic's and the world model's)."""
+    parser.add_argument("--out", type=Path, default=out, help="writes train.hdf5 and eval.hdf5")
+    parser.add_argument("--tasks", nargs="+", default=tasks, help=f"tabletop tasks (default: {tasks or 'all'})")
+    parser.add_argument("--train-episodes", default=train, help="episodes per task and behaviour on training init "
+                        "states (behaviours: expert, perturbed, random, sluggish, policy)")
+    parser.add_argument("--eval-episodes", default=evaluation,
+                        help="episodes per task and behaviour on held-out evaluation init states "
+                             "(sluggish: a behaviour the critic never trains on)")
+    parser.add_argument("--policy", help="policy checkpoint for the 'policy' behaviour (e.g. an SFT checkpoint)")
+    parser.add_argument("--policy-temperature", type=float, default=1.0, help="sampling temperature of the policy")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=-1, help="processes (-1 = one per core)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=cmd_critic_collect)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -355,17 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     critic = sub.add_parser("critic", help="the vision-language progress critic (a reward source)")
     critic_sub = critic.add_subparsers(dest="critic_command", required=True)
     collect = critic_sub.add_parser("collect", help="tabletop episodes with simulator progress labels")
-    collect.add_argument("--out", type=Path, default=Path("runs/critic_data"), help="writes train.hdf5 and eval.hdf5")
-    collect.add_argument("--tasks", nargs="+", help="tabletop tasks (default: all)")
-    collect.add_argument("--train-episodes", default="expert=30,perturbed=30,random=15",
-                         help="episodes per task and behaviour on training init states")
-    collect.add_argument("--eval-episodes", default="expert=10,perturbed=10,random=5,sluggish=10",
-                         help="episodes per task and behaviour on held-out evaluation init states "
-                              "(sluggish: a behaviour the critic never trains on)")
-    collect.add_argument("--image-size", type=int, default=64)
-    collect.add_argument("--workers", type=int, default=-1, help="processes (-1 = one per core)")
-    collect.add_argument("--seed", type=int, default=0)
-    collect.set_defaults(func=cmd_critic_collect)
+    add_collect_arguments(collect, Path("runs/critic_data"), None, "expert=30,perturbed=30,random=15",
+                          "expert=10,perturbed=10,random=5,sluggish=10")
     critic_train = critic_sub.add_parser("train", help="train the critic, then evaluate it on eval.hdf5")
     critic_train.add_argument("--config", type=Path, help="YAML CriticTrainConfig (e.g. configs/critic.yaml)")
     critic_train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
@@ -383,8 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart.add_argument("--show-config", action="store_true", help="print every config field and exit")
     quickstart.set_defaults(func=cmd_quickstart)
 
-    from vla_rl.cli import deploy
+    from vla_rl.cli import deploy, world_model
 
+    world_model.register(sub)
     deploy.register(sub)
     return parser
 

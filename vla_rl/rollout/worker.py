@@ -19,13 +19,26 @@ from vla_rl.rollout.evaluate import EpisodeOutcome, evaluate
 
 
 class RolloutWorker:
+    """``eval_env_factory``: the env of greedy evaluation when it must differ from the training env
+    (training in a world model, evaluating in the simulator); built on the first evaluation."""
+
     def __init__(self, env_factory: Callable[[], Any], policy_factory: Callable[[], Any], torch_threads: int = 1,
-                 seed: int = 0):
+                 seed: int = 0, eval_env_factory: Callable[[], Any] | None = None):
         torch.set_num_threads(max(1, torch_threads))
         self.env = env_factory()
         self.policy = policy_factory()
         self.policy.generator.manual_seed(seed)
         self.version = 0
+        self._eval_env_factory = eval_env_factory
+        self._eval_env = None
+
+    @property
+    def eval_env(self):
+        if self._eval_env_factory is None:
+            return self.env
+        if self._eval_env is None:
+            self._eval_env = self._eval_env_factory()
+        return self._eval_env
 
     @property
     def num_envs(self) -> int:
@@ -54,13 +67,15 @@ class RolloutWorker:
 
     def evaluate(self, specs: Sequence[TaskSpec]) -> list[EpisodeOutcome]:
         """Greedy success on ``specs`` (evaluation init states)."""
-        return evaluate(self.policy.predict_actions, self.env, specs).episodes
+        return evaluate(self.policy.predict_actions, self.eval_env, specs).episodes
 
     def ping(self) -> float:
         return time.time()
 
     def close(self) -> None:
         self.env.close()
+        if self._eval_env is not None:
+            self._eval_env.close()
 
 
 def split_evenly(items: Sequence, parts: int) -> list[list]:
@@ -73,8 +88,9 @@ class LocalRolloutPool:
     """Rollout workers in this process, run one after another (same interface as the Ray pool)."""
 
     def __init__(self, env_factory: Callable[[], Any], policy_factory: Callable[[], Any], num_workers: int = 1,
-                 torch_threads: int = 1, seed: int = 0):
-        self.workers = [RolloutWorker(env_factory, policy_factory, torch_threads, seed + i) for i in range(num_workers)]
+                 torch_threads: int = 1, seed: int = 0, eval_env_factory: Callable[[], Any] | None = None):
+        self.workers = [RolloutWorker(env_factory, policy_factory, torch_threads, seed + i, eval_env_factory)
+                        for i in range(num_workers)]
         self.node_ids = ["local"] * num_workers
 
     @property

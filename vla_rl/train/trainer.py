@@ -56,6 +56,26 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+class EnvConfig:
+    kind: Literal["sim", "world_model"] = option(
+        "sim", "where rollouts happen: sim (the suite's simulator) or world_model (imagination in a learned "
+               "video model, reset from real init observations, rewarded by the critic); evaluation is always in sim")
+    world_model_checkpoint: Path = option(Path(""), "world_model: the world-model checkpoint or run directory")
+    critic_checkpoint: Path = option(Path(""), "world_model: the critic that decides success (done probability)")
+    done_threshold: float = option(0.5, "world_model: critic done probability at which an episode succeeds")
+    sampling_steps: int = option(0, "world_model: denoising steps per frame (0 = the model's own)")
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("sim", "world_model"):
+            raise ValueError(f"unknown env kind {self.kind!r}; valid: sim, world_model")
+        if self.kind == "world_model" and (Path(self.world_model_checkpoint) == Path("")
+                                           or Path(self.critic_checkpoint) == Path("")):
+            raise ValueError("env.kind world_model needs env.world_model_checkpoint and env.critic_checkpoint")
+        if not 0 < self.done_threshold < 1:
+            raise ValueError(f"env.done_threshold must be in (0, 1), got {self.done_threshold}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     init_checkpoint: Path = option(Path(""), "the SFT policy checkpoint RL starts from (required)")
     suite: str = option("tabletop", "environment suite")
@@ -68,6 +88,7 @@ class TrainConfig:
     max_sampling_rounds: int = option(3, "rollout rounds per iteration at most, when filtering drops groups")
     train_states: int = option(10_000, "training init states are drawn from ids [0, train_states)")
     temperature: float = option(1.0, "sampling temperature of rollouts (log-probs use the same)")
+    env: EnvConfig = option(factory=EnvConfig, doc="the rollout environment: the simulator or a world model")
     reward: RewardConfig = option(factory=RewardConfig, doc="reward source: sim success, the critic or both")
     algorithm: AlgorithmConfig = option(factory=AlgorithmConfig, doc="estimator, loss and optimiser")
     rollout: RolloutConfig = option(factory=RolloutConfig, doc="rollout workers")

@@ -1,0 +1,239 @@
+"""The video world model: its diffusers model, training, checkpoints, and the env built on it,
+on real tabletop trajectories and the real MuJoCo env (tiny sizes so it runs on a CPU)."""
+
+import numpy as np
+import pytest
+import torch
+
+from sim_envs.progress_episodes import collect_progress_episodes
+from sim_envs.suites import get_suite
+from sim_envs.vector import TabletopVecEnv, VecEnvConfig
+from vla_rl.core import TaskSpec
+from vla_rl.core.checkpoint_dir import CorruptCheckpointError
+from vla_rl.core.types import CriticOutput
+from world_model.data import Trajectory, TransitionSampler
+from world_model.env import WorldModelVecEnv
+from world_model.evaluate import evaluate_world_model, ssim
+from world_model.model import VideoWorldModel, WorldModelConfig, instruction_word_ids
+from world_model.train import WMTrainConfig, load_world_model, psnr, save_world_model, train_world_model
+
+TINY = WorldModelConfig(image_size=32, channels=(32, 32), attention_last=False, sampling_steps=2)
+
+
+@pytest.fixture(scope="module")
+def trajectories():
+    """Real tabletop episodes at 32 px: experts and random motion on Reach."""
+    episodes = collect_progress_episodes(["Reach"], {"expert": 3, "random": 1}, "train", image_size=32, workers=0,
+                                         show_progress=False)
+    return [Trajectory(frames=e.frames, proprio=e.proprio, actions=e.actions, instruction=e.instruction,
+                       task=e.task, success=e.success, behaviour=e.behaviour, init_state_id=e.init_state_id)
+            for e in episodes]
+
+
+def test_config_rejects_sizes_the_unet_cannot_fold():
+    with pytest.raises(ValueError, match="multiple of"):
+        WorldModelConfig(image_size=36)
+    with pytest.raises(ValueError, match="sampling_steps"):
+        WorldModelConfig(sampling_steps=9)
+
+
+def test_instruction_hash_is_stable_and_word_based():
+    assert instruction_word_ids("Reach the red block.", 512) == instruction_word_ids("reach the red block", 512)
+    assert instruction_word_ids("reach the red block", 512) != instruction_word_ids("reach the blue block", 512)
+
+
+def test_episodes_record_executed_actions_and_proprio(trajectories):
+    for t in trajectories:
+        assert t.actions.shape == (len(t.frames) - 1, 7) and t.proprio.shape == (len(t.frames), 8)
+    expert = trajectories[0]
+    # the arm moves as commanded: the end effector's displacement follows the action's direction
+    moved = expert.proprio[1:, :3] - expert.proprio[:-1, :3]
+    commanded = expert.actions[:, :3]
+    cosine = (moved * commanded).sum(1) / (np.linalg.norm(moved, axis=1) * np.linalg.norm(commanded, axis=1) + 1e-9)
+    assert np.median(cosine) > 0.8
+
+
+def test_sampler_context_repeats_the_first_frame_at_episode_start(trajectories):
+    sampler = TransitionSampler(trajectories, context_frames=3)
+    batch = sampler.batch(np.array([0, 1, len(trajectories[0].actions)]))  # steps 0 and 1 of ep 0, step 0 of ep 1
+    first = torch.from_numpy(trajectories[0].frames)
+    assert torch.equal(batch.context[0, 0], first[0]) and torch.equal(batch.context[0, 2], first[0])
+    assert torch.equal(batch.context[1, 1], first[0]) and torch.equal(batch.context[1, 2], first[1])
+    assert torch.equal(batch.target[1], first[2])
+    assert torch.equal(batch.context[2, 0], torch.from_numpy(trajectories[1].frames[0]))
+
+
+def test_metrics_behave():
+    rng = np.random.default_rng(0)
+    image = rng.integers(100, 160, (2, 32, 32, 3), dtype=np.uint8)
+    noisy = np.clip(image + rng.normal(0, 20, image.shape), 0, 255).astype(np.uint8)
+    assert np.allclose(ssim(image, image), 1.0) and np.all(ssim(noisy, image) < 0.9)
+    assert np.all(psnr(image, image) > 90) and np.all(psnr(noisy, image) < 30)
+
+
+def test_contract_shapes_and_sampling_steps():
+    model = VideoWorldModel(TINY).eval()
+    from vla_rl.core.types import ObsBatch
+
+    obs = ObsBatch({"agentview": np.zeros((3, 32, 32, 3), np.uint8)}, np.zeros((3, 8), np.float32), ["reach"] * 3)
+    state = model.init_state(obs)
+    assert state.context.shape == (3, 2, 32, 32, 3)
+    state, predicted = model.predict(state, np.zeros((3, 7), np.float32), generator=torch.Generator().manual_seed(0))
+    assert predicted.images["agentview"].shape == (3, 32, 32, 3) and predicted.proprio.shape == (3, 8)
+    assert torch.equal(state.context[:, -1], torch.from_numpy(predicted.images["agentview"]))
+    with pytest.raises(ValueError, match="sampling steps"):
+        model.predict(state, np.zeros((3, 7), np.float32), steps=9)
+    with pytest.raises(ValueError, match="px"):
+        model.init_state(ObsBatch({"agentview": np.zeros((1, 64, 64, 3), np.uint8)}, np.zeros((1, 8), np.float32), ["x"]))
+
+
+def test_training_beats_copying_the_last_frame_and_resumes(tmp_path, trajectories):
+    """A short run on real episodes learns the arm's motion: its one-step predictions on the
+    training transitions beat the "nothing moves" baseline (which a model ignoring the action
+    would score at best); resume continues from the checkpoint."""
+    config = WMTrainConfig(out_dir=tmp_path / "wm", model=TINY, steps=300, batch_size=16, lr=1e-3, warmup_steps=20,
+                           checkpoint_every=150, eval_every=0, eval_transitions=64, log_every=50, seed=0)
+    summary = train_world_model(config, trajectories, trajectories, show_progress=False)
+    assert summary["steps"] == 300
+    assert summary["eval"]["held_out_psnr_1step"] > summary["eval"]["copy_last_frame_psnr"] + 1.0
+    model = load_world_model(tmp_path / "wm")
+    assert model.config == TINY
+    resumed = train_world_model(WMTrainConfig(**{**config.__dict__, "steps": 310}), trajectories, resume=True,
+                                show_progress=False)
+    assert resumed["steps"] == 310
+
+
+def test_checkpoint_roundtrip_and_corruption(tmp_path):
+    torch.manual_seed(0)
+    model = VideoWorldModel(TINY).eval()
+    path = save_world_model(tmp_path / "step_000001", model, 1)
+    loaded = load_world_model(path)
+    context = torch.randint(0, 255, (2, 2, 32, 32, 3), dtype=torch.uint8)
+    args = (context, torch.zeros(2, 8), torch.zeros(2, 8), torch.zeros(2, 7), ["reach"] * 2)
+    a = model.sample_next(*args, generator=torch.Generator().manual_seed(1))
+    b = loaded.sample_next(*args, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a[0], b[0]) and torch.allclose(a[1], b[1])
+    with open(path / "world_model.safetensors", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(CorruptCheckpointError, match="checksum"):
+        load_world_model(path)
+
+
+class ScriptedCritic:
+    """Says "done" from the ``done_at``-th frame on (a unit-test stand-in; the env test below uses a real critic)."""
+
+    def __init__(self, done_at: int):
+        self.done_at, self.calls = done_at, 0
+
+    def score(self, episodes):
+        self.calls += 1
+        count = len(episodes.instructions)
+        done = np.zeros((count, episodes.frames.shape[1]), np.float32)
+        done[:, 1] = 1.0 if self.calls >= self.done_at else 0.0
+        return CriticOutput(progress=np.zeros_like(done), done_prob=done)
+
+
+def _wm_env(critic, num_envs=2, done_threshold=0.5):
+    torch.manual_seed(0)
+    reset_env = TabletopVecEnv(VecEnvConfig(num_envs=num_envs, num_workers=0, image_size=32))
+    return WorldModelVecEnv(VideoWorldModel(TINY), critic, reset_env, get_suite("tabletop").max_steps,
+                            done_threshold=done_threshold)
+
+
+def test_env_resets_from_real_observations_and_terminates_on_the_critic():
+    env = _wm_env(ScriptedCritic(done_at=3))
+    specs = [TaskSpec("Reach", 5, "train"), TaskSpec("PressButton", 2, "train")]
+    try:
+        obs = env.reset(specs)
+        with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32)) as real:
+            real_obs = real.reset(specs)
+        assert np.array_equal(obs.images["agentview"], real_obs.images["agentview"])
+        assert np.allclose(obs.proprio, real_obs.proprio) and obs.instructions == real_obs.instructions
+        for step in range(1, 4):
+            result = env.step(np.zeros((2, 7), np.float32))
+            assert result.terminated.all() == (step == 3)
+        assert result.success.all() and np.all(result.reward == 1.0)
+        frozen = env.step(np.zeros((2, 7), np.float32))  # autoreset off: frozen, no reward, flags kept
+        assert np.all(frozen.reward == 0) and frozen.terminated.all()
+        assert np.array_equal(frozen.obs.images["agentview"], result.obs.images["agentview"])
+        with pytest.raises(ValueError, match="NaN"):
+            env.step(np.full((2, 7), np.nan, np.float32))
+    finally:
+        env.close()
+
+
+def test_env_with_a_real_critic_truncates_at_the_task_limit_and_feeds_the_collector():
+    from tests.policy.conftest import make_policy
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic
+    from vla_rl.rollout.collector import collect
+
+    torch.manual_seed(0)
+    critic = ProgressCritic(CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2)).eval()
+    env = _wm_env(critic, done_threshold=0.999)  # an untrained critic never reaches it
+    try:
+        batch, stats = collect(make_policy(), env, [TaskSpec("Reach", 0, "train"), TaskSpec("Reach", 1, "train")])
+    finally:
+        env.close()
+    limit = get_suite("tabletop").max_steps("Reach")
+    assert np.all(batch.lengths == limit) and not batch.success.any()
+    assert batch.images["agentview"].shape[:2] == (2, limit) and stats.env_steps == 2 * limit
+    assert len(np.unique(batch.images["agentview"][:, -1].reshape(2, -1), axis=0)) == 2  # imagined, per env
+
+
+def test_evaluation_report_and_videos(tmp_path, trajectories):
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic
+
+    torch.manual_seed(0)
+    critic = ProgressCritic(CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2)).eval()
+    report = evaluate_world_model(VideoWorldModel(TINY).eval(), trajectories, tmp_path, critic=critic,
+                                  horizons=(1, 8), videos=2, show_progress=False)
+    assert set(report["fidelity"]) == {"1", "8"}
+    assert report["fidelity"]["1"]["episodes"] == len(trajectories)
+    agreement = report["outcome_agreement"]
+    assert agreement["episodes"] == len(trajectories) and 0 <= agreement["agreement"] <= 1
+    assert len(report["videos"]) == 2 and (tmp_path / "eval.json").is_file() and (tmp_path / "horizons.png").is_file()
+
+
+def test_grpo_trains_in_the_world_model_and_evaluates_in_the_simulator(tmp_path):
+    """The same trainer, the env switched by config: rollouts are imagined, evaluation is real."""
+    from sim_envs.vector import SimVecEnv
+    from tests.policy.conftest import make_policy
+    from vla_rl.cli.factories import eval_state_counter, make_pool
+    from vla_rl.policy.checkpoint import save_checkpoint
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
+    from vla_rl.train.learner import AlgorithmConfig
+    from vla_rl.train.trainer import EnvConfig, RolloutConfig, Trainer, TrainConfig
+
+    torch.manual_seed(0)
+    policy = make_policy()
+    sft = save_checkpoint(tmp_path / "sft" / "step_000001", policy.model, policy.action_tokenizer,
+                          extra={"trained_tasks": ["Reach"]})
+    critic = save_critic(tmp_path / "critic", ProgressCritic(CriticConfig(image_size=32, hidden_size=32, layers=1,
+                                                                          heads=2)))
+    world_model = save_world_model(tmp_path / "wm" / "step_000001", VideoWorldModel(TINY), 1)
+    config = TrainConfig(
+        init_checkpoint=sft, out_dir=tmp_path / "rl", tasks=("Reach",), iterations=1, group_size=2,
+        groups_per_iteration=1, max_sampling_rounds=1, eval_every=1, eval_episodes_per_task=2, checkpoint_every=1,
+        algorithm=AlgorithmConfig(dynamic_sampling=False, minibatch_size=64),
+        rollout=RolloutConfig(backend="local", num_workers=1, envs_per_worker=2),
+        env=EnvConfig(kind="world_model", world_model_checkpoint=world_model, critic_checkpoint=critic))
+    pool = make_pool(config.rollout, "tabletop", sft, config.temperature, config.seed, config.env)
+    try:
+        worker = pool.workers[0]
+        assert isinstance(worker.env, WorldModelVecEnv)
+        summary = Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False).run()
+        assert isinstance(worker.eval_env, SimVecEnv)
+    finally:
+        pool.close()
+    assert summary["iterations"] == 1 and [row["iteration"] for row in summary["eval_history"]] == [0, 1]
+    assert summary["eval_history"][-1]["per_task"]["Reach"]["episodes"] == 2
+
+
+def test_world_model_env_config_is_checked():
+    from vla_rl.train.trainer import EnvConfig
+
+    with pytest.raises(ValueError, match="world_model_checkpoint"):
+        EnvConfig(kind="world_model")
+    with pytest.raises(ValueError, match="unknown env kind"):
+        EnvConfig(kind="dream")

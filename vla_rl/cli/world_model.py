@@ -1,0 +1,98 @@
+"""``vla-rl wm``: collect rollouts, train the video world model, evaluate its fidelity, benchmark.
+
+- ``wm collect``: labelled sim episodes (frames, executed actions, proprio, progress, success) of
+  experts, perturbed experts, random motion and a policy checkpoint, on training and held-out
+  init states; the same files as ``vla-rl critic collect``.
+- ``wm train --config configs/world_model.yaml``: trains ``world_model.model.VideoWorldModel``.
+- ``wm eval --world-model CKPT --critic CKPT``: open-loop PSNR/SSIM at horizons 1/8/16 on held-out
+  episodes, the critic's success verdict on imagined vs real outcomes, side-by-side videos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+QUICKSTART_TASKS = ["Reach", "PressButton"]
+
+
+def trajectories_of(path: Path):
+    """The episodes of a collected file as ``world_model.data.Trajectory`` (needs actions and proprio)."""
+    from sim_envs.progress_episodes import read_episodes
+    from world_model.data import Trajectory
+
+    trajectories = []
+    for episode in read_episodes(path):
+        if episode.actions is None:
+            raise ValueError(f"{path} has episodes without actions (collected by an older version); "
+                             "collect again with `vla-rl wm collect`")
+        trajectories.append(Trajectory(frames=episode.frames, proprio=episode.proprio, actions=episode.actions,
+                                       instruction=episode.instruction, task=episode.task,
+                                       success=episode.success, behaviour=episode.behaviour,
+                                       init_state_id=episode.init_state_id))
+    return trajectories
+
+
+def cmd_wm_train(args: argparse.Namespace) -> int:
+    from vla_rl.core.config import describe, load_config
+    from world_model.train import WMTrainConfig, train_world_model
+
+    if args.show_config:
+        print(describe(WMTrainConfig))
+        return 0
+    config = load_config(WMTrainConfig, args.config, list(args.set or []))
+    train = trajectories_of(Path(config.data_dir) / "train.hdf5")
+    held_out = Path(config.data_dir) / "eval.hdf5"
+    evaluation = trajectories_of(held_out) if held_out.is_file() else []
+    summary = train_world_model(config, train, evaluation, resume=args.resume)
+    print(json.dumps(summary, indent=1))
+    print(f"world model: {summary['checkpoint']}")
+    return 0
+
+
+def cmd_wm_eval(args: argparse.Namespace) -> int:
+    from sim_envs.versions import environment_versions
+    from vla_rl.reward.critic import load_critic
+    from world_model.evaluate import evaluate_world_model, print_report
+    from world_model.train import load_world_model
+
+    model = load_world_model(Path(args.world_model))
+    critic = load_critic(Path(args.critic)) if args.critic else None
+    out = Path(args.out) if args.out else Path(args.world_model).parent / f"eval_{Path(args.data).stem}"
+    report = evaluate_world_model(model, trajectories_of(Path(args.data)), out, critic=critic,
+                                  horizons=tuple(args.horizons), videos=args.videos,
+                                  sampling_steps=args.sampling_steps, done_threshold=args.done_threshold,
+                                  extra={"world_model": str(args.world_model), "critic": args.critic,
+                                         "data": str(args.data), "versions": environment_versions()})
+    print_report(report)
+    print(f"\nresults: {out / 'eval.json'}, videos in {out / 'videos'}")
+    return 0
+
+
+def register(sub) -> None:
+    from vla_rl.cli.main import add_collect_arguments
+
+    wm = sub.add_parser("wm", help="the learned action-conditioned video world model (an env for RL)")
+    wm_sub = wm.add_subparsers(dest="wm_command", required=True)
+    collect = wm_sub.add_parser("collect", help="sim rollouts with actions and proprio (world-model data)")
+    add_collect_arguments(collect, Path("runs/wm_data"), QUICKSTART_TASKS,
+                          "expert=60,perturbed=60,random=20,policy=60", "expert=10,perturbed=15,random=5,policy=20")
+
+    train = wm_sub.add_parser("train", help="train the world model on collected episodes")
+    train.add_argument("--config", type=Path, help="YAML WMTrainConfig (e.g. configs/world_model.yaml)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
+    train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
+    train.add_argument("--show-config", action="store_true", help="print every config field and exit")
+    train.set_defaults(func=cmd_wm_train)
+
+    evaluation = wm_sub.add_parser("eval", help="open-loop PSNR/SSIM, outcome agreement, side-by-side videos")
+    evaluation.add_argument("--world-model", required=True, help="world-model checkpoint directory")
+    evaluation.add_argument("--critic", help="critic checkpoint: judge imagined outcomes (agreement with the sim)")
+    evaluation.add_argument("--data", default="runs/wm_data/eval.hdf5", help="held-out episodes (HDF5)")
+    evaluation.add_argument("--horizons", type=int, nargs="+", default=[1, 8, 16])
+    evaluation.add_argument("--sampling-steps", type=int, default=0, help="denoising steps (0 = the model's)")
+    evaluation.add_argument("--done-threshold", type=float, default=0.5, help="critic done probability = success")
+    evaluation.add_argument("--videos", type=int, default=6, help="side-by-side MP4s (real | imagined)")
+    evaluation.add_argument("--out", help="output directory (default: next to the checkpoint)")
+    evaluation.set_defaults(func=cmd_wm_eval)

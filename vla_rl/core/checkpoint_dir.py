@@ -1,0 +1,125 @@
+"""Checkpoint directories: written atomically, verified by checksums, found again after a crash.
+
+A checkpoint is a directory of files plus ``manifest.json`` (the SHA-256 of every file). Writers
+fill a staging directory and ``commit_checkpoint_dir`` renames it into place, so a reader never
+sees half a checkpoint; ``verify_checkpoint`` detects truncated or modified files; a run directory's
+``latest.json`` names its newest checkpoint, and ``latest_valid_checkpoint`` falls back to the newest
+older one that verifies. Used by the policy, the world model and any other model with checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint directory is incomplete or its files do not match their recorded checksums."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def staging_dir(directory: Path) -> Path:
+    """An empty sibling directory to write ``directory``'s files into before ``commit_checkpoint_dir``."""
+    directory = Path(directory)
+    tmp = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def commit_checkpoint_dir(tmp: Path, directory: Path) -> Path:
+    """Write ``tmp``'s manifest and rename it to ``directory`` (replacing an older one atomically)."""
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    manifest = {str(p.relative_to(tmp)): _sha256(p) for p in files}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    if directory.exists():
+        old = directory.with_name(f"{directory.name}.old-{os.getpid()}")
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, directory)
+    return directory
+
+
+def verify_checkpoint(directory: Path) -> None:
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise CorruptCheckpointError(f"{directory} has no {MANIFEST}: not a complete checkpoint")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as error:
+        raise CorruptCheckpointError(f"{manifest_path} is not valid JSON") from error
+    for name, expected in manifest.items():
+        path = directory / name
+        if not path.is_file():
+            raise CorruptCheckpointError(f"{directory}: {name} is missing")
+        if _sha256(path) != expected:
+            raise CorruptCheckpointError(f"{directory}: {name} does not match its checksum (corrupt or modified)")
+
+
+LATEST = "latest.json"
+
+
+def point_latest(out_dir: Path, name: str, step: int) -> None:
+    """Atomically record ``out_dir/name`` as the newest checkpoint of a run."""
+    tmp = Path(out_dir) / (LATEST + ".tmp")
+    tmp.write_text(json.dumps({"checkpoint": name, "step": step}))
+    tmp.replace(Path(out_dir) / LATEST)
+
+
+def latest_valid_checkpoint(out_dir: Path, prefix: str) -> Path | None:
+    """The newest checkpoint of a run that passes verification: the one ``latest.json`` names, or,
+    when that one is missing or corrupt, the newest older ``<prefix>*`` directory (names sort by
+    step). A skipped checkpoint is reported with the reason."""
+    import warnings
+
+    out_dir = Path(out_dir)
+    candidates: list[Path] = []
+    pointer = out_dir / LATEST
+    if pointer.is_file():
+        try:
+            candidates.append(out_dir / json.loads(pointer.read_text())["checkpoint"])
+        except (json.JSONDecodeError, KeyError):
+            warnings.warn(f"{pointer} is unreadable; looking for the newest valid checkpoint instead")
+    candidates += sorted((p for p in out_dir.glob(f"{prefix}*")
+                          if p.is_dir() and ".tmp-" not in p.name and ".old-" not in p.name), reverse=True)
+    for candidate in dict.fromkeys(candidates):
+        try:
+            verify_checkpoint(candidate)
+            return candidate
+        except (CorruptCheckpointError, FileNotFoundError) as error:
+            warnings.warn(f"skipping checkpoint {candidate}: {error}")
+    return None
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """``path`` itself if it is a checkpoint directory, or the newest valid checkpoint of a run
+    directory (one with ``latest.json``: an SFT or RL ``out_dir``)."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path
+    if (path / LATEST).is_file():
+        name = json.loads((path / LATEST).read_text()).get("checkpoint", "")
+        prefix = name.split("_")[0] + "_" if "_" in name else ""
+        found = latest_valid_checkpoint(path, prefix)
+        if found is not None:
+            return found
+    raise FileNotFoundError(f"{path} is neither a checkpoint directory nor a run directory with a valid checkpoint")
+
+
+__all__ = ["MANIFEST", "LATEST", "CorruptCheckpointError", "staging_dir", "commit_checkpoint_dir", "verify_checkpoint",
+           "point_latest", "latest_valid_checkpoint", "resolve_checkpoint"]

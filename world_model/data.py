@@ -1,0 +1,103 @@
+"""Training data of the world model: recorded trajectories and a sampler of transitions.
+
+A ``Trajectory`` is one episode as the simulator produced it (frames before and after every
+action). The sampler draws transitions ``(context frames, proprio, action) -> (next frame, next
+proprio)`` uniformly over all steps of all trajectories; the context of an early step repeats the
+episode's first frame, as ``VideoWorldModel.init_state`` does at the start of imagination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Trajectory:
+    """frames ``uint8 [T + 1, H, W, C]`` (C = 3 per camera); proprio ``float32 [T + 1, P]``;
+    actions ``float32 [T, A]`` (executed); success ``bool [T + 1]`` (the simulator's predicate)."""
+
+    frames: np.ndarray
+    proprio: np.ndarray
+    actions: np.ndarray
+    instruction: str
+    task: str = ""
+    success: np.ndarray | None = None
+    behaviour: str = ""
+    init_state_id: int = -1
+
+    def __post_init__(self) -> None:
+        steps = len(self.actions)
+        if steps < 1 or len(self.frames) != steps + 1 or len(self.proprio) != steps + 1:
+            raise ValueError(f"a trajectory needs T + 1 frames and proprio states for T >= 1 actions; got "
+                             f"{len(self.frames)} frames, {len(self.proprio)} proprio, {steps} actions")
+        if self.frames.dtype != np.uint8 or self.frames.ndim != 4:
+            raise ValueError(f"frames must be uint8 [T + 1, H, W, C], got {self.frames.dtype} {self.frames.shape}")
+        if not np.all(np.isfinite(self.actions)) or not np.all(np.isfinite(self.proprio)):
+            raise ValueError("a trajectory has non-finite actions or proprio states")
+
+    @property
+    def succeeded(self) -> bool:
+        return bool(self.success is not None and self.success.any())
+
+
+@dataclass
+class TransitionBatch:
+    """context ``uint8 [B, S, H, W, C]``, proprio / previous_proprio / target_proprio ``[B, P]``,
+    actions ``[B, A]``, target ``uint8 [B, H, W, C]``, instructions ``B``."""
+
+    context: torch.Tensor
+    proprio: torch.Tensor
+    previous_proprio: torch.Tensor
+    actions: torch.Tensor
+    instructions: list[str]
+    target: torch.Tensor
+    target_proprio: torch.Tensor
+
+
+class TransitionSampler:
+    """All frames of ``trajectories`` in one tensor; samples random transitions."""
+
+    def __init__(self, trajectories: list[Trajectory], context_frames: int):
+        if not trajectories:
+            raise ValueError("no trajectories to train the world model on")
+        shapes = {t.frames.shape[1:] for t in trajectories}
+        if len(shapes) > 1:
+            raise ValueError(f"trajectories have different frame shapes: {sorted(shapes)}")
+        self.context_frames = context_frames
+        self.frames = torch.from_numpy(np.concatenate([t.frames for t in trajectories]))
+        self.proprio = torch.from_numpy(np.concatenate([t.proprio for t in trajectories]).astype(np.float32))
+        self.actions = torch.from_numpy(np.concatenate([t.actions for t in trajectories]).astype(np.float32))
+        starts = np.cumsum([0] + [len(t.frames) for t in trajectories[:-1]])
+        # global frame index of each transition's current frame, and of its episode's first frame
+        self.current = np.concatenate([start + np.arange(len(t.actions)) for start, t in zip(starts, trajectories)])
+        self.first = np.concatenate([np.full(len(t.actions), start) for start, t in zip(starts, trajectories)])
+        self.action_index = np.arange(len(self.current))
+        self.instructions = [t.instruction for t in trajectories for _ in range(len(t.actions))]
+
+    def __len__(self) -> int:
+        return len(self.current)
+
+    def proprio_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std (floored, so a constant dimension does not blow up) of the proprio states."""
+        return self.proprio.mean(0), self.proprio.std(0).clamp_min(1e-3)
+
+    def batch(self, index: np.ndarray) -> TransitionBatch:
+        current, first = self.current[index], self.first[index]
+        offsets = np.arange(-self.context_frames + 1, 1)
+        context = np.maximum(current[:, None] + offsets[None], first[:, None])  # [B, S], oldest first
+        previous = np.maximum(current - 1, first)
+        return TransitionBatch(
+            context=self.frames[torch.from_numpy(context)], proprio=self.proprio[current],
+            previous_proprio=self.proprio[previous], actions=self.actions[self.action_index[index]],
+            instructions=[self.instructions[i] for i in index], target=self.frames[current + 1],
+            target_proprio=self.proprio[current + 1],
+        )
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> TransitionBatch:
+        return self.batch(rng.integers(0, len(self), batch_size))
+
+
+__all__ = ["Trajectory", "TransitionBatch", "TransitionSampler"]

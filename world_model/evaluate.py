@@ -1,0 +1,234 @@
+"""How faithful is the world model? Measured on held-out trajectories the model never trained on.
+
+- **Open-loop fidelity**: from each trajectory's real first frame, the model imagines the whole
+  episode from the recorded actions alone (its own frames are its context). PSNR and SSIM of the
+  imagined frame at horizon h against the real frame h, next to the "nothing moves" baseline (the
+  first frame copied).
+- **Outcome agreement**: the reward critic judges the imagined episode (success when its done
+  probability reaches ``done_threshold`` at some step, as ``WorldModelVecEnv`` terminates) and that
+  verdict is compared with what truly happened in the simulator. The critic's verdict on the real
+  frames is reported beside it, which separates the critic's errors from the world model's.
+- **Videos**: real | imagined side by side, and a PNG of both at every evaluated horizon.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from vla_rl.core.types import EpisodeFrames, ObsBatch
+
+from world_model.data import Trajectory
+from world_model.train import psnr
+
+
+def ssim(predicted: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Per-image SSIM (Gaussian window 11, sigma 1.5, per channel, then averaged) of uint8
+    ``[N, H, W, C]`` images."""
+    x = torch.from_numpy(predicted).permute(0, 3, 1, 2).double()
+    y = torch.from_numpy(real).permute(0, 3, 1, 2).double()
+    channels = x.shape[1]
+    coords = torch.arange(11, dtype=torch.float64) - 5
+    g = torch.exp(-coords ** 2 / (2 * 1.5 ** 2))
+    g = g / g.sum()
+    window = (g[:, None] * g[None, :]).expand(channels, 1, 11, 11).contiguous()
+
+    def blur(image):
+        return F.conv2d(image, window, groups=channels)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x ** 2
+    var_y = blur(y * y) - mu_y ** 2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    return index.mean(dim=(1, 2, 3)).numpy()
+
+
+@torch.no_grad()
+def imagine_open_loop(model, trajectories: Sequence[Trajectory], sampling_steps: int | None = None,
+                      seed: int = 0, batch_size: int = 64, show_progress: bool = True) -> list[np.ndarray]:
+    """Imagined frames ``uint8 [T + 1, H, W, C]`` of each trajectory (frame 0 is the real one)."""
+    from tqdm import tqdm
+
+    generator = torch.Generator().manual_seed(seed)
+    results: list[np.ndarray] = []
+    total = sum(len(t.actions) for t in trajectories)
+    with tqdm(total=total, desc="imagining", unit="step", disable=not show_progress) as bar:
+        for start in range(0, len(trajectories), batch_size):
+            chunk = trajectories[start:start + batch_size]
+            obs = ObsBatch(images=_split_cameras(model, np.stack([t.frames[0] for t in chunk])),
+                           proprio=np.stack([t.proprio[0] for t in chunk]).astype(np.float32),
+                           instructions=[t.instruction for t in chunk])
+            state = model.init_state(obs)
+            frames = [[t.frames[0]] for t in chunk]
+            longest = max(len(t.actions) for t in chunk)
+            for step in range(longest):
+                # a finished trajectory repeats its last action; its extra frames are discarded
+                actions = np.stack([t.actions[min(step, len(t.actions) - 1)] for t in chunk])
+                state, predicted = model.predict(state, actions, steps=sampling_steps, generator=generator)
+                stacked = model.stack_cameras(predicted).numpy()
+                for i, t in enumerate(chunk):
+                    if step < len(t.actions):
+                        frames[i].append(stacked[i])
+                bar.update(sum(step < len(t.actions) for t in chunk))
+            results += [np.stack(f) for f in frames]
+    return results
+
+
+def _split_cameras(model, frames: np.ndarray) -> dict[str, np.ndarray]:
+    return {c: np.ascontiguousarray(frames[..., 3 * i:3 * i + 3]) for i, c in enumerate(model.config.cameras)}
+
+
+def fidelity(trajectories: Sequence[Trajectory], imagined: Sequence[np.ndarray], horizons: Sequence[int]) -> dict:
+    """PSNR / SSIM per horizon over the trajectories long enough for it, with the copy-first-frame baseline."""
+    rows = {}
+    for h in horizons:
+        pairs = [(t.frames[h], im[h]) for t, im in zip(trajectories, imagined) if len(t.frames) > h]
+        if not pairs:
+            continue
+        real = np.stack([p[0] for p in pairs])
+        predicted = np.stack([p[1] for p in pairs])
+        first = np.stack([t.frames[0] for t in trajectories if len(t.frames) > h])
+        rows[str(h)] = {"episodes": len(pairs), "psnr": float(psnr(predicted, real).mean()),
+                        "ssim": float(ssim(predicted, real).mean()),
+                        "copy_first_frame_psnr": float(psnr(first, real).mean()),
+                        "copy_first_frame_ssim": float(ssim(first, real).mean())}
+    return rows
+
+
+def critic_verdicts(critic, episodes: Sequence[np.ndarray], instructions: Sequence[str], camera_channels: slice,
+                    done_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(success verdict ``bool [N]``, max done probability ``[N]``) of the critic on each episode's frames."""
+    longest = max(len(e) for e in episodes)
+    frames = np.zeros((len(episodes), longest, *episodes[0].shape[1:3], 3), np.uint8)
+    mask = np.zeros((len(episodes), longest), bool)
+    for i, episode in enumerate(episodes):
+        frames[i, :len(episode)] = episode[..., camera_channels]
+        mask[i, :len(episode)] = True
+    scored = critic.score(EpisodeFrames(frames=frames, instructions=list(instructions), mask=mask))
+    peak = np.where(mask, scored.done_prob, 0.0)[:, 1:].max(axis=1)  # frame 0 is the reset frame
+    return peak >= done_threshold, peak
+
+
+def outcome_agreement(critic, trajectories: Sequence[Trajectory], imagined: Sequence[np.ndarray],
+                      done_threshold: float, camera_index: int = 0) -> dict:
+    channels = slice(3 * camera_index, 3 * camera_index + 3)
+    instructions = [t.instruction for t in trajectories]
+    truth = np.array([t.succeeded for t in trajectories])
+    on_imagined, peak_imagined = critic_verdicts(critic, imagined, instructions, channels, done_threshold)
+    on_real, _ = critic_verdicts(critic, [t.frames for t in trajectories], instructions, channels, done_threshold)
+
+    def rate(mask: np.ndarray, verdict: np.ndarray) -> float | None:
+        return float((verdict[mask] == truth[mask]).mean()) if mask.any() else None
+
+    everything = np.ones(len(truth), bool)
+    return {"episodes": len(truth), "true_successes": int(truth.sum()), "done_threshold": done_threshold,
+            "agreement": rate(everything, on_imagined), "agreement_on_successes": rate(truth, on_imagined),
+            "agreement_on_failures": rate(~truth, on_imagined),
+            "critic_on_real_frames_agreement": rate(everything, on_real),
+            "imagined_peak_done_prob": peak_imagined.round(3).tolist()}
+
+
+def write_videos(trajectories: Sequence[Trajectory], imagined: Sequence[np.ndarray], out: Path, count: int,
+                 fps: int = 10, scale: int = 4) -> list[str]:
+    """Side-by-side MP4s (real | imagined) of successes and failures alike, upscaled ``scale`` x."""
+    import imageio.v3 as iio
+
+    out.mkdir(parents=True, exist_ok=True)
+    order = sorted(range(len(trajectories)), key=lambda i: (i % 2 == 0) != trajectories[i].succeeded)[:count]
+    paths = []
+    for i in order:
+        t = trajectories[i]
+        both = np.concatenate([t.frames[..., :3], np.full_like(t.frames[..., :2, :3], 255), imagined[i][..., :3]],
+                              axis=2)
+        both = both.repeat(scale, axis=1).repeat(scale, axis=2)
+        outcome = "success" if t.succeeded else "failure"
+        path = out / f"{i:03d}_{t.task}_{t.behaviour}_{outcome}.mp4"
+        iio.imwrite(path, both, fps=fps, codec="libx264")
+        paths.append(str(path))
+    return paths
+
+
+def write_horizon_strip(trajectories: Sequence[Trajectory], imagined: Sequence[np.ndarray],
+                        horizons: Sequence[int], path: Path, episodes: int = 4) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [i for i, t in enumerate(trajectories) if len(t.frames) > max(horizons)][:episodes]
+    steps = [0, *horizons]
+    figure, axes = plt.subplots(2 * len(chosen), len(steps), figsize=(1.6 * len(steps), 3.3 * len(chosen)),
+                                squeeze=False)
+    for row, i in enumerate(chosen):
+        for col, h in enumerate(steps):
+            for k, (frames, label) in enumerate(((trajectories[i].frames, "real"), (imagined[i], "imagined"))):
+                ax = axes[2 * row + k, col]
+                ax.imshow(frames[h][..., :3])
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if col == 0:
+                    ax.set_ylabel(f"{label}\n{trajectories[i].task}", fontsize=7)
+                if row == 0 and k == 0:
+                    ax.set_title(f"t = {h}", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def evaluate_world_model(model, trajectories: Sequence[Trajectory], out: Path, critic=None,
+                         horizons: Sequence[int] = (1, 8, 16), videos: int = 6, sampling_steps: int = 0,
+                         done_threshold: float = 0.5, seed: int = 0, show_progress: bool = True,
+                         extra: dict | None = None) -> dict:
+    """The report (also written to ``out/eval.json``) with fidelity, agreement and files; ``extra``
+    (e.g. software versions) is recorded in it."""
+    if not trajectories:
+        raise ValueError("no held-out trajectories to evaluate the world model on")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    imagined = imagine_open_loop(model, trajectories, sampling_steps or None, seed, show_progress=show_progress)
+    seconds = time.perf_counter() - started
+    steps = sum(len(t.actions) for t in trajectories)
+    report = {
+        "episodes": len(trajectories), "sampling_steps": sampling_steps or model.config.sampling_steps,
+        "seed": seed, "init_state_ids": [t.init_state_id for t in trajectories],
+        "behaviours": sorted({t.behaviour for t in trajectories}), "tasks": sorted({t.task for t in trajectories}),
+        "imagined_steps_per_second": steps / seconds, "fidelity": fidelity(trajectories, imagined, horizons),
+        **(extra or {}),
+    }
+    if critic is not None:
+        camera = model.config.cameras.index("agentview") if "agentview" in model.config.cameras else 0
+        report["outcome_agreement"] = outcome_agreement(critic, trajectories, imagined, done_threshold, camera)
+    report["videos"] = write_videos(trajectories, imagined, out / "videos", videos)
+    report["horizon_strip"] = str(write_horizon_strip(trajectories, imagined, horizons, out / "horizons.png"))
+    (out / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def print_report(report: dict) -> None:
+    print(f"{'horizon':>8} {'episodes':>9} {'PSNR':>7} {'SSIM':>6} {'copy-first PSNR':>16} {'copy-first SSIM':>16}")
+    for h, row in report["fidelity"].items():
+        print(f"{h:>8} {row['episodes']:>9} {row['psnr']:>7.2f} {row['ssim']:>6.3f} {row['copy_first_frame_psnr']:>16.2f} "
+              f"{row['copy_first_frame_ssim']:>16.3f}")
+    agreement = report.get("outcome_agreement")
+    if agreement:
+        def pct(value):
+            return "n/a" if value is None else f"{value:.1%}"
+
+        print(f"\noutcome agreement (critic on imagined vs simulator), {agreement['episodes']} episodes "
+              f"({agreement['true_successes']} true successes): {pct(agreement['agreement'])} "
+              f"[successes {pct(agreement['agreement_on_successes'])}, failures {pct(agreement['agreement_on_failures'])}]"
+              f"; critic on the real frames: {pct(agreement['critic_on_real_frames_agreement'])}")
+
+
+__all__ = ["ssim", "imagine_open_loop", "fidelity", "outcome_agreement", "critic_verdicts", "write_videos",
+           "evaluate_world_model", "print_report"]

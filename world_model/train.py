@@ -1,0 +1,225 @@
+"""Training of the video world model, with checkpoints that load back for imagination.
+
+Checkpoint directory (written atomically, checksummed: ``vla_rl.core.checkpoint_dir``)::
+
+    <dir>/world_model.safetensors   weights (incl. the proprio normalisation buffers)
+    <dir>/world_model.json          {"config": WorldModelConfig, "step": ..., "train": WMTrainConfig}
+    <dir>/training_state.pt         optimiser and RNG states (for --resume)
+    <dir>/manifest.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vla_rl.core.checkpoint_dir import (CorruptCheckpointError, commit_checkpoint_dir, latest_valid_checkpoint,
+                                        point_latest, resolve_checkpoint, staging_dir, verify_checkpoint)
+from vla_rl.core.config import from_dict, option, to_dict
+
+from world_model.data import Trajectory, TransitionSampler
+from world_model.model import VideoWorldModel, WorldModelConfig
+
+PREFIX = "step_"
+
+
+@dataclass(frozen=True)
+class WMTrainConfig:
+    data_dir: Path = option(Path("runs/wm_data"), "collected episodes (train.hdf5, optional eval.hdf5)")
+    out_dir: Path = option(Path("runs/world_model"), "checkpoints, metrics.jsonl, TensorBoard logs")
+    model: WorldModelConfig = option(factory=WorldModelConfig, doc="the world model's architecture")
+    steps: int = option(3000, "optimiser steps")
+    time_limit_minutes: float = option(0.0, "stop early after this wall-clock time (0 = no limit)")
+    batch_size: int = option(32, "transitions per step")
+    lr: float = option(3e-4, "peak learning rate (AdamW; linear warm-up, cosine decay to 10%)")
+    warmup_steps: int = option(100, "linear warm-up steps")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    grad_clip: float = option(1.0, "gradient-norm clip")
+    checkpoint_every: int = option(500, "steps between checkpoints (and one at the end)")
+    eval_every: int = option(500, "steps between held-out evaluations (one-step PSNR); 0 = only at the end")
+    eval_transitions: int = option(64, "held-out transitions in each evaluation")
+    log_every: int = option(20, "steps between logged metrics")
+    threads: int = option(0, "torch threads (0 = torch's default)")
+    seed: int = option(0, "seed of sampling and noise")
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be >= 1")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+
+
+def lr_at(step: int, config: WMTrainConfig) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def psnr(predicted: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Per-image PSNR in dB of uint8 images ``[N, H, W, C]``."""
+    error = ((predicted.astype(np.float64) - real.astype(np.float64)) ** 2).reshape(len(real), -1).mean(1)
+    return 10 * np.log10(255.0 ** 2 / np.maximum(error, 1e-10))
+
+
+def save_world_model(directory: Path, model: VideoWorldModel, step: int, training_state: dict | None = None,
+                     extra: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    tmp = staging_dir(directory)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+              str(tmp / "world_model.safetensors"))
+    (tmp / "world_model.json").write_text(json.dumps({"config": to_dict(model.config), "step": step, **(extra or {})},
+                                                     indent=1))
+    if training_state is not None:
+        torch.save(training_state, tmp / "training_state.pt")
+    return commit_checkpoint_dir(tmp, directory)
+
+
+def load_world_model(path: Path, device: str = "cpu") -> VideoWorldModel:
+    """A checkpoint directory, or a run directory (its newest valid checkpoint)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = resolve_checkpoint(Path(path))
+    verify_checkpoint(path)
+    if not (path / "world_model.json").is_file():
+        raise FileNotFoundError(f"{path} is not a world-model checkpoint (no world_model.json)")
+    meta = json.loads((path / "world_model.json").read_text())
+    model = VideoWorldModel(from_dict(WorldModelConfig, meta["config"]))
+    try:
+        state = load_file(str(path / "world_model.safetensors"))
+    except (SafetensorError, OSError) as error:
+        raise CorruptCheckpointError(f"{path}: world_model.safetensors is unreadable ({error})") from error
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def one_step_psnr(model: VideoWorldModel, sampler: TransitionSampler, count: int, seed: int) -> float:
+    """Mean PSNR of one-step predictions on ``count`` fixed transitions (and the copy-last-frame
+    baseline is what a model that ignores the action would score)."""
+    index = np.random.default_rng(seed).choice(len(sampler), min(count, len(sampler)), replace=False)
+    batch = sampler.batch(index)
+    was_training = model.training
+    model.eval()
+    frames, _ = model.sample_next(batch.context, batch.proprio, batch.previous_proprio, batch.actions,
+                                  batch.instructions, generator=torch.Generator().manual_seed(seed))
+    model.train(was_training)
+    return float(psnr(frames.numpy(), batch.target.numpy()).mean())
+
+
+def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: list[Trajectory] | None = None,
+                      resume: bool = False, show_progress: bool = True) -> dict:
+    """Train; returns a summary (losses, held-out one-step PSNR and its copy-last-frame baseline,
+    steps, seconds, checkpoint)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sampler = TransitionSampler(train, config.model.context_frames)
+    eval_sampler = TransitionSampler(held_out, config.model.context_frames) if held_out else None
+    frame_size = sampler.frames.shape[1:]
+    expected = (config.model.image_size, config.model.image_size, 3 * len(config.model.cameras))
+    if tuple(frame_size) != expected:
+        raise ValueError(f"the data's frames are {tuple(frame_size)}, the model expects {expected}")
+    torch.manual_seed(config.seed)
+    model = VideoWorldModel(config.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    start_step, checkpoint = 0, None
+    if resume:
+        checkpoint = latest_valid_checkpoint(out_dir, PREFIX)
+        if checkpoint is None:
+            raise FileNotFoundError(f"--resume: no valid checkpoint in {out_dir}")
+        model = load_world_model(checkpoint).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        state = torch.load(checkpoint / "training_state.pt", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["numpy_rng"]
+        generator.set_state(state["generator"])
+        start_step = int(state["step"])
+    else:
+        mean, std = sampler.proprio_stats()
+        model.proprio_mean.copy_(mean)
+        model.proprio_std.copy_(std)
+    model.train()
+    writer = SummaryWriter(str(out_dir / "tensorboard"))
+    started = time.perf_counter()
+    history: list[dict] = []
+    baseline = None
+    if eval_sampler is not None:
+        index = np.random.default_rng(config.seed).choice(len(eval_sampler), min(config.eval_transitions,
+                                                                                  len(eval_sampler)), replace=False)
+        held = eval_sampler.batch(index)
+        baseline = float(psnr(held.context[:, -1].numpy(), held.target.numpy()).mean())
+
+    def save(step_done: int) -> Path:
+        name = f"{PREFIX}{step_done:06d}"
+        state = {"step": step_done, "optimizer": optimizer.state_dict(), "numpy_rng": rng.bit_generator.state,
+                 "generator": generator.get_state()}
+        path = save_world_model(out_dir / name, model, step_done, state, {"train": to_dict(config)})
+        point_latest(out_dir, name, step_done)
+        return path
+
+    def evaluate(step_done: int) -> dict:
+        row = {"step": step_done}
+        if eval_sampler is not None:
+            row["held_out_psnr_1step"] = one_step_psnr(model, eval_sampler, config.eval_transitions, config.seed)
+            row["copy_last_frame_psnr"] = baseline
+            writer.add_scalar("wm/held_out_psnr_1step", row["held_out_psnr_1step"], step_done)
+        return row
+
+    losses = {"frame_loss": float("nan"), "proprio_loss": float("nan")}
+    steps_done = start_step
+    bar = tqdm(total=config.steps, initial=start_step, desc="world model", unit="step", disable=not show_progress)
+    for step in range(start_step, config.steps):
+        if config.time_limit_minutes and time.perf_counter() - started > 60 * config.time_limit_minutes:
+            break
+        batch = sampler.sample(config.batch_size, rng)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        loss, losses = model.loss(batch.context, batch.proprio, batch.previous_proprio, batch.actions,
+                                  batch.instructions, batch.target, batch.target_proprio, generator)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"world-model loss became {loss.item()} at step {step}; last checkpoint: {checkpoint}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        steps_done = step + 1
+        bar.update(1)
+        if steps_done % config.log_every == 0:
+            bar.set_postfix(frame=f"{losses['frame_loss']:.4f}", proprio=f"{losses['proprio_loss']:.4f}")
+            for name, value in (*losses.items(), ("grad_norm", float(grad_norm)), ("lr", lr_at(step, config))):
+                writer.add_scalar(f"wm/{name}", value, steps_done)
+            with open(out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": steps_done, **losses, "seconds": time.perf_counter() - started}) + "\n")
+        if config.eval_every and steps_done % config.eval_every == 0:
+            history.append(evaluate(steps_done))
+            bar.write(json.dumps(history[-1]))
+        if steps_done % config.checkpoint_every == 0:
+            checkpoint = save(steps_done)
+    bar.close()
+    if checkpoint is None or steps_done % config.checkpoint_every:
+        checkpoint = save(steps_done)
+    if not history or history[-1]["step"] != steps_done:
+        history.append(evaluate(steps_done))
+    writer.close()
+    return {"steps": steps_done, **losses, "seconds": time.perf_counter() - started,
+            "train_transitions": len(sampler), "train_episodes": len(train), "eval": history[-1],
+            "checkpoint": str(checkpoint)}
+
+
+__all__ = ["WMTrainConfig", "train_world_model", "save_world_model", "load_world_model", "psnr", "one_step_psnr"]
