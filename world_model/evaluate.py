@@ -133,6 +133,8 @@ def outcome_agreement(critic, trajectories: Sequence[Trajectory], imagined: Sequ
             "agreement": rate(everything, on_imagined), "agreement_on_successes": rate(truth, on_imagined),
             "agreement_on_failures": rate(~truth, on_imagined),
             "critic_on_real_frames_agreement": rate(everything, on_real),
+            # how faithfully the world model reproduces what the critic sees, whatever the truth
+            "imagined_vs_real_verdict_agreement": float((on_imagined == on_real).mean()),
             "imagined_peak_done_prob": peak_imagined.round(3).tolist()}
 
 
@@ -146,7 +148,8 @@ def write_videos(trajectories: Sequence[Trajectory], imagined: Sequence[np.ndarr
     paths = []
     for i in order:
         t = trajectories[i]
-        both = np.concatenate([t.frames[..., :3], np.full_like(t.frames[..., :2, :3], 255), imagined[i][..., :3]],
+        # a 4-pixel white gap keeps the upscaled width a multiple of 16 (what H.264 encoders want)
+        both = np.concatenate([t.frames[..., :3], np.full_like(t.frames[..., :4, :3], 255), imagined[i][..., :3]],
                               axis=2)
         both = both.repeat(scale, axis=1).repeat(scale, axis=2)
         outcome = "success" if t.succeeded else "failure"
@@ -227,7 +230,8 @@ def print_report(report: dict) -> None:
         print(f"\noutcome agreement (critic on imagined vs simulator), {agreement['episodes']} episodes "
               f"({agreement['true_successes']} true successes): {pct(agreement['agreement'])} "
               f"[successes {pct(agreement['agreement_on_successes'])}, failures {pct(agreement['agreement_on_failures'])}]"
-              f"; critic on the real frames: {pct(agreement['critic_on_real_frames_agreement'])}")
+              f"; critic on the real frames: {pct(agreement['critic_on_real_frames_agreement'])}; "
+              f"critic's verdict imagined vs real frames: {pct(agreement['imagined_vs_real_verdict_agreement'])}")
 
 
 __all__ = ["ssim", "imagine_open_loop", "fidelity", "outcome_agreement", "critic_verdicts", "write_videos",

@@ -18,9 +18,10 @@ instruction, it predicts the next frame and the next proprio state:
 - **residual**: what is denoised is the change from the last context frame (halved, so it stays in
   [-1, 1]): "nothing moves" is the zero prediction, and the loss concentrates on the arm and the
   objects that move instead of the static background.
-- **drift**: in training, Gaussian noise of a random level up to ``context_noise`` is added to the
-  context frames and the residual target is taken from the noisy last frame, so the model learns to
-  correct its own imperfect frames in long rollouts.
+- **drift**: in training, half of the samples get Gaussian noise of a random level up to
+  ``context_noise`` on their context frames, and the level is an input of the conditioning (0 at
+  inference), as in GameNGen. The model learns to predict from imperfect context frames, which is
+  what it sees in long rollouts, without guessing whether its context is noisy.
 
 It implements the ``WorldModel`` contract (``init_state``, ``predict``) of ``vla_rl.core``.
 """
@@ -110,11 +111,14 @@ class VideoWorldModel(nn.Module):
             down_block_types=tuple(down), up_block_types=tuple(up), class_embed_type="identity",
             norm_num_groups=16, attention_head_dim=32,
         )
+        if config.predict_residual:  # start as "nothing moves" (zero change), the strong baseline
+            nn.init.zeros_(self.unet.conv_out.weight)
+            nn.init.zeros_(self.unet.conv_out.bias)
         embed_dim = config.channels[0] * 4  # the UNet's timestep-embedding width
         text_dim = config.instruction_dim if config.instruction_buckets else 0
         self.words = nn.EmbeddingBag(config.instruction_buckets, text_dim, mode="mean") if text_dim else None
         self.condition = nn.Sequential(
-            nn.Linear(config.action_dim + config.proprio_dim + text_dim, embed_dim), nn.SiLU(),
+            nn.Linear(config.action_dim + config.proprio_dim + text_dim + 1, embed_dim), nn.SiLU(),
             nn.Linear(embed_dim, embed_dim),
         )
         self.proprio_head = nn.Sequential(
@@ -150,8 +154,13 @@ class VideoWorldModel(nn.Module):
     def normalise_proprio(self, proprio: torch.Tensor) -> torch.Tensor:
         return (proprio.to(self.device) - self.proprio_mean) / self.proprio_std
 
-    def conditioning(self, actions: torch.Tensor, proprio: torch.Tensor, instructions: Sequence[str]) -> torch.Tensor:
-        parts = [actions.to(self.device).float(), self.normalise_proprio(proprio)]
+    def conditioning(self, actions: torch.Tensor, proprio: torch.Tensor, instructions: Sequence[str],
+                     context_noise: torch.Tensor | None = None) -> torch.Tensor:
+        """``context_noise [B]``: the std of the noise added to the context frames (training only)."""
+        if context_noise is None:
+            context_noise = torch.zeros(len(actions), device=self.device)
+        scale = max(self.config.context_noise, 1e-6)
+        parts = [actions.to(self.device).float(), self.normalise_proprio(proprio), context_noise[:, None] / scale]
         if self.words is not None:
             ids = [instruction_word_ids(text, self.config.instruction_buckets) for text in instructions]
             flat = torch.tensor([i for row in ids for i in row], device=self.device)
@@ -179,15 +188,17 @@ class VideoWorldModel(nn.Module):
         batch = len(actions)
         clean = self.fold_frames(target_frame)
         folded_context = self.fold_frames(context)
-        if self.config.context_noise > 0:
-            level = torch.rand(batch, 1, 1, 1, 1, generator=generator).to(self.device) * self.config.context_noise
-            folded_context = folded_context + level * torch.randn(folded_context.shape, generator=generator).to(self.device)
         if self.config.predict_residual:
             clean = (clean - folded_context[:, -1]) / 2
+        level = torch.rand(batch, generator=generator) * self.config.context_noise
+        level = torch.where(torch.rand(batch, generator=generator) < 0.5, torch.zeros_like(level), level).to(self.device)
+        noise = torch.randn(folded_context.shape, generator=generator).to(self.device)
+        folded_context = folded_context + level[:, None, None, None, None] * noise
         noise = torch.randn(clean.shape, generator=generator).to(self.device)
         timesteps = torch.randint(0, self.config.train_timesteps, (batch,), generator=generator).to(self.device)
         noisy = self.train_scheduler.add_noise(clean, noise, timesteps)
-        predicted = self.denoise(noisy, folded_context, timesteps, self.conditioning(actions, proprio, instructions))
+        condition = self.conditioning(actions, proprio, instructions, level)
+        predicted = self.denoise(noisy, folded_context, timesteps, condition)
         frame_loss = F.mse_loss(predicted, clean)
         proprio_pred = self.next_proprio(proprio, previous_proprio, actions)
         proprio_loss = F.mse_loss(self.normalise_proprio(proprio_pred), self.normalise_proprio(target_proprio))

@@ -10,6 +10,7 @@ Checkpoint directory (written atomically, checksummed: ``vla_rl.core.checkpoint_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -34,6 +35,8 @@ class WMTrainConfig:
     data_dir: Path = option(Path("runs/wm_data"), "collected episodes (train.hdf5, optional eval.hdf5)")
     out_dir: Path = option(Path("runs/world_model"), "checkpoints, metrics.jsonl, TensorBoard logs")
     model: WorldModelConfig = option(factory=WorldModelConfig, doc="the world model's architecture")
+    init_checkpoint: Path = option(Path(""), "start from this world model (e.g. fine-tune on data refreshed with "
+                                             "new policy rollouts); its architecture replaces `model`")
     steps: int = option(3000, "optimiser steps")
     time_limit_minutes: float = option(0.0, "stop early after this wall-clock time (0 = no limit)")
     batch_size: int = option(32, "transitions per step")
@@ -127,14 +130,18 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
         torch.set_num_threads(config.threads)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    if str(config.init_checkpoint) not in ("", "."):
+        model = load_world_model(config.init_checkpoint).train()
+        config = dataclasses.replace(config, model=model.config)
+    else:
+        model = VideoWorldModel(config.model)
     sampler = TransitionSampler(train, config.model.context_frames)
     eval_sampler = TransitionSampler(held_out, config.model.context_frames) if held_out else None
     frame_size = sampler.frames.shape[1:]
     expected = (config.model.image_size, config.model.image_size, 3 * len(config.model.cameras))
     if tuple(frame_size) != expected:
         raise ValueError(f"the data's frames are {tuple(frame_size)}, the model expects {expected}")
-    torch.manual_seed(config.seed)
-    model = VideoWorldModel(config.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -150,7 +157,7 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
         rng.bit_generator.state = state["numpy_rng"]
         generator.set_state(state["generator"])
         start_step = int(state["step"])
-    else:
+    elif str(config.init_checkpoint) in ("", "."):
         mean, std = sampler.proprio_stats()
         model.proprio_mean.copy_(mean)
         model.proprio_std.copy_(std)

@@ -57,13 +57,16 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
     from world_model.evaluate import evaluate_world_model, print_report
     from world_model.train import load_world_model
 
-    model = load_world_model(Path(args.world_model))
+    from vla_rl.core.checkpoint_dir import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(Path(args.world_model))
+    model = load_world_model(checkpoint)
     critic = load_critic(Path(args.critic)) if args.critic else None
-    out = Path(args.out) if args.out else Path(args.world_model).parent / f"eval_{Path(args.data).stem}"
+    out = Path(args.out) if args.out else checkpoint.parent / f"eval_{checkpoint.name}_{Path(args.data).stem}"
     report = evaluate_world_model(model, trajectories_of(Path(args.data)), out, critic=critic,
                                   horizons=tuple(args.horizons), videos=args.videos,
                                   sampling_steps=args.sampling_steps, done_threshold=args.done_threshold,
-                                  extra={"world_model": str(args.world_model), "critic": args.critic,
+                                  extra={"world_model": str(checkpoint), "critic": args.critic,
                                          "data": str(args.data), "versions": environment_versions()})
     print_report(report)
     print(f"\nresults: {out / 'eval.json'}, videos in {out / 'videos'}")
