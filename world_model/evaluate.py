@@ -144,7 +144,10 @@ def write_videos(trajectories: Sequence[Trajectory], imagined: Sequence[np.ndarr
     import imageio.v3 as iio
 
     out.mkdir(parents=True, exist_ok=True)
-    order = sorted(range(len(trajectories)), key=lambda i: (i % 2 == 0) != trajectories[i].succeeded)[:count]
+    successes = [i for i, t in enumerate(trajectories) if t.succeeded]
+    failures = [i for i, t in enumerate(trajectories) if not t.succeeded]
+    interleaved = [i for pair in zip(successes, failures) for i in pair]
+    order = (interleaved + successes[len(interleaved) // 2:] + failures[len(interleaved) // 2:])[:count]
     paths = []
     for i in order:
         t = trajectories[i]

@@ -154,3 +154,18 @@ def test_lora_sft_resume_matches_an_uninterrupted_run(tmp_path):
         logits_b = b.teacher_forced_logits(b.build_prefix(obs.images, obs.instructions), tokens)
     torch.testing.assert_close(logits_a, logits_b, atol=1e-3, rtol=1e-3)
     assert straight["steps"] == 12
+
+
+def test_a_checkpoint_written_before_a_config_field_existed_keeps_its_meaning(tmp_path):
+    """A config field added later (position_channels, default 16) must not change an old checkpoint:
+    a config without it reads the value the old code used (0)."""
+    from vla_rl.policy.checkpoint import read_vla_config
+    from vla_rl.policy.model import VisionTowerConfig
+
+    from vla_rl.core.config import to_dict
+
+    config = to_dict(tiny_config())
+    config["vision_towers"] = [{"kind": "mobilenetv2", "feature_stage": 6}]
+    (tmp_path / "vla_config.json").write_text(json.dumps(config))
+    assert read_vla_config(tmp_path / "vla_config.json").vision_towers[0].position_channels == 0
+    assert VisionTowerConfig(kind="mobilenetv2").position_channels == 16  # new configs get the new default
