@@ -8,7 +8,7 @@
 #   scripts/ray_local_cluster.sh stop
 #
 # Then, e.g.:
-#   RAY_ADDRESS=http://127.0.0.1:8265 .venv/bin/ray job submit --working-dir . -- \
+#   RAY_AUTH_MODE=token RAY_ADDRESS=http://127.0.0.1:8265 .venv/bin/ray job submit --working-dir . -- \
 #       vla-rl train --config configs/tabletop_grpo.yaml --ray-address auto --set rollout.num_workers=2
 # The rollout workers' node ids are printed at start ("rollout workers on nodes: [...]").
 #
@@ -21,8 +21,12 @@ RAY="${RAY:-$(dirname "$0")/../.venv/bin/ray}"
 HEAD_PORT="${RAY_HEAD_PORT:-6390}"
 DASHBOARD_PORT="${RAY_DASHBOARD_PORT:-8265}"
 CPUS="${2:-1}"
+# Ray >= 2.5x authenticates every RPC with a token; both nodes and every client (ray job submit,
+# `vla-rl train --ray-address auto`) read it from ~/.ray/auth_token.
+export RAY_AUTH_MODE=token
 
 start() {
+    "$RAY" get-auth-token --generate >/dev/null
     "$RAY" start --head --node-ip-address=127.0.0.1 --port="$HEAD_PORT" --num-cpus="$CPUS" --num-gpus=0 \
         --resources='{"node_head": 1}' --include-dashboard=true --dashboard-host=127.0.0.1 \
         --dashboard-port="$DASHBOARD_PORT" --disable-usage-stats
@@ -31,6 +35,7 @@ start() {
         --min-worker-port=21000 --max-worker-port=21999 --dashboard-agent-listen-port=6393 \
         --dashboard-agent-grpc-port=6394 --metrics-export-port=6395 --runtime-env-agent-port=6396 \
         --disable-usage-stats
+    sleep 2  # the second raylet registers with the head a moment after `ray start` returns
     "$RAY" status --address="127.0.0.1:$HEAD_PORT"
 }
 
