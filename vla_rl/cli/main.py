@@ -299,6 +299,15 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_config_options(parser: argparse.ArgumentParser, config_help: str, resume_help: str | None = None) -> None:
+    """``--config``, ``--set``, ``--show-config`` (and ``--resume``) of a command run from a typed config."""
+    parser.add_argument("--config", type=Path, help=config_help)
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
+    if resume_help:
+        parser.add_argument("--resume", action="store_true", help=resume_help)
+    parser.add_argument("--show-config", action="store_true", help="print every config field and exit")
+
+
 def add_collect_arguments(parser: argparse.ArgumentParser, out: Path, tasks: list[str] | None, train: str,
                           evaluation: str) -> None:
     """The options of an episode-collection command (the critic's and the world model's)."""
@@ -356,18 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(func=cmd_convert_demos)
 
     sft = sub.add_parser("sft", help="supervised fine-tuning on HDF5 demos, then held-out evaluation")
-    sft.add_argument("--config", type=Path, help="YAML SFTConfig (e.g. configs/sft_tabletop.yaml)")
-    sft.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
-    sft.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
-    sft.add_argument("--show-config", action="store_true", help="print every config field and exit")
+    add_config_options(sft, "YAML SFTConfig (e.g. configs/sft_tabletop.yaml)",
+                       "continue from the latest checkpoint in out_dir")
     sft.set_defaults(func=cmd_sft)
 
     train = sub.add_parser("train", help="RL post-training (GRPO by default) with Ray rollout workers")
-    train.add_argument("--config", type=Path, help="YAML TrainConfig (e.g. configs/tabletop_grpo.yaml)")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
+    add_config_options(train, "YAML TrainConfig (e.g. configs/tabletop_grpo.yaml)",
+                       "continue from the newest valid checkpoint in out_dir")
     train.add_argument("--ray-address", help="join this Ray cluster ('auto' = the running one)")
-    train.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in out_dir")
-    train.add_argument("--show-config", action="store_true", help="print every config field and exit")
     train.set_defaults(func=cmd_train)
 
     evaluation = sub.add_parser("eval", help="held-out success rate of a checkpoint (JSON + bar chart + videos)")
@@ -387,9 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_collect_arguments(collect, Path("runs/critic_data"), None, "expert=30,perturbed=30,random=15",
                           "expert=10,perturbed=10,random=5,sluggish=10")
     critic_train = critic_sub.add_parser("train", help="train the critic, then evaluate it on eval.hdf5")
-    critic_train.add_argument("--config", type=Path, help="YAML CriticTrainConfig (e.g. configs/critic.yaml)")
-    critic_train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
-    critic_train.add_argument("--show-config", action="store_true", help="print every config field and exit")
+    add_config_options(critic_train, "YAML CriticTrainConfig (e.g. configs/critic.yaml)")
     critic_train.set_defaults(func=cmd_critic_train)
     critic_eval = critic_sub.add_parser("eval", help="success AUROC, value Spearman, mismatch test, value plots")
     critic_eval.add_argument("--critic", required=True, help="critic checkpoint directory")
@@ -398,9 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     critic_eval.set_defaults(func=cmd_critic_eval)
 
     quickstart = sub.add_parser("quickstart", help="few-demo SFT, eval, GRPO, eval, report (CPU, local Ray)")
-    quickstart.add_argument("--config", type=Path, help="YAML QuickstartConfig (default: the embedded one)")
-    quickstart.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
-    quickstart.add_argument("--show-config", action="store_true", help="print every config field and exit")
+    add_config_options(quickstart, "YAML QuickstartConfig (default: the embedded one)")
     quickstart.set_defaults(func=cmd_quickstart)
 
     from vla_rl.cli import deploy, world_model

@@ -74,7 +74,7 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from vla_rl.cli.main import add_collect_arguments
+    from vla_rl.cli.main import add_collect_arguments, add_config_options
 
     wm = sub.add_parser("wm", help="the learned action-conditioned video world model (an env for RL)")
     wm_sub = wm.add_subparsers(dest="wm_command", required=True)
@@ -83,10 +83,8 @@ def register(sub) -> None:
                           "expert=60,perturbed=60,random=20,policy=60", "expert=10,perturbed=15,random=5,policy=20")
 
     train = wm_sub.add_parser("train", help="train the world model on collected episodes")
-    train.add_argument("--config", type=Path, help="YAML WMTrainConfig (e.g. configs/world_model.yaml)")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
-    train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
-    train.add_argument("--show-config", action="store_true", help="print every config field and exit")
+    add_config_options(train, "YAML WMTrainConfig (e.g. configs/world_model.yaml)",
+                       "continue from the latest checkpoint in out_dir")
     train.set_defaults(func=cmd_wm_train)
 
     evaluation = wm_sub.add_parser("eval", help="open-loop PSNR/SSIM, outcome agreement, side-by-side videos")
