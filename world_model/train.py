@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from vla_rl.core.checkpoint_dir import (CorruptCheckpointError, commit_checkpoint_dir, latest_valid_checkpoint,
                                         point_latest, resolve_checkpoint, staging_dir, verify_checkpoint)
 from vla_rl.core.config import from_dict, option, to_dict
+from vla_rl.core.schedules import warmup_cosine_lr
 
 from world_model.data import Trajectory, TransitionSampler
 from world_model.model import VideoWorldModel, WorldModelConfig
@@ -59,10 +59,7 @@ class WMTrainConfig:
 
 
 def lr_at(step: int, config: WMTrainConfig) -> float:
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    return warmup_cosine_lr(step, config.lr, config.warmup_steps, config.steps, floor=0.1)
 
 
 def psnr(predicted: np.ndarray, real: np.ndarray) -> np.ndarray:

@@ -16,7 +16,6 @@ optimiser, scheduler, RNG and step restored.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vla_rl.core.schedules import warmup_cosine_lr
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.demo_file import read_demo_file
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats
@@ -122,10 +122,7 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> 
 def lr_at(step: int, config) -> float:
     """Linear warm-up to ``config.lr`` over ``config.warmup_steps``, then cosine decay to 0 at
     ``config.steps`` (any config with these three fields: SFT, the reward critic)."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return warmup_cosine_lr(step, config.lr, config.warmup_steps, config.steps)
 
 
 def sft_loss(model: VLAModel, tokens: torch.Tensor, images: torch.Tensor, instructions: list[str]):
