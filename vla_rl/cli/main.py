@@ -248,7 +248,7 @@ def _trained_tasks(checkpoint: Path) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from vla_rl.cli.factories import eval_state_counter, make_pool, suite_tasks
+    from vla_rl.cli.factories import eval_state_counter, make_learner_factory, make_pool, suite_tasks
     from vla_rl.train.trainer import CHECKPOINT_PREFIX, Trainer, TrainConfig
     from vla_rl.policy.checkpoint import latest_valid_checkpoint, resolve_checkpoint
 
@@ -271,11 +271,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, init_checkpoint=source)
     pool = make_pool(config.rollout, config.suite, Path(source), config.temperature, config.seed,
                      config.env)
+    trainer = None
     try:
         print(f"rollout workers on nodes: {pool.node_ids}")
-        trainer = Trainer(config, pool, eval_state_counter(config.suite), resume=args.resume)
+        trainer = Trainer(config, pool, eval_state_counter(config.suite), resume=args.resume,
+                          learner_factory=make_learner_factory(config))
+        for line in getattr(trainer.learner, "descriptions", []):
+            print(f"learner {line}")
         summary = trainer.run()
     finally:
+        if trainer is not None:
+            trainer.close()
         pool.close()
     history = summary["eval_history"]
     print(f"{summary['iterations']} iterations in {summary['seconds'] / 60:.1f} min", end="")

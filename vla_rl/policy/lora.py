@@ -59,18 +59,20 @@ def lora_tensors(model) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items() if ".lora_" in name}
 
 
-def merged_state_dict(model) -> dict[str, torch.Tensor]:
-    """The model's weights with every adapter folded in, under the plain (adapter-free) names."""
-    layers = _lora_layers(model)
-    if not layers:
-        return model.state_dict()
-    deltas = {f"{name}.base_layer.weight": module.get_delta_weight("default") for name, module in layers}
+def merged_state_dict(model, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The model's weights with every adapter folded in (``W + B A * scale``), under the plain
+    (adapter-free) names; ``state``: the model's state dict when it must come from elsewhere (e.g.
+    shards gathered into full tensors)."""
+    state = model.state_dict() if state is None else state
+    scales = {name: module.scaling["default"] for name, module in _lora_layers(model)}
     merged = {}
-    for key, tensor in model.state_dict().items():
+    for key, tensor in state.items():
         if ".lora_" in key:
             continue
-        if key in deltas:
-            tensor = tensor + deltas[key]
+        layer = key.removesuffix(".base_layer.weight")
+        if layer in scales:
+            a, b = state[f"{layer}.lora_A.default.weight"], state[f"{layer}.lora_B.default.weight"]
+            tensor = tensor + (b @ a) * scales[layer]
         merged[key.replace(".base_layer.", ".")] = tensor
     return merged
 

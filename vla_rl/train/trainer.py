@@ -34,7 +34,7 @@ from vla_rl.policy.policy import VLAPolicy, resolve_device
 from vla_rl.rollout.collector import concat_batches
 from vla_rl.rollout.evaluate import EvalResult
 from vla_rl.rollout.sampler import TaskSampler
-from vla_rl.train.learner import AlgorithmConfig, ValueHead, update
+from vla_rl.train.learner import AlgorithmConfig, LearnerConfig, PolicyLearner
 
 CHECKPOINT_PREFIX = "iter_"
 
@@ -95,8 +95,8 @@ class TrainConfig:
     eval_every: int = option(10, "iterations between held-out evaluations (0 = only at the end)")
     eval_episodes_per_task: int = option(10, "held-out eval init states per task (0 = no evaluation)")
     checkpoint_every: int = option(10, "iterations between checkpoints (and one at the end)")
-    learner_threads: int = option(0, "torch threads of the learner (0 = torch's default)")
-    learner_device: str = option("auto", "device of the learner's model: auto (cuda if visible), cpu, cuda[:i]")
+    learner: LearnerConfig = option(factory=LearnerConfig, doc="the learner: device, data-parallel replicas, "
+                                                                "precision, LoRA")
     seed: int = option(0, "seed of sampling, shuffling and exploration")
 
     def __post_init__(self) -> None:
@@ -140,19 +140,20 @@ def eval_specs(tasks: Sequence[str], episodes_per_task: int, available: Callable
 
 class Trainer:
     """``pool`` is a ``LocalRolloutPool`` or ``RayRolloutPool`` built for ``config`` (see the CLI);
-    ``eval_states(task)`` says how many evaluation init states a task has."""
+    ``eval_states(task)`` says how many evaluation init states a task has; ``learner_factory(
+    checkpoint, state)`` builds a data-parallel learner group (``config.learner.num_learners > 1``,
+    see ``vla_rl.distributed.learner_group``), else the learner is a ``PolicyLearner`` in this process."""
 
     def __init__(self, config: TrainConfig, pool, eval_states: Callable[[str], int], resume: bool = False,
-                 show_progress: bool = True):
+                 show_progress: bool = True, learner_factory: Callable | None = None):
         self.config = config
         self.pool = pool
         self.eval_states = eval_states
         self.show_progress = show_progress
         self.out_dir = Path(config.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if config.learner_threads:
-            torch.set_num_threads(config.learner_threads)
-        state = None
+        if config.learner.threads:
+            torch.set_num_threads(config.learner.threads)
         source = Path(config.init_checkpoint)
         if resume:
             source = latest_valid_checkpoint(self.out_dir, CHECKPOINT_PREFIX)
@@ -160,37 +161,34 @@ class Trainer:
                 raise FileNotFoundError(f"--resume: no valid checkpoint in {self.out_dir}")
         elif not str(config.init_checkpoint):
             raise ValueError("init_checkpoint is required: the SFT policy RL starts from")
-        model, action_tokenizer, state = load_checkpoint(source, device=resolve_device(config.learner_device))
+        distributed = config.learner.num_learners > 1
+        device = "cpu" if distributed else resolve_device(config.learner.device)
+        model, action_tokenizer, state = load_checkpoint(source, device=device)
         extra = json.loads((source / "norm_stats.json").read_text())
         self.tasks = list(config.tasks) or list(extra.get("trained_tasks", []))
         if not self.tasks:
             raise ValueError("no tasks: set `tasks` (the checkpoint does not record the tasks it was trained on)")
+        # the driver's policy: the learner itself when it runs here, else a copy for checkpoints
         self.policy = VLAPolicy(model, action_tokenizer, temperature=config.temperature)
-        self.value_head = (ValueHead(model.config.language_model.hidden_size).to(model.device)
-                           if config.algorithm.estimator == "gae" else None)
-        parameters = list(model.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
-        self.optimizer = torch.optim.AdamW(parameters, lr=config.algorithm.lr,
-                                           weight_decay=config.algorithm.weight_decay)
-        self.reference = None
-        if config.algorithm.kl_coef > 0:
-            ref_model, _, _ = load_checkpoint(Path(config.init_checkpoint), device=model.device)
-            self.reference = VLAPolicy(ref_model.eval().requires_grad_(False), action_tokenizer, config.temperature)
+        rl = state["rl"] if resume and state is not None and "rl" in state else None
+        learner_state = _learner_state(rl) if rl is not None else None
+        if distributed:
+            if learner_factory is None:
+                raise ValueError("learner.num_learners > 1 needs a learner group (run through `vla-rl train`)")
+            self.learner = learner_factory(source, learner_state)
+        else:
+            self.learner = PolicyLearner(self.policy, config.algorithm, config.learner, config.seed,
+                                         reference_checkpoint=Path(config.init_checkpoint), state=learner_state)
         self.sampler = TaskSampler(self.tasks, config.group_size, config.train_states, config.seed)
         self.reward_fn = make_reward_fn(config.reward)
         self.seconds_reward = 0.0
-        self.generator = torch.Generator().manual_seed(config.seed)
         self.iteration = 0
         self.eval_history: list[dict] = []
-        if resume and state is not None and "rl" in state:
-            rl = state["rl"]
+        if rl is not None:
             self.iteration = int(rl["iteration"])
-            self.optimizer.load_state_dict(rl["optimizer"])
             self.sampler.load_state_dict(rl["sampler"])
-            self.generator.set_state(rl["generator"])
             torch.set_rng_state(rl["torch_rng"])
             self.eval_history = rl["eval_history"]
-            if self.value_head is not None:
-                self.value_head.load_state_dict(rl["value_head"])
             self._truncate_history(self.iteration)
         self.resumed_from = str(source) if resume else None
 
@@ -255,11 +253,10 @@ class Trainer:
     def learn(self, rollout: IterationBatch) -> dict[str, float]:
         if rollout.batch is None:
             return {}
-        return update(self.policy, self.optimizer, rollout.batch, rollout.group_ids, self.config.algorithm,
-                      self.generator, self.reference, self.value_head)
+        return self.learner.update(rollout.batch, rollout.group_ids)
 
     def sync(self) -> None:
-        self.pool.set_weights(self.policy.model.state_dict(), self.iteration)
+        self.pool.set_weights(self.learner.weights(), self.iteration)
 
     def evaluate(self) -> dict:
         specs = eval_specs(self.tasks, self.config.eval_episodes_per_task, self.eval_states)
@@ -270,14 +267,12 @@ class Trainer:
 
     def checkpoint(self) -> Path:
         name = f"{CHECKPOINT_PREFIX}{self.iteration:06d}"
-        rl_state = {"iteration": self.iteration, "optimizer": self.optimizer.state_dict(),
-                    "sampler": self.sampler.state_dict(), "generator": self.generator.get_state(),
-                    "torch_rng": torch.get_rng_state(), "eval_history": self.eval_history,
-                    "train_config": to_dict(self.config)}
-        if self.value_head is not None:
-            rl_state["value_head"] = self.value_head.state_dict()
+        rl_state = {"iteration": self.iteration, "learner": self.learner.state_dict(),
+                    "sampler": self.sampler.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "eval_history": self.eval_history, "train_config": to_dict(self.config)}
         path = save_checkpoint(self.out_dir / name, self.policy.model, self.policy.action_tokenizer,
-                               training_state={"rl": rl_state}, extra={"trained_tasks": self.tasks})
+                               training_state={"rl": rl_state}, extra={"trained_tasks": self.tasks},
+                               weights=self.learner.weights())
         point_latest(self.out_dir, name, self.iteration)
         return path
 
@@ -334,6 +329,12 @@ class Trainer:
         return {"iterations": self.iteration, "checkpoint": str(checkpoint), "eval_history": self.eval_history,
                 "seconds": time.perf_counter() - started}
 
+    def close(self) -> None:
+        """Release the learner group's actors (a learner in this process has nothing to release)."""
+        close = getattr(self.learner, "close", None)
+        if close is not None:
+            close()
+
     # ---- logging --------------------------------------------------------------------------------------
     def _metrics(self, rollout: IterationBatch, stats: dict[str, float], timer: Timer) -> dict:
         rollout_seconds = timer.seconds.get("rollout", 0.0)
@@ -385,3 +386,10 @@ def _select(batch: TrajectoryBatch, index: np.ndarray) -> TrajectoryBatch:
         task_specs=[batch.task_specs[i] for i in index], policy_version=batch.policy_version,
         final_frames=batch.final_frames[index] if batch.final_frames is not None else None,
     )
+
+
+def _learner_state(rl: dict) -> dict:
+    """The learner part of a checkpoint's RL state (checkpoints before ``learner`` kept it flat)."""
+    if "learner" in rl:
+        return rl["learner"]
+    return {key: rl[key] for key in ("optimizer", "generator", "value_head") if key in rl}
