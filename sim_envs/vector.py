@@ -25,6 +25,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from vla_rl.core.config import option
+from vla_rl.core.protocols import EnvCrashed
 from vla_rl.core.types import EnvSpec, ObsBatch, StepResult, TaskSpec
 
 from sim_envs.suites import ACTION_DIM, PROPRIO_DIM, get_suite
@@ -32,6 +33,10 @@ from sim_envs.suites import ACTION_DIM, PROPRIO_DIM, get_suite
 
 class EnvWorkerError(RuntimeError):
     """An env worker process raised or died; the message says which and why."""
+
+
+class EnvWorkerDied(EnvWorkerError, EnvCrashed):
+    """An env worker process died or stopped answering: this vector env cannot step any more."""
 
 
 @dataclass(frozen=True)
@@ -317,8 +322,8 @@ class SimVecEnv:
                 replies.append(self._receive(index, command))
             except EnvWorkerError as error:
                 errors.append(error)
-        if errors:
-            raise errors[0]
+        if errors:  # a dead worker first: it decides what the caller must do (build a new env)
+            raise next((e for e in errors if isinstance(e, EnvCrashed)), errors[0])
         return replies
 
     def _receive(self, index: int, command: str) -> Any:
@@ -330,7 +335,7 @@ class SimVecEnv:
             if not process.is_alive():
                 self._raise_dead(index, command)
             if time.monotonic() > deadline:
-                raise EnvWorkerError(
+                raise EnvWorkerDied(
                     f"env worker {index} (pid {process.pid}) did not answer {command!r} within "
                     f"{timeout:g} s ({self.config.step_timeout_s:g} s per env)"
                 )
@@ -346,7 +351,7 @@ class SimVecEnv:
         process = self._processes[index]
         process.join(timeout=1)
         a, b = self._bounds[index]
-        raise EnvWorkerError(
+        raise EnvWorkerDied(
             f"env worker {index} (pid {process.pid}, envs {a}..{b - 1}) died with exit code "
             f"{process.exitcode} during {command!r}; close this vector env and create a new one"
         )

@@ -3,7 +3,7 @@
 Light on purpose: numpy, PyYAML and h5py only; no simulator, no model, no Ray."""
 
 from vla_rl.core.config import ConfigError, load_config, option
-from vla_rl.core.protocols import Policy, RewardCritic, VecEnv, WorldModel
+from vla_rl.core.protocols import EnvCrashed, Policy, RewardCritic, VecEnv, WorldModel
 from vla_rl.core.types import (
     CriticOutput,
     EnvSpec,
@@ -17,7 +17,7 @@ from vla_rl.core.types import (
 )
 
 __all__ = [
-    "ConfigError", "load_config", "option", "Policy", "RewardCritic", "VecEnv", "WorldModel", "CriticOutput",
+    "ConfigError", "load_config", "option", "EnvCrashed", "Policy", "RewardCritic", "VecEnv", "WorldModel", "CriticOutput",
     "EnvSpec", "EpisodeFrames", "LogProbOutput", "ObsBatch", "PolicyOutput", "StepResult", "TaskSpec",
     "TrajectoryBatch",
 ]

@@ -9,6 +9,11 @@ import numpy as np
 from vla_rl.core.types import CriticOutput, EnvSpec, EpisodeFrames, LogProbOutput, ObsBatch, PolicyOutput, StepResult, TaskSpec
 
 
+class EnvCrashed(RuntimeError):
+    """Raised by a ``VecEnv`` that can no longer step (a worker process died or hung); the episodes
+    in flight are lost and the remedy is a new env (``RolloutWorker`` builds one and re-collects)."""
+
+
 @runtime_checkable
 class VecEnv(Protocol):
     """``B`` environments stepped together. Autoreset is off: an env whose episode ended keeps

@@ -23,6 +23,7 @@ class RolloutStats:
     decisions: int = 0
     seconds_policy: float = 0.0
     seconds_env: float = 0.0
+    env_restarts: int = 0  # envs rebuilt after a crash (their waves collected again)
 
 
 def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: bool = True,

@@ -3,19 +3,29 @@ wraps it in a Ray actor, ``LocalRolloutPool`` runs it in-process (tests, debuggi
 
 Weights arrive with a version number; every batch a worker returns carries the version that
 collected it, so the learner can refuse stale data.
+
+An env that crashes (``EnvCrashed``: a worker process died or hung) loses the episodes in flight:
+the worker builds a new env and collects that wave again from the start, so every requested episode
+is returned exactly once; ``RolloutStats.env_restarts`` counts the rebuilds.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
 
+from vla_rl.core.protocols import EnvCrashed
 from vla_rl.core.types import TaskSpec, TrajectoryBatch
 from vla_rl.rollout.collector import RolloutStats, collect, concat_batches
 from vla_rl.rollout.evaluate import EpisodeOutcome, evaluate
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_ENV_RESTARTS = 2  # per wave: an env that keeps crashing is a bug to report, not to retry forever
 
 
 class RolloutWorker:
@@ -25,7 +35,9 @@ class RolloutWorker:
     def __init__(self, env_factory: Callable[[], Any], policy_factory: Callable[[], Any], torch_threads: int = 1,
                  seed: int = 0, eval_env_factory: Callable[[], Any] | None = None):
         torch.set_num_threads(max(1, torch_threads))
+        self._env_factory = env_factory
         self.env = env_factory()
+        self.env_restarts = 0
         self.policy = policy_factory()
         self.policy.generator.manual_seed(seed)
         self.version = 0
@@ -56,18 +68,40 @@ class RolloutWorker:
         """Exploratory rollouts of ``specs`` (in waves of ``num_envs``)."""
         batches, total = [], RolloutStats()
         for start in range(0, len(specs), self.num_envs):
-            batch, stats = collect(self.policy, self.env, specs[start:start + self.num_envs], explore=True,
-                                   policy_version=self.version)
+            wave = specs[start:start + self.num_envs]
+            batch, stats = self._restarting(lambda: collect(self.policy, self.env, wave, explore=True,
+                                                            policy_version=self.version), training_env=True)
             batches.append(batch)
             total.env_steps += stats.env_steps
             total.decisions += stats.decisions
             total.seconds_policy += stats.seconds_policy
             total.seconds_env += stats.seconds_env
+        total.env_restarts, self.env_restarts = self.env_restarts, 0
         return concat_batches(batches), total
 
     def evaluate(self, specs: Sequence[TaskSpec]) -> list[EpisodeOutcome]:
         """Greedy success on ``specs`` (evaluation init states)."""
-        return evaluate(self.policy.predict_actions, self.eval_env, specs).episodes
+        training_env = self._eval_env_factory is None
+        return self._restarting(lambda: evaluate(self.policy.predict_actions, self.eval_env, specs).episodes,
+                                training_env)
+
+    def _restarting(self, run: Callable[[], T], training_env: bool) -> T:
+        """``run()``; when its env crashes, build a new env and run it again from the start."""
+        for attempt in range(MAX_ENV_RESTARTS + 1):
+            try:
+                return run()
+            except EnvCrashed as error:
+                if attempt == MAX_ENV_RESTARTS:
+                    raise
+                log.warning("env crashed (%s); building a new one and collecting again", error)
+                self.env_restarts += 1
+                if training_env:
+                    _close_quietly(self.env)
+                    self.env = self._env_factory()
+                else:
+                    _close_quietly(self._eval_env)
+                    self._eval_env = self._eval_env_factory()
+        raise AssertionError("unreachable")
 
     def ping(self) -> float:
         return time.time()
@@ -76,6 +110,13 @@ class RolloutWorker:
         self.env.close()
         if self._eval_env is not None:
             self._eval_env.close()
+
+
+def _close_quietly(env) -> None:
+    try:
+        env.close()
+    except Exception:  # a crashed env may not close cleanly; its replacement matters
+        log.debug("closing a crashed env failed", exc_info=True)
 
 
 def split_evenly(items: Sequence, parts: int) -> list[list]:

@@ -119,6 +119,8 @@ class IterationBatch:
     seconds_policy: float
     seconds_env: float
     rounds: int
+    env_restarts: int = 0           # envs rebuilt after a crash (their waves collected again)
+    actor_restarts: int = 0         # rollout actors replaced after dying (their shares collected again)
 
 
 @dataclass
@@ -201,8 +203,9 @@ class Trainer:
         groups_per_worker = max(1, self.pool.slots_per_worker // config.group_size)
         kept: list[TrajectoryBatch] = []
         kept_ids: list[np.ndarray] = []
-        sampled = successes = sampled_groups = env_steps = rounds = 0
+        sampled = successes = sampled_groups = env_steps = rounds = env_restarts = 0
         seconds_policy = seconds_env = 0.0
+        actor_restarts_before = getattr(self.pool, "restarts", 0)
         next_group = 0
         while rounds < config.max_sampling_rounds and sum(len(b.success) for b in kept) < \
                 config.groups_per_iteration * config.group_size:
@@ -215,6 +218,7 @@ class Trainer:
                     raise RuntimeError(f"stale rollout: collected by policy version {batch.policy_version}, "
                                        f"the learner is at {self.iteration}")
                 env_steps += stats.env_steps
+                env_restarts += stats.env_restarts
                 seconds_policy += stats.seconds_policy
                 seconds_env += stats.seconds_env
                 batch = self.reward(batch)  # before dynamic sampling, which filters on the returns
@@ -239,7 +243,8 @@ class Trainer:
             if len(group_ids) > limit:
                 batch, group_ids = _select(batch, np.arange(limit)), group_ids[:limit]
         return IterationBatch(batch, group_ids, successes / max(sampled, 1), sampled_groups,
-                              len(np.unique(group_ids)), env_steps, seconds_policy, seconds_env, rounds)
+                              len(np.unique(group_ids)), env_steps, seconds_policy, seconds_env, rounds,
+                              env_restarts, getattr(self.pool, "restarts", 0) - actor_restarts_before)
 
     def reward(self, batch: TrajectoryBatch) -> TrajectoryBatch:
         """The configured reward source's rewards (``vla_rl.reward.sources``); timed as "reward"."""
@@ -342,6 +347,7 @@ class Trainer:
                    "sampled_groups": rollout.sampled_groups, "kept_groups": rollout.kept_groups,
                    "filtered_fraction": 1.0 - rollout.kept_groups / max(rollout.sampled_groups, 1),
                    "sampling_rounds": rollout.rounds, "env_steps": rollout.env_steps,
+                   "env_restarts": rollout.env_restarts, "actor_restarts": rollout.actor_restarts,
                    "env_steps_per_s": rollout.env_steps / max(rollout_seconds, 1e-9),
                    "skipped_update": not stats}
         metrics.update({k: v for k, v in stats.items()})
