@@ -6,6 +6,10 @@ rolling out on the tabletop suite's Reach and PressButton tasks without early su
 episode runs to its step limit and both settings do the same amount of work.
 
     python benchmarks/bench_grpo.py [--iterations 2] [--envs 32] [--decoding autoregressive|parallel]
+                                    [--model tiny|mid] [--gpus-per-worker 0]
+
+``--model mid``: the ~100M-parameter VLA of bench_learner.py (for GPU machines; the learner uses
+the GPU when one is visible, rollout actors when ``--gpus-per-worker`` > 0).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import emit  # noqa: E402
 
 
-def build_checkpoint(directory: Path, decoding: str) -> Path:
+def build_checkpoint(directory: Path, decoding: str, model_size: str = "tiny") -> Path:
     import numpy as np
     import torch
 
@@ -29,14 +33,18 @@ def build_checkpoint(directory: Path, decoding: str) -> Path:
     from vla_rl.policy.checkpoint import save_checkpoint
     from vla_rl.policy.model import VLAConfig, VLAModel
 
+    from bench_learner import MID_SIZE
+    from vla_rl.core.config import from_dict
+
     torch.manual_seed(0)
-    model = VLAModel(VLAConfig(decoding=decoding))
+    size = MID_SIZE if model_size == "mid" else {}
+    model = VLAModel(from_dict(VLAConfig, {**size, "decoding": decoding}))
     stats = NormStats(np.full(7, -1.0), np.full(7, 1.0), np.array([True] * 6 + [False]))
     return save_checkpoint(directory / "step_000000", model, ActionTokenizer(model.config.action_vocab_size, stats),
                            extra={"trained_tasks": ["Reach", "PressButton"]})
 
 
-def run(workers: int, envs: int, iterations: int, checkpoint: Path, out_dir: Path) -> dict:
+def run(workers: int, envs: int, iterations: int, checkpoint: Path, out_dir: Path, gpus_per_worker: float = 0.0) -> dict:
     from vla_rl.cli.factories import eval_state_counter, make_pool
     from vla_rl.train.learner import AlgorithmConfig
     from vla_rl.train.trainer import RolloutConfig, Trainer, TrainConfig
@@ -45,7 +53,8 @@ def run(workers: int, envs: int, iterations: int, checkpoint: Path, out_dir: Pat
                          iterations=iterations, group_size=8, groups_per_iteration=envs // 8, max_sampling_rounds=1,
                          eval_episodes_per_task=0, checkpoint_every=10_000,
                          algorithm=AlgorithmConfig(dynamic_sampling=False, minibatch_size=256, microbatch_size=64),
-                         rollout=RolloutConfig(num_workers=workers, envs_per_worker=envs // workers))
+                         rollout=RolloutConfig(num_workers=workers, envs_per_worker=envs // workers,
+                                               gpus_per_worker=gpus_per_worker))
     pool = make_pool(config.rollout, "tabletop", checkpoint, config.temperature, config.seed)
     rows = []
     try:
@@ -62,17 +71,19 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--envs", type=int, default=32, help="total env slots (split over the workers)")
     parser.add_argument("--decoding", default="autoregressive", choices=["autoregressive", "parallel"])
+    parser.add_argument("--model", default="tiny", choices=["tiny", "mid"])
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0)
     args = parser.parse_args()
     import ray
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = build_checkpoint(Path(tmp), args.decoding)
-        one = run(1, args.envs, args.iterations, checkpoint, Path(tmp) / "one")
-        two = run(2, args.envs, args.iterations, checkpoint, Path(tmp) / "two")
+        checkpoint = build_checkpoint(Path(tmp), args.decoding, args.model)
+        one = run(1, args.envs, args.iterations, checkpoint, Path(tmp) / "one", args.gpus_per_worker)
+        two = run(2, args.envs, args.iterations, checkpoint, Path(tmp) / "two", args.gpus_per_worker)
     ray.shutdown()
     emit("grpo_rollout_env_steps_per_s_2_workers", two["env_steps_per_s"], "env steps/s",
-         "1 rollout worker", one["env_steps_per_s"], decoding=args.decoding, total_envs=args.envs,
+         "1 rollout worker", one["env_steps_per_s"], decoding=args.decoding, model=args.model, total_envs=args.envs,
          iteration_seconds_1_worker=one["seconds"], iteration_seconds_2_workers=two["seconds"],
          env_steps_per_iteration=two["env_steps"])
 

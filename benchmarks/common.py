@@ -15,7 +15,23 @@ def machine() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu_name(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def gpu_name() -> str | None:
+    """The first NVIDIA GPU's name (``nvidia-smi``), or None on a machine without one."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                               text=True, timeout=20).stdout.split("\n")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return names[0].strip() or None
 
 
 def emit(figure: str, value: float, unit: str, baseline_name: str, baseline: float, **extra) -> dict:
