@@ -48,3 +48,12 @@ def _load_weights(checkpoint):
 
     model, _, _ = load_checkpoint(checkpoint)
     return model.state_dict()
+
+
+def test_each_actor_renders_on_its_own_gpu_with_egl():
+    from vla_rl.distributed.ray_pool import egl_device_for
+
+    assert egl_device_for([3], {"MUJOCO_GL": "egl"}) == "3"
+    assert egl_device_for(["1", "2"], {"MUJOCO_GL": "egl"}) == "1"
+    assert egl_device_for([3], {"MUJOCO_GL": "egl", "MUJOCO_EGL_DEVICE_ID": "0"}) is None  # the user's choice wins
+    assert egl_device_for([3], {"MUJOCO_GL": "osmesa"}) is None and egl_device_for([], {"MUJOCO_GL": "egl"}) is None

@@ -2,7 +2,8 @@
 
 Two replicas that each take half of every mini-batch must make exactly the update one process makes
 on the whole batch: the same weights afterwards (up to float summation order) and the same
-statistics, for ``ddp`` and for ``fsdp`` (sharded decoder layers), including a resumed optimiser.
+statistics, for ``ddp``, for ``fsdp`` (sharded decoder layers) and for fsdp with LoRA adapters,
+including a resumed optimiser.
 """
 
 import socket
@@ -45,13 +46,13 @@ def _update_then_resume(config: LearnerConfig, batch, group_ids, rank: int = 0, 
     return stats, resumed.weights()
 
 
-def _replica(rank: int, world_size: int, port: int, strategy: str, batch, group_ids, results) -> None:
+def _replica(rank: int, world_size: int, port: int, config: LearnerConfig, batch, group_ids, results) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
-        stats, weights = _update_then_resume(LearnerConfig(strategy=strategy), batch, group_ids, rank, world_size)
+        stats, weights = _update_then_resume(config, batch, group_ids, rank, world_size)
         if rank == 0:
             results.put((stats, {k: v.numpy().copy() for k, v in weights.items()}))  # by value, not shared memory
     finally:
@@ -80,14 +81,17 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_replicas_make_the_single_process_update(rollout_batch, strategy):
+@pytest.mark.parametrize("strategy, lora_rank", [("ddp", 0), ("fsdp", 0), ("fsdp", 4)])
+def test_two_replicas_make_the_single_process_update(rollout_batch, strategy, lora_rank):
+    from vla_rl.policy.lora import LoRAConfig
+
     batch, group_ids = rollout_batch
-    single_stats, single_weights = _update_then_resume(LearnerConfig(), batch, group_ids)
+    config = LearnerConfig(strategy=strategy, lora=LoRAConfig(rank=lora_rank))
+    single_stats, single_weights = _update_then_resume(config, batch, group_ids)  # world size 1: plain
     context = mp.get_context("spawn")
     results = context.Queue()
     port = _free_port()
-    processes = [context.Process(target=_replica, args=(rank, 2, port, strategy, batch, group_ids, results))
+    processes = [context.Process(target=_replica, args=(rank, 2, port, config, batch, group_ids, results))
                  for rank in range(2)]
     for process in processes:
         process.start()

@@ -34,7 +34,31 @@ def init_ray(address: str = "", num_cpus: int | None = None) -> dict:
     return ray.cluster_resources()
 
 
+def egl_device_for(gpu_ids: Sequence, environ: dict[str, str]) -> str | None:
+    """The ``MUJOCO_EGL_DEVICE_ID`` an actor should render on: its first Ray-assigned GPU, when MuJoCo
+    renders with EGL and the user has not chosen a device. MuJoCo enumerates EGL devices itself and
+    ignores ``CUDA_VISIBLE_DEVICES``, so without this every actor would render on GPU 0."""
+    if environ.get("MUJOCO_GL") != "egl" or "MUJOCO_EGL_DEVICE_ID" in environ or not gpu_ids:
+        return None
+    return str(int(gpu_ids[0]))
+
+
 class _ActorWorker(RolloutWorker):
+    def __init__(self, *args, **kwargs):
+        import os
+
+        import ray
+
+        device = egl_device_for(ray.get_gpu_ids(), dict(os.environ))
+        if device is not None:  # before the env (and its worker processes, which inherit it) exists
+            os.environ["MUJOCO_EGL_DEVICE_ID"] = device
+        super().__init__(*args, **kwargs)
+
+    def egl_device(self) -> str | None:
+        import os
+
+        return os.environ.get("MUJOCO_EGL_DEVICE_ID")
+
     def node_id(self) -> str:
         import ray
 
