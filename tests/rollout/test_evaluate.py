@@ -35,3 +35,19 @@ def test_evaluate_counts_expert_success_and_idle_failure():
     # the filmed episode keeps what the policy saw: the reset frame and one frame per step
     assert list(idle.frames) == [specs[2]] and len(idle.frames[specs[2]]) == 51
     assert idle.frames[specs[2]][0].shape == (32, 32, 3)
+
+
+def test_workers_seed_the_noise_of_envs_that_have_their_own():
+    """A world-model env samples noise; two rollout workers must not draw the same sequence."""
+    import torch
+
+    from tests.policy.conftest import make_policy
+    from vla_rl.rollout.worker import RolloutWorker
+
+    class NoisyEnv:  # stands in for WorldModelVecEnv's generator (tests/world_model covers the real env)
+        def __init__(self):
+            self.generator = torch.Generator().manual_seed(0)
+
+    draws = [torch.rand(3, generator=RolloutWorker(NoisyEnv, make_policy, seed=seed).env.generator)
+             for seed in (0, 1, 1)]
+    assert not torch.equal(draws[0], draws[1]) and torch.equal(draws[1], draws[2])

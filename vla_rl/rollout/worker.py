@@ -40,9 +40,19 @@ class RolloutWorker:
         self.env_restarts = 0
         self.policy = policy_factory()
         self.policy.generator.manual_seed(seed)
+        self._seed_env(self.env, seed)
+        self.seed = seed
         self.version = 0
         self._eval_env_factory = eval_env_factory
         self._eval_env = None
+
+    @staticmethod
+    def _seed_env(env, seed: int) -> None:
+        """Envs with randomness of their own (a world model's sampling noise) get the worker's seed,
+        so parallel workers do not imagine the same noise."""
+        generator = getattr(env, "generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(seed)
 
     @property
     def eval_env(self):
@@ -98,6 +108,7 @@ class RolloutWorker:
                 if training_env:
                     _close_quietly(self.env)
                     self.env = self._env_factory()
+                    self._seed_env(self.env, self.seed + 7919 * self.env_restarts)
                 else:
                     _close_quietly(self._eval_env)
                     self._eval_env = self._eval_env_factory()
