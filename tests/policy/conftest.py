@@ -23,13 +23,14 @@ def tiny_config(**overrides) -> VLAConfig:
     return VLAConfig(**base)
 
 
-def make_policy(config: VLAConfig | None = None, seed: int = 0, temperature: float = 1.0) -> VLAPolicy:
+def make_policy(config: VLAConfig | None = None, seed: int = 0, temperature: float = 1.0,
+                precision: str = "fp32") -> VLAPolicy:
     torch.manual_seed(seed)
     config = config or tiny_config()
     model = VLAModel(config)
     stats = NormStats(np.full(7, -0.5), np.full(7, 0.5), np.array([True] * 6 + [False]))
     return VLAPolicy(model, ActionTokenizer(config.action_vocab_size, stats, config.n_action_bins),
-                     temperature=temperature, seed=seed)
+                     temperature=temperature, seed=seed, precision=precision)
 
 
 def make_obs(batch: int, size: int = 32, seed: int = 0) -> ObsBatch:

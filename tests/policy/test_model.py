@@ -123,3 +123,18 @@ def test_bad_configs_are_rejected():
         tiny_config(image_size=30)
     with pytest.raises(KeyError, match="camera"):
         make_policy(tiny_config(cameras=("wrist",))).act(make_obs(1), explore=False)
+
+
+def test_bf16_decoding_runs_in_bf16_and_its_logprobs_stay_close_to_fp32():
+    obs = make_obs(6)
+    policy = make_policy(seed=4, precision="bf16")
+    seen = []
+    policy.model.language_model.model.layers[0].mlp.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    out = policy.act(obs, explore=True)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert out.logprob.dtype == torch.float32 and torch.isfinite(out.logprob).all()
+    fp32 = make_policy(seed=4).log_prob(obs, out.tokens).token_logprob.detach()
+    gap = (fp32 - out.logprob).abs().max()
+    assert 0 < gap < 0.1  # bf16 rounding: visible, small against a log-prob of about -5.5 (256 bins)
+    with pytest.raises(ValueError, match="precision"):
+        make_policy(precision="fp16")

@@ -44,12 +44,12 @@ def make_world_model_env(suite: str, num_envs: int, image_size: int, wrist_camer
                             env_config.done_threshold, env_config.sampling_steps or None)
 
 
-def load_policy(checkpoint: str, temperature: float = 1.0, device: str = "auto"):
+def load_policy(checkpoint: str, temperature: float = 1.0, device: str = "auto", precision: str = "fp32"):
     from vla_rl.policy.checkpoint import load_checkpoint
     from vla_rl.policy.policy import VLAPolicy, resolve_device
 
     model, action_tokenizer, _ = load_checkpoint(Path(checkpoint), device=resolve_device(device))
-    return VLAPolicy(model.eval(), action_tokenizer, temperature=temperature)
+    return VLAPolicy(model.eval(), action_tokenizer, temperature=temperature, precision=precision)
 
 
 def checkpoint_camera_setup(checkpoint: Path) -> tuple[int, bool]:
@@ -71,7 +71,7 @@ def make_pool(rollout, suite: str, checkpoint: Path, temperature: float, seed: i
         eval_env_factory = env_factory
         env_factory = functools.partial(make_world_model_env, suite, rollout.envs_per_worker, image_size, wrist,
                                         rollout.env_processes, env)
-    policy_factory = functools.partial(load_policy, str(checkpoint), temperature)
+    policy_factory = functools.partial(load_policy, str(checkpoint), temperature, precision=rollout.precision)
     if rollout.backend == "local":
         from vla_rl.rollout.worker import LocalRolloutPool
 

@@ -49,10 +49,14 @@ class RolloutConfig:
     torch_threads_per_worker: int = option(1, "torch threads of each worker's policy")
     cpus_per_worker: float = option(1.0, "Ray CPUs reserved per worker")
     gpus_per_worker: float = option(0.0, "Ray GPUs per worker (fractional is fine)")
+    precision: Literal["fp32", "bf16"] = option("fp32", "bf16: decode under bf16 autocast (GPUs; log-probs then "
+                                                         "carry bf16 rounding)")
 
     def __post_init__(self) -> None:
         if self.num_workers < 1 or self.envs_per_worker < 1:
             raise ValueError("num_workers and envs_per_worker must be >= 1")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"rollout.precision must be fp32 or bf16, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
