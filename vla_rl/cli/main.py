@@ -11,6 +11,7 @@ Subcommands:
   critic      the vision-language progress critic: collect labelled episodes, train, evaluate
   deploy      run a checkpoint on an arm over ROS 2 through the safety layer (sim-bridge: a MuJoCo arm
               behind the same topics; bag-to-demos: recorded episodes -> SFT data)
+  baseline    reference learners: `baseline rllib-ppo`, RLlib PPO on privileged simulator state
 """
 
 from __future__ import annotations
@@ -410,10 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(quickstart, "YAML QuickstartConfig (default: the embedded one)")
     quickstart.set_defaults(func=cmd_quickstart)
 
-    from vla_rl.cli import deploy, world_model
+    from vla_rl.cli import baseline, deploy, world_model
 
     world_model.register(sub)
     deploy.register(sub)
+    baseline.register(sub)
     return parser
 
 
