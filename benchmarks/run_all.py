@@ -18,7 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["bench_envs.py", "bench_decode.py", "bench_grpo.py", "expert_success.py", "bench_libero.py", "bench_critic.py",
-           "bench_ros_latency.py", "bench_world_model.py", "bench_learner.py"]
+           "bench_ros_latency.py", "bench_world_model.py", "bench_learner.py", "bench_mjx.py"]
 
 
 def run_script(script: str, timeout: float) -> list[dict]:
@@ -51,10 +51,15 @@ def to_markdown(records: list[dict]) -> str:
             lines.append(f"| {r['script']} | **failed**: {r['error']} | | | | |")
             continue
         machine = machine or r.get("machine")
+        if "value" not in r:  # a per-task table (expert_success.py): successes / episodes per task
+            rows = ", ".join(f"{t['task']} {t['successes']}/{t['episodes']}" for t in r.get("per_task", []))
+            lines.append(f"| {r['script']} | {r['figure']} | {rows} | | | |")
+            continue
         lines.append(f"| {r['script']} | {r['figure']} | {r['value']} {r.get('unit', '')} | {r['baseline']} | "
                      f"{r['baseline_value']} | {r['ratio']} |")
     if machine:
-        lines += ["", f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('platform')}."]
+        gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ", no GPU"
+        lines += ["", f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores{gpu}, {machine.get('platform')}."]
     return "\n".join(lines) + "\n"
 
 
