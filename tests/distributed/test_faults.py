@@ -69,6 +69,17 @@ def _config(tmp_path, checkpoint, **overrides) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def _one_iteration(config: TrainConfig, pool) -> tuple[Trainer, list[dict]]:
+    """Train ``config`` (one iteration) on ``pool``, closing it after; returns the metric rows."""
+    rows: list[dict] = []
+    try:
+        trainer = Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False)
+        trainer.run(on_iteration=rows.append)
+    finally:
+        pool.close()
+    return trainer, rows
+
+
 def _assert_iteration_complete(trainer: Trainer, metrics: dict, workers: int) -> None:
     """Each worker has 2 slots = one group of 2: every group sampled once, all kept, none twice."""
     assert metrics["sampled_groups"] == metrics["kept_groups"] == workers
@@ -80,12 +91,7 @@ def test_env_worker_killed_mid_rollout_is_rebuilt_and_its_wave_recollected(tmp_p
     config = _config(tmp_path, tiny_checkpoint)
     pool = LocalRolloutPool(functools.partial(crashing_env, str(tmp_path / "crashed"), "kill_env_worker"),
                             functools.partial(load_policy, str(tiny_checkpoint), 1.0), num_workers=2)
-    rows = []
-    try:
-        trainer = Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False)
-        trainer.run(on_iteration=rows.append)
-    finally:
-        pool.close()
+    trainer, rows = _one_iteration(config, pool)
     assert (tmp_path / "crashed").exists()  # the fault did happen
     assert rows[0]["env_restarts"] == 1 and rows[0]["actor_restarts"] == 0
     _assert_iteration_complete(trainer, rows[0], workers=2)
@@ -101,12 +107,9 @@ def test_rollout_actor_dying_mid_rollout_is_replaced_and_its_share_recollected(t
     config = _config(tmp_path, tiny_checkpoint)
     pool = RayRolloutPool(functools.partial(crashing_env, str(tmp_path / "crashed"), "exit_process"),
                           functools.partial(load_policy, str(tiny_checkpoint), 1.0), num_workers=2)
-    rows = []
     try:
-        trainer = Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False)
-        trainer.run(on_iteration=rows.append)
+        trainer, rows = _one_iteration(config, pool)
     finally:
-        pool.close()
         ray.shutdown()
     assert (tmp_path / "crashed").exists()
     assert rows[0]["actor_restarts"] == 1 and pool.restarts == 1
