@@ -153,16 +153,18 @@ def _all_reduce_gradients(parameters: list[torch.Tensor], bucket_elements: int =
         if parameter.grad is None:  # this replica had no micro-batch touching it
             parameter.grad = torch.zeros_like(parameter)
     bucket: list[torch.Tensor] = []
+    elements = 0
     for i, parameter in enumerate(parameters):
         bucket.append(parameter.grad)
-        if sum(g.numel() for g in bucket) >= bucket_elements or i == len(parameters) - 1:
+        elements += parameter.grad.numel()
+        if elements >= bucket_elements or i == len(parameters) - 1:
             flat = torch.cat([g.reshape(-1) for g in bucket])
             dist.all_reduce(flat)
             offset = 0
             for grad in bucket:
                 grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
                 offset += grad.numel()
-            bucket = []
+            bucket, elements = [], 0
 
 
 def _is_sharded(parameter: torch.Tensor) -> bool:
