@@ -51,7 +51,8 @@ def reference_generate(policy, obs) -> np.ndarray:
     model = policy.model
     actions = []
     for i in range(obs.batch_size):
-        prefix = model.build_prefix({k: v[i:i + 1] for k, v in obs.images.items()}, obs.instructions[i:i + 1])
+        prefix = model.build_prefix({k: v[i:i + 1] for k, v in obs.images.items()}, obs.instructions[i:i + 1],
+                                    obs.proprio[i:i + 1])
         generated = model.language_model.generate(
             inputs_embeds=prefix.embeds, attention_mask=prefix.mask, max_new_tokens=model.config.action_dim,
             min_new_tokens=model.config.action_dim, do_sample=False, pad_token_id=model.pad_token_id)

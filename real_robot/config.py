@@ -75,6 +75,12 @@ class RobotConfig:
                                             "recordings; empty = every joint in the message")
     kinematics_mjcf: str = option("", "joint_trajectory mode: an MJCF of the arm with a site named by ee_site")
     ee_site: str = option("grip_site", "the MJCF site that is the end effector")
+    finger_joints: tuple[str, ...] = option(
+        ("finger_left", "finger_right"), "gripper joints in JointState whose positions (m) end the proprio vector of "
+                                         "a policy that takes proprio (with topics.ee_pose)")
+    proprio_down_quat_wxyz: tuple[float, float, float, float] = option(
+        (0.0, 0.0, 1.0, 0.0), "end-effector orientation (base frame) whose proprio orientation is zero: the training "
+                              "data's 'pointing straight down' (the tabletop suite's default)")
     camera: str = option("agentview", "the policy camera the scene image feeds")
     wrist_camera: str = option("wrist", "the policy camera the wrist image feeds (if topics.wrist_image is set)")
     inference_timeout_s: float = option(2.0, "an inference slower than this is reported and its action dropped")

@@ -79,7 +79,10 @@ class LatencyStats:
 class PolicyNode:
     def __init__(self, policy: ActionPolicy, config: RobotConfig, image_size: int, cameras: tuple[str, ...],
                  instruction: str = "", joint_solver: JointSolver | None = None, recorder=None,
-                 node_name: str = "vla_policy", context=None):
+                 node_name: str = "vla_policy", context=None, proprio_dim: int = 0):
+        """``proprio_dim``: the policy's proprio input (0 = none, 8 = EE position, EE orientation
+        relative to ``config.proprio_down_quat_wxyz``, finger positions), built from
+        ``topics.ee_pose`` and the ``config.finger_joints`` of ``topics.joint_states``."""
         rclpy = messages.require_ros()
         from geometry_msgs.msg import PoseStamped, TwistStamped
         from sensor_msgs.msg import Image, JointState
@@ -92,6 +95,11 @@ class PolicyNode:
             raise ValueError(f"the policy reads cameras {cameras}; the robot config feeds {config.camera!r}")
         if len(cameras) > 1 and not config.topics.wrist_image:
             raise ValueError(f"the policy needs cameras {cameras}; set topics.wrist_image for the second one")
+        if proprio_dim not in (0, PROPRIO_DIM):
+            raise ValueError(f"the node builds {PROPRIO_DIM}-D proprio; the policy takes {proprio_dim}")
+        if proprio_dim and not (config.topics.ee_pose and config.finger_joints):
+            raise ValueError("the policy takes proprio: set topics.ee_pose and finger_joints in the robot config")
+        self.proprio_dim = proprio_dim
         self.policy, self.config, self.image_size, self.cameras = policy, config, image_size, cameras
         self.joint_solver, self.recorder = joint_solver, recorder
         self.safety = SafetyFilter(config)
@@ -117,6 +125,8 @@ class PolicyNode:
         if config.topics.wrist_image:
             self.last_seen["wrist_image"] = None
         self.ee_position: np.ndarray | None = None
+        self.ee_quat: np.ndarray | None = None
+        self.fingers: np.ndarray | None = None
         self.joints: np.ndarray | None = None
         self.gripper_action: float | None = None
 
@@ -187,16 +197,19 @@ class PolicyNode:
     def _on_joint_states(self, msg) -> None:
         try:
             positions = messages.joint_positions(msg, self.config.arm_joints)
+            fingers = messages.joint_positions(msg, self.config.finger_joints) if self.proprio_dim else None
         except KeyError as error:
             return self._rejected("bad_joint_states", error)
         with self.lock:
             self.joints = positions
+            self.fingers = fingers
             self.last_seen["joint_states"] = time.monotonic()
         self._record(self.config.topics.joint_states, msg)
 
     def _on_ee_pose(self, msg) -> None:
         with self.lock:
             self.ee_position = messages.pose_position(msg)
+            self.ee_quat = messages.pose_quaternion_wxyz(msg)
             self.last_seen["ee_pose"] = time.monotonic()
         self._record(self.config.topics.ee_pose, msg)
 
@@ -243,6 +256,20 @@ class PolicyNode:
             self.inferred_sequence = observation.sequence
             self.pending = self.inference_pool.submit(self._infer, observation, instruction, epoch)
 
+    def _proprio(self) -> np.ndarray:
+        """The training layout's 8-D proprio from the latest pose and finger positions (zeros for a
+        policy that takes none)."""
+        if not self.proprio_dim:
+            return np.zeros(PROPRIO_DIM, np.float32)
+        from sim_envs.arm import orientation_error
+
+        with self.lock:
+            position, quat, fingers = self.ee_position, self.ee_quat, self.fingers
+        if position is None or quat is None or fingers is None:
+            raise ValueError("no end-effector pose or finger joint state yet for the policy's proprio")
+        rotation = orientation_error(quat / np.linalg.norm(quat), np.asarray(self.config.proprio_down_quat_wxyz))
+        return np.concatenate([position, rotation, fingers]).astype(np.float32)
+
     def _infer(self, observation: Observation, instruction: str, epoch: int) -> None:
         started = time.perf_counter()
         try:
@@ -250,7 +277,7 @@ class PolicyNode:
             if missing:
                 raise ValueError(f"no image yet for cameras {missing}")
             images = {c: observation.images[c][None] for c in self.cameras}
-            obs = ObsBatch(images=images, proprio=np.zeros((1, PROPRIO_DIM), np.float32), instructions=[instruction])
+            obs = ObsBatch(images=images, proprio=self._proprio()[None], instructions=[instruction])
             actions = np.asarray(self.policy.predict_actions(obs))[0]  # [K, 7]
             error = None
         except Exception as exc:  # noqa: BLE001 - reported in the status, never kills the node

@@ -28,11 +28,12 @@ def main() -> None:
 
     model, tokenizer, _ = load_checkpoint(args.checkpoint)
     policy = VLAPolicy(model, tokenizer, seed=0)
-    env = TabletopEnv("Reach", image_size=model.config.image_size)
+    env = TabletopEnv("Reach", image_size=model.config.image_size, wrist_camera="wrist" in model.config.cameras)
     hits, cosines = 0, []
     for state in range(args.states):
         obs, _ = env.reset(options={"init_state_id": state, "split": args.split})
-        batch = ObsBatch({"agentview": obs["agentview_image"][None]}, obs["proprio"][None], [env.instruction])
+        images = {camera: obs[f"{camera}_image"][None] for camera in model.config.cameras}
+        batch = ObsBatch(images, obs["proprio"][None], [env.instruction])
         direction = policy.predict_actions(batch)[0, 0, :2]
         direction = direction / (np.linalg.norm(direction) + 1e-9)
         to_blocks = np.asarray(env.layout["positions"]) - env.ee_pose()[0][:2]

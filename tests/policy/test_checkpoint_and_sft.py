@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +58,51 @@ def synthetic_demos(directory, episodes=3, steps=6):
                                {"agentview_rgb": rng.integers(0, 255, (steps, 32, 32, 3), dtype=np.uint8)},
                                np.zeros((steps, 2)), True))
         write_demo_file(directory / f"{task}_demo.hdf5", eps, {"env_name": task})
+
+
+def wrist_and_proprio_samples(rng, steps):
+    """Actions that only the proprio (dimension 0) and the wrist image (dimension 1) determine."""
+    proprio = rng.normal(0.0, 0.01, (steps, 8)).astype(np.float32)
+    proprio[:, 0] += rng.choice([-0.1, 0.1], steps)  # two clusters: a plain signal, not a fine threshold
+    bright = rng.random(steps) < 0.5
+    wrist = np.where(bright[:, None, None, None], 230, 20).astype(np.uint8) * np.ones((steps, 32, 32, 3), np.uint8)
+    actions = np.zeros((steps, 7), np.float32)
+    actions[:, 0] = np.where(proprio[:, 0] > 0, 0.9, -0.9)
+    actions[:, 1] = np.where(bright, 0.9, -0.9)
+    obs = {"agentview_rgb": np.full((steps, 32, 32, 3), 128, np.uint8), "eye_in_hand_rgb": wrist,
+           "ee_pos": proprio[:, :3], "ee_ori": proprio[:, 3:6], "gripper_states": proprio[:, 6:]}
+    return Episode("reach the red block", "Reach", actions, np.zeros(steps, np.float32), obs, np.zeros((steps, 2)),
+                   True)
+
+
+def test_sft_reads_the_wrist_camera_and_proprio(tmp_path):
+    """On fresh samples, a wrist + proprio model gets the signs right; an agent-view-only model,
+    whose image is always the same, can only guess."""
+    from vla_rl.core import ObsBatch
+    from vla_rl.policy.policy import VLAPolicy
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "demos").mkdir()
+    write_demo_file(tmp_path / "demos" / "Reach_demo.hdf5", [wrist_and_proprio_samples(rng, 6) for _ in range(8)],
+                    {"env_name": "Reach"})
+    data = load_demos(tmp_path / "demos", 1, cameras=("agentview", "wrist"), proprio=True)
+    assert set(data.images) == {"agentview", "wrist"} and data.proprio.shape == (48, 8)
+    fresh = wrist_and_proprio_samples(np.random.default_rng(1), 64)
+    batch = ObsBatch({"agentview": fresh.obs["agentview_rgb"], "wrist": fresh.obs["eye_in_hand_rgb"]},
+                     fresh.proprio(), [fresh.instruction] * 64)
+
+    def sign_accuracy(model_config, out):
+        summary = train_sft(sft_config(tmp_path, model=model_config, out_dir=tmp_path / out, steps=150,
+                                       shift_pixels=0), show_progress=False)
+        model, tokenizer, _ = load_checkpoint(Path(summary["checkpoint"]))
+        predicted = VLAPolicy(model, tokenizer).predict_actions(batch)[:, 0, :2]
+        return (np.sign(predicted) == np.sign(fresh.actions[:, :2])).mean(0), model
+
+    with_inputs, model = sign_accuracy(tiny_config(cameras=("agentview", "wrist"), proprio_dim=8), "full")
+    assert with_inputs.min() > 0.9, with_inputs
+    np.testing.assert_allclose(model.proprio_mean.numpy(), data.proprio.mean(0), atol=1e-6)
+    without, _ = sign_accuracy(tiny_config(), "agentview_only")
+    assert without.max() < 0.8, without
 
 
 def sft_config(tmp_path, **overrides):

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from vla_rl.core import ObsBatch
 from vla_rl.policy.model import PROMPT_TEMPLATE, VLAConfig, VLAModel
 
 from .conftest import make_obs, make_policy, tiny_config
@@ -123,6 +124,8 @@ def test_bad_configs_are_rejected():
         tiny_config(image_size=30)
     with pytest.raises(KeyError, match="camera"):
         make_policy(tiny_config(cameras=("wrist",))).act(make_obs(1), explore=False)
+    with pytest.raises(ValueError, match="each once"):
+        tiny_config(cameras=("agentview", "agentview"))
 
 
 def test_bf16_decoding_runs_in_bf16_and_its_logprobs_stay_close_to_fp32():
@@ -138,3 +141,33 @@ def test_bf16_decoding_runs_in_bf16_and_its_logprobs_stay_close_to_fp32():
     assert 0 < gap < 0.1  # bf16 rounding: visible, small against a log-prob of about -5.5 (256 bins)
     with pytest.raises(ValueError, match="precision"):
         make_policy(precision="fp16")
+
+
+def test_proprio_token_is_standardised_required_and_saved_with_the_weights(tmp_path):
+    from vla_rl.policy.checkpoint import load_checkpoint, save_checkpoint
+
+    policy = make_policy(tiny_config(proprio_dim=8, cameras=("agentview", "wrist")))
+    model = policy.model
+    model.set_proprio_stats(np.arange(8, dtype=np.float32), np.full(8, 0.1, np.float32))
+    obs = make_obs(2)
+    obs.images["wrist"] = obs.images["agentview"][:, ::-1].copy()
+    obs.proprio[:] = np.arange(8, dtype=np.float32)
+    prefix = model.build_prefix(obs.images, obs.instructions, obs.proprio)
+    patches = 2 * (32 // 8) ** 2
+    assert prefix.embeds.shape[1] == 1 + patches + 1 + max(len(ids) for ids in model.prompt_ids(obs.instructions))
+    # the proprio token follows the patches; at the mean it is the MLP of a zero vector
+    expected = model.proprio_projector(torch.zeros(1, 8))
+    torch.testing.assert_close(prefix.embeds[0, 1 + patches], expected[0])
+    moved = ObsBatch(obs.images, obs.proprio + np.eye(8, dtype=np.float32)[:2], obs.instructions)
+    base = policy.log_prob(obs, policy.act(obs, explore=False).tokens).token_logprob
+    assert not torch.allclose(base, policy.log_prob(moved, policy.act(obs, explore=False).tokens).token_logprob)
+    with pytest.raises(ValueError, match="proprio"):
+        model.build_prefix(obs.images, obs.instructions)
+    with pytest.raises(ValueError, match="NaN"):
+        model.build_prefix(obs.images, obs.instructions, np.full((2, 8), np.nan, np.float32))
+    with pytest.raises(KeyError, match="wrist"):
+        model.build_prefix({"agentview": obs.images["agentview"]}, obs.instructions, obs.proprio)
+    path = save_checkpoint(tmp_path / "ckpt", model, policy.action_tokenizer)
+    loaded, _, _ = load_checkpoint(path)
+    torch.testing.assert_close(loaded.proprio_mean, torch.arange(8, dtype=torch.float32))
+    torch.testing.assert_close(loaded.proprio_std, torch.full((8,), 0.1))

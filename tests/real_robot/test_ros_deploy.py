@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from real_robot.config import RobotConfig, SafetyConfig
+from real_robot.config import RobotConfig, SafetyConfig, TopicsConfig
 from tests.real_robot.conftest import REACH_INIT_STATE, Spinner, wait_for
 
 pytestmark = pytest.mark.ros
@@ -42,7 +42,7 @@ def direct_rollout(policy, steps):
     return np.asarray(actions), success
 
 
-def start_pair(context, policy, robot=ROBOT, recorder=None, instruction=True, joint_solver=None):
+def start_pair(context, policy, robot=ROBOT, recorder=None, instruction=True, joint_solver=None, proprio_dim=0):
     from real_robot.node import PolicyNode
     from real_robot.sim_bridge import SimBridge
     from sim_envs.init_states import get_layout
@@ -56,7 +56,8 @@ def start_pair(context, policy, robot=ROBOT, recorder=None, instruction=True, jo
     text = get_layout("Reach", REACH_INIT_STATE, "train")["instruction"]
     bridge = SimBridge(make_env, robot, context=context)
     node = PolicyNode(policy, robot, image_size=32, cameras=("agentview",), recorder=recorder,
-                      instruction=text if instruction else "", joint_solver=joint_solver, context=context)
+                      instruction=text if instruction else "", joint_solver=joint_solver, context=context,
+                      proprio_dim=proprio_dim)
     spinner = Spinner(context)
     spinner.add(bridge.node)
     spinner.add(node.node)
@@ -114,6 +115,35 @@ class ScriptedPolicy:
 
 
 SLOW_SIDEWAYS = [0.0, 0.4, 0.0, 0.0, 0.0, 0.0, -1.0]  # 2 cm per period along +y
+
+
+class ProprioRecordingPolicy(ScriptedPolicy):
+    def __init__(self, action):
+        super().__init__(action)
+        self.proprio = []
+
+    def predict_actions(self, obs):
+        self.proprio.append(obs.proprio[0].copy())
+        return super().predict_actions(obs)
+
+
+def test_a_proprio_policy_gets_the_training_layout_of_proprio(ros_context):
+    """EE position, orientation relative to pointing down and finger positions, rebuilt from
+    /ee_pose and /joint_states, equal the simulator's own proprio (the arm holds still)."""
+    from real_robot.node import PolicyNode
+
+    with pytest.raises(ValueError, match="ee_pose"):
+        PolicyNode(ScriptedPolicy(SLOW_SIDEWAYS), RobotConfig(topics=TopicsConfig(ee_pose="")), image_size=32,
+                   cameras=("agentview",), proprio_dim=8, context=ros_context)
+    policy = ProprioRecordingPolicy([0.0] * 6 + [-1.0])
+    _, bridge, node, spinner = start_pair(ros_context, policy, proprio_dim=8)
+    try:
+        assert wait_for(lambda: len(policy.proprio) >= 3, timeout=20)
+        expected = bridge.env.arm.proprio()
+    finally:
+        stop_pair(bridge, node, spinner)
+    np.testing.assert_allclose(policy.proprio[-1], expected, atol=2e-3)
+    assert np.abs(expected[3:6]).max() < 0.2 and expected[6:].min() > 0.01  # near pointing down, fingers open
 
 
 def motion_after(bridge, since):

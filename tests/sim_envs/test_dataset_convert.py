@@ -131,7 +131,8 @@ def test_libero_file_converts_with_180_degree_rotation_and_loads_for_sft(tmp_pat
     demos = load_demos(out, chunk_size=4)
     assert len(demos) == sum(STEPS) and demos.episodes == 3
     assert demos.instructions == [INSTRUCTION] and demos.tasks == ["pick_up_the_black_bowl"]
-    assert demos.images.shape == (sum(STEPS), 16, 16, 3) and np.all(demos.images[:, 14, 13, 0] == 255)
+    agentview = demos.images["agentview"]
+    assert agentview.shape == (sum(STEPS), 16, 16, 3) and np.all(agentview[:, 14, 13, 0] == 255)
     np.testing.assert_array_equal(demos.chunks[0, 0], actions_for(0, STEPS[0])[0].astype(np.float32))
     assert leftovers(out) == []  # no scratch or partial files
 
@@ -208,7 +209,7 @@ def test_convert_directory_converts_every_file_of_a_suite(tmp_path):
     assert [s["task"] for s in summaries] == ["open_the_drawer", "pick_up_the_bowl"]
     demos = load_demos(tmp_path / "out", chunk_size=3)
     assert demos.tasks == ["open_the_drawer", "pick_up_the_bowl"] and len(demos) == 18
-    assert demos.images.shape[1:] == (8, 8, 3)
+    assert demos.images["agentview"].shape[1:] == (8, 8, 3)
     with pytest.raises(ValueError, match="overwrite the source"):
         convert_hdf5(suite / "open_the_drawer_demo.hdf5", suite, show_progress=False)
 

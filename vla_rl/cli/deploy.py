@@ -95,7 +95,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                                                 f"; waiting for an instruction on {robot.topics.instruction}"))
     _serve(lambda context: PolicyNode(policy, robot, image_size=policy.config.image_size,
                                       cameras=policy.config.cameras, instruction=args.instruction or "",
-                                      joint_solver=solver, recorder=recorder, context=context), args.duration)
+                                      joint_solver=solver, recorder=recorder, context=context,
+                                      proprio_dim=policy.config.proprio_dim), args.duration)
     if recorder is not None:
         print(f"bags: {', '.join(str(p) for p in recorder.bags) or 'none (no instruction arrived)'}")
     return 0

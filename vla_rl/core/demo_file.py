@@ -29,6 +29,12 @@ import h5py
 import numpy as np
 
 
+# camera name (the policy's ``cameras``) -> obs key of its images in a demo file
+CAMERA_OBS_KEYS = {"agentview": "agentview_rgb", "wrist": "eye_in_hand_rgb"}
+# the 8-D proprio of the envs' observations, in order: EE position, EE orientation, fingers
+PROPRIO_OBS_KEYS = ("ee_pos", "ee_ori", "gripper_states")
+
+
 @dataclass
 class Episode:
     """One demonstration in memory; ``obs`` maps the layout's obs keys to ``[T, ...]`` arrays."""
@@ -56,6 +62,23 @@ class Episode:
     @property
     def num_steps(self) -> int:
         return len(self.actions)
+
+    def camera_images(self, camera: str) -> np.ndarray:
+        """``uint8 [T, H, W, 3]`` of a policy camera (``agentview``, ``wrist``)."""
+        if camera not in CAMERA_OBS_KEYS:
+            raise ValueError(f"unknown camera {camera!r}; demo files hold {sorted(CAMERA_OBS_KEYS)}")
+        key = CAMERA_OBS_KEYS[camera]
+        if key not in self.obs:
+            raise KeyError(f"the {self.task} demo has no obs/{key} for camera {camera!r} "
+                           f"(record it with `vla-rl demos`, whose wrist camera is on by default)")
+        return self.obs[key]
+
+    def proprio(self) -> np.ndarray:
+        """``float32 [T, 8]``: the envs' proprio layout, from ``obs/ee_pos``, ``ee_ori``, ``gripper_states``."""
+        missing = [key for key in PROPRIO_OBS_KEYS if key not in self.obs]
+        if missing:
+            raise KeyError(f"the {self.task} demo has no obs/{missing[0]}, needed for proprio input")
+        return np.concatenate([self.obs[key] for key in PROPRIO_OBS_KEYS], axis=1).astype(np.float32)
 
 
 def write_demo_file(path: Path, episodes: list[Episode], env_args: dict[str, Any]) -> Path:

@@ -123,7 +123,11 @@ class VLAConfig:
     action_dim: int = option(7, "action dimensions per step")
     chunk_size: int = option(1, "actions predicted per observation (K); tokens = K * action_dim")
     decoding: Literal["autoregressive", "parallel"] = option("autoregressive", "OpenVLA or OFT-style decoding")
-    cameras: tuple[str, ...] = option(("agentview",), "camera images fed to the model, in order")
+    cameras: tuple[str, ...] = option(("agentview",), "camera images fed to the model, in order (agentview, wrist); "
+                                                      "each goes through the same vision tower (OpenVLA-OFT)")
+    proprio_dim: int = option(0, "robot state values fed as one extra prefix token after the patches, through a "
+                                 "2-layer MLP on standardised values (OpenVLA-OFT); 0 = none (OpenVLA). The tabletop "
+                                 "suite's proprio is 8-D: EE position, EE orientation, finger positions")
     keypoints: int = option(0, "spatial-softmax keypoints per camera (0 = none): K attention maps over the patch grid "
                                "(after FiLM) give K expected (x, y) image positions, embedded as one extra prefix "
                                "token, a direct readout of where things are (robomimic-style; not in OpenVLA)")
@@ -138,6 +142,10 @@ class VLAConfig:
             raise ValueError("the fused projector expects two vision towers")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.proprio_dim < 0:
+            raise ValueError(f"proprio_dim must be >= 0, got {self.proprio_dim}")
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras must name at least one camera, each once; got {list(self.cameras)}")
         if self.action_vocab_size > self.language_model.vocab_size:
             raise ValueError("action_vocab_size cannot exceed the language model's vocab_size")
         for tower in self.vision_towers:
@@ -312,6 +320,13 @@ class VLAModel(nn.Module):
             self.keypoint_logits = nn.Linear(self.vision_backbone.feature_dim, config.keypoints)
             self.keypoint_embed = nn.Sequential(nn.Linear(2 * config.keypoints, lm.hidden_size), nn.GELU(),
                                                 nn.Linear(lm.hidden_size, lm.hidden_size))
+        if config.proprio_dim:
+            self.proprio_projector = nn.Sequential(nn.Linear(config.proprio_dim, lm.hidden_size), nn.GELU(),
+                                                   nn.Linear(lm.hidden_size, lm.hidden_size))
+            # standardisation of the robot state, set from the training data (set_proprio_stats) and
+            # saved with the weights, so a checkpoint carries the statistics it was trained with
+            self.register_buffer("proprio_mean", torch.zeros(config.proprio_dim))
+            self.register_buffer("proprio_std", torch.ones(config.proprio_dim))
         if config.film:
             # zero-initialised: the model starts as the plain VLA and learns how much to modulate
             self.film = nn.Linear(lm.hidden_size, 2 * self.vision_backbone.feature_dim)
@@ -347,8 +362,30 @@ class VLAModel(nn.Module):
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return self.language_model.get_input_embeddings()(ids)
 
-    def build_prefix(self, images: dict[str, np.ndarray] | dict[str, torch.Tensor], instructions: list[str]) -> Prefix:
-        """Embed images and prompts of ``B`` observations into one left-aligned, padded prefix."""
+    @torch.no_grad()
+    def set_proprio_stats(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Standardise proprio input with these per-dimension statistics (``std`` floored at 1e-3)."""
+        mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        if mean.shape != (self.config.proprio_dim,) or std.shape != (self.config.proprio_dim,):
+            raise ValueError(f"proprio stats must have shape ({self.config.proprio_dim},), got {mean.shape}, {std.shape}")
+        self.proprio_mean.copy_(torch.from_numpy(mean))
+        self.proprio_std.copy_(torch.from_numpy(np.maximum(std, 1e-3)))
+
+    def proprio_token(self, proprio) -> torch.Tensor:
+        """``[B, P]`` robot state -> ``[B, 1, D]``."""
+        values = torch.as_tensor(np.asarray(proprio) if not torch.is_tensor(proprio) else proprio,
+                                 device=self.device, dtype=torch.float32)
+        if values.ndim != 2 or values.shape[1] != self.config.proprio_dim:
+            raise ValueError(f"the model takes {self.config.proprio_dim}-D proprio [B, P], got {tuple(values.shape)}")
+        if not torch.isfinite(values).all():
+            raise ValueError("proprio contains NaN or inf")
+        standardised = (values - self.proprio_mean) / self.proprio_std
+        return self.proprio_projector(standardised.to(self.proprio_projector[0].weight.dtype)).unsqueeze(1)
+
+    def build_prefix(self, images: dict[str, np.ndarray] | dict[str, torch.Tensor], instructions: list[str],
+                     proprio=None) -> Prefix:
+        """Embed images (and, with ``proprio_dim``, the ``[B, P]`` proprio) and prompts of ``B``
+        observations into one left-aligned, padded prefix."""
         device = self.device
         batch = len(instructions)
         modulation = self.film(self.instruction_embedding(instructions)).unsqueeze(1).chunk(2, dim=-1) \
@@ -364,6 +401,10 @@ class VLAModel(nn.Module):
             patches.append(self.projector(features))
             if self.config.keypoints:
                 patches.append(self.keypoint_token(features))
+        if self.config.proprio_dim:
+            if proprio is None:
+                raise ValueError(f"the model takes {self.config.proprio_dim}-D proprio input; none was given")
+            patches.append(self.proprio_token(proprio))
         patch_embeds = torch.cat(patches, dim=1)
         prompt_ids = self.prompt_ids(instructions)
         width = max(len(ids) for ids in prompt_ids)

@@ -64,7 +64,7 @@ class VLAPolicy:
             with torch.inference_mode(), torch.autocast(self.model.device.type, dtype=torch.bfloat16,
                                                         enabled=self.precision == "bf16"):
                 # rollouts never need gradients; log_prob recomputes them
-                prefix = self.model.build_prefix(obs.images, obs.instructions)
+                prefix = self.model.build_prefix(obs.images, obs.instructions, obs.proprio)
                 tokens, logprob = self.model.decode(prefix, self.temperature, sample=explore,
                                                     generator=self.generator)
         finally:
@@ -79,7 +79,7 @@ class VLAPolicy:
         """Per-token log-probs and entropies ``[B, L]`` of ``tokens`` (with gradients); with
         ``return_prefix_hidden`` also the hidden state ``[B, D]`` at the last prefix token."""
         tokens = torch.as_tensor(tokens, device=self.model.device)
-        prefix = self.model.build_prefix(obs.images, obs.instructions)
+        prefix = self.model.build_prefix(obs.images, obs.instructions, obs.proprio)
         logits, hidden = self.model.teacher_forced_logits(prefix, tokens, return_prefix_hidden=True)
         logits = logits.float() / self.temperature
         log_probs = torch.log_softmax(logits, dim=-1)

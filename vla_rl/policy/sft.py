@@ -1,7 +1,8 @@
 """Supervised fine-tuning of the VLA on demonstrations: cross-entropy on the action tokens.
 
-Data: robomimic/LIBERO-layout HDF5 files (``vla_rl.core.demo_file``); each step gives (agent-view
-image, instruction, action chunk of the next K actions, padded with the last action). Action
+Data: robomimic/LIBERO-layout HDF5 files (``vla_rl.core.demo_file``); each step gives (the images
+of the model's cameras, the proprio when the model takes it, the instruction, and the action chunk of
+the next K actions, padded with the last action). Action
 statistics (q01/q99, gripper unnormalised) are computed from the training data and stored with every
 checkpoint. Images get a random shift (pad and crop, as in DrQ) and optionally their object colours
 permuted together with the colour words of the instruction (``colour_swap``, augment.py), so that
@@ -66,7 +67,8 @@ class SFTConfig:
 
 @dataclass
 class DemoData:
-    images: np.ndarray          # uint8 [N, H, W, 3]
+    images: dict[str, np.ndarray]  # camera -> uint8 [N, H, W, 3]
+    proprio: np.ndarray | None  # float32 [N, 8] (when asked for)
     chunks: np.ndarray          # float32 [N, K, A]
     instruction_ids: np.ndarray  # int [N] -> instructions
     instructions: list[str]
@@ -74,10 +76,11 @@ class DemoData:
     episodes: int
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.chunks)
 
 
-def load_demos(demo_dir: Path, chunk_size: int, tasks: tuple[str, ...] = (), demos_per_task: int = 0) -> DemoData:
+def load_demos(demo_dir: Path, chunk_size: int, tasks: tuple[str, ...] = (), demos_per_task: int = 0,
+               cameras: tuple[str, ...] = ("agentview",), proprio: bool = False) -> DemoData:
     files = sorted(Path(demo_dir).glob("*_demo.hdf5"))
     if tasks:
         files = [f for f in files if f.name.removesuffix("_demo.hdf5") in tasks]
@@ -86,7 +89,8 @@ def load_demos(demo_dir: Path, chunk_size: int, tasks: tuple[str, ...] = (), dem
             raise FileNotFoundError(f"no demo files for {sorted(set(tasks) - found)} in {demo_dir}")
     if not files:
         raise FileNotFoundError(f"no *_demo.hdf5 files in {demo_dir}; collect some with `vla-rl demos`")
-    images, chunks, instruction_ids, instructions, task_names, episodes = [], [], [], [], [], 0
+    images: dict[str, list] = {camera: [] for camera in cameras}
+    chunks, instruction_ids, instructions, task_names, episodes, states = [], [], [], [], 0, []
     index: dict[str, int] = {}
     for path in files:
         for number, episode in enumerate(read_demo_file(path)):
@@ -97,12 +101,16 @@ def load_demos(demo_dir: Path, chunk_size: int, tasks: tuple[str, ...] = (), dem
             steps = episode.num_steps
             future = np.minimum(np.arange(steps)[:, None] + np.arange(chunk_size)[None], steps - 1)
             chunks.append(episode.actions[future])
-            images.append(episode.obs["agentview_rgb"])
+            for camera in cameras:
+                images[camera].append(episode.camera_images(camera))
+            if proprio:
+                states.append(episode.proprio())
             text_id = index.setdefault(episode.instruction, len(index))
             instruction_ids.append(np.full(steps, text_id))
     instructions = list(index)
-    return DemoData(np.concatenate(images), np.concatenate(chunks).astype(np.float32), np.concatenate(instruction_ids),
-                    instructions, sorted(set(task_names)), episodes)
+    return DemoData({camera: np.concatenate(parts) for camera, parts in images.items()},
+                    np.concatenate(states) if proprio else None, np.concatenate(chunks).astype(np.float32),
+                    np.concatenate(instruction_ids), instructions, sorted(set(task_names)), episodes)
 
 
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -125,9 +133,12 @@ def lr_at(step: int, config) -> float:
     return warmup_cosine_lr(step, config.lr, config.warmup_steps, config.steps)
 
 
-def sft_loss(model: VLAModel, tokens: torch.Tensor, images: torch.Tensor, instructions: list[str]):
-    """Mean CE over all action tokens and token accuracy; tokens ``[B, L]``."""
-    prefix = model.build_prefix({model.config.cameras[0]: images}, instructions)
+def sft_loss(model: VLAModel, tokens: torch.Tensor, images: torch.Tensor, instructions: list[str],
+             proprio: torch.Tensor | None = None):
+    """Mean CE over all action tokens and token accuracy; tokens ``[B, L]``, images
+    ``uint8 [B, C, H, W, 3]`` for the model's C cameras in order, proprio ``[B, P]``."""
+    prefix = model.build_prefix({camera: images[:, i] for i, camera in enumerate(model.config.cameras)},
+                                instructions, proprio)
     logits = model.teacher_forced_logits(prefix, tokens)
     targets = tokens - model.config.first_action_token_id
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
@@ -146,7 +157,11 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
 
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = load_demos(config.demo_dir, config.model.chunk_size, config.tasks, config.demos_per_task)
+    data = load_demos(config.demo_dir, config.model.chunk_size, config.tasks, config.demos_per_task,
+                      config.model.cameras, proprio=config.model.proprio_dim > 0)
+    if data.proprio is not None and data.proprio.shape[1] != config.model.proprio_dim:
+        raise ValueError(f"model.proprio_dim is {config.model.proprio_dim} but the demos' proprio is "
+                         f"{data.proprio.shape[1]}-D")
     torch.manual_seed(config.seed)
     start_step, state = 0, None
     resume_from = latest_valid_checkpoint(out_dir, "step_") if resume else None
@@ -161,6 +176,8 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         model = VLAModel(config.model)
         stats = NormStats.from_actions(data.chunks.reshape(-1, data.chunks.shape[-1]))
         action_tokenizer = ActionTokenizer(config.model.action_vocab_size, stats, config.model.n_action_bins)
+        if data.proprio is not None:
+            model.set_proprio_stats(data.proprio.mean(0), data.proprio.std(0))
     if config.lora.enabled:
         trainable = restore_lora(model, config.lora, state["lora"]) if state else apply_lora(model, config.lora)
     else:
@@ -172,7 +189,12 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         trainable = [p for p in trainable if id(p) not in frozen]
     model.train()
     tokens_all = torch.from_numpy(action_tokenizer.encode(data.chunks).reshape(len(data), -1))
-    images_all = torch.from_numpy(data.images)
+    if model.config.cameras != config.model.cameras or model.config.proprio_dim != config.model.proprio_dim:
+        raise ValueError(f"the checkpoint's model takes cameras {list(model.config.cameras)} and "
+                         f"{model.config.proprio_dim}-D proprio; the config asks for {list(config.model.cameras)} "
+                         f"and {config.model.proprio_dim}")
+    images_all = torch.from_numpy(np.stack([data.images[camera] for camera in config.model.cameras], axis=1))
+    proprio_all = torch.from_numpy(data.proprio) if data.proprio is not None else None
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     if state is not None:
@@ -206,12 +228,14 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         if stop_at_step is not None and step >= stop_at_step:
             break
         index = torch.randint(0, len(data), (config.batch_size,), generator=generator)
-        images = random_shift(images_all[index], config.shift_pixels, generator)
+        images = images_all[index]  # [B, C, H, W, 3]
+        images = random_shift(images.flatten(0, 1), config.shift_pixels, generator).view(images.shape)
         instructions = [data.instructions[i] for i in data.instruction_ids[index.numpy()]]
         images, instructions = colour_swap(images, instructions, generator)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
-        loss, accuracy = sft_loss(model, tokens_all[index], images, instructions)
+        loss, accuracy = sft_loss(model, tokens_all[index], images, instructions,
+                                  proprio_all[index] if proprio_all is not None else None)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"SFT loss became {loss.item()} at step {step}; last checkpoint: {checkpoint}")
         optimizer.zero_grad(set_to_none=True)
