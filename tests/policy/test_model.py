@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from vla_rl.core import ObsBatch
-from vla_rl.policy.model import PROMPT_TEMPLATE, VLAConfig, VLAModel
+from vla_rl.policy.model import PROMPT_TEMPLATE, LanguageModelConfig, VLAConfig, VLAModel
 
 from .conftest import make_obs, make_policy, tiny_config
 
@@ -23,12 +23,17 @@ def test_prompt_is_openvla_format_and_never_uses_action_tokens(policy):
     assert max(ids) < model.config.first_action_token_id
 
 
-@pytest.mark.parametrize("decoding, chunk, film", [("autoregressive", 1, False), ("autoregressive", 2, False),
-                                                  ("parallel", 4, False), ("autoregressive", 1, True)])
-def test_act_shapes_and_logprob_matches_teacher_forcing(decoding, chunk, film):
+@pytest.mark.parametrize("decoding, chunk, film, attention", [
+    ("autoregressive", 1, False, "eager"), ("autoregressive", 2, False, "eager"), ("parallel", 4, False, "eager"),
+    ("autoregressive", 1, True, "eager"), ("autoregressive", 2, False, "sdpa")])
+def test_act_shapes_and_logprob_matches_teacher_forcing(decoding, chunk, film, attention):
+    """Decoding (its own cached layer loop) and teacher forcing (the transformers forward) agree,
+    with rows of different prompt lengths, for both attention kernels."""
     # film=True also adds the spatial-softmax keypoint token
-    policy = make_policy(tiny_config(decoding=decoding, chunk_size=chunk, film=film, keypoints=8 if film else 0),
-                         temperature=0.7)
+    language_model = LanguageModelConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                                         intermediate_size=128, attention=attention)
+    policy = make_policy(tiny_config(decoding=decoding, chunk_size=chunk, film=film, keypoints=8 if film else 0,
+                                     language_model=language_model), temperature=0.7)
     obs = make_obs(6)
     out = policy.act(obs, explore=True)
     length = 7 * chunk

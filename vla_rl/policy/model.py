@@ -475,6 +475,29 @@ class VLAModel(nn.Module):
             logits = self.action_logits(hidden[:, start - 1:start - 1 + length])
         return (logits, hidden[:, start - 1]) if return_prefix_hidden else logits
 
+    def _attention_mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        """``bool [B, Q, K]`` -> the 4-D mask the decoder's attention kernel takes: boolean for sdpa,
+        additive (0 / most negative float) for eager."""
+        allowed = allowed[:, None]
+        if self.config.language_model.attention == "sdpa":
+            return allowed
+        return torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, torch.finfo(torch.float32).min)
+
+    def _cached_forward(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                        cache: "KVBuffer") -> torch.Tensor:
+        """The Llama decoder's layers on new tokens against the cache, with a mask built once per
+        decode: the lean path of ``decode`` (the transformers forward rebuilds masks and grows its
+        cache by concatenation on every call, most of a step's time for a small decoder)."""
+        decoder = self.language_model.model
+        rotary = decoder.rotary_emb(embeds, positions)
+        hidden = embeds
+        for layer in decoder.layers:
+            hidden = layer(hidden, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                           position_embeddings=rotary)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        cache.advance(embeds.shape[1])
+        return decoder.norm(hidden)
+
     @torch.no_grad()
     def decode(self, prefix: Prefix, temperature: float, sample: bool,
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -485,11 +508,15 @@ class VLAModel(nn.Module):
             dummy = torch.zeros((prefix.embeds.shape[0], length), dtype=torch.long, device=prefix.embeds.device)
             logits = self.teacher_forced_logits(prefix, dummy)
             return _choose(logits, temperature, sample, generator, self.config.first_action_token_id)
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
-        hidden, cache = self._decoder(prefix.embeds, prefix.mask, prefix.positions, cache)
-        mask, position = prefix.mask, prefix.positions[:, -1:]
+        batch, prefix_length = prefix.mask.shape
+        cache = KVBuffer(batch, prefix_length + length)
+        # attention masks of the whole decode, sliced per call: a key is visible when it is a real
+        # token at or before the query (prefix padding never is; action tokens always are)
+        visible = torch.cat([prefix.mask.bool(), torch.ones((batch, length), dtype=torch.bool, device=prefix.mask.device)], 1)
+        causal = torch.ones((prefix_length, prefix_length), dtype=torch.bool, device=visible.device).tril()
+        prefix_mask = causal[None] & visible[:, None, :prefix_length]  # [B, S, S]
+        hidden = self._cached_forward(prefix.embeds, self._attention_mask(prefix_mask), prefix.positions, cache)
+        position = prefix.positions[:, -1:]
         tokens, logprobs = [], []
         for step in range(length):
             logits = self.action_logits(hidden[:, -1])
@@ -498,10 +525,37 @@ class VLAModel(nn.Module):
             logprobs.append(logprob)
             if step == length - 1:
                 break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             position = position + 1
-            hidden, cache = self._decoder(self.embed_tokens(token.unsqueeze(1)), mask, position, cache)
+            step_mask = self._attention_mask(visible[:, None, :prefix_length + step + 1])
+            hidden = self._cached_forward(self.embed_tokens(token.unsqueeze(1)), step_mask, position, cache)
         return torch.stack(tokens, dim=1), torch.stack(logprobs, dim=1)
+
+
+class KVBuffer:
+    """A key/value cache of fixed capacity for one decode: each layer's keys and values are written
+    into preallocated tensors, and attention reads a view of the filled part. It has the one method
+    the transformers attention layers call (``update``)."""
+
+    def __init__(self, batch: int, capacity: int):
+        self.batch, self.capacity, self.length = batch, capacity, 0
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *args, **kwargs):
+        """``[B, H, n, d]`` new keys/values of layer ``layer_idx`` -> all keys/values so far."""
+        if layer_idx == len(self.keys):  # first call for this layer: allocate
+            shape = (self.batch, keys.shape[1], self.capacity, keys.shape[3])
+            self.keys.append(keys.new_empty(shape))
+            self.values.append(values.new_empty(shape))
+        end = self.length + keys.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"KV cache capacity {self.capacity} exceeded")
+        self.keys[layer_idx][:, :, self.length:end] = keys
+        self.values[layer_idx][:, :, self.length:end] = values
+        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
+
+    def advance(self, count: int) -> None:
+        self.length += count
 
 
 def _choose(logits: torch.Tensor, temperature: float, sample: bool, generator, first_id: int):
