@@ -373,8 +373,7 @@ class VLAModel(nn.Module):
 
     def proprio_token(self, proprio) -> torch.Tensor:
         """``[B, P]`` robot state -> ``[B, 1, D]``."""
-        values = torch.as_tensor(np.asarray(proprio) if not torch.is_tensor(proprio) else proprio,
-                                 device=self.device, dtype=torch.float32)
+        values = torch.as_tensor(proprio, device=self.device, dtype=torch.float32)
         if values.ndim != 2 or values.shape[1] != self.config.proprio_dim:
             raise ValueError(f"the model takes {self.config.proprio_dim}-D proprio [B, P], got {tuple(values.shape)}")
         if not torch.isfinite(values).all():

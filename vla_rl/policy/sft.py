@@ -2,9 +2,8 @@
 
 Data: robomimic/LIBERO-layout HDF5 files (``vla_rl.core.demo_file``); each step gives (the images
 of the model's cameras, the proprio when the model takes it, the instruction, and the action chunk of
-the next K actions, padded with the last action). Action
-statistics (q01/q99, gripper unnormalised) are computed from the training data and stored with every
-checkpoint. Images get a random shift (pad and crop, as in DrQ) and optionally their object colours
+the next K actions, padded with the last action). Action statistics (q01/q99, gripper unnormalised)
+are computed from the training data and stored with every checkpoint. Images get a random shift (pad and crop, as in DrQ) and optionally their object colours
 permuted together with the colour words of the instruction (``colour_swap``, augment.py), so that
 the policy must find the named object in unseen init states instead of memorising scenes.
 
