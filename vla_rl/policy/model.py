@@ -515,6 +515,7 @@ class VLAModel(nn.Module):
         causal = torch.ones((prefix_length, prefix_length), dtype=torch.bool, device=visible.device).tril()
         prefix_mask = causal[None] & visible[:, None, :prefix_length]  # [B, S, S]
         hidden = self._cached_forward(prefix.embeds, self._attention_mask(prefix_mask), prefix.positions, cache)
+        step_masks = self._attention_mask(visible[:, None])  # [B, 1, 1, S + L]; step t reads its first S + t + 1
         position = prefix.positions[:, -1:]
         tokens, logprobs = [], []
         for step in range(length):
@@ -525,7 +526,7 @@ class VLAModel(nn.Module):
             if step == length - 1:
                 break
             position = position + 1
-            step_mask = self._attention_mask(visible[:, None, :prefix_length + step + 1])
+            step_mask = step_masks[..., :prefix_length + step + 1]
             hidden = self._cached_forward(self.embed_tokens(token.unsqueeze(1)), step_mask, position, cache)
         return torch.stack(tokens, dim=1), torch.stack(logprobs, dim=1)
 
