@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 
 from vla_rl.core.config import option, to_dict
-from vla_rl.core.demo_file import Episode, write_demo_file
+from vla_rl.core.demo_file import NAMED_PIXELS_OBS_KEY, Episode, read_demo_file, write_demo_file
 
 from sim_envs.experts import make_expert
 from sim_envs.tabletop_env import TabletopEnv
@@ -65,7 +65,8 @@ def run_expert_episode(
     obs, info = env.reset(options={"init_state_id": init_state_id, "split": split})
     expert = make_expert(env, noise_std=noise_std, seed=seed)
     records: dict[str, list[np.ndarray]] = {k: [] for k in ("actions", "rewards", "states", "agentview_rgb",
-                                                              "eye_in_hand_rgb", "proprio", "joint_states")}
+                                                              "eye_in_hand_rgb", "proprio", "joint_states",
+                                                              "named_pixels")}
     frames = [env.render_camera("agentview", video_size)] if video_size else []
     success = False
     for _ in range(env.max_episode_steps):
@@ -75,6 +76,7 @@ def run_expert_episode(
         if "wrist_image" in obs:
             records["eye_in_hand_rgb"].append(obs["wrist_image"])
         records["proprio"].append(obs["proprio"])
+        records["named_pixels"].append(env.named_pixels())
         records["joint_states"].append(env.data.qpos[env.arm.arm_qpos_adr].astype(np.float32))
         obs, reward, terminated, truncated, info = env.step(action)
         records["actions"].append(expert.clean_action if action_labels == "clean" else action)
@@ -88,7 +90,7 @@ def run_expert_episode(
     episode_obs = {
         "agentview_rgb": np.stack(records["agentview_rgb"]),
         "ee_pos": proprio[:, :3], "ee_ori": proprio[:, 3:6], "gripper_states": proprio[:, 6:8],
-        "joint_states": np.stack(records["joint_states"]),
+        "joint_states": np.stack(records["joint_states"]), NAMED_PIXELS_OBS_KEY: np.stack(records["named_pixels"]),
     }
     if records["eye_in_hand_rgb"]:
         episode_obs["eye_in_hand_rgb"] = np.stack(records["eye_in_hand_rgb"])
@@ -137,6 +139,35 @@ def collect_task(task: str, config: DemoConfig, progress=None) -> dict:
         "mean_length": float(np.mean([e.num_steps for e in kept])) if kept else 0.0,
         "file": str(path) if path else None, "videos": videos, "seconds": time.perf_counter() - started,
     }
+
+
+def label_demo_file(path: Path) -> bool:
+    """Add localiser labels (``obs/agentview_named_pixels``) to a tabletop demo file recorded without
+    them, by replaying each step's recorded simulator state; False if it already had them."""
+    episodes = list(read_demo_file(path))
+    if all(NAMED_PIXELS_OBS_KEY in episode.obs for episode in episodes):
+        return False
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        env_args = json.loads(f["data"].attrs["env_args"])
+    if env_args.get("suite") != "tabletop":
+        raise ValueError(f"{path} is not a tabletop demo file (suite {env_args.get('suite')!r}): only tabletop "
+                         f"demos can be labelled from their states")
+    size = episodes[0].obs["agentview_rgb"].shape[1]
+    env = TabletopEnv(episodes[0].task, image_size=size, wrist_camera=False)
+    try:
+        for episode in episodes:
+            env.reset(options={"init_state_id": episode.init_state_id, "split": episode.split})
+            labels = []
+            for state in episode.states:
+                env.set_state(state)
+                labels.append(env.named_pixels())
+            episode.obs[NAMED_PIXELS_OBS_KEY] = np.stack(labels)
+    finally:
+        env.close()
+    write_demo_file(path, episodes, env_args)
+    return True
 
 
 def collect_demos(config: DemoConfig, show_progress: bool = True) -> list[dict]:

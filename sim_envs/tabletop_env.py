@@ -146,6 +146,21 @@ class TabletopEnv(gym.Env):
         """The task's dense progress in [0, 1] for the current state (1.0 exactly on success)."""
         return self.task.progress(self.model, self.data, self.layout)
 
+    def named_pixels(self, camera: str = "agentview", size: int | None = None) -> np.ndarray:
+        """``float32 [2, 2]``: where the instruction's named objects (``Task.named_points``: the object,
+        then its goal) are now in ``camera``'s image of ``size`` pixels, as (column, row) with pixel
+        i spanning [i, i + 1). Labels for training a localiser; may lie outside the image."""
+        return project_to_pixels(self.model, self.data, camera, self.task.named_points(self.model, self.data, self.layout),
+                                 size or self.image_size)
+
+    def set_state(self, state: np.ndarray) -> None:
+        """Restore a demo file's ``states`` row (qpos then qvel) in the current layout's scene."""
+        nq = self.model.nq
+        if len(state) != nq + self.model.nv:
+            raise ValueError(f"a state of this scene has {nq + self.model.nv} values, got {len(state)}")
+        self.data.qpos[:], self.data.qvel[:] = state[:nq], state[nq:]
+        mujoco.mj_forward(self.model, self.data)
+
     def render_camera(self, camera: str, size: int | None = None) -> np.ndarray:
         size = size or self.image_size
         if size not in self._renderers:
@@ -180,6 +195,18 @@ class TabletopEnv(gym.Env):
         self.elapsed_steps = 0
 
 
+def project_to_pixels(model: mujoco.MjModel, data: mujoco.MjData, camera: str, points: np.ndarray,
+                      size: int) -> np.ndarray:
+    """``[N, 3]`` world points -> ``float32 [N, 2]`` (column, row) in a ``size``-pixel square render of
+    ``camera`` (pinhole with the camera's vertical field of view; rows grow downwards)."""
+    cam = model.camera(camera).id
+    offsets = np.asarray(points, np.float64) - data.cam_xpos[cam]
+    local = offsets @ data.cam_xmat[cam].reshape(3, 3)  # camera frame: x right, y up, looking along -z
+    depth = np.maximum(-local[:, 2], 1e-6)
+    focal = (size / 2) / np.tan(np.radians(model.cam_fovy[cam]) / 2)
+    return np.stack([size / 2 + focal * local[:, 0] / depth, size / 2 - focal * local[:, 1] / depth], 1).astype(np.float32)
+
+
 def tabletop_suite():
     """Our own MuJoCo tabletop suite as a ``sim_envs.suites.Suite``."""
     from sim_envs import gym_id
@@ -202,4 +229,4 @@ def tabletop_suite():
     )
 
 
-__all__ = ["TabletopEnv", "CONTROL_HZ", "SUBSTEPS", "tabletop_suite"]
+__all__ = ["TabletopEnv", "project_to_pixels", "CONTROL_HZ", "SUBSTEPS", "tabletop_suite"]

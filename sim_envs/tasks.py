@@ -173,6 +173,11 @@ class Task:
         """The weighted stages of an unsolved state; each task's docstring lists them."""
         raise NotImplementedError
 
+    def named_points(self, model: mujoco.MjModel, data: mujoco.MjData, layout: Layout) -> np.ndarray:
+        """``[2, 3]`` world positions, now, of what the instruction names: the object acted on, then
+        where it must go (the same point twice in one-object tasks). Labels for a localiser."""
+        raise NotImplementedError
+
     # shared helpers ----------------------------------------------------------------------
     def _common(self, rng: np.random.Generator, **words: str) -> Layout:
         template = int(rng.integers(len(self.templates)))
@@ -219,6 +224,10 @@ class BlocksTask(Task):
 
     def target_start(self, layout: Layout) -> np.ndarray:
         return on_table(layout["positions"][layout["target"]])
+
+    def named_points(self, model, data, layout) -> np.ndarray:
+        target = self.target_position(data, layout)
+        return np.stack([target, target])
 
 
 class Reach(BlocksTask):
@@ -277,6 +286,9 @@ class Stack(BlocksTask):
         layout = self._common(rng, color=colors[0], base=colors[1])
         layout.update(colors=colors, positions=positions, yaws=yaws, target=0, base=1)
         return layout
+
+    def named_points(self, model, data, layout) -> np.ndarray:
+        return np.stack([body_position(data, f"block{layout['target']}"), body_position(data, f"block{layout['base']}")])
 
     def is_success(self, model, data, layout) -> bool:
         top = body_position(data, f"block{layout['target']}")
@@ -360,6 +372,9 @@ class Push(Task):
             set_free_body(model, data, f"block{i}", [x, y, BLOCK_HALF], layout["yaws"][i])
             set_color(model, f"zone{i}_geom", layout["colors"][2 + i], alpha=0.9)
             model.body_pos[model.body(f"zone{i}").id][:2] = layout["zone_positions"][i]
+
+    def named_points(self, model, data, layout) -> np.ndarray:
+        return np.stack([body_position(data, "block0"), body_position(data, "zone0")])
 
     def is_success(self, model, data, layout) -> bool:
         block = body_position(data, "block0")
@@ -445,6 +460,9 @@ class PickPlace(Task):
             for geom in range(model.ngeom):
                 if model.geom_bodyid[geom] == tray:
                     model.geom_rgba[geom] = (*[0.8 * c for c in COLORS[layout["colors"][2 + i]]], 1.0)
+
+    def named_points(self, model, data, layout) -> np.ndarray:
+        return np.stack([body_position(data, "block0"), body_position(data, "tray0")])
 
     def is_success(self, model, data, layout) -> bool:
         block = body_position(data, "block0")
@@ -549,6 +567,10 @@ class OpenDrawer(Task):
         x, y = layout["block_position"]
         set_free_body(model, data, "block0", [x, y, BLOCK_HALF], layout["block_yaw"])
 
+    def named_points(self, model, data, layout) -> np.ndarray:
+        handle = data.geom(f"drawer{layout['target']}_handle").xpos.copy()
+        return np.stack([handle, handle])
+
     def is_success(self, model, data, layout) -> bool:
         opening = data.qpos[model.joint(f"drawer{layout['target']}_slide").qposadr[0]]
         return bool(opening > self.OPEN_DISTANCE)
@@ -606,6 +628,10 @@ class PressButton(Task):
             model.body_pos[model.body(f"button{i}").id][:2] = layout["positions"][i]
             set_color(model, f"button{i}_cap_geom", layout["colors"][i])
             data.qpos[model.joint(f"button{i}_press").qposadr[0]] = 0.0
+
+    def named_points(self, model, data, layout) -> np.ndarray:
+        cap = body_position(data, f"button{layout['target']}_cap")
+        return np.stack([cap, cap])
 
     def is_success(self, model, data, layout) -> bool:
         depth = data.qpos[model.joint(f"button{layout['target']}_press").qposadr[0]]

@@ -176,3 +176,27 @@ def test_proprio_token_is_standardised_required_and_saved_with_the_weights(tmp_p
     loaded, _, _ = load_checkpoint(path)
     torch.testing.assert_close(loaded.proprio_mean, torch.arange(8, dtype=torch.float32))
     torch.testing.assert_close(loaded.proprio_std, torch.full((8,), 0.1))
+
+
+def test_a_localiser_model_sees_only_its_points_and_the_action_loss_leaves_the_localiser_alone(tmp_path):
+    from vla_rl.policy.checkpoint import load_checkpoint, save_checkpoint
+
+    policy = make_policy(tiny_config(localiser_points=2, image_tokens=False, localiser_channels=8))
+    model, obs = policy.model, make_obs(3)
+    prefix = model.build_prefix(obs.images, obs.instructions)
+    assert prefix.located_logits.shape == (3, 2, 32 * 32)
+    # BOS, the located token, the prompt: no patch tokens
+    assert prefix.embeds.shape[1] == 1 + 1 + max(len(ids) for ids in model.prompt_ids(obs.instructions))
+    tokens = policy.act(obs, explore=True).tokens
+    step = policy.log_prob(obs, tokens)
+    model.zero_grad()
+    step.token_logprob.sum().backward()
+    assert all(p.grad is None for p in model.localiser.parameters())  # the action loss stops at the points
+    assert model.located_embed[0].weight.grad is not None
+    # the instruction chooses what is located: other words, other maps
+    other = model.build_prefix(obs.images, ["open the green drawer"] * 3)
+    assert not torch.allclose(prefix.located_logits, other.located_logits)
+    loaded, _, _ = load_checkpoint(save_checkpoint(tmp_path / "ckpt", model, policy.action_tokenizer))
+    torch.testing.assert_close(loaded.build_prefix(obs.images, obs.instructions).located_logits, prefix.located_logits)
+    with pytest.raises(ValueError, match="blind"):
+        tiny_config(image_tokens=False)

@@ -72,6 +72,8 @@ def cmd_envs_list(args: argparse.Namespace) -> int:
 def cmd_demos(args: argparse.Namespace) -> int:
     from sim_envs.demos import DemoConfig, collect_demos
 
+    if args.label:
+        return 0 if label_demo_dir(args.label) else 1
     overrides = list(args.set or [])
     if args.task:
         overrides.append(f"tasks=[{', '.join(args.task)}]")
@@ -199,6 +201,19 @@ def cmd_critic_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def label_demo_dir(demo_dir: Path) -> list[Path]:
+    """Add localiser labels to the tabletop demo files in ``demo_dir`` that lack them; returns the files."""
+    from sim_envs.demos import label_demo_file
+
+    files = sorted(Path(demo_dir).glob("*_demo.hdf5"))
+    if not files:
+        print(f"error: no *_demo.hdf5 files in {demo_dir}", file=sys.stderr)
+    for path in files:
+        if label_demo_file(path):
+            print(f"added localiser labels (obs/agentview_named_pixels) to {path}")
+    return files
+
+
 def cmd_sft(args: argparse.Namespace) -> int:
     from vla_rl.cli.evaluation import evaluate_checkpoint, print_success_table
     from vla_rl.policy.sft import SFTConfig, train_sft
@@ -207,6 +222,8 @@ def cmd_sft(args: argparse.Namespace) -> int:
         print(describe(SFTConfig))
         return 0
     config = load_config(SFTConfig, args.config, list(args.set or []))
+    if config.model.localiser_points and config.eval_suite == "tabletop":
+        label_demo_dir(config.demo_dir)  # demos recorded before the labels existed
     summary = train_sft(config, resume=args.resume)
     print(f"trained {summary['steps']} steps in {summary['seconds'] / 60:.1f} min on {summary['episodes']} demos "
           f"({summary['samples']} samples): loss {summary['loss']:.3f}, token accuracy {summary['token_accuracy']:.2f}")
@@ -355,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     demos.add_argument("--image-size", type=int, help="observation image size")
     demos.add_argument("--workers", type=int, help="parallel processes (-1 = one per core)")
     demos.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
+    demos.add_argument("--label", type=Path, metavar="DIR", help="instead of collecting: add localiser labels "
+                       "(obs/agentview_named_pixels) to the tabletop demo files in DIR recorded without them")
     demos.add_argument("--show-config", action="store_true",
                        help="print every config field with its default and doc, then exit")
     demos.set_defaults(func=cmd_demos)

@@ -15,6 +15,8 @@ One file per task, written atomically (to ``*.tmp`` then renamed)::
     data/demo_<i>/obs/ee_ori           float32 [T, 3]      axis-angle
     data/demo_<i>/obs/gripper_states   float32 [T, 2]
     data/demo_<i>/obs/joint_states     float32 [T, J]
+    data/demo_<i>/obs/agentview_named_pixels  float32 [T, 2, 2]  (tabletop) where the instruction's
+                              object and its goal are in agentview_rgb, (column, row): localiser labels
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import numpy as np
 CAMERA_OBS_KEYS = {"agentview": "agentview_rgb", "wrist": "eye_in_hand_rgb"}
 # the 8-D proprio of the envs' observations, in order: EE position, EE orientation, fingers
 PROPRIO_OBS_KEYS = ("ee_pos", "ee_ori", "gripper_states")
+# labels of the localiser (vla_rl/policy/localiser.py): the named objects' image positions
+NAMED_PIXELS_OBS_KEY = "agentview_named_pixels"
 
 
 @dataclass
@@ -72,6 +76,14 @@ class Episode:
             raise KeyError(f"the {self.task} demo has no obs/{key} for camera {camera!r} "
                            f"(record it with `vla-rl demos`, whose wrist camera is on by default)")
         return self.obs[key]
+
+    def named_pixels(self) -> np.ndarray:
+        """``float32 [T, K, 2]``: (column, row) in the agent-view images of the instruction's named
+        objects (the object, then its goal), the localiser's training labels."""
+        if NAMED_PIXELS_OBS_KEY not in self.obs:
+            raise KeyError(f"the {self.task} demo has no obs/{NAMED_PIXELS_OBS_KEY} (localiser labels); tabletop demos "
+                           f"get them with `vla-rl demos`, or `vla-rl demos --label DIR` for files recorded earlier")
+        return self.obs[NAMED_PIXELS_OBS_KEY].astype(np.float32)
 
     def proprio(self) -> np.ndarray:
         """``float32 [T, 8]``: the envs' proprio layout, from ``obs/ee_pos``, ``ee_ori``, ``gripper_states``."""

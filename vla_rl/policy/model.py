@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from vla_rl.core.config import option
+from vla_rl.policy.localiser import ObjectLocaliser, expected_pixels
 
 PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -134,6 +135,14 @@ class VLAConfig:
     film: bool = option(False, "FiLM language conditioning of the vision features (OpenVLA-OFT+): the mean embedding "
                                "of the instruction's tokens scales and shifts every patch feature channel before "
                                "the projector, so the image is read for the named object; off in OpenVLA")
+    localiser_points: int = option(0, "points found by the pixel-level localiser (localiser.py) in the first camera's "
+                                      "image, 0 = none: 2 = the object the instruction names and where it must go (the "
+                                      "labels tabletop demos record). Their image positions enter as one prefix token; "
+                                      "the localiser learns only from its own loss (not in OpenVLA)")
+    localiser_channels: int = option(32, "feature channels of the localiser's convolutions")
+    image_tokens: bool = option(True, "feed the vision tower's patch tokens to the decoder; false = the decoder sees "
+                                      "only the located points, proprio and the prompt (needs localiser_points), "
+                                      "which keeps it from memorising training scenes (docs/policy.md)")
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.vision_towers) <= 2:
@@ -146,6 +155,10 @@ class VLAConfig:
             raise ValueError(f"proprio_dim must be >= 0, got {self.proprio_dim}")
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"cameras must name at least one camera, each once; got {list(self.cameras)}")
+        if self.localiser_points < 0 or self.localiser_channels < 1:
+            raise ValueError("localiser_points must be >= 0 and localiser_channels >= 1")
+        if not self.image_tokens and not self.localiser_points:
+            raise ValueError("image_tokens: false leaves the model blind unless localiser_points > 0")
         if self.action_vocab_size > self.language_model.vocab_size:
             raise ValueError("action_vocab_size cannot exceed the language model's vocab_size")
         for tower in self.vision_towers:
@@ -294,6 +307,7 @@ class Prefix:
     embeds: torch.Tensor
     mask: torch.Tensor
     positions: torch.Tensor
+    located_logits: torch.Tensor | None = None  # [B, K, H*W] from the localiser (its training loss reads them)
 
 
 class VLAModel(nn.Module):
@@ -320,6 +334,10 @@ class VLAModel(nn.Module):
             self.keypoint_logits = nn.Linear(self.vision_backbone.feature_dim, config.keypoints)
             self.keypoint_embed = nn.Sequential(nn.Linear(2 * config.keypoints, lm.hidden_size), nn.GELU(),
                                                 nn.Linear(lm.hidden_size, lm.hidden_size))
+        if config.localiser_points:
+            self.localiser = ObjectLocaliser(config.localiser_points, config.localiser_channels, lm.vocab_size)
+            self.located_embed = nn.Sequential(nn.Linear(2 * config.localiser_points, lm.hidden_size), nn.GELU(),
+                                               nn.Linear(lm.hidden_size, lm.hidden_size))
         if config.proprio_dim:
             self.proprio_projector = nn.Sequential(nn.Linear(config.proprio_dim, lm.hidden_size), nn.GELU(),
                                                    nn.Linear(lm.hidden_size, lm.hidden_size))
@@ -388,11 +406,16 @@ class VLAModel(nn.Module):
         device = self.device
         batch = len(instructions)
         modulation = self.film(self.instruction_embedding(instructions)).unsqueeze(1).chunk(2, dim=-1) \
-            if self.config.film else None
-        patches = []
-        for camera in self.config.cameras:
-            if camera not in images:
-                raise KeyError(f"the model needs camera {camera!r}; the observation has {sorted(images)}")
+            if self.config.film and self.config.image_tokens else None
+        missing = [camera for camera in self.config.cameras if camera not in images]
+        if missing:
+            raise KeyError(f"the model needs camera {missing[0]!r}; the observation has {sorted(images)}")
+        patches, located_logits = [], None
+        if self.config.localiser_points:
+            located_logits, token = self.located_token(torch.as_tensor(images[self.config.cameras[0]], device=device),
+                                                       instructions)
+            patches.append(token)
+        for camera in self.config.cameras if self.config.image_tokens else ():
             pixels = torch.as_tensor(images[camera], device=device)
             features = self.vision_backbone(pixels)
             if modulation is not None:
@@ -415,7 +438,22 @@ class VLAModel(nn.Module):
         bos = torch.full((batch, 1), self.bos_token_id, dtype=torch.long, device=device)
         embeds = torch.cat([self.embed_tokens(bos), patch_embeds, self.embed_tokens(text)], dim=1)
         mask = torch.cat([torch.ones((batch, 1 + patch_embeds.shape[1]), dtype=torch.long, device=device), text_mask], 1)
-        return Prefix(embeds=embeds, mask=mask, positions=(mask.cumsum(1) - 1).clamp(min=0))
+        return Prefix(embeds=embeds, mask=mask, positions=(mask.cumsum(1) - 1).clamp(min=0),
+                      located_logits=located_logits)
+
+    def located_token(self, pixels: torch.Tensor, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``uint8 [B, H, W, 3]`` -> the localiser's logits ``[B, K, H*W]`` and the ``[B, 1, D]`` token of
+        its points. The points are detached: the action loss must not shape the localiser, or it
+        learns to encode the training layouts instead of where the named objects are."""
+        if pixels.shape[1] != pixels.shape[2]:
+            raise ValueError(f"the localiser needs square images, got {tuple(pixels.shape[1:3])}")
+        texts = [text.strip().lower().rstrip(".") for text in instructions]
+        encoded = self.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+        logits = self.localiser(pixels, encoded["input_ids"].to(pixels.device), encoded["attention_mask"].to(pixels.device))
+        size = pixels.shape[1]
+        points = expected_pixels(logits.detach(), size) / (size / 2) - 1.0  # [-1, 1]
+        dtype = self.located_embed[0].weight.dtype
+        return logits, self.located_embed(points.flatten(1).to(dtype)).unsqueeze(1)
 
     def keypoint_token(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, P, F]`` square grid of patch features -> ``[B, 1, D]``: the embedded expected

@@ -29,6 +29,7 @@ from vla_rl.core.demo_file import read_demo_file
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats
 from vla_rl.policy.augment import ColourSwap, ColourSwapConfig
 from vla_rl.policy.checkpoint import latest_valid_checkpoint, load_checkpoint, point_latest, save_checkpoint
+from vla_rl.policy.localiser import localisation_loss
 from vla_rl.policy.lora import LoRAConfig, apply_lora, lora_tensors, merged_state_dict, restore_lora
 from vla_rl.policy.model import VLAConfig, VLAModel
 
@@ -50,6 +51,8 @@ class SFTConfig:
     warmup_steps: int = option(100, "linear warm-up steps")
     grad_clip: float = option(1.0, "max gradient norm")
     shift_pixels: int = option(4, "random-shift augmentation: pad by this many pixels, crop back")
+    localiser_loss_weight: float = option(1.0, "weight of the localiser's loss (model.localiser_points > 0) beside the "
+                                               "action tokens' cross-entropy")
     colour_swap: ColourSwapConfig = option(factory=ColourSwapConfig, doc="permute object colours in image and "
                                                                          "instruction together (augment.py)")
     checkpoint_every: int = option(500, "steps between checkpoints")
@@ -68,6 +71,7 @@ class SFTConfig:
 class DemoData:
     images: dict[str, np.ndarray]  # camera -> uint8 [N, H, W, 3]
     proprio: np.ndarray | None  # float32 [N, 8] (when asked for)
+    named_pixels: np.ndarray | None  # float32 [N, K, 2] localiser labels in the first camera (when asked for)
     chunks: np.ndarray          # float32 [N, K, A]
     instruction_ids: np.ndarray  # int [N] -> instructions
     instructions: list[str]
@@ -79,7 +83,7 @@ class DemoData:
 
 
 def load_demos(demo_dir: Path, chunk_size: int, tasks: tuple[str, ...] = (), demos_per_task: int = 0,
-               cameras: tuple[str, ...] = ("agentview",), proprio: bool = False) -> DemoData:
+               cameras: tuple[str, ...] = ("agentview",), proprio: bool = False, named_pixels: bool = False) -> DemoData:
     files = sorted(Path(demo_dir).glob("*_demo.hdf5"))
     if tasks:
         files = [f for f in files if f.name.removesuffix("_demo.hdf5") in tasks]
@@ -89,7 +93,7 @@ def load_demos(demo_dir: Path, chunk_size: int, tasks: tuple[str, ...] = (), dem
     if not files:
         raise FileNotFoundError(f"no *_demo.hdf5 files in {demo_dir}; collect some with `vla-rl demos`")
     images: dict[str, list] = {camera: [] for camera in cameras}
-    chunks, instruction_ids, instructions, task_names, episodes, states = [], [], [], [], 0, []
+    chunks, instruction_ids, instructions, task_names, episodes, states, labels = [], [], [], [], 0, [], []
     index: dict[str, int] = {}
     for path in files:
         for number, episode in enumerate(read_demo_file(path)):
@@ -104,26 +108,34 @@ def load_demos(demo_dir: Path, chunk_size: int, tasks: tuple[str, ...] = (), dem
                 images[camera].append(episode.camera_images(camera))
             if proprio:
                 states.append(episode.proprio())
+            if named_pixels:
+                labels.append(episode.named_pixels())
             text_id = index.setdefault(episode.instruction, len(index))
             instruction_ids.append(np.full(steps, text_id))
     instructions = list(index)
     return DemoData({camera: np.concatenate(parts) for camera, parts in images.items()},
-                    np.concatenate(states) if proprio else None, np.concatenate(chunks).astype(np.float32),
+                    np.concatenate(states) if proprio else None, np.concatenate(labels) if named_pixels else None,
+                    np.concatenate(chunks).astype(np.float32),
                     np.concatenate(instruction_ids), instructions, sorted(set(task_names)), episodes)
 
 
-def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """``uint8 [B, H, W, 3]``: replicate-pad by ``pad`` and crop back at a random offset per image."""
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator, pixels: torch.Tensor | None = None):
+    """``uint8 [B, H, W, 3]``: replicate-pad by ``pad`` and crop back at a random offset per image.
+    Given ``pixels`` ``[B, ..., 2]`` (column, row) image positions, returns them moved with their
+    image too: ``(images, pixels)``."""
     if pad <= 0:
-        return images
+        return images if pixels is None else (images, pixels)
     batch, height, width, _ = images.shape
     padded = torch.nn.functional.pad(images.permute(0, 3, 1, 2).float(), (pad,) * 4, mode="replicate")
     dx = torch.randint(0, 2 * pad + 1, (batch,), generator=generator)
     dy = torch.randint(0, 2 * pad + 1, (batch,), generator=generator)
     rows = (dy[:, None] + torch.arange(height)[None])[:, :, None].expand(batch, height, width)
     cols = (dx[:, None] + torch.arange(width)[None])[:, None, :].expand(batch, height, width)
-    out = padded[torch.arange(batch)[:, None, None], :, rows, cols]  # [B, H, W, 3]
-    return out.to(torch.uint8)
+    out = padded[torch.arange(batch)[:, None, None], :, rows, cols].to(torch.uint8)  # [B, H, W, 3]
+    if pixels is None:
+        return out
+    moved = torch.stack([dx, dy], -1).float() - pad  # where each crop starts in the original image
+    return out, pixels - moved.view(batch, *([1] * (pixels.ndim - 2)), 2)
 
 
 def lr_at(step: int, config) -> float:
@@ -133,16 +145,24 @@ def lr_at(step: int, config) -> float:
 
 
 def sft_loss(model: VLAModel, tokens: torch.Tensor, images: torch.Tensor, instructions: list[str],
-             proprio: torch.Tensor | None = None):
-    """Mean CE over all action tokens and token accuracy; tokens ``[B, L]``, images
+             proprio: torch.Tensor | None = None, named_pixels: torch.Tensor | None = None,
+             localiser_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean CE over all action tokens (plus, with a localiser, ``localiser_weight`` times its loss
+    against the ``[B, K, 2]`` ``named_pixels``) and metrics; tokens ``[B, L]``, images
     ``uint8 [B, C, H, W, 3]`` for the model's C cameras in order, proprio ``[B, P]``."""
     prefix = model.build_prefix({camera: images[:, i] for i, camera in enumerate(model.config.cameras)},
                                 instructions, proprio)
     logits = model.teacher_forced_logits(prefix, tokens)
     targets = tokens - model.config.first_action_token_id
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-    accuracy = (logits.argmax(-1) == targets).float().mean()
-    return loss, accuracy
+    metrics = {"token_accuracy": (logits.argmax(-1) == targets).float().mean(), "action_loss": loss.detach()}
+    if prefix.located_logits is not None:
+        if named_pixels is None:
+            raise ValueError("the model has a localiser: SFT needs its labels (named_pixels)")
+        located_loss, pixel_error = localisation_loss(prefix.located_logits, named_pixels, images.shape[2])
+        loss = loss + localiser_weight * located_loss
+        metrics.update(localiser_loss=located_loss.detach(), localiser_pixel_error=pixel_error)
+    return loss, metrics
 
 
 def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = True,
@@ -157,7 +177,11 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_demos(config.demo_dir, config.model.chunk_size, config.tasks, config.demos_per_task,
-                      config.model.cameras, proprio=config.model.proprio_dim > 0)
+                      config.model.cameras, proprio=config.model.proprio_dim > 0,
+                      named_pixels=config.model.localiser_points > 0)
+    if data.named_pixels is not None and data.named_pixels.shape[1] != config.model.localiser_points:
+        raise ValueError(f"model.localiser_points is {config.model.localiser_points} but the demos label "
+                         f"{data.named_pixels.shape[1]} points")
     if data.proprio is not None and data.proprio.shape[1] != config.model.proprio_dim:
         raise ValueError(f"model.proprio_dim is {config.model.proprio_dim} but the demos' proprio is "
                          f"{data.proprio.shape[1]}-D")
@@ -194,6 +218,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
                          f"and {config.model.proprio_dim}")
     images_all = torch.from_numpy(np.stack([data.images[camera] for camera in config.model.cameras], axis=1))
     proprio_all = torch.from_numpy(data.proprio) if data.proprio is not None else None
+    labels_all = torch.from_numpy(data.named_pixels) if data.named_pixels is not None else None
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     if state is not None:
@@ -228,28 +253,41 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
             break
         index = torch.randint(0, len(data), (config.batch_size,), generator=generator)
         images = images_all[index]  # [B, C, H, W, 3]
-        images = random_shift(images.flatten(0, 1), config.shift_pixels, generator).view(images.shape)
+        labels = labels_all[index] if labels_all is not None else None
+        if labels is None:
+            images = random_shift(images.flatten(0, 1), config.shift_pixels, generator).view(images.shape)
+        else:  # every camera moves by its own offset; the labels follow the first camera's
+            cameras = images.shape[1]
+            per_camera = labels[:, None].expand(-1, cameras, -1, -1).flatten(0, 1)
+            shifted, per_camera = random_shift(images.flatten(0, 1), config.shift_pixels, generator, per_camera)
+            images, labels = shifted.view(images.shape), per_camera.view(len(index), cameras, -1, 2)[:, 0]
         instructions = [data.instructions[i] for i in data.instruction_ids[index.numpy()]]
         images, instructions = colour_swap(images, instructions, generator)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
-        loss, accuracy = sft_loss(model, tokens_all[index], images, instructions,
-                                  proprio_all[index] if proprio_all is not None else None)
+        loss, metrics = sft_loss(model, tokens_all[index], images, instructions,
+                                 proprio_all[index] if proprio_all is not None else None, labels,
+                                 config.localiser_loss_weight)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"SFT loss became {loss.item()} at step {step}; last checkpoint: {checkpoint}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
         optimizer.step()
-        loss_value, accuracy_value = loss.item(), accuracy.item()
+        loss_value = loss.item()
+        values = {name: float(value) for name, value in metrics.items()}
+        accuracy_value = values["token_accuracy"]
         bar.update(1)
         if (step + 1) % config.log_every == 0:
-            bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{accuracy_value:.2f}")
-            for name, value in (("loss", loss_value), ("token_accuracy", accuracy_value),
-                                ("grad_norm", float(grad_norm)), ("lr", lr_at(step, config))):
+            postfix = {"loss": f"{loss_value:.3f}", "acc": f"{accuracy_value:.2f}"}
+            if "localiser_pixel_error" in values:
+                postfix["loc_px"] = f"{values['localiser_pixel_error']:.2f}"
+            bar.set_postfix(postfix)
+            for name, value in {"loss": loss_value, **values, "grad_norm": float(grad_norm),
+                                "lr": lr_at(step, config)}.items():
                 writer.add_scalar(f"sft/{name}", value, step + 1)
             with open(history_path, "a") as f:
-                f.write(json.dumps({"step": step + 1, "loss": loss_value, "token_accuracy": accuracy_value,
+                f.write(json.dumps({"step": step + 1, "loss": loss_value, **values,
                                     "seconds": time.perf_counter() - started}) + "\n")
         steps_done = step + 1
         if steps_done % config.checkpoint_every == 0:
