@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_policy():
+    from dataclasses import replace
+
     import torch
 
     from vla_rl.core.config import load_config
@@ -43,7 +45,10 @@ def make_policy():
     from vla_rl.policy.sft import SFTConfig
 
     torch.manual_seed(0)
-    config = load_config(SFTConfig, ROOT / "configs/sft_tabletop.yaml").model
+    # the patch-token model of the config (its MobileNetV2 tower, no localiser or proprio): the model whose
+    # latency docs/benchmarks.md reports, and the heavier of the two
+    config = replace(load_config(SFTConfig, ROOT / "configs/sft_tabletop.yaml").model, proprio_dim=0,
+                     localiser_points=0, image_tokens=True)
     stats = NormStats(np.full(7, -1.0), np.full(7, 1.0), np.array([True] * 6 + [False]))
     return VLAPolicy(VLAModel(config), ActionTokenizer(config.action_vocab_size, stats, config.n_action_bins), seed=0)
 

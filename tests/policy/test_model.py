@@ -193,6 +193,12 @@ def test_a_localiser_model_sees_only_its_points_and_the_action_loss_leaves_the_l
     step.token_logprob.sum().backward()
     assert all(p.grad is None for p in model.localiser.parameters())  # the action loss stops at the points
     assert model.located_embed[0].weight.grad is not None
+    # SFT's input noise moves the located token, not the maps; without it the prefix is deterministic
+    torch.manual_seed(0)
+    noisy = model.build_prefix(obs.images, obs.instructions, located_noise=1.0)
+    torch.testing.assert_close(noisy.located_logits, prefix.located_logits)
+    assert not torch.allclose(noisy.embeds[:, 1], prefix.embeds[:, 1])
+    torch.testing.assert_close(model.build_prefix(obs.images, obs.instructions).embeds, prefix.embeds)
     # the instruction chooses what is located: other words, other maps
     other = model.build_prefix(obs.images, ["open the green drawer"] * 3)
     assert not torch.allclose(prefix.located_logits, other.located_logits)

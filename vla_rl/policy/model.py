@@ -389,20 +389,24 @@ class VLAModel(nn.Module):
         self.proprio_mean.copy_(torch.from_numpy(mean))
         self.proprio_std.copy_(torch.from_numpy(np.maximum(std, 1e-3)))
 
-    def proprio_token(self, proprio) -> torch.Tensor:
-        """``[B, P]`` robot state -> ``[B, 1, D]``."""
+    def proprio_token(self, proprio, noise: float = 0.0) -> torch.Tensor:
+        """``[B, P]`` robot state -> ``[B, 1, D]`` (``noise``: std of Gaussian noise on the standardised values)."""
         values = torch.as_tensor(proprio, device=self.device, dtype=torch.float32)
         if values.ndim != 2 or values.shape[1] != self.config.proprio_dim:
             raise ValueError(f"the model takes {self.config.proprio_dim}-D proprio [B, P], got {tuple(values.shape)}")
         if not torch.isfinite(values).all():
             raise ValueError("proprio contains NaN or inf")
         standardised = (values - self.proprio_mean) / self.proprio_std
+        if noise:
+            standardised = standardised + noise * torch.randn_like(standardised)
         return self.proprio_projector(standardised.to(self.proprio_projector[0].weight.dtype)).unsqueeze(1)
 
     def build_prefix(self, images: dict[str, np.ndarray] | dict[str, torch.Tensor], instructions: list[str],
-                     proprio=None) -> Prefix:
+                     proprio=None, located_noise: float = 0.0, proprio_noise: float = 0.0) -> Prefix:
         """Embed images (and, with ``proprio_dim``, the ``[B, P]`` proprio) and prompts of ``B``
-        observations into one left-aligned, padded prefix."""
+        observations into one left-aligned, padded prefix. SFT passes the noise levels (Gaussian std
+        in pixels on the located points, in standard deviations on the proprio) so the action head
+        cannot key on the exact values of its training scenes; rollouts never do."""
         device = self.device
         batch = len(instructions)
         modulation = self.film(self.instruction_embedding(instructions)).unsqueeze(1).chunk(2, dim=-1) \
@@ -413,7 +417,7 @@ class VLAModel(nn.Module):
         patches, located_logits = [], None
         if self.config.localiser_points:
             located_logits, token = self.located_token(torch.as_tensor(images[self.config.cameras[0]], device=device),
-                                                       instructions)
+                                                       instructions, located_noise)
             patches.append(token)
         for camera in self.config.cameras if self.config.image_tokens else ():
             pixels = torch.as_tensor(images[camera], device=device)
@@ -426,7 +430,7 @@ class VLAModel(nn.Module):
         if self.config.proprio_dim:
             if proprio is None:
                 raise ValueError(f"the model takes {self.config.proprio_dim}-D proprio input; none was given")
-            patches.append(self.proprio_token(proprio))
+            patches.append(self.proprio_token(proprio, proprio_noise))
         patch_embeds = torch.cat(patches, dim=1)
         prompt_ids = self.prompt_ids(instructions)
         width = max(len(ids) for ids in prompt_ids)
@@ -441,7 +445,8 @@ class VLAModel(nn.Module):
         return Prefix(embeds=embeds, mask=mask, positions=(mask.cumsum(1) - 1).clamp(min=0),
                       located_logits=located_logits)
 
-    def located_token(self, pixels: torch.Tensor, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def located_token(self, pixels: torch.Tensor, instructions: list[str],
+                      noise_pixels: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """``uint8 [B, H, W, 3]`` -> the localiser's logits ``[B, K, H*W]`` and the ``[B, 1, D]`` token of
         its points. The points are detached: the action loss must not shape the localiser, or it
         learns to encode the training layouts instead of where the named objects are."""
@@ -451,7 +456,10 @@ class VLAModel(nn.Module):
         encoded = self.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
         logits = self.localiser(pixels, encoded["input_ids"].to(pixels.device), encoded["attention_mask"].to(pixels.device))
         size = pixels.shape[1]
-        points = expected_pixels(logits.detach(), size) / (size / 2) - 1.0  # [-1, 1]
+        points = expected_pixels(logits.detach(), size)
+        if noise_pixels:
+            points = points + noise_pixels * torch.randn_like(points)
+        points = points / (size / 2) - 1.0  # [-1, 1]
         dtype = self.located_embed[0].weight.dtype
         return logits, self.located_embed(points.flatten(1).to(dtype)).unsqueeze(1)
 

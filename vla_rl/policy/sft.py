@@ -51,6 +51,10 @@ class SFTConfig:
     warmup_steps: int = option(100, "linear warm-up steps")
     grad_clip: float = option(1.0, "max gradient norm")
     shift_pixels: int = option(4, "random-shift augmentation: pad by this many pixels, crop back")
+    located_noise_pixels: float = option(0.0, "std (pixels) of Gaussian noise on the localiser's points as the action "
+                                               "head reads them, so it cannot key on the exact points of its training "
+                                               "scenes")
+    proprio_noise: float = option(0.0, "std of Gaussian noise on the standardised proprio, for the same reason")
     localiser_loss_weight: float = option(1.0, "weight of the localiser's loss (model.localiser_points > 0) beside the "
                                                "action tokens' cross-entropy")
     colour_swap: ColourSwapConfig = option(factory=ColourSwapConfig, doc="permute object colours in image and "
@@ -146,12 +150,13 @@ def lr_at(step: int, config) -> float:
 
 def sft_loss(model: VLAModel, tokens: torch.Tensor, images: torch.Tensor, instructions: list[str],
              proprio: torch.Tensor | None = None, named_pixels: torch.Tensor | None = None,
-             localiser_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             localiser_weight: float = 1.0, located_noise: float = 0.0,
+             proprio_noise: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Mean CE over all action tokens (plus, with a localiser, ``localiser_weight`` times its loss
     against the ``[B, K, 2]`` ``named_pixels``) and metrics; tokens ``[B, L]``, images
     ``uint8 [B, C, H, W, 3]`` for the model's C cameras in order, proprio ``[B, P]``."""
     prefix = model.build_prefix({camera: images[:, i] for i, camera in enumerate(model.config.cameras)},
-                                instructions, proprio)
+                                instructions, proprio, located_noise, proprio_noise)
     logits = model.teacher_forced_logits(prefix, tokens)
     targets = tokens - model.config.first_action_token_id
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
@@ -267,7 +272,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
             group["lr"] = lr_at(step, config)
         loss, metrics = sft_loss(model, tokens_all[index], images, instructions,
                                  proprio_all[index] if proprio_all is not None else None, labels,
-                                 config.localiser_loss_weight)
+                                 config.localiser_loss_weight, config.located_noise_pixels, config.proprio_noise)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"SFT loss became {loss.item()} at step {step}; last checkpoint: {checkpoint}")
         optimizer.zero_grad(set_to_none=True)
