@@ -452,9 +452,8 @@ class VLAModel(nn.Module):
         learns to encode the training layouts instead of where the named objects are."""
         if pixels.shape[1] != pixels.shape[2]:
             raise ValueError(f"the localiser needs square images, got {tuple(pixels.shape[1:3])}")
-        texts = [text.strip().lower().rstrip(".") for text in instructions]
-        encoded = self.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
-        logits = self.localiser(pixels, encoded["input_ids"].to(pixels.device), encoded["attention_mask"].to(pixels.device))
+        ids, mask = self.instruction_tokens(instructions)
+        logits = self.localiser(pixels, ids, mask)
         size = pixels.shape[1]
         points = expected_pixels(logits.detach(), size)
         if noise_pixels:
@@ -476,11 +475,16 @@ class VLAModel(nn.Module):
         points = torch.einsum("bpk,pc->bkc", attention, coords)  # [B, K, 2]
         return self.keypoint_embed(points.flatten(1)).unsqueeze(1)
 
-    def instruction_embedding(self, instructions: list[str]) -> torch.Tensor:
-        """``[B, D]``: the mean input embedding of each instruction's own tokens (no prompt template)."""
+    def instruction_tokens(self, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, L]`` token ids and mask (1 = real) of the instructions' own words (no prompt template)."""
         texts = [text.strip().lower().rstrip(".") for text in instructions]
         encoded = self.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
-        ids, mask = encoded["input_ids"].to(self.device), encoded["attention_mask"].to(self.device).float()
+        return encoded["input_ids"].to(self.device), encoded["attention_mask"].to(self.device)
+
+    def instruction_embedding(self, instructions: list[str]) -> torch.Tensor:
+        """``[B, D]``: the mean input embedding of each instruction's own tokens (no prompt template)."""
+        ids, mask = self.instruction_tokens(instructions)
+        mask = mask.float()
         embeds = self.embed_tokens(ids)
         return (embeds * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
 
