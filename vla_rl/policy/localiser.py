@@ -22,21 +22,18 @@ in pixels, pixel i spanning [i, i + 1).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 LABEL_SIGMA_PIXELS = 1.0  # width of the Gaussian target around a labelled pixel
 
 
-def _sincos_positions(length: int, width: int, device) -> torch.Tensor:
-    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
-    frequency = torch.exp(torch.arange(0, width, 2, device=device) * (-math.log(10000.0) / width))
-    table = torch.zeros(length, width, device=device)
-    table[:, 0::2] = torch.sin(position * frequency)
-    table[:, 1::2] = torch.cos(position * frequency)
-    return table
+def sincos_codes(values: torch.Tensor, width: int) -> torch.Tensor:
+    """``[N]`` positions -> ``[N, width]`` fixed codes: sines then cosines at ``width / 2`` geometric
+    frequencies from 1 down to 1/10000 (the transformer's; also the halves of ``model.sincos_2d``)."""
+    frequencies = 1.0 / 10000 ** (torch.arange(width // 2, dtype=torch.float32, device=values.device) / (width // 2))
+    angles = values.reshape(-1, 1).float() * frequencies[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
 class ObjectLocaliser(nn.Module):
@@ -57,8 +54,8 @@ class ObjectLocaliser(nn.Module):
     def point_conditions(self, word_ids: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` token ids and mask (1 = real) of the instructions -> ``[B, K, text_width]``."""
         padding = word_mask == 0
-        words = self.word_embedding(word_ids) + _sincos_positions(word_ids.shape[1], self.word_embedding.embedding_dim,
-                                                                  word_ids.device)
+        positions = torch.arange(word_ids.shape[1], device=word_ids.device)
+        words = self.word_embedding(word_ids) + sincos_codes(positions, self.word_embedding.embedding_dim)
         encoded = self.text_encoder(words, src_key_padding_mask=padding)
         queries = self.point_queries.expand(len(word_ids), -1, -1)
         conditions, _ = self.query_attention(queries, encoded, encoded, key_padding_mask=padding, need_weights=False)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from vla_rl.core.config import option
-from vla_rl.policy.localiser import ObjectLocaliser, expected_pixels
+from vla_rl.policy.localiser import ObjectLocaliser, expected_pixels, sincos_codes
 
 PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -205,15 +205,9 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
     encode the row, half the column, each at ``dim / 4`` geometric frequencies."""
     if dim % 4:
         raise ValueError(f"sin-cos position codes need a width divisible by 4, got {dim}")
-    frequencies = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
     coords = torch.arange(grid, dtype=torch.float32)
     rows, cols = torch.meshgrid(coords, coords, indexing="ij")
-
-    def encode(values: torch.Tensor) -> torch.Tensor:
-        angles = values.reshape(-1, 1) * frequencies[None]
-        return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-    return torch.cat([encode(rows), encode(cols)], dim=1)
+    return torch.cat([sincos_codes(rows, dim // 2), sincos_codes(cols, dim // 2)], dim=1)
 
 
 @torch.no_grad()
