@@ -46,6 +46,8 @@ class DemoConfig:
     video_size: int = option(256, "MP4 frame size in pixels")
     num_workers: int = option(-1, "parallel processes; -1 = one per core")
     seed: int = option(0, "seed of the expert's action noise")
+    align_yaw: bool = option(False, "grasping experts turn the gripper to the block's yaw; off: yaw 0, which "
+                                    "grasps every block too and needs no yaw the policy cannot see (experts.py)")
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -59,11 +61,11 @@ class DemoConfig:
 
 def run_expert_episode(
     env: TabletopEnv, init_state_id: int, split: str, noise_std: float = 0.0, seed: int = 0,
-    video_size: int | None = None, action_labels: str = "clean",
+    video_size: int | None = None, action_labels: str = "clean", align_yaw: bool = False,
 ) -> tuple[Episode, list[np.ndarray]]:
     """Roll out the task's expert once; returns the episode and (optionally) video frames."""
     obs, info = env.reset(options={"init_state_id": init_state_id, "split": split})
-    expert = make_expert(env, noise_std=noise_std, seed=seed)
+    expert = make_expert(env, noise_std=noise_std, seed=seed, align_yaw=align_yaw)
     records: dict[str, list[np.ndarray]] = {k: [] for k in ("actions", "rewards", "states", "agentview_rgb",
                                                               "eye_in_hand_rgb", "proprio", "joint_states",
                                                               "named_pixels")}
@@ -116,7 +118,7 @@ def collect_task(task: str, config: DemoConfig, progress=None) -> dict:
             want_video = len(videos) < config.videos_per_task
             episode, frames = run_expert_episode(
                 env, init_state_id, config.split, config.noise_std, config.seed + init_state_id,
-                config.video_size if want_video else None, config.action_labels,
+                config.video_size if want_video else None, config.action_labels, config.align_yaw,
             )
             attempts += 1
             if episode.success:

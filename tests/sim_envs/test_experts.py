@@ -5,6 +5,7 @@ import pytest
 
 from sim_envs.demos import run_expert_episode
 from sim_envs.experts import EXPERTS, make_expert
+from sim_envs.init_states import get_layout
 from sim_envs.tabletop_env import TabletopEnv
 from sim_envs.tasks import TASKS
 
@@ -84,3 +85,26 @@ def test_stack_counts_only_after_release():
             break
     assert terminated
     env.close()
+
+
+def test_grasp_yaw_follows_the_block_only_when_asked():
+    """By default the gripper grasps at yaw 0 (what a 64 px agent view can support); ``align_yaw``
+    turns it to the block. Both grasp the most-rotated block of the eval states."""
+    env = TabletopEnv("Lift", image_size=32)
+    state = max(range(50), key=lambda i: abs(get_layout("Lift", i, "eval")["yaws"][0]))
+    block_yaw = get_layout("Lift", state, "eval")["yaws"][0]
+    assert abs(block_yaw) > np.radians(35)
+    grasp_yaws = {}
+    for align in (False, True):
+        env.reset(options={"init_state_id": state, "split": "eval"})
+        expert = make_expert(env, align_yaw=align)
+        for _ in range(env.max_episode_steps):
+            if expert.phase == 2 and "grasp_yaw" not in grasp_yaws.get(align, {}):
+                grasp_yaws[align] = {"grasp_yaw": float(env.arm.proprio()[5])}  # z of the tilt-from-down vector
+            *_, terminated, truncated, info = env.step(expert.act())
+            if terminated or truncated:
+                break
+        assert info["success"], f"align_yaw={align} failed to lift a block at yaw {np.degrees(block_yaw):.0f} deg"
+    env.close()
+    assert abs(grasp_yaws[False]["grasp_yaw"]) < np.radians(3)
+    assert abs(grasp_yaws[True]["grasp_yaw"] - block_yaw) < np.radians(5)

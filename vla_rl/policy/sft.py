@@ -57,6 +57,10 @@ class SFTConfig:
     proprio_noise: float = option(0.0, "std of Gaussian noise on the standardised proprio, for the same reason")
     localiser_loss_weight: float = option(1.0, "weight of the localiser's loss (model.localiser_points > 0) beside the "
                                                "action tokens' cross-entropy")
+    action_label_sigma_bins: float = option(
+        0.0, "std, in bins, of a Gaussian soft target around each demo action's bin (0 = one-hot, OpenVLA). A "
+             "one-hot cross-entropy charges a neighbouring bin as much as the opposite end of the range; soft "
+             "targets make near misses cheap, so the bins' order is learnt from fewer samples (tokens unchanged)")
     colour_swap: ColourSwapConfig = option(factory=ColourSwapConfig, doc="permute object colours in image and "
                                                                          "instruction together (augment.py)")
     checkpoint_every: int = option(500, "steps between checkpoints")
@@ -69,6 +73,8 @@ class SFTConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
+        if self.action_label_sigma_bins < 0:
+            raise ValueError(f"action_label_sigma_bins must be >= 0, got {self.action_label_sigma_bins}")
 
 
 @dataclass
@@ -148,24 +154,35 @@ def lr_at(step: int, config) -> float:
     return warmup_cosine_lr(step, config.lr, config.warmup_steps, config.steps)
 
 
+def soft_bin_targets(targets: torch.Tensor, n_bins: int, sigma: float) -> torch.Tensor:
+    """Integer bin indices ``[...]`` -> target distributions ``[..., n_bins]``: a Gaussian of std
+    ``sigma`` bins around each index, cut at the range's ends and renormalised (one-hot at 0)."""
+    if sigma <= 0:
+        return torch.nn.functional.one_hot(targets, n_bins).float()
+    bins = torch.arange(n_bins, device=targets.device, dtype=torch.float32)
+    weights = torch.exp(-0.5 * ((bins - targets.unsqueeze(-1).float()) / sigma) ** 2)
+    return weights / weights.sum(-1, keepdim=True)
+
+
 def sft_loss(model: VLAModel, tokens: torch.Tensor, images: torch.Tensor, instructions: list[str],
-             proprio: torch.Tensor | None = None, named_pixels: torch.Tensor | None = None,
-             localiser_weight: float = 1.0, located_noise: float = 0.0,
-             proprio_noise: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mean CE over all action tokens (plus, with a localiser, ``localiser_weight`` times its loss
-    against the ``[B, K, 2]`` ``named_pixels``) and metrics; tokens ``[B, L]``, images
-    ``uint8 [B, C, H, W, 3]`` for the model's C cameras in order, proprio ``[B, P]``."""
+             proprio: torch.Tensor | None, named_pixels: torch.Tensor | None,
+             config: SFTConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean CE over all action tokens (against soft targets with ``action_label_sigma_bins``; plus,
+    with a localiser, ``localiser_loss_weight`` times its loss against the ``[B, K, 2]``
+    ``named_pixels``) and metrics; tokens ``[B, L]``, images ``uint8 [B, C, H, W, 3]`` for the
+    model's C cameras in order, proprio ``[B, P]``; the input-noise levels come from ``config``."""
     prefix = model.build_prefix({camera: images[:, i] for i, camera in enumerate(model.config.cameras)},
-                                instructions, proprio, located_noise, proprio_noise)
+                                instructions, proprio, config.located_noise_pixels, config.proprio_noise)
     logits = model.teacher_forced_logits(prefix, tokens)
     targets = tokens - model.config.first_action_token_id
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    soft = soft_bin_targets(targets, logits.shape[-1], config.action_label_sigma_bins)
+    loss = -(soft * torch.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
     metrics = {"token_accuracy": (logits.argmax(-1) == targets).float().mean(), "action_loss": loss.detach()}
     if prefix.located_logits is not None:
         if named_pixels is None:
             raise ValueError("the model has a localiser: SFT needs its labels (named_pixels)")
         located_loss, pixel_error = localisation_loss(prefix.located_logits, named_pixels, images.shape[2])
-        loss = loss + localiser_weight * located_loss
+        loss = loss + config.localiser_loss_weight * located_loss
         metrics.update(localiser_loss=located_loss.detach(), localiser_pixel_error=pixel_error)
     return loss, metrics
 
@@ -271,8 +288,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
         loss, metrics = sft_loss(model, tokens_all[index], images, instructions,
-                                 proprio_all[index] if proprio_all is not None else None, labels,
-                                 config.localiser_loss_weight, config.located_noise_pixels, config.proprio_noise)
+                                 proprio_all[index] if proprio_all is not None else None, labels, config)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"SFT loss became {loss.item()} at step {step}; last checkpoint: {checkpoint}")
         optimizer.zero_grad(set_to_none=True)
