@@ -39,6 +39,8 @@ class DemoConfig:
     split: Literal["train", "eval"] = option("train", "init-state split; demos for training use 'train'")
     first_init_state: int = option(0, "first init-state id; ids first..first+attempts-1 are used in order")
     noise_std: float = option(0.0, "Gaussian noise on the expert's motion actions (perturbed expert)")
+    rotation_noise: bool = option(True, "the noise perturbs rotation too; off: translation only, so clean labels "
+                                        "teach position corrections without tilts the policy rarely makes itself")
     action_labels: Literal["clean", "executed"] = option(
         "clean", "with noise: record the expert's noise-free action (DART: labels that correct the perturbation) "
         "or the noisy action that was executed")
@@ -62,10 +64,11 @@ class DemoConfig:
 def run_expert_episode(
     env: TabletopEnv, init_state_id: int, split: str, noise_std: float = 0.0, seed: int = 0,
     video_size: int | None = None, action_labels: str = "clean", align_yaw: bool = False,
+    rotation_noise: bool = True,
 ) -> tuple[Episode, list[np.ndarray]]:
     """Roll out the task's expert once; returns the episode and (optionally) video frames."""
     obs, info = env.reset(options={"init_state_id": init_state_id, "split": split})
-    expert = make_expert(env, noise_std=noise_std, seed=seed, align_yaw=align_yaw)
+    expert = make_expert(env, noise_std=noise_std, seed=seed, align_yaw=align_yaw, rotation_noise=rotation_noise)
     records: dict[str, list[np.ndarray]] = {k: [] for k in ("actions", "rewards", "states", "agentview_rgb",
                                                               "eye_in_hand_rgb", "proprio", "joint_states",
                                                               "named_pixels")}
@@ -119,6 +122,7 @@ def collect_task(task: str, config: DemoConfig, progress=None) -> dict:
             episode, frames = run_expert_episode(
                 env, init_state_id, config.split, config.noise_std, config.seed + init_state_id,
                 config.video_size if want_video else None, config.action_labels, config.align_yaw,
+                config.rotation_noise,
             )
             attempts += 1
             if episode.success:

@@ -2,7 +2,8 @@
 
 They emit the same 7-D actions a policy does, so their episodes are valid demonstrations.
 ``noise_std`` adds Gaussian noise to the motion part of each action (a "perturbed expert" for
-diverse data); with noise 0 an expert is deterministic given the init state.
+diverse data; ``rotation_noise=False`` perturbs only the translation); with noise 0 an expert is
+deterministic given the init state.
 
 By default the grasping experts keep the gripper at yaw 0 whatever the block's yaw (within +-45
 degrees; the fingers open wide enough and the closing fingers square the cube up: 30/30 grasps on
@@ -44,9 +45,11 @@ class Expert:
 
     task: ClassVar[str]
 
-    def __init__(self, env: TabletopEnv, noise_std: float = 0.0, seed: int | None = None, align_yaw: bool = False):
+    def __init__(self, env: TabletopEnv, noise_std: float = 0.0, seed: int | None = None, align_yaw: bool = False,
+                 rotation_noise: bool = True):
         self.env = env
         self.noise_std = noise_std
+        self.noisy_dims = 6 if rotation_noise else 3  # translation (3) and rotation (3); never the gripper
         self.align_yaw = align_yaw
         self.rng = np.random.default_rng(seed)
         self.phase = 0
@@ -69,7 +72,7 @@ class Expert:
         self.clean_action = np.clip(action, -1.0, 1.0).astype(np.float32)  # the label DART-style data keeps
         if self.noise_std > 0:
             action = action.copy()
-            action[:6] += self.rng.normal(0.0, self.noise_std, size=6)
+            action[:self.noisy_dims] += self.rng.normal(0.0, self.noise_std, size=self.noisy_dims)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     # ---- motion primitives -------------------------------------------------------------
@@ -261,10 +264,11 @@ EXPERTS: dict[str, type[Expert]] = {
 }
 
 
-def make_expert(env: TabletopEnv, noise_std: float = 0.0, seed: int | None = None, align_yaw: bool = False) -> Expert:
+def make_expert(env: TabletopEnv, noise_std: float = 0.0, seed: int | None = None, align_yaw: bool = False,
+                rotation_noise: bool = True) -> Expert:
     try:
         cls = EXPERTS[env.task_name]
     except KeyError:
         raise KeyError(f"no scripted expert for {env.task_name!r}; experts exist for {', '.join(EXPERTS)}") from None
-    return cls(env, noise_std=noise_std, seed=seed, align_yaw=align_yaw)
+    return cls(env, noise_std=noise_std, seed=seed, align_yaw=align_yaw, rotation_noise=rotation_noise)
 

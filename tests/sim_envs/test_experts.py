@@ -108,3 +108,19 @@ def test_grasp_yaw_follows_the_block_only_when_asked():
     env.close()
     assert abs(grasp_yaws[False]["grasp_yaw"]) < np.radians(3)
     assert abs(grasp_yaws[True]["grasp_yaw"] - block_yaw) < np.radians(5)
+
+
+@pytest.mark.parametrize("rotation_noise", [False, True])
+def test_rotation_noise_switch(rotation_noise):
+    env = TabletopEnv("Lift", image_size=32)
+    env.reset(options={"init_state_id": 0, "split": "train"})
+    expert = make_expert(env, noise_std=0.3, seed=0, rotation_noise=rotation_noise)
+    offsets = []
+    for _ in range(10):
+        action = expert.act()
+        offsets.append(np.abs(action - expert.clean_action))
+        env.step(action)
+    env.close()
+    offsets = np.array(offsets)
+    assert offsets[:, :3].max() > 0.05 and offsets[:, 6].max() == 0.0
+    assert (offsets[:, 3:6].max() > 0.05) == rotation_noise
