@@ -133,6 +133,13 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     b, _, _ = load_checkpoint(latest_valid_checkpoint(tmp_path / "b", "step_"))
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
+
+    def logged_steps(run):
+        return [json.loads(line)["step"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    assert logged_steps("b") == logged_steps("a") == [3, 6, 9, 12]  # resumed: no gap, no repeat
+    train_sft(sft_config(tmp_path, out_dir=tmp_path / "a"), show_progress=False)
+    assert logged_steps("a") == [3, 6, 9, 12], "a fresh run into a used out_dir continued the old history"
     with pytest.raises(FileNotFoundError, match="resume"):
         train_sft(sft_config(tmp_path, out_dir=tmp_path / "empty"), resume=True, show_progress=False)
 

@@ -251,6 +251,8 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     writer = SummaryWriter(str(out_dir / "tensorboard"))
     started = time.perf_counter()
     history_path = out_dir / "metrics.jsonl"
+    if resume_from is None:
+        history_path.unlink(missing_ok=True)  # a fresh run's history must not continue an older run's
     loss_value = accuracy_value = float("nan")
     steps_done = start_step
     checkpoint = resume_from
