@@ -1,7 +1,7 @@
 """Scripted-expert success on every tabletop task's 50 evaluation init states (the table in
 docs/tabletop.md). Tasks run in parallel processes; prints a table and one JSON line.
 
-    python benchmarks/expert_success.py [--tasks Lift Stack] [--noise 0.0]
+    python benchmarks/expert_success.py [--tasks Lift Stack] [--noise 0.0] [--align-yaw]
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import sim_envs  # noqa: E402,F401  (first: sets the rendering defaults before m
 from common import machine  # noqa: E402
 
 
-def evaluate(task: str, noise: float) -> dict:
+def evaluate(task: str, noise: float, align_yaw: bool) -> dict:
     from sim_envs.demos import run_expert_episode
     from sim_envs.init_states import num_eval_states
     from sim_envs.tabletop_env import TabletopEnv
 
     env = TabletopEnv(task, image_size=32)
-    episodes = [run_expert_episode(env, i, "eval", noise_std=noise, seed=i)[0] for i in range(num_eval_states(task))]
+    episodes = [run_expert_episode(env, i, "eval", noise_std=noise, seed=i, align_yaw=align_yaw)[0]
+                for i in range(num_eval_states(task))]
     env.close()
     failed = [e.init_state_id for e in episodes if not e.success]
     return {"task": task, "successes": len(episodes) - len(failed), "episodes": len(episodes),
@@ -41,16 +42,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
     parser.add_argument("--noise", type=float, default=0.0, help="perturbed-expert action noise std")
+    parser.add_argument("--align-yaw", action="store_true", help="grasping experts turn to the block's yaw")
     args = parser.parse_args()
     start = time.perf_counter()
     with futures.ProcessPoolExecutor(os.cpu_count(), mp_context=mp.get_context("spawn")) as pool:
-        rows = list(pool.map(evaluate, args.tasks, [args.noise] * len(args.tasks)))
+        rows = list(pool.map(evaluate, args.tasks, [args.noise] * len(args.tasks),
+                             [args.align_yaw] * len(args.tasks)))
     print(f"{'task':<12} {'success':>9} {'rate':>6} {'mean steps':>10}")
     for row in rows:
         print(f"{row['task']:<12} {row['successes']:>4}/{row['episodes']:<4} {row['successes'] / row['episodes']:>6.0%} "
               f"{row['mean_steps']:>10}")
-    print(json.dumps({"figure": "expert_success_rate", "noise_std": args.noise, "split": "eval",
-                      "per_task": rows, "seconds": round(time.perf_counter() - start, 1),
+    print(json.dumps({"figure": "expert_success_rate", "noise_std": args.noise, "align_yaw": args.align_yaw,
+                      "split": "eval", "per_task": rows, "seconds": round(time.perf_counter() - start, 1),
                       "versions": environment_versions(), "machine": machine()}))
 
 

@@ -121,8 +121,8 @@ def collect_task(task: str, config: DemoConfig, progress=None) -> dict:
             want_video = len(videos) < config.videos_per_task
             episode, frames = run_expert_episode(
                 env, init_state_id, config.split, config.noise_std, config.seed + init_state_id,
-                config.video_size if want_video else None, config.action_labels, config.align_yaw,
-                config.rotation_noise,
+                video_size=config.video_size if want_video else None, action_labels=config.action_labels,
+                align_yaw=config.align_yaw, rotation_noise=config.rotation_noise,
             )
             attempts += 1
             if episode.success:
