@@ -175,8 +175,11 @@ def sft_loss(model: VLAModel, tokens: torch.Tensor, images: torch.Tensor, instru
                                 instructions, proprio, config.located_noise_pixels, config.proprio_noise)
     logits = model.teacher_forced_logits(prefix, tokens)
     targets = tokens - model.config.first_action_token_id
-    soft = soft_bin_targets(targets, logits.shape[-1], config.action_label_sigma_bins)
-    loss = -(soft * torch.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+    n_bins = logits.shape[-1]
+    sigma = config.action_label_sigma_bins
+    # Index targets at sigma 0: the plain cross-entropy, without building [B, L, n_bins] one-hots.
+    labels = soft_bin_targets(targets, n_bins, sigma).reshape(-1, n_bins) if sigma > 0 else targets.reshape(-1)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, n_bins), labels)
     metrics = {"token_accuracy": (logits.argmax(-1) == targets).float().mean(), "action_loss": loss.detach()}
     if prefix.located_logits is not None:
         if named_pixels is None:
