@@ -43,13 +43,8 @@ def test_wrong_target_does_not_count():
     env = TabletopEnv("Lift", image_size=32)
     env.reset(options={"init_state_id": 1, "split": "eval"})
     expert = make_expert(env)
-    phases = expert.pick_phases("block1")
     for _ in range(40):
-        action, done = phases[min(expert.phase, len(phases) - 1)]()
-        expert.phase_steps += 1
-        if done and expert.phase < len(phases) - 1:
-            expert.phase, expert.phase_steps = expert.phase + 1, 0
-        *_, info = env.step(action)
+        *_, info = env.step(expert.lift("block1"))
     assert env.data.body("block1").xpos[2] > 0.08, "the distractor should have been lifted"
     assert not info["success"]
     env.close()
@@ -70,11 +65,15 @@ def test_stack_counts_only_after_release():
     env = TabletopEnv("Stack", image_size=32)
     env.reset(options={"init_state_id": 2, "split": "eval"})
     expert = make_expert(env)
-    release_phase = len(expert.pick_phases("block0")) + 2  # pick, above base, lower onto it, release
-    while expert.phase < release_phase:
-        *_, terminated, _, _ = env.step(expert.act())
+    for _ in range(env.max_episode_steps):
+        action = expert.act()
+        if expert.holding("block0") and action[6] == -1.0:  # over the base block, about to release
+            break
+        *_, terminated, _, _ = env.step(action)
         assert not terminated
-    hold = expert.act()
+    else:
+        raise AssertionError("the expert never reached the release point")
+    hold = action.copy()
     hold[6] = 1.0  # keep the gripper closed on the block
     for _ in range(5):
         *_, terminated, _, _ = env.step(hold)
@@ -99,9 +98,10 @@ def test_grasp_yaw_follows_the_block_only_when_asked():
         env.reset(options={"init_state_id": state, "split": "eval"})
         expert = make_expert(env, align_yaw=align)
         for _ in range(env.max_episode_steps):
-            if expert.phase == 2:  # closing: the yaw is the z of the proprio's rotation-from-down vector
+            action = expert.act()
+            if action[6] == 1.0:  # closing: the yaw is the z of the proprio's rotation-from-down vector
                 grasp_yaws.setdefault(align, float(env.arm.proprio()[5]))
-            *_, terminated, truncated, info = env.step(expert.act())
+            *_, terminated, truncated, info = env.step(action)
             if terminated or truncated:
                 break
         assert info["success"], f"align_yaw={align} failed to lift a block at yaw {np.degrees(block_yaw):.0f} deg"
