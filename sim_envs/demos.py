@@ -19,7 +19,8 @@ from typing import Literal
 import numpy as np
 
 from vla_rl.core.config import option, to_dict
-from vla_rl.core.demo_file import NAMED_PIXELS_OBS_KEY, Episode, read_demo_file, write_demo_file
+from vla_rl.core.demo_file import (GRIPPER_PIXELS_OBS_KEY, LOCALISER_LABEL_KEYS, NAMED_PIXELS_OBS_KEY, Episode,
+                                   read_demo_file, write_demo_file)
 
 from sim_envs.experts import make_expert
 from sim_envs.tabletop_env import TabletopEnv
@@ -71,7 +72,7 @@ def run_expert_episode(
     expert = make_expert(env, noise_std=noise_std, seed=seed, align_yaw=align_yaw, rotation_noise=rotation_noise)
     records: dict[str, list[np.ndarray]] = {k: [] for k in ("actions", "rewards", "states", "agentview_rgb",
                                                               "eye_in_hand_rgb", "proprio", "joint_states",
-                                                              "named_pixels")}
+                                                              "named_pixels", "gripper_pixels")}
     frames = [env.render_camera("agentview", video_size)] if video_size else []
     success = False
     for _ in range(env.max_episode_steps):
@@ -82,6 +83,7 @@ def run_expert_episode(
             records["eye_in_hand_rgb"].append(obs["wrist_image"])
         records["proprio"].append(obs["proprio"])
         records["named_pixels"].append(env.named_pixels())
+        records["gripper_pixels"].append(env.gripper_pixels())
         records["joint_states"].append(env.data.qpos[env.arm.arm_qpos_adr].astype(np.float32))
         obs, reward, terminated, truncated, info = env.step(action)
         records["actions"].append(expert.clean_action if action_labels == "clean" else action)
@@ -96,6 +98,7 @@ def run_expert_episode(
         "agentview_rgb": np.stack(records["agentview_rgb"]),
         "ee_pos": proprio[:, :3], "ee_ori": proprio[:, 3:6], "gripper_states": proprio[:, 6:8],
         "joint_states": np.stack(records["joint_states"]), NAMED_PIXELS_OBS_KEY: np.stack(records["named_pixels"]),
+        GRIPPER_PIXELS_OBS_KEY: np.stack(records["gripper_pixels"]),
     }
     if records["eye_in_hand_rgb"]:
         episode_obs["eye_in_hand_rgb"] = np.stack(records["eye_in_hand_rgb"])
@@ -148,10 +151,11 @@ def collect_task(task: str, config: DemoConfig, progress=None) -> dict:
 
 
 def label_demo_file(path: Path) -> bool:
-    """Add localiser labels (``obs/agentview_named_pixels``) to a tabletop demo file recorded without
-    them, by replaying each step's recorded simulator state; False if it already had them."""
+    """Add localiser labels (``obs/agentview_named_pixels``, ``obs/agentview_gripper_pixels``) to a
+    tabletop demo file recorded without them, by replaying each step's recorded simulator state;
+    False if it already had them."""
     episodes = list(read_demo_file(path))
-    if all(NAMED_PIXELS_OBS_KEY in episode.obs for episode in episodes):
+    if all(key in episode.obs for episode in episodes for key in LOCALISER_LABEL_KEYS):
         return False
     import h5py
 
@@ -165,11 +169,12 @@ def label_demo_file(path: Path) -> bool:
     try:
         for episode in episodes:
             env.reset(options={"init_state_id": episode.init_state_id, "split": episode.split})
-            labels = []
+            named, gripper = [], []
             for state in episode.states:
                 env.set_state(state)
-                labels.append(env.named_pixels())
-            episode.obs[NAMED_PIXELS_OBS_KEY] = np.stack(labels)
+                named.append(env.named_pixels())
+                gripper.append(env.gripper_pixels())
+            episode.obs[NAMED_PIXELS_OBS_KEY], episode.obs[GRIPPER_PIXELS_OBS_KEY] = np.stack(named), np.stack(gripper)
     finally:
         env.close()
     write_demo_file(path, episodes, env_args)

@@ -153,6 +153,11 @@ class TabletopEnv(gym.Env):
         return project_to_pixels(self.model, self.data, camera, self.task.named_points(self.model, self.data, self.layout),
                                  size or self.image_size)
 
+    def gripper_pixels(self, camera: str = "agentview", size: int | None = None) -> np.ndarray:
+        """``float32 [2]``: where the grip site (between the fingertips) is in ``camera``'s image, as in
+        ``named_pixels``: the label of the localiser's gripper point."""
+        return project_to_pixels(self.model, self.data, camera, self.arm.ee_position()[None], size or self.image_size)[0]
+
     def set_state(self, state: np.ndarray) -> None:
         """Restore a demo file's ``states`` row (qpos then qvel) in the current layout's scene."""
         nq = self.model.nq

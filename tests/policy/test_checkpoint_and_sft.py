@@ -276,3 +276,5 @@ def test_sft_trains_a_localiser_that_finds_the_named_object_in_unseen_scenes(tmp
     synthetic_demos(tmp_path / "unlabelled")
     with pytest.raises(KeyError, match="named_pixels"):
         load_demos(tmp_path / "unlabelled", 1, named_pixels=True)
+    with pytest.raises(KeyError, match="gripper_pixels"):  # these demos label the named points only
+        load_demos(tmp_path / "demos", 1, named_pixels=True, gripper_pixels=True)

@@ -206,3 +206,15 @@ def test_a_localiser_model_sees_only_its_points_and_the_action_loss_leaves_the_l
     torch.testing.assert_close(loaded.build_prefix(obs.images, obs.instructions).located_logits, prefix.located_logits)
     with pytest.raises(ValueError, match="blind"):
         tiny_config(image_tokens=False)
+
+
+def test_a_gripper_point_adds_one_map_and_the_named_points_offsets_from_it():
+    policy = make_policy(tiny_config(localiser_points=2, localiser_gripper=True, image_tokens=False,
+                                     localiser_channels=8))
+    model, obs = policy.model, make_obs(3)
+    prefix = model.build_prefix(obs.images, obs.instructions)
+    assert prefix.located_logits.shape == (3, 3, 32 * 32)  # object, goal, gripper
+    assert model.located_embed[0].in_features == 2 * 3 + 2 * 2  # the 3 points and 2 offsets
+    assert policy.act(obs, explore=False).tokens.shape == (3, 7)
+    with pytest.raises(ValueError, match="localiser_gripper needs"):
+        tiny_config(localiser_gripper=True)

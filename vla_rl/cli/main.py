@@ -210,7 +210,7 @@ def label_demo_dir(demo_dir: Path) -> list[Path]:
         print(f"error: no *_demo.hdf5 files in {demo_dir}", file=sys.stderr)
     for path in files:
         if label_demo_file(path):
-            print(f"added localiser labels (obs/agentview_named_pixels) to {path}")
+            print(f"added localiser labels (obs/agentview_named_pixels, agentview_gripper_pixels) to {path}")
     return files
 
 
@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     demos.add_argument("--workers", type=int, help="parallel processes (-1 = one per core)")
     demos.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
     demos.add_argument("--label", type=Path, metavar="DIR", help="instead of collecting: add localiser labels "
-                       "(obs/agentview_named_pixels) to the tabletop demo files in DIR recorded without them")
+                       "(obs/agentview_named_pixels, agentview_gripper_pixels) to the tabletop demo files in DIR recorded without them")
     demos.add_argument("--show-config", action="store_true",
                        help="print every config field with its default and doc, then exit")
     demos.set_defaults(func=cmd_demos)

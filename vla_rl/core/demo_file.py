@@ -17,6 +17,8 @@ One file per task, written atomically (to ``*.tmp`` then renamed)::
     data/demo_<i>/obs/joint_states     float32 [T, J]
     data/demo_<i>/obs/agentview_named_pixels  float32 [T, 2, 2]  (tabletop) where the instruction's
                               object and its goal are in agentview_rgb, (column, row): localiser labels
+    data/demo_<i>/obs/agentview_gripper_pixels  float32 [T, 2]  (tabletop) where the grip site is in
+                              agentview_rgb: the label of the localiser's gripper point
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ CAMERA_OBS_KEYS = {"agentview": "agentview_rgb", "wrist": "eye_in_hand_rgb"}
 PROPRIO_OBS_KEYS = ("ee_pos", "ee_ori", "gripper_states")
 # labels of the localiser (vla_rl/policy/localiser.py): the named objects' image positions
 NAMED_PIXELS_OBS_KEY = "agentview_named_pixels"
+GRIPPER_PIXELS_OBS_KEY = "agentview_gripper_pixels"
+LOCALISER_LABEL_KEYS = (NAMED_PIXELS_OBS_KEY, GRIPPER_PIXELS_OBS_KEY)
 
 
 @dataclass
@@ -77,13 +81,18 @@ class Episode:
                            f"(record it with `vla-rl demos`, whose wrist camera is on by default)")
         return self.obs[key]
 
-    def named_pixels(self) -> np.ndarray:
+    def named_pixels(self, gripper: bool = False) -> np.ndarray:
         """``float32 [T, K, 2]``: (column, row) in the agent-view images of the instruction's named
-        objects (the object, then its goal), the localiser's training labels."""
-        if NAMED_PIXELS_OBS_KEY not in self.obs:
-            raise KeyError(f"the {self.task} demo has no obs/{NAMED_PIXELS_OBS_KEY} (localiser labels); tabletop demos "
-                           f"get them with `vla-rl demos`, or `vla-rl demos --label DIR` for files recorded earlier")
-        return self.obs[NAMED_PIXELS_OBS_KEY].astype(np.float32)
+        objects (the object, then its goal), then with ``gripper`` the grip site: the localiser's
+        training labels."""
+        for key in LOCALISER_LABEL_KEYS[:1 + gripper]:
+            if key not in self.obs:
+                raise KeyError(f"the {self.task} demo has no obs/{key} (localiser labels); tabletop demos get them "
+                               f"with `vla-rl demos`, or `vla-rl demos --label DIR` for files recorded earlier")
+        named = self.obs[NAMED_PIXELS_OBS_KEY].astype(np.float32)
+        if not gripper:
+            return named
+        return np.concatenate([named, self.obs[GRIPPER_PIXELS_OBS_KEY].astype(np.float32)[:, None]], axis=1)
 
     def proprio(self) -> np.ndarray:
         """``float32 [T, 8]``: the envs' proprio layout, from ``obs/ee_pos``, ``ee_ori``, ``gripper_states``."""

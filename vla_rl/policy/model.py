@@ -139,6 +139,11 @@ class VLAConfig:
                                       "image, 0 = none: 2 = the object the instruction names and where it must go (the "
                                       "labels tabletop demos record). Their image positions enter as one prefix token; "
                                       "the localiser learns only from its own loss (not in OpenVLA)")
+    localiser_gripper: bool = option(False, "the localiser also finds the gripper (its grip site) as one more point, "
+                                            "and the located token also carries each named point's offset from it: "
+                                            "where the gripper is relative to the object, in the image the object "
+                                            "was found in (needs localiser_points; labels from obs/"
+                                            "agentview_gripper_pixels)")
     localiser_channels: int = option(32, "feature channels of the localiser's convolutions")
     image_tokens: bool = option(True, "feed the vision tower's patch tokens to the decoder; false = the decoder sees "
                                       "only the located points, proprio and the prompt (needs localiser_points), "
@@ -159,6 +164,8 @@ class VLAConfig:
             raise ValueError("localiser_points must be >= 0 and localiser_channels >= 1")
         if not self.image_tokens and not self.localiser_points:
             raise ValueError("image_tokens: false leaves the model blind unless localiser_points > 0")
+        if self.localiser_gripper and not self.localiser_points:
+            raise ValueError("localiser_gripper needs localiser_points > 0")
         if self.action_vocab_size > self.language_model.vocab_size:
             raise ValueError("action_vocab_size cannot exceed the language model's vocab_size")
         for tower in self.vision_towers:
@@ -329,8 +336,10 @@ class VLAModel(nn.Module):
             self.keypoint_embed = nn.Sequential(nn.Linear(2 * config.keypoints, lm.hidden_size), nn.GELU(),
                                                 nn.Linear(lm.hidden_size, lm.hidden_size))
         if config.localiser_points:
-            self.localiser = ObjectLocaliser(config.localiser_points, config.localiser_channels, lm.vocab_size)
-            self.located_embed = nn.Sequential(nn.Linear(2 * config.localiser_points, lm.hidden_size), nn.GELU(),
+            located = config.localiser_points + int(config.localiser_gripper)
+            offsets = config.localiser_points if config.localiser_gripper else 0
+            self.localiser = ObjectLocaliser(located, config.localiser_channels, lm.vocab_size)
+            self.located_embed = nn.Sequential(nn.Linear(2 * (located + offsets), lm.hidden_size), nn.GELU(),
                                                nn.Linear(lm.hidden_size, lm.hidden_size))
         if config.proprio_dim:
             self.proprio_projector = nn.Sequential(nn.Linear(config.proprio_dim, lm.hidden_size), nn.GELU(),
@@ -453,8 +462,11 @@ class VLAModel(nn.Module):
         if noise_pixels:
             points = points + noise_pixels * torch.randn_like(points)
         points = points / (size / 2) - 1.0  # [-1, 1]
+        values = points.flatten(1)
+        if self.config.localiser_gripper:  # the gripper is the last point
+            values = torch.cat([values, (points[:, :-1] - points[:, -1:]).flatten(1)], dim=1)
         dtype = self.located_embed[0].weight.dtype
-        return logits, self.located_embed(points.flatten(1).to(dtype)).unsqueeze(1)
+        return logits, self.located_embed(values.to(dtype)).unsqueeze(1)
 
     def keypoint_token(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, P, F]`` square grid of patch features -> ``[B, 1, D]``: the embedded expected

@@ -93,7 +93,8 @@ class DemoData:
 
 
 def load_demos(demo_dir: Path, chunk_size: int, tasks: tuple[str, ...] = (), demos_per_task: int = 0,
-               cameras: tuple[str, ...] = ("agentview",), proprio: bool = False, named_pixels: bool = False) -> DemoData:
+               cameras: tuple[str, ...] = ("agentview",), proprio: bool = False, named_pixels: bool = False,
+               gripper_pixels: bool = False) -> DemoData:
     files = sorted(Path(demo_dir).glob("*_demo.hdf5"))
     if tasks:
         files = [f for f in files if f.name.removesuffix("_demo.hdf5") in tasks]
@@ -119,7 +120,7 @@ def load_demos(demo_dir: Path, chunk_size: int, tasks: tuple[str, ...] = (), dem
             if proprio:
                 states.append(episode.proprio())
             if named_pixels:
-                labels.append(episode.named_pixels())
+                labels.append(episode.named_pixels(gripper=gripper_pixels))
             text_id = index.setdefault(episode.instruction, len(index))
             instruction_ids.append(np.full(steps, text_id))
     instructions = list(index)
@@ -203,10 +204,11 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_demos(config.demo_dir, config.model.chunk_size, config.tasks, config.demos_per_task,
                       config.model.cameras, proprio=config.model.proprio_dim > 0,
-                      named_pixels=config.model.localiser_points > 0)
-    if data.named_pixels is not None and data.named_pixels.shape[1] != config.model.localiser_points:
+                      named_pixels=config.model.localiser_points > 0, gripper_pixels=config.model.localiser_gripper)
+    located = config.model.localiser_points + int(config.model.localiser_gripper)
+    if data.named_pixels is not None and data.named_pixels.shape[1] != located:
         raise ValueError(f"model.localiser_points is {config.model.localiser_points} but the demos label "
-                         f"{data.named_pixels.shape[1]} points")
+                         f"{data.named_pixels.shape[1] - int(config.model.localiser_gripper)} named points")
     if data.proprio is not None and data.proprio.shape[1] != config.model.proprio_dim:
         raise ValueError(f"model.proprio_dim is {config.model.proprio_dim} but the demos' proprio is "
                          f"{data.proprio.shape[1]}-D")
