@@ -11,9 +11,11 @@ from vla_rl.cli.main import main
 def test_eval_writes_json_plot_and_videos(tmp_path, tiny_checkpoint, capsys):  # noqa: F811
     out = tmp_path / "eval"
     code = main(["eval", "--checkpoint", str(tiny_checkpoint), "--tasks", "Reach", "PressButton",
-                 "--episodes-per-task", "3", "--num-envs", "3", "--workers", "0", "--videos", "1", "--out", str(out)])
+                 "--episodes-per-task", "3", "--num-envs", "3", "--workers", "0", "--videos", "1", "--out", str(out),
+                 "--greedy-decoding", "expected"])
     assert code == 0
     report = json.loads((out / "eval.json").read_text())
+    assert report["greedy_decoding"] == "expected"  # the override, recorded (the checkpoint says argmax)
     assert set(report["per_task"]) == {"Reach", "PressButton"}
     assert report["per_task"]["Reach"]["init_state_ids"] == [0, 1, 2]
     for key in ("mujoco_version", "gl_renderer", "code_commit", "init_states", "robosuite_version", "libero_version"):

@@ -100,6 +100,24 @@ def test_sampling_is_seeded_and_greedy_is_deterministic():
     assert torch.equal(policy.act(obs, explore=False).tokens, policy.act(obs, explore=False).tokens)
 
 
+def test_expected_greedy_decoding_picks_the_bin_of_the_mean():
+    """Two equal modes at bins 2 and 12: argmax takes the first, ``expected`` the bin between them;
+    the log-prob is that of the chosen bin either way, and sampling ignores the setting."""
+    from vla_rl.policy.model import _choose
+
+    logits = torch.full((1, 16), -1e4)
+    logits[0, 2] = logits[0, 12] = 0.0
+    argmax, argmax_logprob = _choose(logits, 1.0, False, None, first_id=100)
+    expected, expected_logprob = _choose(logits, 1.0, False, None, first_id=100, greedy="expected")
+    assert argmax.item() == 102 and expected.item() == 107
+    assert argmax_logprob.item() == pytest.approx(np.log(0.5)) and expected_logprob.item() < -1e3
+    generator = torch.Generator().manual_seed(0)
+    sampled, _ = _choose(logits, 1.0, True, generator, first_id=100, greedy="expected")
+    assert sampled.item() in (102, 112)
+    policy = make_policy(tiny_config(greedy_decoding="expected"))
+    assert policy.act(make_obs(2), explore=False).tokens.shape == (2, 7)
+
+
 def test_gradients_reach_vision_projector_and_decoder(policy):
     obs = make_obs(2)
     tokens = policy.act(obs, explore=True).tokens

@@ -18,7 +18,12 @@ import numpy as np
 
 def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_task: int, num_envs: int = 16,
                         out_dir: Path | None = None, videos_per_task: int = 0, extra: dict | None = None,
-                        suite: str = "tabletop", env_processes: int = -1, show_progress: bool = True) -> dict:
+                        suite: str = "tabletop", env_processes: int = -1, show_progress: bool = True,
+                        greedy_decoding: str | None = None) -> dict:
+    """Greedy held-out success of a checkpoint; ``greedy_decoding`` overrides the checkpoint's
+    ``VLAConfig.greedy_decoding`` (argmax or expected) for this evaluation."""
+    import dataclasses
+
     import torch
     from tqdm import tqdm
 
@@ -29,6 +34,8 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     from vla_rl.train.trainer import eval_specs
 
     policy = load_policy(str(checkpoint))
+    if greedy_decoding is not None:
+        policy.model.config = dataclasses.replace(policy.model.config, greedy_decoding=greedy_decoding)
     specs = eval_specs(tasks, episodes_per_task, eval_state_counter(suite))
     if not specs:
         raise ValueError("nothing to evaluate: no tasks or episodes_per_task is 0")
@@ -39,6 +46,7 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
             tqdm(total=len(specs), desc="eval", unit="ep", disable=not show_progress) as bar:
         result = evaluate(policy.predict_actions, env, specs, progress=bar.update, video_specs=filmed)
     report = {"checkpoint": str(checkpoint), "suite": suite, "split": "eval", "greedy": True,
+              "greedy_decoding": config.greedy_decoding,
               "mean_success": result.mean_success, "per_task": result.per_task(),
               "init_states": get_suite(suite).init_state_provenance,
               "policy_seed": "greedy decoding (no sampling)", **environment_versions(), **(extra or {})}

@@ -252,7 +252,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise KeyError(f"unknown tasks {unknown} for suite {args.suite}; valid: {', '.join(valid)}")
     out_dir = Path(args.out) if args.out else checkpoint.parent / f"eval_{checkpoint.name}"
     report = evaluate_checkpoint(checkpoint, tasks, args.episodes_per_task, args.num_envs, out_dir,
-                                 videos_per_task=args.videos, suite=args.suite, env_processes=args.workers)
+                                 videos_per_task=args.videos, suite=args.suite, env_processes=args.workers,
+                                 greedy_decoding=args.greedy_decoding)
     print_success_table(report)
     print(f"results: {out_dir / 'eval.json'}, {out_dir / 'success.png'}")
     return 0
@@ -409,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--num-envs", type=int, default=16, help="parallel env slots")
     evaluation.add_argument("--workers", type=int, default=-1, help="env worker processes (-1 = one per core)")
     evaluation.add_argument("--videos", type=int, default=1, help="MP4 videos per task")
+    evaluation.add_argument("--greedy-decoding", choices=("argmax", "expected"),
+                            help="override the checkpoint's greedy decoding: the most likely bin or the bin of the "
+                                 "mean (VLAConfig.greedy_decoding)")
     evaluation.add_argument("--out", help="output directory (default: <checkpoint>/../eval_<name>)")
     evaluation.set_defaults(func=cmd_eval)
 

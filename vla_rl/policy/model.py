@@ -124,6 +124,10 @@ class VLAConfig:
     action_dim: int = option(7, "action dimensions per step")
     chunk_size: int = option(1, "actions predicted per observation (K); tokens = K * action_dim")
     decoding: Literal["autoregressive", "parallel"] = option("autoregressive", "OpenVLA or OFT-style decoding")
+    greedy_decoding: Literal["argmax", "expected"] = option(
+        "argmax", "how greedy (non-exploring) decoding picks a bin: the most likely one (OpenVLA), or the one nearest "
+                  "the distribution's mean, which does not jump between two modes of a spread-out distribution "
+                  "(evaluation and deployment; sampling for RL is unchanged)")
     cameras: tuple[str, ...] = option(("agentview",), "camera images fed to the model, in order (agentview, wrist); "
                                                       "each goes through the same vision tower (OpenVLA-OFT)")
     proprio_dim: int = option(0, "robot state values fed as one extra prefix token after the patches, through a "
@@ -562,7 +566,8 @@ class VLAModel(nn.Module):
         if self.config.decoding == "parallel":
             dummy = torch.zeros((prefix.embeds.shape[0], length), dtype=torch.long, device=prefix.embeds.device)
             logits = self.teacher_forced_logits(prefix, dummy)
-            return _choose(logits, temperature, sample, generator, self.config.first_action_token_id)
+            return _choose(logits, temperature, sample, generator, self.config.first_action_token_id,
+                           self.config.greedy_decoding)
         batch, prefix_length = prefix.mask.shape
         cache = KVBuffer(batch, prefix_length + length)
         # attention masks of the whole decode, sliced per call: a key is visible when it is a real
@@ -576,7 +581,8 @@ class VLAModel(nn.Module):
         tokens, logprobs = [], []
         for step in range(length):
             logits = self.action_logits(hidden[:, -1])
-            token, logprob = _choose(logits, temperature, sample, generator, self.config.first_action_token_id)
+            token, logprob = _choose(logits, temperature, sample, generator, self.config.first_action_token_id,
+                                     self.config.greedy_decoding)
             tokens.append(token)
             logprobs.append(logprob)
             if step == length - 1:
@@ -614,13 +620,19 @@ class KVBuffer:
         self.length += count
 
 
-def _choose(logits: torch.Tensor, temperature: float, sample: bool, generator, first_id: int):
-    """Pick one bin per row of ``[..., n_bins]`` logits; returns (token ids, log-probs)."""
+def _choose(logits: torch.Tensor, temperature: float, sample: bool, generator, first_id: int,
+            greedy: str = "argmax"):
+    """Pick one bin per row of ``[..., n_bins]`` logits; returns (token ids, log-probs). Greedy
+    ``expected`` picks the bin nearest the mean bin index (the bins are uniform, so that is the bin
+    of the mean action)."""
     scaled = logits.float() / max(temperature, 1e-6)
     log_probs = torch.log_softmax(scaled, dim=-1)
     if sample:
         flat = log_probs.reshape(-1, log_probs.shape[-1]).exp()
         index = torch.multinomial(flat, 1, generator=generator).view(log_probs.shape[:-1])
+    elif greedy == "expected":
+        bins = torch.arange(log_probs.shape[-1], device=log_probs.device, dtype=log_probs.dtype)
+        index = (log_probs.exp() * bins).sum(-1).round().long()
     else:
         index = log_probs.argmax(dim=-1)
     chosen = log_probs.gather(-1, index.unsqueeze(-1)).squeeze(-1)
