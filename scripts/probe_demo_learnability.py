@@ -138,9 +138,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{len(inputs)} samples from {args.demo_dir}", flush=True)
     net, mean, std = train(inputs, actions, args)
     successes = closed_loop(net, mean, std, args)
-    result = {"figure": "probe_closed_loop_success", "mean_success": sum(successes.values()) / (args.episodes * len(successes)),
-              "per_task": successes, "demo_dir": str(args.demo_dir), "episodes_per_task": args.episodes,
-              **{key: getattr(args, key) for key in ("gripper", "sigma_bins", "decoding", "pixel_noise", "steps", "seed")}}
+    settings = ("gripper", "sigma_bins", "decoding", "pixel_noise", "steps", "seed")
+    result = {"figure": "probe_closed_loop_success",
+              "mean_success": sum(successes.values()) / (args.episodes * len(successes)), "per_task": successes,
+              "demo_dir": str(args.demo_dir), "episodes_per_task": args.episodes,
+              **{key: getattr(args, key) for key in settings}}
     print(json.dumps(result))
     return result
 

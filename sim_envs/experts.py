@@ -236,8 +236,8 @@ class PushExpert(Expert):
         behind = -float(offset @ direction)  # how far the pusher is behind the block along the line
         if abs(lateral) < 0.018 and BLOCK_HALF <= behind < self.STANDOFF + 0.02 and self.ee()[2] < self.PUSH_Z + 0.015:
             # Advance along the push line while steering the pusher back onto it.
-            target = np.array([*(self.ee()[:2] + direction * min(distance, 0.04) - lateral_axis * lateral), self.PUSH_Z])
-            return self.servo(target, CLOSE, gain=0.8)
+            ahead = self.ee()[:2] + direction * min(distance, 0.04) - lateral_axis * lateral
+            return self.servo(np.array([*ahead, self.PUSH_Z]), CLOSE, gain=0.8)
         spot = np.array([*(block[:2] - direction * self.STANDOFF), self.PUSH_Z])
         return self.servo(self.funnel(spot, SAFE_Z - 0.04), CLOSE)
 

@@ -374,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     demos.add_argument("--workers", type=int, help="parallel processes (-1 = one per core)")
     demos.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
     demos.add_argument("--label", type=Path, metavar="DIR", help="instead of collecting: add localiser labels "
-                       "(obs/agentview_named_pixels, agentview_gripper_pixels) to the tabletop demo files in DIR recorded without them")
+                       "(obs/agentview_named_pixels, agentview_gripper_pixels) to the tabletop demo files in DIR "
+                       "recorded without them")
     demos.add_argument("--show-config", action="store_true",
                        help="print every config field with its default and doc, then exit")
     demos.set_defaults(func=cmd_demos)

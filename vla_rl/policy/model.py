@@ -153,6 +153,11 @@ class VLAConfig:
                                       "only the located points, proprio and the prompt (needs localiser_points), "
                                       "which keeps it from memorising training scenes (docs/policy.md)")
 
+    @property
+    def located_points(self) -> int:
+        """Points the localiser finds: the named ones, then the gripper with ``localiser_gripper``."""
+        return self.localiser_points + int(self.localiser_gripper)
+
     def __post_init__(self) -> None:
         if not 1 <= len(self.vision_towers) <= 2:
             raise ValueError("vision_towers must hold one tower or two (fused)")
@@ -340,10 +345,10 @@ class VLAModel(nn.Module):
             self.keypoint_embed = nn.Sequential(nn.Linear(2 * config.keypoints, lm.hidden_size), nn.GELU(),
                                                 nn.Linear(lm.hidden_size, lm.hidden_size))
         if config.localiser_points:
-            located = config.localiser_points + int(config.localiser_gripper)
             offsets = config.localiser_points if config.localiser_gripper else 0
-            self.localiser = ObjectLocaliser(located, config.localiser_channels, lm.vocab_size)
-            self.located_embed = nn.Sequential(nn.Linear(2 * (located + offsets), lm.hidden_size), nn.GELU(),
+            self.localiser = ObjectLocaliser(config.located_points, config.localiser_channels, lm.vocab_size)
+            self.located_embed = nn.Sequential(nn.Linear(2 * (config.located_points + offsets), lm.hidden_size),
+                                               nn.GELU(),
                                                nn.Linear(lm.hidden_size, lm.hidden_size))
         if config.proprio_dim:
             self.proprio_projector = nn.Sequential(nn.Linear(config.proprio_dim, lm.hidden_size), nn.GELU(),

@@ -205,8 +205,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     data = load_demos(config.demo_dir, config.model.chunk_size, config.tasks, config.demos_per_task,
                       config.model.cameras, proprio=config.model.proprio_dim > 0,
                       named_pixels=config.model.localiser_points > 0, gripper_pixels=config.model.localiser_gripper)
-    located = config.model.localiser_points + int(config.model.localiser_gripper)
-    if data.named_pixels is not None and data.named_pixels.shape[1] != located:
+    if data.named_pixels is not None and data.named_pixels.shape[1] != config.model.located_points:
         raise ValueError(f"model.localiser_points is {config.model.localiser_points} but the demos label "
                          f"{data.named_pixels.shape[1] - int(config.model.localiser_gripper)} named points")
     if data.proprio is not None and data.proprio.shape[1] != config.model.proprio_dim:
