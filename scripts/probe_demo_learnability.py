@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sim_envs.state_obs import StateOnlyTabletopEnv  # noqa: E402
 from sim_envs.tasks import TASKS  # noqa: E402
 from vla_rl.core.demo_file import read_demo_file  # noqa: E402
+from vla_rl.policy.model import _choose as choose_bins  # noqa: E402
 from vla_rl.policy.sft import soft_bin_targets  # noqa: E402
 
 BINS = 256
@@ -59,13 +60,9 @@ def to_bins(actions: torch.Tensor) -> torch.Tensor:
 
 
 def decode(logits: torch.Tensor, how: str) -> torch.Tensor:
-    """``[N, 7 * BINS]`` -> ``[N, 7]`` actions in [-1, 1]."""
-    logits = logits.reshape(len(logits), -1, BINS)
-    if how == "expected":
-        index = (torch.softmax(logits, -1) * torch.arange(BINS, dtype=logits.dtype)).sum(-1).round()
-    else:
-        index = logits.argmax(-1).float()
-    return index / (BINS - 1) * 2 - 1
+    """``[N, 7 * BINS]`` -> ``[N, 7]`` actions in [-1, 1], picking bins as the VLA's greedy decoding does."""
+    index, _ = choose_bins(logits.reshape(len(logits), -1, BINS), 1.0, False, None, first_id=0, greedy=how)
+    return index.float() / (BINS - 1) * 2 - 1
 
 
 def train(inputs: np.ndarray, actions: np.ndarray, args) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
