@@ -44,13 +44,21 @@ class CrashOnce:
 
     def step(self, actions):
         self.steps += 1
-        if self.steps == self.at_step and not self.marker.exists():
-            self.marker.touch()
+        if self.steps == self.at_step and self._claim_marker():
             if self.how == "kill_env_worker":
                 os.kill(self.env._processes[0].pid, signal.SIGKILL)
             else:
                 os._exit(17)
         return self.env.step(actions)
+
+    def _claim_marker(self) -> bool:
+        """Create the marker atomically: with several workers reaching ``at_step`` together, a
+        check-then-touch would let more than one of them crash."""
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        return True
 
     def close(self):
         self.env.close()
