@@ -32,8 +32,7 @@ def main() -> None:
     hits, cosines = 0, []
     for state in range(args.states):
         obs, _ = env.reset(options={"init_state_id": state, "split": args.split})
-        images = {camera: obs[f"{camera}_image"][None] for camera in model.config.cameras}
-        batch = ObsBatch(images, obs["proprio"][None], [env.instruction])
+        batch = ObsBatch.from_env_obs(obs, env.instruction)
         direction = policy.predict_actions(batch)[0, 0, :2]
         direction = direction / (np.linalg.norm(direction) + 1e-9)
         to_blocks = np.asarray(env.layout["positions"]) - env.ee_pose()[0][:2]

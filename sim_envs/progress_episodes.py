@@ -60,8 +60,7 @@ class ProgressEpisode:
 def _policy_action(policy, obs: dict, instruction: str) -> np.ndarray:
     from vla_rl.core.types import ObsBatch
 
-    batch = ObsBatch(images={"agentview": obs["agentview_image"][None]}, proprio=obs["proprio"][None],
-                     instructions=[instruction])
+    batch = ObsBatch.from_env_obs(obs, instruction)
     return np.asarray(policy.act(batch, explore=True).actions[0, 0], np.float32)  # first action of a chunk
 
 

@@ -7,6 +7,7 @@ import torch
 
 from vla_rl.core.demo_file import Episode, write_demo_file
 from vla_rl.policy.checkpoint import CorruptCheckpointError, latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from vla_rl.policy.model import VLAModel
 from vla_rl.policy.sft import SFTConfig, load_demos, random_shift, train_sft
 
 from .conftest import make_obs, make_policy, tiny_config
@@ -242,9 +243,13 @@ def two_squares_samples(rng, steps):
     return images, labels, actions, texts
 
 
-def test_sft_trains_a_localiser_that_finds_the_named_object_in_unseen_scenes(tmp_path):
-    """The localiser learns from its labels, the action head from its points; on fresh scenes
-    both generalise (a model of the same size reading patch tokens would have to memorise)."""
+@pytest.mark.parametrize("head_points, localiser_batch_size", [("localiser", 0), ("labels", 8)])
+def test_sft_trains_a_localiser_that_finds_the_named_object_in_unseen_scenes(tmp_path, head_points,
+                                                                              localiser_batch_size):
+    """The localiser learns from its labels, the action head from its points (or, with
+    ``head_points: labels``, from the labels while the localiser trains on half of each batch); on
+    fresh scenes both generalise and the head works on the localiser's points (a model of the same
+    size reading patch tokens would have to memorise)."""
     from vla_rl.core import ObsBatch
     from vla_rl.core.demo_file import NAMED_PIXELS_OBS_KEY
     from vla_rl.policy.localiser import expected_pixels
@@ -259,7 +264,8 @@ def test_sft_trains_a_localiser_that_finds_the_named_object_in_unseen_scenes(tmp
                                 {"agentview_rgb": images, NAMED_PIXELS_OBS_KEY: labels}, np.zeros((1, 2)), True))
     write_demo_file(tmp_path / "demos" / "Reach_demo.hdf5", episodes, {"env_name": "Reach"})
     config = sft_config(tmp_path, model=tiny_config(localiser_points=2, image_tokens=False, localiser_channels=16),
-                        steps=300, batch_size=16, shift_pixels=2)
+                        steps=300, batch_size=16, shift_pixels=2, head_points=head_points,
+                        localiser_batch_size=localiser_batch_size, located_noise_pixels=0.3)
     summary = train_sft(config, show_progress=False)
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert "localiser_pixel_error" in history[-1]
@@ -278,3 +284,18 @@ def test_sft_trains_a_localiser_that_finds_the_named_object_in_unseen_scenes(tmp
         load_demos(tmp_path / "unlabelled", 1, named_pixels=True)
     with pytest.raises(KeyError, match="gripper_pixels"):  # these demos label the named points only
         load_demos(tmp_path / "demos", 1, named_pixels=True, gripper_pixels=True)
+
+
+def test_head_points_options_are_checked_and_labels_bypass_the_localiser():
+    with pytest.raises(ValueError, match="head_points"):
+        sft_config(Path("."), head_points="oracle")
+    with pytest.raises(ValueError, match="localiser_batch_size"):
+        sft_config(Path("."), localiser_batch_size=8)  # the head reads the localiser: it needs every image
+    model = VLAModel(tiny_config(localiser_points=2, image_tokens=False, localiser_channels=8))
+    images = {"agentview": np.zeros((2, 32, 32, 3), np.uint8)}
+    points = torch.tensor([[[3.0, 4.0], [20.0, 30.0]], [[10.0, 10.0], [1.0, 2.0]]])
+    with torch.no_grad():
+        prefix = model.build_prefix(images, ["pick the red block", "push the blue block"], points=points)
+        expected = model.points_token(points, 32)
+    assert prefix.located_logits is None
+    torch.testing.assert_close(prefix.embeds[:, 1:2], expected)  # right after BOS

@@ -32,7 +32,7 @@ def direct_rollout(policy, steps):
     obs, _ = env.reset(options={"init_state_id": REACH_INIT_STATE, "split": "train"})
     actions, success = [], False
     for _ in range(steps):
-        batch = ObsBatch({"agentview": obs["agentview_image"][None]}, obs["proprio"][None], [env.instruction])
+        batch = ObsBatch.from_env_obs(obs, env.instruction)
         action = policy.predict_actions(batch)[0, 0]
         actions.append(action)
         obs, _, success, _, _ = env.step(action)

@@ -99,9 +99,7 @@ def record_videos(policy, tasks: Sequence[str], per_task: int, out_dir: Path, si
                 obs, info = env.reset(options={"init_state_id": init_state_id, "split": "eval"})
                 frames, success, done = [env.render_camera("agentview", size)], False, False
                 while not done:
-                    batch = ObsBatch(images={"agentview": obs["agentview_image"][None],
-                                             **({"wrist": obs["wrist_image"][None]} if "wrist_image" in obs else {})},
-                                     proprio=obs["proprio"][None], instructions=[info["instruction"]])
+                    batch = ObsBatch.from_env_obs(obs, info["instruction"])
                     with torch.inference_mode():
                         chunk = policy.predict_actions(batch)[0]
                     for action in chunk:

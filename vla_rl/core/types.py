@@ -68,6 +68,13 @@ class ObsBatch:
             _check(image.dtype == np.uint8 and image.ndim == 4 and image.shape[0] == batch and image.shape[3] == 3,
                    f"image {name!r} must be uint8 [B={batch}, H, W, 3], got {image.dtype} {image.shape}")
 
+    @classmethod
+    def from_env_obs(cls, obs: dict[str, np.ndarray], instruction: str) -> "ObsBatch":
+        """A batch of one from a single (gymnasium) env's observation dict: every ``<camera>_image``
+        entry becomes camera ``<camera>``, plus ``proprio``."""
+        images = {key[:-len("_image")]: value[None] for key, value in obs.items() if key.endswith("_image")}
+        return cls(images=images, proprio=np.asarray(obs["proprio"])[None], instructions=[instruction])
+
     @property
     def batch_size(self) -> int:
         return len(self.instructions)

@@ -414,11 +414,14 @@ class VLAModel(nn.Module):
         return self.proprio_projector(standardised.to(self.proprio_projector[0].weight.dtype)).unsqueeze(1)
 
     def build_prefix(self, images: dict[str, np.ndarray] | dict[str, torch.Tensor], instructions: list[str],
-                     proprio=None, located_noise: float = 0.0, proprio_noise: float = 0.0) -> Prefix:
+                     proprio=None, located_noise: float = 0.0, proprio_noise: float = 0.0,
+                     points: torch.Tensor | None = None) -> Prefix:
         """Embed images (and, with ``proprio_dim``, the ``[B, P]`` proprio) and prompts of ``B``
         observations into one left-aligned, padded prefix. SFT passes the noise levels (Gaussian std
         in pixels on the located points, in standard deviations on the proprio) so the action head
-        cannot key on the exact values of its training scenes; rollouts never do."""
+        cannot key on the exact values of its training scenes; rollouts never do. ``points`` ``[B, K, 2]``
+        (SFT with ``head_points: labels``) replace the localiser's: it does not run, and the prefix
+        has no ``located_logits``."""
         device = self.device
         batch = len(instructions)
         modulation = self.film(self.instruction_embedding(instructions)).unsqueeze(1).chunk(2, dim=-1) \
@@ -427,7 +430,12 @@ class VLAModel(nn.Module):
         if missing:
             raise KeyError(f"the model needs camera {missing[0]!r}; the observation has {sorted(images)}")
         patches, located_logits = [], None
-        if self.config.localiser_points:
+        if self.config.localiser_points and points is not None:
+            points = torch.as_tensor(points, device=device, dtype=torch.float32)
+            if located_noise:
+                points = points + located_noise * torch.randn_like(points)
+            patches.append(self.points_token(points, images[self.config.cameras[0]].shape[1]))
+        elif self.config.localiser_points:
             located_logits, token = self.located_token(torch.as_tensor(images[self.config.cameras[0]], device=device),
                                                        instructions, located_noise)
             patches.append(token)
@@ -462,20 +470,29 @@ class VLAModel(nn.Module):
         """``uint8 [B, H, W, 3]`` -> the localiser's logits ``[B, K, H*W]`` and the ``[B, 1, D]`` token of
         its points. The points are detached: the action loss must not shape the localiser, or it
         learns to encode the training layouts instead of where the named objects are."""
-        if pixels.shape[1] != pixels.shape[2]:
-            raise ValueError(f"the localiser needs square images, got {tuple(pixels.shape[1:3])}")
-        ids, mask = self.instruction_tokens(instructions)
-        logits = self.localiser(pixels, ids, mask)
+        logits = self.localise(pixels, instructions)
         size = pixels.shape[1]
         points = expected_pixels(logits.detach(), size)
         if noise_pixels:
             points = points + noise_pixels * torch.randn_like(points)
+        return logits, self.points_token(points, size)
+
+    def localise(self, pixels: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+        """``uint8 [B, H, W, 3]`` -> the localiser's logits ``[B, K, H*W]`` of the points the instructions name."""
+        if pixels.shape[1] != pixels.shape[2]:
+            raise ValueError(f"the localiser needs square images, got {tuple(pixels.shape[1:3])}")
+        ids, mask = self.instruction_tokens(instructions)
+        return self.localiser(torch.as_tensor(pixels, device=self.device), ids, mask)
+
+    def points_token(self, points: torch.Tensor, size: int) -> torch.Tensor:
+        """``[B, K, 2]`` (column, row) pixels in a ``size`` px image -> the ``[B, 1, D]`` located token
+        (``scripts/diagnose_localiser.py`` feeds it the true points to separate perception from control)."""
         points = points / (size / 2) - 1.0  # [-1, 1]
         values = points.flatten(1)
         if self.config.localiser_gripper:  # the gripper is the last point
             values = torch.cat([values, (points[:, :-1] - points[:, -1:]).flatten(1)], dim=1)
         dtype = self.located_embed[0].weight.dtype
-        return logits, self.located_embed(values.to(dtype)).unsqueeze(1)
+        return self.located_embed(values.to(dtype)).unsqueeze(1)
 
     def keypoint_token(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, P, F]`` square grid of patch features -> ``[B, 1, D]``: the embedded expected

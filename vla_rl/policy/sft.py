@@ -55,6 +55,12 @@ class SFTConfig:
                                                "head reads them, so it cannot key on the exact points of its training "
                                                "scenes")
     proprio_noise: float = option(0.0, "std of Gaussian noise on the standardised proprio, for the same reason")
+    head_points: str = option("localiser", "points the action head reads in training: 'localiser' (its own output, "
+                                           "detached) or 'labels' (the demos' true points; with located_noise_pixels "
+                                           "they stand in for a localiser's small errors, and the localiser then "
+                                           "only needs localiser_batch_size images per step)")
+    localiser_batch_size: int = option(0, "with head_points: labels, train the localiser on this many of each "
+                                          "batch's images (0 = all): the full-resolution maps dominate a step")
     localiser_loss_weight: float = option(1.0, "weight of the localiser's loss (model.localiser_points > 0) beside the "
                                                "action tokens' cross-entropy")
     action_label_sigma_bins: float = option(
@@ -75,6 +81,11 @@ class SFTConfig:
             raise ValueError("steps and batch_size must be >= 1")
         if self.action_label_sigma_bins < 0:
             raise ValueError(f"action_label_sigma_bins must be >= 0, got {self.action_label_sigma_bins}")
+        if self.head_points not in ("localiser", "labels"):
+            raise ValueError(f"head_points must be 'localiser' or 'labels', got {self.head_points!r}")
+        if self.localiser_batch_size < 0 or (self.localiser_batch_size and self.head_points != "labels"):
+            raise ValueError("localiser_batch_size must be >= 0, and > 0 only with head_points: labels (the head "
+                             "reading the localiser's points needs them for the whole batch)")
 
 
 @dataclass
@@ -172,8 +183,13 @@ def sft_loss(model: VLAModel, tokens: torch.Tensor, images: torch.Tensor, instru
     with a localiser, ``localiser_loss_weight`` times its loss against the ``[B, K, 2]``
     ``named_pixels``) and metrics; tokens ``[B, L]``, images ``uint8 [B, C, H, W, 3]`` for the
     model's C cameras in order, proprio ``[B, P]``; the input-noise levels come from ``config``."""
+    localiser = model.config.localiser_points > 0
+    if localiser and named_pixels is None:
+        raise ValueError("the model has a localiser: SFT needs its labels (named_pixels)")
+    head_labels = named_pixels if localiser and config.head_points == "labels" else None
     prefix = model.build_prefix({camera: images[:, i] for i, camera in enumerate(model.config.cameras)},
-                                instructions, proprio, config.located_noise_pixels, config.proprio_noise)
+                                instructions, proprio, config.located_noise_pixels, config.proprio_noise,
+                                points=head_labels)
     logits = model.teacher_forced_logits(prefix, tokens)
     targets = tokens - model.config.first_action_token_id
     n_bins = logits.shape[-1]
@@ -182,10 +198,12 @@ def sft_loss(model: VLAModel, tokens: torch.Tensor, images: torch.Tensor, instru
     labels = soft_bin_targets(targets, n_bins, sigma).reshape(-1, n_bins) if sigma > 0 else targets.reshape(-1)
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, n_bins), labels)
     metrics = {"token_accuracy": (logits.argmax(-1) == targets).float().mean(), "action_loss": loss.detach()}
-    if prefix.located_logits is not None:
-        if named_pixels is None:
-            raise ValueError("the model has a localiser: SFT needs its labels (named_pixels)")
-        located_loss, pixel_error = localisation_loss(prefix.located_logits, named_pixels, images.shape[2])
+    if localiser:
+        located_logits, labels = prefix.located_logits, named_pixels
+        if located_logits is None:  # the head read the labels: the localiser runs on its own share
+            count = config.localiser_batch_size or len(images)
+            located_logits, labels = model.localise(images[:count, 0], instructions[:count]), named_pixels[:count]
+        located_loss, pixel_error = localisation_loss(located_logits, labels, images.shape[2])
         loss = loss + config.localiser_loss_weight * located_loss
         metrics.update(localiser_loss=located_loss.detach(), localiser_pixel_error=pixel_error)
     return loss, metrics
