@@ -1,9 +1,10 @@
 """Is a localiser VLA limited by its perception or by its control? Run a checkpoint closed-loop on the
 held-out init states twice per state: once as it is (its localiser finds the points), once with the
 simulator's *true* image points of the named objects (and of the gripper) fed in their place. The
-gap between the two success rates is what perfect localisation would buy; the localiser's pixel
-errors along its own trajectories show where it goes wrong (median, 90th percentile and worst, per
-point: the named object, its goal, the gripper).
+gap between the two success rates is what perfect localisation would buy; the pixel errors of the
+model's own points along its own trajectories show where it goes wrong (median, 90th percentile and
+worst, per point: the named object, its goal, the gripper, which comes from the proprio with
+``gripper_from_proprio``).
 
     python scripts/diagnose_localiser.py runs/sft_tabletop/step_004500 [--tasks Reach Lift] [--episodes 50]
 
@@ -28,32 +29,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sim_envs.tabletop_env import TabletopEnv  # noqa: E402
 from sim_envs.tasks import TASKS  # noqa: E402
 from vla_rl.core.types import ObsBatch  # noqa: E402
-from vla_rl.policy.localiser import expected_pixels  # noqa: E402
 from vla_rl.policy.policy import VLAPolicy  # noqa: E402
 from vla_rl.policy.checkpoint import load_checkpoint  # noqa: E402
 
 
 class PointSwitch:
-    """Wraps ``model.located_token``: it always runs the localiser (and records its error against
-    ``truth``, set before each step), then embeds either the localiser's points or the true ones."""
+    """Wraps ``model.locate``: it always locates the points (and records their error against
+    ``truth``, set before each step), then hands on either those points or the true ones."""
 
     def __init__(self, model):
-        self.model, self.original = model, model.located_token
+        self.original = model.locate
         self.use_truth = False
         self.truth: np.ndarray | None = None  # [K, 2] of the current step
-        self.errors: list[np.ndarray] = []  # [K] per step while the localiser's points are used (NaN: out of view)
-        model.located_token = self
+        self.errors: list[np.ndarray] = []  # [K] per step while the model's own points are used (NaN: out of view)
+        model.locate = self
 
-    def __call__(self, pixels: torch.Tensor, instructions: list[str], noise_pixels: float = 0.0):
-        logits, token = self.original(pixels, instructions, noise_pixels)
-        truth = torch.as_tensor(self.truth, dtype=torch.float32)[None]
+    def __call__(self, pixels: torch.Tensor, instructions: list[str], proprio=None):
+        logits, points = self.original(pixels, instructions, proprio)
+        truth = torch.as_tensor(self.truth, dtype=torch.float32, device=points.device)[None]
         if self.use_truth:
-            return logits, self.model.points_token(truth, pixels.shape[1])
-        size = pixels.shape[1]
-        error = (expected_pixels(logits.float(), size) - truth).norm(dim=-1)[0].numpy()
-        inside = ((self.truth >= 0) & (self.truth < size)).all(-1)
+            return logits, truth
+        error = (points - truth).norm(dim=-1)[0].cpu().numpy()
+        inside = ((self.truth >= 0) & (self.truth < pixels.shape[1])).all(-1)
         self.errors.append(np.where(inside, error, np.nan))  # what is out of view cannot be found
-        return logits, token
+        return logits, points
 
 
 def run_episode(env: TabletopEnv, policy: VLAPolicy, switch: PointSwitch, init_state_id: int, gripper: bool) -> bool:

@@ -1,11 +1,14 @@
 """`vla-rl eval`, `vla-rl train` and `vla-rl quickstart` end to end at toy scale (real envs, real Ray)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from tests.train.test_trainer import tiny_checkpoint  # noqa: F401  (module fixture)
 from vla_rl.cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_eval_writes_json_plot_and_videos(tmp_path, tiny_checkpoint, capsys):  # noqa: F811
@@ -59,3 +62,11 @@ def test_quickstart_toy_scale_writes_the_report(tmp_path, capsys):
     for name in ("success_curve.png", "success_before_after.png"):
         assert (out / name).stat().st_size > 0
     assert len(list((out / "videos").rglob("*.mp4"))) == 2  # one before, one after
+
+
+def test_the_embedded_quickstart_default_is_configs_quickstart_yaml():
+    """`vla-rl quickstart` without --config must run what `make demo` runs."""
+    from vla_rl.cli.quickstart import QuickstartConfig
+    from vla_rl.core.config import load_config, to_dict
+
+    assert to_dict(QuickstartConfig()) == to_dict(load_config(QuickstartConfig, REPO / "configs" / "quickstart.yaml"))

@@ -31,10 +31,11 @@ def test_the_switch_records_the_localisers_error_and_feeds_the_true_points_on_re
     switch = diagnose.PointSwitch(model)
     pixels = torch.zeros((1, 32, 32, 3), dtype=torch.uint8)
     switch.truth = np.array([[4.0, 5.0], [40.0, 6.0], [16.0, 16.0]], np.float32)  # the goal is out of view
+    proprio = np.zeros((1, 8), np.float32)
     with torch.no_grad():
-        _, own = model.located_token(pixels, ["pick up the red block"])
+        _, own = model.located_token(pixels, ["pick up the red block"], proprio=proprio)
         switch.use_truth = True
-        _, true = model.located_token(pixels, ["pick up the red block"])
+        _, true = model.located_token(pixels, ["pick up the red block"], proprio=proprio)
         expected = model.points_token(torch.from_numpy(switch.truth)[None], 32)
     assert len(switch.errors) == 1 and np.isnan(switch.errors[0][1]) and np.all(switch.errors[0][[0, 2]] >= 0)
     torch.testing.assert_close(true, expected)

@@ -18,20 +18,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vla_rl.core.config import option, to_dict
-from vla_rl.policy.model import VLAConfig
+from vla_rl.policy.model import VisionTowerConfig, VLAConfig
 from vla_rl.policy.sft import SFTConfig
 from vla_rl.train.learner import AlgorithmConfig
 from vla_rl.train.trainer import RolloutConfig, TrainConfig
 
 
 def _default_sft() -> SFTConfig:
-    return SFTConfig(model=VLAConfig(), steps=600, batch_size=32, lr=1e-3, warmup_steps=50, checkpoint_every=10_000,
-                     eval_episodes_per_task=0)
+    """configs/quickstart.yaml's SFT: the localiser model (docs/policy.md), whose head reads where the named
+    objects and the gripper are, so a 5-demo clone generalises to unseen layouts and RL shapes a head
+    whose input already does."""
+    model = VLAConfig(vision_towers=(VisionTowerConfig(kind="mobilenetv2", pretrained="builtin:imagenet",
+                                                       feature_stage=6),),
+                      greedy_decoding="expected", proprio_dim=8, localiser_points=2, localiser_gripper=True,
+                      gripper_from_proprio=True, image_tokens=False)
+    return SFTConfig(model=model, steps=1500, time_limit_minutes=5, batch_size=32, lr=1e-3, warmup_steps=50,
+                     shift_pixels=0, located_noise_pixels=0.3, proprio_noise=0.15, action_label_sigma_bins=2,
+                     head_points="labels", localiser_batch_size=8)
 
 
 def _default_train() -> TrainConfig:
-    return TrainConfig(iterations=30, group_size=8, groups_per_iteration=4, max_sampling_rounds=2,
-                       algorithm=AlgorithmConfig(lr=1e-4, minibatch_size=128, microbatch_size=64),
+    return TrainConfig(iterations=30, time_limit_minutes=11, temperature=1.6, group_size=8, groups_per_iteration=4,
+                       max_sampling_rounds=2, algorithm=AlgorithmConfig(lr=1e-4, minibatch_size=128, microbatch_size=64),
                        rollout=RolloutConfig(num_workers=2, envs_per_worker=16), eval_every=10,
                        eval_episodes_per_task=50, checkpoint_every=10)
 
@@ -41,6 +49,9 @@ class QuickstartConfig:
     out_dir: Path = option(Path("runs/quickstart"), "everything goes here (demos/, sft/, grpo/, report.md)")
     tasks: tuple[str, ...] = option(("Reach", "PressButton"), "tabletop tasks to train and evaluate")
     demos_per_task: int = option(5, "expert demos per task for the few-demo SFT")
+    demo_noise_std: float = option(0.1, "DART noise on the experts' motion (labels stay clean): the demos then show "
+                                        "how to recover from small errors, which a 5-demo clone needs")
+    demo_rotation_noise: bool = option(False, "the demo noise also perturbs rotation (off: translation only)")
     image_size: int = option(64, "camera image size of demos and rollouts")
     sft: SFTConfig = option(factory=_default_sft, doc="few-demo SFT (demo_dir, out_dir and tasks are set here)")
     train: TrainConfig = option(factory=_default_train,
@@ -68,6 +79,7 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
     if not (config.reuse and all((demo_dir / f"{t}_demo.hdf5").is_file() for t in config.tasks)):
         collect_demos(DemoConfig(tasks=config.tasks, episodes_per_task=config.demos_per_task, out_dir=demo_dir,
                                  image_size=config.image_size, wrist_camera=False, split="train",
+                                 noise_std=config.demo_noise_std, rotation_noise=config.demo_rotation_noise,
                                  videos_per_task=0), show_progress=show_progress)
     seconds["demos"] = time.perf_counter() - stage
 

@@ -148,6 +148,12 @@ class VLAConfig:
                                             "where the gripper is relative to the object, in the image the object "
                                             "was found in (needs localiser_points; labels from obs/"
                                             "agentview_gripper_pixels)")
+    gripper_from_proprio: bool = option(False, "with localiser_gripper: the gripper point is the proprio's EE position "
+                                               "(its first 3 values) projected into the first camera by a pinhole "
+                                               "projection fitted to the demos' gripper labels when SFT starts (hand-"
+                                               "eye calibration from data), not a localiser map: through a 5-pixel "
+                                               "window the fingers look like the arm's other grey links, and the map "
+                                               "was 9-14 px off (scripts/diagnose_localiser.py)")
     localiser_channels: int = option(32, "feature channels of the localiser's convolutions")
     image_tokens: bool = option(True, "feed the vision tower's patch tokens to the decoder; false = the decoder sees "
                                       "only the located points, proprio and the prompt (needs localiser_points), "
@@ -155,8 +161,13 @@ class VLAConfig:
 
     @property
     def located_points(self) -> int:
-        """Points the localiser finds: the named ones, then the gripper with ``localiser_gripper``."""
+        """Points the located token carries: the named ones, then the gripper with ``localiser_gripper``."""
         return self.localiser_points + int(self.localiser_gripper)
+
+    @property
+    def localiser_maps(self) -> int:
+        """Points the localiser itself finds (the gripper's comes from the proprio with ``gripper_from_proprio``)."""
+        return self.located_points - int(self.gripper_from_proprio)
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.vision_towers) <= 2:
@@ -175,6 +186,8 @@ class VLAConfig:
             raise ValueError("image_tokens: false leaves the model blind unless localiser_points > 0")
         if self.localiser_gripper and not self.localiser_points:
             raise ValueError("localiser_gripper needs localiser_points > 0")
+        if self.gripper_from_proprio and (not self.localiser_gripper or self.proprio_dim < 3):
+            raise ValueError("gripper_from_proprio needs localiser_gripper and proprio_dim >= 3 (the EE position)")
         if self.action_vocab_size > self.language_model.vocab_size:
             raise ValueError("action_vocab_size cannot exceed the language model's vocab_size")
         for tower in self.vision_towers:
@@ -346,10 +359,12 @@ class VLAModel(nn.Module):
                                                 nn.Linear(lm.hidden_size, lm.hidden_size))
         if config.localiser_points:
             offsets = config.localiser_points if config.localiser_gripper else 0
-            self.localiser = ObjectLocaliser(config.located_points, config.localiser_channels, lm.vocab_size)
+            self.localiser = ObjectLocaliser(config.localiser_maps, config.localiser_channels, lm.vocab_size)
             self.located_embed = nn.Sequential(nn.Linear(2 * (config.located_points + offsets), lm.hidden_size),
                                                nn.GELU(),
                                                nn.Linear(lm.hidden_size, lm.hidden_size))
+        if config.gripper_from_proprio:  # [3, 4] world -> homogeneous pixels; fit_gripper_projection sets it
+            self.register_buffer("gripper_projection", torch.zeros(3, 4))
         if config.proprio_dim:
             self.proprio_projector = nn.Sequential(nn.Linear(config.proprio_dim, lm.hidden_size), nn.GELU(),
                                                    nn.Linear(lm.hidden_size, lm.hidden_size))
@@ -437,7 +452,7 @@ class VLAModel(nn.Module):
             patches.append(self.points_token(points, images[self.config.cameras[0]].shape[1]))
         elif self.config.localiser_points:
             located_logits, token = self.located_token(torch.as_tensor(images[self.config.cameras[0]], device=device),
-                                                       instructions, located_noise)
+                                                       instructions, located_noise, proprio)
             patches.append(token)
         for camera in self.config.cameras if self.config.image_tokens else ():
             pixels = torch.as_tensor(images[camera], device=device)
@@ -465,17 +480,58 @@ class VLAModel(nn.Module):
         return Prefix(embeds=embeds, mask=mask, positions=(mask.cumsum(1) - 1).clamp(min=0),
                       located_logits=located_logits)
 
-    def located_token(self, pixels: torch.Tensor, instructions: list[str],
-                      noise_pixels: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """``uint8 [B, H, W, 3]`` -> the localiser's logits ``[B, K, H*W]`` and the ``[B, 1, D]`` token of
-        its points. The points are detached: the action loss must not shape the localiser, or it
-        learns to encode the training layouts instead of where the named objects are."""
-        logits = self.localise(pixels, instructions)
-        size = pixels.shape[1]
-        points = expected_pixels(logits.detach(), size)
+    def located_token(self, pixels: torch.Tensor, instructions: list[str], noise_pixels: float = 0.0,
+                      proprio=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``uint8 [B, H, W, 3]`` (and the ``[B, P]`` proprio) -> the localiser's logits ``[B, K, H*W]``
+        and the ``[B, 1, D]`` token of the located points."""
+        logits, points = self.locate(pixels, instructions, proprio)
         if noise_pixels:
             points = points + noise_pixels * torch.randn_like(points)
-        return logits, self.points_token(points, size)
+        return logits, self.points_token(points, pixels.shape[1])
+
+    def locate(self, pixels: torch.Tensor, instructions: list[str], proprio=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The localiser's logits ``[B, K, H*W]`` and the ``[B, located_points, 2]`` points the head reads:
+        the maps' expectations, then (``gripper_from_proprio``) the projected EE position. The points are
+        detached: the action loss must not shape the localiser, or it learns to encode the training
+        layouts instead of where the named objects are (``scripts/diagnose_localiser.py`` swaps them)."""
+        logits = self.localise(pixels, instructions)
+        points = expected_pixels(logits.detach(), pixels.shape[1])
+        if self.config.gripper_from_proprio:
+            if proprio is None:
+                raise ValueError("gripper_from_proprio needs the proprio")
+            positions = torch.as_tensor(proprio, device=points.device, dtype=torch.float32)[:, :3]
+            points = torch.cat([points, self.project_gripper(positions).unsqueeze(1)], dim=1)
+        return logits, points
+
+    def project_gripper(self, positions: torch.Tensor) -> torch.Tensor:
+        """``[B, 3]`` world EE positions -> ``[B, 2]`` (column, row) pixels by ``gripper_projection``."""
+        if not torch.any(self.gripper_projection):
+            raise RuntimeError("gripper_projection was never fitted (fit_gripper_projection, done by SFT)")
+        homogeneous = torch.cat([positions, torch.ones_like(positions[:, :1])], dim=1) @ self.gripper_projection.T
+        return homogeneous[:, :2] / homogeneous[:, 2:].clamp(min=1e-6)
+
+    def fit_gripper_projection(self, positions: np.ndarray, pixels: np.ndarray) -> dict[str, float]:
+        """Fit the pinhole ``gripper_projection`` to ``[N, 3]`` EE positions and their ``[N, 2]`` labelled
+        pixels (direct linear transform on centred, scaled data, as in camera calibration); returns the
+        fit's median and largest residual in pixels (near 0 for a fixed camera)."""
+        positions, pixels = np.asarray(positions, np.float64), np.asarray(pixels, np.float64)
+        if len(positions) < 6:
+            raise ValueError(f"a projection needs at least 6 labelled EE positions, got {len(positions)}")
+        world = _similarity_normaliser(positions)
+        image = _similarity_normaliser(pixels)
+        x = np.c_[positions, np.ones(len(positions))] @ world.T
+        u = np.c_[pixels, np.ones(len(pixels))] @ image.T
+        zeros = np.zeros_like(x)
+        rows = np.concatenate([np.c_[x, zeros, -u[:, :1] * x], np.c_[zeros, x, -u[:, 1:2] * x]])
+        solution = np.linalg.svd(rows)[2][-1].reshape(3, 4)
+        projection = np.linalg.inv(image) @ solution @ world
+        projected = np.c_[positions, np.ones(len(positions))] @ projection.T
+        projection = projection * np.sign(np.median(projected[:, 2]))  # points in front: positive depth
+        self.gripper_projection.copy_(torch.as_tensor(projection, dtype=torch.float32))
+        with torch.no_grad():
+            fitted = self.project_gripper(torch.as_tensor(positions, dtype=torch.float32, device=self.device))
+        residual = np.linalg.norm(fitted.cpu().numpy() - pixels, axis=1)
+        return {"median_pixels": float(np.median(residual)), "max_pixels": float(residual.max())}
 
     def localise(self, pixels: torch.Tensor, instructions: list[str]) -> torch.Tensor:
         """``uint8 [B, H, W, 3]`` -> the localiser's logits ``[B, K, H*W]`` of the points the instructions name."""
@@ -659,6 +715,17 @@ def _choose(logits: torch.Tensor, temperature: float, sample: bool, generator, f
         index = log_probs.argmax(dim=-1)
     chosen = log_probs.gather(-1, index.unsqueeze(-1)).squeeze(-1)
     return index + first_id, chosen
+
+
+def _similarity_normaliser(points: np.ndarray) -> np.ndarray:
+    """The ``(d+1, d+1)`` matrix moving ``[N, d]`` points to zero mean and mean distance sqrt(d) from it,
+    which keeps the linear system of ``fit_gripper_projection`` well conditioned."""
+    mean = points.mean(0)
+    scale = np.sqrt(points.shape[1]) / max(np.linalg.norm(points - mean, axis=1).mean(), 1e-12)
+    normaliser = np.eye(points.shape[1] + 1)
+    normaliser[:-1, :-1] *= scale
+    normaliser[:-1, -1] = -scale * mean
+    return normaliser
 
 
 def load_tokenizer(spec: str):

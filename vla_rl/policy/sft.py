@@ -199,11 +199,11 @@ def sft_loss(model: VLAModel, tokens: torch.Tensor, images: torch.Tensor, instru
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, n_bins), labels)
     metrics = {"token_accuracy": (logits.argmax(-1) == targets).float().mean(), "action_loss": loss.detach()}
     if localiser:
-        located_logits, labels = prefix.located_logits, named_pixels
+        located_logits, map_labels = prefix.located_logits, named_pixels[:, :model.config.localiser_maps]
         if located_logits is None:  # the head read the labels: the localiser runs on its own share
             count = config.localiser_batch_size or len(images)
-            located_logits, labels = model.localise(images[:count, 0], instructions[:count]), named_pixels[:count]
-        located_loss, pixel_error = localisation_loss(located_logits, labels, images.shape[2])
+            located_logits, map_labels = model.localise(images[:count, 0], instructions[:count]), map_labels[:count]
+        located_loss, pixel_error = localisation_loss(located_logits, map_labels, images.shape[2])
         loss = loss + config.localiser_loss_weight * located_loss
         metrics.update(localiser_loss=located_loss.detach(), localiser_pixel_error=pixel_error)
     return loss, metrics
@@ -245,6 +245,10 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         action_tokenizer = ActionTokenizer(config.model.action_vocab_size, stats, config.model.n_action_bins)
         if data.proprio is not None:
             model.set_proprio_stats(data.proprio.mean(0), data.proprio.std(0))
+    if model.config.gripper_from_proprio and not torch.any(model.gripper_projection):
+        fit = model.fit_gripper_projection(data.proprio[:, :3], data.named_pixels[:, -1])
+        print(f"gripper projection fitted to {len(data)} labelled EE positions: residual median "
+              f"{fit['median_pixels']:.3f} px, max {fit['max_pixels']:.3f} px")
     if config.lora.enabled:
         trainable = restore_lora(model, config.lora, state["lora"]) if state else apply_lora(model, config.lora)
     else:
