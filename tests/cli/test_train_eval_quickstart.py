@@ -44,7 +44,8 @@ def test_train_rejects_unknown_config_key(tmp_path, capsys):
 @pytest.mark.slow
 def test_quickstart_toy_scale_writes_the_report(tmp_path, capsys):
     out = tmp_path / "qs"
-    code = main(["quickstart", "--set", f"out_dir={out}", "--set", "tasks=[Reach]", "--set", "demos_per_task=2",
+    code = main(["quickstart", "--set", f"out_dir={out}", "--set", "tasks=[Reach]", "--set", "sft_tasks=[]",
+                 "--set", "demos_per_task=2",
                  "--set", "image_size=32", "--set", "sft.steps=3", "--set", "train.iterations=1",
                  "--set", "train.group_size=2", "--set", "train.groups_per_iteration=1",
                  "--set", "train.eval_episodes_per_task=2",

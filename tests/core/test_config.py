@@ -86,6 +86,10 @@ def test_repository_configs_load():
     root = Path(__file__).resolve().parents[2]
     config = load_config(DemoConfig, root / "configs" / "demo.yaml")
     assert config.episodes_per_task >= 1
+    from vla_rl.policy.sft import SFTConfig
+
+    for name in ("sft_tabletop", "sft_fewshot", "sft_libero"):
+        assert load_config(SFTConfig, root / "configs" / f"{name}.yaml").steps >= 1
 
 
 def test_json_configs_keep_exponent_floats(tmp_path):
