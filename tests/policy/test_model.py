@@ -114,6 +114,10 @@ def test_expected_greedy_decoding_picks_the_bin_of_the_mean():
     generator = torch.Generator().manual_seed(0)
     sampled, _ = _choose(logits, 1.0, True, generator, first_id=100, greedy="expected")
     assert sampled.item() in (102, 112)
+    skewed = torch.full((1, 16), -1e4)
+    skewed[0, 0], skewed[0, 15] = np.log(0.8), np.log(0.2)  # mean bin 3; flattened by T=3 it would be 6
+    for temperature in (1.0, 3.0):  # greedy evaluation must not depend on the rollout temperature
+        assert _choose(skewed, temperature, False, None, first_id=0, greedy="expected")[0].item() == 3
     policy = make_policy(tiny_config(greedy_decoding="expected"))
     assert policy.act(make_obs(2), explore=False).tokens.shape == (2, 7)
 

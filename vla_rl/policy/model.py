@@ -445,15 +445,14 @@ class VLAModel(nn.Module):
         if missing:
             raise KeyError(f"the model needs camera {missing[0]!r}; the observation has {sorted(images)}")
         patches, located_logits = [], None
-        if self.config.localiser_points and points is not None:
+        if self.config.localiser_points:
+            pixels = torch.as_tensor(images[self.config.cameras[0]], device=device)
+            if points is None:
+                located_logits, points = self.locate(pixels, instructions, proprio)
             points = torch.as_tensor(points, device=device, dtype=torch.float32)
             if located_noise:
                 points = points + located_noise * torch.randn_like(points)
-            patches.append(self.points_token(points, images[self.config.cameras[0]].shape[1]))
-        elif self.config.localiser_points:
-            located_logits, token = self.located_token(torch.as_tensor(images[self.config.cameras[0]], device=device),
-                                                       instructions, located_noise, proprio)
-            patches.append(token)
+            patches.append(self.points_token(points, pixels.shape[1]))
         for camera in self.config.cameras if self.config.image_tokens else ():
             pixels = torch.as_tensor(images[camera], device=device)
             features = self.vision_backbone(pixels)
@@ -480,17 +479,9 @@ class VLAModel(nn.Module):
         return Prefix(embeds=embeds, mask=mask, positions=(mask.cumsum(1) - 1).clamp(min=0),
                       located_logits=located_logits)
 
-    def located_token(self, pixels: torch.Tensor, instructions: list[str], noise_pixels: float = 0.0,
-                      proprio=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``uint8 [B, H, W, 3]`` (and the ``[B, P]`` proprio) -> the localiser's logits ``[B, K, H*W]``
-        and the ``[B, 1, D]`` token of the located points."""
-        logits, points = self.locate(pixels, instructions, proprio)
-        if noise_pixels:
-            points = points + noise_pixels * torch.randn_like(points)
-        return logits, self.points_token(points, pixels.shape[1])
-
     def locate(self, pixels: torch.Tensor, instructions: list[str], proprio=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The localiser's logits ``[B, K, H*W]`` and the ``[B, located_points, 2]`` points the head reads:
+        """``uint8 [B, H, W, 3]`` (and the ``[B, P]`` proprio) -> the localiser's logits ``[B, K, H*W]`` and
+        the ``[B, located_points, 2]`` points the head reads:
         the maps' expectations, then (``gripper_from_proprio``) the projected EE position. The points are
         detached: the action loss must not shape the localiser, or it learns to encode the training
         layouts instead of where the named objects are (``scripts/diagnose_localiser.py`` swaps them)."""
@@ -700,9 +691,10 @@ class KVBuffer:
 
 def _choose(logits: torch.Tensor, temperature: float, sample: bool, generator, first_id: int,
             greedy: str = "argmax"):
-    """Pick one bin per row of ``[..., n_bins]`` logits; returns (token ids, log-probs). Greedy
-    ``expected`` picks the bin nearest the mean bin index (the bins are uniform, so that is the bin
-    of the mean action)."""
+    """Pick one bin per row of ``[..., n_bins]`` logits; returns (token ids, log-probs at
+    ``temperature``). Greedy ``expected`` picks the bin nearest the mean bin index of the model's own
+    distribution (the bins are uniform, so that is the bin of the mean action); like argmax it does
+    not depend on the rollout temperature, so greedy evaluation does not either."""
     scaled = logits.float() / max(temperature, 1e-6)
     log_probs = torch.log_softmax(scaled, dim=-1)
     if sample:
@@ -710,7 +702,7 @@ def _choose(logits: torch.Tensor, temperature: float, sample: bool, generator, f
         index = torch.multinomial(flat, 1, generator=generator).view(log_probs.shape[:-1])
     elif greedy == "expected":
         bins = torch.arange(log_probs.shape[-1], device=log_probs.device, dtype=log_probs.dtype)
-        index = (log_probs.exp() * bins).sum(-1).round().long()
+        index = (torch.softmax(logits.float(), dim=-1) * bins).sum(-1).round().long()
     else:
         index = log_probs.argmax(dim=-1)
     chosen = log_probs.gather(-1, index.unsqueeze(-1)).squeeze(-1)
