@@ -22,6 +22,24 @@ class Outer:
     out: Path = option(Path("runs"), "output dir")
 
 
+@dataclass(frozen=True)
+class Embedding:
+    """A config whose nested default differs from its class's defaults (like the quickstart's ``train``)."""
+    inner: Inner = option(factory=lambda: Inner(size=32, scale=3.0), doc="nested section with its own defaults")
+
+
+def test_partial_nested_mapping_keeps_the_fields_default_instance():
+    config = load_config(Embedding, None, ["inner.scale=5"])
+    assert config.inner == Inner(size=32, scale=5.0)  # size stays the embedded 32, not the class's 64
+    assert load_config(Embedding, {"inner": {}}).inner == Inner(size=32, scale=3.0)
+    with pytest.raises(ConfigError, match=r"inner\.sise"):
+        load_config(Embedding, {"inner": {"sise": 3}})
+    with pytest.raises(ConfigError, match="integer"):
+        load_config(Embedding, {"inner": {"size": 1.5}})
+    shown = describe(Embedding)
+    assert "size: 32" in shown and "scale: 3.0" in shown
+
+
 def test_defaults_and_nested_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("name: r1\ninner:\n  size: 96\ntasks: [p, q]\n")

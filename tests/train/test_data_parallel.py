@@ -152,3 +152,19 @@ def test_lora_learner_trains_adapters_and_exports_merged_weights(rollout_batch):
     from_checkpoint.model.load_state_dict(weights)  # a checkpoint holds the merged weights
     restored = PolicyLearner(from_checkpoint, ALGORITHM, config, seed=0, state=state)  # un-merges the adapters
     assert all(torch.allclose(restored.weights()[k], weights[k], atol=1e-6) for k in weights)
+
+
+def test_learning_rate_warms_up_over_optimiser_steps_and_resumes_on_its_clock(rollout_batch):
+    warm = AlgorithmConfig(lr=1e-3, warmup_steps=4)
+    assert [warm.learning_rate(step) for step in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert AlgorithmConfig(lr=1e-3).learning_rate(0) == 1e-3
+    with pytest.raises(ValueError, match="warmup_steps"):
+        AlgorithmConfig(warmup_steps=-1)
+    batch, group_ids = rollout_batch
+    one_step = AlgorithmConfig(minibatch_size=10_000, microbatch_size=64, lr=1e-3, warmup_steps=4)
+    learner = PolicyLearner(make_policy(seed=7), one_step, LearnerConfig(), seed=0)
+    stats = learner.update(batch, group_ids)
+    assert stats["optimizer_steps"] == 1 and stats["lr"] == pytest.approx(2.5e-4)
+    assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4)
+    resumed = PolicyLearner(make_policy(seed=7), one_step, LearnerConfig(), seed=0, state=learner.state_dict())
+    assert resumed.update(batch, group_ids)["lr"] == pytest.approx(5e-4)  # step 2 of the run, not step 1 again

@@ -35,19 +35,30 @@ def field_docs(cls: type) -> dict[str, str]:
     return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
 
 
-def describe(cls: type, indent: str = "") -> str:
-    """Human-readable schema: every field, its type, default and doc, nested configs indented."""
+def _field_default(field: dataclasses.Field) -> Any:
+    """A field's default value (a fresh one from its factory), or ``dataclasses.MISSING``."""
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def describe(cls: type, indent: str = "", defaults: Any = None) -> str:
+    """Human-readable schema: every field, its type, default and doc, nested configs indented. A nested
+    config's defaults are those of the field's default instance (the quickstart's embedded ``train``,
+    say), which may differ from its class's."""
     hints = typing.get_type_hints(cls)
     lines = []
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else (
-            "<required>" if f.default_factory is dataclasses.MISSING else "<default>")
+        default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
         if dataclasses.is_dataclass(kind):
             lines.append(f"{indent}{f.name}:  # {f.metadata.get('doc', '')}")
-            lines.append(describe(kind, indent + "  "))
+            lines.append(describe(kind, indent + "  ", default if isinstance(default, kind) else None))
         else:
-            lines.append(f"{indent}{f.name}: {default!r}  # {_type_name(kind)}. {f.metadata.get('doc', '')}")
+            shown = "<required>" if default is dataclasses.MISSING else repr(default)
+            lines.append(f"{indent}{f.name}: {shown}  # {_type_name(kind)}. {f.metadata.get('doc', '')}")
     return "\n".join(lines)
 
 
@@ -112,8 +123,9 @@ def _convert(kind: Any, value: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported field type {kind!r}")
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build ``cls`` from a plain mapping, rejecting unknown keys and wrong types."""
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "", base: T | None = None) -> T:
+    """Build ``cls`` from a plain mapping, rejecting unknown keys and wrong types; keys the mapping
+    leaves out keep ``base``'s values when given, else the class's defaults."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
@@ -121,13 +133,22 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         valid = "\n".join(f"  {name}: {doc}" for name, doc in field_docs(cls).items())
         raise ConfigError(f"unknown key(s) {', '.join(repr(f'{where}{k}') for k in unknown)} in "
                           f"{cls.__name__}; valid keys{' under ' + where.rstrip('.') if where else ''}:\n{valid}")
-    values = {name: _convert(hints[name], value, f"{where}{name}") for name, value in data.items()}
+    values = {}
+    for name, value in data.items():
+        # a mapping for a nested config overrides the field's default instance key by key, not its class's
+        # defaults: ``--set train.temperature=1.0`` on the quickstart keeps the rest of its embedded ``train``
+        nested_default = getattr(base, name) if base is not None else _field_default(fields[name])
+        if isinstance(value, dict) and dataclasses.is_dataclass(hints[name]) \
+                and isinstance(nested_default, hints[name]):
+            values[name] = from_dict(hints[name], value, f"{where}{name}.", base=nested_default)
+        else:
+            values[name] = _convert(hints[name], value, f"{where}{name}")
     missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
-    if missing:
+    if missing and base is None:
         raise ConfigError(f"{cls.__name__} is missing required key(s): {', '.join(where + m for m in missing)}")
     try:
-        return cls(**values)
+        return dataclasses.replace(base, **values) if base is not None else cls(**values)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where or cls.__name__}: {error}") from error
 

@@ -45,6 +45,8 @@ class AlgorithmConfig:
     gamma: float = option(0.99, "gae: discount")
     lam: float = option(0.95, "gae: GAE lambda")
     lr: float = option(2e-5, "learning rate (AdamW)")
+    warmup_steps: int = option(0, "optimiser steps over which the learning rate rises linearly to lr (0 = none): "
+                                  "Adam's first steps move every weight by about lr, whatever its gradient")
     weight_decay: float = option(0.0, "AdamW weight decay")
     grad_clip: float = option(1.0, "max gradient norm")
     epochs: int = option(1, "passes over each batch")
@@ -56,6 +58,14 @@ class AlgorithmConfig:
         get_estimator(self.estimator)
         if self.epochs < 1 or self.minibatch_size < 1 or self.microbatch_size < 1:
             raise ValueError("epochs, minibatch_size and microbatch_size must be >= 1")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of optimiser step ``step`` (0-based) of the whole run."""
+        if self.warmup_steps == 0:
+            return self.lr
+        return self.lr * min(1.0, (step + 1) / self.warmup_steps)
         if not 0 <= self.clip_low < 1 or self.clip_high <= 0:
             raise ValueError("clip_low must be in [0, 1) and clip_high > 0")
 
@@ -200,8 +210,10 @@ def _sum_over_replicas(values: dict[str, float]) -> dict[str, float]:
 def update(policy, optimizer: torch.optim.Optimizer, batch: TrajectoryBatch, group_ids: np.ndarray,
            config: AlgorithmConfig, generator: torch.Generator, reference=None,
            value_head: ValueHead | None = None, *, rank: int = 0, world_size: int = 1,
-           strategy: str = "ddp", precision: str = "fp32") -> dict[str, float]:
+           strategy: str = "ddp", precision: str = "fp32", steps_before: int = 0) -> dict[str, float]:
     """Apply ``epochs`` passes of PPO-clip updates on ``batch``; returns averaged statistics.
+
+    ``steps_before``: optimiser steps the run took before this update (the learning-rate schedule's clock).
 
     ``rank``/``world_size``: this replica of a data-parallel group (see the module docstring); every
     replica gets the whole batch and the same ``generator`` state and returns the same statistics.
@@ -266,6 +278,8 @@ def update(policy, optimizer: torch.optim.Optimizer, batch: TrajectoryBatch, gro
             if not torch.isfinite(grad_norm):
                 optimizer.zero_grad(set_to_none=True)
                 raise FloatingPointError("non-finite gradient norm in the policy update; weights left unchanged")
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate(steps_before + optimizer_steps)
             optimizer.step()
             grad_norm_total += float(grad_norm)
             optimizer_steps += 1
@@ -274,7 +288,7 @@ def update(policy, optimizer: torch.optim.Optimizer, batch: TrajectoryBatch, gro
     micro_steps = totals.pop("micro_steps")
     stats = {key: value / micro_steps for key, value in totals.items()}
     stats.update(grad_norm=grad_norm_total / optimizer_steps, decisions=float(decisions),
-                 optimizer_steps=float(optimizer_steps),
+                 optimizer_steps=float(optimizer_steps), lr=config.learning_rate(steps_before + optimizer_steps - 1),
                  advantage_abs_mean=float(advantages[torch.from_numpy(batch.mask)].abs().mean()))
     return stats
 
@@ -334,13 +348,17 @@ class PolicyLearner:
             ref_model, tokenizer, _ = load_checkpoint(Path(reference_checkpoint), device=model.device)
             self.reference = VLAPolicy(ref_model.eval().requires_grad_(False), tokenizer, policy.temperature)
         self.generator = torch.Generator().manual_seed(seed)
+        self.optimizer_steps = 0
         if state is not None:
             self._load(state)
 
     def update(self, batch: TrajectoryBatch, group_ids: np.ndarray) -> dict[str, float]:
-        return update(self.policy, self.optimizer, batch, group_ids, self.algorithm, self.generator, self.reference,
-                      self.value_head, rank=self.rank, world_size=self.world_size,
-                      strategy=self.config.strategy, precision=self.config.precision)
+        stats = update(self.policy, self.optimizer, batch, group_ids, self.algorithm, self.generator, self.reference,
+                       self.value_head, rank=self.rank, world_size=self.world_size,
+                       strategy=self.config.strategy, precision=self.config.precision,
+                       steps_before=self.optimizer_steps)
+        self.optimizer_steps += int(stats["optimizer_steps"])
+        return stats
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The policy's plain weights (adapters merged, shards gathered: a collective under FSDP)."""
@@ -359,7 +377,7 @@ class PolicyLearner:
                                    for index, slots in optimizer["state"].items()},
                          "param_groups": optimizer["param_groups"]}
         # the same layout for every strategy (full slots keyed by parameter index): resume may switch
-        state = {"optimizer": optimizer, "generator": self.generator.get_state()}
+        state = {"optimizer": optimizer, "generator": self.generator.get_state(), "optimizer_steps": self.optimizer_steps}
         if self.value_head is not None:
             state["value_head"] = self.value_head.state_dict()
         if self.config.lora.enabled:
@@ -376,6 +394,7 @@ class PolicyLearner:
                          "param_groups": optimizer["param_groups"]}
         self.optimizer.load_state_dict(optimizer)
         self.generator.set_state(state["generator"])
+        self.optimizer_steps = int(state.get("optimizer_steps", 0))  # absent in checkpoints older than the schedule
         if self.value_head is not None:
             self.value_head.load_state_dict(state["value_head"])
 

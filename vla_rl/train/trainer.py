@@ -125,6 +125,7 @@ class IterationBatch:
     rounds: int
     env_restarts: int = 0           # envs rebuilt after a crash (their waves collected again)
     actor_restarts: int = 0         # rollout actors replaced after dying (their shares collected again)
+    informative_groups: int = 0     # groups with mixed rewards, before the cut to groups_per_iteration
 
 
 @dataclass
@@ -240,6 +241,7 @@ class Trainer:
                     kept_ids.append(group_ids[index])
         batch = None
         group_ids = np.zeros(0, int)
+        informative = sum(len(np.unique(ids)) for ids in kept_ids)
         if kept:
             batch = concat_batches(kept)
             group_ids = np.concatenate(kept_ids)
@@ -248,7 +250,7 @@ class Trainer:
                 batch, group_ids = _select(batch, np.arange(limit)), group_ids[:limit]
         return IterationBatch(batch, group_ids, successes / max(sampled, 1), sampled_groups,
                               len(np.unique(group_ids)), env_steps, seconds_policy, seconds_env, rounds,
-                              env_restarts, getattr(self.pool, "restarts", 0) - actor_restarts_before)
+                              env_restarts, getattr(self.pool, "restarts", 0) - actor_restarts_before, informative)
 
     def reward(self, batch: TrajectoryBatch) -> TrajectoryBatch:
         """The configured reward source's rewards (``vla_rl.reward.sources``); timed as "reward"."""
@@ -349,10 +351,13 @@ class Trainer:
         rollout_seconds = timer.seconds.get("rollout", 0.0)
         metrics = {"iteration": self.iteration, "train_success": rollout.sampled_success,
                    "sampled_groups": rollout.sampled_groups, "kept_groups": rollout.kept_groups,
-                   "filtered_fraction": 1.0 - rollout.kept_groups / max(rollout.sampled_groups, 1),
+                   "informative_groups": rollout.informative_groups,
+                   "filtered_fraction": 1.0 - rollout.informative_groups / max(rollout.sampled_groups, 1),
                    "sampling_rounds": rollout.rounds, "env_steps": rollout.env_steps,
                    "env_restarts": rollout.env_restarts, "actor_restarts": rollout.actor_restarts,
                    "env_steps_per_s": rollout.env_steps / max(rollout_seconds, 1e-9),
+                   # summed over the workers, which run in parallel: where a worker's time goes
+                   "worker_seconds_policy": rollout.seconds_policy, "worker_seconds_env": rollout.seconds_env,
                    "skipped_update": not stats}
         metrics.update({k: v for k, v in stats.items()})
         return metrics
