@@ -8,6 +8,7 @@ import torch
 
 from vla_rl.algos.advantages import (
     AdvantageInputs,
+    episode_step_weights,
     gae_advantages,
     get_estimator,
     grpo_advantages,
@@ -107,6 +108,26 @@ def test_ppo_on_policy_ratio_one_gives_policy_gradient():
     out.loss.backward()
     assert out.approx_kl == pytest.approx(0.0) and out.clip_fraction == 0.0
     assert logprob.grad[0].tolist() == pytest.approx([-1.0, -1.0])  # -A / tokens
+
+
+def test_step_weights_average_within_then_across_episodes():
+    # episode 0: one step (a quick success, A = +1); episode 1: three steps (a failure, A = -1); one token each
+    mask = np.array([[True, False, False], [True, True, True]])
+    weights = episode_step_weights(mask)
+    np.testing.assert_allclose(weights, [[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3]])
+    e, s = np.nonzero(mask)
+    logprob = torch.zeros(4, 1, requires_grad=True)
+    adv = torch.tensor([1.0, -1.0, -1.0, -1.0])
+    token_mask = torch.ones(4, 1, dtype=torch.bool)
+    token_mean = ppo_clip_loss(logprob, logprob.detach(), adv, token_mask)
+    episode_mean = ppo_clip_loss(logprob, logprob.detach(), adv, token_mask,
+                                 step_weights=torch.from_numpy(weights[e, s]))
+    # on-policy the per-token loss is -A: token-mean (-1 + 3) / 4 = 0.5; per episode (-1 + 1) / 2 = 0
+    assert float(token_mean.loss.detach()) == pytest.approx(0.5)
+    assert float(episode_mean.loss.detach()) == pytest.approx(0.0, abs=1e-6)
+    episode_mean.loss.backward()
+    assert logprob.grad[:, 0].tolist() == pytest.approx([-0.5, 1 / 6, 1 / 6, 1 / 6])
+    assert episode_mean.clip_fraction == token_mean.clip_fraction == 0.0
 
 
 def test_kl_penalty_k3():

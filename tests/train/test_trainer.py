@@ -63,7 +63,8 @@ def test_update_moves_policy_towards_positive_advantage():
     assert stats["clip_fraction"] == 0.0 and stats["grad_norm"] > 0
 
 
-def test_microbatching_gives_the_same_update():
+@pytest.mark.parametrize("aggregation", ["token-mean", "episode-mean"])
+def test_microbatching_gives_the_same_update(aggregation):
     results = []
     for micro in (1000, 7):
         policy = make_policy(seed=3)
@@ -71,9 +72,10 @@ def test_microbatching_gives_the_same_update():
             batch, _ = collect(policy, env, [TaskSpec("Reach", 1, "train")] * 2)
         batch.rewards[:] = 0.0
         batch.rewards[1, 0] = 1.0
+        batch.mask[0, 5:] = False  # unequal lengths: episode-mean weights differ from token-mean's
         optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.1)
-        update(policy, optimizer, batch, np.zeros(2, int), AlgorithmConfig(minibatch_size=1000, microbatch_size=micro),
-               torch.Generator().manual_seed(0))
+        config = AlgorithmConfig(minibatch_size=1000, microbatch_size=micro, loss_aggregation=aggregation)
+        update(policy, optimizer, batch, np.zeros(2, int), config, torch.Generator().manual_seed(0))
         results.append(torch.cat([p.detach().flatten() for p in policy.model.parameters()]))
     assert torch.allclose(results[0], results[1], atol=1e-5)
 

@@ -137,13 +137,17 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def ppo_clip_loss(logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
                   token_mask: torch.Tensor, clip_low: float = 0.2, clip_high: float = 0.28,
-                  ref_logprob: torch.Tensor | None = None, kl_coef: float = 0.0) -> LossOutput:
-    """Token-level PPO-clip, token-mean aggregation.
+                  ref_logprob: torch.Tensor | None = None, kl_coef: float = 0.0,
+                  step_weights: torch.Tensor | None = None) -> LossOutput:
+    """Token-level PPO-clip, token-mean aggregation (weighted by ``step_weights`` when given).
 
     logprob / old_logprob ``[N, L]`` per action token; advantages ``[N]`` (one per step, shared by
-    its tokens) or ``[N, L]``; token_mask ``bool [N, L]``. The ratio is clipped to
-    ``[1 - clip_low, 1 + clip_high]``. ``approx_kl`` is the k3 estimate of KL(old || new);
+    its tokens) or ``[N, L]``; token_mask ``bool [N, L]``; step_weights ``[N]`` (or ``None``: all 1),
+    a weight per step shared by its tokens: the loss is ``sum(w * loss) / sum(w)`` over the masked
+    tokens (``episode_step_weights`` gives each episode the same total weight). The ratio is clipped
+    to ``[1 - clip_low, 1 + clip_high]``. ``approx_kl`` is the k3 estimate of KL(old || new);
     ``ref_kl`` the k3 estimate of KL(new || ref) added with ``kl_coef`` when a reference is given.
+    The statistics are unweighted token means.
     """
     if advantages.dim() == 1:
         advantages = advantages[:, None].expand_as(logprob)
@@ -158,11 +162,27 @@ def ppo_clip_loss(logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: 
         token_kl = ref_log_ratio.exp() - ref_log_ratio - 1.0
         per_token = per_token + kl_coef * token_kl
         ref_kl = masked_mean(token_kl.detach(), token_mask)
-    loss = masked_mean(per_token, token_mask)
+    if step_weights is None:
+        loss = masked_mean(per_token, token_mask)
+    else:
+        weights = token_mask.to(per_token.dtype) * step_weights.to(per_token.dtype)[:, None]
+        loss = (per_token * weights).sum() / weights.sum().clamp(min=1e-12)
     with torch.no_grad():
         clip_fraction = masked_mean(((ratio < 1.0 - clip_low) | (ratio > 1.0 + clip_high)).to(ratio.dtype), token_mask)
         approx_kl = masked_mean((ratio - 1.0) - log_ratio, token_mask)
     return LossOutput(loss=loss, clip_fraction=float(clip_fraction), approx_kl=float(approx_kl), ref_kl=float(ref_kl))
+
+
+def episode_step_weights(mask: np.ndarray) -> np.ndarray:
+    """``[B, T]`` weights ``1 / steps`` of each episode on its valid steps (0 on padding), so that every
+    episode weighs the same in the loss whatever its length (GRPO's original per-sequence mean).
+
+    Token-mean aggregation weighs an episode by its length. In manipulation, successes end early and
+    failures run to the step limit: in the quickstart a success took 4-9 decisions and a failure 50,
+    so token-mean put ~90% of a mixed group's weight on pushing failures down.
+    """
+    steps = mask.sum(axis=1, keepdims=True)
+    return np.where(mask, 1.0 / np.maximum(steps, 1), 0.0)
 
 
 def value_loss(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

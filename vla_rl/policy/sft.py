@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from typing import Literal
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +56,11 @@ class SFTConfig:
                                                "head reads them, so it cannot key on the exact points of its training "
                                                "scenes")
     proprio_noise: float = option(0.0, "std of Gaussian noise on the standardised proprio, for the same reason")
-    head_points: str = option("localiser", "points the action head reads in training: 'localiser' (its own output, "
-                                           "detached) or 'labels' (the demos' true points; with located_noise_pixels "
-                                           "they stand in for a localiser's small errors, and the localiser then "
-                                           "only needs localiser_batch_size images per step)")
+    head_points: Literal["localiser", "labels"] = option(
+        "localiser", "points the action head reads in training: 'localiser' (its own output, "
+                     "detached) or 'labels' (the demos' true points; with located_noise_pixels "
+                     "they stand in for a localiser's small errors, and the localiser then "
+                     "only needs localiser_batch_size images per step)")
     localiser_batch_size: int = option(0, "with head_points: labels, train the localiser on this many of each "
                                           "batch's images (0 = all): the full-resolution maps dominate a step")
     localiser_loss_weight: float = option(1.0, "weight of the localiser's loss (model.localiser_points > 0) beside the "

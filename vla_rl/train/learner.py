@@ -3,8 +3,9 @@
 Decisions (one policy query each) of all kept episodes are flattened and shuffled, then split into
 mini-batches of ``minibatch_size`` decisions, one optimiser step each, for ``epochs`` passes. A
 mini-batch is processed in micro-batches of ``microbatch_size`` with gradient accumulation, each
-micro-batch's loss weighted by its share of the mini-batch's tokens, so the result is exactly the
-token-mean over the mini-batch whatever the micro-batch size.
+micro-batch's loss weighted by its share of the mini-batch's decision weights (1 each for token-mean,
+1/episode length for ``loss_aggregation: episode-mean``), so the result is exactly the weighted mean
+over the mini-batch whatever the micro-batch size.
 
 Data parallelism (``world_size > 1``, torch.distributed already initialised): every replica draws
 the same shuffle (same generator state), takes every ``world_size``-th micro-batch of each
@@ -25,8 +26,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from vla_rl.algos.advantages import AdvantageInputs, get_estimator, masked_mean, ppo_clip_loss, value_loss
+from vla_rl.algos.advantages import (AdvantageInputs, episode_step_weights, get_estimator, masked_mean, ppo_clip_loss,
+                                     value_loss)
 from vla_rl.core.config import option
+from vla_rl.core.schedules import linear_warmup_lr
 from vla_rl.core.types import TrajectoryBatch
 from vla_rl.policy.lora import LoRAConfig, apply_lora, lora_tensors, merged_state_dict, restore_lora
 from vla_rl.rollout.collector import step_obs
@@ -53,19 +56,23 @@ class AlgorithmConfig:
     minibatch_size: int = option(256, "decisions per optimiser step")
     microbatch_size: int = option(64, "decisions per forward pass (gradient accumulation)")
     dynamic_sampling: bool = option(True, "drop groups whose rewards are all equal and sample more")
+    loss_aggregation: Literal["token-mean", "episode-mean"] = option(
+        "token-mean", "token-mean: every action token weighs the same (DAPO), so an episode weighs by its length; "
+                      "episode-mean: each episode's tokens are averaged, then episodes (GRPO's original), so a "
+                      "5-step success weighs as much as a 50-step failure")
 
     def __post_init__(self) -> None:
         get_estimator(self.estimator)
         if self.epochs < 1 or self.minibatch_size < 1 or self.microbatch_size < 1:
             raise ValueError("epochs, minibatch_size and microbatch_size must be >= 1")
+        if self.loss_aggregation not in ("token-mean", "episode-mean"):
+            raise ValueError(f"loss_aggregation must be token-mean or episode-mean, got {self.loss_aggregation!r}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
 
     def learning_rate(self, step: int) -> float:
         """The learning rate of optimiser step ``step`` (0-based) of the whole run."""
-        if self.warmup_steps == 0:
-            return self.lr
-        return self.lr * min(1.0, (step + 1) / self.warmup_steps)
+        return linear_warmup_lr(step, self.lr, self.warmup_steps)
         if not 0 <= self.clip_low < 1 or self.clip_high <= 0:
             raise ValueError("clip_low must be in [0, 1) and clip_high > 0")
 
@@ -142,15 +149,18 @@ def rollout_values(policy, value_head: ValueHead, batch: TrajectoryBatch, microb
     return values
 
 
-def _micro_batches(minibatch: np.ndarray, size: int, rank: int, world_size: int, lockstep: bool):
+def _micro_batches(minibatch: np.ndarray, size: int, rank: int, world_size: int, lockstep: bool,
+                   decision_weights: np.ndarray):
     """This replica's ``(decision indices, loss weight)`` of one mini-batch: every ``world_size``-th
-    micro-batch; with ``lockstep``, a replica that has none left gets the first again with weight 0."""
+    micro-batch, weighted by its share of the mini-batch's total ``decision_weights``; with ``lockstep``,
+    a replica that has none left gets the first again with weight 0."""
     chunks = [minibatch[i:i + size] for i in range(0, len(minibatch), size)]
+    total = float(decision_weights[minibatch].sum())
     rounds = -(-len(chunks) // world_size)
     for round_index in range(rounds):
         index = round_index * world_size + rank
         if index < len(chunks):
-            yield chunks[index], len(chunks[index]) / len(minibatch)
+            yield chunks[index], float(decision_weights[chunks[index]].sum()) / total
         elif lockstep:
             yield chunks[0], 0.0
 
@@ -228,6 +238,8 @@ def update(policy, optimizer: torch.optim.Optimizer, batch: TrajectoryBatch, gro
     decisions = len(episodes)
     if decisions == 0:
         raise ValueError("the batch has no valid decisions to learn from")
+    per_episode = config.loss_aggregation == "episode-mean"
+    decision_weights = episode_step_weights(batch.mask)[episodes, steps] if per_episode else np.ones(decisions)
     old_logprob_all = torch.from_numpy(batch.old_logprobs)
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     device_type = next(policy.model.parameters()).device.type
@@ -242,7 +254,7 @@ def update(policy, optimizer: torch.optim.Optimizer, batch: TrajectoryBatch, gro
             minibatch = order[mb_start:mb_start + config.minibatch_size]
             optimizer.zero_grad(set_to_none=True)
             for micro, weight in _micro_batches(minibatch, config.microbatch_size, rank, world_size,
-                                                lockstep=strategy == "fsdp"):
+                                                strategy == "fsdp", decision_weights):
                 e, s = episodes[micro], steps[micro]
                 tokens = torch.from_numpy(batch.action_tokens[e, s])
                 with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -255,7 +267,8 @@ def update(policy, optimizer: torch.optim.Optimizer, batch: TrajectoryBatch, gro
                 token_mask = torch.ones_like(logprob, dtype=torch.bool)
                 device = logprob.device
                 out = ppo_clip_loss(logprob, old_logprob_all[e, s].to(device), advantages[e, s].to(device), token_mask,
-                                    config.clip_low, config.clip_high, ref_logprob, config.kl_coef)
+                                    config.clip_low, config.clip_high, ref_logprob, config.kl_coef,
+                                    torch.from_numpy(decision_weights[micro]).to(device) if per_episode else None)
                 mean_entropy = masked_mean(entropy, token_mask)
                 loss = out.loss - config.entropy_coef * mean_entropy
                 if use_values:
