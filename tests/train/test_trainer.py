@@ -42,6 +42,24 @@ def test_collect_shapes_masks_and_on_policy_logprobs():
     assert torch.allclose(recomputed, torch.from_numpy(batch.old_logprobs[e, s]), atol=1e-4)
 
 
+def test_training_rollouts_stop_at_max_decisions_and_evaluation_does_not():
+    from vla_rl.rollout.worker import RolloutWorker
+
+    specs = [TaskSpec("Reach", 3, "train")] * 2
+    env_factory = lambda: TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32))  # noqa: E731
+    worker = RolloutWorker(env_factory, lambda: make_policy(seed=1), max_decisions=4)
+    try:
+        batch, stats = worker.collect(specs)
+        assert batch.mask.shape[1] == 4 and stats.decisions == batch.mask.sum() <= 8
+        assert not batch.success.any()  # a random policy does not reach in 4 steps: cut episodes are failures
+        outcomes = worker.evaluate([TaskSpec("Reach", 0, "eval")])
+        assert outcomes[0].steps > 4  # the task's own limit
+    finally:
+        worker.env.close()
+    with pytest.raises(ValueError, match="max_decisions"):
+        RolloutConfig(max_decisions=-1)
+
+
 def test_update_moves_policy_towards_positive_advantage():
     policy = make_policy(seed=2)
     specs = [TaskSpec("Reach", 0, "train")] * 4

@@ -76,14 +76,15 @@ def make_pool(rollout, suite: str, checkpoint: Path, temperature: float, seed: i
         from vla_rl.rollout.worker import LocalRolloutPool
 
         return LocalRolloutPool(env_factory, policy_factory, rollout.num_workers, rollout.torch_threads_per_worker, seed,
-                                eval_env_factory)
+                                eval_env_factory, rollout.max_decisions)
     from vla_rl.distributed.ray_pool import RayRolloutPool, init_ray
 
     resources = init_ray(rollout.ray_address, num_cpus=None)
     _check_resources(resources, rollout.num_workers, rollout.cpus_per_worker, rollout.gpus_per_worker,
                      "rollout workers", "rollout.num_workers or rollout.cpus_per_worker / gpus_per_worker")
     return RayRolloutPool(env_factory, policy_factory, rollout.num_workers, rollout.torch_threads_per_worker, seed,
-                          rollout.cpus_per_worker, rollout.gpus_per_worker, eval_env_factory=eval_env_factory)
+                          rollout.cpus_per_worker, rollout.gpus_per_worker, eval_env_factory=eval_env_factory,
+                          max_decisions=rollout.max_decisions)
 
 
 def _check_resources(resources: dict, count: int, cpus: float, gpus: float, what: str, knobs: str) -> None:

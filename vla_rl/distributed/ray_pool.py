@@ -68,13 +68,14 @@ class _ActorWorker(RolloutWorker):
 class RayRolloutPool:
     def __init__(self, env_factory: Callable[[], Any], policy_factory: Callable[[], Any], num_workers: int = 2,
                  torch_threads: int = 1, seed: int = 0, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
-                 max_retries: int = 2, eval_env_factory: Callable[[], Any] | None = None):
+                 max_retries: int = 2, eval_env_factory: Callable[[], Any] | None = None, max_decisions: int = 0):
         import ray
 
         self._ray = ray
         self._remote = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)(_ActorWorker)
         self._args = (env_factory, policy_factory, torch_threads)
         self._eval_env_factory = eval_env_factory
+        self._max_decisions = max_decisions
         self.seed = seed
         self.max_retries = max_retries
         self.restarts = 0
@@ -88,7 +89,7 @@ class RayRolloutPool:
         # a replacement gets a fresh sampling seed: replaying the dead actor's exact random stream
         # is not needed (its share is re-collected as new episodes), and distinct seeds avoid clones
         return self._remote.remote(*self._args, seed=self.seed + index + 1000 * self.restarts,
-                                   eval_env_factory=self._eval_env_factory)
+                                   eval_env_factory=self._eval_env_factory, max_decisions=self._max_decisions)
 
     def set_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
         self._weights_ref = self._ray.put({k: v.detach().cpu() for k, v in state_dict.items()})

@@ -27,9 +27,12 @@ class RolloutStats:
 
 
 def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: bool = True,
-            policy_version: int = 0) -> tuple[TrajectoryBatch, RolloutStats]:
+            policy_version: int = 0, max_decisions: int = 0) -> tuple[TrajectoryBatch, RolloutStats]:
     """Roll out one episode per spec (``len(specs) <= env.spec.num_envs``; spare slots replay the
-    last spec and are dropped)."""
+    last spec and are dropped). ``max_decisions > 0`` cuts every episode after that many decisions
+    (an episode cut before success is a failure); 0 runs each to its task's step limit."""
+    if max_decisions < 0:
+        raise ValueError(f"max_decisions must be >= 0, got {max_decisions}")
     slots = env.spec.num_envs
     if not 1 <= len(specs) <= slots:
         raise ValueError(f"collect needs 1..{slots} task specs for this env, got {len(specs)}")
@@ -44,7 +47,7 @@ def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: 
     success = np.zeros(slots, bool)
     records: dict[str, list] = {"images": [], "proprio": [], "tokens": [], "actions": [], "logprob": [],
                                 "rewards": [], "mask": []}
-    while not done[:count].all():
+    while not done[:count].all() and not (max_decisions and len(records["mask"]) >= max_decisions):
         started = time.perf_counter()
         output = policy.act(obs, explore=explore)
         stats.seconds_policy += time.perf_counter() - started

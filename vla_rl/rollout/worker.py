@@ -30,10 +30,12 @@ MAX_ENV_RESTARTS = 2  # per wave: an env that keeps crashing is a bug to report,
 
 class RolloutWorker:
     """``eval_env_factory``: the env of greedy evaluation when it must differ from the training env
-    (training in a world model, evaluating in the simulator); built on the first evaluation."""
+    (training in a world model, evaluating in the simulator); built on the first evaluation.
+    ``max_decisions``: training episodes stop after that many decisions (0 = the task's step limit);
+    evaluation always runs to the task's limit."""
 
     def __init__(self, env_factory: Callable[[], Any], policy_factory: Callable[[], Any], torch_threads: int = 1,
-                 seed: int = 0, eval_env_factory: Callable[[], Any] | None = None):
+                 seed: int = 0, eval_env_factory: Callable[[], Any] | None = None, max_decisions: int = 0):
         torch.set_num_threads(max(1, torch_threads))
         self._env_factory = env_factory
         self.env = env_factory()
@@ -45,6 +47,7 @@ class RolloutWorker:
         self.version = 0
         self._eval_env_factory = eval_env_factory
         self._eval_env = None
+        self.max_decisions = max_decisions
 
     @staticmethod
     def _seed_env(env, seed: int) -> None:
@@ -80,7 +83,8 @@ class RolloutWorker:
         for start in range(0, len(specs), self.num_envs):
             wave = specs[start:start + self.num_envs]
             batch, stats = self._restarting(lambda: collect(self.policy, self.env, wave, explore=True,
-                                                            policy_version=self.version), training_env=True)
+                                                            policy_version=self.version,
+                                                            max_decisions=self.max_decisions), training_env=True)
             batches.append(batch)
             total.env_steps += stats.env_steps
             total.decisions += stats.decisions
@@ -140,9 +144,10 @@ class LocalRolloutPool:
     """Rollout workers in this process, run one after another (same interface as the Ray pool)."""
 
     def __init__(self, env_factory: Callable[[], Any], policy_factory: Callable[[], Any], num_workers: int = 1,
-                 torch_threads: int = 1, seed: int = 0, eval_env_factory: Callable[[], Any] | None = None):
-        self.workers = [RolloutWorker(env_factory, policy_factory, torch_threads, seed + i, eval_env_factory)
-                        for i in range(num_workers)]
+                 torch_threads: int = 1, seed: int = 0, eval_env_factory: Callable[[], Any] | None = None,
+                 max_decisions: int = 0):
+        self.workers = [RolloutWorker(env_factory, policy_factory, torch_threads, seed + i, eval_env_factory,
+                                      max_decisions) for i in range(num_workers)]
         self.node_ids = ["local"] * num_workers
 
     @property

@@ -45,6 +45,10 @@ class RolloutConfig:
     ray_address: str = option("", "join this Ray cluster ('auto' = the running one); empty = start Ray locally")
     num_workers: int = option(2, "rollout workers (Ray actors), each with its own vector env and policy copy")
     envs_per_worker: int = option(16, "env slots per worker")
+    max_decisions: int = option(0, "training episodes stop after this many decisions, a failure if not yet "
+                                   "successful (0 = the task's step limit); evaluation always runs to the task's "
+                                   "limit. Failures run to the limit while successes end early, so a cut well above "
+                                   "the successes' length buys more episodes per minute")
     env_processes: int = option(0, "processes per worker's vector env (0 = step in the worker itself)")
     torch_threads_per_worker: int = option(1, "torch threads of each worker's policy")
     cpus_per_worker: float = option(1.0, "Ray CPUs reserved per worker")
@@ -55,6 +59,8 @@ class RolloutConfig:
     def __post_init__(self) -> None:
         if self.num_workers < 1 or self.envs_per_worker < 1:
             raise ValueError("num_workers and envs_per_worker must be >= 1")
+        if self.max_decisions < 0:
+            raise ValueError(f"rollout.max_decisions must be >= 0 (0 = the task's limit), got {self.max_decisions}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"rollout.precision must be fp32 or bf16, got {self.precision!r}")
 
