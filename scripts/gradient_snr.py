@@ -6,7 +6,7 @@ aggregation.
 Two independent estimates ``g_i = mu + noise_i`` have an expected cosine of about
 ``|mu|^2 / (|mu|^2 + E|noise|^2)``: near 1 when a batch pins the direction down, near 0 when an update
 is mostly noise. Adam moves every weight by about ``lr`` per step whatever that ratio, so a low one
-calls for a small learning rate, bigger batches or more of them (docs/training.md, quickstart run 8).
+calls for a small learning rate, bigger batches or more of them (docs/training.md, quickstart session 13).
 
     python scripts/gradient_snr.py runs/quickstart/sft/step_001500 [--tasks Reach PressButton]
         [--batches 3] [--groups 8] [--group-size 8] [--max-decisions 0]

@@ -39,10 +39,12 @@ def _default_sft() -> SFTConfig:
 
 
 def _default_train() -> TrainConfig:
-    return TrainConfig(iterations=30, time_limit_minutes=11, temperature=1.0, group_size=8, groups_per_iteration=4,
-                       max_sampling_rounds=2, algorithm=AlgorithmConfig(lr=3e-4, minibatch_size=128, microbatch_size=64),
-                       rollout=RolloutConfig(num_workers=2, envs_per_worker=16), eval_every=10,
-                       eval_episodes_per_task=50, checkpoint_every=10)
+    return TrainConfig(iterations=80, time_limit_minutes=11, temperature=1.0, group_size=8, groups_per_iteration=4,
+                       max_sampling_rounds=2,
+                       algorithm=AlgorithmConfig(lr=2e-4, minibatch_size=128, microbatch_size=64,
+                                                 loss_aggregation="episode-mean"),
+                       rollout=RolloutConfig(num_workers=2, envs_per_worker=16, max_decisions=20), eval_every=20,
+                       eval_episodes_per_task=50, checkpoint_every=20)
 
 
 @dataclass(frozen=True)
