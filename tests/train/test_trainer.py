@@ -216,3 +216,11 @@ def test_trainer_with_the_critic_as_reward_source(tmp_path, tiny_checkpoint):
     assert np.all(batch.rewards[~batch.mask] == 0) and np.count_nonzero(batch.rewards[batch.mask]) > 0
     assert batch.final_frames is not None and batch.final_frames.shape[1:] == (32, 32, 3)
     assert trainer.seconds_reward > 0
+
+
+@pytest.mark.parametrize("bad, fragment", [({"clip_low": 1.0}, "clip_low"), ({"clip_high": 0.0}, "clip_high"),
+                                           ({"loss_aggregation": "sum"}, "loss_aggregation"),
+                                           ({"warmup_steps": -1}, "warmup_steps"), ({"epochs": 0}, "epochs")])
+def test_algorithm_config_refuses_bad_values(bad, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        AlgorithmConfig(**bad)

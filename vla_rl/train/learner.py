@@ -69,12 +69,12 @@ class AlgorithmConfig:
             raise ValueError(f"loss_aggregation must be token-mean or episode-mean, got {self.loss_aggregation!r}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.clip_low < 1 or self.clip_high <= 0:
+            raise ValueError("clip_low must be in [0, 1) and clip_high > 0")
 
     def learning_rate(self, step: int) -> float:
         """The learning rate of optimiser step ``step`` (0-based) of the whole run."""
         return linear_warmup_lr(step, self.lr, self.warmup_steps)
-        if not 0 <= self.clip_low < 1 or self.clip_high <= 0:
-            raise ValueError("clip_low must be in [0, 1) and clip_high > 0")
 
 
 @dataclass(frozen=True)
