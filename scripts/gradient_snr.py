@@ -43,8 +43,11 @@ AGGREGATIONS = ("token-mean", "episode-mean")
 def module_of(name: str) -> str:
     """Parameter name -> the module the report groups it under (decoder layers one by one)."""
     parts = name.split(".")
-    return ".".join(parts[:4]) if parts[0] == "language_model" and parts[2] == "layers" else ".".join(parts[:2]) \
-        if parts[0] == "language_model" else parts[0]
+    if parts[0] != "language_model":
+        return parts[0]
+    if parts[2:3] == ["layers"]:  # language_model.model.layers.<i>
+        return ".".join(parts[:4])
+    return ".".join(parts[:2])
 
 
 def policy_gradient(policy, batch, group_ids: np.ndarray, aggregation: str) -> dict[str, torch.Tensor]:

@@ -137,9 +137,10 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "", base: T | Non
     for name, value in data.items():
         # a mapping for a nested config overrides the field's default instance key by key, not its class's
         # defaults: ``--set train.temperature=1.0`` on the quickstart keeps the rest of its embedded ``train``
-        nested_default = getattr(base, name) if base is not None else _field_default(fields[name])
-        if isinstance(value, dict) and dataclasses.is_dataclass(hints[name]) \
-                and isinstance(nested_default, hints[name]):
+        nested_default = None
+        if isinstance(value, dict) and dataclasses.is_dataclass(hints[name]):
+            nested_default = getattr(base, name) if base is not None else _field_default(fields[name])
+        if nested_default is not None and isinstance(nested_default, hints[name]):
             values[name] = from_dict(hints[name], value, f"{where}{name}.", base=nested_default)
         else:
             values[name] = _convert(hints[name], value, f"{where}{name}")
