@@ -19,15 +19,19 @@ def test_evaluate_counts_expert_success_and_idle_failure():
         experts = {}
 
         def expert_predict(obs):
+            # evaluate asks only for the slots still running: find each row's slot by its proprio
             actions = []
-            for slot, sim in enumerate(env._local.current):
+            for proprio in obs.proprio:
+                slot = int(np.flatnonzero(np.all(env._local.last_proprio == proprio, axis=1))[0])
+                sim = env._local.current[slot]
                 if experts.get(slot, (None,))[0] is not sim.layout:
                     experts[slot] = (sim.layout, make_expert(sim))
                 actions.append(experts[slot][1].act())
             return np.stack(actions)[:, None]
 
         solved = evaluate(expert_predict, env, specs)
-        idle = evaluate(lambda obs: np.zeros((2, 1, 7), np.float32), env, specs[:3], video_specs=[specs[2]])
+        idle = evaluate(lambda obs: np.zeros((obs.batch_size, 1, 7), np.float32), env, specs[:3],
+                        video_specs=[specs[2]])
     table = solved.per_task()
     assert table["Reach"]["successes"] == 3 and table["PressButton"]["successes"] == 2
     assert table["Reach"]["init_state_ids"] == [0, 1, 2] and solved.mean_success == 1.0

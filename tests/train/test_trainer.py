@@ -42,6 +42,25 @@ def test_collect_shapes_masks_and_on_policy_logprobs():
     assert torch.allclose(recomputed, torch.from_numpy(batch.old_logprobs[e, s]), atol=1e-4)
 
 
+def test_policy_is_queried_only_for_running_slots():
+    from vla_rl.rollout.collector import act_where
+
+    policy = make_policy(seed=1)
+    sizes = []
+    original = policy.act
+    policy.act = lambda obs, explore: sizes.append(obs.batch_size) or original(obs, explore=explore)
+    specs = [TaskSpec("Reach", 3, "train")] * 3
+    with TabletopVecEnv(VecEnvConfig(num_envs=4, num_workers=0, image_size=32)) as env:
+        obs = env.reset(specs + specs[:1])
+        collect(policy, env, specs, max_decisions=3)
+    assert sizes == [3, 3, 3]  # the spare fourth slot is never decoded
+    sizes.clear()
+    tokens, logprob, actions = act_where(policy, obs, np.array([True, False, False, True]), explore=True)
+    assert sizes == [2] and tokens.shape == (4, 7) and actions.shape == (4, 1, 7)
+    assert not tokens[1:3].any() and not logprob[1:3].any() and not actions[1:3].any()
+    assert (tokens[[0, 3]] >= policy.config.first_action_token_id).all() and (logprob[[0, 3]] < 0).all()
+
+
 def test_training_rollouts_stop_at_max_decisions_and_evaluation_does_not():
     from vla_rl.rollout.worker import RolloutWorker
 

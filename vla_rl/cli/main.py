@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from vla_rl.core.config import ConfigError, describe, load_config
+from vla_rl.core.memory import keep_freed_memory
 
 
 def _headless_rendering_default() -> None:
@@ -445,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     _headless_rendering_default()
+    keep_freed_memory()  # torch next to MuJoCo renderers page-faulted every activation (vla_rl.core.memory)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `vla-rl envs list | head` exits quietly
     args = build_parser().parse_args(argv)
     try:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vla_rl.core.memory import keep_freed_memory
 from vla_rl.core.types import TrajectoryBatch
 from vla_rl.train.learner import AlgorithmConfig, LearnerConfig, PolicyLearner
 
@@ -31,6 +32,7 @@ class _LearnerActor:
                  temperature: float, reference_checkpoint: str):
         if config.threads:
             torch.set_num_threads(config.threads)
+        keep_freed_memory()
         self.args = (checkpoint, algorithm, config, seed, temperature, reference_checkpoint)
         self.learner: PolicyLearner | None = None
 

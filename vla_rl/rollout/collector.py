@@ -48,20 +48,21 @@ def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: 
     records: dict[str, list] = {"images": [], "proprio": [], "tokens": [], "actions": [], "logprob": [],
                                 "rewards": [], "mask": []}
     while not done[:count].all() and not (max_decisions and len(records["mask"]) >= max_decisions):
-        started = time.perf_counter()
-        output = policy.act(obs, explore=explore)
-        stats.seconds_policy += time.perf_counter() - started
         active = ~done
+        active[count:] = False  # spare slots replay a spec nobody asked for: no policy call for them
+        started = time.perf_counter()
+        tokens, logprob, actions = act_where(policy, obs, active, explore)
+        stats.seconds_policy += time.perf_counter() - started
         records["images"].append({name: image[:count].copy() for name, image in obs.images.items()})
         records["proprio"].append(obs.proprio[:count].copy())
-        records["tokens"].append(_as_numpy(output.tokens)[:count])
-        records["logprob"].append(_as_numpy(output.logprob).astype(np.float32)[:count])
-        records["actions"].append(output.actions[:count])
+        records["tokens"].append(tokens[:count])
+        records["logprob"].append(logprob[:count])
+        records["actions"].append(actions[:count])
         records["mask"].append(active[:count].copy())
         reward = np.zeros(slots, np.float32)
         started = time.perf_counter()
-        for k in range(output.actions.shape[1]):
-            step = env.step(output.actions[:, k])
+        for k in range(actions.shape[1]):
+            step = env.step(actions[:, k])
             stats.env_steps += int((~done[:count]).sum())
             reward += np.where(done, 0.0, step.reward)
             success |= step.success & ~done
@@ -87,6 +88,29 @@ def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: 
         final_frames=obs.images["agentview"][:count].copy(),  # ended slots keep their last frame
     )
     return batch, stats
+
+
+def act_where(policy: Policy, obs: ObsBatch, active: np.ndarray, explore: bool
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The policy on the ``active`` slots only: tokens ``int64 [B, L]``, per-token log-probs
+    ``float32 [B, L]`` and actions ``float32 [B, K, A]`` for all ``B`` slots, zeros on the others.
+    Ended episodes stay in the vector env's batch until the longest one ends (half the slots of a
+    wave, once its successes are done); their actions are never executed and their decisions are
+    masked, so the forward pass on them was wasted."""
+    index = np.flatnonzero(active)
+    if len(index) == len(active):
+        output = policy.act(obs, explore=explore)
+        return (_as_numpy(output.tokens).astype(np.int64), _as_numpy(output.logprob).astype(np.float32),
+                np.asarray(output.actions, np.float32))
+    if len(index) == 0:
+        raise ValueError("act_where needs at least one active slot")
+    output = policy.act(obs.select(index), explore=explore)
+    sub_tokens, sub_logprob = _as_numpy(output.tokens), _as_numpy(output.logprob)
+    tokens = np.zeros((len(active), sub_tokens.shape[1]), np.int64)
+    logprob = np.zeros((len(active), sub_logprob.shape[1]), np.float32)
+    actions = np.zeros((len(active), *output.actions.shape[1:]), np.float32)
+    tokens[index], logprob[index], actions[index] = sub_tokens, sub_logprob, output.actions
+    return tokens, logprob, actions
 
 
 def _as_numpy(values) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Success rate of a policy on fixed init states, run through any ``VecEnv``.
 
 Episodes are spread over the env's slots in waves; a wave runs until every slot has ended (slots
-freeze when done), so each init state is rolled out exactly once. With action chunks (``K > 1``)
+freeze when done), so each init state is rolled out exactly once. The policy is queried only for the
+slots still running. With action chunks (``K > 1``)
 the K actions of one prediction are executed open loop before the policy is queried again.
 """
 
@@ -78,7 +79,7 @@ def evaluate(predict: Callable[[ObsBatch], np.ndarray], env: VecEnv, specs: Sequ
         success = np.zeros(slots, bool)
         steps = np.zeros(slots, int)
         while not done[: len(wave)].all():
-            chunk = predict(obs)
+            chunk = _predict_active(predict, obs, ~done & (np.arange(slots) < len(wave)))
             for k in range(chunk.shape[1]):
                 step = env.step(chunk[:, k])
                 for i in filmed:
@@ -96,3 +97,15 @@ def evaluate(predict: Callable[[ObsBatch], np.ndarray], env: VecEnv, specs: Sequ
         if progress is not None:
             progress(len(wave))
     return result
+
+
+def _predict_active(predict: Callable[[ObsBatch], np.ndarray], obs: ObsBatch, active: np.ndarray) -> np.ndarray:
+    """``predict`` on the slots still running (zeros elsewhere): ended and idle slots are never stepped
+    again, so predicting for them was wasted work (most of a wave's tail, where failures run to the limit)."""
+    index = np.flatnonzero(active)
+    if len(index) == len(active):
+        return np.asarray(predict(obs), np.float32)
+    chunk = np.asarray(predict(obs.select(index)), np.float32)
+    full = np.zeros((len(active), *chunk.shape[1:]), np.float32)
+    full[index] = chunk
+    return full

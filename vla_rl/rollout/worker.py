@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 import torch
 
+from vla_rl.core.memory import keep_freed_memory
 from vla_rl.core.protocols import EnvCrashed
 from vla_rl.core.types import TaskSpec, TrajectoryBatch
 from vla_rl.rollout.collector import RolloutStats, collect, concat_batches
@@ -37,6 +38,7 @@ class RolloutWorker:
     def __init__(self, env_factory: Callable[[], Any], policy_factory: Callable[[], Any], torch_threads: int = 1,
                  seed: int = 0, eval_env_factory: Callable[[], Any] | None = None, max_decisions: int = 0):
         torch.set_num_threads(max(1, torch_threads))
+        keep_freed_memory()  # this process renders and runs the policy (vla_rl.core.memory)
         self._env_factory = env_factory
         self.env = env_factory()
         self.env_restarts = 0
