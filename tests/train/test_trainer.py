@@ -182,6 +182,50 @@ def test_dynamic_sampling_skips_uniform_groups(tmp_path, tiny_checkpoint):
     assert trainer.learn(rollout) == {}
 
 
+class _ScriptedPool:
+    """A stand-in pool (the real ones run in the tests around this one) whose rounds return episodes
+    with scripted successes, so the trainer's choice of groups can be checked exactly."""
+
+    node_ids = ["local"]
+    slots_per_worker = 8
+
+    def __init__(self, rounds: list[list[bool]]):
+        self.rounds = iter(rounds)
+
+    def set_weights(self, state_dict, version):
+        self.version = version
+
+    def collect(self, shares):
+        from vla_rl.core.types import TrajectoryBatch
+        from vla_rl.rollout.collector import RolloutStats
+
+        success = np.array(next(self.rounds))
+        count, steps = len(success), 2
+        batch = TrajectoryBatch(
+            images={"agentview": np.zeros((count, steps, 8, 8, 3), np.uint8)},
+            proprio=np.zeros((count, steps, 8), np.float32), instructions=["reach"] * count,
+            action_tokens=np.zeros((count, steps, 7), np.int64), actions=np.zeros((count, steps, 1, 7), np.float32),
+            old_logprobs=np.zeros((count, steps, 7), np.float32),
+            rewards=np.stack([np.zeros(count), success.astype(float)], 1).astype(np.float32),
+            mask=np.ones((count, steps), bool), success=success, task_specs=[s for share in shares for s in share],
+            policy_version=self.version)
+        return [(batch, RolloutStats(env_steps=count * steps))]
+
+
+@pytest.mark.parametrize("keep_surplus", [False, True])
+def test_second_sampling_round_keeps_surplus_informative_groups_when_asked(tmp_path, tiny_checkpoint, keep_surplus):
+    mixed, uniform = [True, False], [False, False]
+    rounds = [mixed + mixed + uniform + uniform, mixed + uniform + mixed + mixed]  # 4 groups of 2 per round
+    config = _train_config(tmp_path, tiny_checkpoint, algorithm=AlgorithmConfig(dynamic_sampling=True),
+                           groups_per_iteration=3, max_sampling_rounds=3, keep_surplus_groups=keep_surplus)
+    trainer = Trainer(config, _ScriptedPool(rounds), eval_state_counter("tabletop"), show_progress=False)
+    trainer.sync()
+    rollout = trainer.rollout()
+    assert rollout.rounds == 2 and rollout.sampled_groups == 8 and rollout.informative_groups == 5
+    assert rollout.kept_groups == (5 if keep_surplus else 3)
+    assert len(rollout.batch.success) == 2 * rollout.kept_groups and rollout.batch.success.sum() == rollout.kept_groups
+
+
 def test_stale_rollouts_are_refused(tmp_path, tiny_checkpoint):
     config = _train_config(tmp_path, tiny_checkpoint)
     pool = make_pool(config.rollout, "tabletop", tiny_checkpoint, config.temperature, config.seed)

@@ -40,10 +40,10 @@ def _default_sft() -> SFTConfig:
 
 def _default_train() -> TrainConfig:
     return TrainConfig(iterations=80, time_limit_minutes=11, temperature=1.0, group_size=8, groups_per_iteration=4,
-                       max_sampling_rounds=2,
+                       max_sampling_rounds=2, keep_surplus_groups=True,
                        algorithm=AlgorithmConfig(lr=2e-4, minibatch_size=128, microbatch_size=64,
                                                  loss_aggregation="episode-mean"),
-                       rollout=RolloutConfig(num_workers=2, envs_per_worker=16, max_decisions=20), eval_every=20,
+                       rollout=RolloutConfig(num_workers=2, envs_per_worker=16, max_decisions=20), eval_every=0,
                        eval_episodes_per_task=50, checkpoint_every=20)
 
 
@@ -125,7 +125,8 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
     before, after = history[0], history[-1]
     plot_success({f"before RL (SFT, it {before['iteration']})": before, f"after RL (it {after['iteration']})": after},
                  out / "success_before_after.png", title="held-out success before and after GRPO")
-    plot_curve(history, out / "success_curve.png")
+    training = [json.loads(line) for line in (out / "grpo" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    plot_curve(history, out / "success_curve.png", training)
     metrics = {"before": before, "after": after, "gain_points": 100 * (after["mean_success"] - before["mean_success"]),
                "eval_history": history, "seconds": seconds, "sft_checkpoint": str(sft_checkpoint),
                "final_checkpoint": summary["checkpoint"], "videos": videos, "config": to_dict(config),
@@ -140,21 +141,42 @@ def _steps_of(checkpoint: Path) -> int:
     return int(checkpoint.name.removeprefix("step_"))
 
 
-def plot_curve(history: list[dict], path: Path) -> Path:
+def plot_curve(history: list[dict], path: Path, training: list[dict] = (), window: int = 5) -> Path:
+    """Held-out success (greedy, on the evaluation init states: markers) at every evaluation and, from
+    ``training`` (the lines of ``metrics.jsonl``), each iteration's training success (sampled episodes
+    on training init states: the rolling mean over ``window`` iterations), per task and their mean."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    figure, ax = plt.subplots(figsize=(6, 3.6))
+    figure, ax = plt.subplots(figsize=(7, 4))
+    tasks = list(history[0]["per_task"])
+    colours = {task: f"C{i}" for i, task in enumerate(tasks)}
+    colours["mean"] = "k"
     iterations = [row["iteration"] for row in history]
-    for task in history[0]["per_task"]:
-        ax.plot(iterations, [100 * row["per_task"][task]["success_rate"] for row in history], marker="o", label=task)
-    ax.plot(iterations, [100 * row["mean_success"] for row in history], "k--", marker="s", label="mean")
+    held_out = {task: [100 * row["per_task"][task]["success_rate"] for row in history] for task in tasks}
+    held_out["mean"] = [100 * row["mean_success"] for row in history]
+    for name, values in held_out.items():
+        ax.plot(iterations, values, color=colours[name], marker="s" if name == "mean" else "o", markersize=7,
+                linestyle="--", linewidth=1, label=f"{name}: held-out (greedy)")
+    steps = [line["iteration"] for line in training]
+    if len(steps) >= window:
+        def rolling(values):
+            return np.convolve(values, np.ones(window) / window, mode="valid")
+
+        sampled = {task: [100 * line.get("train_success_by_task", {}).get(task, np.nan) for line in training]
+                   for task in tasks}
+        sampled["mean"] = [100 * line["train_success"] for line in training]
+        for name, values in sampled.items():
+            if not np.isnan(values).any():
+                ax.plot(steps[window - 1:], rolling(values), color=colours[name], alpha=0.45, linewidth=1.5,
+                        label=f"{name}: training rollouts (mean of {window} its)")
     ax.set_xlabel("GRPO iteration")
-    ax.set_ylabel("held-out success (%)")
+    ax.set_ylabel("success (%)")
     ax.set_ylim(-2, 102)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -179,7 +201,7 @@ def render_report(metrics: dict, train_config: TrainConfig) -> str:
     lines += [f"| **mean** | {100 * before['mean_success']:.1f}% | {100 * after['mean_success']:.1f}% | "
               f"**{metrics['gain_points']:+.1f} pts** |", "",
               "![success before and after](success_before_after.png)", "",
-              "![held-out success during GRPO](success_curve.png)", "", "## Time", "",
+              "![success during GRPO: held-out evaluations and training rollouts](success_curve.png)", "", "## Time", "",
               "| stage | minutes |", "|---|---|"]
     lines += [f"| {stage} | {s / 60:.1f} |" for stage, s in metrics["seconds"].items()]
     lines += ["", "## Videos", ""]

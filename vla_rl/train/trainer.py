@@ -96,6 +96,10 @@ class TrainConfig:
     group_size: int = option(8, "G: rollouts per (task, init state) group")
     groups_per_iteration: int = option(4, "kept groups per update (after dynamic sampling)")
     max_sampling_rounds: int = option(3, "rollout rounds per iteration at most, when filtering drops groups")
+    keep_surplus_groups: bool = option(False, "keep every informative group the iteration's rounds sampled, not "
+                                              "only the first groups_per_iteration: a second round samples as many "
+                                              "groups as the first to fill a shortfall of one or two, and the rest "
+                                              "of its episodes were simulated anyway")
     train_states: int = option(10_000, "training init states are drawn from ids [0, train_states)")
     temperature: float = option(1.0, "sampling temperature of rollouts (log-probs use the same)")
     env: EnvConfig = option(factory=EnvConfig, doc="the rollout environment: the simulator or a world model")
@@ -132,6 +136,7 @@ class IterationBatch:
     env_restarts: int = 0           # envs rebuilt after a crash (their waves collected again)
     actor_restarts: int = 0         # rollout actors replaced after dying (their shares collected again)
     informative_groups: int = 0     # groups with mixed rewards, before the cut to groups_per_iteration
+    success_by_task: dict[str, float] = field(default_factory=dict)  # over every sampled episode, per task
 
 
 @dataclass
@@ -215,6 +220,7 @@ class Trainer:
         kept: list[TrajectoryBatch] = []
         kept_ids: list[np.ndarray] = []
         sampled = successes = sampled_groups = env_steps = rounds = env_restarts = 0
+        outcomes: dict[str, list[bool]] = {}
         seconds_policy = seconds_env = 0.0
         actor_restarts_before = getattr(self.pool, "restarts", 0)
         next_group = 0
@@ -238,6 +244,8 @@ class Trainer:
                 next_group = int(group_ids.max()) + 1
                 sampled += len(returns)
                 successes += int(batch.success.sum())
+                for spec, success in zip(batch.task_specs, batch.success):
+                    outcomes.setdefault(spec.task, []).append(bool(success))
                 sampled_groups += len(np.unique(group_ids))
                 keep = informative_groups(returns, group_ids) if config.algorithm.dynamic_sampling else \
                     np.ones(len(returns), bool)
@@ -252,11 +260,12 @@ class Trainer:
             batch = concat_batches(kept)
             group_ids = np.concatenate(kept_ids)
             limit = config.groups_per_iteration * config.group_size
-            if len(group_ids) > limit:
+            if len(group_ids) > limit and not config.keep_surplus_groups:
                 batch, group_ids = _select(batch, np.arange(limit)), group_ids[:limit]
         return IterationBatch(batch, group_ids, successes / max(sampled, 1), sampled_groups,
                               len(np.unique(group_ids)), env_steps, seconds_policy, seconds_env, rounds,
-                              env_restarts, getattr(self.pool, "restarts", 0) - actor_restarts_before, informative)
+                              env_restarts, getattr(self.pool, "restarts", 0) - actor_restarts_before, informative,
+                              {task: float(np.mean(runs)) for task, runs in outcomes.items()})
 
     def reward(self, batch: TrajectoryBatch) -> TrajectoryBatch:
         """The configured reward source's rewards (``vla_rl.reward.sources``); timed as "reward"."""
@@ -356,6 +365,7 @@ class Trainer:
     def _metrics(self, rollout: IterationBatch, stats: dict[str, float], timer: Timer) -> dict:
         rollout_seconds = timer.seconds.get("rollout", 0.0)
         metrics = {"iteration": self.iteration, "train_success": rollout.sampled_success,
+                   "train_success_by_task": rollout.success_by_task,
                    "sampled_groups": rollout.sampled_groups, "kept_groups": rollout.kept_groups,
                    "informative_groups": rollout.informative_groups,
                    "filtered_fraction": 1.0 - rollout.informative_groups / max(rollout.sampled_groups, 1),
@@ -378,6 +388,8 @@ class Trainer:
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 writer.add_scalar(f"train/{key}", value, self.iteration)
+        for task, success in metrics.get("train_success_by_task", {}).items():
+            writer.add_scalar(f"train/success/{task}", success, self.iteration)
         for stage, seconds in metrics["seconds"].items():
             writer.add_scalar(f"time/{stage}", seconds, self.iteration)
         with open(self.out_dir / "metrics.jsonl", "a") as f:
