@@ -34,7 +34,7 @@ from vla_rl.algos.advantages import episode_step_weights, informative_groups, pp
 from vla_rl.core import TaskSpec  # noqa: E402
 from vla_rl.policy.checkpoint import load_checkpoint  # noqa: E402
 from vla_rl.policy.policy import VLAPolicy  # noqa: E402
-from vla_rl.rollout.collector import collect, step_obs  # noqa: E402
+from vla_rl.rollout.collector import collect, step_obs, step_points  # noqa: E402
 from vla_rl.train.learner import AlgorithmConfig, compute_advantages  # noqa: E402
 
 AGGREGATIONS = ("token-mean", "episode-mean")
@@ -56,8 +56,8 @@ def policy_gradient(policy, batch, group_ids: np.ndarray, aggregation: str) -> d
     episodes, steps = np.nonzero(batch.mask)
     weights = episode_step_weights(batch.mask)[episodes, steps] if aggregation == "episode-mean" else None
     policy.model.zero_grad(set_to_none=True)
-    logprob = policy.log_prob(step_obs(batch, episodes, steps),
-                              torch.from_numpy(batch.action_tokens[episodes, steps])).token_logprob
+    logprob = policy.log_prob(step_obs(batch, episodes, steps), torch.from_numpy(batch.action_tokens[episodes, steps]),
+                              located_points=step_points(batch, episodes, steps)).token_logprob
     loss = ppo_clip_loss(logprob, logprob.detach(), advantages[episodes, steps], torch.ones_like(logprob, dtype=torch.bool),
                          step_weights=None if weights is None else torch.from_numpy(weights)).loss
     loss.backward()

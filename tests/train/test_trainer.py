@@ -55,10 +55,43 @@ def test_policy_is_queried_only_for_running_slots():
         collect(policy, env, specs, max_decisions=3)
     assert sizes == [3, 3, 3]  # the spare fourth slot is never decoded
     sizes.clear()
-    tokens, logprob, actions = act_where(policy, obs, np.array([True, False, False, True]), explore=True)
+    output = act_where(policy, obs, np.array([True, False, False, True]), explore=True)
+    tokens, logprob, actions = output["tokens"], output["logprob"], output["actions"]
     assert sizes == [2] and tokens.shape == (4, 7) and actions.shape == (4, 1, 7)
     assert not tokens[1:3].any() and not logprob[1:3].any() and not actions[1:3].any()
     assert (tokens[[0, 3]] >= policy.config.first_action_token_id).all() and (logprob[[0, 3]] < 0).all()
+
+
+def test_learner_reads_the_rollouts_located_points_instead_of_locating_again():
+    from tests.policy.conftest import tiny_config
+    from vla_rl.rollout.collector import step_points
+
+    policy = make_policy(tiny_config(localiser_points=2, image_tokens=False, localiser_channels=8), seed=3)
+    specs = [TaskSpec("Reach", 2, "train"), TaskSpec("PressButton", 4, "train")]
+    with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32)) as env:
+        batch, _ = collect(policy, env, specs, max_decisions=4)
+    assert batch.located_points.shape == (2, batch.mask.shape[1], 2, 2)
+    e, s = np.nonzero(batch.mask)
+    obs, tokens = step_obs(batch, e, s), torch.from_numpy(batch.action_tokens[e, s])
+    with torch.no_grad():
+        located_again = policy.log_prob(obs, tokens).token_logprob
+        calls = []
+        original = policy.model.localise
+        policy.model.localise = lambda *args: calls.append(1) or original(*args)
+        handed_back = policy.log_prob(obs, tokens, located_points=step_points(batch, e, s)).token_logprob
+    assert calls == []  # the localiser did not run
+    assert torch.allclose(handed_back, located_again, atol=1e-5)
+    assert torch.allclose(handed_back, torch.from_numpy(batch.old_logprobs[e, s]), atol=1e-4)
+    joined = concat_batches([batch, _select_first(batch)])
+    assert joined.located_points.shape[:2] == joined.mask.shape
+
+
+def _select_first(batch):
+    from vla_rl.train.trainer import _select
+
+    first = _select(batch, np.array([0]))
+    assert first.located_points.shape[:2] == first.mask.shape
+    return first
 
 
 def test_training_rollouts_stop_at_max_decisions_and_evaluation_does_not():

@@ -125,7 +125,8 @@ class TrajectoryBatch:
     success ``bool [B]`` (episode outcome); task_specs ``B`` TaskSpecs; policy_version: the
     weight version that collected the batch (stale data is detectable); final_frames ``uint8
     [B, H, W, 3]`` (optional): the agent-view frame after each episode's last step, which a reward
-    critic needs to see the outcome.
+    critic needs to see the outcome; located_points ``float32 [B, T, P, 2]`` (optional): what the
+    policy's localiser found at each decision (``PolicyOutput.located_points``).
     """
 
     images: dict[str, np.ndarray]
@@ -140,6 +141,7 @@ class TrajectoryBatch:
     task_specs: list[TaskSpec]
     policy_version: int = 0
     final_frames: np.ndarray | None = None
+    located_points: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         batch, steps = self.mask.shape
@@ -162,6 +164,10 @@ class TrajectoryBatch:
             _check(self.final_frames.shape[0] == batch and self.final_frames.ndim == 4
                    and self.final_frames.dtype == np.uint8,
                    f"final_frames must be uint8 [B, H, W, 3], got {self.final_frames.dtype} {self.final_frames.shape}")
+        if self.located_points is not None:
+            _check(self.located_points.shape[:2] == (batch, steps) and self.located_points.ndim == 4
+                   and self.located_points.shape[3] == 2,
+                   f"located_points must be [B, T, P, 2], got {self.located_points.shape}")
 
     @property
     def lengths(self) -> np.ndarray:
@@ -170,11 +176,15 @@ class TrajectoryBatch:
 
 @dataclass
 class PolicyOutput:
-    """``act`` result: tokens ``int64 [B, L]``, actions ``float32 [B, K, A]``, logprob ``[B, L]`` per token."""
+    """``act`` result: tokens ``int64 [B, L]``, actions ``float32 [B, K, A]``, logprob ``[B, L]`` per token;
+    located_points ``float32 [B, P, 2]`` (optional): the image points a localiser VLA found and read,
+    which no gradient reaches, so the learner can hand them back to ``log_prob`` instead of finding
+    them again."""
 
     tokens: Any
     actions: np.ndarray
     logprob: Any
+    located_points: np.ndarray | None = None
 
 
 @dataclass

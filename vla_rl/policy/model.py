@@ -331,6 +331,7 @@ class Prefix:
     mask: torch.Tensor
     positions: torch.Tensor
     located_logits: torch.Tensor | None = None  # [B, K, H*W] from the localiser (its training loss reads them)
+    points: torch.Tensor | None = None  # [B, located_points, 2] the located token embedded (before SFT's noise)
 
 
 class VLAModel(nn.Module):
@@ -444,12 +445,13 @@ class VLAModel(nn.Module):
         missing = [camera for camera in self.config.cameras if camera not in images]
         if missing:
             raise KeyError(f"the model needs camera {missing[0]!r}; the observation has {sorted(images)}")
-        patches, located_logits = [], None
+        patches, located_logits, located = [], None, None
         if self.config.localiser_points:
             pixels = torch.as_tensor(images[self.config.cameras[0]], device=device)
             if points is None:
                 located_logits, points = self.locate(pixels, instructions, proprio)
             points = torch.as_tensor(points, device=device, dtype=torch.float32)
+            located = points
             if located_noise:
                 points = points + located_noise * torch.randn_like(points)
             patches.append(self.points_token(points, pixels.shape[1]))
@@ -477,7 +479,7 @@ class VLAModel(nn.Module):
         embeds = torch.cat([self.embed_tokens(bos), patch_embeds, self.embed_tokens(text)], dim=1)
         mask = torch.cat([torch.ones((batch, 1 + patch_embeds.shape[1]), dtype=torch.long, device=device), text_mask], 1)
         return Prefix(embeds=embeds, mask=mask, positions=(mask.cumsum(1) - 1).clamp(min=0),
-                      located_logits=located_logits)
+                      located_logits=located_logits, points=located)
 
     def locate(self, pixels: torch.Tensor, instructions: list[str], proprio=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``uint8 [B, H, W, 3]`` (and the ``[B, P]`` proprio) -> the localiser's logits ``[B, K, H*W]`` and

@@ -73,13 +73,18 @@ class VLAPolicy:
         tokens, logprob = tokens.clone(), logprob.clone()
         ids = tokens.cpu().numpy()
         actions = self.action_tokenizer.decode(ids.reshape(len(ids), self.config.chunk_size, self.config.action_dim))
-        return PolicyOutput(tokens=tokens, actions=actions, logprob=logprob)
+        points = None if prefix.points is None else prefix.points.float().cpu().numpy()
+        return PolicyOutput(tokens=tokens, actions=actions, logprob=logprob, located_points=points)
 
-    def log_prob(self, obs: ObsBatch, tokens: torch.Tensor, return_prefix_hidden: bool = False):
+    def log_prob(self, obs: ObsBatch, tokens: torch.Tensor, return_prefix_hidden: bool = False,
+                 located_points=None):
         """Per-token log-probs and entropies ``[B, L]`` of ``tokens`` (with gradients); with
-        ``return_prefix_hidden`` also the hidden state ``[B, D]`` at the last prefix token."""
+        ``return_prefix_hidden`` also the hidden state ``[B, D]`` at the last prefix token.
+        ``located_points`` ``[B, P, 2]``: the points ``act`` found on these observations
+        (``PolicyOutput.located_points``); the localiser then does not run again. That changes nothing:
+        the points are detached, so no loss reaches the localiser and its weights are those of the rollout."""
         tokens = torch.as_tensor(tokens, device=self.model.device)
-        prefix = self.model.build_prefix(obs.images, obs.instructions, obs.proprio)
+        prefix = self.model.build_prefix(obs.images, obs.instructions, obs.proprio, points=located_points)
         logits, hidden = self.model.teacher_forced_logits(prefix, tokens, return_prefix_hidden=True)
         logits = logits.float() / self.temperature
         log_probs = torch.log_softmax(logits, dim=-1)

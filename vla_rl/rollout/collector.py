@@ -46,18 +46,19 @@ def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: 
     done = np.zeros(slots, bool)
     success = np.zeros(slots, bool)
     records: dict[str, list] = {"images": [], "proprio": [], "tokens": [], "actions": [], "logprob": [],
-                                "rewards": [], "mask": []}
+                                "rewards": [], "mask": [], "points": []}
     while not done[:count].all() and not (max_decisions and len(records["mask"]) >= max_decisions):
         active = ~done
         active[count:] = False  # spare slots replay a spec nobody asked for: no policy call for them
         started = time.perf_counter()
-        tokens, logprob, actions = act_where(policy, obs, active, explore)
+        output = act_where(policy, obs, active, explore)
         stats.seconds_policy += time.perf_counter() - started
+        actions = output["actions"]
         records["images"].append({name: image[:count].copy() for name, image in obs.images.items()})
         records["proprio"].append(obs.proprio[:count].copy())
-        records["tokens"].append(tokens[:count])
-        records["logprob"].append(logprob[:count])
-        records["actions"].append(actions[:count])
+        for name in ("tokens", "logprob", "actions", "points"):
+            if name in output:
+                records[name].append(output[name][:count])
         records["mask"].append(active[:count].copy())
         reward = np.zeros(slots, np.float32)
         started = time.perf_counter()
@@ -86,31 +87,35 @@ def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: 
         task_specs=list(specs),
         policy_version=policy_version,
         final_frames=obs.images["agentview"][:count].copy(),  # ended slots keep their last frame
+        located_points=np.stack(records["points"], axis=1) if records["points"] else None,
     )
     return batch, stats
 
 
-def act_where(policy: Policy, obs: ObsBatch, active: np.ndarray, explore: bool
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The policy on the ``active`` slots only: tokens ``int64 [B, L]``, per-token log-probs
-    ``float32 [B, L]`` and actions ``float32 [B, K, A]`` for all ``B`` slots, zeros on the others.
+def act_where(policy: Policy, obs: ObsBatch, active: np.ndarray, explore: bool) -> dict[str, np.ndarray]:
+    """The policy on the ``active`` slots only: ``tokens`` ``int64 [B, L]``, per-token ``logprob``
+    ``float32 [B, L]``, ``actions`` ``float32 [B, K, A]`` and, from a localiser VLA, ``points``
+    ``float32 [B, P, 2]``, for all ``B`` slots, zeros on the others.
     Ended episodes stay in the vector env's batch until the longest one ends (half the slots of a
     wave, once its successes are done); their actions are never executed and their decisions are
     masked, so the forward pass on them was wasted."""
     index = np.flatnonzero(active)
-    if len(index) == len(active):
-        output = policy.act(obs, explore=explore)
-        return (_as_numpy(output.tokens).astype(np.int64), _as_numpy(output.logprob).astype(np.float32),
-                np.asarray(output.actions, np.float32))
     if len(index) == 0:
         raise ValueError("act_where needs at least one active slot")
-    output = policy.act(obs.select(index), explore=explore)
-    sub_tokens, sub_logprob = _as_numpy(output.tokens), _as_numpy(output.logprob)
-    tokens = np.zeros((len(active), sub_tokens.shape[1]), np.int64)
-    logprob = np.zeros((len(active), sub_logprob.shape[1]), np.float32)
-    actions = np.zeros((len(active), *output.actions.shape[1:]), np.float32)
-    tokens[index], logprob[index], actions[index] = sub_tokens, sub_logprob, output.actions
-    return tokens, logprob, actions
+    everyone = len(index) == len(active)
+    output = policy.act(obs if everyone else obs.select(index), explore=explore)
+    arrays = {"tokens": _as_numpy(output.tokens).astype(np.int64),
+              "logprob": _as_numpy(output.logprob).astype(np.float32),
+              "actions": np.asarray(output.actions, np.float32)}
+    if getattr(output, "located_points", None) is not None:
+        arrays["points"] = np.asarray(output.located_points, np.float32)
+    if everyone:
+        return arrays
+    full = {}
+    for name, values in arrays.items():
+        full[name] = np.zeros((len(active), *values.shape[1:]), values.dtype)
+        full[name][index] = values
+    return full
 
 
 def _as_numpy(values) -> np.ndarray:
@@ -123,6 +128,11 @@ def step_obs(batch: TrajectoryBatch, episode_index: np.ndarray, step_index: np.n
     return ObsBatch(images={name: image[episode_index, step_index] for name, image in batch.images.items()},
                     proprio=batch.proprio[episode_index, step_index],
                     instructions=[batch.instructions[i] for i in episode_index])
+
+
+def step_points(batch: TrajectoryBatch, episode_index: np.ndarray, step_index: np.ndarray) -> np.ndarray | None:
+    """The located points the rollout policy found at (episode, decision) pairs, if it recorded any."""
+    return None if batch.located_points is None else batch.located_points[episode_index, step_index]
 
 
 def concat_batches(batches: Sequence[TrajectoryBatch]) -> TrajectoryBatch:
@@ -151,4 +161,6 @@ def concat_batches(batches: Sequence[TrajectoryBatch]) -> TrajectoryBatch:
         policy_version=versions.pop(),
         final_frames=np.concatenate([b.final_frames for b in batches])
         if all(b.final_frames is not None for b in batches) else None,
+        located_points=np.concatenate([pad(b.located_points) for b in batches])
+        if all(b.located_points is not None for b in batches) else None,
     )

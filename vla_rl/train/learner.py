@@ -32,7 +32,7 @@ from vla_rl.core.config import option
 from vla_rl.core.schedules import linear_warmup_lr
 from vla_rl.core.types import TrajectoryBatch
 from vla_rl.policy.lora import LoRAConfig, apply_lora, lora_tensors, merged_state_dict, restore_lora
-from vla_rl.rollout.collector import step_obs
+from vla_rl.rollout.collector import step_obs, step_points
 
 
 @dataclass(frozen=True)
@@ -127,12 +127,14 @@ def compute_advantages(batch: TrajectoryBatch, group_ids: np.ndarray, config: Al
     return estimator(inputs, eps=config.eps, scale_by_std=config.scale_by_std).float()
 
 
-def _forward(policy, value_head, obs, tokens, want_values: bool):
-    """Per-token log-probs and entropies ``[n, L]`` (and values ``[n]``) with gradients."""
+def _forward(policy, value_head, obs, tokens, want_values: bool, points=None):
+    """Per-token log-probs and entropies ``[n, L]`` (and values ``[n]``) with gradients; ``points``:
+    the located points the rollout recorded (``TrajectoryBatch.located_points``), or None."""
+    extra = {} if points is None else {"located_points": points}
     if not want_values:
-        out = policy.log_prob(obs, tokens)
+        out = policy.log_prob(obs, tokens, **extra)
         return out.token_logprob, out.entropy, None
-    out, hidden = policy.log_prob(obs, tokens, return_prefix_hidden=True)
+    out, hidden = policy.log_prob(obs, tokens, return_prefix_hidden=True, **extra)
     return out.token_logprob, out.entropy, value_head(hidden)
 
 
@@ -144,7 +146,7 @@ def rollout_values(policy, value_head: ValueHead, batch: TrajectoryBatch, microb
     for start in range(0, len(episodes), microbatch):
         e, s = episodes[start:start + microbatch], steps[start:start + microbatch]
         tokens = torch.from_numpy(batch.action_tokens[e, s])
-        _, _, v = _forward(policy, value_head, step_obs(batch, e, s), tokens, True)
+        _, _, v = _forward(policy, value_head, step_obs(batch, e, s), tokens, True, step_points(batch, e, s))
         values[e, s] = v.float().cpu()
     return values
 
@@ -258,11 +260,12 @@ def update(policy, optimizer: torch.optim.Optimizer, batch: TrajectoryBatch, gro
                 e, s = episodes[micro], steps[micro]
                 tokens = torch.from_numpy(batch.action_tokens[e, s])
                 with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    logprob, entropy, value = _forward(policy, value_head, step_obs(batch, e, s), tokens, use_values)
+                    obs, points = step_obs(batch, e, s), step_points(batch, e, s)
+                    logprob, entropy, value = _forward(policy, value_head, obs, tokens, use_values, points)
                     ref_logprob = None
                     if reference is not None and config.kl_coef > 0:
                         with torch.no_grad():
-                            ref_logprob = reference.log_prob(step_obs(batch, e, s), tokens).token_logprob
+                            ref_logprob = _forward(reference, None, obs, tokens, False, points)[0]
                 logprob, entropy = logprob.float(), entropy.float()
                 token_mask = torch.ones_like(logprob, dtype=torch.bool)
                 device = logprob.device
