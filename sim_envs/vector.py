@@ -127,6 +127,19 @@ class _SlotGroup:
         self.final = [(False, False, False)] * len(specs)
         return {"proprio": self.last_proprio.copy(), "instructions": instructions}
 
+    def reset_slots(self, pairs: Sequence[tuple[int, TaskSpec]], images: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Reset only the ``(slot, spec)`` pairs; every other slot keeps its episode (running or ended)."""
+        instructions = {}
+        for slot, spec in pairs:
+            env = self._env(slot, spec.task)
+            obs, info = env.reset(options={"init_state_id": spec.init_state_id, "split": spec.split})
+            self.current[slot] = env
+            self._store(slot, obs, images)
+            instructions[slot] = info["instruction"]
+            self.done[slot] = False
+            self.final[slot] = (False, False, False)
+        return {"proprio": self.last_proprio.copy(), "instructions": instructions}
+
     def step(self, actions: np.ndarray, images: dict[str, np.ndarray]) -> dict[str, Any]:
         slots = len(self.current)
         reward = np.zeros(slots, np.float32)
@@ -173,6 +186,8 @@ def _worker_main(conn, start: int, stop: int, config: VecEnvConfig, shm_names) -
             try:
                 if command == "reset":
                     conn.send(("ok", group.reset(payload, views)))
+                elif command == "reset_slots":
+                    conn.send(("ok", group.reset_slots(payload, views)))
                 elif command == "step":
                     conn.send(("ok", group.step(payload, views)))
                 elif command == "close":
@@ -244,6 +259,23 @@ class SimVecEnv:
             self.suite.check_task(spec.task)
         replies = self._call("reset", [list(tasks[a:b]) for a, b in self._bounds])
         self._instructions = [text for reply in replies for text in reply["instructions"]]
+        return self._obs(np.concatenate([r["proprio"] for r in replies]))
+
+    def reset_slots(self, slots: Sequence[int], tasks: Sequence[TaskSpec]) -> ObsBatch:
+        """Start new episodes of ``tasks`` in ``slots`` only (after ``reset``); the other slots go on
+        with their episodes, and ended ones stay ended. Evaluation refills each slot as soon as its
+        episode ends instead of waiting for the whole wave's slowest one."""
+        if len(slots) != len(tasks) or len(set(slots)) != len(slots):
+            raise ValueError(f"reset_slots needs distinct slots, one per task; got {list(slots)} for {len(tasks)} tasks")
+        if any(not 0 <= slot < self.config.num_envs for slot in slots):
+            raise ValueError(f"slots must be in 0..{self.config.num_envs - 1}, got {list(slots)}")
+        for spec in tasks:
+            self.suite.check_task(spec.task)
+        payloads = [[(slot - a, spec) for slot, spec in zip(slots, tasks) if a <= slot < b] for a, b in self._bounds]
+        replies = self._call("reset_slots", payloads)
+        for (a, _), reply in zip(self._bounds, replies):
+            for local, instruction in reply["instructions"].items():
+                self._instructions[a + local] = instruction
         return self._obs(np.concatenate([r["proprio"] for r in replies]))
 
     def step(self, actions: np.ndarray) -> StepResult:

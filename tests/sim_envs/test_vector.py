@@ -60,6 +60,25 @@ def test_finished_envs_are_frozen_until_reset():
         assert env0.elapsed_steps == 2 and results[3].reward[0] == 0
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_reset_slots_starts_new_episodes_where_asked_and_leaves_the_rest_running(workers):
+    moves = np.tile(np.array([[0.5, 0, 0, 0, 0, 0, 0]], np.float32), (4, 1))
+    with TabletopVecEnv(VecEnvConfig(num_envs=4, num_workers=workers, image_size=32)) as venv:
+        start = venv.reset(specs(4))
+        moved = venv.step(moves).obs
+        fresh = venv.reset_slots([3, 1], [TaskSpec("Stack", 7, "eval"), specs(4)[1]])
+        assert fresh.instructions[0] == start.instructions[0] and fresh.instructions[2] == start.instructions[2]
+        assert "stack" in fresh.instructions[3] and fresh.instructions[1] == start.instructions[1]
+        np.testing.assert_array_equal(fresh.proprio[[0, 2]], moved.proprio[[0, 2]])  # untouched slots kept going
+        np.testing.assert_allclose(fresh.proprio[1], start.proprio[1], atol=1e-6)  # slot 1 back at its start
+        np.testing.assert_array_equal(fresh.images["agentview"][1], start.images["agentview"][1])
+        assert venv.step(moves).obs.proprio.shape == (4, 8)
+        with pytest.raises(ValueError, match="distinct slots"):
+            venv.reset_slots([0, 0], specs(2))
+        with pytest.raises(ValueError, match="slots must be in"):
+            venv.reset_slots([4], specs(1))
+
+
 def test_dead_worker_is_a_clear_error_not_a_hang():
     venv = TabletopVecEnv(VecEnvConfig(num_envs=4, num_workers=2, image_size=32, step_timeout_s=60))
     try:

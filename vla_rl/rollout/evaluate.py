@@ -1,8 +1,9 @@
 """Success rate of a policy on fixed init states, run through any ``VecEnv``.
 
-Episodes are spread over the env's slots in waves; a wave runs until every slot has ended (slots
-freeze when done), so each init state is rolled out exactly once. The policy is queried only for the
-slots still running. With action chunks (``K > 1``)
+Each init state is rolled out exactly once. On a vector env with ``reset_slots`` (the simulator
+suites), a slot whose episode ends starts the next init state at once; on others, episodes run in
+waves of ``num_envs`` and a wave runs until every slot has ended (slots freeze when done). The
+policy is queried only for the slots still running. With action chunks (``K > 1``)
 the K actions of one prediction are executed open loop before the policy is queried again.
 """
 
@@ -65,6 +66,8 @@ def evaluate(predict: Callable[[ObsBatch], np.ndarray], env: VecEnv, specs: Sequ
              progress: Callable[[int], None] | None = None, video_specs: Collection[TaskSpec] = ()) -> EvalResult:
     """Roll out ``predict`` (obs -> actions ``[B, K, A]``) once from each of ``specs``; the agent-view
     frames of the episodes in ``video_specs`` (what the policy saw) are kept in ``result.frames``."""
+    if hasattr(env, "reset_slots") and len(specs) > env.spec.num_envs:
+        return _evaluate_refilling(predict, env, specs, progress, set(video_specs))
     result = EvalResult()
     video_specs = set(video_specs)
     slots = env.spec.num_envs
@@ -109,3 +112,61 @@ def _predict_active(predict: Callable[[ObsBatch], np.ndarray], obs: ObsBatch, ac
     full = np.zeros((len(active), *chunk.shape[1:]), np.float32)
     full[index] = chunk
     return full
+
+
+def _evaluate_refilling(predict: Callable[[ObsBatch], np.ndarray], env, specs: Sequence[TaskSpec],
+                        progress: Callable[[int], None] | None, video_specs: set[TaskSpec]) -> EvalResult:
+    """``evaluate`` on an env with ``reset_slots``: a slot whose episode ends starts the next init state
+    at once (between policy queries), so no slot idles while a wave's slowest episode runs to the step
+    limit. Episodes are listed in the order of ``specs``."""
+    slots = env.spec.num_envs
+    queue = list(enumerate(specs))
+    running: list[tuple[int, TaskSpec] | None] = [None] * slots
+    steps = np.zeros(slots, int)
+    success = np.zeros(slots, bool)
+    frames: dict[int, list[np.ndarray]] = {}
+    outcomes: dict[int, EpisodeOutcome] = {}
+    result = EvalResult()
+
+    def start(slot: int, obs: ObsBatch) -> None:
+        running[slot] = queue.pop(0)
+        steps[slot], success[slot] = 0, False
+        if running[slot][1] in video_specs and running[slot][1] not in result.frames:
+            frames[slot] = [obs.images["agentview"][slot].copy()]
+
+    first = [spec for _, spec in queue[:slots]]
+    obs = env.reset(first + [first[-1]] * (slots - len(first)))
+    for slot in range(len(first)):
+        start(slot, obs)
+    instructions = list(obs.instructions)
+    while any(entry is not None for entry in running):
+        active = np.array([entry is not None for entry in running])
+        chunk = _predict_active(predict, obs, active)
+        ended: list[int] = []
+        for k in range(chunk.shape[1]):
+            step = env.step(chunk[:, k])
+            obs = step.obs
+            for slot in np.flatnonzero(active):
+                steps[slot] += 1
+                success[slot] |= bool(step.success[slot])
+                if slot in frames:
+                    frames[slot].append(obs.images["agentview"][slot].copy())
+                if step.done[slot]:
+                    index, spec = running[slot]
+                    outcomes[index] = EpisodeOutcome(spec, bool(success[slot]), int(steps[slot]), instructions[slot])
+                    if slot in frames:
+                        result.frames[spec] = frames.pop(slot)
+                    running[slot], active[slot] = None, False
+                    ended.append(slot)
+                    if progress is not None:
+                        progress(1)
+            if not active.any():
+                break
+        refill = ended[:len(queue)]
+        if refill:
+            obs = env.reset_slots(refill, [spec for _, spec in queue[:len(refill)]])
+            for slot in refill:
+                start(slot, obs)
+                instructions[slot] = obs.instructions[slot]
+    result.episodes = [outcomes[index] for index in range(len(specs))]
+    return result
