@@ -7,11 +7,13 @@
   decided by the critic on imagined frames (issue: >= 10 points on at least two tasks).
 
 Every run starts from the same SFT checkpoint, trains on the same tasks for the same number of
-iterations with the same seed, and is evaluated in the real simulator on held-out init states.
+iterations with the same seed and the quickstart's GRPO recipe (``vla-rl quickstart``: LoRA rank 8,
+lr 1e-3, episode-mean loss, training episodes cut at 20 decisions), and is evaluated in the real
+simulator on held-out init states. The budget is iterations, not minutes: critic scoring adds time.
 
     python benchmarks/compare_reward_sources.py --sft runs/quickstart/sft --critic runs/critic/final \\
         [--runs sim_success critic world_model] [--world-model runs/world_model] \\
-        [--tasks Reach PressButton] [--iterations 12] [--eval-episodes 50] [--out runs/compare_rewards]
+        [--tasks Reach PressButton] [--iterations 50] [--eval-episodes 50] [--out runs/compare_rewards]
 
 Prints one JSON line per compared run (its gain against the sim_success run's); writes
 ``<out>/comparison.json`` and ``<out>/comparison.png``.
@@ -33,10 +35,10 @@ import sim_envs  # noqa: E402,F401  (first: rendering defaults before mujoco is 
 from common import emit  # noqa: E402
 
 from vla_rl.cli.factories import eval_state_counter, make_pool  # noqa: E402
+from vla_rl.cli.quickstart import QuickstartConfig  # noqa: E402
 from vla_rl.policy.checkpoint import resolve_checkpoint  # noqa: E402
 from vla_rl.reward.sources import RewardConfig  # noqa: E402
-from vla_rl.train.learner import AlgorithmConfig  # noqa: E402
-from vla_rl.train.trainer import EnvConfig, RolloutConfig, Trainer, TrainConfig  # noqa: E402
+from vla_rl.train.trainer import EnvConfig, Trainer  # noqa: E402
 
 
 def run(source: str, args, sft: Path) -> dict:
@@ -44,12 +46,13 @@ def run(source: str, args, sft: Path) -> dict:
     env = EnvConfig()
     if source == "world_model":
         env = EnvConfig(kind="world_model", world_model_checkpoint=args.world_model, critic_checkpoint=args.critic)
-    config = TrainConfig(env=env,
-        init_checkpoint=sft, tasks=tuple(args.tasks), out_dir=args.out / source, iterations=args.iterations,
-        group_size=8, groups_per_iteration=4, max_sampling_rounds=2, temperature=args.temperature, reward=reward,
-        algorithm=AlgorithmConfig(lr=args.lr, minibatch_size=128, microbatch_size=64),
-        rollout=RolloutConfig(num_workers=2, envs_per_worker=16), eval_every=args.iterations,
-        eval_episodes_per_task=args.eval_episodes, checkpoint_every=args.iterations, seed=args.seed)
+    recipe = QuickstartConfig().train
+    config = dataclasses.replace(
+        recipe, env=env, init_checkpoint=sft, tasks=tuple(args.tasks), out_dir=args.out / source,
+        iterations=args.iterations, time_limit_minutes=0.0, reward=reward, eval_every=0,
+        eval_episodes_per_task=args.eval_episodes, checkpoint_every=args.iterations, seed=args.seed,
+        temperature=args.temperature if args.temperature is not None else recipe.temperature,
+        algorithm=dataclasses.replace(recipe.algorithm, lr=args.lr or recipe.algorithm.lr))
     pool = make_pool(config.rollout, config.suite, sft, config.temperature, config.seed, config.env)
     try:
         summary = Trainer(config, pool, eval_state_counter(config.suite)).run()
@@ -90,10 +93,10 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=["sim_success", "critic"],
                         choices=["sim_success", "critic", "world_model"], help="sim_success always runs first")
     parser.add_argument("--tasks", nargs="+", default=["Reach", "PressButton"])
-    parser.add_argument("--iterations", type=int, default=12)
+    parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--eval-episodes", type=int, default=50)
-    parser.add_argument("--temperature", type=float, default=1.6)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--temperature", type=float, help="default: the quickstart's")
+    parser.add_argument("--lr", type=float, help="default: the quickstart's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/compare_rewards"))
     args = parser.parse_args()

@@ -22,6 +22,9 @@ File layout (HDF5, written atomically)::
     episode_<i>/success    bool [T + 1]
     episode_<i>/actions    float32 [T, 7]           the executed action of step t (files of older versions lack it)
     episode_<i>/proprio    float32 [T + 1, P]       (files of older versions lack it)
+    episode_<i>/named_pixels    float32 [T + 1, 2, 2]  where the instruction's object and goal are in
+                                                       each frame, (column, row) pixels (older files lack it)
+    episode_<i>/gripper_pixels  float32 [T + 1, 2]     where the grip site is (older files lack it)
     episode_<i>            attrs: task, instruction, behaviour, split, init_state_id
 """
 
@@ -51,6 +54,8 @@ class ProgressEpisode:
     success: np.ndarray  # bool [T + 1]
     actions: np.ndarray | None = None  # float32 [T, 7], executed
     proprio: np.ndarray | None = None  # float32 [T + 1, P]
+    named_pixels: np.ndarray | None = None  # float32 [T + 1, 2, 2]: localiser labels of each frame
+    gripper_pixels: np.ndarray | None = None  # float32 [T + 1, 2]
 
     @property
     def succeeded(self) -> bool:
@@ -80,6 +85,7 @@ def run_episode(env, task: str, behaviour: str, split: str, init_state_id: int, 
     expert = make_expert(env, noise_std=noise, seed=seed) if behaviour not in ("random", "policy") else None
     frames, progress, success = [obs["agentview_image"]], [info["progress"]], [False]
     actions, proprio = [], [obs["proprio"]]
+    named, gripper = [env.named_pixels()], [env.gripper_pixels()]
     done = False
     while not done:
         if behaviour == "policy":
@@ -99,10 +105,13 @@ def run_episode(env, task: str, behaviour: str, split: str, init_state_id: int, 
         success.append(info["success"])
         actions.append(action)
         proprio.append(obs["proprio"])
+        named.append(env.named_pixels())
+        gripper.append(env.gripper_pixels())
         done = terminated or truncated
     return ProgressEpisode(task, env.instruction, behaviour, split, init_state_id, np.stack(frames),
                            np.asarray(progress, np.float32), np.asarray(success, bool),
-                           np.stack(actions).astype(np.float32), np.stack(proprio).astype(np.float32))
+                           np.stack(actions).astype(np.float32), np.stack(proprio).astype(np.float32),
+                           np.stack(named).astype(np.float32), np.stack(gripper).astype(np.float32))
 
 
 def _work(args) -> list[ProgressEpisode]:
@@ -197,6 +206,9 @@ def write_episodes(path: Path, episodes: Sequence[ProgressEpisode]) -> Path:
             if episode.actions is not None:
                 group["actions"] = episode.actions
                 group["proprio"] = episode.proprio
+            if episode.named_pixels is not None:
+                group["named_pixels"] = episode.named_pixels
+                group["gripper_pixels"] = episode.gripper_pixels
             group.attrs.update(task=episode.task, instruction=episode.instruction, behaviour=episode.behaviour,
                                split=episode.split, init_state_id=episode.init_state_id)
     os.replace(tmp, path)
@@ -215,7 +227,9 @@ def read_episodes(path: Path) -> Iterator[ProgressEpisode]:
                                   str(attrs["split"]), int(attrs["init_state_id"]), group["frames"][()],
                                   group["progress"][()], group["success"][()].astype(bool),
                                   group["actions"][()] if "actions" in group else None,
-                                  group["proprio"][()] if "proprio" in group else None)
+                                  group["proprio"][()] if "proprio" in group else None,
+                                  group["named_pixels"][()] if "named_pixels" in group else None,
+                                  group["gripper_pixels"][()] if "gripper_pixels" in group else None)
 
 
 __all__ = ["BEHAVIOURS", "ProgressEpisode", "run_episode", "collect_progress_episodes", "write_episodes",

@@ -12,6 +12,8 @@ from vla_rl.reward.critic_train import CriticTrainConfig, PairSampler, auroc, sp
 from vla_rl.reward.sources import RewardConfig, critic_rewards, make_reward_fn
 
 SMALL = CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2)
+LOCATING = CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2, localiser_points=2, localiser_gripper=True,
+                        localiser_channels=8)
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +29,27 @@ class Episode:
         self.success = self.progress >= 1.0
         rng = np.random.default_rng(seed)
         self.frames = rng.integers(0, 255, (len(progress), 32, 32, 3), dtype=np.uint8)
+        self.named_pixels = self.gripper_pixels = None
 
 
-def test_forward_and_score_shapes_and_masking(critic):
+class DotEpisode(Episode):
+    """Black frames with a bright dot that moves; its pixel is every point's label."""
+
+    def __init__(self, instruction, steps, seed, size=64):
+        super().__init__("Reach", instruction, np.linspace(0, 1, steps), seed=seed)
+        rng = np.random.default_rng(seed)
+        self.frames = np.zeros((steps, size, size, 3), np.uint8)
+        dots = rng.integers(4, size - 4, (steps, 2))
+        for t, (column, row) in enumerate(dots):
+            self.frames[t, row - 1:row + 2, column - 1:column + 2] = 255
+        self.named_pixels = np.repeat(dots[:, None] + 0.5, 2, axis=1).astype(np.float32)  # [T, 2, 2]
+        self.gripper_pixels = (dots + 0.5).astype(np.float32)
+
+
+@pytest.mark.parametrize("config", [SMALL, LOCATING], ids=["patches", "located-points"])
+def test_forward_and_score_shapes_and_masking(config):
+    torch.manual_seed(0)
+    critic = ProgressCritic(config).eval()
     frames = torch.randint(0, 255, (3, 48, 48, 3), dtype=torch.uint8)  # resized to 32 inside
     delta, logit = critic(frames, frames.flip(0), ["open the drawer", "push the red block", "open the drawer"])
     assert delta.shape == (3,) and logit.shape == (3,) and bool((delta.abs() <= 1).all())
@@ -41,7 +61,9 @@ def test_forward_and_score_shapes_and_masking(critic):
     assert np.all((out.done_prob[mask] > 0) & (out.done_prob[mask] < 1))
 
 
-def test_checkpoint_round_trip_and_clear_errors(tmp_path, critic):
+@pytest.mark.parametrize("config", [SMALL, LOCATING], ids=["patches", "located-points"])
+def test_checkpoint_round_trip_and_clear_errors(tmp_path, config):
+    critic = ProgressCritic(config).eval()
     path = save_critic(tmp_path / "critic", critic, {"step": 3})
     again = load_critic(path)
     frames = torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8)
@@ -60,7 +82,8 @@ def test_pairs_carry_progress_differences_mismatches_and_done():
                 Episode("Reach", "move to the blue cube", [0.0, 0.1, 0.2], seed=1),
                 Episode("Lift", "pick up the red block", [0.0, 0.5, 0.5], seed=2)]
     config = CriticTrainConfig(mismatch_fraction=0.0, done_fraction=0.0)
-    frames_a, frames_b, texts, deltas, dones = PairSampler(episodes, config, seed=0).sample(200)
+    frames_a, frames_b, texts, deltas, dones, labels = PairSampler(episodes, config, seed=0).sample(200)
+    assert labels is None  # no localiser
     by_frame = {e.frames[i].tobytes(): (e, i) for e in episodes for i in range(len(e.progress))}
     for a, b, text, delta, done in zip(frames_a, frames_b, texts, deltas, dones):
         (ea, ia), (eb, ib) = by_frame[a.numpy().tobytes()], by_frame[b.numpy().tobytes()]
@@ -68,7 +91,7 @@ def test_pairs_carry_progress_differences_mismatches_and_done():
         assert delta == pytest.approx(ea.progress[ib] - ea.progress[ia]) and done == float(ea.success[ib])
     assert (deltas < 0).any() and (deltas == 0).any() and (deltas > 0).any()  # reversed, stalls, forward
     mismatched = PairSampler(episodes, CriticTrainConfig(mismatch_fraction=1.0, done_fraction=0.0), seed=0)
-    _, _, texts, deltas, dones = mismatched.sample(50)
+    _, _, texts, deltas, dones, _ = mismatched.sample(50)
     assert not deltas.any() and not dones.any()
     done_pairs = PairSampler(episodes, CriticTrainConfig(mismatch_fraction=0.0, done_fraction=1.0), seed=0)
     assert bool(done_pairs.sample(20)[4].all())
@@ -91,6 +114,30 @@ def test_training_lowers_the_loss(tmp_path):
     assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
     assert (tmp_path / "critic" / "step_000020" / "critic.safetensors").is_file()
     assert load_critic(summary["checkpoint"]) is not None
+
+
+def test_located_point_labels_follow_the_frames_and_are_ignored_for_a_wrong_instruction():
+    episodes = [DotEpisode("reach the red cube", 5, seed=0), DotEpisode("reach the blue cube", 4, seed=1)]
+    config = CriticTrainConfig(critic=LOCATING, mismatch_fraction=0.0)
+    frames_a, frames_b, _, _, _, labels = PairSampler(episodes, config, seed=0).sample(30)
+    assert labels.shape == (60, 3, 2)
+    for frames, rows in ((frames_a, labels[:30]), (frames_b, labels[30:])):
+        for frame, points in zip(frames, rows):
+            column, row = (points[0].numpy() * 64 / 32).astype(int)  # labels are at the critic's 32 px
+            assert frame[row, column].max() == 255 and torch.equal(points[0], points[2])
+    wrong = PairSampler(episodes, CriticTrainConfig(critic=LOCATING, mismatch_fraction=1.0), seed=0).sample(10)[5]
+    assert bool((wrong == -1).all())
+    with pytest.raises(ValueError, match="pixel labels"):
+        PairSampler([Episode("Reach", "x", [0.0, 1.0])], config, seed=0)
+
+
+def test_the_critics_localiser_learns_to_find_the_labelled_pixel(tmp_path):
+    episodes = [DotEpisode(f"reach the {c} cube", 12, seed=i) for i, c in enumerate(["red", "blue", "green"])]
+    config = CriticTrainConfig(critic=LOCATING, out_dir=tmp_path / "critic", steps=60, batch_size=16, lr=3e-3,
+                               warmup_steps=5, checkpoint_every=60, localiser_weight=1.0, mismatch_fraction=0.0)
+    train_critic(config, episodes, show_progress=False)
+    errors = [json.loads(line)["located_px"] for line in (tmp_path / "critic" / "metrics.jsonl").read_text().splitlines()]
+    assert np.mean(errors[-10:]) < 0.5 * np.mean(errors[:10])
 
 
 def _batch(lengths, steps=4):

@@ -143,14 +143,15 @@ def cmd_critic_collect(args: argparse.Namespace) -> int:
     from sim_envs.tasks import TASKS
     from vla_rl.cli.factories import load_policy
 
-    tasks = args.tasks or list(TASKS)
-    policy_factory = None
-    if args.policy:
-        from vla_rl.policy.checkpoint import resolve_checkpoint
+    from vla_rl.policy.checkpoint import resolve_checkpoint
 
-        checkpoint = resolve_checkpoint(Path(args.policy))
-        policy_factory = functools.partial(load_policy, str(checkpoint), args.policy_temperature, "cpu")
+    tasks = args.tasks or list(TASKS)
+    policies = {"train": args.policy, "eval": args.eval_policy or args.policy}
     for split, counts in (("train", args.train_episodes), ("eval", args.eval_episodes)):
+        policy_factory = None
+        if policies[split]:
+            checkpoint = resolve_checkpoint(Path(policies[split]))
+            policy_factory = functools.partial(load_policy, str(checkpoint), args.policy_temperature, "cpu")
         episodes = collect_progress_episodes(tasks, _behaviour_counts(counts), split, args.image_size,
                                              workers=args.workers, seed=args.seed, policy_factory=policy_factory)
         path = write_episodes(args.out / f"{split}.hdf5", episodes)
@@ -345,6 +346,8 @@ def add_collect_arguments(parser: argparse.ArgumentParser, out: Path, tasks: lis
                         help="episodes per task and behaviour on held-out evaluation init states "
                              "(sluggish: a behaviour the critic never trains on)")
     parser.add_argument("--policy", help="policy checkpoint for the 'policy' behaviour (e.g. an SFT checkpoint)")
+    parser.add_argument("--eval-policy", help="another checkpoint for the eval split's 'policy' episodes (default: "
+                        "--policy), e.g. a GRPO checkpoint: a policy the critic never trained on")
     parser.add_argument("--policy-temperature", type=float, default=1.0, help="sampling temperature of the policy")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=-1, help="processes (-1 = one per core)")

@@ -39,10 +39,12 @@ def sincos_codes(values: torch.Tensor, width: int) -> torch.Tensor:
 class ObjectLocaliser(nn.Module):
     """``points`` language-conditioned maps over the pixels of one camera."""
 
-    def __init__(self, points: int, channels: int, vocab_size: int, text_width: int = 64):
+    def __init__(self, points: int, channels: int, vocab_size: int | None, text_width: int = 64):
+        """``vocab_size=None``: the instruction arrives already encoded, as token states ``[B, L,
+        text_width]`` with their own positions (the critic's frozen sentence encoder), not as ids."""
         super().__init__()
         self.points = points
-        self.word_embedding = nn.Embedding(vocab_size, text_width)
+        self.word_embedding = nn.Embedding(vocab_size, text_width) if vocab_size is not None else None
         self.text_encoder = nn.TransformerEncoderLayer(text_width, 4, 4 * text_width, dropout=0.0, batch_first=True)
         self.point_queries = nn.Parameter(torch.randn(points, text_width) * 0.02)
         self.query_attention = nn.MultiheadAttention(text_width, 4, batch_first=True)
@@ -52,10 +54,13 @@ class ObjectLocaliser(nn.Module):
         self.score = nn.Conv2d(channels, 1, 1)
 
     def point_conditions(self, word_ids: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
-        """``[B, L]`` token ids and mask (1 = real) of the instructions -> ``[B, K, text_width]``."""
+        """``[B, L]`` token ids (or ``[B, L, text_width]`` token states, see ``__init__``) and mask
+        (1 = real) of the instructions -> ``[B, K, text_width]``."""
         padding = word_mask == 0
-        positions = torch.arange(word_ids.shape[1], device=word_ids.device)
-        words = self.word_embedding(word_ids) + sincos_codes(positions, self.word_embedding.embedding_dim)
+        words = word_ids
+        if self.word_embedding is not None:
+            positions = torch.arange(word_ids.shape[1], device=word_ids.device)
+            words = self.word_embedding(word_ids) + sincos_codes(positions, self.word_embedding.embedding_dim)
         encoded = self.text_encoder(words, src_key_padding_mask=padding)
         queries = self.point_queries.expand(len(word_ids), -1, -1)
         conditions, _ = self.query_attention(queries, encoded, encoded, key_padding_mask=padding, need_weights=False)

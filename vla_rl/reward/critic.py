@@ -12,6 +12,13 @@ Architecture (all ``transformers`` components, trains on a CPU):
   with a learned segment embedding per part and a learned position per patch.
 - **heads** on CLS: ``delta`` = tanh(linear) in [-1, 1] (progress of b minus progress of a: negative
   when the arm regresses, zero for a stall) and ``done`` = sigmoid(linear).
+- **located points** (``localiser_points``, optional): the policy's pixel-level, language-conditioned
+  ``ObjectLocaliser`` (conditioned here by the MiniLM token states) finds in each frame the objects
+  the instruction names, and with ``localiser_gripper`` the grip site. The points of each frame enter
+  the fusion as one more token. Why: without them the critic barely used the instruction (a wrong
+  one moved its value curve little, docs/critic.md): telling the named 5-pixel block from the
+  distractors is what the localiser is built for. It trains on its own loss against the simulator's
+  pixel labels, and its points are detached, as in the policy.
 
 Scoring an episode (``ProgressCritic.score``) compares every frame with the first one: ``V(t) =
 delta(frame_0, frame_t)`` is the value curve, its differences are the per-step progress deltas, and
@@ -37,6 +44,7 @@ from vla_rl.core.types import CriticOutput, EpisodeFrames
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TEXT_DIM = 384  # all-MiniLM-L6-v2
+LOCALISER_TEXT_WIDTH = 64  # the policy localiser's text width
 
 
 @dataclass(frozen=True)
@@ -48,8 +56,18 @@ class CriticConfig:
     layers: int = option(2, "fusion transformer layers")
     heads: int = option(4, "fusion attention heads")
     text_encoder: str = option("builtin:minilm", "frozen sentence encoder: builtin:minilm or a local model directory")
+    localiser_points: int = option(0, "named objects the pixel-level localiser finds in each frame (0: none; "
+                                      "2: the object and its goal), fed to the fusion as a token")
+    localiser_gripper: bool = option(False, "the localiser also finds the grip site (needs localiser_points)")
+    localiser_channels: int = option(32, "feature channels of the localiser's convolutions")
+
+    @property
+    def located_points(self) -> int:
+        return self.localiser_points + int(self.localiser_gripper)
 
     def __post_init__(self) -> None:
+        if self.localiser_points < 0 or (self.localiser_gripper and not self.localiser_points):
+            raise ValueError("localiser_points must be >= 0, and localiser_gripper needs localiser_points > 0")
         if self.hidden_size % self.heads:
             raise ValueError(f"hidden_size {self.hidden_size} must be divisible by heads {self.heads}")
         if not 32 <= self.image_size <= 256:
@@ -117,6 +135,7 @@ class ProgressCritic(nn.Module):
         super().__init__()
         from transformers import BertConfig, BertModel
 
+        from vla_rl.policy.localiser import ObjectLocaliser
         from vla_rl.policy.mobilenet import BUILTIN_IMAGENET, MobileNetTower, stage_stride
 
         self.config = config
@@ -128,6 +147,13 @@ class ProgressCritic(nn.Module):
         self.text = TextEncoder(config.text_encoder)
         self.text_proj = nn.Linear(TEXT_DIM, width)
         self.patch_proj = nn.Linear(self.vision.channels, width)
+        if config.located_points:
+            self.localiser = ObjectLocaliser(config.located_points, config.localiser_channels, vocab_size=None,
+                                             text_width=LOCALISER_TEXT_WIDTH)
+            self.localiser_text = nn.Linear(TEXT_DIM, LOCALISER_TEXT_WIDTH)
+            self.points_proj = nn.Sequential(nn.Linear(2 * config.located_points, width), nn.GELU(),
+                                             nn.Linear(width, width))
+            patches += 1  # the located-points token follows each frame's patches
         self.patch_position = nn.Parameter(torch.randn(patches, width) * 0.02)
         self.segment = nn.Embedding(4, width)  # CLS, text, frame a, frame b
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
@@ -155,8 +181,31 @@ class ProgressCritic(nn.Module):
                                           align_corners=False)
         return (x - self.mean) / self.std
 
-    def frame_tokens(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.patch_proj(self.vision(self.pixels(frames))) + self.patch_position
+    def resized(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[B, H, W, 3]`` at the critic's image size (what the localiser reads)."""
+        if frames.shape[1] == self.config.image_size:
+            return frames
+        x = nn.functional.interpolate(frames.permute(0, 3, 1, 2).float(), size=self.config.image_size,
+                                      mode="bilinear", antialias=True, align_corners=False)
+        return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+    def frame_tokens(self, frames: torch.Tensor, instructions: Sequence[str] = ()):
+        """uint8 ``[B, H, W, 3]`` -> tokens ``[B, N, width]`` (patches, then the located-points token
+        with ``localiser_points``) and the localiser's logits ``[B, K, S*S]`` (None without it)."""
+        tokens = self.patch_proj(self.vision(self.pixels(frames)))
+        logits = None
+        if self.config.located_points:
+            from vla_rl.policy.localiser import expected_pixels
+
+            if len(instructions) != len(frames):
+                raise ValueError(f"the localiser needs one instruction per frame ({len(frames)}), got {len(instructions)}")
+            text, text_mask = self.text(list(instructions))
+            size = self.config.image_size
+            logits = self.localiser(self.resized(frames), self.localiser_text(text.to(frames.device)),
+                                    text_mask.to(frames.device))
+            points = expected_pixels(logits.detach(), size) / size * 2 - 1  # [B, K, 2] in [-1, 1]
+            tokens = torch.cat([tokens, self.points_proj(points.flatten(1))[:, None]], dim=1)
+        return tokens + self.patch_position, logits
 
     def fuse(self, tokens_a: torch.Tensor, tokens_b: torch.Tensor, instructions: Sequence[str]):
         text, text_mask = self.text(list(instructions))
@@ -173,7 +222,17 @@ class ProgressCritic(nn.Module):
         return torch.tanh(self.delta_head(cls)).squeeze(-1), self.done_head(cls).squeeze(-1)
 
     def forward(self, frames_a: torch.Tensor, frames_b: torch.Tensor, instructions: Sequence[str]):
-        return self.fuse(self.frame_tokens(frames_a), self.frame_tokens(frames_b), instructions)
+        delta, done_logit, _ = self.forward_with_maps(frames_a, frames_b, instructions)
+        return delta, done_logit
+
+    def forward_with_maps(self, frames_a: torch.Tensor, frames_b: torch.Tensor, instructions: Sequence[str]):
+        """``forward`` plus the localiser's logits of both frames ``[2B, K, S*S]`` (a's rows, then b's;
+        None without a localiser), for its training loss."""
+        tokens_a, logits_a = self.frame_tokens(frames_a, instructions)
+        tokens_b, logits_b = self.frame_tokens(frames_b, instructions)
+        delta, done_logit = self.fuse(tokens_a, tokens_b, instructions)
+        logits = torch.cat([logits_a, logits_b]) if logits_a is not None else None
+        return delta, done_logit, logits
 
     # ---- RewardCritic -------------------------------------------------------------------------
     @torch.no_grad()
@@ -185,12 +244,12 @@ class ProgressCritic(nn.Module):
         rows, cols = np.nonzero(episodes.mask)
         value = torch.zeros(count, steps)
         done = torch.zeros(count, steps)
-        anchors = self.frame_tokens(frames[:, 0])  # one vision pass per episode's first frame
+        anchors, _ = self.frame_tokens(frames[:, 0], episodes.instructions)  # one vision pass per episode's first frame
         for start in range(0, len(rows), batch_size):
             r = torch.from_numpy(rows[start:start + batch_size])
             c = torch.from_numpy(cols[start:start + batch_size])
-            delta, logit = self.fuse(anchors[r], self.frame_tokens(frames[r, c]),
-                                     [episodes.instructions[i] for i in r.tolist()])
+            texts = [episodes.instructions[i] for i in r.tolist()]
+            delta, logit = self.fuse(anchors[r], self.frame_tokens(frames[r, c], texts)[0], texts)
             value[r, c], done[r, c] = delta, torch.sigmoid(logit)
         mask = torch.from_numpy(episodes.mask)
         value = value * mask

@@ -30,6 +30,7 @@ import torch
 
 from vla_rl.core.config import option
 from vla_rl.core.types import EpisodeFrames
+from vla_rl.policy.localiser import localisation_loss
 from vla_rl.policy.sft import lr_at  # the same warm-up + cosine schedule as SFT
 from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
 
@@ -43,6 +44,8 @@ class LabelledEpisode(Protocol):
     frames: np.ndarray  # uint8 [T + 1, H, W, 3]
     progress: np.ndarray  # float32 [T + 1]
     success: np.ndarray  # bool [T + 1]
+    named_pixels: np.ndarray | None  # float32 [T + 1, 2, 2] localiser labels (needed with a localiser)
+    gripper_pixels: np.ndarray | None  # float32 [T + 1, 2]
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class CriticTrainConfig:
     done_fraction: float = option(0.2, "pairs that end on a success frame")
     mismatch_fraction: float = option(0.2, "pairs with another episode's instruction (labels: no progress, not done)")
     done_weight: float = option(1.0, "weight of the done loss against the progress loss")
+    localiser_weight: float = option(0.2, "weight of the localiser's loss (with critic.localiser_points)")
     checkpoint_every: int = option(500, "steps between checkpoints")
     seed: int = option(0, "seed of initialisation and pair sampling")
 
@@ -77,6 +81,9 @@ class PairSampler:
     def __init__(self, episodes: Sequence[LabelledEpisode], config: CriticTrainConfig, seed: int):
         if not episodes:
             raise ValueError("no training episodes")
+        if config.critic.located_points and any(e.named_pixels is None for e in episodes):
+            raise ValueError("a critic with a localiser trains on episodes with pixel labels (named_pixels): "
+                             "collect them again with this version's `vla-rl critic collect`")
         self.episodes, self.config = list(episodes), config
         self.rng = np.random.default_rng(seed)
         self.successful = [i for i, e in enumerate(self.episodes) if e.success.any()]
@@ -93,9 +100,24 @@ class PairSampler:
             [t for t in self.instructions if t != episode.instruction]
         return str(self.rng.choice(pool)) if pool else None
 
+    def pixel_labels(self, episode: LabelledEpisode, frame: int, matched: bool) -> np.ndarray:
+        """``[K, 2]`` localiser labels of one frame at the critic's image size; -1 (ignored by the loss)
+        with a mismatched instruction, whose named objects are not the labelled ones."""
+        critic = self.config.critic
+        points = np.full((critic.located_points, 2), -1.0, np.float32)
+        if matched:
+            labels = episode.named_pixels[frame][: critic.localiser_points]
+            if critic.localiser_gripper:
+                labels = np.concatenate([labels, episode.gripper_pixels[frame][None]])
+            points[:] = labels * (critic.image_size / episode.frames.shape[1])
+        return points
+
     def sample(self, batch_size: int):
+        """``(frames_a, frames_b, instructions, deltas, dones, pixel labels [2B, K, 2] or None)``; the
+        labels are a's rows, then b's, as ``ProgressCritic.forward_with_maps`` returns its logits."""
         cfg, rng = self.config, self.rng
         frames_a, frames_b, texts, deltas, dones = [], [], [], [], []
+        labels_a, labels_b = [], []
         for _ in range(batch_size):
             if self.successful and rng.random() < cfg.done_fraction:
                 episode = self.episodes[int(rng.choice(self.successful))]
@@ -107,18 +129,22 @@ class PairSampler:
                 a = 0 if rng.random() < cfg.anchor_fraction else int(rng.integers(length))
                 b = int(rng.integers(length))
             delta, done = float(episode.progress[b] - episode.progress[a]), float(episode.success[b])
-            text = episode.instruction
+            text, matched = episode.instruction, True
             if rng.random() < cfg.mismatch_fraction:
                 other = self.mismatched(episode)
                 if other is not None:
-                    text, delta, done = other, 0.0, 0.0
+                    text, delta, done, matched = other, 0.0, 0.0, False
+            if cfg.critic.located_points:
+                labels_a.append(self.pixel_labels(episode, a, matched))
+                labels_b.append(self.pixel_labels(episode, b, matched))
             frames_a.append(episode.frames[a])
             frames_b.append(episode.frames[b])
             texts.append(text)
             deltas.append(delta)
             dones.append(done)
+        labels = torch.from_numpy(np.stack(labels_a + labels_b)) if labels_a else None
         return (torch.from_numpy(np.stack(frames_a)), torch.from_numpy(np.stack(frames_b)), texts,
-                torch.tensor(deltas), torch.tensor(dones))
+                torch.tensor(deltas), torch.tensor(dones), labels)
 
 
 def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode], show_progress: bool = True,
@@ -143,22 +169,30 @@ def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode],
         for step in range(1, config.steps + 1):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step - 1, config)
-            frames_a, frames_b, texts, deltas, dones = sampler.sample(config.batch_size)
-            delta, logit = critic(frames_a, frames_b, texts)
+            frames_a, frames_b, texts, deltas, dones, pixel_labels = sampler.sample(config.batch_size)
+            delta, logit, located_logits = critic.forward_with_maps(frames_a, frames_b, texts)
             progress_loss = torch.nn.functional.smooth_l1_loss(delta, deltas, beta=0.1)
             done_loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, dones)
             loss = progress_loss + config.done_weight * done_loss
+            values = {}
+            if located_logits is not None:
+                located_loss, pixel_error = localisation_loss(located_logits, pixel_labels, config.critic.image_size)
+                loss = loss + config.localiser_weight * located_loss
+                values = {"localiser_loss": located_loss.item(), "located_px": pixel_error.item()}
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite critic loss at step {step}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
-            values = {"loss": loss.item(), "progress_loss": progress_loss.item(), "done_loss": done_loss.item()}
-            loss_avg = {k: 0.95 * loss_avg.get(k, v) + 0.05 * v for k, v in values.items()}
+            values = {"loss": loss.item(), "progress_loss": progress_loss.item(), "done_loss": done_loss.item(), **values}
+            for key, value in values.items():  # located_px is NaN in a batch with no label inside the image
+                if math.isfinite(value):
+                    loss_avg[key] = 0.95 * loss_avg.get(key, value) + 0.05 * value
             log.write(json.dumps({"step": step, **values, "lr": lr_at(step - 1, config)}) + "\n")
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_avg['loss']:.3f}", done=f"{loss_avg['done_loss']:.3f}")
+            bar.set_postfix(loss=f"{loss_avg['loss']:.3f}", done=f"{loss_avg['done_loss']:.3f}",
+                            **({"loc_px": f"{loss_avg['located_px']:.2f}"} if "located_px" in loss_avg else {}))
             if step % config.checkpoint_every == 0:
                 save_critic(out_dir / f"step_{step:06d}", critic.eval(), {**meta, "step": step})
                 critic.train()
