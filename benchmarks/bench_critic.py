@@ -1,8 +1,9 @@
 """Frames scored per second by the progress critic: batched episode scoring (``ProgressCritic.score``:
 all frames of a batch of episodes, anchored at frame 0, in batches of ``--batch`` pairs) against
 scoring one (frame_0, frame_t) pair at a time, same model (random weights), same frames, same run.
+The model is the critic of ``--config`` (configs/critic.yaml: with the located-points localiser).
 
-    python benchmarks/bench_critic.py [--episodes 8] [--steps 40] [--batch 256] [--image-size 64]
+    python benchmarks/bench_critic.py [--config configs/critic.yaml] [--episodes 8] [--steps 40] [--batch 256]
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import torch  # noqa: E402
 from common import emit  # noqa: E402
 
 from vla_rl.core.types import EpisodeFrames  # noqa: E402
-from vla_rl.reward.critic import CriticConfig, ProgressCritic  # noqa: E402
+from vla_rl.core.config import load_config  # noqa: E402
+from vla_rl.reward.critic import ProgressCritic  # noqa: E402
+from vla_rl.reward.critic_train import CriticTrainConfig  # noqa: E402
 
 
 def main() -> None:
@@ -27,11 +30,14 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--config", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
+                                                         "critic.yaml"), help="a CriticTrainConfig YAML")
     parser.add_argument("--single-pairs", type=int, default=60, help="pairs timed one at a time")
     args = parser.parse_args()
     torch.manual_seed(0)
-    critic = ProgressCritic(CriticConfig(image_size=args.image_size)).eval()
+    config = load_config(CriticTrainConfig, args.config).critic
+    args.image_size = config.image_size
+    critic = ProgressCritic(config).eval()
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (args.episodes, args.steps, args.image_size, args.image_size, 3), dtype=np.uint8)
     instructions = [f"pick up the {c} block" for c in ["red", "green", "blue", "yellow"]] * args.episodes
@@ -49,7 +55,7 @@ def main() -> None:
         single = args.single_pairs / (time.perf_counter() - start)
     emit("critic_frames_per_s_batched", batched, "frames/s", "critic_frames_per_s_one_pair_at_a_time", single,
          episodes=args.episodes, steps=args.steps, batch=args.batch, image_size=args.image_size,
-         torch_threads=torch.get_num_threads())
+         localiser_points=config.located_points, torch_threads=torch.get_num_threads())
 
 
 if __name__ == "__main__":

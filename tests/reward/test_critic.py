@@ -8,7 +8,8 @@ import torch
 
 from vla_rl.core.types import EpisodeFrames, TaskSpec, TrajectoryBatch
 from vla_rl.reward.critic import CriticConfig, ProgressCritic, load_critic, save_critic
-from vla_rl.reward.critic_train import CriticTrainConfig, PairSampler, auroc, spearman, train_critic
+from vla_rl.reward.critic_train import (CriticTrainConfig, PairSampler, auroc, evaluate_critic, spearman,
+                                       train_critic)
 from vla_rl.reward.sources import RewardConfig, critic_rewards, make_reward_fn
 
 SMALL = CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2)
@@ -138,6 +139,21 @@ def test_the_critics_localiser_learns_to_find_the_labelled_pixel(tmp_path):
     train_critic(config, episodes, show_progress=False)
     errors = [json.loads(line)["located_px"] for line in (tmp_path / "critic" / "metrics.jsonl").read_text().splitlines()]
     assert np.mean(errors[-10:]) < 0.5 * np.mean(errors[:10])
+
+
+def test_evaluation_reports_every_behaviour_and_task_and_plots_value_curves(tmp_path):
+    episodes = [DotEpisode("reach the red cube", 6, seed=0), DotEpisode("reach the blue cube", 5, seed=1)]
+    episodes[1].behaviour = "random"
+    lift = DotEpisode("pick up the red block", 4, seed=2)
+    lift.task = "Lift"
+    critic = ProgressCritic(LOCATING).eval()
+    report = evaluate_critic(critic, episodes + [lift], tmp_path)
+    assert set(report) == {"all", "expert", "random", "task:Reach", "task:Lift"}
+    assert report["task:Reach"]["episodes"] == 2 and report["all"]["successful_episodes"] == 3
+    for row in report.values():
+        assert 0.0 <= row["success_auroc"] <= 1.0 and -1.0 <= row["value_spearman"] <= 1.0
+    assert json.loads((tmp_path / "eval.json").read_text()) == report
+    assert (tmp_path / "value_curves.png").stat().st_size > 0
 
 
 def _batch(lengths, steps=4):

@@ -121,3 +121,23 @@ def test_random_actions_make_little_progress():
             finals.append(info["progress"])
         env.close()
     assert np.mean(finals) < 0.4, dict(zip(np.repeat(list(TASKS), 2), np.round(finals, 2)))
+
+
+def test_episodes_record_pixel_labels_of_every_frame_and_keep_them_on_disk(tmp_path):
+    from sim_envs.progress_episodes import read_episodes, run_episode, write_episodes
+
+    env = TabletopEnv("Lift", image_size=32)
+    try:
+        episode = run_episode(env, "Lift", "expert", "train", 0, seed=0)
+        last_frame = (env.named_pixels(), env.gripper_pixels())
+    finally:
+        env.close()
+    frames = len(episode.progress)
+    assert episode.named_pixels.shape == (frames, 2, 2) and episode.gripper_pixels.shape == (frames, 2)
+    np.testing.assert_allclose(episode.named_pixels[-1], last_frame[0])
+    np.testing.assert_allclose(episode.gripper_pixels[-1], last_frame[1])
+    # the block is lifted: its image row moves up (smaller) while the labels follow it
+    assert episode.named_pixels[-1, 0, 1] < episode.named_pixels[0, 0, 1]
+    again = next(read_episodes(write_episodes(tmp_path / "episodes.hdf5", [episode])))
+    np.testing.assert_array_equal(again.named_pixels, episode.named_pixels)
+    np.testing.assert_array_equal(again.gripper_pixels, episode.gripper_pixels)

@@ -163,9 +163,9 @@ def cmd_critic_collect(args: argparse.Namespace) -> int:
 
 
 def _print_critic_report(report: dict) -> None:
-    print(f"\n{'episodes':<10} {'n':>4} {'success AUROC':>14} {'value Spearman':>15} {'mismatch lower':>15}")
+    print(f"\n{'episodes':<17} {'n':>4} {'success AUROC':>14} {'value Spearman':>15} {'mismatch lower':>15}")
     for name, row in report.items():
-        print(f"{name:<10} {row['episodes']:>4} {row['success_auroc']:>14.3f} {row['value_spearman']:>15.3f} "
+        print(f"{name:<17} {row['episodes']:>4} {row['success_auroc']:>14.3f} {row['value_spearman']:>15.3f} "
               f"{row['mismatch_lower']:>15.1%}")
 
 

@@ -287,6 +287,8 @@ def evaluate_critic(critic: ProgressCritic, episodes: Sequence[LabelledEpisode],
     report = {"all": figures(list(range(len(episodes))))}
     for behaviour in sorted({e.behaviour for e in episodes}):
         report[behaviour] = figures([i for i, e in enumerate(episodes) if e.behaviour == behaviour])
+    for task in sorted({e.task for e in episodes}):  # RL trains per task: a reward is only as good as its task's
+        report[f"task:{task}"] = figures([i for i, e in enumerate(episodes) if e.task == task])
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
