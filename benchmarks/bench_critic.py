@@ -36,10 +36,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     config = load_config(CriticTrainConfig, args.config).critic
-    args.image_size = config.image_size
+    size = config.image_size
     critic = ProgressCritic(config).eval()
     rng = np.random.default_rng(0)
-    frames = rng.integers(0, 255, (args.episodes, args.steps, args.image_size, args.image_size, 3), dtype=np.uint8)
+    frames = rng.integers(0, 255, (args.episodes, args.steps, size, size, 3), dtype=np.uint8)
     instructions = [f"pick up the {c} block" for c in ["red", "green", "blue", "yellow"]] * args.episodes
     episodes = EpisodeFrames(frames, instructions[: args.episodes], np.ones((args.episodes, args.steps), bool))
     critic.score(EpisodeFrames(frames[:1, :4], instructions[:1], np.ones((1, 4), bool)))  # warm-up
@@ -54,7 +54,7 @@ def main() -> None:
             critic(tensors[e, :1], tensors[e, t:t + 1], [instructions[e]])
         single = args.single_pairs / (time.perf_counter() - start)
     emit("critic_frames_per_s_batched", batched, "frames/s", "critic_frames_per_s_one_pair_at_a_time", single,
-         episodes=args.episodes, steps=args.steps, batch=args.batch, image_size=args.image_size,
+         episodes=args.episodes, steps=args.steps, batch=args.batch, image_size=size,
          localiser_points=config.located_points, torch_threads=torch.get_num_threads())
 
 

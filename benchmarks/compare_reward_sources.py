@@ -52,7 +52,7 @@ def run(source: str, args, sft: Path) -> dict:
         iterations=args.iterations, time_limit_minutes=0.0, reward=reward, eval_every=0,
         eval_episodes_per_task=args.eval_episodes, checkpoint_every=args.iterations, seed=args.seed,
         temperature=args.temperature if args.temperature is not None else recipe.temperature,
-        algorithm=dataclasses.replace(recipe.algorithm, lr=args.lr or recipe.algorithm.lr))
+        algorithm=dataclasses.replace(recipe.algorithm, lr=args.lr if args.lr is not None else recipe.algorithm.lr))
     pool = make_pool(config.rollout, config.suite, sft, config.temperature, config.seed, config.env)
     try:
         summary = Trainer(config, pool, eval_state_counter(config.suite)).run()

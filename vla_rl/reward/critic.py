@@ -40,6 +40,7 @@ from torch import nn
 
 from vla_rl.core.config import from_dict, option
 from vla_rl.core.types import CriticOutput, EpisodeFrames
+from vla_rl.policy.localiser import ObjectLocaliser, expected_pixels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -135,7 +136,6 @@ class ProgressCritic(nn.Module):
         super().__init__()
         from transformers import BertConfig, BertModel
 
-        from vla_rl.policy.localiser import ObjectLocaliser
         from vla_rl.policy.mobilenet import BUILTIN_IMAGENET, MobileNetTower, stage_stride
 
         self.config = config
@@ -173,20 +173,23 @@ class ProgressCritic(nn.Module):
         self.vision.train(mode)  # keeps BatchNorm statistics frozen
         return self
 
+    def _to_image_size(self, x: torch.Tensor) -> torch.Tensor:
+        """float ``[B, 3, H, W]`` -> ``[B, 3, S, S]`` at the critic's image size."""
+        if x.shape[-1] == self.config.image_size:
+            return x
+        return nn.functional.interpolate(x, size=self.config.image_size, mode="bilinear", antialias=True,
+                                         align_corners=False)
+
     def pixels(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 ``[B, H, W, 3]`` -> normalised float ``[B, 3, S, S]`` at the critic's image size."""
-        x = frames.permute(0, 3, 1, 2).float() / 255.0
-        if x.shape[-1] != self.config.image_size:
-            x = nn.functional.interpolate(x, size=self.config.image_size, mode="bilinear", antialias=True,
-                                          align_corners=False)
+        x = self._to_image_size(frames.permute(0, 3, 1, 2).float() / 255.0)
         return (x - self.mean) / self.std
 
     def resized(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 ``[B, H, W, 3]`` at the critic's image size (what the localiser reads)."""
         if frames.shape[1] == self.config.image_size:
             return frames
-        x = nn.functional.interpolate(frames.permute(0, 3, 1, 2).float(), size=self.config.image_size,
-                                      mode="bilinear", antialias=True, align_corners=False)
+        x = self._to_image_size(frames.permute(0, 3, 1, 2).float())
         return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
     def frame_tokens(self, frames: torch.Tensor, instructions: Sequence[str] = ()):
@@ -195,8 +198,6 @@ class ProgressCritic(nn.Module):
         tokens = self.patch_proj(self.vision(self.pixels(frames)))
         logits = None
         if self.config.located_points:
-            from vla_rl.policy.localiser import expected_pixels
-
             if len(instructions) != len(frames):
                 raise ValueError(f"the localiser needs one instruction per frame ({len(frames)}), got {len(instructions)}")
             text, text_mask = self.text(list(instructions))

@@ -174,18 +174,19 @@ def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode],
             progress_loss = torch.nn.functional.smooth_l1_loss(delta, deltas, beta=0.1)
             done_loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, dones)
             loss = progress_loss + config.done_weight * done_loss
-            values = {}
+            localiser_values = {}
             if located_logits is not None:
                 located_loss, pixel_error = localisation_loss(located_logits, pixel_labels, config.critic.image_size)
                 loss = loss + config.localiser_weight * located_loss
-                values = {"localiser_loss": located_loss.item(), "located_px": pixel_error.item()}
+                localiser_values = {"localiser_loss": located_loss.item(), "located_px": pixel_error.item()}
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite critic loss at step {step}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
-            values = {"loss": loss.item(), "progress_loss": progress_loss.item(), "done_loss": done_loss.item(), **values}
+            values = {"loss": loss.item(), "progress_loss": progress_loss.item(), "done_loss": done_loss.item(),
+                      **localiser_values}
             for key, value in values.items():  # located_px is NaN in a batch with no label inside the image
                 if math.isfinite(value):
                     loss_avg[key] = 0.95 * loss_avg.get(key, value) + 0.05 * value
