@@ -40,12 +40,12 @@ def _default_sft() -> SFTConfig:
 
 
 def _default_train() -> TrainConfig:
-    return TrainConfig(iterations=80, time_limit_minutes=11, temperature=1.0, group_size=8, groups_per_iteration=4,
+    return TrainConfig(iterations=150, time_limit_minutes=11, temperature=1.0, group_size=8, groups_per_iteration=4,
                        max_sampling_rounds=2, keep_surplus_groups=True,
                        algorithm=AlgorithmConfig(lr=1e-3, minibatch_size=128, microbatch_size=64,
                                                  loss_aggregation="episode-mean"),
                        learner=LearnerConfig(lora=LoRAConfig(rank=8)),
-                       rollout=RolloutConfig(num_workers=2, envs_per_worker=16, max_decisions=20), eval_every=0,
+                       rollout=RolloutConfig(num_workers=2, envs_per_worker=16, max_decisions=12), eval_every=0,
                        eval_episodes_per_task=50, checkpoint_every=20)
 
 
