@@ -3,9 +3,10 @@ tokens) against OpenVLA's reference path (one image at a time through HF ``gener
 vocabulary), same model, same run. Target on the 2-core CPU: ratio >= 10.
 
     python benchmarks/bench_decode.py [--batch 32] [--repeats 3] [--device cpu|cuda] [--precision fp32|bf16]
+                                      [--model tiny|mid]
 
 ``--device cuda --precision bf16``: the GPU figure (batched decoding under bf16 autocast against the
-same per-sample reference path in fp32).
+same per-sample reference path in fp32). ``--model mid``: the ~110M-parameter VLA of bench_learner.py.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ import torch  # noqa: E402
 from common import emit  # noqa: E402
 
 
-def build_policy(seed: int = 0, device: str = "cpu", precision: str = "fp32"):
+def build_policy(seed: int = 0, device: str = "cpu", precision: str = "fp32", model_size: str = "tiny"):
+    from bench_learner import MID_SIZE
+    from vla_rl.core.config import from_dict
     from vla_rl.policy import ActionTokenizer, NormStats
     from vla_rl.policy.model import VLAConfig, VLAModel
     from vla_rl.policy.policy import VLAPolicy
 
     torch.manual_seed(seed)
-    model = VLAModel(VLAConfig()).eval().to(device)
+    model = VLAModel(from_dict(VLAConfig, MID_SIZE if model_size == "mid" else {})).eval().to(device)
     stats = NormStats(np.full(7, -1.0), np.full(7, 1.0), np.array([True] * 6 + [False]))
     return VLAPolicy(model, ActionTokenizer(model.config.action_vocab_size, stats), seed=seed, precision=precision)
 
@@ -85,8 +88,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per path; the best is kept")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="of the batched path")
+    parser.add_argument("--model", default="tiny", choices=["tiny", "mid"])
     args = parser.parse_args()
-    policy = build_policy(device=args.device, precision=args.precision)
+    policy = build_policy(device=args.device, precision=args.precision, model_size=args.model)
     obs = observations(args.batch)
     batched = rate(lambda o: policy.act(o, explore=True), obs, args.repeats)
     policy.precision = "fp32"  # the reference is OpenVLA's per-sample path as published
@@ -94,7 +98,7 @@ def main() -> None:
     params = sum(p.numel() for p in policy.model.parameters())
     emit("batched_decode_actions_per_s", batched, "actions/s", "openvla_per_sample_hf_generate_actions_per_s",
          reference, target_ratio=10.0, batch=args.batch, model_params=params, torch_threads=torch.get_num_threads(),
-         device=args.device, precision=args.precision)
+         device=args.device, precision=args.precision, model=args.model)
 
 
 if __name__ == "__main__":

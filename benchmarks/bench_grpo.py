@@ -6,10 +6,11 @@ rolling out on the tabletop suite's Reach and PressButton tasks without early su
 episode runs to its step limit and both settings do the same amount of work.
 
     python benchmarks/bench_grpo.py [--iterations 2] [--envs 32] [--decoding autoregressive|parallel]
-                                    [--model tiny|mid] [--gpus-per-worker 0]
+                                    [--model tiny|mid] [--gpus-per-worker 0] [--precision fp32|bf16]
 
 ``--model mid``: the ~100M-parameter VLA of bench_learner.py (for GPU machines; the learner uses
-the GPU when one is visible, rollout actors when ``--gpus-per-worker`` > 0).
+the GPU when one is visible, rollout actors when ``--gpus-per-worker`` > 0). ``--precision bf16``:
+rollout decoding and the learner's forward/backward under bf16 autocast (GPUs).
 """
 
 from __future__ import annotations
@@ -44,17 +45,19 @@ def build_checkpoint(directory: Path, decoding: str, model_size: str = "tiny") -
                            extra={"trained_tasks": ["Reach", "PressButton"]})
 
 
-def run(workers: int, envs: int, iterations: int, checkpoint: Path, out_dir: Path, gpus_per_worker: float = 0.0) -> dict:
+def run(workers: int, envs: int, iterations: int, checkpoint: Path, out_dir: Path, gpus_per_worker: float = 0.0,
+        precision: str = "fp32") -> dict:
     from vla_rl.cli.factories import eval_state_counter, make_pool
-    from vla_rl.train.learner import AlgorithmConfig
+    from vla_rl.train.learner import AlgorithmConfig, LearnerConfig
     from vla_rl.train.trainer import RolloutConfig, Trainer, TrainConfig
 
     config = TrainConfig(init_checkpoint=checkpoint, out_dir=out_dir, tasks=("Reach", "PressButton"),
                          iterations=iterations, group_size=8, groups_per_iteration=envs // 8, max_sampling_rounds=1,
                          eval_episodes_per_task=0, checkpoint_every=10_000,
                          algorithm=AlgorithmConfig(dynamic_sampling=False, minibatch_size=256, microbatch_size=64),
+                         learner=LearnerConfig(precision=precision),
                          rollout=RolloutConfig(num_workers=workers, envs_per_worker=envs // workers,
-                                               gpus_per_worker=gpus_per_worker))
+                                               gpus_per_worker=gpus_per_worker, precision=precision))
     pool = make_pool(config.rollout, "tabletop", checkpoint, config.temperature, config.seed)
     rows = []
     try:
@@ -73,19 +76,23 @@ def main() -> None:
     parser.add_argument("--decoding", default="autoregressive", choices=["autoregressive", "parallel"])
     parser.add_argument("--model", default="tiny", choices=["tiny", "mid"])
     parser.add_argument("--gpus-per-worker", type=float, default=0.0)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = parser.parse_args()
     import ray
+    import torch
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    # GPUs named explicitly: Ray's own detection can miss them in sandboxed containers.
+    ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
+             log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = build_checkpoint(Path(tmp), args.decoding, args.model)
-        one = run(1, args.envs, args.iterations, checkpoint, Path(tmp) / "one", args.gpus_per_worker)
-        two = run(2, args.envs, args.iterations, checkpoint, Path(tmp) / "two", args.gpus_per_worker)
+        one = run(1, args.envs, args.iterations, checkpoint, Path(tmp) / "one", args.gpus_per_worker, args.precision)
+        two = run(2, args.envs, args.iterations, checkpoint, Path(tmp) / "two", args.gpus_per_worker, args.precision)
     ray.shutdown()
     emit("grpo_rollout_env_steps_per_s_2_workers", two["env_steps_per_s"], "env steps/s",
          "1 rollout worker", one["env_steps_per_s"], decoding=args.decoding, model=args.model, total_envs=args.envs,
-         iteration_seconds_1_worker=one["seconds"], iteration_seconds_2_workers=two["seconds"],
-         env_steps_per_iteration=two["env_steps"])
+         precision=args.precision, gpus_per_worker=args.gpus_per_worker, iteration_seconds_1_worker=one["seconds"],
+         iteration_seconds_2_workers=two["seconds"], env_steps_per_iteration=two["env_steps"])
 
 
 if __name__ == "__main__":
