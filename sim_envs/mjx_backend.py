@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import mujoco
 import numpy as np
@@ -166,7 +166,9 @@ class MjxTabletopPhysics:
     (kinematics of the last substep's start), the same the native env reports."""
 
     def __init__(self, task: str, num_envs: int, solver_iterations: int = SOLVER_ITERATIONS,
-                 ls_iterations: int = LS_ITERATIONS):
+                 ls_iterations: int = LS_ITERATIONS, adjust_model: Callable[[mujoco.MjModel], None] | None = None):
+        """``adjust_model`` edits the MJX copy of the model in place before it goes to the device (contact
+        settings, say; ``scripts/mjx_grasp_probe.py``); the native reference keeps the scene's own."""
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.jax, self.jnp, self.mjx = require_mjx()
@@ -177,6 +179,10 @@ class MjxTabletopPhysics:
         # would run all 100 Newton iterations every substep. Native Newton converges in <= 7.
         solver_model = mujoco.MjModel.from_xml_string(self.native.scene_xml)
         solver_model.opt.iterations, solver_model.opt.ls_iterations = solver_iterations, ls_iterations
+        if adjust_model is not None:
+            adjust_model(solver_model)
+        self.solver_model = solver_model
+        self._scratch = mujoco.MjData(solver_model)
         self.mjx_model = self.mjx.put_model(solver_model)
         self._idx = _Indices.of(self.model)
         self._step = _batched_step(self._idx)
@@ -192,11 +198,23 @@ class MjxTabletopPhysics:
         for state_id in init_state_ids:
             layout = get_layout(self.task_name, int(state_id), split)
             self.native._apply(layout)  # the native reset itself: layout, home IK, settle substeps
-            states.append(self.mjx.put_data(self.model, self.native.data))
+            states.append(self._device_state())
             body_pos.append(self.model.body_pos.copy())
             self.layouts.append(layout)
         self.data = self.jax.tree.map(lambda *xs: self.jnp.stack(xs), *states)
         self._body_pos = self.jnp.asarray(np.stack(body_pos), dtype=self.mjx_model.body_pos.dtype)
+
+    def _device_state(self):
+        """The native env's state as ``mjx.Data`` of the MJX copy: the integration state (positions,
+        velocities, controls, warm start) goes through a scratch ``MjData`` of that copy, whose contact
+        settings may differ (``adjust_model``), and its kinematics are recomputed there."""
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        state = np.empty(mujoco.mj_stateSize(self.model, spec))
+        mujoco.mj_getState(self.model, self.native.data, state, spec)
+        self.solver_model.body_pos[:] = self.model.body_pos  # the layout's fixed bodies
+        mujoco.mj_setState(self.solver_model, self._scratch, state, spec)
+        mujoco.mj_forward(self.solver_model, self._scratch)
+        return self.mjx.put_data(self.solver_model, self._scratch)
 
     def step(self, actions: np.ndarray) -> None:
         """One control step (``SUBSTEPS`` physics steps) of every env. ``actions`` [N, 7] in [-1, 1]."""
@@ -239,3 +257,37 @@ class MjxTabletopPhysics:
                 target[:] = values[i].reshape(target.shape)  # MJX keeps 3x3 matrices, MjData rows of 9
             result[i] = self.native.task.is_success(self.model, scratch, layout)
         return result
+
+
+@dataclass
+class NativeTrajectory:
+    actions: np.ndarray  # [T, 7] as taken (before clipping)
+    ee: np.ndarray  # [T, 3] grip site after each control step
+    bodies: np.ndarray  # [T, len(bodies), 3]
+    first_touch: int  # first control step after which a finger touches ``touch_body`` (T if never)
+
+
+def native_trajectory(task: str, init_id: int, steps: int, bodies: Sequence[str], actions: np.ndarray | None = None,
+                      expert_seed: int | None = None, expert_noise: float = 0.3, touch_body: str = "block0",
+                      split: str = "train") -> NativeTrajectory:
+    """The native reference for MJX comparisons: ``TabletopEnv``'s physics from ``init_id`` under
+    ``actions`` [steps, 7] open loop, or under a noisy scripted expert acting on the native state
+    (``expert_seed``), without rendering."""
+    from sim_envs.experts import make_expert
+    from sim_envs.tasks import gripper_touches
+
+    if (actions is None) == (expert_seed is None):
+        raise ValueError("give either actions or expert_seed")
+    env = TabletopEnv(task)
+    env._apply(get_layout(task, init_id, split))  # TabletopEnv.reset without rendering an observation
+    expert = make_expert(env, noise_std=expert_noise, seed=expert_seed) if expert_seed is not None else None
+    taken, ee, positions = np.zeros((steps, 7)), np.zeros((steps, 3)), np.zeros((steps, len(bodies), 3))
+    first_touch = steps
+    for t in range(steps):
+        taken[t] = expert.act() if expert is not None else actions[t]
+        env.arm.set_action(np.clip(taken[t], -1, 1))  # what TabletopEnv.step does before rendering
+        mujoco.mj_step(env.model, env.data, nstep=SUBSTEPS)
+        ee[t], positions[t] = env.arm.ee_position(), [env.data.body(b).xpos for b in bodies]
+        if first_touch == steps and gripper_touches(env.model, env.data, touch_body):
+            first_touch = t
+    return NativeTrajectory(taken, ee, positions, first_touch)

@@ -243,6 +243,19 @@ def two_squares_samples(rng, steps):
     return images, labels, actions, texts
 
 
+def write_two_squares_episodes(directory: Path, scenes: int, seed: int) -> None:
+    from vla_rl.core.demo_file import NAMED_PIXELS_OBS_KEY
+
+    directory.mkdir()
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for _ in range(scenes):
+        images, labels, actions, texts = two_squares_samples(rng, 1)
+        episodes.append(Episode(texts[0], "Reach", actions, np.zeros(1, np.float32),
+                                {"agentview_rgb": images, NAMED_PIXELS_OBS_KEY: labels}, np.zeros((1, 2)), True))
+    write_demo_file(directory / "Reach_demo.hdf5", episodes, {"env_name": "Reach"})
+
+
 @pytest.mark.parametrize("head_points, localiser_batch_size", [("localiser", 0), ("labels", 8)])
 def test_sft_trains_a_localiser_that_finds_the_named_object_in_unseen_scenes(tmp_path, head_points,
                                                                               localiser_batch_size):
@@ -251,18 +264,10 @@ def test_sft_trains_a_localiser_that_finds_the_named_object_in_unseen_scenes(tmp
     fresh scenes both generalise and the head works on the localiser's points (a model of the same
     size reading patch tokens would have to memorise)."""
     from vla_rl.core import ObsBatch
-    from vla_rl.core.demo_file import NAMED_PIXELS_OBS_KEY
     from vla_rl.policy.localiser import expected_pixels
     from vla_rl.policy.policy import VLAPolicy
 
-    rng = np.random.default_rng(0)
-    (tmp_path / "demos").mkdir()
-    episodes = []
-    for _ in range(16):
-        images, labels, actions, texts = two_squares_samples(rng, 1)
-        episodes.append(Episode(texts[0], "Reach", actions, np.zeros(1, np.float32),
-                                {"agentview_rgb": images, NAMED_PIXELS_OBS_KEY: labels}, np.zeros((1, 2)), True))
-    write_demo_file(tmp_path / "demos" / "Reach_demo.hdf5", episodes, {"env_name": "Reach"})
+    write_two_squares_episodes(tmp_path / "demos", scenes=16, seed=0)
     config = sft_config(tmp_path, model=tiny_config(localiser_points=2, image_tokens=False, localiser_channels=16),
                         steps=300, batch_size=16, shift_pixels=2, head_points=head_points,
                         localiser_batch_size=localiser_batch_size, located_noise_pixels=0.3)
@@ -284,6 +289,30 @@ def test_sft_trains_a_localiser_that_finds_the_named_object_in_unseen_scenes(tmp
         load_demos(tmp_path / "unlabelled", 1, named_pixels=True)
     with pytest.raises(KeyError, match="gripper_pixels"):  # these demos label the named points only
         load_demos(tmp_path / "demos", 1, named_pixels=True, gripper_pixels=True)
+
+
+def test_localiser_frames_teach_the_localiser_layouts_the_demos_lack(tmp_path):
+    """Demos of only 2 scenes: a localiser trained on their frames memorises them and misses the named
+    square in fresh scenes; trained on 64 other labelled scenes (localiser_frames_dir) it finds it,
+    while the action head still learns from the 2 demos only."""
+    from vla_rl.policy.localiser import expected_pixels
+
+    write_two_squares_episodes(tmp_path / "demos", scenes=2, seed=0)
+    write_two_squares_episodes(tmp_path / "frames", scenes=64, seed=1)
+    images, labels, _, texts = two_squares_samples(np.random.default_rng(2), 64)
+    errors = {}
+    for name, frames in (("demos only", None), ("with frames", tmp_path / "frames")):
+        config = sft_config(tmp_path, out_dir=tmp_path / name.replace(" ", "_"), steps=300, batch_size=16,
+                            model=tiny_config(localiser_points=2, image_tokens=False, localiser_channels=16),
+                            head_points="labels", localiser_batch_size=8, located_noise_pixels=0.3,
+                            localiser_frames_dir=frames)
+        model, _, _ = load_checkpoint(Path(train_sft(config, show_progress=False)["checkpoint"]))
+        with torch.no_grad():
+            located = expected_pixels(model.build_prefix({"agentview": images}, texts).located_logits, 32)
+        errors[name] = float((located - torch.from_numpy(labels)).norm(dim=-1).median())
+    assert errors["with frames"] < 1.0 and errors["demos only"] > 3 * errors["with frames"], errors
+    with pytest.raises(ValueError, match="localiser_frames_dir needs localiser_batch_size"):
+        sft_config(tmp_path, head_points="labels", localiser_frames_dir=tmp_path / "frames")
 
 
 def test_head_points_options_are_checked_and_labels_bypass_the_localiser():

@@ -31,13 +31,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 pytest.importorskip("jax")
 pytest.importorskip("mujoco.mjx")
 
-import mujoco  # noqa: E402
-
-from sim_envs.experts import make_expert  # noqa: E402
-from sim_envs.init_states import get_layout  # noqa: E402
-from sim_envs.mjx_backend import MjxTabletopPhysics, require_mjx  # noqa: E402
-from sim_envs.tabletop_env import SUBSTEPS, TabletopEnv  # noqa: E402
-from sim_envs.tasks import gripper_touches  # noqa: E402
+from sim_envs.mjx_backend import MjxTabletopPhysics, native_trajectory, require_mjx  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -65,19 +59,8 @@ def native_run(init_id: int, actions: np.ndarray | None = None, expert_seed: int
     """(actions [STEPS, 7], ee [STEPS, 3], blocks [STEPS, 3, 3], first step a finger touches block0
     or STEPS) of the native env from ``init_id``; with ``expert_seed`` the actions come from a noisy
     Lift expert acting on the native state."""
-    env = TabletopEnv(TASK)
-    env._apply(get_layout(TASK, init_id, "train"))  # TabletopEnv.reset without rendering an observation
-    expert = make_expert(env, noise_std=0.3, seed=expert_seed) if expert_seed is not None else None
-    taken, ee, blocks = np.zeros((STEPS, 7)), np.zeros((STEPS, 3)), np.zeros((STEPS, len(BLOCKS), 3))
-    first_touch = STEPS
-    for t in range(STEPS):
-        taken[t] = expert.act() if expert is not None else actions[t]
-        env.arm.set_action(np.clip(taken[t], -1, 1))  # what TabletopEnv.step does before rendering
-        mujoco.mj_step(env.model, env.data, nstep=SUBSTEPS)
-        ee[t], blocks[t] = env.arm.ee_position(), [env.data.body(b).xpos for b in BLOCKS]
-        if first_touch == STEPS and gripper_touches(env.model, env.data, "block0"):
-            first_touch = t
-    return taken, ee, blocks, first_touch
+    run = native_trajectory(TASK, init_id, STEPS, BLOCKS, actions=actions, expert_seed=expert_seed)
+    return run.actions, run.ee, run.bodies, run.first_touch
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,11 @@ from vla_rl.train.learner import AlgorithmConfig, LearnerConfig
 from vla_rl.train.trainer import RolloutConfig, TrainConfig
 
 
+# The localiser's frames come from training init states far from the demos' (ids 0, 1, ...), so the
+# action head's 5 demos per task are not among them.
+LOCALISER_FIRST_INIT_STATE = 1000
+
+
 def _default_sft() -> SFTConfig:
     """configs/quickstart.yaml's SFT: the localiser model (docs/policy.md), whose head reads where the named
     objects and the gripper are, so a 5-demo clone generalises to unseen layouts and RL shapes a head
@@ -61,6 +66,10 @@ class QuickstartConfig:
     demo_noise_std: float = option(0.1, "DART noise on the experts' motion (labels stay clean): the demos then show "
                                         "how to recover from small errors, which a 5-demo clone needs")
     demo_rotation_noise: bool = option(False, "the demo noise also perturbs rotation (off: translation only)")
+    localiser_episodes_per_task: int = option(
+        100, "expert episodes per task (on other init states than the demos) whose frames and simulator pixel labels "
+           "train the SFT's localiser; their actions are never used (sft.localiser_frames_dir; 0 = the localiser "
+           "learns from the demos' frames)")
     image_size: int = option(64, "camera image size of demos and rollouts")
     sft: SFTConfig = option(factory=_default_sft, doc="few-demo SFT (demo_dir, out_dir and tasks are set here)")
     train: TrainConfig = option(factory=_default_train,
@@ -91,11 +100,20 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
                                  image_size=config.image_size, wrist_camera=False, split="train",
                                  noise_std=config.demo_noise_std, rotation_noise=config.demo_rotation_noise,
                                  videos_per_task=0), show_progress=show_progress)
+    frames_dir = out / "localiser_frames" if config.localiser_episodes_per_task else None
+    if frames_dir is not None and not (config.reuse and all((frames_dir / f"{t}_demo.hdf5").is_file()
+                                                            for t in sft_tasks)):
+        collect_demos(DemoConfig(tasks=sft_tasks, episodes_per_task=config.localiser_episodes_per_task,
+                                 out_dir=frames_dir, image_size=config.image_size, wrist_camera=False, split="train",
+                                 first_init_state=LOCALISER_FIRST_INIT_STATE, noise_std=config.demo_noise_std,
+                                 rotation_noise=config.demo_rotation_noise, videos_per_task=0),
+                      show_progress=show_progress)
     seconds["demos"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
     sft_config = dataclasses.replace(config.sft, demo_dir=demo_dir, out_dir=out / "sft", tasks=sft_tasks,
                                      demos_per_task=config.demos_per_task, eval_episodes_per_task=0,
+                                     localiser_frames_dir=frames_dir,
                                      model=dataclasses.replace(config.sft.model, image_size=config.image_size))
     sft_checkpoint = latest_valid_checkpoint(sft_config.out_dir, "step_") if config.reuse else None
     if sft_checkpoint is None or _steps_of(sft_checkpoint) < sft_config.steps:

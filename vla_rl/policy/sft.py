@@ -63,6 +63,11 @@ class SFTConfig:
                      "only needs localiser_batch_size images per step)")
     localiser_batch_size: int = option(0, "with head_points: labels, train the localiser on this many of each "
                                           "batch's images (0 = all): the full-resolution maps dominate a step")
+    localiser_frames_dir: Path | None = option(
+        None, "with localiser_batch_size: a directory of <Task>_demo.hdf5 episodes whose frames and simulator "
+              "pixel labels the localiser trains on instead of the demos' (their actions are never used). "
+              "Perception labels cost the simulator nothing, and a localiser that saw only the demos' few layouts "
+              "confuses similar objects in new ones (docs/training.md, session 17)")
     localiser_loss_weight: float = option(1.0, "weight of the localiser's loss (model.localiser_points > 0) beside the "
                                                "action tokens' cross-entropy")
     action_label_sigma_bins: float = option(
@@ -88,6 +93,9 @@ class SFTConfig:
         if self.localiser_batch_size < 0 or (self.localiser_batch_size and self.head_points != "labels"):
             raise ValueError("localiser_batch_size must be >= 0, and > 0 only with head_points: labels (the head "
                              "reading the localiser's points needs them for the whole batch)")
+        if self.localiser_frames_dir is not None and not self.localiser_batch_size:
+            raise ValueError("localiser_frames_dir needs localiser_batch_size > 0 (with head_points: labels): the "
+                             "localiser then trains on its own batch of those frames")
 
 
 @dataclass
@@ -180,11 +188,14 @@ def soft_bin_targets(targets: torch.Tensor, n_bins: int, sigma: float) -> torch.
 
 def sft_loss(model: VLAModel, tokens: torch.Tensor, images: torch.Tensor, instructions: list[str],
              proprio: torch.Tensor | None, named_pixels: torch.Tensor | None,
-             config: SFTConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             config: SFTConfig, localiser_batch: tuple[torch.Tensor, list[str], torch.Tensor] | None = None
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Mean CE over all action tokens (against soft targets with ``action_label_sigma_bins``; plus,
     with a localiser, ``localiser_loss_weight`` times its loss against the ``[B, K, 2]``
     ``named_pixels``) and metrics; tokens ``[B, L]``, images ``uint8 [B, C, H, W, 3]`` for the
-    model's C cameras in order, proprio ``[B, P]``; the input-noise levels come from ``config``."""
+    model's C cameras in order, proprio ``[B, P]``; the input-noise levels come from ``config``.
+    ``localiser_batch`` (first-camera images ``uint8 [b, H, W, 3]``, instructions, labels ``[b, K, 2]``):
+    with the head reading the labels, the localiser trains on these instead of the batch's first images."""
     localiser = model.config.localiser_points > 0
     if localiser and named_pixels is None:
         raise ValueError("the model has a localiser: SFT needs its labels (named_pixels)")
@@ -202,13 +213,30 @@ def sft_loss(model: VLAModel, tokens: torch.Tensor, images: torch.Tensor, instru
     metrics = {"token_accuracy": (logits.argmax(-1) == targets).float().mean(), "action_loss": loss.detach()}
     if localiser:
         located_logits, map_labels = prefix.located_logits, named_pixels[:, :model.config.localiser_maps]
-        if located_logits is None:  # the head read the labels: the localiser runs on its own share
+        if located_logits is None and localiser_batch is not None:  # the localiser has its own frames
+            located_images, located_instructions, located_labels = localiser_batch
+            located_logits = model.localise(located_images, located_instructions)
+            map_labels = located_labels[:, :model.config.localiser_maps]
+        elif located_logits is None:  # the head read the labels: the localiser runs on its own share
             count = config.localiser_batch_size or len(images)
             located_logits, map_labels = model.localise(images[:count, 0], instructions[:count]), map_labels[:count]
         located_loss, pixel_error = localisation_loss(located_logits, map_labels, images.shape[2])
         loss = loss + config.localiser_loss_weight * located_loss
         metrics.update(localiser_loss=located_loss.detach(), localiser_pixel_error=pixel_error)
     return loss, metrics
+
+
+def perception_batch(perception: DemoData, config: SFTConfig, colour_swap: ColourSwap, generator: torch.Generator
+                     ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """``localiser_batch_size`` frames of ``perception`` with their instructions and pixel labels, shifted
+    and colour-swapped as the demos are (a colour swap renames the object, so its pixels stay)."""
+    index = torch.randint(0, len(perception), (config.localiser_batch_size,), generator=generator)
+    camera = next(iter(perception.images))
+    images, labels = random_shift(torch.from_numpy(perception.images[camera][index.numpy()]), config.shift_pixels,
+                                  generator, torch.from_numpy(perception.named_pixels[index.numpy()]))
+    instructions = [perception.instructions[i] for i in perception.instruction_ids[index.numpy()]]
+    images, instructions = colour_swap(images[:, None], instructions, generator)
+    return images[:, 0], instructions, labels
 
 
 def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = True,
@@ -231,6 +259,11 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     if data.proprio is not None and data.proprio.shape[1] != config.model.proprio_dim:
         raise ValueError(f"model.proprio_dim is {config.model.proprio_dim} but the demos' proprio is "
                          f"{data.proprio.shape[1]}-D")
+    perception = None
+    if config.localiser_frames_dir is not None:
+        perception = load_demos(config.localiser_frames_dir, 1, config.tasks, 0, config.model.cameras[:1],
+                                named_pixels=True, gripper_pixels=config.model.localiser_gripper)
+        print(f"localiser frames: {len(perception)} from {perception.episodes} episodes in {config.localiser_frames_dir}")
     torch.manual_seed(config.seed)
     start_step, state = 0, None
     resume_from = latest_valid_checkpoint(out_dir, "step_") if resume else None
@@ -317,8 +350,10 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         images, instructions = colour_swap(images, instructions, generator)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
+        localiser_batch = None if perception is None else perception_batch(perception, config, colour_swap, generator)
         loss, metrics = sft_loss(model, tokens_all[index], images, instructions,
-                                 proprio_all[index] if proprio_all is not None else None, labels, config)
+                                 proprio_all[index] if proprio_all is not None else None, labels, config,
+                                 localiser_batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"SFT loss became {loss.item()} at step {step}; last checkpoint: {checkpoint}")
         optimizer.zero_grad(set_to_none=True)
