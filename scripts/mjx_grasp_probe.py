@@ -79,6 +79,10 @@ def main() -> None:
         "mjx_block_height_end": round(float(blocks[-1, 2]), 4),
         "max_block_deviation_m": round(float(block_gap.max()), 4), "max_ee_deviation_m": round(float(ee_gap.max()), 4),
         "block_apart_from_step": int(apart[0]) if len(apart) else None,
+        "ee_apart_from_step": int(np.argmax(ee_gap > 0.01)) if (ee_gap > 0.01).any() else None,
+        "ee_deviation_m_every_5_steps": [round(float(x), 4) for x in ee_gap[::5]],
+        "block_height_every_5_steps": {"native": [round(float(x), 3) for x in native.bodies[::5, 0, 2]],
+                                       "mjx": [round(float(x), 3) for x in blocks[::5, 2]]},
         "seconds": round(time.perf_counter() - started, 1)}), flush=True)
 
 
