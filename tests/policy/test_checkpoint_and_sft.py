@@ -225,9 +225,10 @@ def test_a_checkpoint_written_before_a_config_field_existed_keeps_its_meaning(tm
     assert VisionTowerConfig(kind="mobilenetv2").position_channels == 16  # new configs get the new default
 
 
-def two_squares_samples(rng, steps):
-    """A red and a blue 3-pixel square anywhere in a grey image; the instruction names one; the
-    action's sign says whether the named one is left or right of centre. Labels: its centre."""
+def two_squares_samples(rng, steps, named_only: int | None = None):
+    """A red and a blue 3-pixel square anywhere in a grey image; the instruction names one (or always
+    ``named_only``: 0 red, 1 blue); the action's sign says whether the named one is left or right of
+    centre. Labels: its centre."""
     images = np.full((steps, 32, 32, 3), 110, np.uint8)
     labels, actions, texts = np.zeros((steps, 2, 2), np.float32), np.zeros((steps, 7), np.float32), []
     for i in range(steps):
@@ -236,21 +237,21 @@ def two_squares_samples(rng, steps):
             corners = rng.integers(1, 28, (2, 2))
         for (column, row), colour in zip(corners, ([220, 30, 30], [30, 60, 220])):
             images[i, row:row + 3, column:column + 3] = colour
-        named = int(rng.integers(2))
+        named = int(rng.integers(2)) if named_only is None else named_only
         texts.append(f"reach the {('red', 'blue')[named]} block")
         labels[i] = corners[named] + 1.5
         actions[i, 0] = 0.9 if labels[i, 0, 0] > 16 else -0.9
     return images, labels, actions, texts
 
 
-def write_two_squares_episodes(directory: Path, scenes: int, seed: int) -> None:
+def write_two_squares_episodes(directory: Path, scenes: int, seed: int, named_only: int | None = None) -> None:
     from vla_rl.core.demo_file import NAMED_PIXELS_OBS_KEY
 
     directory.mkdir()
     rng = np.random.default_rng(seed)
     episodes = []
     for _ in range(scenes):
-        images, labels, actions, texts = two_squares_samples(rng, 1)
+        images, labels, actions, texts = two_squares_samples(rng, 1, named_only)
         episodes.append(Episode(texts[0], "Reach", actions, np.zeros(1, np.float32),
                                 {"agentview_rgb": images, NAMED_PIXELS_OBS_KEY: labels}, np.zeros((1, 2)), True))
     write_demo_file(directory / "Reach_demo.hdf5", episodes, {"env_name": "Reach"})
@@ -291,15 +292,15 @@ def test_sft_trains_a_localiser_that_finds_the_named_object_in_unseen_scenes(tmp
         load_demos(tmp_path / "demos", 1, named_pixels=True, gripper_pixels=True)
 
 
-def test_localiser_frames_teach_the_localiser_layouts_the_demos_lack(tmp_path):
-    """Demos of only 2 scenes: a localiser trained on their frames memorises them and misses the named
-    square in fresh scenes; trained on 64 other labelled scenes (localiser_frames_dir) it finds it,
-    while the action head still learns from the 2 demos only."""
+def test_localiser_frames_teach_the_localiser_what_the_demos_lack(tmp_path):
+    """The demos only ever name the red square: a localiser trained on their frames has never been
+    asked for the blue one and misses it in fresh scenes; trained on labelled frames that name both
+    (localiser_frames_dir) it finds it, while the action head still learns from the demos only."""
     from vla_rl.policy.localiser import expected_pixels
 
-    write_two_squares_episodes(tmp_path / "demos", scenes=2, seed=0)
+    write_two_squares_episodes(tmp_path / "demos", scenes=16, seed=0, named_only=0)
     write_two_squares_episodes(tmp_path / "frames", scenes=64, seed=1)
-    images, labels, _, texts = two_squares_samples(np.random.default_rng(2), 64)
+    images, labels, _, texts = two_squares_samples(np.random.default_rng(2), 64, named_only=1)
     errors = {}
     for name, frames in (("demos only", None), ("with frames", tmp_path / "frames")):
         config = sft_config(tmp_path, out_dir=tmp_path / name.replace(" ", "_"), steps=300, batch_size=16,
