@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--tasks", nargs="+", default=["Reach", "PressButton"])
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the table as JSON here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from sim_envs.init_states import num_eval_states
     from vla_rl.cli.factories import checkpoint_camera_setup, load_policy, make_vec_env
@@ -66,6 +66,7 @@ def main() -> None:
             env.close()
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 if __name__ == "__main__":
