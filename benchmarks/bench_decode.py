@@ -25,14 +25,13 @@ from common import emit  # noqa: E402
 
 
 def build_policy(seed: int = 0, device: str = "cpu", precision: str = "fp32", model_size: str = "tiny"):
-    from bench_learner import MID_SIZE
-    from vla_rl.core.config import from_dict
+    from bench_learner import model_config
     from vla_rl.policy import ActionTokenizer, NormStats
-    from vla_rl.policy.model import VLAConfig, VLAModel
+    from vla_rl.policy.model import VLAModel
     from vla_rl.policy.policy import VLAPolicy
 
     torch.manual_seed(seed)
-    model = VLAModel(from_dict(VLAConfig, MID_SIZE if model_size == "mid" else {})).eval().to(device)
+    model = VLAModel(model_config(model_size)).eval().to(device)
     stats = NormStats(np.full(7, -1.0), np.full(7, 1.0), np.array([True] * 6 + [False]))
     return VLAPolicy(model, ActionTokenizer(model.config.action_vocab_size, stats), seed=seed, precision=precision)
 

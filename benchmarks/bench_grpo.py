@@ -30,16 +30,13 @@ def build_checkpoint(directory: Path, decoding: str, model_size: str = "tiny") -
     import numpy as np
     import torch
 
+    from bench_learner import model_config
     from vla_rl.policy import ActionTokenizer, NormStats
     from vla_rl.policy.checkpoint import save_checkpoint
-    from vla_rl.policy.model import VLAConfig, VLAModel
-
-    from bench_learner import MID_SIZE
-    from vla_rl.core.config import from_dict
+    from vla_rl.policy.model import VLAModel
 
     torch.manual_seed(0)
-    size = MID_SIZE if model_size == "mid" else {}
-    model = VLAModel(from_dict(VLAConfig, {**size, "decoding": decoding}))
+    model = VLAModel(model_config(model_size, decoding=decoding))
     stats = NormStats(np.full(7, -1.0), np.full(7, 1.0), np.array([True] * 6 + [False]))
     return save_checkpoint(directory / "step_000000", model, ActionTokenizer(model.config.action_vocab_size, stats),
                            extra={"trained_tasks": ["Reach", "PressButton"]})

@@ -28,18 +28,24 @@ MID_SIZE = dict(language_model=dict(hidden_size=768, num_layers=12, num_heads=12
                 vision_towers=[dict(hidden_size=384, num_layers=6, num_heads=6, intermediate_size=1536)])
 
 
+def model_config(model_size: str, **overrides):
+    """The benchmarks' ``VLAConfig``: the default tiny VLA, or ``mid`` (MID_SIZE), with ``overrides``."""
+    from vla_rl.core.config import from_dict
+    from vla_rl.policy.model import VLAConfig
+
+    return from_dict(VLAConfig, {**(MID_SIZE if model_size == "mid" else {}), **overrides})
+
+
 def build_checkpoint(directory: Path, model_size: str) -> Path:
     import numpy as np
     import torch
 
-    from vla_rl.core.config import from_dict
     from vla_rl.policy import ActionTokenizer, NormStats
     from vla_rl.policy.checkpoint import save_checkpoint
-    from vla_rl.policy.model import VLAConfig, VLAModel
+    from vla_rl.policy.model import VLAModel
 
     torch.manual_seed(0)
-    config = from_dict(VLAConfig, MID_SIZE) if model_size == "mid" else VLAConfig()
-    model = VLAModel(config)
+    model = VLAModel(model_config(model_size))
     stats = NormStats(np.full(7, -1.0), np.full(7, 1.0), np.array([True] * 6 + [False]))
     return save_checkpoint(directory / "step_000000", model, ActionTokenizer(model.config.action_vocab_size, stats),
                            extra={"trained_tasks": ["Reach"]})
