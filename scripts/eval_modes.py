@@ -44,20 +44,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for checkpoint in args.checkpoints:
         image_size, wrist = checkpoint_camera_setup(Path(checkpoint))
         env = make_vec_env("tabletop", args.num_envs, image_size, wrist, -1)
+        policy = load_policy(checkpoint, temperature=args.temperature)  # the temperature only affects sampling
         try:
             for mode in args.modes:
-                policy = load_policy(checkpoint, temperature=args.temperature if mode == "sample" else 1.0)
                 if mode != "sample":
                     policy.model.config = dataclasses.replace(policy.model.config, greedy_decoding=mode)
                 policy.generator.manual_seed(args.seed)
                 result = evaluate(lambda obs: policy.act(obs, explore=mode == "sample").actions, env, specs)
+                per_task = result.per_task()
                 row = {"checkpoint": checkpoint, "mode": mode}
                 for task in args.tasks:
                     runs = [e for e in result.episodes if e.spec.task == task]
-                    row[task] = sum(e.success for e in runs) / len(runs)
+                    row[task] = per_task[task]["success_rate"]
                     row[f"{task}_within_{args.within}"] = sum(e.success and e.steps <= args.within
                                                               for e in runs) / len(runs)
-                row["mean"] = float(np.mean([row[task] for task in args.tasks]))
+                row["mean"] = result.mean_success
                 row[f"mean_within_{args.within}"] = float(np.mean([row[f"{t}_within_{args.within}"]
                                                                    for t in args.tasks]))
                 rows.append(row)
