@@ -95,19 +95,21 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
     demo_dir = out / "demos"
     sft_tasks = tuple(dict.fromkeys(config.sft_tasks + config.tasks)) if config.sft_tasks else config.tasks
     stage = time.perf_counter()
-    if not (config.reuse and all((demo_dir / f"{t}_demo.hdf5").is_file() for t in sft_tasks)):
-        collect_demos(DemoConfig(tasks=sft_tasks, episodes_per_task=config.demos_per_task, out_dir=demo_dir,
+
+    def collect_expert_episodes(directory: Path, episodes_per_task: int, first_init_state: int) -> None:
+        """Expert episodes of every SFT task into ``directory`` (kept when ``reuse`` finds them all)."""
+        if config.reuse and all((directory / f"{t}_demo.hdf5").is_file() for t in sft_tasks):
+            return
+        collect_demos(DemoConfig(tasks=sft_tasks, episodes_per_task=episodes_per_task, out_dir=directory,
                                  image_size=config.image_size, wrist_camera=False, split="train",
-                                 noise_std=config.demo_noise_std, rotation_noise=config.demo_rotation_noise,
-                                 videos_per_task=0), show_progress=show_progress)
-    frames_dir = out / "localiser_frames" if config.localiser_episodes_per_task else None
-    if frames_dir is not None and not (config.reuse and all((frames_dir / f"{t}_demo.hdf5").is_file()
-                                                            for t in sft_tasks)):
-        collect_demos(DemoConfig(tasks=sft_tasks, episodes_per_task=config.localiser_episodes_per_task,
-                                 out_dir=frames_dir, image_size=config.image_size, wrist_camera=False, split="train",
-                                 first_init_state=LOCALISER_FIRST_INIT_STATE, noise_std=config.demo_noise_std,
+                                 first_init_state=first_init_state, noise_std=config.demo_noise_std,
                                  rotation_noise=config.demo_rotation_noise, videos_per_task=0),
                       show_progress=show_progress)
+
+    collect_expert_episodes(demo_dir, config.demos_per_task, 0)
+    frames_dir = out / "localiser_frames" if config.localiser_episodes_per_task else None
+    if frames_dir is not None:
+        collect_expert_episodes(frames_dir, config.localiser_episodes_per_task, LOCALISER_FIRST_INIT_STATE)
     seconds["demos"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
