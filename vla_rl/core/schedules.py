@@ -11,7 +11,7 @@ def linear_warmup_lr(step: int, lr: float, warmup_steps: int) -> float:
     return lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else lr
 
 
-def warmup_cosine_lr(step: int, lr: float, warmup_steps: int, total_steps: int, floor: float = 0.0) -> float:
+def warmup_cosine_lr(step: float, lr: float, warmup_steps: int, total_steps: int, floor: float = 0.0) -> float:
     """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine decay to ``floor * lr`` at ``total_steps``."""
     if step < warmup_steps:
         return linear_warmup_lr(step, lr, warmup_steps)
@@ -19,4 +19,16 @@ def warmup_cosine_lr(step: int, lr: float, warmup_steps: int, total_steps: int, 
     return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-__all__ = ["linear_warmup_lr", "warmup_cosine_lr"]
+def budget_step(step: int, total_steps: int, elapsed_seconds: float, time_limit_seconds: float) -> float:
+    """The step a schedule should read when a run may stop on a time limit before ``total_steps``: the
+    further along of the step count and the elapsed fraction of the time budget (scaled to steps).
+
+    Without it a time-limited run stops part-way down its cosine, at a learning rate that depends on
+    how fast the machine is (a 2-core run stopped at step 1216 of 1500 still had 6x the final learning
+    rate of one stopped at 1382); with it the decay ends when the budget does, on any machine."""
+    if time_limit_seconds <= 0:
+        return float(step)
+    return max(float(step), total_steps * elapsed_seconds / time_limit_seconds)
+
+
+__all__ = ["budget_step", "linear_warmup_lr", "warmup_cosine_lr"]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vla_rl.core.schedules import warmup_cosine_lr
+from vla_rl.core.schedules import budget_step, warmup_cosine_lr
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.demo_file import read_demo_file
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats
@@ -45,7 +45,8 @@ class SFTConfig:
     demos_per_task: int = option(0, "use at most this many demos per task (0 = all)")
     out_dir: Path = option(Path("runs/sft"), "checkpoints, TensorBoard logs and metrics")
     steps: int = option(2000, "optimiser steps")
-    time_limit_minutes: float = option(0.0, "stop early after this wall-clock time (0 = no limit)")
+    time_limit_minutes: float = option(0.0, "stop early after this wall-clock time (0 = no limit); the cosine "
+                                            "decay then follows whichever of steps and time runs out first")
     batch_size: int = option(64, "samples per step")
     lr: float = option(3e-4, "peak learning rate")
     weight_decay: float = option(0.01, "AdamW weight decay")
@@ -170,9 +171,10 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator, pix
     return out, pixels - moved.view(batch, *([1] * (pixels.ndim - 2)), 2)
 
 
-def lr_at(step: int, config) -> float:
+def lr_at(step: float, config) -> float:
     """Linear warm-up to ``config.lr`` over ``config.warmup_steps``, then cosine decay to 0 at
-    ``config.steps`` (any config with these three fields: SFT, the reward critic)."""
+    ``config.steps`` (any config with these three fields: SFT, the reward critic). A time-limited run
+    passes ``budget_step(...)`` so that the decay ends with its time budget."""
     return warmup_cosine_lr(step, config.lr, config.warmup_steps, config.steps)
 
 
@@ -348,8 +350,11 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
             images, labels = shifted.view(images.shape), per_camera.view(len(index), cameras, -1, 2)[:, 0]
         instructions = [data.instructions[i] for i in data.instruction_ids[index.numpy()]]
         images, instructions = colour_swap(images, instructions, generator)
+        # a time-limited run decays over its time budget (after a resume: the time since the resume)
+        lr = lr_at(budget_step(step, config.steps, time.perf_counter() - started,
+                               60 * config.time_limit_minutes), config)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
+            group["lr"] = lr
         localiser_batch = None if perception is None else perception_batch(perception, config, colour_swap, generator)
         loss, metrics = sft_loss(model, tokens_all[index], images, instructions,
                                  proprio_all[index] if proprio_all is not None else None, labels, config,
@@ -370,10 +375,10 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
                 postfix["loc_px"] = f"{values['localiser_pixel_error']:.2f}"
             bar.set_postfix(postfix)
             for name, value in {"loss": loss_value, **values, "grad_norm": float(grad_norm),
-                                "lr": lr_at(step, config)}.items():
+                                "lr": lr}.items():
                 writer.add_scalar(f"sft/{name}", value, step + 1)
             with open(history_path, "a") as f:
-                f.write(json.dumps({"step": step + 1, "loss": loss_value, **values,
+                f.write(json.dumps({"step": step + 1, "loss": loss_value, **values, "lr": lr,
                                     "seconds": time.perf_counter() - started}) + "\n")
         steps_done = step + 1
         if steps_done % config.checkpoint_every == 0:
