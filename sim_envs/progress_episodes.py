@@ -25,11 +25,16 @@ File layout (HDF5, written atomically)::
     episode_<i>/named_pixels    float32 [T + 1, 2, 2]  where the instruction's object and goal are in
                                                        each frame, (column, row) pixels (older files lack it)
     episode_<i>/gripper_pixels  float32 [T + 1, 2]     where the grip site is (older files lack it)
-    episode_<i>            attrs: task, instruction, behaviour, split, init_state_id
+    episode_<i>/other_progress      float32 [T + 1, K]        progress towards each other objective of the
+                                                              scene (``Task.other_objectives``; older files lack it)
+    episode_<i>/other_named_pixels  float32 [T + 1, K, 2, 2]  where each other objective's objects are
+    episode_<i>            attrs: task, instruction, behaviour, split, init_state_id,
+                                  other_instructions (JSON list of K instructions)
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 from dataclasses import dataclass
@@ -56,6 +61,10 @@ class ProgressEpisode:
     proprio: np.ndarray | None = None  # float32 [T + 1, P]
     named_pixels: np.ndarray | None = None  # float32 [T + 1, 2, 2]: localiser labels of each frame
     gripper_pixels: np.ndarray | None = None  # float32 [T + 1, 2]
+    # the same frames labelled for the scene's other objectives (a distractor named instead): hard negatives
+    other_instructions: tuple[str, ...] = ()
+    other_progress: np.ndarray | None = None  # float32 [T + 1, K]; 1.0 exactly where that objective succeeds
+    other_named_pixels: np.ndarray | None = None  # float32 [T + 1, K, 2, 2]
 
     @property
     def succeeded(self) -> bool:
@@ -83,9 +92,18 @@ def run_episode(env, task: str, behaviour: str, split: str, init_state_id: int, 
     obs, info = env.reset(options={"init_state_id": init_state_id, "split": split})
     noise = {"perturbed": 0.6, "sluggish": 0.4}.get(behaviour, 0.0)
     expert = make_expert(env, noise_std=noise, seed=seed) if behaviour not in ("random", "policy") else None
+    others = env.task.other_objectives(env.layout)
+
+    def record_labels() -> None:
+        named.append(env.named_pixels())
+        gripper.append(env.gripper_pixels())
+        other_progress.append([env.progress(other) for other in others])
+        other_named.append([env.named_pixels(layout=other) for other in others])
+
     frames, progress, success = [obs["agentview_image"]], [info["progress"]], [False]
     actions, proprio = [], [obs["proprio"]]
-    named, gripper = [env.named_pixels()], [env.gripper_pixels()]
+    named, gripper, other_progress, other_named = [], [], [], []
+    record_labels()
     done = False
     while not done:
         if behaviour == "policy":
@@ -105,13 +123,16 @@ def run_episode(env, task: str, behaviour: str, split: str, init_state_id: int, 
         success.append(info["success"])
         actions.append(action)
         proprio.append(obs["proprio"])
-        named.append(env.named_pixels())
-        gripper.append(env.gripper_pixels())
+        record_labels()
         done = terminated or truncated
+    steps = len(frames)
     return ProgressEpisode(task, env.instruction, behaviour, split, init_state_id, np.stack(frames),
                            np.asarray(progress, np.float32), np.asarray(success, bool),
                            np.stack(actions).astype(np.float32), np.stack(proprio).astype(np.float32),
-                           np.stack(named).astype(np.float32), np.stack(gripper).astype(np.float32))
+                           np.stack(named).astype(np.float32), np.stack(gripper).astype(np.float32),
+                           tuple(other["instruction"] for other in others),
+                           np.asarray(other_progress, np.float32).reshape(steps, len(others)),
+                           np.asarray(other_named, np.float32).reshape(steps, len(others), 2, 2))
 
 
 def _work(args) -> list[ProgressEpisode]:
@@ -209,6 +230,10 @@ def write_episodes(path: Path, episodes: Sequence[ProgressEpisode]) -> Path:
             if episode.named_pixels is not None:
                 group["named_pixels"] = episode.named_pixels
                 group["gripper_pixels"] = episode.gripper_pixels
+            if episode.other_progress is not None:
+                group["other_progress"] = episode.other_progress
+                group["other_named_pixels"] = episode.other_named_pixels
+                group.attrs["other_instructions"] = json.dumps(list(episode.other_instructions))
             group.attrs.update(task=episode.task, instruction=episode.instruction, behaviour=episode.behaviour,
                                split=episode.split, init_state_id=episode.init_state_id)
     os.replace(tmp, path)
@@ -229,7 +254,10 @@ def read_episodes(path: Path) -> Iterator[ProgressEpisode]:
                                   group["actions"][()] if "actions" in group else None,
                                   group["proprio"][()] if "proprio" in group else None,
                                   group["named_pixels"][()] if "named_pixels" in group else None,
-                                  group["gripper_pixels"][()] if "gripper_pixels" in group else None)
+                                  group["gripper_pixels"][()] if "gripper_pixels" in group else None,
+                                  tuple(json.loads(attrs.get("other_instructions", "[]"))),
+                                  group["other_progress"][()] if "other_progress" in group else None,
+                                  group["other_named_pixels"][()] if "other_named_pixels" in group else None)
 
 
 __all__ = ["BEHAVIOURS", "ProgressEpisode", "run_episode", "collect_progress_episodes", "write_episodes",

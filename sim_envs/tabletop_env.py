@@ -142,16 +142,19 @@ class TabletopEnv(gym.Env):
     def is_success(self) -> bool:
         return self.task.is_success(self.model, self.data, self.layout)
 
-    def progress(self) -> float:
-        """The task's dense progress in [0, 1] for the current state (1.0 exactly on success)."""
-        return self.task.progress(self.model, self.data, self.layout)
+    def progress(self, layout: Layout | None = None) -> float:
+        """The task's dense progress in [0, 1] for the current state (1.0 exactly on success); towards
+        another objective of the same scene with ``layout`` from ``task.other_objectives``."""
+        return self.task.progress(self.model, self.data, layout or self.layout)
 
-    def named_pixels(self, camera: str = "agentview", size: int | None = None) -> np.ndarray:
+    def named_pixels(self, camera: str = "agentview", size: int | None = None,
+                     layout: Layout | None = None) -> np.ndarray:
         """``float32 [2, 2]``: where the instruction's named objects (``Task.named_points``: the object,
         then its goal) are now in ``camera``'s image of ``size`` pixels, as (column, row) with pixel
-        i spanning [i, i + 1). Labels for training a localiser; may lie outside the image."""
-        return project_to_pixels(self.model, self.data, camera, self.task.named_points(self.model, self.data, self.layout),
-                                 size or self.image_size)
+        i spanning [i, i + 1). Labels for training a localiser; may lie outside the image. ``layout``
+        as in ``progress``."""
+        points = self.task.named_points(self.model, self.data, layout or self.layout)
+        return project_to_pixels(self.model, self.data, camera, points, size or self.image_size)
 
     def gripper_pixels(self, camera: str = "agentview", size: int | None = None) -> np.ndarray:
         """``float32 [2]``: where the grip site (between the fingertips) is in ``camera``'s image, as in

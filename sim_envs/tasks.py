@@ -178,6 +178,17 @@ class Task:
         where it must go (the same point twice in one-object tasks). Labels for a localiser."""
         raise NotImplementedError
 
+    def other_objectives(self, layout: Layout) -> list[Layout]:
+        """The same scene with another of its objects named: one layout per other choice of the named
+        object(s), with the instruction rewritten in the same template. ``progress``, ``is_success`` and
+        ``named_points`` read them like the real one, so a recorded episode can be labelled with how far
+        it got at a task it was *not* asked to do: the hard negatives of a reward critic (an instruction
+        naming a distractor of the same scene earns only the progress made towards that distractor)."""
+        raise NotImplementedError
+
+    def _renamed(self, layout: Layout, words: dict[str, str], **indices: int) -> Layout:
+        return {**layout, **indices, "instruction": self.templates[layout["template"]].format(**words)}
+
     # shared helpers ----------------------------------------------------------------------
     def _common(self, rng: np.random.Generator, **words: str) -> Layout:
         template = int(rng.integers(len(self.templates)))
@@ -228,6 +239,10 @@ class BlocksTask(Task):
     def named_points(self, model, data, layout) -> np.ndarray:
         target = self.target_position(data, layout)
         return np.stack([target, target])
+
+    def other_objectives(self, layout: Layout) -> list[Layout]:
+        return [self._renamed(layout, {"color": layout["colors"][i]}, target=i)
+                for i in range(self.num_blocks) if i != layout["target"]]
 
 
 class Reach(BlocksTask):
@@ -289,6 +304,12 @@ class Stack(BlocksTask):
 
     def named_points(self, model, data, layout) -> np.ndarray:
         return np.stack([body_position(data, f"block{layout['target']}"), body_position(data, f"block{layout['base']}")])
+
+    def other_objectives(self, layout: Layout) -> list[Layout]:
+        colors = layout["colors"]
+        return [self._renamed(layout, {"color": colors[top], "base": colors[base]}, target=top, base=base)
+                for top in range(self.num_blocks) for base in range(self.num_blocks)
+                if top != base and (top, base) != (layout["target"], layout["base"])]
 
     def is_success(self, model, data, layout) -> bool:
         top = body_position(data, f"block{layout['target']}")
@@ -373,12 +394,20 @@ class Push(Task):
             set_color(model, f"zone{i}_geom", layout["colors"][2 + i], alpha=0.9)
             model.body_pos[model.body(f"zone{i}").id][:2] = layout["zone_positions"][i]
 
+    # the named block and square: 0 and 0 in every sampled layout, others in ``other_objectives``
     def named_points(self, model, data, layout) -> np.ndarray:
-        return np.stack([body_position(data, "block0"), body_position(data, "zone0")])
+        return np.stack([body_position(data, f"block{layout.get('block', 0)}"),
+                         body_position(data, f"zone{layout.get('zone', 0)}")])
+
+    def other_objectives(self, layout: Layout) -> list[Layout]:
+        colors = layout["colors"]
+        return [self._renamed(layout, {"color": colors[block], "zone": colors[2 + zone]}, block=block, zone=zone)
+                for block in range(2) for zone in range(2)
+                if (block, zone) != (layout.get("block", 0), layout.get("zone", 0))]
 
     def is_success(self, model, data, layout) -> bool:
-        block = body_position(data, "block0")
-        zone = np.asarray(layout["zone_positions"][0])
+        block = body_position(data, f"block{layout.get('block', 0)}")
+        zone = np.asarray(layout["zone_positions"][layout.get("zone", 0)])
         return bool(np.linalg.norm(block[:2] - zone) < self.SUCCESS_DISTANCE and block[2] < self.MAX_HEIGHT)
 
     def push_spot(self, block_xy, zone_xy) -> np.ndarray:
@@ -391,8 +420,9 @@ class Push(Task):
         """reach (0.3): the grip site towards the push spot behind the target block;
         push (0.7): the block's xy distance to the target square, from its start distance down to
         ``SUCCESS_DISTANCE`` (only while the block is on the table: pushed, not carried)."""
-        block, zone = body_position(data, "block0"), np.asarray(layout["zone_positions"][0])
-        start = layout["block_positions"][0]
+        block = body_position(data, f"block{layout.get('block', 0)}")
+        zone = np.asarray(layout["zone_positions"][layout.get("zone", 0)])
+        start = layout["block_positions"][layout.get("block", 0)]
         reach = approach(data, layout, self.push_spot(block[:2], zone), self.push_spot(start, zone))
         start_gap = float(np.linalg.norm(np.subtract(start, zone))) - self.SUCCESS_DISTANCE
         push = closeness(float(np.linalg.norm(block[:2] - zone)) - self.SUCCESS_DISTANCE, start_gap)
@@ -461,14 +491,23 @@ class PickPlace(Task):
                 if model.geom_bodyid[geom] == tray:
                     model.geom_rgba[geom] = (*[0.8 * c for c in COLORS[layout["colors"][2 + i]]], 1.0)
 
+    # the named block and tray: 0 and 0 in every sampled layout, others in ``other_objectives``
     def named_points(self, model, data, layout) -> np.ndarray:
-        return np.stack([body_position(data, "block0"), body_position(data, "tray0")])
+        return np.stack([body_position(data, f"block{layout.get('block', 0)}"),
+                         body_position(data, f"tray{layout.get('tray', 0)}")])
+
+    def other_objectives(self, layout: Layout) -> list[Layout]:
+        colors = layout["colors"]
+        return [self._renamed(layout, {"color": colors[block], "tray": colors[2 + tray]}, block=block, tray=tray)
+                for block in range(2) for tray in range(2)
+                if (block, tray) != (layout.get("block", 0), layout.get("tray", 0))]
 
     def is_success(self, model, data, layout) -> bool:
-        block = body_position(data, "block0")
-        tray = np.asarray(layout["tray_positions"][0])
+        name = f"block{layout.get('block', 0)}"
+        block = body_position(data, name)
+        tray = np.asarray(layout["tray_positions"][layout.get("tray", 0)])
         inside = np.all(np.abs(block[:2] - tray) < self.TRAY_INNER_HALF)
-        return bool(inside and block[2] < 0.045 and not gripper_touches(model, data, "block0"))
+        return bool(inside and block[2] < 0.045 and not gripper_touches(model, data, name))
 
     def stage_progress(self, model, data, layout) -> float:
         """Nested stages, the furthest one reached counts:
@@ -476,13 +515,15 @@ class PickPlace(Task):
         - else block held (both fingers touch it): 0.3 + lift (0.15: its bottom towards ``LIFTED`` above
           the table) + carry (0.35: its xy distance to the tray centre, from the start distance);
         - else reach (0.2): the grip site towards the block."""
-        block, tray = body_position(data, "block0"), np.asarray(layout["tray_positions"][0])
+        index = layout.get("block", 0)
+        name, start = f"block{index}", layout["block_positions"][index]
+        block, tray = body_position(data, name), np.asarray(layout["tray_positions"][layout.get("tray", 0)])
         if np.all(np.abs(block[:2] - tray) < self.TRAY_INNER_HALF):
-            return 0.8 + 0.1 * (not gripper_touches(model, data, "block0"))
-        if gripper_holds(model, data, "block0"):
-            start_gap = float(np.linalg.norm(np.subtract(layout["block_positions"][0], tray)))
+            return 0.8 + 0.1 * (not gripper_touches(model, data, name))
+        if gripper_holds(model, data, name):
+            start_gap = float(np.linalg.norm(np.subtract(start, tray)))
             return 0.3 + 0.15 * lifted(block) + 0.35 * closeness(float(np.linalg.norm(block[:2] - tray)), start_gap)
-        return 0.2 * approach(data, layout, block, on_table(layout["block_positions"][0]))
+        return 0.2 * approach(data, layout, block, on_table(start))
 
 
 CABINET_HALF_DEPTH = 0.08
@@ -571,6 +612,10 @@ class OpenDrawer(Task):
         handle = data.geom(f"drawer{layout['target']}_handle").xpos.copy()
         return np.stack([handle, handle])
 
+    def other_objectives(self, layout: Layout) -> list[Layout]:
+        other = 1 - layout["target"]
+        return [self._renamed(layout, {"color": layout["handle_colors"][other]}, target=other)]
+
     def is_success(self, model, data, layout) -> bool:
         opening = data.qpos[model.joint(f"drawer{layout['target']}_slide").qposadr[0]]
         return bool(opening > self.OPEN_DISTANCE)
@@ -632,6 +677,9 @@ class PressButton(Task):
     def named_points(self, model, data, layout) -> np.ndarray:
         cap = body_position(data, f"button{layout['target']}_cap")
         return np.stack([cap, cap])
+
+    def other_objectives(self, layout: Layout) -> list[Layout]:
+        return [self._renamed(layout, {"color": layout["colors"][i]}, target=i) for i in range(3) if i != layout["target"]]
 
     def is_success(self, model, data, layout) -> bool:
         depth = data.qpos[model.joint(f"button{layout['target']}_press").qposadr[0]]

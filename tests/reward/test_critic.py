@@ -45,6 +45,10 @@ class DotEpisode(Episode):
             self.frames[t, row - 1:row + 2, column - 1:column + 2] = 255
         self.named_pixels = np.repeat(dots[:, None] + 0.5, 2, axis=1).astype(np.float32)  # [T, 2, 2]
         self.gripper_pixels = (dots + 0.5).astype(np.float32)
+        # one other objective of the scene, never reached
+        self.other_instructions = (instruction.replace("red", "green").replace("blue", "green"),)
+        self.other_progress = np.zeros((steps, 1), np.float32)
+        self.other_named_pixels = self.named_pixels[:, None] + 5.0
 
 
 @pytest.mark.parametrize("config", [SMALL, LOCATING], ids=["patches", "located-points"])
@@ -98,6 +102,34 @@ def test_pairs_carry_progress_differences_mismatches_and_done():
     assert bool(done_pairs.sample(20)[4].all())
 
 
+def test_hard_negatives_name_a_distractor_of_the_scene_and_keep_its_labels():
+    """A same-scene instruction for another object is labelled with the progress towards that object
+    (here 0 -> 0.5: the distractor was half reached), not with "no progress"."""
+    reach = DotEpisode("reach the red cube", 4, seed=0)
+    reach.other_instructions = ("reach the blue cube",)
+    reach.other_progress = np.array([[0.0], [0.25], [0.5], [0.5]], np.float32)
+    reach.other_named_pixels = reach.named_pixels[:, None][:, :, ::-1].copy() + 7.0  # elsewhere than the real points
+    lift = DotEpisode("lift the green block", 3, seed=1)
+    lift.task = "Lift"
+    lift.other_instructions, lift.other_progress, lift.other_named_pixels = (), None, None  # recorded without
+    index = {e.frames[i].tobytes(): i for e in (reach,) for i in range(4)}
+    config = CriticTrainConfig(critic=LOCATING, mismatch_fraction=1.0, hard_negative_fraction=1.0, done_fraction=0.0)
+    frames_a, frames_b, texts, deltas, dones, labels = PairSampler([reach], config, seed=0).sample(40)
+    assert set(texts) == {"reach the blue cube"} and not dones.any() and (deltas > 0).any()
+    for k, (a, b) in enumerate(zip(frames_a, frames_b)):
+        ia, ib = index[a.numpy().tobytes()], index[b.numpy().tobytes()]
+        assert deltas[k] == pytest.approx(reach.other_progress[ib, 0] - reach.other_progress[ia, 0])
+        scale = LOCATING.image_size / 64
+        np.testing.assert_allclose(labels[k, :2].numpy(), reach.other_named_pixels[ia, 0] * scale)
+        np.testing.assert_allclose(labels[40 + k, :2].numpy(), reach.other_named_pixels[ib, 0] * scale)
+    # the rest of the mismatches take another task's instruction (one of the same task could name an
+    # object of this scene), labelled "no progress, not done", with no localiser labels
+    easy = CriticTrainConfig(critic=LOCATING, mismatch_fraction=1.0, hard_negative_fraction=0.0, done_fraction=0.0)
+    _, _, texts, deltas, dones, labels = PairSampler([reach, lift], easy, seed=0).sample(40)
+    assert all(t in ("lift the green block", "reach the red cube") for t in texts)
+    assert not deltas.any() and not dones.any() and bool((labels == -1).all())
+
+
 def test_metrics_on_known_values():
     assert auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
     assert auroc(np.array([1.0, 2.0]), np.array([0, 1])) == 1.0
@@ -126,6 +158,8 @@ def test_located_point_labels_follow_the_frames_and_are_ignored_for_a_wrong_inst
         for frame, points in zip(frames, rows):
             column, row = (points[0].numpy() * 64 / 32).astype(int)  # labels are at the critic's 32 px
             assert frame[row, column].max() == 255 and torch.equal(points[0], points[2])
+    for episode in episodes:  # recorded without other objectives: the mismatch is another episode's instruction
+        episode.other_progress = None
     wrong = PairSampler(episodes, CriticTrainConfig(critic=LOCATING, mismatch_fraction=1.0), seed=0).sample(10)[5]
     assert bool((wrong == -1).all())
     with pytest.raises(ValueError, match="pixel labels"):
@@ -152,6 +186,7 @@ def test_evaluation_reports_every_behaviour_and_task_and_plots_value_curves(tmp_
     assert report["task:Reach"]["episodes"] == 2 and report["all"]["successful_episodes"] == 3
     for row in report.values():
         assert 0.0 <= row["success_auroc"] <= 1.0 and -1.0 <= row["value_spearman"] <= 1.0
+        assert 0.0 <= row["distractor_lower"] <= 1.0
     assert json.loads((tmp_path / "eval.json").read_text()) == report
     assert (tmp_path / "value_curves.png").stat().st_size > 0
 

@@ -141,3 +141,53 @@ def test_episodes_record_pixel_labels_of_every_frame_and_keep_them_on_disk(tmp_p
     again = next(read_episodes(write_episodes(tmp_path / "episodes.hdf5", [episode])))
     np.testing.assert_array_equal(again.named_pixels, episode.named_pixels)
     np.testing.assert_array_equal(again.gripper_pixels, episode.gripper_pixels)
+    assert again.other_instructions == episode.other_instructions and len(again.other_instructions) == 2
+    np.testing.assert_array_equal(again.other_progress, episode.other_progress)
+    np.testing.assert_array_equal(again.other_named_pixels, episode.other_named_pixels)
+
+
+OTHER_OBJECTIVES = {"Reach": 2, "Lift": 2, "Push": 3, "PickPlace": 3, "Stack": 5, "OpenDrawer": 1, "PressButton": 2}
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_other_objectives_name_the_scenes_other_objects_and_are_labelled_along_the_episode(task):
+    """The critic's hard negatives: the same scene with another object named. An expert doing the real
+    task never completes another one, and each other objective names objects the real one does not."""
+    from sim_envs.progress_episodes import run_episode
+
+    env = TabletopEnv(task, image_size=32)
+    try:
+        episode = run_episode(env, task, "expert", "eval", 5, seed=0)
+        others = env.task.other_objectives(env.layout)
+    finally:
+        env.close()
+    assert len(others) == OTHER_OBJECTIVES[task] == len(episode.other_instructions)
+    texts = [o["instruction"] for o in others]
+    assert len(set(texts)) == len(texts) and episode.instruction not in texts
+    for other in others:  # renaming is symmetric: the real objective is one of each other's others
+        assert episode.instruction in [o["instruction"] for o in env.task.other_objectives(other)]
+    frames = len(episode.progress)
+    assert episode.other_progress.shape == (frames, len(others))
+    assert episode.other_named_pixels.shape == (frames, len(others), 2, 2)
+    assert episode.progress[-1] == 1.0 and (episode.other_progress < 1.0).all()
+    # every other objective names at least one other object: its first frame's points differ somewhere
+    moved = np.abs(episode.other_named_pixels[0] - episode.named_pixels[0][None]).max(axis=(1, 2))
+    assert (moved > 1.0).all(), moved
+
+
+def test_an_other_objective_is_a_task_the_expert_can_complete():
+    """OpenDrawer's expert reads the layout's target: given the other objective, it opens the other
+    drawer, which the other objective's labels call success and the real one's do not."""
+    env = TabletopEnv("OpenDrawer", image_size=32)
+    try:
+        env.reset(options={"init_state_id": 2, "split": "eval"})
+        real = env.layout
+        env.layout = other = env.task.other_objectives(real)[0]
+        expert = make_expert(env)
+        for _ in range(env.max_episode_steps):
+            env.step(expert.act())
+            if env.progress(other) == 1.0:
+                break
+        assert env.progress(other) == 1.0 and env.progress(real) < 0.5
+    finally:
+        env.close()

@@ -163,10 +163,11 @@ def cmd_critic_collect(args: argparse.Namespace) -> int:
 
 
 def _print_critic_report(report: dict) -> None:
-    print(f"\n{'episodes':<17} {'n':>4} {'success AUROC':>14} {'value Spearman':>15} {'mismatch lower':>15}")
+    print(f"\n{'episodes':<17} {'n':>4} {'success AUROC':>14} {'value Spearman':>15} {'mismatch lower':>15} "
+          f"{'distractor lower':>17}")
     for name, row in report.items():
         print(f"{name:<17} {row['episodes']:>4} {row['success_auroc']:>14.3f} {row['value_spearman']:>15.3f} "
-              f"{row['mismatch_lower']:>15.1%}")
+              f"{row['mismatch_lower']:>15.1%} {row.get('distractor_lower', float('nan')):>17.1%}")
 
 
 def cmd_critic_train(args: argparse.Namespace) -> int:

@@ -6,14 +6,21 @@ the fly from the training episodes:
   two frames in either order, so time-reversed pairs (negative deltas) and stalls (equal or static
   frames, delta 0) occur naturally;
 - ``done_fraction`` of the pairs end on a success frame, since success is rare among frames;
-- ``mismatch_fraction`` get another episode's instruction (half from the same task, e.g. another
-  block colour) with the labels "no progress, not done".
+- ``mismatch_fraction`` get an instruction the episode was not recorded with. ``hard_negative_fraction``
+  of those name another object of the same scene (a distractor block, the other tray, ...) and keep
+  the simulator's labels for that objective (``other_progress``: the progress made towards the
+  distractor, which is not always 0: the right block carried to the wrong tray earns its grasp), so
+  the labels can only be fitted by reading the instruction. The rest take another task's instruction
+  with the labels "no progress, not done" (episodes recorded before ``other_progress`` existed: any
+  other episode's instruction, half from the same task).
 
 Evaluation (held-out init states, and a behaviour the critic never trained on) reports:
 - ``success_auroc``: frame-level success detection from ``done_prob``;
 - ``value_spearman``: rank correlation of the value curve with time on successful episodes;
 - ``mismatch_lower``: the fraction of episodes whose final value with a mismatched instruction is
-  lower than with the right one.
+  lower than with the right one;
+- ``distractor_lower``: the same with an instruction naming another object of the same scene (the
+  hardest mismatch; episodes recorded with ``other_progress``).
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ class LabelledEpisode(Protocol):
     success: np.ndarray  # bool [T + 1]
     named_pixels: np.ndarray | None  # float32 [T + 1, 2, 2] localiser labels (needed with a localiser)
     gripper_pixels: np.ndarray | None  # float32 [T + 1, 2]
+    other_instructions: tuple[str, ...]  # the scene's other objectives (``Task.other_objectives``)
+    other_progress: np.ndarray | None  # float32 [T + 1, K] progress towards each of them
+    other_named_pixels: np.ndarray | None  # float32 [T + 1, K, 2, 2]
 
 
 @dataclass(frozen=True)
@@ -61,14 +71,17 @@ class CriticTrainConfig:
     weight_decay: float = option(0.01, "AdamW weight decay")
     anchor_fraction: float = option(0.5, "pairs whose first frame is the episode's frame 0")
     done_fraction: float = option(0.2, "pairs that end on a success frame")
-    mismatch_fraction: float = option(0.2, "pairs with another episode's instruction (labels: no progress, not done)")
+    mismatch_fraction: float = option(0.2, "pairs with an instruction the episode was not recorded with")
+    hard_negative_fraction: float = option(0.5, "of those, the pairs whose instruction names another object of the "
+                                                "same scene, labelled with the progress towards it (the rest: another "
+                                                "task's instruction, labels 'no progress, not done')")
     done_weight: float = option(1.0, "weight of the done loss against the progress loss")
     localiser_weight: float = option(0.2, "weight of the localiser's loss (with critic.localiser_points)")
     checkpoint_every: int = option(500, "steps between checkpoints")
     seed: int = option(0, "seed of initialisation and pair sampling")
 
     def __post_init__(self) -> None:
-        for name in ("anchor_fraction", "done_fraction", "mismatch_fraction"):
+        for name in ("anchor_fraction", "done_fraction", "mismatch_fraction", "hard_negative_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.steps < 1 or self.batch_size < 1:
@@ -94,19 +107,30 @@ class PairSampler:
             if e.instruction not in self.by_task[e.task]:
                 self.by_task[e.task].append(e.instruction)
 
-    def mismatched(self, episode: LabelledEpisode) -> str | None:
-        same_task = [t for t in self.by_task[episode.task] if t != episode.instruction]
-        pool = same_task if same_task and self.rng.random() < 0.5 else \
-            [t for t in self.instructions if t != episode.instruction]
+    def mismatched(self, episode: LabelledEpisode, same_task: bool = True) -> str | None:
+        """Another episode's instruction: half of the time one of the same task (``same_task``), else any.
+        A same-task instruction may name an object of this scene, so "no progress" is not always right
+        for it: training draws those as hard negatives (``other_objective``) when the labels exist."""
+        same = [t for t in self.by_task[episode.task] if t != episode.instruction] if same_task else []
+        pool = same if same and self.rng.random() < 0.5 else \
+            [t for t in self.instructions if t != episode.instruction and (same_task or t not in self.by_task[episode.task])]
         return str(self.rng.choice(pool)) if pool else None
 
-    def pixel_labels(self, episode: LabelledEpisode, frame: int, matched: bool) -> np.ndarray:
-        """``[K, 2]`` localiser labels of one frame at the critic's image size; -1 (ignored by the loss)
-        with a mismatched instruction, whose named objects are not the labelled ones."""
+    def other_objective(self, episode: LabelledEpisode) -> int | None:
+        """A random one of the episode's other objectives (index into ``other_instructions``), if any."""
+        if getattr(episode, "other_progress", None) is None or not episode.other_instructions:
+            return None
+        return int(self.rng.integers(len(episode.other_instructions)))
+
+    def pixel_labels(self, episode: LabelledEpisode, frame: int, objective: int | None) -> np.ndarray:
+        """``[K, 2]`` localiser labels of one frame at the critic's image size for the episode's own
+        objective (``objective`` -1), another one of its scene (index into ``other_instructions``), or
+        none (``None``: -1 everywhere, ignored by the loss, for an instruction from another task)."""
         critic = self.config.critic
         points = np.full((critic.located_points, 2), -1.0, np.float32)
-        if matched:
-            labels = episode.named_pixels[frame][: critic.localiser_points]
+        if objective is not None:
+            named = episode.named_pixels[frame] if objective < 0 else episode.other_named_pixels[frame, objective]
+            labels = named[: critic.localiser_points]
             if critic.localiser_gripper:
                 labels = np.concatenate([labels, episode.gripper_pixels[frame][None]])
             points[:] = labels * (critic.image_size / episode.frames.shape[1])
@@ -129,14 +153,21 @@ class PairSampler:
                 a = 0 if rng.random() < cfg.anchor_fraction else int(rng.integers(length))
                 b = int(rng.integers(length))
             delta, done = float(episode.progress[b] - episode.progress[a]), float(episode.success[b])
-            text, matched = episode.instruction, True
+            text, objective = episode.instruction, -1
             if rng.random() < cfg.mismatch_fraction:
-                other = self.mismatched(episode)
-                if other is not None:
-                    text, delta, done, matched = other, 0.0, 0.0, False
+                other = self.other_objective(episode)
+                wrong = None
+                if other is None or rng.random() >= cfg.hard_negative_fraction:
+                    wrong = self.mismatched(episode, same_task=other is None)
+                if wrong is not None:
+                    text, delta, done, objective = wrong, 0.0, 0.0, None
+                elif other is not None:  # (also when no other task's instruction exists)
+                    progress = episode.other_progress[:, other]
+                    text, objective = episode.other_instructions[other], other
+                    delta, done = float(progress[b] - progress[a]), float(progress[b] >= 1.0)
             if cfg.critic.located_points:
-                labels_a.append(self.pixel_labels(episode, a, matched))
-                labels_b.append(self.pixel_labels(episode, b, matched))
+                labels_a.append(self.pixel_labels(episode, a, objective))
+                labels_b.append(self.pixel_labels(episode, b, objective))
             frames_a.append(episode.frames[a])
             frames_b.append(episode.frames[b])
             texts.append(text)
@@ -270,6 +301,10 @@ def evaluate_critic(critic: ProgressCritic, episodes: Sequence[LabelledEpisode],
     sampler.rng = rng
     mismatched = [sampler.mismatched(e) or e.instruction for e in episodes]
     wrong_values, _ = score_episodes(critic, episodes, mismatched)
+    with_distractors = [i for i, e in enumerate(episodes) if sampler.other_objective(e) is not None]
+    distractor_texts = [episodes[i].other_instructions[sampler.other_objective(episodes[i])] for i in with_distractors]
+    distractor_values = dict(zip(with_distractors, score_episodes(
+        critic, [episodes[i] for i in with_distractors], distractor_texts)[0])) if with_distractors else {}
 
     def figures(selected: list[int]) -> dict[str, Any]:
         successful = [i for i in selected if episodes[i].success.any()]
@@ -279,11 +314,13 @@ def evaluate_critic(critic: ProgressCritic, episodes: Sequence[LabelledEpisode],
         true_correlations = [spearman(values[i], episodes[i].progress) for i in selected
                              if episodes[i].progress.std() > 0]
         lower = [wrong_values[i][-1] < values[i][-1] for i in successful]
+        distractor_lower = [distractor_values[i][-1] < values[i][-1] for i in successful if i in distractor_values]
         return {"episodes": len(selected), "successful_episodes": len(successful),
                 "success_auroc": auroc(scores, labels),
                 "value_spearman": float(np.mean(correlations)) if correlations else float("nan"),
                 "value_vs_true_progress_spearman": float(np.mean(true_correlations)) if true_correlations else float("nan"),
-                "mismatch_lower": float(np.mean(lower)) if lower else float("nan")}
+                "mismatch_lower": float(np.mean(lower)) if lower else float("nan"),
+                "distractor_lower": float(np.mean(distractor_lower)) if distractor_lower else float("nan")}
 
     report = {"all": figures(list(range(len(episodes))))}
     for behaviour in sorted({e.behaviour for e in episodes}):
