@@ -189,6 +189,14 @@ class Task:
     def _renamed(self, layout: Layout, words: dict[str, str], **indices: int) -> Layout:
         return {**layout, **indices, "instruction": self.templates[layout["template"]].format(**words)}
 
+    def _block_and_place_objectives(self, layout: Layout, place: str) -> list[Layout]:
+        """``other_objectives`` of a task with two blocks and two places (``place``: "zone" or "tray",
+        also its word in the templates): every other (block, place) pair. Colours are block0, block1,
+        place0, place1; a sampled layout names block 0 and place 0."""
+        colors, named = layout["colors"], (layout.get("block", 0), layout.get(place, 0))
+        return [self._renamed(layout, {"color": colors[block], place: colors[2 + spot]}, block=block, **{place: spot})
+                for block in range(2) for spot in range(2) if (block, spot) != named]
+
     # shared helpers ----------------------------------------------------------------------
     def _common(self, rng: np.random.Generator, **words: str) -> Layout:
         template = int(rng.integers(len(self.templates)))
@@ -400,10 +408,7 @@ class Push(Task):
                          body_position(data, f"zone{layout.get('zone', 0)}")])
 
     def other_objectives(self, layout: Layout) -> list[Layout]:
-        colors = layout["colors"]
-        return [self._renamed(layout, {"color": colors[block], "zone": colors[2 + zone]}, block=block, zone=zone)
-                for block in range(2) for zone in range(2)
-                if (block, zone) != (layout.get("block", 0), layout.get("zone", 0))]
+        return self._block_and_place_objectives(layout, "zone")
 
     def is_success(self, model, data, layout) -> bool:
         block = body_position(data, f"block{layout.get('block', 0)}")
@@ -497,10 +502,7 @@ class PickPlace(Task):
                          body_position(data, f"tray{layout.get('tray', 0)}")])
 
     def other_objectives(self, layout: Layout) -> list[Layout]:
-        colors = layout["colors"]
-        return [self._renamed(layout, {"color": colors[block], "tray": colors[2 + tray]}, block=block, tray=tray)
-                for block in range(2) for tray in range(2)
-                if (block, tray) != (layout.get("block", 0), layout.get("tray", 0))]
+        return self._block_and_place_objectives(layout, "tray")
 
     def is_success(self, model, data, layout) -> bool:
         name = f"block{layout.get('block', 0)}"

@@ -301,10 +301,10 @@ def evaluate_critic(critic: ProgressCritic, episodes: Sequence[LabelledEpisode],
     sampler.rng = rng
     mismatched = [sampler.mismatched(e) or e.instruction for e in episodes]
     wrong_values, _ = score_episodes(critic, episodes, mismatched)
-    with_distractors = [i for i, e in enumerate(episodes) if sampler.other_objective(e) is not None]
-    distractor_texts = [episodes[i].other_instructions[sampler.other_objective(episodes[i])] for i in with_distractors]
-    distractor_values = dict(zip(with_distractors, score_episodes(
-        critic, [episodes[i] for i in with_distractors], distractor_texts)[0])) if with_distractors else {}
+    distractors = {i: e.other_instructions[k] for i, e in enumerate(episodes)
+                   if (k := sampler.other_objective(e)) is not None}  # one draw per episode
+    distractor_values = dict(zip(distractors, score_episodes(
+        critic, [episodes[i] for i in distractors], list(distractors.values()))[0])) if distractors else {}
 
     def figures(selected: list[int]) -> dict[str, Any]:
         successful = [i for i in selected if episodes[i].success.any()]
