@@ -79,9 +79,15 @@ def _policy_action(policy, obs: dict, instruction: str) -> np.ndarray:
 
 
 def run_episode(env, task: str, behaviour: str, split: str, init_state_id: int, seed: int,
-                policy=None) -> ProgressEpisode:
+                policy=None, hold_after_success: int = 0) -> ProgressEpisode:
     """One episode of ``behaviour`` on a ``TabletopEnv`` from the given init state (``policy``: an
-    object with ``act(ObsBatch, explore=True)``, needed by the ``policy`` behaviour)."""
+    object with ``act(ObsBatch, explore=True)``, needed by the ``policy`` behaviour).
+
+    ``hold_after_success``: the behaviour goes on acting for up to this many steps after the first
+    success frame (the step limit still ends it), and those frames keep the simulator's labels. An
+    RL episode ends at its first success, so such an episode has one success frame; a done head
+    trained on those alone sees few, all on the boundary (session 15: done probability 0.1-0.3 on
+    held-out success frames)."""
     from sim_envs.experts import make_expert
 
     if behaviour not in BEHAVIOURS:
@@ -104,7 +110,7 @@ def run_episode(env, task: str, behaviour: str, split: str, init_state_id: int, 
     actions, proprio = [], [obs["proprio"]]
     named, gripper, other_progress, other_named = [], [], [], []
     record_labels()
-    done = False
+    done, held = False, -1  # held: steps taken since the first success frame
     while not done:
         if behaviour == "policy":
             action = _policy_action(policy, obs, env.instruction)
@@ -117,14 +123,15 @@ def run_episode(env, task: str, behaviour: str, split: str, init_state_id: int, 
                 if rng.random() < 0.3:
                     action[6] = 0.0
         action = np.asarray(action, np.float32)
-        obs, _, terminated, truncated, info = env.step(action)
+        obs, _, _, truncated, info = env.step(action)
         frames.append(obs["agentview_image"])
         progress.append(info["progress"])
         success.append(info["success"])
         actions.append(action)
         proprio.append(obs["proprio"])
         record_labels()
-        done = terminated or truncated
+        held = held + 1 if held >= 0 or info["success"] else -1
+        done = truncated or held >= hold_after_success  # (terminated is the success predicate)
     steps = len(frames)
     return ProgressEpisode(task, env.instruction, behaviour, split, init_state_id, np.stack(frames),
                            np.asarray(progress, np.float32), np.asarray(success, bool),
@@ -136,7 +143,7 @@ def run_episode(env, task: str, behaviour: str, split: str, init_state_id: int, 
 
 
 def _work(args) -> list[ProgressEpisode]:
-    task, behaviour, split, ids, image_size, seed, policy_factory = args
+    task, behaviour, split, ids, image_size, seed, policy_factory, hold_after_success = args
     import torch
 
     from sim_envs.tabletop_env import TabletopEnv
@@ -148,17 +155,19 @@ def _work(args) -> list[ProgressEpisode]:
         policy.generator.manual_seed(seed)
     env = TabletopEnv(task, image_size=image_size)
     try:
-        return [run_episode(env, task, behaviour, split, i, seed + i, policy) for i in ids]
+        return [run_episode(env, task, behaviour, split, i, seed + i, policy, hold_after_success) for i in ids]
     finally:
         env.close()
 
 
 def collect_progress_episodes(tasks: Sequence[str], behaviours: dict[str, int], split: str, image_size: int = 64,
                               first_init_state: int = 0, workers: int = -1, seed: int = 0,
-                              show_progress: bool = True, policy_factory=None) -> list[ProgressEpisode]:
+                              show_progress: bool = True, policy_factory=None,
+                              hold_after_success: int = 0) -> list[ProgressEpisode]:
     """``behaviours[b]`` episodes of each behaviour on each task, from init states ``first_init_state``
     onwards of ``split``, in ``workers`` processes (-1 = one per core). ``policy_factory``: a
-    picklable callable returning a policy, needed for the ``policy`` behaviour."""
+    picklable callable returning a policy, needed for the ``policy`` behaviour. ``hold_after_success``:
+    see ``run_episode``."""
     from tqdm import tqdm
 
     unknown = [b for b in behaviours if b not in BEHAVIOURS]
@@ -173,7 +182,7 @@ def collect_progress_episodes(tasks: Sequence[str], behaviours: dict[str, int], 
             for chunk in np.array_split(ids, max(1, (count + 9) // 10)):  # ~10 episodes per job
                 if len(chunk):
                     jobs.append((task, behaviour, split, [int(i) for i in chunk], image_size,
-                                 seed + 100_003 * b_index, policy_factory))
+                                 seed + 100_003 * b_index, policy_factory, hold_after_success))
     workers = (os.cpu_count() or 1) if workers == -1 else workers
     results: dict[int, list[ProgressEpisode]] = {}
     total = sum(len(job[3]) for job in jobs)

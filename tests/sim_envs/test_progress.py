@@ -191,3 +191,22 @@ def test_an_other_objective_is_a_task_the_expert_can_complete():
         assert env.progress(other) == 1.0 and env.progress(real) < 0.5
     finally:
         env.close()
+
+
+def test_an_episode_held_after_success_goes_on_with_its_labels_and_a_plain_one_ends_at_the_first():
+    """The critic's training episodes go on a few steps after success, so 'done' has more than one
+    frame per episode to learn from; a plain episode ends at its first success frame, as in RL."""
+    from sim_envs.progress_episodes import run_episode
+
+    env = TabletopEnv("Reach", image_size=32)
+    try:
+        plain = run_episode(env, "Reach", "expert", "train", 3, seed=0)
+        held = run_episode(env, "Reach", "expert", "train", 3, seed=0, hold_after_success=3)
+    finally:
+        env.close()
+    first = int(np.argmax(plain.success))
+    assert plain.success[-1] and first == len(plain.success) - 1
+    assert int(np.argmax(held.success)) == first and len(held.success) == first + 4
+    np.testing.assert_array_equal(held.frames[: first + 1], plain.frames)  # the same episode up to success
+    assert held.success[first:].sum() >= 2  # the reactive expert stays on the target
+    assert len(held.actions) == len(held.success) - 1 and held.other_progress.shape[0] == len(held.success)

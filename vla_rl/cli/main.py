@@ -152,8 +152,10 @@ def cmd_critic_collect(args: argparse.Namespace) -> int:
         if policies[split]:
             checkpoint = resolve_checkpoint(Path(policies[split]))
             policy_factory = functools.partial(load_policy, str(checkpoint), args.policy_temperature, "cpu")
+        hold = args.hold_after_success if split == "train" else 0  # held-out episodes end as RL episodes do
         episodes = collect_progress_episodes(tasks, _behaviour_counts(counts), split, args.image_size,
-                                             workers=args.workers, seed=args.seed, policy_factory=policy_factory)
+                                             workers=args.workers, seed=args.seed, policy_factory=policy_factory,
+                                             hold_after_success=hold)
         path = write_episodes(args.out / f"{split}.hdf5", episodes)
         frames = sum(len(e.progress) for e in episodes)
         success = {b: np.mean([e.succeeded for e in episodes if e.behaviour == b]) for b in _behaviour_counts(counts)}
@@ -337,7 +339,7 @@ def add_config_options(parser: argparse.ArgumentParser, config_help: str, resume
 
 
 def add_collect_arguments(parser: argparse.ArgumentParser, out: Path, tasks: list[str] | None, train: str,
-                          evaluation: str) -> None:
+                          evaluation: str, hold_after_success: int = 0) -> None:
     """The options of an episode-collection command (the critic's and the world model's)."""
     parser.add_argument("--out", type=Path, default=out, help="writes train.hdf5 and eval.hdf5")
     parser.add_argument("--tasks", nargs="+", default=tasks, help=f"tabletop tasks (default: {tasks or 'all'})")
@@ -350,6 +352,10 @@ def add_collect_arguments(parser: argparse.ArgumentParser, out: Path, tasks: lis
     parser.add_argument("--eval-policy", help="another checkpoint for the eval split's 'policy' episodes (default: "
                         "--policy), e.g. a GRPO checkpoint: a policy the critic never trained on")
     parser.add_argument("--policy-temperature", type=float, default=1.0, help="sampling temperature of the policy")
+    parser.add_argument("--hold-after-success", type=int, default=hold_after_success,
+                        help="training episodes go on for up to this many steps after their first success frame "
+                             "(more success frames to learn 'done' from); held-out ones end at the first success, as "
+                             "RL episodes do")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=-1, help="processes (-1 = one per core)")
     parser.add_argument("--seed", type=int, default=0)
@@ -426,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     critic_sub = critic.add_subparsers(dest="critic_command", required=True)
     collect = critic_sub.add_parser("collect", help="tabletop episodes with simulator progress labels")
     add_collect_arguments(collect, Path("runs/critic_data"), None, "expert=30,perturbed=30,random=15",
-                          "expert=10,perturbed=10,random=5,sluggish=10")
+                          "expert=10,perturbed=10,random=5,sluggish=10", hold_after_success=4)
     critic_train = critic_sub.add_parser("train", help="train the critic, then evaluate it on eval.hdf5")
     add_config_options(critic_train, "YAML CriticTrainConfig (e.g. configs/critic.yaml)")
     critic_train.set_defaults(func=cmd_critic_train)

@@ -38,6 +38,7 @@ import torch
 from vla_rl.core.config import option
 from vla_rl.core.types import EpisodeFrames
 from vla_rl.policy.localiser import localisation_loss
+from vla_rl.core.schedules import budget_step
 from vla_rl.policy.sft import lr_at  # the same warm-up + cosine schedule as SFT
 from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
 
@@ -66,7 +67,8 @@ class CriticTrainConfig:
     steps: int = option(2000, "optimiser steps")
     time_limit_minutes: float = option(0.0, "stop early after this wall-clock time (0 = no limit)")
     batch_size: int = option(64, "pairs per step")
-    lr: float = option(3e-4, "peak learning rate (linear warm-up, cosine decay)")
+    lr: float = option(3e-4, "peak learning rate (linear warm-up, cosine decay over the steps or the time "
+                                 "limit, whichever ends first)")
     warmup_steps: int = option(100, "linear warm-up steps")
     weight_decay: float = option(0.01, "AdamW weight decay")
     anchor_fraction: float = option(0.5, "pairs whose first frame is the episode's frame 0")
@@ -198,8 +200,11 @@ def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode],
     with open(out_dir / "metrics.jsonl", "w") as log, \
             tqdm(total=config.steps, desc="critic", unit="step", disable=not show_progress) as bar:
         for step in range(1, config.steps + 1):
+            # a time-limited run ends its cosine when its budget ends, not part-way down (as SFT does)
+            lr = lr_at(budget_step(step - 1, config.steps, time.perf_counter() - started,
+                                   60 * config.time_limit_minutes), config)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step - 1, config)
+                group["lr"] = lr
             frames_a, frames_b, texts, deltas, dones, pixel_labels = sampler.sample(config.batch_size)
             delta, logit, located_logits = critic.forward_with_maps(frames_a, frames_b, texts)
             progress_loss = torch.nn.functional.smooth_l1_loss(delta, deltas, beta=0.1)
@@ -221,7 +226,7 @@ def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode],
             for key, value in values.items():  # located_px is NaN in a batch with no label inside the image
                 if math.isfinite(value):
                     loss_avg[key] = 0.95 * loss_avg.get(key, value) + 0.05 * value
-            log.write(json.dumps({"step": step, **values, "lr": lr_at(step - 1, config)}) + "\n")
+            log.write(json.dumps({"step": step, **values, "lr": lr}) + "\n")
             bar.update(1)
             bar.set_postfix(loss=f"{loss_avg['loss']:.3f}", done=f"{loss_avg['done_loss']:.3f}",
                             **({"loc_px": f"{loss_avg['located_px']:.2f}"} if "located_px" in loss_avg else {}))
