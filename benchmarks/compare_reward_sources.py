@@ -8,7 +8,7 @@
 
 Every run starts from the same SFT checkpoint, trains on the same tasks for the same number of
 iterations with the same seed and the quickstart's GRPO recipe (``vla-rl quickstart``: LoRA rank 8,
-lr 1e-3, episode-mean loss, training episodes cut at 20 decisions), and is evaluated in the real
+lr 1e-3, episode-mean loss, training episodes cut at 12 decisions), and is evaluated in the real
 simulator on held-out init states. The budget is iterations, not minutes: critic scoring adds time.
 
     python benchmarks/compare_reward_sources.py --sft runs/quickstart/sft --critic runs/critic/final \\
