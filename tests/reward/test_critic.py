@@ -15,6 +15,8 @@ from vla_rl.reward.sources import RewardConfig, critic_rewards, make_reward_fn
 SMALL = CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2)
 LOCATING = CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2, localiser_points=2, localiser_gripper=True,
                         localiser_channels=8)
+GLIMPSING = CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2, localiser_points=2, localiser_channels=8,
+                         glimpse_pixels=8)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ class DotEpisode(Episode):
         self.other_named_pixels = self.named_pixels[:, None] + 5.0
 
 
-@pytest.mark.parametrize("config", [SMALL, LOCATING], ids=["patches", "located-points"])
+@pytest.mark.parametrize("config", [SMALL, LOCATING, GLIMPSING], ids=["patches", "located-points", "glimpses"])
 def test_forward_and_score_shapes_and_masking(config):
     torch.manual_seed(0)
     critic = ProgressCritic(config).eval()
@@ -66,7 +68,7 @@ def test_forward_and_score_shapes_and_masking(config):
     assert np.all((out.done_prob[mask] > 0) & (out.done_prob[mask] < 1))
 
 
-@pytest.mark.parametrize("config", [SMALL, LOCATING], ids=["patches", "located-points"])
+@pytest.mark.parametrize("config", [SMALL, LOCATING, GLIMPSING], ids=["patches", "located-points", "glimpses"])
 def test_checkpoint_round_trip_and_clear_errors(tmp_path, config):
     critic = ProgressCritic(config).eval()
     path = save_critic(tmp_path / "critic", critic, {"step": 3})
@@ -80,6 +82,26 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path, config):
         load_critic(path)
     with pytest.raises(FileNotFoundError, match="not a critic checkpoint"):
         load_critic(tmp_path / "missing")
+
+
+def test_a_glimpse_is_the_crop_centred_on_its_point_and_follows_it():
+    from vla_rl.reward.critic import GlimpseEncoder
+
+    glimpses = GlimpseEncoder(side=8, image_size=32, width=16)
+    pixels = torch.zeros(2, 3, 32, 32)
+    pixels[0, :, 20:22, 6:8] = 1.0  # a 2x2 block centred on (column 7, row 21)
+    pixels[1, :, 4:6, 26:28] = 1.0  # ... on (column 27, row 5)
+    points = torch.tensor([[[7.0, 21.0]], [[27.0, 5.0]]]) / 32 * 2 - 1
+    crops = glimpses.crops(pixels, points)
+    assert crops.shape == (2, 3, 8, 8)
+    for crop in crops:  # the block sits at the centre of each crop: rows and columns 3-4
+        bright = torch.nonzero(crop[0] > 0.5).float()
+        assert torch.allclose(bright.mean(0), torch.tensor([3.5, 3.5])), bright
+    moved = glimpses.crops(pixels[:1], points[:1] + 8 / 32 * 2)  # 8 px away: the block is out of the crop
+    assert moved.abs().max() < 0.5
+    assert glimpses(pixels, points).shape == (2, 1, 16)
+    with pytest.raises(ValueError, match="glimpse_pixels"):
+        CriticConfig(glimpse_pixels=16)  # needs the localiser's points
 
 
 def test_pairs_carry_progress_differences_mismatches_and_done():

@@ -61,6 +61,8 @@ class CriticConfig:
                                       "2: the object and its goal), fed to the fusion as a token")
     localiser_gripper: bool = option(False, "the localiser also finds the grip site (needs localiser_points)")
     localiser_channels: int = option(32, "feature channels of the localiser's convolutions")
+    glimpse_pixels: int = option(0, "side of a square crop around each located point, in pixels at image_size, "
+                                    "encoded by a small CNN into one token per point (0: none; needs localiser_points)")
 
     @property
     def located_points(self) -> int:
@@ -69,6 +71,10 @@ class CriticConfig:
     def __post_init__(self) -> None:
         if self.localiser_points < 0 or (self.localiser_gripper and not self.localiser_points):
             raise ValueError("localiser_points must be >= 0, and localiser_gripper needs localiser_points > 0")
+        if self.glimpse_pixels and (not self.localiser_points or self.glimpse_pixels % 4 or
+                                    not 8 <= self.glimpse_pixels <= self.image_size):
+            raise ValueError(f"glimpse_pixels needs localiser_points and must be a multiple of 4 in [8, image_size], "
+                             f"got {self.glimpse_pixels}")
         if self.hidden_size % self.heads:
             raise ValueError(f"hidden_size {self.hidden_size} must be divisible by heads {self.heads}")
         if not 32 <= self.image_size <= 256:
@@ -128,6 +134,40 @@ class TextEncoder(nn.Module):
         return states, mask
 
 
+class GlimpseEncoder(nn.Module):
+    """What happens *at* the named objects: a ``side``-pixel crop of the frame around each located point
+    (bilinear, so the crop follows sub-pixel points), encoded by a small CNN into one token each.
+
+    Why: the instruction reaches the critic's value only through where it makes the critic look. The
+    located-points token says where the named block is; a glimpse shows whether the gripper is at it,
+    holds it, or lifted it. With a distractor named, the glimpse moves to the distractor, whose state
+    differs, so the value can change with the instruction (session 19: without glimpses a wrong
+    instruction barely moved it, hard negatives or not)."""
+
+    def __init__(self, side: int, image_size: int, width: int, channels: int = 32):
+        super().__init__()
+        self.side, self.scale = side, side / image_size
+        self.net = nn.Sequential(
+            nn.Conv2d(3, channels, 3, padding=1), nn.GELU(),
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.GELU())
+        self.proj = nn.Linear(channels * (side // 4) ** 2, width)  # keeps where in the crop things are
+
+    def crops(self, pixels: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """normalised ``[B, 3, S, S]`` and ``[B, K, 2]`` (column, row) in [-1, 1] -> ``[B * K, 3, side, side]``."""
+        batch, count = points.shape[:2]
+        theta = torch.zeros(batch * count, 2, 3, dtype=pixels.dtype, device=pixels.device)
+        theta[:, 0, 0] = theta[:, 1, 1] = self.scale
+        theta[:, :, 2] = points.reshape(-1, 2)
+        grid = nn.functional.affine_grid(theta, [batch * count, 3, self.side, self.side], align_corners=False)
+        return nn.functional.grid_sample(pixels.repeat_interleave(count, dim=0), grid, align_corners=False)
+
+    def forward(self, pixels: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """-> tokens ``[B, K, width]``."""
+        features = self.net(self.crops(pixels, points)).flatten(1)
+        return self.proj(features).reshape(*points.shape[:2], -1)
+
+
 class ProgressCritic(nn.Module):
     """See the module docstring. ``forward(frames_a, frames_b, instructions)`` with uint8 frames
     ``[B, H, W, 3]`` returns ``(delta [B], done_logit [B])``."""
@@ -154,6 +194,10 @@ class ProgressCritic(nn.Module):
             self.points_proj = nn.Sequential(nn.Linear(2 * config.located_points, width), nn.GELU(),
                                              nn.Linear(width, width))
             patches += 1  # the located-points token follows each frame's patches
+        if config.glimpse_pixels:
+            self.glimpses = GlimpseEncoder(config.glimpse_pixels, config.image_size, width)
+            self.glimpse_point = nn.Parameter(torch.randn(config.located_points, width) * 0.02)
+            patches += config.located_points  # then one glimpse token per located point
         self.patch_position = nn.Parameter(torch.randn(patches, width) * 0.02)
         self.segment = nn.Embedding(4, width)  # CLS, text, frame a, frame b
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
@@ -195,7 +239,8 @@ class ProgressCritic(nn.Module):
     def frame_tokens(self, frames: torch.Tensor, instructions: Sequence[str] = ()):
         """uint8 ``[B, H, W, 3]`` -> tokens ``[B, N, width]`` (patches, then the located-points token
         with ``localiser_points``) and the localiser's logits ``[B, K, S*S]`` (None without it)."""
-        tokens = self.patch_proj(self.vision(self.pixels(frames)))
+        pixels = self.pixels(frames)
+        tokens = self.patch_proj(self.vision(pixels))
         logits = None
         if self.config.located_points:
             if len(instructions) != len(frames):
@@ -206,6 +251,9 @@ class ProgressCritic(nn.Module):
                                     text_mask.to(frames.device))
             points = expected_pixels(logits.detach(), size) / size * 2 - 1  # [B, K, 2] in [-1, 1]
             tokens = torch.cat([tokens, self.points_proj(points.flatten(1))[:, None]], dim=1)
+            if self.config.glimpse_pixels:
+                glimpses = self.glimpses(pixels, points) + self.glimpse_point
+                tokens = torch.cat([tokens, glimpses], dim=1)
         return tokens + self.patch_position, logits
 
     def fuse(self, tokens_a: torch.Tensor, tokens_b: torch.Tensor, instructions: Sequence[str]):
