@@ -19,6 +19,9 @@ Architecture (all ``transformers`` components, trains on a CPU):
   one moved its value curve little, docs/critic.md): telling the named 5-pixel block from the
   distractors is what the localiser is built for. It trains on its own loss against the simulator's
   pixel labels, and its points are detached, as in the policy.
+- **glimpses** (``glimpse_pixels``, optional, needs the located points): a crop of each frame around
+  each located point, encoded by a small CNN into one token per point (``GlimpseEncoder``): what
+  happens at the named objects, so the instruction changes what the critic looks at.
 
 Scoring an episode (``ProgressCritic.score``) compares every frame with the first one: ``V(t) =
 delta(frame_0, frame_t)`` is the value curve, its differences are the per-step progress deltas, and
@@ -238,7 +241,8 @@ class ProgressCritic(nn.Module):
 
     def frame_tokens(self, frames: torch.Tensor, instructions: Sequence[str] = ()):
         """uint8 ``[B, H, W, 3]`` -> tokens ``[B, N, width]`` (patches, then the located-points token
-        with ``localiser_points``) and the localiser's logits ``[B, K, S*S]`` (None without it)."""
+        with ``localiser_points``, then one glimpse token per located point with ``glimpse_pixels``)
+        and the localiser's logits ``[B, K, S*S]`` (None without it)."""
         pixels = self.pixels(frames)
         tokens = self.patch_proj(self.vision(pixels))
         logits = None

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 
 from vla_rl.core.config import option
+from vla_rl.core.schedules import budget_step
 from vla_rl.core.types import EpisodeFrames
 from vla_rl.policy.localiser import localisation_loss
-from vla_rl.core.schedules import budget_step
 from vla_rl.policy.sft import lr_at  # the same warm-up + cosine schedule as SFT
 from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
 
