@@ -14,7 +14,8 @@ For each: the episode-level AUROC against the simulator's success, the share of 
 pairs inside a group that it orders correctly (ties count half), and the share of groups it would
 keep (returns not all equal) next to the share the simulator keeps, and the cosine between its GRPO
 advantages (std-scaled, and Dr.GRPO's unscaled ones) and the simulator's: the share of the policy
-gradient's direction that the critic gets right.
+gradient's direction that the critic gets right. ``--min-spread`` adds the ``critic`` return with
+the groups whose returns spread less than a margin dropped (dynamic sampling with a margin).
 
     python scripts/diagnose_critic_reward.py --checkpoint runs/qs19a/sft/step_001500 \\
         --critic runs/critic_glimpse/final [--tasks Reach PressButton] [--groups 12]
@@ -73,20 +74,24 @@ def pair_order(returns: np.ndarray, success: np.ndarray, groups: np.ndarray) -> 
     return float(right / total) if total else float("nan")
 
 
-def advantages(returns: np.ndarray, groups: np.ndarray, scale_by_std: bool) -> np.ndarray:
-    """GRPO's per-episode advantage: ``R - group mean``, divided by the group std when ``scale_by_std``."""
+def advantages(returns: np.ndarray, groups: np.ndarray, scale_by_std: bool, min_spread: float = 0.0) -> np.ndarray:
+    """GRPO's per-episode advantage: ``R - group mean``, divided by the group std when ``scale_by_std``;
+    0 in a group whose returns spread less than ``min_spread`` (dynamic sampling would drop it)."""
     result = np.zeros(len(returns))
     for group in np.unique(groups):
         inside = groups == group
+        if np.ptp(returns[inside]) <= min_spread and min_spread > 0:
+            continue
         centred = returns[inside] - returns[inside].mean()
         result[inside] = centred / (returns[inside].std() + 1e-6) if scale_by_std else centred
     return result
 
 
-def advantage_agreement(returns: np.ndarray, success: np.ndarray, groups: np.ndarray, scale_by_std: bool) -> float:
+def advantage_agreement(returns: np.ndarray, success: np.ndarray, groups: np.ndarray, scale_by_std: bool,
+                        min_spread: float = 0.0) -> float:
     """Cosine between the critic's advantages and the simulator's (std-scaled, as sim-success GRPO
     trains): 1 when the critic pushes every episode the way the simulator would, 0 when unrelated."""
-    mine = advantages(returns, groups, scale_by_std)
+    mine = advantages(returns, groups, scale_by_std, min_spread)
     truth = advantages(success.astype(float), groups, True)
     return float(mine @ truth / (np.linalg.norm(mine) * np.linalg.norm(truth) + 1e-12))
 
@@ -102,6 +107,8 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=None, help="default: the quickstart's tasks")
     parser.add_argument("--groups", type=int, default=12, help="groups (training init states) per task")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-spread", type=float, nargs="*", default=[0.25, 0.5, 0.75],
+                        help="also: the critic return with groups whose returns spread less than this dropped")
     args = parser.parse_args()
 
     quickstart = QuickstartConfig()
@@ -139,6 +146,14 @@ def main() -> None:
                       f"(sim {rows['sim_kept_groups']:.2f}, success {rows['success']:.2f})  advantage cosine "
                       f"{rows[name]['advantage_cosine']:.2f} (Dr.GRPO {rows[name]['advantage_cosine_unscaled']:.2f})",
                       flush=True)
+            for spread in args.min_spread:
+                ret = returns["progress+done"]
+                rows[f"progress+done, spread>{spread}"] = {
+                    "kept_groups": float(np.mean([np.ptp(ret[groups == g]) > spread for g in np.unique(groups)])),
+                    "advantage_cosine": advantage_agreement(ret, success, groups, True, spread)}
+                print(f"{task:12s} progress+done, groups spread > {spread}: groups kept "
+                      f"{rows[f'progress+done, spread>{spread}']['kept_groups']:.2f}  advantage cosine "
+                      f"{rows[f'progress+done, spread>{spread}']['advantage_cosine']:.2f}", flush=True)
             report["tasks"][task] = rows
     finally:
         pool.close()

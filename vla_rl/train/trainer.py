@@ -285,8 +285,20 @@ class Trainer:
         self.pool.set_weights(self.learner.weights(), self.iteration)
 
     def evaluate(self) -> dict:
+        """Greedy held-out success, one task at a time so that a progress bar can follow it (each
+        task's episodes still fill every worker's env slots, refilled as episodes end)."""
+        from tqdm import tqdm
+
         specs = eval_specs(self.tasks, self.config.eval_episodes_per_task, self.eval_states)
-        result = EvalResult(self.pool.evaluate(specs))
+        outcomes = []
+        with tqdm(total=len(specs), desc=f"eval @ {self.iteration}", unit="ep", leave=False,
+                  disable=not self.show_progress) as bar:
+            for task in dict.fromkeys(spec.task for spec in specs):
+                done = self.pool.evaluate([spec for spec in specs if spec.task == task])
+                outcomes += done
+                bar.update(len(done))
+                bar.set_postfix({task: f"{np.mean([o.success for o in done]):.2f}"})
+        result = EvalResult(outcomes)
         row = {"iteration": self.iteration, "mean_success": result.mean_success, "per_task": result.per_task()}
         self.eval_history.append(row)
         return row
