@@ -22,7 +22,7 @@ import torch
 from vla_rl.core.checkpoint_dir import (CorruptCheckpointError, commit_checkpoint_dir, latest_valid_checkpoint,
                                         point_latest, resolve_checkpoint, staging_dir, verify_checkpoint)
 from vla_rl.core.config import from_dict, option, to_dict
-from vla_rl.core.schedules import warmup_cosine_lr
+from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
 
 from world_model.data import Trajectory, TransitionSampler
 from world_model.model import VideoWorldModel, WorldModelConfig
@@ -192,8 +192,9 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
         if config.time_limit_minutes and time.perf_counter() - started > 60 * config.time_limit_minutes:
             break
         batch = sampler.sample(config.batch_size, rng)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
+        # a time-limited run ends its cosine when its budget ends, not part-way down (as SFT and the critic do)
+        lr = set_budgeted_lr(optimizer, lambda at: lr_at(at, config), step, config.steps, started,
+                             config.time_limit_minutes)
         loss, losses = model.loss(batch.context, batch.proprio, batch.previous_proprio, batch.actions,
                                   batch.instructions, batch.target, batch.target_proprio, generator)
         if not torch.isfinite(loss):
@@ -206,7 +207,7 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
         bar.update(1)
         if steps_done % config.log_every == 0:
             bar.set_postfix(frame=f"{losses['frame_loss']:.4f}", proprio=f"{losses['proprio_loss']:.4f}")
-            for name, value in (*losses.items(), ("grad_norm", float(grad_norm)), ("lr", lr_at(step, config))):
+            for name, value in (*losses.items(), ("grad_norm", float(grad_norm)), ("lr", lr)):
                 writer.add_scalar(f"wm/{name}", value, steps_done)
             with open(out_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps({"step": steps_done, **losses, "seconds": time.perf_counter() - started}) + "\n")

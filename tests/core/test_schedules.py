@@ -1,10 +1,13 @@
 """The learning-rate schedules, against hand-computed values."""
 
 import math
+import time
 
 import pytest
 
-from vla_rl.core.schedules import budget_step, linear_warmup_lr, warmup_cosine_lr
+import torch
+
+from vla_rl.core.schedules import budget_step, linear_warmup_lr, set_budgeted_lr, warmup_cosine_lr
 
 
 def test_warmup_then_cosine_to_zero():
@@ -27,3 +30,15 @@ def test_budget_step_follows_whichever_budget_runs_out_first():
     step_only = warmup_cosine_lr(1200, 1e-3, 50, 1500)
     assert at_the_limit < 1e-6 < step_only
     assert step_only == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 1150 / 1450)))
+
+
+def test_set_budgeted_lr_sets_every_group_from_the_elapsed_budget():
+    weights = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))]
+    optimizer = torch.optim.SGD([{"params": weights[:1]}, {"params": weights[1:]}], lr=1.0)
+    schedule = lambda at: warmup_cosine_lr(at, 1e-3, 0, 1000)  # noqa: E731
+    # no time limit: the step count alone (step 500 of 1000 -> half-way down the cosine)
+    assert set_budgeted_lr(optimizer, schedule, 500, 1000, time.perf_counter(), 0) == pytest.approx(5e-4)
+    # 59 s gone of a 1-minute budget at step 100: the schedule reads ~983 of 1000, near its end
+    lr = set_budgeted_lr(optimizer, schedule, 100, 1000, time.perf_counter() - 59.0, 1.0)
+    assert lr < 1e-5
+    assert [group["lr"] for group in optimizer.param_groups] == [lr, lr]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+from typing import Callable
 
 
 def linear_warmup_lr(step: int, lr: float, warmup_steps: int) -> float:
@@ -31,4 +33,15 @@ def budget_step(step: int, total_steps: int, elapsed_seconds: float, time_limit_
     return max(float(step), total_steps * elapsed_seconds / time_limit_seconds)
 
 
-__all__ = ["budget_step", "linear_warmup_lr", "warmup_cosine_lr"]
+def set_budgeted_lr(optimizer, schedule: Callable[[float], float], step: int, total_steps: int,
+                    started: float, time_limit_minutes: float) -> float:
+    """Sets every parameter group's learning rate to ``schedule(budget_step(...))``, with the time
+    elapsed since ``started`` (a ``time.perf_counter()`` reading; after a resume, the time since the
+    resume), and returns it: the schedule step of every time-limited training loop."""
+    lr = schedule(budget_step(step, total_steps, time.perf_counter() - started, 60 * time_limit_minutes))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+__all__ = ["budget_step", "linear_warmup_lr", "set_budgeted_lr", "warmup_cosine_lr"]

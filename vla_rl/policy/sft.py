@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vla_rl.core.schedules import budget_step, warmup_cosine_lr
+from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.demo_file import read_demo_file
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats
@@ -174,7 +174,7 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator, pix
 def lr_at(step: float, config) -> float:
     """Linear warm-up to ``config.lr`` over ``config.warmup_steps``, then cosine decay to 0 at
     ``config.steps`` (any config with these three fields: SFT, the reward critic). A time-limited run
-    passes ``budget_step(...)`` so that the decay ends with its time budget."""
+    reads it through ``set_budgeted_lr`` so that the decay ends with its time budget."""
     return warmup_cosine_lr(step, config.lr, config.warmup_steps, config.steps)
 
 
@@ -351,10 +351,8 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         instructions = [data.instructions[i] for i in data.instruction_ids[index.numpy()]]
         images, instructions = colour_swap(images, instructions, generator)
         # a time-limited run decays over its time budget (after a resume: the time since the resume)
-        lr = lr_at(budget_step(step, config.steps, time.perf_counter() - started,
-                               60 * config.time_limit_minutes), config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = set_budgeted_lr(optimizer, lambda at: lr_at(at, config), step, config.steps, started,
+                             config.time_limit_minutes)
         localiser_batch = None if perception is None else perception_batch(perception, config, colour_swap, generator)
         loss, metrics = sft_loss(model, tokens_all[index], images, instructions,
                                  proprio_all[index] if proprio_all is not None else None, labels, config,

@@ -199,7 +199,6 @@ class ProgressCritic(nn.Module):
             patches += 1  # the located-points token follows each frame's patches
         if config.glimpse_pixels:
             self.glimpses = GlimpseEncoder(config.glimpse_pixels, config.image_size, width)
-            self.glimpse_point = nn.Parameter(torch.randn(config.located_points, width) * 0.02)
             patches += config.located_points  # then one glimpse token per located point
         self.patch_position = nn.Parameter(torch.randn(patches, width) * 0.02)
         self.segment = nn.Embedding(4, width)  # CLS, text, frame a, frame b
@@ -256,7 +255,7 @@ class ProgressCritic(nn.Module):
             points = expected_pixels(logits.detach(), size) / size * 2 - 1  # [B, K, 2] in [-1, 1]
             tokens = torch.cat([tokens, self.points_proj(points.flatten(1))[:, None]], dim=1)
             if self.config.glimpse_pixels:
-                glimpses = self.glimpses(pixels, points) + self.glimpse_point
+                glimpses = self.glimpses(pixels, points)  # patch_position tells the glimpse tokens apart
                 tokens = torch.cat([tokens, glimpses], dim=1)
         return tokens + self.patch_position, logits
 

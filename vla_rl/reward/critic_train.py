@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from vla_rl.core.config import option
-from vla_rl.core.schedules import budget_step
+from vla_rl.core.schedules import set_budgeted_lr
 from vla_rl.core.types import EpisodeFrames
 from vla_rl.policy.localiser import localisation_loss
 from vla_rl.policy.sft import lr_at  # the same warm-up + cosine schedule as SFT
@@ -201,10 +201,8 @@ def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode],
             tqdm(total=config.steps, desc="critic", unit="step", disable=not show_progress) as bar:
         for step in range(1, config.steps + 1):
             # a time-limited run ends its cosine when its budget ends, not part-way down (as SFT does)
-            lr = lr_at(budget_step(step - 1, config.steps, time.perf_counter() - started,
-                                   60 * config.time_limit_minutes), config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = set_budgeted_lr(optimizer, lambda at: lr_at(at, config), step - 1, config.steps, started,
+                                 config.time_limit_minutes)
             frames_a, frames_b, texts, deltas, dones, pixel_labels = sampler.sample(config.batch_size)
             delta, logit, located_logits = critic.forward_with_maps(frames_a, frames_b, texts)
             progress_loss = torch.nn.functional.smooth_l1_loss(delta, deltas, beta=0.1)
