@@ -8,8 +8,8 @@ import torch
 
 from vla_rl.core.types import EpisodeFrames, TaskSpec, TrajectoryBatch
 from vla_rl.reward.critic import CriticConfig, ProgressCritic, load_critic, save_critic
-from vla_rl.reward.critic_train import (CriticTrainConfig, PairSampler, auroc, evaluate_critic, spearman,
-                                       train_critic)
+from vla_rl.reward.critic_train import (CriticTrainConfig, PairSampler, auroc, done_errors, evaluate_critic,
+                                       spearman, train_critic)
 from vla_rl.reward.sources import RewardConfig, critic_rewards, make_reward_fn
 
 SMALL = CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2)
@@ -209,8 +209,21 @@ def test_evaluation_reports_every_behaviour_and_task_and_plots_value_curves(tmp_
     for row in report.values():
         assert 0.0 <= row["success_auroc"] <= 1.0 and -1.0 <= row["value_spearman"] <= 1.0
         assert 0.0 <= row["distractor_lower"] <= 1.0
+        assert set(row["false_done"]) == {"0-0.5", "0.5-0.8", "0.8-1"}
     assert json.loads((tmp_path / "eval.json").read_text()) == report
     assert (tmp_path / "value_curves.png").stat().st_size > 0
+
+
+def test_done_errors_split_false_successes_by_how_close_the_frame_was():
+    probs = np.array([0.9, 0.2, 0.6, 0.7, 0.1, 0.4, 0.8])
+    success = np.array([True, True, False, False, False, False, False])
+    progress = np.array([1.0, 1.0, 0.9, 0.85, 0.6, 0.1, 0.3])
+    errors = done_errors(probs, success, progress)
+    assert errors["done_recall"] == pytest.approx(0.5)
+    assert errors["false_done"]["0.8-1"] == {"frames": 2, "rate": 1.0}  # both near misses called done
+    assert errors["false_done"]["0.5-0.8"] == {"frames": 1, "rate": 0.0}
+    assert errors["false_done"]["0-0.5"] == {"frames": 2, "rate": 0.5}
+    assert done_errors(probs[2:], success[2:], progress[2:])["done_recall"] is None
 
 
 def _batch(lengths, steps=4):

@@ -165,11 +165,18 @@ def cmd_critic_collect(args: argparse.Namespace) -> int:
 
 
 def _print_critic_report(report: dict) -> None:
+    bands = list(next(iter(report.values())).get("false_done", {}))
     print(f"\n{'episodes':<17} {'n':>4} {'success AUROC':>14} {'value Spearman':>15} {'mismatch lower':>15} "
-          f"{'distractor lower':>17}")
+          f"{'distractor lower':>17} {'done recall':>12}  false done by sim progress ({', '.join(bands)})")
     for name, row in report.items():
+        false_done = "  ".join(_percent(band["rate"], 6) for band in row.get("false_done", {}).values())
         print(f"{name:<17} {row['episodes']:>4} {row['success_auroc']:>14.3f} {row['value_spearman']:>15.3f} "
-              f"{row['mismatch_lower']:>15.1%} {row.get('distractor_lower', float('nan')):>17.1%}")
+              f"{row['mismatch_lower']:>15.1%} {row.get('distractor_lower', float('nan')):>17.1%} "
+              f"{_percent(row.get('done_recall'), 12)}  {false_done}")
+
+
+def _percent(value: float | None, width: int) -> str:
+    return f"{value:>{width}.1%}" if value is not None else f"{'-':>{width}}"
 
 
 def cmd_critic_train(args: argparse.Namespace) -> int:

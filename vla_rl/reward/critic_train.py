@@ -20,7 +20,10 @@ Evaluation (held-out init states, and a behaviour the critic never trained on) r
 - ``mismatch_lower``: the fraction of episodes whose final value with a mismatched instruction is
   lower than with the right one;
 - ``distractor_lower``: the same with an instruction naming another object of the same scene (the
-  hardest mismatch; episodes recorded with ``other_progress``).
+  hardest mismatch; episodes recorded with ``other_progress``);
+- ``done_recall`` and ``false_done``: at a done probability of 0.5, the share of success frames called
+  done, and of the other frames by the simulator's progress (below 0.5, 0.5-0.8, 0.8 and above: near
+  misses): whether false successes are near misses or frames far from done.
 """
 
 from __future__ import annotations
@@ -272,6 +275,26 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((r[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
+PROGRESS_BANDS = ((0.0, 0.5), (0.5, 0.8), (0.8, 1.0))
+
+
+def done_errors(done_probs: np.ndarray, success: np.ndarray, progress: np.ndarray,
+                threshold: float = 0.5) -> dict[str, Any]:
+    """Per-frame verdicts at ``threshold``: the share of success frames called done (``done_recall``)
+    and, per band of the simulator's progress, the share of the other frames called done
+    (``false_done``, with the band's frame count): near misses (progress >= 0.8) look almost done.
+    None where there is no such frame."""
+    called = np.asarray(done_probs) >= threshold
+    success = np.asarray(success, bool)
+    progress = np.asarray(progress)
+    bands = {}
+    for low, high in PROGRESS_BANDS:
+        inside = ~success & (progress >= low) & (progress < high)
+        bands[f"{low:g}-{high:g}"] = {"frames": int(inside.sum()),
+                                      "rate": float(called[inside].mean()) if inside.any() else None}
+    return {"done_recall": float(called[success].mean()) if success.any() else None, "false_done": bands}
+
+
 def score_episodes(critic: ProgressCritic, episodes: Sequence[LabelledEpisode],
                    instructions: Sequence[str] | None = None, chunk: int = 16):
     """(value curves, done probabilities), one array per episode, with the given instructions."""
@@ -323,7 +346,8 @@ def evaluate_critic(critic: ProgressCritic, episodes: Sequence[LabelledEpisode],
                 "value_spearman": float(np.mean(correlations)) if correlations else float("nan"),
                 "value_vs_true_progress_spearman": float(np.mean(true_correlations)) if true_correlations else float("nan"),
                 "mismatch_lower": float(np.mean(lower)) if lower else float("nan"),
-                "distractor_lower": float(np.mean(distractor_lower)) if distractor_lower else float("nan")}
+                "distractor_lower": float(np.mean(distractor_lower)) if distractor_lower else float("nan"),
+                **done_errors(scores, labels, np.concatenate([episodes[i].progress for i in selected]))}
 
     report = {"all": figures(list(range(len(episodes))))}
     for behaviour in sorted({e.behaviour for e in episodes}):
