@@ -13,7 +13,8 @@ simulator on held-out init states. The budget is iterations, not minutes: critic
 
     python benchmarks/compare_reward_sources.py --sft runs/quickstart/sft --critic runs/critic/final \\
         [--runs sim_success critic world_model] [--world-model runs/world_model] \\
-        [--tasks Reach PressButton] [--iterations 50] [--eval-episodes 50] [--out runs/compare_rewards]
+        [--tasks Reach PressButton] [--iterations 50] [--eval-episodes 50] [--out runs/compare_rewards] \\
+        [--reference runs/compare_rewards/comparison.json]   # reuse an earlier run's sim_success row
 
 Prints one JSON line per compared run (its gain against the sim_success run's); writes
 ``<out>/comparison.json`` and ``<out>/comparison.png``.
@@ -67,6 +68,20 @@ def run(source: str, args, sft: Path) -> dict:
                                                                                 default=str))}
 
 
+def matching_reference(path: Path, args, sft: Path) -> dict:
+    """The sim_success row of an earlier comparison, refused unless it ran the same experiment."""
+    rows = [row for row in json.loads(path.read_text()) if row["source"] == "sim_success"]
+    if not rows:
+        raise SystemExit(f"{path} holds no sim_success run")
+    row, config = rows[0], rows[0]["config"]
+    wanted = {"init_checkpoint": str(sft), "tasks": list(args.tasks), "iterations": args.iterations, "seed": args.seed,
+              "eval_episodes_per_task": args.eval_episodes}
+    differing = {key: (config.get(key), value) for key, value in wanted.items() if config.get(key) != value}
+    if differing:
+        raise SystemExit(f"{path}'s sim_success run differs from this comparison (its value, this one's): {differing}")
+    return {**row, "reference": str(path)}
+
+
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -99,11 +114,18 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help="default: the quickstart's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/compare_rewards"))
+    parser.add_argument("--reference", type=Path,
+                        help="an earlier comparison.json whose sim_success run had this SFT checkpoint, tasks, "
+                             "iterations, seed and evaluation size: reported as the reference instead of running it "
+                             "again (a world-model run takes much longer than a simulator run)")
     args = parser.parse_args()
     sft = resolve_checkpoint(args.sft)
     names = ["sim_success"] + [name for name in dict.fromkeys(args.runs) if name != "sim_success"]
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
+    if args.reference:
+        results.append(matching_reference(args.reference, args, sft))
+        names = names[1:]
     for name in names:
         results.append(run(name, args, sft))
         (args.out / "comparison.json").write_text(json.dumps(results, indent=1) + "\n")  # kept if a later run dies
