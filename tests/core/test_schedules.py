@@ -4,7 +4,6 @@ import math
 import time
 
 import pytest
-
 import torch
 
 from vla_rl.core.schedules import budget_step, linear_warmup_lr, set_budgeted_lr, warmup_cosine_lr
