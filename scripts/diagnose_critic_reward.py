@@ -39,25 +39,20 @@ import sim_envs  # noqa: E402,F401  (first: rendering defaults before mujoco is 
 
 from vla_rl.cli.factories import make_pool  # noqa: E402
 from vla_rl.cli.quickstart import QuickstartConfig  # noqa: E402
-from vla_rl.core.types import EpisodeFrames, TaskSpec  # noqa: E402
+from vla_rl.core.types import TaskSpec  # noqa: E402
 from vla_rl.policy.checkpoint import resolve_checkpoint  # noqa: E402
 from vla_rl.reward.critic import load_critic  # noqa: E402
 from vla_rl.reward.critic_train import auroc  # noqa: E402
+from vla_rl.reward.sources import score_trajectories  # noqa: E402
 
 
 def episode_scores(critic, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per episode: ``V(final)``, ``done(final)`` and the highest done probability over its frames."""
-    lengths = batch.mask.sum(axis=1)
-    seen = batch.images["agentview"]
-    frames = np.zeros((len(lengths), seen.shape[1] + 1, *seen.shape[2:]), np.uint8)
-    mask = np.zeros(frames.shape[:2], bool)
-    for b, length in enumerate(lengths):
-        frames[b, :length], frames[b, length] = seen[b, :length], batch.final_frames[b]
-        mask[b, :length + 1] = True
-    scored = critic.score(EpisodeFrames(frames=frames, instructions=list(batch.instructions), mask=mask))
+    scored, lengths = score_trajectories(critic, batch)
     rows = np.arange(len(lengths))
     value = np.cumsum(scored.progress, axis=1)[rows, lengths]
-    done_any = np.where(mask, scored.done_prob, 0.0).max(axis=1)
+    frame_is_scored = np.arange(scored.done_prob.shape[1])[None] <= lengths[:, None]
+    done_any = np.where(frame_is_scored, scored.done_prob, 0.0).max(axis=1)
     return value, scored.done_prob[rows, lengths], done_any
 
 
@@ -96,8 +91,9 @@ def advantage_agreement(returns: np.ndarray, success: np.ndarray, groups: np.nda
     return float(mine @ truth / (np.linalg.norm(mine) * np.linalg.norm(truth) + 1e-12))
 
 
-def kept(returns: np.ndarray, groups: np.ndarray) -> float:
-    return float(np.mean([np.ptp(returns[groups == g]) > 1e-6 for g in np.unique(groups)]))
+def kept(returns: np.ndarray, groups: np.ndarray, min_spread: float = 1e-6) -> float:
+    """Share of groups whose returns spread more than ``min_spread`` (dynamic sampling keeps them)."""
+    return float(np.mean([np.ptp(returns[groups == g]) > min_spread for g in np.unique(groups)]))
 
 
 def main() -> None:
@@ -148,12 +144,11 @@ def main() -> None:
                       flush=True)
             for spread in args.min_spread:
                 ret = returns["progress+done"]
-                rows[f"progress+done, spread>{spread}"] = {
-                    "kept_groups": float(np.mean([np.ptp(ret[groups == g]) > spread for g in np.unique(groups)])),
-                    "advantage_cosine": advantage_agreement(ret, success, groups, True, spread)}
-                print(f"{task:12s} progress+done, groups spread > {spread}: groups kept "
-                      f"{rows[f'progress+done, spread>{spread}']['kept_groups']:.2f}  advantage cosine "
-                      f"{rows[f'progress+done, spread>{spread}']['advantage_cosine']:.2f}", flush=True)
+                row = {"kept_groups": kept(ret, groups, spread),
+                       "advantage_cosine": advantage_agreement(ret, success, groups, True, spread)}
+                rows[f"progress+done, spread>{spread}"] = row
+                print(f"{task:12s} progress+done, groups spread > {spread}: groups kept {row['kept_groups']:.2f}  "
+                      f"advantage cosine {row['advantage_cosine']:.2f}", flush=True)
             report["tasks"][task] = rows
     finally:
         pool.close()

@@ -39,8 +39,9 @@ class RewardConfig:
             raise ValueError(f"reward source {self.source!r} needs reward.critic_checkpoint")
 
 
-def critic_rewards(critic, batch: TrajectoryBatch, done_bonus: float) -> np.ndarray:
-    """``float32 [B, T]`` critic rewards of a batch (see the module docstring)."""
+def score_trajectories(critic, batch: TrajectoryBatch):
+    """The critic's scores (``CriticOutput``, ``[B, T + 1]``) of every episode's frames followed by its
+    final frame (the one after its last action, at index ``length``), and the episode lengths ``[B]``."""
     if batch.final_frames is None:
         raise ValueError("the critic reward needs the batch's final frames (collected by vla_rl.rollout.collector)")
     frames_seen = batch.images["agentview"]
@@ -52,9 +53,14 @@ def critic_rewards(critic, batch: TrajectoryBatch, done_bonus: float) -> np.ndar
         frames[b, :length] = frames_seen[b, :length]
         frames[b, length] = batch.final_frames[b]
         mask[b, : length + 1] = True
-    scored = critic.score(EpisodeFrames(frames=frames, instructions=list(batch.instructions), mask=mask))
+    return critic.score(EpisodeFrames(frames=frames, instructions=list(batch.instructions), mask=mask)), lengths
+
+
+def critic_rewards(critic, batch: TrajectoryBatch, done_bonus: float) -> np.ndarray:
+    """``float32 [B, T]`` critic rewards of a batch (see the module docstring)."""
+    scored, lengths = score_trajectories(critic, batch)
     rewards = scored.progress[:, 1:].copy()  # reward of decision t: V(t + 1) - V(t)
-    rows = np.arange(count)
+    rows = np.arange(len(lengths))
     rewards[rows, lengths - 1] += done_bonus * scored.done_prob[rows, lengths]
     return (rewards * batch.mask).astype(np.float32)
 
