@@ -1,7 +1,7 @@
 """Episodes with simulator progress labels, the training and test data of the reward critic and of
 the world model.
 
-Each episode keeps its agent-view frames, the executed actions and the proprio state, and for every
+Each episode keeps its agent-view frames (and the wrist camera's, when recorded), the executed actions and the proprio state, and for every
 frame the task's progress in [0, 1] (``Task.progress``: stage predicates and distances) and whether
 the success predicate holds.
 Behaviours:
@@ -18,6 +18,7 @@ Behaviours:
 File layout (HDF5, written atomically)::
 
     episode_<i>/frames     uint8 [T + 1, H, W, 3]   frame 0 is the reset observation
+    episode_<i>/wrist_frames  uint8 [T + 1, H, W, 3]  the wrist camera (when recorded; older files lack it)
     episode_<i>/progress   float32 [T + 1]
     episode_<i>/success    bool [T + 1]
     episode_<i>/actions    float32 [T, 7]           the executed action of step t (files of older versions lack it)
@@ -65,6 +66,7 @@ class ProgressEpisode:
     other_instructions: tuple[str, ...] = ()
     other_progress: np.ndarray | None = None  # float32 [T + 1, K]; 1.0 exactly where that objective succeeds
     other_named_pixels: np.ndarray | None = None  # float32 [T + 1, K, 2, 2]
+    wrist_frames: np.ndarray | None = None  # uint8 [T + 1, H, W, 3], when the wrist camera was recorded
 
     @property
     def succeeded(self) -> bool:
@@ -107,6 +109,7 @@ def run_episode(env, task: str, behaviour: str, split: str, init_state_id: int, 
         other_named.append([env.named_pixels(layout=other) for other in others])
 
     frames, progress, success = [obs["agentview_image"]], [info["progress"]], [False]
+    wrist = [obs["wrist_image"]] if "wrist_image" in obs else None
     actions, proprio = [], [obs["proprio"]]
     named, gripper, other_progress, other_named = [], [], [], []
     record_labels()
@@ -125,6 +128,8 @@ def run_episode(env, task: str, behaviour: str, split: str, init_state_id: int, 
         action = np.asarray(action, np.float32)
         obs, _, _, truncated, info = env.step(action)
         frames.append(obs["agentview_image"])
+        if wrist is not None:
+            wrist.append(obs["wrist_image"])
         progress.append(info["progress"])
         success.append(info["success"])
         actions.append(action)
@@ -139,11 +144,12 @@ def run_episode(env, task: str, behaviour: str, split: str, init_state_id: int, 
                            np.stack(named).astype(np.float32), np.stack(gripper).astype(np.float32),
                            tuple(other["instruction"] for other in others),
                            np.asarray(other_progress, np.float32).reshape(steps, len(others)),
-                           np.asarray(other_named, np.float32).reshape(steps, len(others), 2, 2))
+                           np.asarray(other_named, np.float32).reshape(steps, len(others), 2, 2),
+                           np.stack(wrist) if wrist is not None else None)
 
 
 def _work(args) -> list[ProgressEpisode]:
-    task, behaviour, split, ids, image_size, seed, policy_factory, hold_after_success = args
+    task, behaviour, split, ids, image_size, wrist_camera, seed, policy_factory, hold_after_success = args
     import torch
 
     from sim_envs.tabletop_env import TabletopEnv
@@ -153,7 +159,7 @@ def _work(args) -> list[ProgressEpisode]:
         torch.set_num_threads(1)  # one process per core already
         policy = policy_factory()
         policy.generator.manual_seed(seed)
-    env = TabletopEnv(task, image_size=image_size)
+    env = TabletopEnv(task, image_size=image_size, wrist_camera=wrist_camera)
     try:
         return [run_episode(env, task, behaviour, split, i, seed + i, policy, hold_after_success) for i in ids]
     finally:
@@ -163,11 +169,12 @@ def _work(args) -> list[ProgressEpisode]:
 def collect_progress_episodes(tasks: Sequence[str], behaviours: dict[str, int], split: str, image_size: int = 64,
                               first_init_state: int = 0, workers: int = -1, seed: int = 0,
                               show_progress: bool = True, policy_factory=None,
-                              hold_after_success: int = 0) -> list[ProgressEpisode]:
+                              hold_after_success: int = 0, wrist_camera: bool = True) -> list[ProgressEpisode]:
     """``behaviours[b]`` episodes of each behaviour on each task, from init states ``first_init_state``
     onwards of ``split``, in ``workers`` processes (-1 = one per core). ``policy_factory``: a
     picklable callable returning a policy, needed for the ``policy`` behaviour. ``hold_after_success``:
-    see ``run_episode``."""
+    see ``run_episode``. ``wrist_camera``: also record the wrist camera's frames (a critic that reads
+    it needs them)."""
     from tqdm import tqdm
 
     unknown = [b for b in behaviours if b not in BEHAVIOURS]
@@ -181,7 +188,7 @@ def collect_progress_episodes(tasks: Sequence[str], behaviours: dict[str, int], 
             ids = list(range(first_init_state, first_init_state + count))
             for chunk in np.array_split(ids, max(1, (count + 9) // 10)):  # ~10 episodes per job
                 if len(chunk):
-                    jobs.append((task, behaviour, split, [int(i) for i in chunk], image_size,
+                    jobs.append((task, behaviour, split, [int(i) for i in chunk], image_size, wrist_camera,
                                  seed + 100_003 * b_index, policy_factory, hold_after_success))
     workers = (os.cpu_count() or 1) if workers == -1 else workers
     results: dict[int, list[ProgressEpisode]] = {}
@@ -231,6 +238,9 @@ def write_episodes(path: Path, episodes: Sequence[ProgressEpisode]) -> Path:
         for i, episode in enumerate(episodes):
             group = f.create_group(f"episode_{i}")
             group.create_dataset("frames", data=episode.frames, compression="gzip", compression_opts=1)
+            if episode.wrist_frames is not None:
+                group.create_dataset("wrist_frames", data=episode.wrist_frames, compression="gzip",
+                                     compression_opts=1)
             group["progress"] = episode.progress
             group["success"] = episode.success
             if episode.actions is not None:
@@ -266,7 +276,8 @@ def read_episodes(path: Path) -> Iterator[ProgressEpisode]:
                                   group["gripper_pixels"][()] if "gripper_pixels" in group else None,
                                   tuple(json.loads(attrs.get("other_instructions", "[]"))),
                                   group["other_progress"][()] if "other_progress" in group else None,
-                                  group["other_named_pixels"][()] if "other_named_pixels" in group else None)
+                                  group["other_named_pixels"][()] if "other_named_pixels" in group else None,
+                                  group["wrist_frames"][()] if "wrist_frames" in group else None)
 
 
 __all__ = ["BEHAVIOURS", "ProgressEpisode", "run_episode", "collect_progress_episodes", "write_episodes",

@@ -155,7 +155,7 @@ def cmd_critic_collect(args: argparse.Namespace) -> int:
         hold = args.hold_after_success if split == "train" else 0  # held-out episodes end as RL episodes do
         episodes = collect_progress_episodes(tasks, _behaviour_counts(counts), split, args.image_size,
                                              workers=args.workers, seed=args.seed, policy_factory=policy_factory,
-                                             hold_after_success=hold)
+                                             hold_after_success=hold, wrist_camera=args.wrist_camera)
         path = write_episodes(args.out / f"{split}.hdf5", episodes)
         frames = sum(len(e.progress) for e in episodes)
         success = {b: np.mean([e.succeeded for e in episodes if e.behaviour == b]) for b in _behaviour_counts(counts)}
@@ -364,6 +364,9 @@ def add_collect_arguments(parser: argparse.ArgumentParser, out: Path, tasks: lis
                              "(more success frames to learn 'done' from); held-out ones end at the first success, as "
                              "RL episodes do")
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--no-wrist", dest="wrist_camera", action="store_false",
+                        help="skip the wrist camera's frames (recorded by default: a critic with wrist_view or a "
+                             "world model that predicts the wrist camera needs them)")
     parser.add_argument("--workers", type=int, default=-1, help="processes (-1 = one per core)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=cmd_critic_collect)
