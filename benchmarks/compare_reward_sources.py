@@ -54,7 +54,7 @@ def run(source: str, args, sft: Path) -> dict:
         eval_episodes_per_task=args.eval_episodes, checkpoint_every=args.iterations, seed=args.seed,
         temperature=args.temperature if args.temperature is not None else recipe.temperature,
         algorithm=dataclasses.replace(recipe.algorithm, lr=args.lr if args.lr is not None else recipe.algorithm.lr))
-    pool = make_pool(config.rollout, config.suite, sft, config.temperature, config.seed, config.env)
+    pool = make_pool(config.rollout, config.suite, sft, config.temperature, config.seed, config.env, config.reward)
     try:
         summary = Trainer(config, pool, eval_state_counter(config.suite)).run()
     finally:

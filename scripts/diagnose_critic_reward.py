@@ -43,7 +43,7 @@ from vla_rl.core.types import TaskSpec  # noqa: E402
 from vla_rl.policy.checkpoint import resolve_checkpoint  # noqa: E402
 from vla_rl.reward.critic import load_critic  # noqa: E402
 from vla_rl.reward.critic_train import auroc  # noqa: E402
-from vla_rl.reward.sources import score_trajectories  # noqa: E402
+from vla_rl.reward.sources import RewardConfig, score_trajectories  # noqa: E402
 
 
 def episode_scores(critic, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,7 +112,8 @@ def main() -> None:
     tasks = args.tasks or list(quickstart.tasks)
     checkpoint = resolve_checkpoint(args.checkpoint)
     critic = load_critic(args.critic)
-    pool = make_pool(recipe.rollout, recipe.suite, checkpoint, recipe.temperature, args.seed)
+    pool = make_pool(recipe.rollout, recipe.suite, checkpoint, recipe.temperature, args.seed,
+                     reward=RewardConfig(source="critic", critic_checkpoint=args.critic))
     rng = np.random.default_rng(args.seed)
     report = {"checkpoint": str(checkpoint), "critic": str(args.critic), "group_size": recipe.group_size,
               "temperature": recipe.temperature, "max_decisions": recipe.rollout.max_decisions, "tasks": {}}

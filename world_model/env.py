@@ -8,7 +8,8 @@ collector, the GRPO trainer and the evaluation use it exactly like a simulator.
   pair (first frame, current frame)): the episode terminates as a success when the critic's done
   probability reaches ``done_threshold`` (reward 1 on that step, as the simulator's success
   reward), and is truncated at the task's step limit. ``info`` carries the critic's value and done
-  probability of every step.
+  probability of every step. A critic that reads the wrist camera (``wrist_view``) gets the
+  imagined wrist frames too, so the world model must predict that camera.
 
 Autoreset is off, as in every ``VecEnv``: a finished rollout is no longer predicted and keeps
 returning its last observation with zero reward and its done flags.
@@ -32,6 +33,10 @@ class WorldModelVecEnv:
         if critic_camera not in model.config.cameras:
             raise ValueError(f"the critic's camera {critic_camera!r} is not one the world model predicts "
                              f"({list(model.config.cameras)})")
+        self.critic_wrist = bool(getattr(getattr(critic, "config", None), "wrist_view", False))
+        if self.critic_wrist and "wrist" not in model.config.cameras:
+            raise ValueError(f"the critic reads the wrist camera; the world model predicts only "
+                             f"{list(model.config.cameras)} (train one with cameras [agentview, wrist])")
         real = reset_env.spec
         if real.image_size != model.config.image_size:
             raise ValueError(f"the reset env renders {real.image_size} px, the world model predicts "
@@ -58,6 +63,7 @@ class WorldModelVecEnv:
         self.state = self.model.init_state(obs)
         self.obs = obs
         self.first_frames = obs.images[self.critic_camera].copy()
+        self.first_wrist = obs.images["wrist"].copy() if self.critic_wrist else None
         self.limits = np.array([self.step_limit(t.task) for t in tasks])
         self.elapsed = np.zeros(len(tasks), int)
         self.terminated = np.zeros(len(tasks), bool)
@@ -113,8 +119,9 @@ class WorldModelVecEnv:
     def _judge(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The critic's value and done probability of the current frames of ``rows``."""
         frames = np.stack([self.first_frames[rows], self.obs.images[self.critic_camera][rows]], axis=1)
+        wrist = np.stack([self.first_wrist[rows], self.obs.images["wrist"][rows]], axis=1) if self.critic_wrist else None
         scored = self.critic.score(EpisodeFrames(frames=frames, instructions=[self.obs.instructions[i] for i in rows],
-                                                 mask=np.ones((len(rows), 2), bool)))
+                                                 mask=np.ones((len(rows), 2), bool), wrist_frames=wrist))
         return scored.progress[:, 1], scored.done_prob[:, 1]
 
     def close(self) -> None:

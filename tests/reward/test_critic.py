@@ -1,5 +1,6 @@
 """The progress critic: model contract, checkpoints, training pairs, metrics, and rewards from it."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,13 +11,15 @@ from vla_rl.core.types import EpisodeFrames, TaskSpec, TrajectoryBatch
 from vla_rl.reward.critic import CriticConfig, ProgressCritic, load_critic, save_critic
 from vla_rl.reward.critic_train import (CriticTrainConfig, PairSampler, auroc, done_errors, evaluate_critic,
                                        spearman, train_critic)
-from vla_rl.reward.sources import RewardConfig, critic_rewards, make_reward_fn
+from vla_rl.reward.sources import RewardConfig, critic_reads_wrist, critic_rewards, make_reward_fn
 
 SMALL = CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2)
 LOCATING = CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2, localiser_points=2, localiser_gripper=True,
                         localiser_channels=8)
 GLIMPSING = CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2, localiser_points=2, localiser_channels=8,
                          glimpse_pixels=8)
+WRISTED = CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2, localiser_points=2, localiser_channels=8,
+                       glimpse_pixels=8, wrist_view=True)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +36,7 @@ class Episode:
         rng = np.random.default_rng(seed)
         self.frames = rng.integers(0, 255, (len(progress), 32, 32, 3), dtype=np.uint8)
         self.named_pixels = self.gripper_pixels = None
+        self.wrist_frames = rng.integers(0, 255, (len(progress), 32, 32, 3), dtype=np.uint8)
 
 
 class DotEpisode(Episode):
@@ -45,6 +49,7 @@ class DotEpisode(Episode):
         dots = rng.integers(4, size - 4, (steps, 2))
         for t, (column, row) in enumerate(dots):
             self.frames[t, row - 1:row + 2, column - 1:column + 2] = 255
+        self.wrist_frames = 255 - self.frames  # tells a wrist frame from its agent-view frame
         self.named_pixels = np.repeat(dots[:, None] + 0.5, 2, axis=1).astype(np.float32)  # [T, 2, 2]
         self.gripper_pixels = (dots + 0.5).astype(np.float32)
         # one other objective of the scene, never reached
@@ -109,7 +114,7 @@ def test_pairs_carry_progress_differences_mismatches_and_done():
                 Episode("Reach", "move to the blue cube", [0.0, 0.1, 0.2], seed=1),
                 Episode("Lift", "pick up the red block", [0.0, 0.5, 0.5], seed=2)]
     config = CriticTrainConfig(mismatch_fraction=0.0, done_fraction=0.0)
-    frames_a, frames_b, texts, deltas, dones, labels = PairSampler(episodes, config, seed=0).sample(200)
+    frames_a, frames_b, texts, deltas, dones, labels, *_ = PairSampler(episodes, config, seed=0).sample(200)
     assert labels is None  # no localiser
     by_frame = {e.frames[i].tobytes(): (e, i) for e in episodes for i in range(len(e.progress))}
     for a, b, text, delta, done in zip(frames_a, frames_b, texts, deltas, dones):
@@ -118,7 +123,7 @@ def test_pairs_carry_progress_differences_mismatches_and_done():
         assert delta == pytest.approx(ea.progress[ib] - ea.progress[ia]) and done == float(ea.success[ib])
     assert (deltas < 0).any() and (deltas == 0).any() and (deltas > 0).any()  # reversed, stalls, forward
     mismatched = PairSampler(episodes, CriticTrainConfig(mismatch_fraction=1.0, done_fraction=0.0), seed=0)
-    _, _, texts, deltas, dones, _ = mismatched.sample(50)
+    _, _, texts, deltas, dones, _, *_ = mismatched.sample(50)
     assert not deltas.any() and not dones.any()
     done_pairs = PairSampler(episodes, CriticTrainConfig(mismatch_fraction=0.0, done_fraction=1.0), seed=0)
     assert bool(done_pairs.sample(20)[4].all())
@@ -136,7 +141,7 @@ def test_hard_negatives_name_a_distractor_of_the_scene_and_keep_its_labels():
     lift.other_instructions, lift.other_progress, lift.other_named_pixels = (), None, None  # recorded without
     index = {e.frames[i].tobytes(): i for e in (reach,) for i in range(4)}
     config = CriticTrainConfig(critic=LOCATING, mismatch_fraction=1.0, hard_negative_fraction=1.0, done_fraction=0.0)
-    frames_a, frames_b, texts, deltas, dones, labels = PairSampler([reach], config, seed=0).sample(40)
+    frames_a, frames_b, texts, deltas, dones, labels, *_ = PairSampler([reach], config, seed=0).sample(40)
     assert set(texts) == {"reach the blue cube"} and not dones.any() and (deltas > 0).any()
     for k, (a, b) in enumerate(zip(frames_a, frames_b)):
         ia, ib = index[a.numpy().tobytes()], index[b.numpy().tobytes()]
@@ -147,7 +152,7 @@ def test_hard_negatives_name_a_distractor_of_the_scene_and_keep_its_labels():
     # the rest of the mismatches take another task's instruction (one of the same task could name an
     # object of this scene), labelled "no progress, not done", with no localiser labels
     easy = CriticTrainConfig(critic=LOCATING, mismatch_fraction=1.0, hard_negative_fraction=0.0, done_fraction=0.0)
-    _, _, texts, deltas, dones, labels = PairSampler([reach, lift], easy, seed=0).sample(40)
+    _, _, texts, deltas, dones, labels, *_ = PairSampler([reach, lift], easy, seed=0).sample(40)
     assert all(t in ("lift the green block", "reach the red cube") for t in texts)
     assert not deltas.any() and not dones.any() and bool((labels == -1).all())
 
@@ -174,7 +179,7 @@ def test_training_lowers_the_loss(tmp_path):
 def test_located_point_labels_follow_the_frames_and_are_ignored_for_a_wrong_instruction():
     episodes = [DotEpisode("reach the red cube", 5, seed=0), DotEpisode("reach the blue cube", 4, seed=1)]
     config = CriticTrainConfig(critic=LOCATING, mismatch_fraction=0.0)
-    frames_a, frames_b, _, _, _, labels = PairSampler(episodes, config, seed=0).sample(30)
+    frames_a, frames_b, _, _, _, labels, *_ = PairSampler(episodes, config, seed=0).sample(30)
     assert labels.shape == (60, 3, 2)
     for frames, rows in ((frames_a, labels[:30]), (frames_b, labels[30:])):
         for frame, points in zip(frames, rows):
@@ -202,7 +207,7 @@ def test_evaluation_reports_every_behaviour_and_task_and_plots_value_curves(tmp_
     episodes[1].behaviour = "random"
     lift = DotEpisode("pick up the red block", 4, seed=2)
     lift.task = "Lift"
-    critic = ProgressCritic(LOCATING).eval()
+    critic = ProgressCritic(WRISTED).eval()  # the localiser, glimpses and the wrist camera's frames
     report = evaluate_critic(critic, episodes + [lift], tmp_path)
     assert set(report) == {"all", "expert", "random", "task:Reach", "task:Lift"}
     assert report["task:Reach"]["episodes"] == 2 and report["all"]["successful_episodes"] == 3
@@ -238,6 +243,54 @@ def _batch(lengths, steps=4):
         old_logprobs=np.zeros((count, steps, 7), np.float32), rewards=rewards, mask=mask,
         success=np.array([True] + [False] * (count - 1)), task_specs=[TaskSpec("Reach", 0)] * count,
         final_frames=np.random.randint(0, 255, (count, 32, 32, 3), dtype=np.uint8))
+
+
+def test_a_wrist_view_critic_reads_the_wrist_frames_and_refuses_to_go_without_them():
+    torch.manual_seed(0)
+    critic = ProgressCritic(WRISTED).eval()
+    frames = torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8)
+    wrist = torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        delta, logit = critic(frames, frames, ["x", "y"], wrist, wrist)
+        other_delta, other_logit = critic(frames, frames, ["x", "y"], wrist, wrist.flip(0))
+    assert delta.shape == (2,) and not torch.allclose(logit, other_logit)  # the wrist frame changes the verdict
+    with pytest.raises(ValueError, match="reads the wrist camera"):
+        critic(frames, frames, ["x", "y"])
+    episodes = np.random.randint(0, 255, (2, 3, 32, 32, 3), dtype=np.uint8)
+    mask = np.ones((2, 3), bool)
+    with pytest.raises(ValueError, match="no wrist_frames"):
+        critic.score(EpisodeFrames(episodes, ["a", "b"], mask))
+    out = critic.score(EpisodeFrames(episodes, ["a", "b"], mask, wrist_frames=episodes[:, :, ::-1].copy()))
+    assert out.done_prob.shape == (2, 3)
+
+
+def test_wrist_pairs_are_the_wrist_frames_of_the_same_moments():
+    episodes = [DotEpisode("reach the red cube", 5, seed=0), DotEpisode("reach the blue cube", 4, seed=1)]
+    pairs = PairSampler(episodes, CriticTrainConfig(critic=WRISTED), seed=0).sample(20)
+    assert torch.equal(pairs.wrist_a, 255 - pairs.frames_a) and torch.equal(pairs.wrist_b, 255 - pairs.frames_b)
+    assert PairSampler(episodes, CriticTrainConfig(critic=LOCATING), seed=0).sample(4).wrist_a is None
+    episodes[1].wrist_frames = None
+    with pytest.raises(ValueError, match="wrist camera's frames"):
+        PairSampler(episodes, CriticTrainConfig(critic=WRISTED), seed=0)
+
+
+def test_critic_rewards_hand_the_wrist_frames_to_a_wrist_critic(tmp_path):
+    torch.manual_seed(0)
+    critic = ProgressCritic(WRISTED).eval()
+    plain = _batch([4, 2])
+    with pytest.raises(ValueError, match="no wrist_frames"):
+        critic_rewards(critic, plain, done_bonus=1.0)
+    wrist = np.random.randint(0, 255, plain.images["agentview"].shape, dtype=np.uint8)
+    final_wrist = np.random.randint(0, 255, plain.final_frames.shape, dtype=np.uint8)
+    batch = dataclasses.replace(plain, images={**plain.images, "wrist": wrist}, final_wrist_frames=final_wrist)
+    rewards = critic_rewards(critic, batch, done_bonus=1.0)
+    frames = np.concatenate([batch.images["agentview"][1, :2], batch.final_frames[1:2]])[None]
+    wrist_frames = np.concatenate([wrist[1, :2], final_wrist[1:2]])[None]
+    scored = critic.score(EpisodeFrames(frames, batch.instructions[:1], np.ones((1, 3), bool), wrist_frames))
+    assert rewards[1].sum() == pytest.approx(scored.progress[0].sum() + scored.done_prob[0, 2], abs=1e-5)
+    path = save_critic(tmp_path / "wrist", critic)
+    assert critic_reads_wrist(path) and load_critic(path).config.wrist_view
+    assert not critic_reads_wrist(save_critic(tmp_path / "plain", ProgressCritic(SMALL)))
 
 
 def test_critic_rewards_sum_to_final_value_plus_done_bonus(critic):

@@ -291,16 +291,19 @@ def test_alternative_estimators_update(estimator):
         assert stats["value_loss"] > 0 and value_head.linear.bias.abs().item() > 0  # the value head learned
 
 
-def test_trainer_with_the_critic_as_reward_source(tmp_path, tiny_checkpoint):
+@pytest.mark.parametrize("wrist_view", [False, True], ids=["agent-view-critic", "wrist-view-critic"])
+def test_trainer_with_the_critic_as_reward_source(tmp_path, tiny_checkpoint, wrist_view):
     from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
     from vla_rl.reward.sources import RewardConfig
 
     torch.manual_seed(0)
     critic_path = save_critic(tmp_path / "critic", ProgressCritic(CriticConfig(image_size=32, hidden_size=32,
-                                                                               layers=1, heads=2)))
+                                                                               layers=1, heads=2, wrist_view=wrist_view)))
     config = _train_config(tmp_path, tiny_checkpoint, iterations=1, eval_episodes_per_task=0,
                            reward=RewardConfig(source="critic", critic_checkpoint=critic_path, done_bonus=1.0))
-    pool = make_pool(config.rollout, "tabletop", tiny_checkpoint, config.temperature, config.seed)
+    # the pool renders the wrist camera for a critic that reads it (the tiny policy does not)
+    pool = make_pool(config.rollout, "tabletop", tiny_checkpoint, config.temperature, config.seed,
+                     reward=config.reward)
     try:
         trainer = Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False)
         trainer.sync()
@@ -311,6 +314,7 @@ def test_trainer_with_the_critic_as_reward_source(tmp_path, tiny_checkpoint):
     # dense critic rewards on real steps (an untrained critic is never exactly zero), none on padding
     assert np.all(batch.rewards[~batch.mask] == 0) and np.count_nonzero(batch.rewards[batch.mask]) > 0
     assert batch.final_frames is not None and batch.final_frames.shape[1:] == (32, 32, 3)
+    assert ("wrist" in batch.images) == wrist_view and (batch.final_wrist_frames is not None) == wrist_view
     assert trainer.seconds_reward > 0
 
 

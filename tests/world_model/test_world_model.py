@@ -181,6 +181,28 @@ def test_env_with_a_real_critic_truncates_at_the_task_limit_and_feeds_the_collec
     assert len(np.unique(batch.images["agentview"][:, -1].reshape(2, -1), axis=0)) == 2  # imagined, per env
 
 
+def test_a_wrist_critic_judges_imagined_wrist_frames_and_needs_a_model_that_predicts_them():
+    import dataclasses
+
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic
+
+    torch.manual_seed(0)
+    critic = ProgressCritic(CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2, wrist_view=True)).eval()
+    reset_env = TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32, wrist_camera=True))
+    limits = get_suite("tabletop").max_steps
+    try:
+        with pytest.raises(ValueError, match="reads the wrist camera"):
+            WorldModelVecEnv(VideoWorldModel(TINY), critic, reset_env, limits)
+        model = VideoWorldModel(dataclasses.replace(TINY, cameras=("agentview", "wrist")))
+        env = WorldModelVecEnv(model, critic, reset_env, limits, done_threshold=0.999)
+        env.reset([TaskSpec("Reach", 0, "train"), TaskSpec("PressButton", 1, "train")])
+        result = env.step(np.zeros((2, 7), np.float32))
+        assert result.obs.images["wrist"].shape == (2, 32, 32, 3)
+        assert all(0 < info["critic_done_prob"] < 1 for info in result.info)
+    finally:
+        reset_env.close()
+
+
 def test_evaluation_report_and_videos(tmp_path, trajectories):
     from vla_rl.reward.critic import CriticConfig, ProgressCritic
 

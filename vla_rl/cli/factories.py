@@ -39,7 +39,8 @@ def make_world_model_env(suite: str, num_envs: int, image_size: int, wrist_camer
     model = load_world_model(Path(env_config.world_model_checkpoint))
     if wrist_camera and "wrist" not in model.config.cameras:
         raise ValueError(f"the policy needs the wrist camera; the world model predicts only {list(model.config.cameras)}")
-    reset_env = make_vec_env(suite, num_envs, image_size, wrist_camera, processes)
+    # imagination starts from real frames of every camera the world model predicts
+    reset_env = make_vec_env(suite, num_envs, image_size, "wrist" in model.config.cameras, processes)
     return WorldModelVecEnv(model, cached_critic(str(env_config.critic_checkpoint)), reset_env, get_suite(suite).max_steps,
                             env_config.done_threshold, env_config.sampling_steps or None)
 
@@ -60,11 +61,16 @@ def checkpoint_camera_setup(checkpoint: Path) -> tuple[int, bool]:
     return int(config.get("image_size", 64)), "wrist" in config.get("cameras", ["agentview"])
 
 
-def make_pool(rollout, suite: str, checkpoint: Path, temperature: float, seed: int, env=None):
+def make_pool(rollout, suite: str, checkpoint: Path, temperature: float, seed: int, env=None, reward=None):
     """A ``LocalRolloutPool`` or ``RayRolloutPool`` (per ``rollout.backend``) for ``checkpoint``;
-    ``env`` (an ``EnvConfig``) may put the rollouts in a world model, evaluation staying in the simulator."""
+    ``env`` (an ``EnvConfig``) may put the rollouts in a world model, evaluation staying in the simulator.
+    The simulator renders the wrist camera when the policy or the ``reward`` (a ``RewardConfig``)
+    critic reads it."""
+    from vla_rl.reward.sources import critic_reads_wrist
+
     image_size, wrist = checkpoint_camera_setup(checkpoint)
-    env_factory = functools.partial(make_vec_env, suite, rollout.envs_per_worker, image_size, wrist,
+    critic_wrist = reward is not None and reward.source != "sim_success" and critic_reads_wrist(reward.critic_checkpoint)
+    env_factory = functools.partial(make_vec_env, suite, rollout.envs_per_worker, image_size, wrist or critic_wrist,
                                     rollout.env_processes)
     eval_env_factory = None
     if env is not None and env.kind == "world_model":

@@ -301,7 +301,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         source = resolve_checkpoint(config.init_checkpoint)
         config = dataclasses.replace(config, init_checkpoint=source)
     pool = make_pool(config.rollout, config.suite, Path(source), config.temperature, config.seed,
-                     config.env)
+                     config.env, config.reward)
     trainer = None
     try:
         print(f"rollout workers on nodes: {pool.node_ids}")

@@ -127,7 +127,7 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
     train_config = dataclasses.replace(config.train, init_checkpoint=sft_checkpoint, out_dir=out / "grpo",
                                        tasks=config.tasks)
     pool = make_pool(train_config.rollout, train_config.suite, sft_checkpoint, train_config.temperature,
-                     train_config.seed)
+                     train_config.seed, reward=train_config.reward)
     try:
         trainer = Trainer(train_config, pool, eval_state_counter(train_config.suite), show_progress=show_progress)
         summary = trainer.run()

@@ -126,7 +126,9 @@ class TrajectoryBatch:
     weight version that collected the batch (stale data is detectable); final_frames ``uint8
     [B, H, W, 3]`` (optional): the agent-view frame after each episode's last step, which a reward
     critic needs to see the outcome; located_points ``float32 [B, T, P, 2]`` (optional): what the
-    policy's localiser found at each decision (``PolicyOutput.located_points``).
+    policy's localiser found at each decision (``PolicyOutput.located_points``); final_wrist_frames
+    ``uint8 [B, H, W, 3]`` (optional): the wrist camera's frame at the same moment as final_frames,
+    when the env renders it (for a critic that reads the wrist camera).
     """
 
     images: dict[str, np.ndarray]
@@ -142,6 +144,7 @@ class TrajectoryBatch:
     policy_version: int = 0
     final_frames: np.ndarray | None = None
     located_points: np.ndarray | None = None
+    final_wrist_frames: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         batch, steps = self.mask.shape
@@ -160,10 +163,10 @@ class TrajectoryBatch:
         for name, image in self.images.items():
             _check(image.shape[:2] == (batch, steps) and image.dtype == np.uint8,
                    f"image {name!r} must be uint8 [B, T, H, W, 3], got {image.dtype} {image.shape}")
-        if self.final_frames is not None:
-            _check(self.final_frames.shape[0] == batch and self.final_frames.ndim == 4
-                   and self.final_frames.dtype == np.uint8,
-                   f"final_frames must be uint8 [B, H, W, 3], got {self.final_frames.dtype} {self.final_frames.shape}")
+        for name in ("final_frames", "final_wrist_frames"):
+            final = getattr(self, name)
+            _check(final is None or (final.shape[0] == batch and final.ndim == 4 and final.dtype == np.uint8),
+                   f"{name} must be uint8 [B, H, W, 3], got {getattr(final, 'dtype', None)} {getattr(final, 'shape', None)}")
         if self.located_points is not None:
             _check(self.located_points.shape[:2] == (batch, steps) and self.located_points.ndim == 4
                    and self.located_points.shape[3] == 2,
@@ -197,11 +200,13 @@ class LogProbOutput:
 
 @dataclass
 class EpisodeFrames:
-    """Frames for a reward critic: ``uint8 [B, T, H, W, 3]``, instructions, mask ``bool [B, T]``."""
+    """Frames for a reward critic: ``uint8 [B, T, H, W, 3]``, instructions, mask ``bool [B, T]``, and the
+    wrist camera's frames of the same moments (``uint8 [B, T, H, W, 3]``, for a critic that reads them)."""
 
     frames: np.ndarray
     instructions: list[str]
     mask: np.ndarray
+    wrist_frames: np.ndarray | None = None
 
 
 @dataclass

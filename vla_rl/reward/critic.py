@@ -22,6 +22,10 @@ Architecture (all ``transformers`` components, trains on a CPU):
 - **glimpses** (``glimpse_pixels``, optional, needs the located points): a crop of each frame around
   each located point, encoded by a small CNN into one token per point (``GlimpseEncoder``): what
   happens at the named objects, so the instruction changes what the critic looks at.
+- **wrist view** (``wrist_view``, optional): the wrist camera's frame of the same moment, through the
+  same vision tower, adds its patch tokens to each frame's. Why: at 64 px the agent view cannot
+  resolve the last centimetres (session 21: half the near-miss frames of Reach and PressButton were
+  called done); from the wrist the target fills the view as the gripper closes in.
 
 Scoring an episode (``ProgressCritic.score``) compares every frame with the first one: ``V(t) =
 delta(frame_0, frame_t)`` is the value curve, its differences are the per-step progress deltas, and
@@ -66,6 +70,8 @@ class CriticConfig:
     localiser_channels: int = option(32, "feature channels of the localiser's convolutions")
     glimpse_pixels: int = option(0, "side of a square crop around each located point, in pixels at image_size, "
                                     "encoded by a small CNN into one token per point (0: none; needs localiser_points)")
+    wrist_view: bool = option(False, "also read the wrist camera's frame of each moment (its patch tokens follow "
+                                     "the agent view's); episodes and rollouts must then record the wrist camera")
 
     @property
     def located_points(self) -> int:
@@ -200,6 +206,8 @@ class ProgressCritic(nn.Module):
         if config.glimpse_pixels:
             self.glimpses = GlimpseEncoder(config.glimpse_pixels, config.image_size, width)
             patches += config.located_points  # then one glimpse token per located point
+        if config.wrist_view:
+            patches += (config.image_size // stage_stride(config.feature_stage)) ** 2
         self.patch_position = nn.Parameter(torch.randn(patches, width) * 0.02)
         self.segment = nn.Embedding(4, width)  # CLS, text, frame a, frame b
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
@@ -238,10 +246,15 @@ class ProgressCritic(nn.Module):
         x = self._to_image_size(frames.permute(0, 3, 1, 2).float())
         return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
-    def frame_tokens(self, frames: torch.Tensor, instructions: Sequence[str] = ()):
+    def frame_tokens(self, frames: torch.Tensor, instructions: Sequence[str] = (), wrist: torch.Tensor | None = None):
         """uint8 ``[B, H, W, 3]`` -> tokens ``[B, N, width]`` (patches, then the located-points token
-        with ``localiser_points``, then one glimpse token per located point with ``glimpse_pixels``)
+        with ``localiser_points``, then one glimpse token per located point with ``glimpse_pixels``,
+        then the patches of ``wrist``, the wrist camera's uint8 ``[B, H, W, 3]``, with ``wrist_view``)
         and the localiser's logits ``[B, K, S*S]`` (None without it)."""
+        if self.config.wrist_view and (wrist is None or wrist.shape[0] != frames.shape[0]):
+            raise ValueError("this critic reads the wrist camera (wrist_view): pass its frames, one per agent-view "
+                             "frame (record them: `vla-rl critic collect` without --no-wrist; rollouts render the "
+                             "wrist camera when the reward critic needs it)")
         pixels = self.pixels(frames)
         tokens = self.patch_proj(self.vision(pixels))
         logits = None
@@ -257,6 +270,8 @@ class ProgressCritic(nn.Module):
             if self.config.glimpse_pixels:
                 glimpses = self.glimpses(pixels, points)  # patch_position tells the glimpse tokens apart
                 tokens = torch.cat([tokens, glimpses], dim=1)
+        if self.config.wrist_view:  # patch_position tells them from the agent view's patches
+            tokens = torch.cat([tokens, self.patch_proj(self.vision(self.pixels(wrist)))], dim=1)
         return tokens + self.patch_position, logits
 
     def fuse(self, tokens_a: torch.Tensor, tokens_b: torch.Tensor, instructions: Sequence[str]):
@@ -273,15 +288,18 @@ class ProgressCritic(nn.Module):
         cls = self.norm(self.fusion(hidden, attention_mask=extended).last_hidden_state[:, 0])
         return torch.tanh(self.delta_head(cls)).squeeze(-1), self.done_head(cls).squeeze(-1)
 
-    def forward(self, frames_a: torch.Tensor, frames_b: torch.Tensor, instructions: Sequence[str]):
-        delta, done_logit, _ = self.forward_with_maps(frames_a, frames_b, instructions)
+    def forward(self, frames_a: torch.Tensor, frames_b: torch.Tensor, instructions: Sequence[str],
+                wrist_a: torch.Tensor | None = None, wrist_b: torch.Tensor | None = None):
+        delta, done_logit, _ = self.forward_with_maps(frames_a, frames_b, instructions, wrist_a, wrist_b)
         return delta, done_logit
 
-    def forward_with_maps(self, frames_a: torch.Tensor, frames_b: torch.Tensor, instructions: Sequence[str]):
+    def forward_with_maps(self, frames_a: torch.Tensor, frames_b: torch.Tensor, instructions: Sequence[str],
+                          wrist_a: torch.Tensor | None = None, wrist_b: torch.Tensor | None = None):
         """``forward`` plus the localiser's logits of both frames ``[2B, K, S*S]`` (a's rows, then b's;
-        None without a localiser), for its training loss."""
-        tokens_a, logits_a = self.frame_tokens(frames_a, instructions)
-        tokens_b, logits_b = self.frame_tokens(frames_b, instructions)
+        None without a localiser), for its training loss. ``wrist_a``/``wrist_b``: the wrist camera's
+        frames, needed with ``wrist_view``."""
+        tokens_a, logits_a = self.frame_tokens(frames_a, instructions, wrist_a)
+        tokens_b, logits_b = self.frame_tokens(frames_b, instructions, wrist_b)
         delta, done_logit = self.fuse(tokens_a, tokens_b, instructions)
         logits = torch.cat([logits_a, logits_b]) if logits_a is not None else None
         return delta, done_logit, logits
@@ -292,16 +310,23 @@ class ProgressCritic(nn.Module):
         """Value curve anchored at frame 0: ``progress[b, t] = V(t) - V(t-1)`` (``V(0) = 0``) and
         ``done_prob[b, t]``; zero where ``mask`` is False."""
         frames = torch.from_numpy(np.ascontiguousarray(episodes.frames))
+        wrist = None
+        if self.config.wrist_view:
+            if episodes.wrist_frames is None:
+                raise ValueError("this critic reads the wrist camera (wrist_view): the episodes carry no wrist_frames")
+            wrist = torch.from_numpy(np.ascontiguousarray(episodes.wrist_frames))
         count, steps = episodes.mask.shape
         rows, cols = np.nonzero(episodes.mask)
         value = torch.zeros(count, steps)
         done = torch.zeros(count, steps)
-        anchors, _ = self.frame_tokens(frames[:, 0], episodes.instructions)  # one vision pass per episode's first frame
+        # one vision pass per episode's first frame
+        anchors, _ = self.frame_tokens(frames[:, 0], episodes.instructions, wrist[:, 0] if wrist is not None else None)
         for start in range(0, len(rows), batch_size):
             r = torch.from_numpy(rows[start:start + batch_size])
             c = torch.from_numpy(cols[start:start + batch_size])
             texts = [episodes.instructions[i] for i in r.tolist()]
-            delta, logit = self.fuse(anchors[r], self.frame_tokens(frames[r, c], texts)[0], texts)
+            tokens = self.frame_tokens(frames[r, c], texts, wrist[r, c] if wrist is not None else None)[0]
+            delta, logit = self.fuse(anchors[r], tokens, texts)
             value[r, c], done[r, c] = delta, torch.sigmoid(logit)
         mask = torch.from_numpy(episodes.mask)
         value = value * mask

@@ -33,7 +33,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +53,7 @@ class LabelledEpisode(Protocol):
     instruction: str
     behaviour: str
     frames: np.ndarray  # uint8 [T + 1, H, W, 3]
+    wrist_frames: np.ndarray | None  # uint8 [T + 1, H, W, 3] (needed by a critic with wrist_view)
     progress: np.ndarray  # float32 [T + 1]
     success: np.ndarray  # bool [T + 1]
     named_pixels: np.ndarray | None  # float32 [T + 1, 2, 2] localiser labels (needed with a localiser)
@@ -93,6 +94,19 @@ class CriticTrainConfig:
             raise ValueError("steps and batch_size must be >= 1")
 
 
+class Pairs(NamedTuple):
+    """A batch of ``B`` training pairs."""
+
+    frames_a: torch.Tensor  # uint8 [B, H, W, 3]
+    frames_b: torch.Tensor
+    instructions: list[str]
+    deltas: torch.Tensor  # float [B]: progress of b minus progress of a
+    dones: torch.Tensor  # float [B]: 1.0 where b is a success frame
+    pixel_labels: torch.Tensor | None  # [2B, K, 2]: a's rows, then b's (with a localiser)
+    wrist_a: torch.Tensor | None  # uint8 [B, H, W, 3] (with wrist_view)
+    wrist_b: torch.Tensor | None
+
+
 class PairSampler:
     """Draws labelled training pairs from episodes (see the module docstring)."""
 
@@ -102,6 +116,9 @@ class PairSampler:
         if config.critic.located_points and any(e.named_pixels is None for e in episodes):
             raise ValueError("a critic with a localiser trains on episodes with pixel labels (named_pixels): "
                              "collect them again with this version's `vla-rl critic collect`")
+        if config.critic.wrist_view and any(e.wrist_frames is None for e in episodes):
+            raise ValueError("a critic with wrist_view trains on episodes with the wrist camera's frames: "
+                             "collect them again with this version's `vla-rl critic collect` (without --no-wrist)")
         self.episodes, self.config = list(episodes), config
         self.rng = np.random.default_rng(seed)
         self.successful = [i for i, e in enumerate(self.episodes) if e.success.any()]
@@ -141,12 +158,13 @@ class PairSampler:
             points[:] = labels * (critic.image_size / episode.frames.shape[1])
         return points
 
-    def sample(self, batch_size: int):
-        """``(frames_a, frames_b, instructions, deltas, dones, pixel labels [2B, K, 2] or None)``; the
-        labels are a's rows, then b's, as ``ProgressCritic.forward_with_maps`` returns its logits."""
+    def sample(self, batch_size: int) -> Pairs:
+        """``batch_size`` pairs; the pixel labels are a's rows, then b's, as
+        ``ProgressCritic.forward_with_maps`` returns its logits; the wrist frames are None unless the
+        critic has ``wrist_view``."""
         cfg, rng = self.config, self.rng
         frames_a, frames_b, texts, deltas, dones = [], [], [], [], []
-        labels_a, labels_b = [], []
+        labels_a, labels_b, wrist_a, wrist_b = [], [], [], []
         for _ in range(batch_size):
             if self.successful and rng.random() < cfg.done_fraction:
                 episode = self.episodes[int(rng.choice(self.successful))]
@@ -175,12 +193,16 @@ class PairSampler:
                 labels_b.append(self.pixel_labels(episode, b, objective))
             frames_a.append(episode.frames[a])
             frames_b.append(episode.frames[b])
+            if cfg.critic.wrist_view:
+                wrist_a.append(episode.wrist_frames[a])
+                wrist_b.append(episode.wrist_frames[b])
             texts.append(text)
             deltas.append(delta)
             dones.append(done)
         labels = torch.from_numpy(np.stack(labels_a + labels_b)) if labels_a else None
-        return (torch.from_numpy(np.stack(frames_a)), torch.from_numpy(np.stack(frames_b)), texts,
-                torch.tensor(deltas), torch.tensor(dones), labels)
+        wrist = (torch.from_numpy(np.stack(wrist_a)), torch.from_numpy(np.stack(wrist_b))) if wrist_a else (None, None)
+        return Pairs(torch.from_numpy(np.stack(frames_a)), torch.from_numpy(np.stack(frames_b)), texts,
+                     torch.tensor(deltas), torch.tensor(dones), labels, *wrist)
 
 
 def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode], show_progress: bool = True,
@@ -206,14 +228,15 @@ def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode],
             # a time-limited run ends its cosine when its budget ends, not part-way down (as SFT does)
             lr = set_budgeted_lr(optimizer, lambda at: lr_at(at, config), step - 1, config.steps, started,
                                  config.time_limit_minutes)
-            frames_a, frames_b, texts, deltas, dones, pixel_labels = sampler.sample(config.batch_size)
-            delta, logit, located_logits = critic.forward_with_maps(frames_a, frames_b, texts)
-            progress_loss = torch.nn.functional.smooth_l1_loss(delta, deltas, beta=0.1)
-            done_loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, dones)
+            pairs = sampler.sample(config.batch_size)
+            delta, logit, located_logits = critic.forward_with_maps(pairs.frames_a, pairs.frames_b, pairs.instructions,
+                                                                    pairs.wrist_a, pairs.wrist_b)
+            progress_loss = torch.nn.functional.smooth_l1_loss(delta, pairs.deltas, beta=0.1)
+            done_loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, pairs.dones)
             loss = progress_loss + config.done_weight * done_loss
             localiser_values = {}
             if located_logits is not None:
-                located_loss, pixel_error = localisation_loss(located_logits, pixel_labels, config.critic.image_size)
+                located_loss, pixel_error = localisation_loss(located_logits, pairs.pixel_labels, config.critic.image_size)
                 loss = loss + config.localiser_weight * located_loss
                 localiser_values = {"localiser_loss": located_loss.item(), "located_px": pixel_error.item()}
             if not torch.isfinite(loss):
@@ -305,10 +328,16 @@ def score_episodes(critic: ProgressCritic, episodes: Sequence[LabelledEpisode],
         steps = max(len(e.progress) for e in group)
         frames = np.zeros((len(group), steps, *group[0].frames.shape[1:]), np.uint8)
         mask = np.zeros((len(group), steps), bool)
+        wrist = np.zeros_like(frames) if critic.config.wrist_view else None
         for i, e in enumerate(group):
             frames[i, : len(e.progress)] = e.frames
             mask[i, : len(e.progress)] = True
-        out = critic.score(EpisodeFrames(frames=frames, instructions=texts, mask=mask))
+            if wrist is not None:
+                if e.wrist_frames is None:
+                    raise ValueError(f"this critic reads the wrist camera; a {e.task} episode has no wrist frames "
+                                     f"(collect with this version's `vla-rl critic collect`, without --no-wrist)")
+                wrist[i, : len(e.progress)] = e.wrist_frames
+        out = critic.score(EpisodeFrames(frames=frames, instructions=texts, mask=mask, wrist_frames=wrist))
         for i, e in enumerate(group):
             n = len(e.progress)
             values.append(np.cumsum(out.progress[i, :n]))

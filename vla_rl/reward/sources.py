@@ -41,19 +41,38 @@ class RewardConfig:
 
 def score_trajectories(critic, batch: TrajectoryBatch):
     """The critic's scores (``CriticOutput``, ``[B, T + 1]``) of every episode's frames followed by its
-    final frame (the one after its last action, at index ``length``), and the episode lengths ``[B]``."""
+    final frame (the one after its last action, at index ``length``), and the episode lengths ``[B]``.
+    The wrist camera's frames go along when the batch has them (a critic with ``wrist_view`` needs them)."""
     if batch.final_frames is None:
         raise ValueError("the critic reward needs the batch's final frames (collected by vla_rl.rollout.collector)")
-    frames_seen = batch.images["agentview"]
-    count, steps = batch.mask.shape
     lengths = batch.mask.sum(axis=1)
-    frames = np.zeros((count, steps + 1, *frames_seen.shape[2:]), np.uint8)
-    mask = np.zeros((count, steps + 1), bool)
-    for b, length in enumerate(lengths):
-        frames[b, :length] = frames_seen[b, :length]
-        frames[b, length] = batch.final_frames[b]
-        mask[b, : length + 1] = True
-    return critic.score(EpisodeFrames(frames=frames, instructions=list(batch.instructions), mask=mask)), lengths
+    count, steps = batch.mask.shape
+
+    def with_final(seen: np.ndarray, final: np.ndarray) -> np.ndarray:
+        frames = np.zeros((count, steps + 1, *seen.shape[2:]), np.uint8)
+        for b, length in enumerate(lengths):
+            frames[b, :length] = seen[b, :length]
+            frames[b, length] = final[b]
+        return frames
+
+    mask = np.arange(steps + 1)[None] <= lengths[:, None]
+    wrist = None
+    if "wrist" in batch.images and batch.final_wrist_frames is not None:
+        wrist = with_final(batch.images["wrist"], batch.final_wrist_frames)
+    episodes = EpisodeFrames(frames=with_final(batch.images["agentview"], batch.final_frames),
+                             instructions=list(batch.instructions), mask=mask, wrist_frames=wrist)
+    return critic.score(episodes), lengths
+
+
+def critic_reads_wrist(checkpoint: Path) -> bool:
+    """Whether the critic checkpoint reads the wrist camera (rollouts must then render it), from its
+    config alone."""
+    import json
+
+    path = Path(checkpoint) / "critic.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{checkpoint} is not a critic checkpoint (no critic.json)")
+    return bool(json.loads(path.read_text())["config"].get("wrist_view", False))
 
 
 def critic_rewards(critic, batch: TrajectoryBatch, done_bonus: float) -> np.ndarray:
@@ -82,4 +101,5 @@ def make_reward_fn(config: RewardConfig) -> Callable[[TrajectoryBatch], np.ndarr
     return reward_fn
 
 
-__all__ = ["REWARD_SOURCES", "RewardConfig", "critic_rewards", "make_reward_fn"]
+__all__ = ["REWARD_SOURCES", "RewardConfig", "critic_reads_wrist", "critic_rewards", "make_reward_fn",
+           "score_trajectories"]

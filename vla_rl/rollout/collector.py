@@ -87,6 +87,7 @@ def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: 
         task_specs=list(specs),
         policy_version=policy_version,
         final_frames=obs.images["agentview"][:count].copy(),  # ended slots keep their last frame
+        final_wrist_frames=obs.images["wrist"][:count].copy() if "wrist" in obs.images else None,
         located_points=np.stack(records["points"], axis=1) if records["points"] else None,
     )
     return batch, stats
@@ -163,4 +164,6 @@ def concat_batches(batches: Sequence[TrajectoryBatch]) -> TrajectoryBatch:
         if all(b.final_frames is not None for b in batches) else None,
         located_points=np.concatenate([pad(b.located_points) for b in batches])
         if all(b.located_points is not None for b in batches) else None,
+        final_wrist_frames=np.concatenate([b.final_wrist_frames for b in batches])
+        if all(b.final_wrist_frames is not None for b in batches) else None,
     )

@@ -431,6 +431,7 @@ def _select(batch: TrajectoryBatch, index: np.ndarray) -> TrajectoryBatch:
         task_specs=[batch.task_specs[i] for i in index], policy_version=batch.policy_version,
         final_frames=batch.final_frames[index] if batch.final_frames is not None else None,
         located_points=batch.located_points[index, :steps] if batch.located_points is not None else None,
+        final_wrist_frames=batch.final_wrist_frames[index] if batch.final_wrist_frames is not None else None,
     )
 
 
