@@ -104,26 +104,48 @@ def fidelity(trajectories: Sequence[Trajectory], imagined: Sequence[np.ndarray],
 
 
 def critic_verdicts(critic, episodes: Sequence[np.ndarray], instructions: Sequence[str], camera_channels: slice,
-                    done_threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """(success verdict ``bool [N]``, max done probability ``[N]``) of the critic on each episode's frames."""
+                    done_threshold: float, wrist_channels: slice | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(success verdict ``bool [N]``, max done probability ``[N]``) of the critic on each episode's frames
+    (channel-stacked cameras: the agent view at ``camera_channels``, the wrist camera at ``wrist_channels``
+    for a critic that reads it)."""
     longest = max(len(e) for e in episodes)
     frames = np.zeros((len(episodes), longest, *episodes[0].shape[1:3], 3), np.uint8)
+    wrist = np.zeros_like(frames) if wrist_channels is not None else None
     mask = np.zeros((len(episodes), longest), bool)
     for i, episode in enumerate(episodes):
         frames[i, :len(episode)] = episode[..., camera_channels]
+        if wrist is not None:
+            wrist[i, :len(episode)] = episode[..., wrist_channels]
         mask[i, :len(episode)] = True
-    scored = critic.score(EpisodeFrames(frames=frames, instructions=list(instructions), mask=mask))
+    scored = critic.score(EpisodeFrames(frames=frames, instructions=list(instructions), mask=mask, wrist_frames=wrist))
     peak = np.where(mask, scored.done_prob, 0.0)[:, 1:].max(axis=1)  # frame 0 is the reset frame
     return peak >= done_threshold, peak
 
 
+def critic_channels(critic, cameras: Sequence[str]) -> tuple[slice, slice | None]:
+    """Where the critic's agent view and, for a critic that reads it, its wrist camera sit among the
+    channels of the world model's ``cameras``; a clear error when the model lacks the wrist camera."""
+    def channels(camera: str) -> slice:
+        index = list(cameras).index(camera)
+        return slice(3 * index, 3 * index + 3)
+
+    wrist = None
+    if getattr(getattr(critic, "config", None), "wrist_view", False):
+        if "wrist" not in cameras:
+            raise ValueError(f"the critic reads the wrist camera; the world model predicts only {list(cameras)}")
+        wrist = channels("wrist")
+    return channels("agentview" if "agentview" in cameras else cameras[0]), wrist
+
+
 def outcome_agreement(critic, trajectories: Sequence[Trajectory], imagined: Sequence[np.ndarray],
-                      done_threshold: float, camera_index: int = 0) -> dict:
-    channels = slice(3 * camera_index, 3 * camera_index + 3)
+                      done_threshold: float, cameras: Sequence[str] = ("agentview",)) -> dict:
+    """The critic's success verdicts on imagined and on real frames against the simulator's outcomes
+    (``cameras``: the world model's, in channel order)."""
+    agent, wrist = critic_channels(critic, cameras)
     instructions = [t.instruction for t in trajectories]
     truth = np.array([t.succeeded for t in trajectories])
-    on_imagined, peak_imagined = critic_verdicts(critic, imagined, instructions, channels, done_threshold)
-    on_real, _ = critic_verdicts(critic, [t.frames for t in trajectories], instructions, channels, done_threshold)
+    on_imagined, peak_imagined = critic_verdicts(critic, imagined, instructions, agent, done_threshold, wrist)
+    on_real, _ = critic_verdicts(critic, [t.frames for t in trajectories], instructions, agent, done_threshold, wrist)
 
     def rate(mask: np.ndarray, verdict: np.ndarray) -> float | None:
         return float((verdict[mask] == truth[mask]).mean()) if mask.any() else None
@@ -138,9 +160,16 @@ def outcome_agreement(critic, trajectories: Sequence[Trajectory], imagined: Sequ
             "imagined_peak_done_prob": peak_imagined.round(3).tolist()}
 
 
+def _cameras_stacked(frames: np.ndarray) -> np.ndarray:
+    """Channel-stacked cameras ``[T, H, W, 3 * C]`` -> one image per frame with the cameras one above the
+    other ``[T, C * H, W, 3]``."""
+    return np.concatenate([frames[..., c:c + 3] for c in range(0, frames.shape[-1], 3)], axis=1)
+
+
 def write_videos(trajectories: Sequence[Trajectory], imagined: Sequence[np.ndarray], out: Path, count: int,
                  fps: int = 10, scale: int = 4) -> list[str]:
-    """Side-by-side MP4s (real | imagined) of successes and failures alike, upscaled ``scale`` x."""
+    """Side-by-side MP4s (real | imagined; each camera of the world model one above the other) of
+    successes and failures alike, upscaled ``scale`` x."""
     import imageio.v3 as iio
 
     out.mkdir(parents=True, exist_ok=True)
@@ -151,9 +180,9 @@ def write_videos(trajectories: Sequence[Trajectory], imagined: Sequence[np.ndarr
     paths = []
     for i in order:
         t = trajectories[i]
+        real, dreamt = _cameras_stacked(t.frames), _cameras_stacked(imagined[i])
         # a 4-pixel white gap keeps the upscaled width a multiple of 16 (what H.264 encoders want)
-        both = np.concatenate([t.frames[..., :3], np.full_like(t.frames[..., :4, :3], 255), imagined[i][..., :3]],
-                              axis=2)
+        both = np.concatenate([real, np.full_like(real[..., :4, :], 255), dreamt], axis=2)
         both = both.repeat(scale, axis=1).repeat(scale, axis=2)
         outcome = "success" if t.succeeded else "failure"
         path = out / f"{i:03d}_{t.task}_{t.behaviour}_{outcome}.mp4"
@@ -200,6 +229,8 @@ def evaluate_world_model(model, trajectories: Sequence[Trajectory], out: Path, c
         raise ValueError("no held-out trajectories to evaluate the world model on")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if critic is not None:
+        critic_channels(critic, model.config.cameras)  # a mismatch fails before minutes of imagination
     started = time.perf_counter()
     imagined = imagine_open_loop(model, trajectories, sampling_steps or None, seed, show_progress=show_progress)
     seconds = time.perf_counter() - started
@@ -212,8 +243,8 @@ def evaluate_world_model(model, trajectories: Sequence[Trajectory], out: Path, c
         **(extra or {}),
     }
     if critic is not None:
-        camera = model.config.cameras.index("agentview") if "agentview" in model.config.cameras else 0
-        report["outcome_agreement"] = outcome_agreement(critic, trajectories, imagined, done_threshold, camera)
+        report["outcome_agreement"] = outcome_agreement(critic, trajectories, imagined, done_threshold,
+                                                        model.config.cameras)
     report["videos"] = write_videos(trajectories, imagined, out / "videos", videos)
     report["horizon_strip"] = str(write_horizon_strip(trajectories, imagined, horizons, out / "horizons.png"))
     (out / "eval.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -217,6 +217,39 @@ def test_evaluation_report_and_videos(tmp_path, trajectories):
     assert len(report["videos"]) == 2 and (tmp_path / "eval.json").is_file() and (tmp_path / "horizons.png").is_file()
 
 
+def test_two_camera_trajectories_and_their_evaluation_with_a_wrist_critic(tmp_path):
+    """Collected episodes stack the agent view and the wrist camera for a world model predicting both;
+    the wrist critic judges the imagined wrist frames; the videos show both cameras."""
+    import dataclasses
+
+    import imageio.v3 as iio
+
+    from sim_envs.progress_episodes import write_episodes
+    from vla_rl.cli.world_model import trajectories_of
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic
+
+    episodes = collect_progress_episodes(["Reach"], {"expert": 1, "random": 1}, "eval", image_size=32, workers=0,
+                                         show_progress=False)
+    path = write_episodes(tmp_path / "eval.hdf5", episodes)
+    both = trajectories_of(path, ("agentview", "wrist"))
+    assert both[0].frames.shape[-1] == 6
+    assert np.array_equal(both[0].frames[..., 3:], episodes[0].wrist_frames)
+    assert np.array_equal(both[1].frames[..., :3], episodes[1].frames)
+    torch.manual_seed(0)
+    critic = ProgressCritic(CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2, wrist_view=True)).eval()
+    with pytest.raises(ValueError, match="predicts only"):
+        evaluate_world_model(VideoWorldModel(TINY).eval(), trajectories_of(path), tmp_path / "one", critic=critic,
+                             horizons=(1,), videos=0, show_progress=False)
+    model = VideoWorldModel(dataclasses.replace(TINY, cameras=("agentview", "wrist"))).eval()
+    report = evaluate_world_model(model, both, tmp_path / "two", critic=critic, horizons=(1,), videos=1,
+                                  show_progress=False)
+    assert report["outcome_agreement"]["episodes"] == 2
+    assert iio.imread(report["videos"][0]).shape[1:3] == (2 * 32 * 4, (2 * 32 + 4) * 4)  # cameras stacked
+    write_episodes(tmp_path / "plain.hdf5", [dataclasses.replace(episodes[0], wrist_frames=None)])
+    with pytest.raises(ValueError, match="without the wrist camera"):
+        trajectories_of(tmp_path / "plain.hdf5", ("agentview", "wrist"))
+
+
 def test_grpo_trains_in_the_world_model_and_evaluates_in_the_simulator(tmp_path):
     """The same trainer, the env switched by config: rollouts are imagined, evaluation is real."""
     from sim_envs.vector import SimVecEnv

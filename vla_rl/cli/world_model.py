@@ -17,17 +17,28 @@ from pathlib import Path
 QUICKSTART_TASKS = ["Reach", "PressButton"]
 
 
-def trajectories_of(path: Path):
-    """The episodes of a collected file as ``world_model.data.Trajectory`` (needs actions and proprio)."""
+def trajectories_of(path: Path, cameras: tuple[str, ...] = ("agentview",)):
+    """The episodes of a collected file as ``world_model.data.Trajectory`` (needs actions and proprio),
+    their frames the ``cameras`` stacked along the channels, in order, as the world model predicts them."""
+    import numpy as np
+
     from sim_envs.progress_episodes import read_episodes
     from world_model.data import Trajectory
 
+    unknown = [c for c in cameras if c not in ("agentview", "wrist")]
+    if unknown:
+        raise ValueError(f"unknown cameras {unknown}; valid: agentview, wrist")
     trajectories = []
     for episode in read_episodes(path):
         if episode.actions is None:
             raise ValueError(f"{path} has episodes without actions (collected by an older version); "
                              "collect again with `vla-rl wm collect`")
-        trajectories.append(Trajectory(frames=episode.frames, proprio=episode.proprio, actions=episode.actions,
+        if "wrist" in cameras and episode.wrist_frames is None:
+            raise ValueError(f"{path} has episodes without the wrist camera's frames, which the world model "
+                             f"predicts; collect again with `vla-rl wm collect` (without --no-wrist)")
+        views = {"agentview": episode.frames, "wrist": episode.wrist_frames}
+        frames = np.concatenate([views[c] for c in cameras], axis=-1) if len(cameras) > 1 else views[cameras[0]]
+        trajectories.append(Trajectory(frames=frames, proprio=episode.proprio, actions=episode.actions,
                                        instruction=episode.instruction, task=episode.task,
                                        success=episode.success, behaviour=episode.behaviour,
                                        init_state_id=episode.init_state_id))
@@ -42,9 +53,10 @@ def cmd_wm_train(args: argparse.Namespace) -> int:
         print(describe(WMTrainConfig))
         return 0
     config = load_config(WMTrainConfig, args.config, list(args.set or []))
-    train = trajectories_of(Path(config.data_dir) / "train.hdf5")
+    cameras = tuple(config.model.cameras)
+    train = trajectories_of(Path(config.data_dir) / "train.hdf5", cameras)
     held_out = Path(config.data_dir) / "eval.hdf5"
-    evaluation = trajectories_of(held_out) if held_out.is_file() else []
+    evaluation = trajectories_of(held_out, cameras) if held_out.is_file() else []
     summary = train_world_model(config, train, evaluation, resume=args.resume)
     print(json.dumps(summary, indent=1))
     print(f"world model: {summary['checkpoint']}")
@@ -63,7 +75,7 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
     model = load_world_model(checkpoint)
     critic = load_critic(Path(args.critic)) if args.critic else None
     out = Path(args.out) if args.out else checkpoint.parent / f"eval_{checkpoint.name}_{Path(args.data).stem}"
-    report = evaluate_world_model(model, trajectories_of(Path(args.data)), out, critic=critic,
+    report = evaluate_world_model(model, trajectories_of(Path(args.data), tuple(model.config.cameras)), out, critic=critic,
                                   horizons=tuple(args.horizons), videos=args.videos,
                                   sampling_steps=args.sampling_steps, done_threshold=args.done_threshold,
                                   extra={"world_model": str(checkpoint), "critic": args.critic,
