@@ -33,7 +33,7 @@ class WorldModelVecEnv:
         if critic_camera not in model.config.cameras:
             raise ValueError(f"the critic's camera {critic_camera!r} is not one the world model predicts "
                              f"({list(model.config.cameras)})")
-        self.critic_wrist = bool(getattr(getattr(critic, "config", None), "wrist_view", False))
+        self.critic_wrist = bool(getattr(critic, "reads_wrist", False))
         if self.critic_wrist and "wrist" not in model.config.cameras:
             raise ValueError(f"the critic reads the wrist camera; the world model predicts only "
                              f"{list(model.config.cameras)} (train one with cameras [agentview, wrist])")

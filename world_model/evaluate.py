@@ -130,7 +130,7 @@ def critic_channels(critic, cameras: Sequence[str]) -> tuple[slice, slice | None
         return slice(3 * index, 3 * index + 3)
 
     wrist = None
-    if getattr(getattr(critic, "config", None), "wrist_view", False):
+    if getattr(critic, "reads_wrist", False):
         if "wrist" not in cameras:
             raise ValueError(f"the critic reads the wrist camera; the world model predicts only {list(cameras)}")
         wrist = channels("wrist")

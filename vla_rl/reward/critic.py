@@ -221,6 +221,12 @@ class ProgressCritic(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
+    @property
+    def reads_wrist(self) -> bool:
+        """Whether ``score`` needs ``EpisodeFrames.wrist_frames`` (callers ask any critic with
+        ``getattr(critic, "reads_wrist", False)``)."""
+        return self.config.wrist_view
+
     def train(self, mode: bool = True) -> "ProgressCritic":
         super().train(mode)
         self.text.train(mode)

@@ -42,7 +42,7 @@ class RewardConfig:
 def score_trajectories(critic, batch: TrajectoryBatch):
     """The critic's scores (``CriticOutput``, ``[B, T + 1]``) of every episode's frames followed by its
     final frame (the one after its last action, at index ``length``), and the episode lengths ``[B]``.
-    The wrist camera's frames go along when the batch has them (a critic with ``wrist_view`` needs them)."""
+    The wrist camera's frames go along for a critic that reads them (when the batch has them)."""
     if batch.final_frames is None:
         raise ValueError("the critic reward needs the batch's final frames (collected by vla_rl.rollout.collector)")
     lengths = batch.mask.sum(axis=1)
@@ -57,7 +57,7 @@ def score_trajectories(critic, batch: TrajectoryBatch):
 
     mask = np.arange(steps + 1)[None] <= lengths[:, None]
     wrist = None
-    if "wrist" in batch.images and batch.final_wrist_frames is not None:
+    if getattr(critic, "reads_wrist", False) and "wrist" in batch.images and batch.final_wrist_frames is not None:
         wrist = with_final(batch.images["wrist"], batch.final_wrist_frames)
     episodes = EpisodeFrames(frames=with_final(batch.images["agentview"], batch.final_frames),
                              instructions=list(batch.instructions), mask=mask, wrist_frames=wrist)
