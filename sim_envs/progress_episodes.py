@@ -1,9 +1,9 @@
 """Episodes with simulator progress labels, the training and test data of the reward critic and of
 the world model.
 
-Each episode keeps its agent-view frames (and the wrist camera's, when recorded), the executed actions and the proprio state, and for every
-frame the task's progress in [0, 1] (``Task.progress``: stage predicates and distances) and whether
-the success predicate holds.
+Each episode keeps its agent-view frames (and the wrist camera's, when recorded), the executed
+actions and the proprio state, and for every frame the task's progress in [0, 1] (``Task.progress``:
+stage predicates and distances) and whether the success predicate holds.
 Behaviours:
 - ``expert``: the scripted expert; it succeeds and its progress rises to 1;
 - ``perturbed``: the expert with Gaussian noise (std 0.6) on its motion, which often stalls,

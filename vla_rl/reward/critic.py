@@ -191,7 +191,8 @@ class ProgressCritic(nn.Module):
         self.vision = MobileNetTower(config.feature_stage)
         if config.pretrained_vision and load_pretrained:
             self.vision.load_torchvision_weights(BUILTIN_IMAGENET)
-        patches = (config.image_size // stage_stride(config.feature_stage)) ** 2
+        grid_patches = (config.image_size // stage_stride(config.feature_stage)) ** 2  # of one camera's frame
+        patches = grid_patches
         width = config.hidden_size
         self.text = TextEncoder(config.text_encoder)
         self.text_proj = nn.Linear(TEXT_DIM, width)
@@ -207,7 +208,7 @@ class ProgressCritic(nn.Module):
             self.glimpses = GlimpseEncoder(config.glimpse_pixels, config.image_size, width)
             patches += config.located_points  # then one glimpse token per located point
         if config.wrist_view:
-            patches += (config.image_size // stage_stride(config.feature_stage)) ** 2
+            patches += grid_patches
         self.patch_position = nn.Parameter(torch.randn(patches, width) * 0.02)
         self.segment = nn.Embedding(4, width)  # CLS, text, frame a, frame b
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
