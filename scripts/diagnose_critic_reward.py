@@ -105,6 +105,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-spread", type=float, nargs="*", default=[0.25, 0.5, 0.75],
                         help="also: the critic return with groups whose returns spread less than this dropped")
+    parser.add_argument("--verdict-thresholds", type=float, nargs="*", default=[],
+                        help="also: a binary verdict, the critic return at or above each threshold")
+    parser.add_argument("--episodes-out", type=Path, default=None,
+                        help="write every episode's scores and outcome here (.npz) for later analysis")
     args = parser.parse_args()
 
     quickstart = QuickstartConfig()
@@ -117,6 +121,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     report = {"checkpoint": str(checkpoint), "critic": str(args.critic), "group_size": recipe.group_size,
               "temperature": recipe.temperature, "max_decisions": recipe.rollout.max_decisions, "tasks": {}}
+    episodes = {}
     try:
         workers = len(pool.node_ids)
         for task in tasks:
@@ -131,6 +136,10 @@ def main() -> None:
             returns = {"progress+done": value + done_final, "value": value, "done_final": done_final,
                        "done_final>=0.5": (done_final >= 0.5).astype(float),
                        "done_any>=0.5": (done_any >= 0.5).astype(float)}
+            for threshold in args.verdict_thresholds:
+                returns[f"progress+done>={threshold}"] = (value + done_final >= threshold).astype(float)
+            episodes[task] = {"success": success, "groups": groups, "value": value, "done_final": done_final,
+                              "done_any": done_any}
             rows = {"episodes": int(len(success)), "success": float(success.mean()),
                     "sim_kept_groups": kept(success.astype(float), groups)}
             for name, ret in returns.items():
@@ -153,6 +162,9 @@ def main() -> None:
             report["tasks"][task] = rows
     finally:
         pool.close()
+    if args.episodes_out is not None:
+        np.savez(args.episodes_out, **{f"{task}/{name}": array for task, arrays in episodes.items()
+                                       for name, array in arrays.items()})
     print(json.dumps(report))
 
 
