@@ -3,7 +3,10 @@ init state 2, a noisy scripted expert acting on the native state) replayed open 
 one change to the MJX copy of the model per run, to find why MJX grasps do not follow native ones
 (docs/mjx.md). Each variant compiles anew (1-3 min on CPU), so run one per process:
 
-    python scripts/mjx_grasp_probe.py --variant baseline|x64|pyramidal|soft_pads|pyramidal_soft_pads|budget
+    python scripts/mjx_grasp_probe.py --variant baseline|x64|pyramidal|soft_pads|pyramidal_soft_pads|budget|mesh_pads
+
+(``mesh_pads``: the pads as convex meshes of the same boxes, so MJX's general convex collider handles
+them instead of its box-box one; ``MjxTabletopPhysics(pad_meshes=True)``.)
 
 Prints one JSON line: native and MJX block height at the end, the max block / EE deviation, from
 which control step each differs by more than 1 cm (native first touch for reference), and both
@@ -21,7 +24,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np  # noqa: E402
 
-VARIANTS = ("baseline", "x64", "pyramidal", "soft_pads", "pyramidal_soft_pads", "budget")
+VARIANTS = ("baseline", "x64", "pyramidal", "soft_pads", "pyramidal_soft_pads", "budget", "mesh_pads")
 
 
 def adjust_for(variant: str):
@@ -46,7 +49,7 @@ def adjust_for(variant: str):
     def budget(model) -> None:
         model.opt.iterations, model.opt.ls_iterations = 50, 50
 
-    return {"baseline": None, "x64": None, "pyramidal": pyramidal, "soft_pads": soft_pads,
+    return {"baseline": None, "x64": None, "mesh_pads": None, "pyramidal": pyramidal, "soft_pads": soft_pads,
             "pyramidal_soft_pads": lambda m: (pyramidal(m), soft_pads(m)), "budget": budget}[variant]
 
 
@@ -65,7 +68,8 @@ def main() -> None:
     bodies = ("block0",)
     native = native_trajectory("Lift", args.init_id, args.steps, bodies, expert_seed=args.init_id)
     started = time.perf_counter()
-    physics = MjxTabletopPhysics("Lift", num_envs=1, adjust_model=adjust_for(args.variant))
+    physics = MjxTabletopPhysics("Lift", num_envs=1, adjust_model=adjust_for(args.variant),
+                                 pad_meshes=args.variant == "mesh_pads")
     physics.reset([args.init_id])
     ee, blocks = np.zeros((args.steps, 3)), np.zeros((args.steps, 3))
     for t in range(args.steps):

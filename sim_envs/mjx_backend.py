@@ -47,6 +47,30 @@ LS_ITERATIONS = 8  # the early stop of sim_envs.arm.damped_least_squares_ik
 POSITION_ONLY_SUCCESS = ("Reach", "Lift", "Push", "OpenDrawer", "PressButton")
 
 
+def pads_as_meshes(scene_xml: str) -> str:
+    """The scene with each finger pad (a box geom) replaced by an 8-vertex convex mesh of the same box,
+    at the same place. MJX collides a box with a box through its box-box collider, which on the pads
+    misses shallow contacts and reports one contact point as four (docs/mjx.md), and a box with a mesh
+    through its general convex collider. Native MuJoCo keeps the boxes."""
+    import re
+
+    meshes = []
+
+    def to_mesh(match: re.Match) -> str:
+        half = [float(x) for x in match.group("size").split()]
+        corners = [f"{sx * half[0]:g} {sy * half[1]:g} {sz * half[2]:g}"
+                   for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]
+        name = f"pad_mesh_{len(meshes)}"
+        meshes.append(f'<mesh name="{name}" vertex="{" ".join(corners)}"/>')
+        return f'{match.group("head")}type="mesh" mesh="{name}"{match.group("pos")}'
+
+    xml = re.sub(r'(?P<head><geom name="finger_\w+_pad" )type="box"(?P<pos> pos="[^"]*")? size="(?P<size>[^"]*)"',
+                 to_mesh, scene_xml)
+    if not meshes:
+        raise ValueError("no finger-pad box geoms (finger_*_pad) in the scene")
+    return xml.replace("</mujoco>", f"  <asset>{''.join(meshes)}</asset>\n</mujoco>", 1)
+
+
 def require_mjx():
     """``(jax, jax.numpy, mujoco.mjx)``, or an ImportError naming the extra to install."""
     try:
@@ -166,9 +190,11 @@ class MjxTabletopPhysics:
     (kinematics of the last substep's start), the same the native env reports."""
 
     def __init__(self, task: str, num_envs: int, solver_iterations: int = SOLVER_ITERATIONS,
-                 ls_iterations: int = LS_ITERATIONS, adjust_model: Callable[[mujoco.MjModel], None] | None = None):
+                 ls_iterations: int = LS_ITERATIONS, adjust_model: Callable[[mujoco.MjModel], None] | None = None,
+                 pad_meshes: bool = False):
         """``adjust_model`` edits the MJX copy of the model in place before it goes to the device (contact
-        settings, say; ``scripts/mjx_grasp_probe.py``); the native reference keeps the scene's own."""
+        settings, say; ``scripts/mjx_grasp_probe.py``); ``pad_meshes`` gives that copy the finger pads as
+        convex meshes of the same boxes (``pads_as_meshes``). The native reference keeps the scene's own."""
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.jax, self.jnp, self.mjx = require_mjx()
@@ -177,7 +203,8 @@ class MjxTabletopPhysics:
         self.model = self.native.model
         # The MJX copy gets a solver budget: float32 rarely meets the scene's 1e-8 tolerance, so MJX
         # would run all 100 Newton iterations every substep. Native Newton converges in <= 7.
-        solver_model = mujoco.MjModel.from_xml_string(self.native.scene_xml)
+        scene_xml = pads_as_meshes(self.native.scene_xml) if pad_meshes else self.native.scene_xml
+        solver_model = mujoco.MjModel.from_xml_string(scene_xml)
         solver_model.opt.iterations, solver_model.opt.ls_iterations = solver_iterations, ls_iterations
         if adjust_model is not None:
             adjust_model(solver_model)
