@@ -13,7 +13,7 @@ from vla_rl.core.checkpoint_dir import CorruptCheckpointError
 from vla_rl.core.types import CriticOutput
 from world_model.data import Trajectory, TransitionSampler
 from world_model.env import WorldModelVecEnv
-from world_model.evaluate import evaluate_world_model, ssim
+from world_model.evaluate import calibrate_done_threshold, evaluate_world_model, ssim
 from world_model.model import VideoWorldModel, WorldModelConfig, instruction_word_ids
 from world_model.train import WMTrainConfig, load_world_model, psnr, save_world_model, train_world_model
 
@@ -215,6 +215,40 @@ def test_evaluation_report_and_videos(tmp_path, trajectories):
     agreement = report["outcome_agreement"]
     assert agreement["episodes"] == len(trajectories) and 0 <= agreement["agreement"] <= 1
     assert len(report["videos"]) == 2 and (tmp_path / "eval.json").is_file() and (tmp_path / "horizons.png").is_file()
+
+
+class PeakCritic:
+    """Gives episode ``i`` of a scored batch the done probability ``peaks[i]`` on its second frame (a
+    unit-test stand-in whose verdicts are known; a real critic is calibrated below too)."""
+
+    def __init__(self, peaks):
+        self.peaks = np.asarray(peaks, np.float32)
+
+    def score(self, episodes):
+        done = np.zeros(episodes.frames.shape[:2], np.float32)
+        done[:, 1] = self.peaks
+        return CriticOutput(progress=np.zeros_like(done), done_prob=done)
+
+
+def test_done_threshold_calibration_picks_the_best_agreeing_threshold(trajectories):
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic
+
+    truth = np.array([t.succeeded for t in trajectories])
+    assert truth.any() and not truth.all()  # experts succeed, random motion does not
+    model = VideoWorldModel(TINY).eval()
+    # successes peak at 0.3, failures at 0.1: every threshold in (0.1, 0.3] agrees fully; 0.3 is nearest 0.5
+    calibration = calibrate_done_threshold(model, PeakCritic(np.where(truth, 0.3, 0.1)), trajectories,
+                                           show_progress=False)
+    assert calibration["done_threshold"] == 0.3 and calibration["agreement"] == 1.0
+    assert calibration["agreement_by_threshold"][0.5] == pytest.approx((~truth).mean())
+    assert calibration["agreement_by_threshold"][0.05] == pytest.approx(truth.mean())
+    torch.manual_seed(0)
+    real = calibrate_done_threshold(model, ProgressCritic(CriticConfig(image_size=32, hidden_size=32, layers=1,
+                                                                       heads=2)).eval(), trajectories,
+                                    show_progress=False)
+    assert 0.05 <= real["done_threshold"] <= 0.95 and real["agreement"] == max(real["agreement_by_threshold"].values())
+    with pytest.raises(ValueError, match="no trajectories"):
+        calibrate_done_threshold(model, PeakCritic([]), [], show_progress=False)
 
 
 def test_two_camera_trajectories_and_their_evaluation_with_a_wrist_critic(tmp_path):

@@ -63,6 +63,27 @@ def cmd_wm_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def calibrated_threshold(model, critic, args: argparse.Namespace) -> tuple[float, dict]:
+    """(threshold, calibration record) from ``--calibrate-on``'s training episodes (a seeded sample of
+    ``--calibration-episodes``); printed as it is found."""
+    import numpy as np
+
+    from world_model.evaluate import calibrate_done_threshold
+
+    if critic is None:
+        raise ValueError("--calibrate-on needs --critic: it calibrates the critic's done threshold")
+    if Path(args.calibrate_on).resolve() == Path(args.data).resolve():
+        raise ValueError("--calibrate-on must not be the held-out data: calibrate on training episodes")
+    episodes = trajectories_of(Path(args.calibrate_on), tuple(model.config.cameras))
+    chosen = np.random.default_rng(0).permutation(len(episodes))[:args.calibration_episodes]
+    calibration = calibrate_done_threshold(model, critic, [episodes[i] for i in sorted(chosen)], args.sampling_steps or None)
+    calibration["data"] = str(args.calibrate_on)
+    print(f"done threshold calibrated on {calibration['episodes']} imagined training episodes of {args.calibrate_on}: "
+          f"{calibration['done_threshold']} (agreement there {calibration['agreement']:.1%}; at 0.5: "
+          f"{calibration['agreement_by_threshold'][0.5]:.1%})")
+    return calibration["done_threshold"], calibration
+
+
 def cmd_wm_eval(args: argparse.Namespace) -> int:
     from sim_envs.versions import environment_versions
     from vla_rl.reward.critic import load_critic
@@ -75,11 +96,15 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
     model = load_world_model(checkpoint)
     critic = load_critic(Path(args.critic)) if args.critic else None
     out = Path(args.out) if args.out else checkpoint.parent / f"eval_{checkpoint.name}_{Path(args.data).stem}"
-    report = evaluate_world_model(model, trajectories_of(Path(args.data), tuple(model.config.cameras)), out, critic=critic,
-                                  horizons=tuple(args.horizons), videos=args.videos,
-                                  sampling_steps=args.sampling_steps, done_threshold=args.done_threshold,
-                                  extra={"world_model": str(checkpoint), "critic": args.critic,
-                                         "data": str(args.data), "versions": environment_versions()})
+    held_out = trajectories_of(Path(args.data), tuple(model.config.cameras))
+    extra = {"world_model": str(checkpoint), "critic": args.critic, "data": str(args.data),
+             "versions": environment_versions()}
+    done_threshold = args.done_threshold
+    if args.calibrate_on:
+        done_threshold, extra["calibration"] = calibrated_threshold(model, critic, args)
+    report = evaluate_world_model(model, held_out, out, critic=critic, horizons=tuple(args.horizons),
+                                  videos=args.videos, sampling_steps=args.sampling_steps,
+                                  done_threshold=done_threshold, extra=extra)
     print_report(report)
     print(f"\nresults: {out / 'eval.json'}, videos in {out / 'videos'}")
     return 0
@@ -106,6 +131,10 @@ def register(sub) -> None:
     evaluation.add_argument("--horizons", type=int, nargs="+", default=[1, 8, 16])
     evaluation.add_argument("--sampling-steps", type=int, default=0, help="denoising steps (0 = the model's)")
     evaluation.add_argument("--done-threshold", type=float, default=0.5, help="critic done probability = success")
+    evaluation.add_argument("--calibrate-on", help="training episodes (HDF5): choose the done threshold at which the "
+                            "critic's verdicts on their imagined rollouts agree best with the simulator")
+    evaluation.add_argument("--calibration-episodes", type=int, default=100,
+                            help="how many of --calibrate-on's episodes to imagine (a seeded sample)")
     evaluation.add_argument("--videos", type=int, default=6, help="side-by-side MP4s (real | imagined)")
     evaluation.add_argument("--out", help="output directory (default: next to the checkpoint)")
     evaluation.set_defaults(func=cmd_wm_eval)
