@@ -46,7 +46,8 @@ def run(source: str, args, sft: Path) -> dict:
     reward = RewardConfig(source="critic", critic_checkpoint=args.critic) if source == "critic" else RewardConfig()
     env = EnvConfig()
     if source == "world_model":
-        env = EnvConfig(kind="world_model", world_model_checkpoint=args.world_model, critic_checkpoint=args.critic)
+        env = EnvConfig(kind="world_model", world_model_checkpoint=args.world_model, critic_checkpoint=args.critic,
+                        done_threshold=args.done_threshold)
     recipe = QuickstartConfig().train
     config = dataclasses.replace(
         recipe, env=env, init_checkpoint=sft, tasks=tuple(args.tasks), out_dir=args.out / source,
@@ -107,6 +108,9 @@ def main() -> None:
     parser.add_argument("--world-model", type=Path, default=Path("runs/world_model"))
     parser.add_argument("--runs", nargs="+", default=["sim_success", "critic"],
                         choices=["sim_success", "critic", "world_model"], help="sim_success always runs first")
+    parser.add_argument("--done-threshold", type=float, default=0.5,
+                        help="world_model run: the critic's done probability that ends an imagined episode as a "
+                             "success (`vla-rl wm eval --calibrate-on` calibrates one)")
     parser.add_argument("--tasks", nargs="+", default=["Reach", "PressButton"])
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--eval-episodes", type=int, default=50)
