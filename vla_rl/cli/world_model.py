@@ -77,7 +77,7 @@ def calibrated_threshold(model, critic, args: argparse.Namespace) -> tuple[float
     episodes = trajectories_of(Path(args.calibrate_on), tuple(model.config.cameras))
     chosen = np.random.default_rng(0).permutation(len(episodes))[:args.calibration_episodes]
     calibration = calibrate_done_threshold(model, critic, [episodes[i] for i in sorted(chosen)], args.sampling_steps or None)
-    calibration["data"] = str(args.calibrate_on)
+    calibration.update(data=str(args.calibrate_on), sample_seed=0, episode_indices=sorted(int(i) for i in chosen))
     print(f"done threshold calibrated on {calibration['episodes']} imagined training episodes of {args.calibrate_on}: "
           f"{calibration['done_threshold']} (agreement there {calibration['agreement']:.1%}; at 0.5: "
           f"{calibration['agreement_by_threshold'][0.5]:.1%})")
