@@ -29,6 +29,26 @@ def test_eval_writes_json_plot_and_videos(tmp_path, tiny_checkpoint, capsys):  #
     assert "mean" in capsys.readouterr().out
 
 
+def test_sampled_eval_records_its_temperature_and_repeats_with_its_seed(tmp_path, tiny_checkpoint):  # noqa: F811
+    reports = []
+    for name in ("first", "second"):
+        out = tmp_path / name
+        assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--tasks", "Reach", "--episodes-per-task", "2",
+                     "--num-envs", "2", "--workers", "0", "--videos", "0", "--out", str(out),
+                     "--sample-temperature", "0.7", "--sample-seed", "3"]) == 0
+        reports.append(json.loads((out / "eval.json").read_text()))
+    first, second = reports
+    assert first["greedy"] is False and first["sample_temperature"] == 0.7 and first["policy_seed"] == 3
+    assert first["greedy_decoding"] is None
+    assert first["per_task"] == second["per_task"]  # same seed, same sampled episodes
+
+
+def test_eval_refuses_greedy_decoding_with_a_sampling_temperature(tiny_checkpoint, capsys):  # noqa: F811
+    assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--tasks", "Reach", "--greedy-decoding", "argmax",
+                 "--sample-temperature", "1.0"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
 def test_eval_rejects_unknown_task_and_missing_checkpoint(tmp_path, tiny_checkpoint, capsys):  # noqa: F811
     assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--tasks", "Juggle"]) == 2
     assert "unknown tasks" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """``vla-rl eval``: success rate of a checkpoint on the fixed evaluation init states.
 
-Greedy rollouts, one per evaluation init state, run in parallel env worker processes; writes
+Greedy rollouts (or, on request, actions sampled at a temperature), one per evaluation init state, run in parallel env worker processes; writes
 ``eval.json`` (per-task success, Wilson 95% intervals, init-state ids, the seeds that generated the
 init states, versions of the code, MuJoCo, robosuite, LIBERO and the renderer), ``success.png`` (a
 bar chart with the intervals) and MP4 videos of the first episodes of each task: the frames the
@@ -19,9 +19,12 @@ import numpy as np
 def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_task: int, num_envs: int = 16,
                         out_dir: Path | None = None, videos_per_task: int = 0, extra: dict | None = None,
                         suite: str = "tabletop", env_processes: int = -1, show_progress: bool = True,
-                        greedy_decoding: str | None = None) -> dict:
+                        greedy_decoding: str | None = None, sample_temperature: float | None = None,
+                        sample_seed: int = 0) -> dict:
     """Greedy held-out success of a checkpoint; ``greedy_decoding`` overrides the checkpoint's
-    ``VLAConfig.greedy_decoding`` (argmax or expected) for this evaluation."""
+    ``VLAConfig.greedy_decoding`` (argmax or expected) for this evaluation. With ``sample_temperature``
+    the actions are sampled at that temperature instead (the policy as GRPO trains it; a seeded
+    generator, ``sample_seed``), which shows how far the trained and the deployed policies differ."""
     import dataclasses
 
     import torch
@@ -33,7 +36,16 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     from vla_rl.rollout.evaluate import evaluate
     from vla_rl.train.trainer import eval_specs
 
-    policy = load_policy(str(checkpoint))
+    if sample_temperature is not None and greedy_decoding is not None:
+        raise ValueError("choose greedy decoding or a sampling temperature, not both")
+    if sample_temperature is not None and sample_temperature <= 0:
+        raise ValueError(f"sample_temperature must be > 0, got {sample_temperature}")
+    policy = load_policy(str(checkpoint), temperature=sample_temperature or 1.0)
+    if sample_temperature is not None:
+        policy.generator.manual_seed(sample_seed)
+        choose_actions = lambda obs: policy.act(obs, explore=True).actions  # noqa: E731
+    else:
+        choose_actions = policy.predict_actions
     if greedy_decoding is not None:
         policy.model.config = dataclasses.replace(policy.model.config, greedy_decoding=greedy_decoding)
     specs = eval_specs(tasks, episodes_per_task, eval_state_counter(suite))
@@ -44,12 +56,15 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     with make_vec_env(suite, min(num_envs, len(specs)), config.image_size, "wrist" in config.cameras,
                       env_processes) as env, torch.inference_mode(), \
             tqdm(total=len(specs), desc="eval", unit="ep", disable=not show_progress) as bar:
-        result = evaluate(policy.predict_actions, env, specs, progress=bar.update, video_specs=filmed)
-    report = {"checkpoint": str(checkpoint), "suite": suite, "split": "eval", "greedy": True,
-              "greedy_decoding": config.greedy_decoding,
+        result = evaluate(choose_actions, env, specs, progress=bar.update, video_specs=filmed)
+    sampled = sample_temperature is not None
+    report = {"checkpoint": str(checkpoint), "suite": suite, "split": "eval", "greedy": not sampled,
+              "greedy_decoding": None if sampled else config.greedy_decoding,
+              "sample_temperature": sample_temperature,
               "mean_success": result.mean_success, "per_task": result.per_task(),
               "init_states": get_suite(suite).init_state_provenance,
-              "policy_seed": "greedy decoding (no sampling)", **environment_versions(), **(extra or {})}
+              "policy_seed": sample_seed if sampled else "greedy decoding (no sampling)",
+              **environment_versions(), **(extra or {})}
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

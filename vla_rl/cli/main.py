@@ -265,7 +265,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else checkpoint.parent / f"eval_{checkpoint.name}"
     report = evaluate_checkpoint(checkpoint, tasks, args.episodes_per_task, args.num_envs, out_dir,
                                  videos_per_task=args.videos, suite=args.suite, env_processes=args.workers,
-                                 greedy_decoding=args.greedy_decoding)
+                                 greedy_decoding=args.greedy_decoding, sample_temperature=args.sample_temperature,
+                                 sample_seed=args.sample_seed)
     print_success_table(report)
     print(f"results: {out_dir / 'eval.json'}, {out_dir / 'success.png'}")
     return 0
@@ -435,6 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--greedy-decoding", choices=("argmax", "expected"),
                             help="override the checkpoint's greedy decoding: the most likely bin or the bin of the "
                                  "mean (VLAConfig.greedy_decoding)")
+    evaluation.add_argument("--sample-temperature", type=float,
+                            help="sample the actions at this temperature instead of decoding greedily (the policy "
+                                 "as GRPO rollouts see it; compare with the greedy figure)")
+    evaluation.add_argument("--sample-seed", type=int, default=0, help="seed of the sampling (--sample-temperature)")
     evaluation.add_argument("--out", help="output directory (default: <checkpoint>/../eval_<name>)")
     evaluation.set_defaults(func=cmd_eval)
 
