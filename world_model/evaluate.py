@@ -180,8 +180,12 @@ def calibrate_done_threshold(model, critic, trajectories: Sequence[Trajectory], 
     grid = [round(float(x), 2) for x in np.arange(0.05, 0.951, 0.05)]
     agreement = {threshold: float(((peak >= threshold) == truth).mean()) for threshold in grid}
     best = max(grid, key=lambda threshold: (agreement[threshold], -abs(threshold - 0.5)))
+    # A threshold at the grid's edge means the best rule may lie beyond it; a verdict no better than
+    # calling every episode the majority outcome carries no information about the episode.
     return {"done_threshold": best, "agreement": agreement[best], "episodes": len(trajectories),
-            "true_successes": int(truth.sum()), "agreement_by_threshold": agreement}
+            "true_successes": int(truth.sum()), "agreement_by_threshold": agreement,
+            "at_grid_edge": best in (grid[0], grid[-1]),
+            "majority_outcome_agreement": float(max(truth.mean(), 1.0 - truth.mean()))}
 
 
 def _cameras_stacked(frames: np.ndarray) -> np.ndarray:

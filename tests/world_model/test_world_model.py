@@ -242,6 +242,11 @@ def test_done_threshold_calibration_picks_the_best_agreeing_threshold(trajectori
     assert calibration["done_threshold"] == 0.3 and calibration["agreement"] == 1.0
     assert calibration["agreement_by_threshold"][0.5] == pytest.approx((~truth).mean())
     assert calibration["agreement_by_threshold"][0.05] == pytest.approx(truth.mean())
+    assert not calibration["at_grid_edge"]
+    assert calibration["majority_outcome_agreement"] == pytest.approx(max(truth.mean(), 1 - truth.mean()))
+    # successes peak at 0.06 and failures at 0.01: only the lowest threshold separates them
+    edge = calibrate_done_threshold(model, PeakCritic(np.where(truth, 0.06, 0.01)), trajectories, show_progress=False)
+    assert edge["done_threshold"] == 0.05 and edge["at_grid_edge"] and edge["agreement"] == 1.0
     torch.manual_seed(0)
     real = calibrate_done_threshold(model, ProgressCritic(CriticConfig(image_size=32, hidden_size=32, layers=1,
                                                                        heads=2)).eval(), trajectories,
@@ -249,6 +254,35 @@ def test_done_threshold_calibration_picks_the_best_agreeing_threshold(trajectori
     assert 0.05 <= real["done_threshold"] <= 0.95 and real["agreement"] == max(real["agreement_by_threshold"].values())
     with pytest.raises(ValueError, match="no trajectories"):
         calibrate_done_threshold(model, PeakCritic([]), [], show_progress=False)
+
+
+def test_wm_eval_calibrates_on_training_episodes_and_refuses_the_held_out_ones(tmp_path, capsys):
+    import json
+
+    from sim_envs.progress_episodes import write_episodes
+    from vla_rl.cli.main import main
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
+
+    files = {}
+    for split in ("train", "eval"):
+        episodes = collect_progress_episodes(["Reach"], {"expert": 1, "random": 1}, split, image_size=32, workers=0,
+                                             show_progress=False)
+        files[split] = str(write_episodes(tmp_path / f"{split}.hdf5", episodes))
+    torch.manual_seed(0)
+    world_model = str(save_world_model(tmp_path / "wm" / "step_000001", VideoWorldModel(TINY), 1))
+    critic = str(save_critic(tmp_path / "critic", ProgressCritic(CriticConfig(image_size=32, hidden_size=32, layers=1,
+                                                                              heads=2))))
+    common = ["wm", "eval", "--world-model", world_model, "--critic", critic, "--data", files["eval"],
+              "--horizons", "1", "--videos", "0", "--calibration-episodes", "2"]
+    assert main(common + ["--calibrate-on", files["train"], "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "eval.json").read_text())
+    calibration = report["calibration"]
+    assert calibration["data"] == files["train"] and calibration["episode_indices"] == [0, 1]
+    assert report["outcome_agreement"]["done_threshold"] == calibration["done_threshold"]
+    assert calibration["majority_outcome_agreement"] == 0.5  # one expert success, one random failure
+    assert "majority outcome" in capsys.readouterr().out
+    assert main(common + ["--calibrate-on", files["eval"]]) == 2
+    assert "must not be the held-out data" in capsys.readouterr().err
 
 
 def test_two_camera_trajectories_and_their_evaluation_with_a_wrist_critic(tmp_path):

@@ -80,7 +80,11 @@ def calibrated_threshold(model, critic, args: argparse.Namespace) -> tuple[float
     calibration.update(data=str(args.calibrate_on), sample_seed=0, episode_indices=sorted(int(i) for i in chosen))
     print(f"done threshold calibrated on {calibration['episodes']} imagined training episodes of {args.calibrate_on}: "
           f"{calibration['done_threshold']} (agreement there {calibration['agreement']:.1%}; at 0.5: "
-          f"{calibration['agreement_by_threshold'][0.5]:.1%})")
+          f"{calibration['agreement_by_threshold'][0.5]:.1%}; calling every episode the majority outcome: "
+          f"{calibration['majority_outcome_agreement']:.1%})")
+    if calibration["at_grid_edge"]:
+        print(f"warning: {calibration['done_threshold']} is the edge of the thresholds tried (0.05-0.95): the "
+              "critic's done probabilities on imagined frames barely separate successes from failures")
     return calibration["done_threshold"], calibration
 
 
