@@ -38,6 +38,8 @@ def test_ray_pool_versions_collects_and_survives_a_killed_actor(ray_session, tin
         assert {batch.policy_version for batch, _ in results} == {3}
         outcomes = pool.evaluate([TaskSpec("Reach", i, "eval") for i in range(3)])
         assert sorted(o.spec.init_state_id for o in outcomes) == [0, 1, 2]
+        by_expected = pool.evaluate([TaskSpec("Reach", i, "eval") for i in range(3)], "expected")  # through Ray
+        assert sorted(o.spec.init_state_id for o in by_expected) == [0, 1, 2]
         assert all(np.isfinite(batch.old_logprobs).all() for batch, _ in results)
     finally:
         pool.close()

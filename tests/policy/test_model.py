@@ -122,6 +122,20 @@ def test_expected_greedy_decoding_picks_the_bin_of_the_mean():
     assert policy.act(make_obs(2), explore=False).tokens.shape == (2, 7)
 
 
+def test_greedy_decoding_can_be_switched_for_a_block_and_is_restored():
+    policy = make_policy(tiny_config(greedy_decoding="expected"))
+    with policy.greedy_decoding_as("argmax"):
+        assert policy.config.greedy_decoding == "argmax"
+    assert policy.config.greedy_decoding == "expected"
+    with pytest.raises(RuntimeError, match="boom"), policy.greedy_decoding_as("argmax"):
+        raise RuntimeError("boom")
+    assert policy.config.greedy_decoding == "expected"  # restored after an error too
+    with policy.greedy_decoding_as(None):
+        assert policy.config.greedy_decoding == "expected"
+    with pytest.raises(ValueError, match="unknown greedy decoding"), policy.greedy_decoding_as("median"):
+        pass
+
+
 def test_gradients_reach_vision_projector_and_decoder(policy):
     obs = make_obs(2)
     tokens = policy.act(obs, explore=True).tokens

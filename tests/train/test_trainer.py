@@ -10,7 +10,7 @@ from sim_envs.vector import TabletopVecEnv, VecEnvConfig
 from tests.policy.conftest import make_policy
 from vla_rl.cli.factories import eval_state_counter, make_pool
 from vla_rl.core import TaskSpec
-from vla_rl.policy.checkpoint import save_checkpoint
+from vla_rl.policy.checkpoint import load_checkpoint, save_checkpoint
 from vla_rl.rollout.collector import collect, concat_batches, step_obs
 from vla_rl.train.learner import AlgorithmConfig, update
 from vla_rl.train.trainer import RolloutConfig, Trainer, TrainConfig
@@ -197,6 +197,24 @@ def test_trainer_logs_checkpoints_and_resumes_without_gaps(tmp_path, tiny_checkp
     lines = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
     assert [line["iteration"] for line in lines] == [1, 2, 3]
     assert (tmp_path / "rl" / "iter_000003" / "manifest.json").is_file()
+
+
+def test_trainer_evaluates_extra_greedy_decodings(tmp_path, tiny_checkpoint):
+    own = load_checkpoint(tiny_checkpoint)[0].config.greedy_decoding
+    other = "expected" if own == "argmax" else "argmax"
+    config = _train_config(tmp_path, tiny_checkpoint, iterations=1, eval_decodings=(own, other))
+    pool = make_pool(config.rollout, "tabletop", tiny_checkpoint, config.temperature, config.seed)
+    try:
+        summary = Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False).run()
+        assert pool.workers[0].policy.config.greedy_decoding == own  # the override ends with the evaluation
+    finally:
+        pool.close()
+    for row in summary["eval_history"]:
+        assert set(row["by_decoding"]) == {own, other}
+        assert row["by_decoding"][own]["per_task"] == row["per_task"]  # greedy and on the same states: identical
+        assert row["by_decoding"][other]["per_task"]["Reach"]["episodes"] == 2
+    with pytest.raises(ValueError, match="unknown eval_decodings"):
+        _train_config(tmp_path, tiny_checkpoint, eval_decodings=("median",))
 
 
 def test_dynamic_sampling_skips_uniform_groups(tmp_path, tiny_checkpoint):

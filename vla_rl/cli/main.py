@@ -320,6 +320,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if history:  # empty when eval_episodes_per_task is 0
         print(f"; held-out success {history[0]['mean_success']:.1%} (iteration {history[0]['iteration']}) -> "
               f"{history[-1]['mean_success']:.1%} (iteration {history[-1]['iteration']})", end="")
+        for decoding in history[-1].get("by_decoding", {}):
+            first = history[0].get("by_decoding", {}).get(decoding)
+            print(f"; {decoding} decoding {first['mean_success']:.1%} -> " if first else f"; {decoding} decoding ",
+                  f"{history[-1]['by_decoding'][decoding]['mean_success']:.1%}", sep="", end="")
     print()
     print(f"checkpoint: {summary['checkpoint']}")
     return 0

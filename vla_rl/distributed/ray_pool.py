@@ -108,12 +108,12 @@ class RayRolloutPool:
             self._ray.get(self.actors[index].set_weights.remote(self._weights_ref, self._version))
         self.node_ids[index] = self._ray.get(self.actors[index].node_id.remote())
 
-    def _run(self, method: str, shares: Sequence[Sequence]) -> list:
-        """Call ``method(share)`` on actor i for every non-empty share; replace dead actors and retry."""
+    def _run(self, method: str, shares: Sequence[Sequence], *args) -> list:
+        """Call ``method(share, *args)`` on actor i for every non-empty share; replace dead actors and retry."""
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
         results: dict[int, Any] = {}
-        pending = {i: getattr(self.actors[i], method).remote(share) for i, share in enumerate(shares) if share}
+        pending = {i: getattr(self.actors[i], method).remote(share, *args) for i, share in enumerate(shares) if share}
         attempts = dict.fromkeys(pending, 0)
         while pending:
             index, ref = next(iter(pending.items()))
@@ -125,15 +125,15 @@ class RayRolloutPool:
                 if attempts[index] > self.max_retries:
                     raise RuntimeError(f"rollout actor {index} died {attempts[index]} times; giving up") from error
                 self._replace(index)
-                pending[index] = getattr(self.actors[index], method).remote(shares[index])
+                pending[index] = getattr(self.actors[index], method).remote(shares[index], *args)
         return [results[i] for i in sorted(results)]
 
     def collect(self, specs_per_worker: Sequence[Sequence[TaskSpec]]) -> list[tuple[TrajectoryBatch, RolloutStats]]:
         return self._run("collect", specs_per_worker)
 
-    def evaluate(self, specs: Sequence[TaskSpec]) -> list[EpisodeOutcome]:
+    def evaluate(self, specs: Sequence[TaskSpec], decoding: str | None = None) -> list[EpisodeOutcome]:
         shares = split_evenly(specs, len(self.actors))
-        return [outcome for part in self._run("evaluate", shares) for outcome in part]
+        return [outcome for part in self._run("evaluate", shares, decoding) for outcome in part]
 
     def kill_actor(self, index: int) -> None:
         """Fault injection for tests: kill actor ``index`` without telling the pool."""

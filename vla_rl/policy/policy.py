@@ -8,12 +8,17 @@ the same temperature, so PPO/GRPO ratios start at exactly 1 for on-policy data.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+
 import numpy as np
 import torch
 
 from vla_rl.core.types import LogProbOutput, ObsBatch, PolicyOutput
 from vla_rl.policy.action_tokenizer import ActionTokenizer
 from vla_rl.policy.model import VLAModel
+
+GREEDY_DECODINGS = ("argmax", "expected")  # VLAConfig.greedy_decoding
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -95,6 +100,22 @@ class VLAPolicy:
         entropy = -(log_probs.exp() * log_probs).sum(-1)
         output = LogProbOutput(token_logprob=chosen, entropy=entropy)
         return (output, hidden) if return_prefix_hidden else output
+
+    @contextlib.contextmanager
+    def greedy_decoding_as(self, decoding: str | None):
+        """Within the block greedy decoding picks bins by ``decoding`` (``argmax`` or ``expected``);
+        ``None`` keeps the model's own ``VLAConfig.greedy_decoding``. Sampling is unaffected."""
+        if decoding is None:
+            yield self
+            return
+        if decoding not in GREEDY_DECODINGS:
+            raise ValueError(f"unknown greedy decoding {decoding!r}; choose from {', '.join(GREEDY_DECODINGS)}")
+        own = self.model.config
+        self.model.config = dataclasses.replace(own, greedy_decoding=decoding)
+        try:
+            yield self
+        finally:
+            self.model.config = own
 
     def predict_actions(self, obs: ObsBatch) -> np.ndarray:
         """Greedy actions ``[B, K, A]`` (evaluation and deployment)."""

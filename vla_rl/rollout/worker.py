@@ -95,11 +95,13 @@ class RolloutWorker:
         total.env_restarts, self.env_restarts = self.env_restarts, 0
         return concat_batches(batches), total
 
-    def evaluate(self, specs: Sequence[TaskSpec]) -> list[EpisodeOutcome]:
-        """Greedy success on ``specs`` (evaluation init states)."""
+    def evaluate(self, specs: Sequence[TaskSpec], decoding: str | None = None) -> list[EpisodeOutcome]:
+        """Greedy success on ``specs`` (evaluation init states); ``decoding`` (argmax, expected)
+        overrides the policy's greedy decoding for this call."""
         training_env = self._eval_env_factory is None
-        return self._restarting(lambda: evaluate(self.policy.predict_actions, self.eval_env, specs).episodes,
-                                training_env)
+        with self.policy.greedy_decoding_as(decoding):
+            return self._restarting(lambda: evaluate(self.policy.predict_actions, self.eval_env, specs).episodes,
+                                    training_env)
 
     def _restarting(self, run: Callable[[], T], training_env: bool) -> T:
         """``run()``; when its env crashes, build a new env and run it again from the start."""
@@ -163,9 +165,10 @@ class LocalRolloutPool:
     def collect(self, specs_per_worker: Sequence[Sequence[TaskSpec]]) -> list[tuple[TrajectoryBatch, RolloutStats]]:
         return [worker.collect(specs) for worker, specs in zip(self.workers, specs_per_worker) if specs]
 
-    def evaluate(self, specs: Sequence[TaskSpec]) -> list[EpisodeOutcome]:
+    def evaluate(self, specs: Sequence[TaskSpec], decoding: str | None = None) -> list[EpisodeOutcome]:
         shares = split_evenly(specs, len(self.workers))
-        return [outcome for worker, share in zip(self.workers, shares) if share for outcome in worker.evaluate(share)]
+        return [outcome for worker, share in zip(self.workers, shares) if share
+                for outcome in worker.evaluate(share, decoding)]
 
     def close(self) -> None:
         for worker in self.workers:

@@ -30,7 +30,7 @@ from vla_rl.reward.sources import RewardConfig, make_reward_fn
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.types import TaskSpec, TrajectoryBatch
 from vla_rl.policy.checkpoint import latest_valid_checkpoint, load_checkpoint, point_latest, save_checkpoint
-from vla_rl.policy.policy import VLAPolicy, resolve_device
+from vla_rl.policy.policy import GREEDY_DECODINGS, VLAPolicy, resolve_device
 from vla_rl.rollout.collector import concat_batches
 from vla_rl.rollout.evaluate import EvalResult
 from vla_rl.rollout.sampler import TaskSampler
@@ -108,6 +108,9 @@ class TrainConfig:
     rollout: RolloutConfig = option(factory=RolloutConfig, doc="rollout workers")
     eval_every: int = option(10, "iterations between held-out evaluations (0 = only at the end)")
     eval_episodes_per_task: int = option(10, "held-out eval init states per task (0 = no evaluation)")
+    eval_decodings: tuple[str, ...] = option((), "greedy decodings (argmax, expected) to evaluate besides the "
+                                                 "checkpoint's own, reported under by_decoding: GRPO trains the "
+                                                 "sampled policy, whose likeliest bin and mean can move apart")
     checkpoint_every: int = option(10, "iterations between checkpoints (and one at the end)")
     learner: LearnerConfig = option(factory=LearnerConfig, doc="the learner: device, data-parallel replicas, "
                                                                 "precision, LoRA")
@@ -120,6 +123,9 @@ class TrainConfig:
             raise ValueError(f"group_size must be >= 2, got {self.group_size}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        unknown = sorted(set(self.eval_decodings) - set(GREEDY_DECODINGS))
+        if unknown:
+            raise ValueError(f"unknown eval_decodings {unknown}; choose from {', '.join(GREEDY_DECODINGS)}")
 
 
 @dataclass
@@ -290,16 +296,26 @@ class Trainer:
         from tqdm import tqdm
 
         specs = eval_specs(self.tasks, self.config.eval_episodes_per_task, self.eval_states)
-        outcomes = []
-        with tqdm(total=len(specs), desc=f"eval @ {self.iteration}", unit="ep", leave=False,
-                  disable=not self.show_progress) as bar:
-            for task in dict.fromkeys(spec.task for spec in specs):
-                done = self.pool.evaluate([spec for spec in specs if spec.task == task])
-                outcomes += done
-                bar.update(len(done))
-                bar.set_postfix({task: f"{np.mean([o.success for o in done]):.2f}"})
-        result = EvalResult(outcomes)
+
+        def run(decoding: str | None) -> EvalResult:
+            outcomes = []
+            label = f"eval @ {self.iteration}" + (f" ({decoding})" if decoding else "")
+            with tqdm(total=len(specs), desc=label, unit="ep", leave=False, disable=not self.show_progress) as bar:
+                for task in dict.fromkeys(spec.task for spec in specs):
+                    task_specs = [spec for spec in specs if spec.task == task]
+                    done = self.pool.evaluate(task_specs, decoding) if decoding else self.pool.evaluate(task_specs)
+                    outcomes += done
+                    bar.update(len(done))
+                    bar.set_postfix({task: f"{np.mean([o.success for o in done]):.2f}"})
+            return EvalResult(outcomes)
+
+        result = run(None)
         row = {"iteration": self.iteration, "mean_success": result.mean_success, "per_task": result.per_task()}
+        if self.config.eval_decodings:
+            row["by_decoding"] = {}
+            for decoding in self.config.eval_decodings:
+                other = run(decoding)
+                row["by_decoding"][decoding] = {"mean_success": other.mean_success, "per_task": other.per_task()}
         self.eval_history.append(row)
         return row
 
@@ -391,9 +407,11 @@ class Trainer:
         return metrics
 
     def _log_eval(self, row: dict, writer) -> dict:
-        writer.add_scalar("eval/mean_success", row["mean_success"], row["iteration"])
-        for task, task_row in row["per_task"].items():
-            writer.add_scalar(f"eval/success/{task}", task_row["success_rate"], row["iteration"])
+        for prefix, result in [("eval", row), *((f"eval_{decoding}", other)
+                                                for decoding, other in row.get("by_decoding", {}).items())]:
+            writer.add_scalar(f"{prefix}/mean_success", result["mean_success"], row["iteration"])
+            for task, task_row in result["per_task"].items():
+                writer.add_scalar(f"{prefix}/success/{task}", task_row["success_rate"], row["iteration"])
         return row
 
     def _write_metrics(self, metrics: dict, writer) -> None:
