@@ -108,6 +108,15 @@ def test_repository_configs_load():
 
     for name in ("sft_tabletop", "sft_fewshot", "sft_libero"):
         assert load_config(SFTConfig, root / "configs" / f"{name}.yaml").steps >= 1
+    from vla_rl.train.trainer import TrainConfig
+
+    for name in ("tabletop_grpo", "libero_grpo", "wm_grpo"):
+        assert load_config(TrainConfig, root / "configs" / f"{name}.yaml").iterations >= 1
+    from vla_rl.reward.critic_train import CriticTrainConfig
+    from world_model.train import WMTrainConfig
+
+    assert load_config(CriticTrainConfig, root / "configs" / "critic.yaml").steps >= 1
+    assert load_config(WMTrainConfig, root / "configs" / "world_model.yaml").steps >= 1
 
 
 def test_json_configs_keep_exponent_floats(tmp_path):
