@@ -199,6 +199,35 @@ def test_trainer_logs_checkpoints_and_resumes_without_gaps(tmp_path, tiny_checkp
     assert (tmp_path / "rl" / "iter_000003" / "manifest.json").is_file()
 
 
+def test_kl_reference_is_the_run_s_own_sft_checkpoint_also_on_resume(tmp_path):
+    """With a KL penalty the learner keeps a frozen copy of the SFT policy. A resumed run must find it
+    even when ``init_checkpoint`` names the SFT run directory (what the configs do), and keep the one
+    it started from when that directory has a newer checkpoint by then."""
+    from vla_rl.core.checkpoint_dir import point_latest
+
+    policy = make_policy()
+    sft_run = tmp_path / "sft"
+    first = save_checkpoint(sft_run / "step_000001", policy.model, policy.action_tokenizer,
+                            extra={"trained_tasks": ["Reach"]})
+    point_latest(sft_run, first.name, 1)
+    kl = AlgorithmConfig(dynamic_sampling=False, minibatch_size=64, kl_coef=0.1)
+    config = _train_config(tmp_path, first, iterations=1, eval_episodes_per_task=0, algorithm=kl)
+    pool = make_pool(config.rollout, "tabletop", first, config.temperature, config.seed)
+    try:
+        Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False).run()
+        newer = save_checkpoint(sft_run / "step_000002", make_policy().model, policy.action_tokenizer,
+                                extra={"trained_tasks": ["Reach"]})
+        point_latest(sft_run, newer.name, 2)
+        resumed = Trainer(_train_config(tmp_path, sft_run, iterations=2, eval_episodes_per_task=0, algorithm=kl),
+                          pool, eval_state_counter("tabletop"), resume=True, show_progress=False)
+        assert resumed.iteration == 1 and resumed.config.init_checkpoint == first
+        resumed.run()
+    finally:
+        pool.close()
+    lines = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [1, 2] and lines[-1]["ref_kl"] >= 0
+
+
 def test_trainer_evaluates_extra_greedy_decodings(tmp_path, tiny_checkpoint):
     own = load_checkpoint(tiny_checkpoint)[0].config.greedy_decoding
     other = "expected" if own == "argmax" else "argmax"

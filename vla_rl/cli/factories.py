@@ -110,7 +110,7 @@ def make_learner_factory(config):
     if learner.num_learners == 1:
         return None
 
-    def build(checkpoint: Path, state):
+    def build(checkpoint: Path, state, reference: Path):
         import ray
 
         from vla_rl.distributed.learner_group import RayLearnerGroup
@@ -122,6 +122,6 @@ def make_learner_factory(config):
         _check_resources(free, learner.num_learners, learner.cpus_per_learner, learner.gpus_per_learner,
                          "learners", "learner.num_learners or learner.cpus_per_learner / gpus_per_learner")
         return RayLearnerGroup(checkpoint, config.algorithm, learner, config.seed, config.temperature,
-                               Path(config.init_checkpoint), state)
+                               reference, state)
 
     return build

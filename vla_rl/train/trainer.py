@@ -29,7 +29,8 @@ from vla_rl.algos.advantages import informative_groups
 from vla_rl.reward.sources import RewardConfig, make_reward_fn
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.types import TaskSpec, TrajectoryBatch
-from vla_rl.policy.checkpoint import latest_valid_checkpoint, load_checkpoint, point_latest, save_checkpoint
+from vla_rl.policy.checkpoint import (latest_valid_checkpoint, load_checkpoint, point_latest, resolve_checkpoint,
+                                     save_checkpoint)
 from vla_rl.policy.policy import GREEDY_DECODINGS, VLAPolicy, resolve_device
 from vla_rl.rollout.collector import concat_batches
 from vla_rl.rollout.evaluate import EvalResult
@@ -165,7 +166,7 @@ def eval_specs(tasks: Sequence[str], episodes_per_task: int, available: Callable
 class Trainer:
     """``pool`` is a ``LocalRolloutPool`` or ``RayRolloutPool`` built for ``config`` (see the CLI);
     ``eval_states(task)`` says how many evaluation init states a task has; ``learner_factory(
-    checkpoint, state)`` builds a data-parallel learner group (``config.learner.num_learners > 1``,
+    checkpoint, state, reference)`` builds a data-parallel learner group (``config.learner.num_learners > 1``,
     see ``vla_rl.distributed.learner_group``), else the learner is a ``PolicyLearner`` in this process."""
 
     def __init__(self, config: TrainConfig, pool, eval_states: Callable[[str], int], resume: bool = False,
@@ -196,13 +197,14 @@ class Trainer:
         self.policy = VLAPolicy(model, action_tokenizer, temperature=config.temperature)
         rl = state["rl"] if resume and state is not None and "rl" in state else None
         learner_state = _learner_state(rl) if rl is not None else None
+        reference = self._reference_checkpoint(rl)
         if distributed:
             if learner_factory is None:
                 raise ValueError("learner.num_learners > 1 needs a learner group (run through `vla-rl train`)")
-            self.learner = learner_factory(source, learner_state)
+            self.learner = learner_factory(source, learner_state, reference)
         else:
             self.learner = PolicyLearner(self.policy, config.algorithm, config.learner, config.seed,
-                                         reference_checkpoint=Path(config.init_checkpoint), state=learner_state)
+                                         reference_checkpoint=reference, state=learner_state)
         self.sampler = TaskSampler(self.tasks, config.group_size, config.train_states, config.seed)
         self.reward_fn = make_reward_fn(config.reward)
         self.seconds_reward = 0.0
@@ -286,6 +288,17 @@ class Trainer:
         if rollout.batch is None:
             return {}
         return self.learner.update(rollout.batch, rollout.group_ids)
+
+    def _reference_checkpoint(self, rl: dict | None) -> Path:
+        """The SFT checkpoint this run started from, resolved to a checkpoint directory: the frozen
+        reference of the KL penalty. A resumed run keeps the one it started with (its checkpoints
+        record it), even if ``init_checkpoint`` names a run directory that has grown since."""
+        started = (rl or {}).get("train_config", {}).get("init_checkpoint")
+        reference = Path(started or self.config.init_checkpoint)
+        if self.config.algorithm.kl_coef > 0:  # only the KL penalty reads it
+            reference = resolve_checkpoint(reference)
+            self.config = dataclasses.replace(self.config, init_checkpoint=reference)  # recorded in checkpoints
+        return reference
 
     def sync(self) -> None:
         self.pool.set_weights(self.learner.weights(), self.iteration)
