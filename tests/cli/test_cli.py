@@ -59,3 +59,21 @@ def test_sft_cli_documents_and_validates_its_config(tmp_path, capsys):
     assert "model.decodng" in capsys.readouterr().err
     assert main(["sft", "--set", f"demo_dir={tmp_path}", "--set", f"out_dir={tmp_path / 'o'}"]) == 2
     assert "no *_demo.hdf5 files" in capsys.readouterr().err
+
+
+def test_critic_collect_can_skip_a_split_and_train_reads_extra_episode_files(tmp_path, capsys):
+    """More episodes of some tasks go in a second file; `critic train` reads it after data_dir's."""
+    for out, seed in (("base", 0), ("extra", 7)):
+        assert main(["critic", "collect", "--out", str(tmp_path / out), "--tasks", "Reach", "--train-episodes",
+                     "expert=1,random=1", "--eval-episodes", "none", "--workers", "1", "--no-wrist",
+                     "--image-size", "32", "--seed", str(seed)]) == 0
+        assert "eval: none collected" in capsys.readouterr().out
+        assert (tmp_path / out / "train.hdf5").is_file() and not (tmp_path / out / "eval.hdf5").exists()
+    common = ["critic", "train", "--set", f"data_dir={tmp_path / 'base'}", "--set", f"out_dir={tmp_path / 'critic'}",
+              "--set", "steps=2", "--set", "batch_size=4", "--set", "warmup_steps=1", "--set", "critic.image_size=32",
+              "--set", "critic.hidden_size=32", "--set", "critic.layers=1", "--set", "critic.heads=2"]
+    assert main(common) == 0
+    assert "on 2 episodes" in capsys.readouterr().out
+    assert main(common + ["--set", f"extra_train_files=[{tmp_path / 'extra' / 'train.hdf5'}]"]) == 0
+    assert "on 4 episodes" in capsys.readouterr().out
+    assert main(common + ["--set", f"extra_train_files=[{tmp_path / 'missing.hdf5'}]"]) != 0

@@ -148,6 +148,9 @@ def cmd_critic_collect(args: argparse.Namespace) -> int:
     tasks = args.tasks or list(TASKS)
     policies = {"train": args.policy, "eval": args.eval_policy or args.policy}
     for split, counts in (("train", args.train_episodes), ("eval", args.eval_episodes)):
+        if counts.strip().lower() in ("", "none"):
+            print(f"{split}: none collected ({split} episodes: {counts!r})")
+            continue
         policy_factory = None
         if policies[split]:
             checkpoint = resolve_checkpoint(Path(policies[split]))
@@ -187,7 +190,12 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
         print(describe(CriticTrainConfig))
         return 0
     config = load_config(CriticTrainConfig, args.config, list(args.set or []))
-    train = list(read_episodes(Path(config.data_dir) / "train.hdf5"))
+    train_files = [Path(config.data_dir) / "train.hdf5", *config.extra_train_files]
+    missing = [str(path) for path in train_files if not path.is_file()]
+    if missing:  # before reading hundreds of MB of the others
+        raise FileNotFoundError(f"training episode files not found: {', '.join(missing)} "
+                                "(make them with `vla-rl critic collect`)")
+    train = [episode for path in train_files for episode in read_episodes(path)]
     held_out = Path(config.data_dir) / "eval.hdf5"
     evaluation = list(read_episodes(held_out)) if held_out.is_file() else []
     summary = train_critic(config, train, eval_episodes=evaluation)
@@ -356,10 +364,10 @@ def add_collect_arguments(parser: argparse.ArgumentParser, out: Path, tasks: lis
     parser.add_argument("--out", type=Path, default=out, help="writes train.hdf5 and eval.hdf5")
     parser.add_argument("--tasks", nargs="+", default=tasks, help=f"tabletop tasks (default: {tasks or 'all'})")
     parser.add_argument("--train-episodes", default=train, help="episodes per task and behaviour on training init "
-                        "states (behaviours: expert, perturbed, random, sluggish, policy)")
+                        "states (behaviours: expert, perturbed, random, sluggish, policy; 'none': skip the split)")
     parser.add_argument("--eval-episodes", default=evaluation,
                         help="episodes per task and behaviour on held-out evaluation init states "
-                             "(sluggish: a behaviour the critic never trains on)")
+                             "(sluggish: a behaviour the critic never trains on; 'none': skip the split)")
     parser.add_argument("--policy", help="policy checkpoint for the 'policy' behaviour (e.g. an SFT checkpoint)")
     parser.add_argument("--eval-policy", help="another checkpoint for the eval split's 'policy' episodes (default: "
                         "--policy), e.g. a GRPO checkpoint: a policy the critic never trained on")

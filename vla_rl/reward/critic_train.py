@@ -67,6 +67,9 @@ class LabelledEpisode(Protocol):
 class CriticTrainConfig:
     critic: CriticConfig = option(factory=CriticConfig, doc="the critic model")
     data_dir: Path = option(Path("runs/critic_data"), "train.hdf5 and eval.hdf5 from `vla-rl critic collect`")
+    extra_train_files: tuple[Path, ...] = option((), "more training episode files, read after data_dir's train.hdf5 "
+                                                     "(e.g. extra policy episodes of the tasks RL will train on, "
+                                                     "collected with `vla-rl critic collect --eval-episodes none`)")
     out_dir: Path = option(Path("runs/critic"), "checkpoints, metrics.jsonl, eval.json and plots")
     steps: int = option(2000, "optimiser steps")
     time_limit_minutes: float = option(0.0, "stop early after this wall-clock time (0 = no limit)")
