@@ -40,22 +40,28 @@ def main() -> None:
     critic = ProgressCritic(config).eval()
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (args.episodes, args.steps, size, size, 3), dtype=np.uint8)
+    # a wrist-view critic reads a second camera's frame of each moment
+    wrist = rng.integers(0, 255, frames.shape, dtype=np.uint8) if config.wrist_view else None
     instructions = [f"pick up the {c} block" for c in ["red", "green", "blue", "yellow"]] * args.episodes
-    episodes = EpisodeFrames(frames, instructions[: args.episodes], np.ones((args.episodes, args.steps), bool))
-    critic.score(EpisodeFrames(frames[:1, :4], instructions[:1], np.ones((1, 4), bool)))  # warm-up
+    mask = np.ones((args.episodes, args.steps), bool)
+    episodes = EpisodeFrames(frames, instructions[: args.episodes], mask, wrist)
+    critic.score(EpisodeFrames(frames[:1, :4], instructions[:1], mask[:1, :4],
+                               None if wrist is None else wrist[:1, :4]))  # warm-up
     start = time.perf_counter()
     critic.score(episodes, batch_size=args.batch)
     batched = args.episodes * args.steps / (time.perf_counter() - start)
     tensors = torch.from_numpy(frames)
+    wrist_tensors = None if wrist is None else torch.from_numpy(wrist)
     with torch.no_grad():
         start = time.perf_counter()
         for i in range(args.single_pairs):
             e, t = i % args.episodes, i % args.steps
-            critic(tensors[e, :1], tensors[e, t:t + 1], [instructions[e]])
+            wrist_pair = (None, None) if wrist_tensors is None else (wrist_tensors[e, :1], wrist_tensors[e, t:t + 1])
+            critic(tensors[e, :1], tensors[e, t:t + 1], [instructions[e]], *wrist_pair)
         single = args.single_pairs / (time.perf_counter() - start)
     emit("critic_frames_per_s_batched", batched, "frames/s", "critic_frames_per_s_one_pair_at_a_time", single,
          episodes=args.episodes, steps=args.steps, batch=args.batch, image_size=size,
-         localiser_points=config.located_points, torch_threads=torch.get_num_threads())
+         localiser_points=config.located_points, wrist_view=config.wrist_view, torch_threads=torch.get_num_threads())
 
 
 if __name__ == "__main__":
