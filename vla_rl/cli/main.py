@@ -148,7 +148,7 @@ def cmd_critic_collect(args: argparse.Namespace) -> int:
     tasks = args.tasks or list(TASKS)
     policies = {"train": args.policy, "eval": args.eval_policy or args.policy}
     for split, counts in (("train", args.train_episodes), ("eval", args.eval_episodes)):
-        if counts.strip().lower() in ("", "none"):
+        if counts.strip().lower() == "none":  # an empty value stays an error (_behaviour_counts)
             print(f"{split}: none collected ({split} episodes: {counts!r})")
             continue
         policy_factory = None
