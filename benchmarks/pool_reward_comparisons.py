@@ -56,7 +56,10 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="output directories (or comparison.json files)")
     parser.add_argument("--source", default="critic", choices=["critic", "world_model"])
     args = parser.parse_args()
-    pairs = load_pairs(args.runs, args.source)
+    try:
+        pairs = load_pairs(args.runs, args.source)
+    except (OSError, ValueError) as error:  # a wrong or missing run: its message, not a traceback
+        parser.error(str(error))
     mean_gain = sum(pair["gain"] for pair in pairs) / len(pairs)
     mean_sim_gain = sum(pair["sim_gain"] for pair in pairs) / len(pairs)
     per_run = [{**pair, "gain": round(pair["gain"], 1), "sim_gain": round(pair["sim_gain"], 1),
