@@ -43,6 +43,28 @@ class Trajectory:
         return bool(self.success is not None and self.success.any())
 
 
+CAMERAS = ("agentview", "wrist")
+
+
+def trajectory_of_episode(episode, cameras: tuple[str, ...] = ("agentview",), source: str = "") -> Trajectory:
+    """A collected episode (``sim_envs.progress_episodes.ProgressEpisode``) as a ``Trajectory`` whose frames
+    are the ``cameras`` stacked along the channels, in order, as the world model predicts them."""
+    unknown = [c for c in cameras if c not in CAMERAS]
+    if unknown:
+        raise ValueError(f"unknown cameras {unknown}; valid: {', '.join(CAMERAS)}")
+    if episode.actions is None:
+        raise ValueError(f"{source} has episodes without actions (collected by an older version); "
+                         "collect again with `vla-rl wm collect`")
+    if "wrist" in cameras and episode.wrist_frames is None:
+        raise ValueError(f"{source} has episodes without the wrist camera's frames, which the world model "
+                         f"predicts; collect again with `vla-rl wm collect` (without --no-wrist)")
+    views = {"agentview": episode.frames, "wrist": episode.wrist_frames}
+    frames = np.concatenate([views[c] for c in cameras], axis=-1) if len(cameras) > 1 else views[cameras[0]]
+    return Trajectory(frames=frames, proprio=episode.proprio, actions=episode.actions,
+                      instruction=episode.instruction, task=episode.task, success=episode.success,
+                      behaviour=episode.behaviour, init_state_id=episode.init_state_id)
+
+
 @dataclass
 class TransitionBatch:
     """context ``uint8 [B, S, H, W, C]``, proprio / previous_proprio / target_proprio ``[B, P]``,

@@ -176,6 +176,25 @@ def test_training_lowers_the_loss(tmp_path):
     assert load_critic(summary["checkpoint"]) is not None
 
 
+def test_training_can_start_from_a_checkpoint_of_the_same_critic_and_refuses_another(tmp_path):
+    episodes = [Episode("Reach", f"move to the {c} cube", np.linspace(0, 1, 6), seed=i)
+                for i, c in enumerate(["red", "blue"])]
+    torch.manual_seed(3)
+    start = save_critic(tmp_path / "start", ProgressCritic(SMALL).eval())
+    config = CriticTrainConfig(critic=SMALL, out_dir=tmp_path / "tuned", init_from=start, steps=1, batch_size=4,
+                               lr=1e-9, warmup_steps=1)
+    tuned = load_critic(train_critic(config, episodes, show_progress=False)["checkpoint"])
+    started = load_critic(start)
+    fresh = ProgressCritic(SMALL)  # what training without init_from would have begun from (seed 0)
+    name = next(k for k, v in started.state_dict().items() if v.is_floating_point() and v.numel() > 100)
+    # lr 1e-9: one step leaves the starting weights, which are not a fresh critic's
+    assert torch.allclose(tuned.state_dict()[name], started.state_dict()[name], atol=1e-6)
+    assert not torch.allclose(fresh.state_dict()[name], started.state_dict()[name])
+    other = dataclasses.replace(config, critic=dataclasses.replace(SMALL, hidden_size=64), out_dir=tmp_path / "x")
+    with pytest.raises(ValueError, match="hidden_size 32 there, 64 configured"):
+        train_critic(other, episodes, show_progress=False)
+
+
 def test_located_point_labels_follow_the_frames_and_are_ignored_for_a_wrong_instruction():
     episodes = [DotEpisode("reach the red cube", 5, seed=0), DotEpisode("reach the blue cube", 4, seed=1)]
     config = CriticTrainConfig(critic=LOCATING, mismatch_fraction=0.0)

@@ -360,3 +360,35 @@ def test_world_model_env_config_is_checked():
         EnvConfig(kind="world_model")
     with pytest.raises(ValueError, match="unknown env kind"):
         EnvConfig(kind="dream")
+
+
+def test_imagined_training_episodes_keep_their_labels_and_the_cli_refuses_held_out_ones(tmp_path, capsys):
+    """`wm imagine`: imagined frames (both cameras) replace the real ones, the simulator labels stay;
+    held-out episodes are refused, since they measure the imagined verdicts' agreement."""
+    import dataclasses
+
+    from sim_envs.progress_episodes import read_episodes, write_episodes
+    from vla_rl.cli.main import main
+
+    train = collect_progress_episodes(["Reach"], {"expert": 1, "random": 1}, "train", image_size=32, workers=0,
+                                      show_progress=False)
+    data = write_episodes(tmp_path / "train.hdf5", train)
+    torch.manual_seed(0)
+    model = VideoWorldModel(dataclasses.replace(TINY, cameras=("agentview", "wrist")))
+    world_model = str(save_world_model(tmp_path / "wm" / "step_000001", model, 1))
+    out = tmp_path / "imagined.hdf5"
+    assert main(["wm", "imagine", "--world-model", world_model, "--data", str(data), "--out", str(out),
+                 "--copies", "2"]) == 0
+    assert "4 imagined episodes" in capsys.readouterr().out
+    imagined = list(read_episodes(out))
+    assert [e.behaviour for e in imagined] == ["imagined-expert", "imagined-random"] * 2
+    for real, fake in zip(train * 2, imagined):
+        assert np.array_equal(fake.frames[0], real.frames[0]) and np.array_equal(fake.wrist_frames[0], real.wrist_frames[0])
+        assert fake.frames.shape == real.frames.shape and not np.array_equal(fake.frames[1:], real.frames[1:])
+        assert not np.array_equal(fake.wrist_frames[1:], real.wrist_frames[1:])
+        assert np.array_equal(fake.progress, real.progress) and np.array_equal(fake.success, real.success)
+        assert np.array_equal(fake.named_pixels, real.named_pixels) and fake.instruction == real.instruction
+    held_out = write_episodes(tmp_path / "eval.hdf5", [dataclasses.replace(train[0], split="eval")])
+    assert main(["wm", "imagine", "--world-model", world_model, "--data", str(held_out),
+                 "--out", str(tmp_path / "no.hdf5")]) == 2
+    assert "only training episodes" in capsys.readouterr().err

@@ -6,6 +6,8 @@
 - ``wm train --config configs/world_model.yaml``: trains ``world_model.model.VideoWorldModel``.
 - ``wm eval --world-model CKPT --critic CKPT``: open-loop PSNR/SSIM at horizons 1/8/16 on held-out
   episodes, the critic's success verdict on imagined vs real outcomes, side-by-side videos.
+- ``wm imagine --world-model CKPT --data TRAIN.hdf5 --out FILE``: imagined copies of training episodes
+  with their simulator labels, for a critic that judges imagined frames (``extra_train_files``).
 """
 
 from __future__ import annotations
@@ -20,29 +22,10 @@ QUICKSTART_TASKS = ["Reach", "PressButton"]
 def trajectories_of(path: Path, cameras: tuple[str, ...] = ("agentview",)):
     """The episodes of a collected file as ``world_model.data.Trajectory`` (needs actions and proprio),
     their frames the ``cameras`` stacked along the channels, in order, as the world model predicts them."""
-    import numpy as np
-
     from sim_envs.progress_episodes import read_episodes
-    from world_model.data import Trajectory
+    from world_model.data import trajectory_of_episode
 
-    unknown = [c for c in cameras if c not in ("agentview", "wrist")]
-    if unknown:
-        raise ValueError(f"unknown cameras {unknown}; valid: agentview, wrist")
-    trajectories = []
-    for episode in read_episodes(path):
-        if episode.actions is None:
-            raise ValueError(f"{path} has episodes without actions (collected by an older version); "
-                             "collect again with `vla-rl wm collect`")
-        if "wrist" in cameras and episode.wrist_frames is None:
-            raise ValueError(f"{path} has episodes without the wrist camera's frames, which the world model "
-                             f"predicts; collect again with `vla-rl wm collect` (without --no-wrist)")
-        views = {"agentview": episode.frames, "wrist": episode.wrist_frames}
-        frames = np.concatenate([views[c] for c in cameras], axis=-1) if len(cameras) > 1 else views[cameras[0]]
-        trajectories.append(Trajectory(frames=frames, proprio=episode.proprio, actions=episode.actions,
-                                       instruction=episode.instruction, task=episode.task,
-                                       success=episode.success, behaviour=episode.behaviour,
-                                       init_state_id=episode.init_state_id))
-    return trajectories
+    return [trajectory_of_episode(episode, cameras, str(path)) for episode in read_episodes(path)]
 
 
 def cmd_wm_train(args: argparse.Namespace) -> int:
@@ -114,6 +97,25 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wm_imagine(args: argparse.Namespace) -> int:
+    from sim_envs.progress_episodes import read_episodes, write_episodes
+    from vla_rl.core.checkpoint_dir import resolve_checkpoint
+    from world_model.imagined_episodes import imagine_labelled_episodes
+    from world_model.train import load_world_model
+
+    if Path(args.out).resolve() == Path(args.data).resolve():
+        raise ValueError("--out must not be --data: the imagined episodes go to a new file")
+    model = load_world_model(resolve_checkpoint(Path(args.world_model)))
+    episodes = list(read_episodes(Path(args.data)))
+    imagined = imagine_labelled_episodes(model, episodes, copies=args.copies, seed=args.seed,
+                                         sampling_steps=args.sampling_steps or None)
+    write_episodes(Path(args.out), imagined)
+    successes = sum(e.succeeded for e in imagined)
+    print(f"{len(imagined)} imagined episodes ({args.copies} per episode of {args.data}, {successes} labelled "
+          f"successes) -> {args.out}")
+    return 0
+
+
 def register(sub) -> None:
     from vla_rl.cli.main import add_collect_arguments, add_config_options
 
@@ -142,3 +144,14 @@ def register(sub) -> None:
     evaluation.add_argument("--videos", type=int, default=6, help="side-by-side MP4s (real | imagined)")
     evaluation.add_argument("--out", help="output directory (default: next to the checkpoint)")
     evaluation.set_defaults(func=cmd_wm_eval)
+
+    imagine = wm_sub.add_parser("imagine", help="imagined copies of training episodes with their simulator labels "
+                                "(critic training data for judging imagined frames: extra_train_files)")
+    imagine.add_argument("--world-model", required=True, help="world-model checkpoint directory")
+    imagine.add_argument("--data", default="runs/wm_data/train.hdf5",
+                         help="training episodes (HDF5; held-out ones are refused)")
+    imagine.add_argument("--out", required=True, help="HDF5 file of the imagined episodes")
+    imagine.add_argument("--copies", type=int, default=1, help="imagined versions of each episode (sampling seeds)")
+    imagine.add_argument("--seed", type=int, default=0, help="sampling seed of the first copy")
+    imagine.add_argument("--sampling-steps", type=int, default=0, help="denoising steps (0 = the model's)")
+    imagine.set_defaults(func=cmd_wm_imagine)

@@ -43,7 +43,7 @@ from vla_rl.core.schedules import set_budgeted_lr
 from vla_rl.core.types import EpisodeFrames
 from vla_rl.policy.localiser import localisation_loss
 from vla_rl.policy.sft import lr_at  # the same warm-up + cosine schedule as SFT
-from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
+from vla_rl.reward.critic import CriticConfig, ProgressCritic, load_critic, save_critic
 
 
 class LabelledEpisode(Protocol):
@@ -71,6 +71,9 @@ class CriticTrainConfig:
                                                      "(e.g. extra policy episodes of the tasks RL will train on, "
                                                      "collected with `vla-rl critic collect --eval-episodes none`)")
     out_dir: Path = option(Path("runs/critic"), "checkpoints, metrics.jsonl, eval.json and plots")
+    init_from: Path | None = option(None, "a critic checkpoint to start from instead of a fresh critic (fine-tuning, "
+                                          "e.g. with imagined episodes from `vla-rl wm imagine`); its model must "
+                                          "equal `critic`")
     steps: int = option(2000, "optimiser steps")
     time_limit_minutes: float = option(0.0, "stop early after this wall-clock time (0 = no limit)")
     batch_size: int = option(64, "pairs per step")
@@ -208,15 +211,28 @@ class PairSampler:
                      torch.tensor(deltas), torch.tensor(dones), labels, *wrist)
 
 
+def start_critic(config: CriticTrainConfig) -> ProgressCritic:
+    """A fresh critic, or the ``init_from`` checkpoint's when its model is the configured one."""
+    if config.init_from is None:
+        return ProgressCritic(config.critic)
+    critic = load_critic(Path(config.init_from))
+    differing = {name: (getattr(critic.config, name), value) for name, value in asdict(config.critic).items()
+                 if getattr(critic.config, name) != value}
+    if differing:
+        raise ValueError(f"init_from {config.init_from} is a different critic model than `critic`: "
+                         + ", ".join(f"{name} {have!r} there, {want!r} configured" for name, (have, want) in differing.items()))
+    return critic
+
+
 def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode], show_progress: bool = True,
                  eval_episodes: Sequence[LabelledEpisode] = ()) -> dict[str, Any]:
-    """Train a fresh critic; checkpoints in ``out_dir/step_XXXXXX`` and ``out_dir/final``."""
+    """Train a critic (fresh, or from ``init_from``); checkpoints in ``out_dir/step_XXXXXX`` and ``out_dir/final``."""
     from tqdm import tqdm
 
     torch.manual_seed(config.seed)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    critic = ProgressCritic(config.critic).train()
+    critic = start_critic(config).train()
     params = [p for p in critic.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sampler = PairSampler(episodes, config, config.seed)
