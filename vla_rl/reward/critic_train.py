@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, Sequence
 
@@ -216,8 +216,8 @@ def start_critic(config: CriticTrainConfig) -> ProgressCritic:
     if config.init_from is None:
         return ProgressCritic(config.critic)
     critic = load_critic(Path(config.init_from))
-    differing = {name: (getattr(critic.config, name), value) for name, value in asdict(config.critic).items()
-                 if getattr(critic.config, name) != value}
+    differing = {f.name: (getattr(critic.config, f.name), getattr(config.critic, f.name))
+                 for f in fields(config.critic) if getattr(critic.config, f.name) != getattr(config.critic, f.name)}
     if differing:
         raise ValueError(f"init_from {config.init_from} is a different critic model than `critic`: "
                          + ", ".join(f"{name} {have!r} there, {want!r} configured" for name, (have, want) in differing.items()))
