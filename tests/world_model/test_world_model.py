@@ -11,7 +11,7 @@ from sim_envs.vector import TabletopVecEnv, VecEnvConfig
 from vla_rl.core import TaskSpec
 from vla_rl.core.checkpoint_dir import CorruptCheckpointError
 from vla_rl.core.types import CriticOutput
-from world_model.data import Trajectory, TransitionSampler
+from world_model.data import TransitionSampler, trajectory_of_episode
 from world_model.env import WorldModelVecEnv
 from world_model.evaluate import calibrate_done_threshold, evaluate_world_model, ssim
 from world_model.model import VideoWorldModel, WorldModelConfig, instruction_word_ids
@@ -25,9 +25,7 @@ def trajectories():
     """Real tabletop episodes at 32 px: experts and random motion on Reach."""
     episodes = collect_progress_episodes(["Reach"], {"expert": 3, "random": 1}, "train", image_size=32, workers=0,
                                          show_progress=False)
-    return [Trajectory(frames=e.frames, proprio=e.proprio, actions=e.actions, instruction=e.instruction,
-                       task=e.task, success=e.success, behaviour=e.behaviour, init_state_id=e.init_state_id)
-            for e in episodes]
+    return [trajectory_of_episode(e) for e in episodes]
 
 
 def test_config_rejects_sizes_the_unet_cannot_fold():

@@ -184,7 +184,7 @@ def _percent(value: float | None, width: int) -> str:
 
 def cmd_critic_train(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import read_episodes
-    from vla_rl.reward.critic_train import CriticTrainConfig, start_critic, train_critic
+    from vla_rl.reward.critic_train import CriticTrainConfig, check_init_from, train_critic
 
     if args.show_config:
         print(describe(CriticTrainConfig))
@@ -195,8 +195,7 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
     if missing:  # before reading hundreds of MB of the others
         raise FileNotFoundError(f"training episode files not found: {', '.join(missing)} "
                                 "(make them with `vla-rl critic collect`)")
-    if config.init_from is not None:  # a wrong starting critic fails before the episodes are read
-        start_critic(config)
+    check_init_from(config)  # a wrong starting critic fails before the episodes are read
     train = [episode for path in train_files for episode in read_episodes(path)]
     held_out = Path(config.data_dir) / "eval.hdf5"
     evaluation = list(read_episodes(held_out)) if held_out.is_file() else []

@@ -362,16 +362,21 @@ def save_critic(path: Path, critic: ProgressCritic, extra: dict | None = None) -
     return path
 
 
+def critic_checkpoint_config(path: Path) -> CriticConfig:
+    """The model config of a critic checkpoint, read without building the model."""
+    path = Path(path)
+    for name in ("critic.json", "critic.safetensors"):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path} is not a critic checkpoint (no {name})")
+    return from_dict(CriticConfig, json.loads((path / "critic.json").read_text())["config"])
+
+
 def load_critic(path: Path, device: str = "cpu") -> ProgressCritic:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
-    for name in ("critic.json", "critic.safetensors"):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{path} is not a critic checkpoint (no {name})")
-    meta = json.loads((path / "critic.json").read_text())
-    critic = ProgressCritic(from_dict(CriticConfig, meta["config"]), load_pretrained=False)
+    critic = ProgressCritic(critic_checkpoint_config(path), load_pretrained=False)
     try:
         state = load_file(str(path / "critic.safetensors"))
     except (SafetensorError, OSError) as error:

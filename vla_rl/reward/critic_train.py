@@ -43,7 +43,7 @@ from vla_rl.core.schedules import set_budgeted_lr
 from vla_rl.core.types import EpisodeFrames
 from vla_rl.policy.localiser import localisation_loss
 from vla_rl.policy.sft import lr_at  # the same warm-up + cosine schedule as SFT
-from vla_rl.reward.critic import CriticConfig, ProgressCritic, load_critic, save_critic
+from vla_rl.reward.critic import CriticConfig, ProgressCritic, critic_checkpoint_config, load_critic, save_critic
 
 
 class LabelledEpisode(Protocol):
@@ -211,17 +211,25 @@ class PairSampler:
                      torch.tensor(deltas), torch.tensor(dones), labels, *wrist)
 
 
+def check_init_from(config: CriticTrainConfig) -> None:
+    """Raise unless ``init_from`` (when set) is a checkpoint of the configured critic model; reads only its
+    config, so the CLI checks it before reading the episodes."""
+    if config.init_from is None:
+        return
+    have = critic_checkpoint_config(Path(config.init_from))
+    differing = {f.name: (getattr(have, f.name), getattr(config.critic, f.name))
+                 for f in fields(config.critic) if getattr(have, f.name) != getattr(config.critic, f.name)}
+    if differing:
+        raise ValueError(f"init_from {config.init_from} is a different critic model than `critic`: "
+                         + ", ".join(f"{name} {old!r} there, {want!r} configured" for name, (old, want) in differing.items()))
+
+
 def start_critic(config: CriticTrainConfig) -> ProgressCritic:
     """A fresh critic, or the ``init_from`` checkpoint's when its model is the configured one."""
     if config.init_from is None:
         return ProgressCritic(config.critic)
-    critic = load_critic(Path(config.init_from))
-    differing = {f.name: (getattr(critic.config, f.name), getattr(config.critic, f.name))
-                 for f in fields(config.critic) if getattr(critic.config, f.name) != getattr(config.critic, f.name)}
-    if differing:
-        raise ValueError(f"init_from {config.init_from} is a different critic model than `critic`: "
-                         + ", ".join(f"{name} {have!r} there, {want!r} configured" for name, (have, want) in differing.items()))
-    return critic
+    check_init_from(config)
+    return load_critic(Path(config.init_from))
 
 
 def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode], show_progress: bool = True,
