@@ -121,5 +121,15 @@ class TransitionSampler:
     def sample(self, batch_size: int, rng: np.random.Generator) -> TransitionBatch:
         return self.batch(rng.integers(0, len(self), batch_size))
 
+    def sample_windows(self, batch_size: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+        """Indices ``s`` of transitions that have ``steps`` more transitions after them in the same
+        episode (so ``s + steps`` is the transition ``steps`` actions later); ``[batch_size]``."""
+        if steps < 1:
+            raise ValueError(f"a window needs steps >= 1, got {steps}")
+        valid = np.nonzero(self.first[:-steps] == self.first[steps:])[0] if steps < len(self) else []
+        if not len(valid):
+            raise ValueError(f"no episode has more than {steps} actions")
+        return valid[rng.integers(0, len(valid), batch_size)]
+
 
 __all__ = ["Trajectory", "TransitionBatch", "TransitionSampler"]

@@ -24,10 +24,11 @@ from vla_rl.core.checkpoint_dir import (CorruptCheckpointError, commit_checkpoin
 from vla_rl.core.config import from_dict, option, to_dict
 from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
 
-from world_model.data import Trajectory, TransitionSampler
+from world_model.data import Trajectory, TransitionBatch, TransitionSampler
 from world_model.model import VideoWorldModel, WorldModelConfig
 
 PREFIX = "step_"
+OPEN_LOOP_STEPS = 8  # the horizon of the held-out open-loop PSNR logged during training
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,17 @@ class WMTrainConfig:
     log_every: int = option(20, "steps between logged metrics")
     threads: int = option(0, "torch threads (0 = torch's default)")
     seed: int = option(0, "seed of sampling and noise")
+    self_rollout_fraction: float = option(0.0, "fraction of steps whose context frames the model imagined itself "
+                                               "(open loop from real frames up to self_rollout_steps earlier): it "
+                                               "learns to pull its own drifting frames back (long rollouts)")
+    self_rollout_steps: int = option(8, "most imagined steps before such a step's target")
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
+        if not 0.0 <= self.self_rollout_fraction <= 1.0 or self.self_rollout_steps < 1:
+            raise ValueError(f"self_rollout_fraction must be in [0, 1] and self_rollout_steps >= 1, got "
+                             f"{self.self_rollout_fraction} and {self.self_rollout_steps}")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
 
@@ -114,6 +122,42 @@ def one_step_psnr(model: VideoWorldModel, sampler: TransitionSampler, count: int
                                   batch.instructions, generator=torch.Generator().manual_seed(seed))
     model.train(was_training)
     return float(psnr(frames.numpy(), batch.target.numpy()).mean())
+
+
+@torch.no_grad()
+def open_loop_context(model: VideoWorldModel, sampler: TransitionSampler, starts: np.ndarray, steps: int,
+                      sampling_steps: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The context frames ``uint8 [B, S, H, W, C]`` of transitions ``starts + steps`` as the model
+    imagines them: open loop from the real context of ``starts``, with the recorded actions."""
+    was_training = model.training
+    model.eval()
+    context = sampler.batch(starts).context
+    for offset in range(steps):
+        now = sampler.batch(starts + offset)
+        frame, _ = model.sample_next(context, now.proprio, now.previous_proprio, now.actions, now.instructions,
+                                     sampling_steps, generator)
+        context = torch.cat([context[:, 1:], frame[:, None]], dim=1)
+    model.train(was_training)
+    return context
+
+
+def self_rollout_batch(model: VideoWorldModel, sampler: TransitionSampler, batch_size: int, max_steps: int,
+                       rng: np.random.Generator, generator: torch.Generator) -> TransitionBatch:
+    """Real transitions whose context the model imagined from real frames ``k`` actions earlier (``k``
+    uniform in 1..max_steps, one sampling step: the conditional mean). The target stays the real frame,
+    so the loss teaches the model to correct the errors its own rollouts make (grain, blur)."""
+    steps = int(rng.integers(1, max_steps + 1))
+    starts = sampler.sample_windows(batch_size, steps, rng)
+    context = open_loop_context(model, sampler, starts, steps, 1, generator)
+    return dataclasses.replace(sampler.batch(starts + steps), context=context)
+
+
+def open_loop_psnr(model: VideoWorldModel, sampler: TransitionSampler, count: int, steps: int, seed: int) -> float:
+    """Mean PSNR of the frame imagined ``steps`` actions open loop from real frames, on fixed windows."""
+    starts = sampler.sample_windows(count, steps, np.random.default_rng(seed))
+    context = open_loop_context(model, sampler, starts, steps, generator=torch.Generator().manual_seed(seed))
+    real = sampler.batch(starts + steps).context[:, -1]
+    return float(psnr(context[:, -1].numpy(), real.numpy()).mean())
 
 
 def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: list[Trajectory] | None = None,
@@ -182,7 +226,10 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
         if eval_sampler is not None:
             row["held_out_psnr_1step"] = one_step_psnr(model, eval_sampler, config.eval_transitions, config.seed)
             row["copy_last_frame_psnr"] = baseline
-            writer.add_scalar("wm/held_out_psnr_1step", row["held_out_psnr_1step"], step_done)
+            row[f"held_out_psnr_{OPEN_LOOP_STEPS}step_open_loop"] = open_loop_psnr(
+                model, eval_sampler, config.eval_transitions, OPEN_LOOP_STEPS, config.seed)
+            for name in ("held_out_psnr_1step", f"held_out_psnr_{OPEN_LOOP_STEPS}step_open_loop"):
+                writer.add_scalar(f"wm/{name}", row[name], step_done)
         return row
 
     losses = {"frame_loss": float("nan"), "proprio_loss": float("nan")}
@@ -191,7 +238,10 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
     for step in range(start_step, config.steps):
         if config.time_limit_minutes and time.perf_counter() - started > 60 * config.time_limit_minutes:
             break
-        batch = sampler.sample(config.batch_size, rng)
+        if config.self_rollout_fraction and rng.random() < config.self_rollout_fraction:
+            batch = self_rollout_batch(model, sampler, config.batch_size, config.self_rollout_steps, rng, generator)
+        else:
+            batch = sampler.sample(config.batch_size, rng)
         # a time-limited run ends its cosine when its budget ends, not part-way down (as SFT and the critic do)
         lr = set_budgeted_lr(optimizer, lambda at: lr_at(at, config), step, config.steps, started,
                              config.time_limit_minutes)
@@ -227,4 +277,5 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
             "checkpoint": str(checkpoint)}
 
 
-__all__ = ["WMTrainConfig", "train_world_model", "save_world_model", "load_world_model", "psnr", "one_step_psnr"]
+__all__ = ["WMTrainConfig", "train_world_model", "save_world_model", "load_world_model", "psnr", "one_step_psnr",
+           "open_loop_psnr", "self_rollout_batch"]

@@ -15,7 +15,8 @@ from world_model.data import TransitionSampler, trajectory_of_episode
 from world_model.env import WorldModelVecEnv
 from world_model.evaluate import calibrate_done_threshold, evaluate_world_model, ssim
 from world_model.model import VideoWorldModel, WorldModelConfig, instruction_word_ids
-from world_model.train import WMTrainConfig, load_world_model, psnr, save_world_model, train_world_model
+from world_model.train import (WMTrainConfig, load_world_model, psnr, save_world_model, self_rollout_batch,
+                               train_world_model)
 
 TINY = WorldModelConfig(image_size=32, channels=(32, 32), attention_last=False, sampling_steps=2)
 
@@ -61,6 +62,29 @@ def test_sampler_context_repeats_the_first_frame_at_episode_start(trajectories):
     assert torch.equal(batch.context[2, 0], torch.from_numpy(trajectories[1].frames[0]))
 
 
+def test_self_rollout_windows_stay_in_one_episode_and_keep_the_real_target(trajectories):
+    """Training on its own rollouts: the window's k imagined steps stay inside one episode, the
+    context is the model's (not the recorded frames) and the target is the real frame k steps on."""
+    sampler = TransitionSampler(trajectories, context_frames=2)
+    rng = np.random.default_rng(0)
+    longest = max(len(t.actions) for t in trajectories)
+    for steps in (1, 3, longest - 1):
+        starts = sampler.sample_windows(64, steps, rng)
+        assert np.array_equal(sampler.first[starts], sampler.first[starts + steps])
+    with pytest.raises(ValueError, match="no episode has more than"):
+        sampler.sample_windows(4, longest, rng)
+    model = VideoWorldModel(TINY)
+    with torch.no_grad():  # a model that predicts something: its frames must differ from the recorded ones
+        model.unet.conv_out.bias.fill_(0.3)
+    batch = self_rollout_batch(model, sampler, 8, 3, np.random.default_rng(1), torch.Generator().manual_seed(0))
+    same_draws = np.random.default_rng(1)  # the window the batch drew: its length, then its starts
+    steps = int(same_draws.integers(1, 4))
+    recorded = sampler.batch(sampler.sample_windows(8, steps, same_draws) + steps)
+    assert torch.equal(batch.target, recorded.target) and torch.equal(batch.actions, recorded.actions)
+    assert not torch.equal(batch.context[:, -1], recorded.context[:, -1])  # the context is imagined
+    assert model.training  # the rollout left the model in training mode
+
+
 def test_metrics_behave():
     rng = np.random.default_rng(0)
     image = rng.integers(100, 160, (2, 32, 32, 3), dtype=np.uint8)
@@ -96,9 +120,11 @@ def test_training_beats_copying_the_last_frame_and_resumes(tmp_path, trajectorie
     assert summary["eval"]["held_out_psnr_1step"] > summary["eval"]["copy_last_frame_psnr"] + 1.0
     model = load_world_model(tmp_path / "wm")
     assert model.config == TINY
-    resumed = train_world_model(WMTrainConfig(**{**config.__dict__, "steps": 310}), trajectories, resume=True,
+    resumed = train_world_model(WMTrainConfig(**{**config.__dict__, "steps": 310, "self_rollout_fraction": 1.0,
+                                                 "self_rollout_steps": 4}), trajectories, trajectories, resume=True,
                                 show_progress=False)
     assert resumed["steps"] == 310
+    assert 5.0 < resumed["eval"]["held_out_psnr_8step_open_loop"] < resumed["eval"]["held_out_psnr_1step"]
 
 
 def test_checkpoint_roundtrip_and_corruption(tmp_path):
