@@ -98,6 +98,7 @@ class TransitionSampler:
         self.first = np.concatenate([np.full(len(t.actions), start) for start, t in zip(starts, trajectories)])
         self.action_index = np.arange(len(self.current))
         self.instructions = [t.instruction for t in trajectories for _ in range(len(t.actions))]
+        self.longest_episode = max(len(t.actions) for t in trajectories)  # in actions
 
     def __len__(self) -> int:
         return len(self.current)

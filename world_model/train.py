@@ -28,7 +28,7 @@ from world_model.data import Trajectory, TransitionBatch, TransitionSampler
 from world_model.model import VideoWorldModel, WorldModelConfig
 
 PREFIX = "step_"
-OPEN_LOOP_STEPS = 8  # the horizon of the held-out open-loop PSNR logged during training
+OPEN_LOOP_STEPS = 8  # the horizon of the held-out open-loop PSNR logged during training (shorter episodes: less)
 
 
 @dataclass(frozen=True)
@@ -183,6 +183,11 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
     expected = (config.model.image_size, config.model.image_size, 3 * len(config.model.cameras))
     if tuple(frame_size) != expected:
         raise ValueError(f"the data's frames are {tuple(frame_size)}, the model expects {expected}")
+    # windows must fit in an episode: short episodes shorten them instead of failing mid-run
+    self_rollout_steps = min(config.self_rollout_steps, sampler.longest_episode - 1)
+    if config.self_rollout_fraction and self_rollout_steps < 1:
+        raise ValueError("self_rollout_fraction needs episodes of at least 2 actions; the longest has 1")
+    open_loop_steps = min(OPEN_LOOP_STEPS, eval_sampler.longest_episode - 1) if eval_sampler else 0
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -226,9 +231,10 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
         if eval_sampler is not None:
             row["held_out_psnr_1step"] = one_step_psnr(model, eval_sampler, config.eval_transitions, config.seed)
             row["copy_last_frame_psnr"] = baseline
-            row[f"held_out_psnr_{OPEN_LOOP_STEPS}step_open_loop"] = open_loop_psnr(
-                model, eval_sampler, config.eval_transitions, OPEN_LOOP_STEPS, config.seed)
-            for name in ("held_out_psnr_1step", f"held_out_psnr_{OPEN_LOOP_STEPS}step_open_loop"):
+            writer.add_scalar("wm/held_out_psnr_1step", row["held_out_psnr_1step"], step_done)
+            if open_loop_steps >= 1:
+                name = f"held_out_psnr_{open_loop_steps}step_open_loop"
+                row[name] = open_loop_psnr(model, eval_sampler, config.eval_transitions, open_loop_steps, config.seed)
                 writer.add_scalar(f"wm/{name}", row[name], step_done)
         return row
 
@@ -239,7 +245,7 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
         if config.time_limit_minutes and time.perf_counter() - started > 60 * config.time_limit_minutes:
             break
         if config.self_rollout_fraction and rng.random() < config.self_rollout_fraction:
-            batch = self_rollout_batch(model, sampler, config.batch_size, config.self_rollout_steps, rng, generator)
+            batch = self_rollout_batch(model, sampler, config.batch_size, self_rollout_steps, rng, generator)
         else:
             batch = sampler.sample(config.batch_size, rng)
         # a time-limited run ends its cosine when its budget ends, not part-way down (as SFT and the critic do)

@@ -11,7 +11,7 @@ from sim_envs.vector import TabletopVecEnv, VecEnvConfig
 from vla_rl.core import TaskSpec
 from vla_rl.core.checkpoint_dir import CorruptCheckpointError
 from vla_rl.core.types import CriticOutput
-from world_model.data import TransitionSampler, trajectory_of_episode
+from world_model.data import Trajectory, TransitionSampler, trajectory_of_episode
 from world_model.env import WorldModelVecEnv
 from world_model.evaluate import calibrate_done_threshold, evaluate_world_model, ssim
 from world_model.model import VideoWorldModel, WorldModelConfig, instruction_word_ids
@@ -83,6 +83,22 @@ def test_self_rollout_windows_stay_in_one_episode_and_keep_the_real_target(traje
     assert torch.equal(batch.target, recorded.target) and torch.equal(batch.actions, recorded.actions)
     assert not torch.equal(batch.context[:, -1], recorded.context[:, -1])  # the context is imagined
     assert model.training  # the rollout left the model in training mode
+
+
+def test_self_rollout_training_shortens_its_windows_to_short_episodes(tmp_path, trajectories):
+    """Episodes shorter than the windows asked for shorten them (and the logged open-loop horizon)
+    instead of failing mid-run; a single action per episode leaves no window: a clear error first."""
+    first = trajectories[0]
+    short = Trajectory(frames=first.frames[:4], proprio=first.proprio[:4], actions=first.actions[:3],
+                       instruction=first.instruction)
+    config = WMTrainConfig(out_dir=tmp_path / "wm", model=TINY, steps=3, batch_size=4, eval_transitions=4,
+                           self_rollout_fraction=1.0, self_rollout_steps=8, log_every=1)
+    summary = train_world_model(config, [short], [short], show_progress=False)
+    assert summary["steps"] == 3 and np.isfinite(summary["eval"]["held_out_psnr_2step_open_loop"])
+    single = Trajectory(frames=first.frames[:2], proprio=first.proprio[:2], actions=first.actions[:1],
+                        instruction=first.instruction)
+    with pytest.raises(ValueError, match="at least 2 actions"):
+        train_world_model(config, [single], show_progress=False)
 
 
 def test_metrics_behave():
