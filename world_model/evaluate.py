@@ -160,6 +160,10 @@ def outcome_agreement(critic, trajectories: Sequence[Trajectory], imagined: Sequ
             "critic_on_real_frames_agreement": rate(everything, on_real),
             # how faithfully the world model reproduces what the critic sees, whatever the truth
             "imagined_vs_real_verdict_agreement": float((on_imagined == on_real).mean()),
+            # GRPO rolls out the policy: its near misses are judged differently from experts' clear successes
+            "agreement_by_behaviour": {behaviour: rate(np.array([t.behaviour == behaviour for t in trajectories]),
+                                                       on_imagined)
+                                       for behaviour in sorted({t.behaviour for t in trajectories})},
             "imagined_peak_done_prob": peak_imagined.round(3).tolist()}
 
 
@@ -294,6 +298,10 @@ def print_report(report: dict) -> None:
               f"[successes {pct(agreement['agreement_on_successes'])}, failures {pct(agreement['agreement_on_failures'])}]"
               f"; critic on the real frames: {pct(agreement['critic_on_real_frames_agreement'])}; "
               f"critic's verdict imagined vs real frames: {pct(agreement['imagined_vs_real_verdict_agreement'])}")
+        by_behaviour = agreement.get("agreement_by_behaviour") or {}
+        if len(by_behaviour) > 1:
+            print("agreement by behaviour: " + ", ".join(f"{name or 'unlabelled'} {pct(value)}"
+                                                       for name, value in by_behaviour.items()))
 
 
 __all__ = ["ssim", "imagine_open_loop", "calibrate_done_threshold", "fidelity", "outcome_agreement", "critic_verdicts", "write_videos",

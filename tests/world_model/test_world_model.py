@@ -254,6 +254,10 @@ def test_evaluation_report_and_videos(tmp_path, trajectories):
     assert report["fidelity"]["1"]["episodes"] == len(trajectories)
     agreement = report["outcome_agreement"]
     assert agreement["episodes"] == len(trajectories) and 0 <= agreement["agreement"] <= 1
+    counts = {b: sum(t.behaviour == b for t in trajectories) for b in ("expert", "random")}
+    by_behaviour = agreement["agreement_by_behaviour"]
+    assert set(by_behaviour) == set(counts)  # the per-behaviour rates add up to the overall one
+    assert sum(by_behaviour[b] * n for b, n in counts.items()) / len(trajectories) == pytest.approx(agreement["agreement"])
     assert len(report["videos"]) == 2 and (tmp_path / "eval.json").is_file() and (tmp_path / "horizons.png").is_file()
 
 
