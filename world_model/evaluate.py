@@ -58,10 +58,19 @@ def ssim(predicted: np.ndarray, real: np.ndarray) -> np.ndarray:
 def imagine_open_loop(model, trajectories: Sequence[Trajectory], sampling_steps: int | None = None,
                       seed: int = 0, batch_size: int = 64, show_progress: bool = True) -> list[np.ndarray]:
     """Imagined frames ``uint8 [T + 1, H, W, C]`` of each trajectory (frame 0 is the real one)."""
+    return imagine_open_loop_with_proprio(model, trajectories, sampling_steps, seed, batch_size, show_progress)[0]
+
+
+def imagine_open_loop_with_proprio(model, trajectories: Sequence[Trajectory], sampling_steps: int | None = None,
+                                   seed: int = 0, batch_size: int = 64,
+                                   show_progress: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Imagined frames ``uint8 [T + 1, H, W, C]`` and proprio states ``float32 [T + 1, P]`` of each
+    trajectory, open loop from its first real frame and proprio with its recorded actions."""
     from tqdm import tqdm
 
     generator = torch.Generator().manual_seed(seed)
-    results: list[np.ndarray] = []
+    frames_out: list[np.ndarray] = []
+    proprio_out: list[np.ndarray] = []
     total = sum(len(t.actions) for t in trajectories)
     with tqdm(total=total, desc="imagining", unit="step", disable=not show_progress) as bar:
         for start in range(0, len(trajectories), batch_size):
@@ -71,6 +80,7 @@ def imagine_open_loop(model, trajectories: Sequence[Trajectory], sampling_steps:
                            instructions=[t.instruction for t in chunk])
             state = model.init_state(obs)
             frames = [[t.frames[0]] for t in chunk]
+            proprio = [[np.asarray(t.proprio[0], np.float32)] for t in chunk]
             longest = max(len(t.actions) for t in chunk)
             for step in range(longest):
                 # a finished trajectory repeats its last action; its extra frames are discarded
@@ -80,9 +90,11 @@ def imagine_open_loop(model, trajectories: Sequence[Trajectory], sampling_steps:
                 for i, t in enumerate(chunk):
                     if step < len(t.actions):
                         frames[i].append(stacked[i])
+                        proprio[i].append(np.asarray(predicted.proprio[i], np.float32))
                 bar.update(sum(step < len(t.actions) for t in chunk))
-            results += [np.stack(f) for f in frames]
-    return results
+            frames_out += [np.stack(f) for f in frames]
+            proprio_out += [np.stack(p) for p in proprio]
+    return frames_out, proprio_out
 
 
 def _split_cameras(model, frames: np.ndarray) -> dict[str, np.ndarray]:
@@ -104,6 +116,37 @@ def fidelity(trajectories: Sequence[Trajectory], imagined: Sequence[np.ndarray],
                         "copy_first_frame_psnr": float(psnr(first, real).mean()),
                         "copy_first_frame_ssim": float(ssim(first, real).mean())}
     return rows
+
+
+def proprio_drift(trajectories: Sequence[Trajectory], imagined_proprio: Sequence[np.ndarray],
+                  horizons: Sequence[int]) -> dict:
+    """How far the imagined end-effector position (proprio[:3], metres) is from the real one: median and
+    90th percentile at each horizon and at each episode's last step, and the last step's median per
+    behaviour. The policy reads the proprio (its gripper point), so this drift is what it acts on."""
+    def errors(step_of) -> np.ndarray:
+        return np.array([np.linalg.norm(p[step_of(t)][:3] - t.proprio[step_of(t)][:3])
+                         for t, p in zip(trajectories, imagined_proprio) if step_of(t) is not None])
+
+    def summary(values: np.ndarray) -> dict:
+        return {"episodes": len(values), "median_m": float(np.median(values)), "p90_m": float(np.percentile(values, 90))}
+
+    rows = {h: summary(e) for h in horizons
+            if len(e := errors(lambda t, h=h: h if len(t.proprio) > h else None))}
+    last = errors(lambda t: len(t.proprio) - 1)
+    behaviours = np.array([t.behaviour for t in trajectories])
+    return {"ee_position_error_by_horizon": rows, "ee_position_error_last_step": summary(last),
+            "ee_position_error_last_step_median_m_by_behaviour": {
+                b: float(np.median(last[behaviours == b])) for b in sorted(set(behaviours))}}
+
+
+def agreement_over_samples(per_sample: Sequence[dict], seeds: Sequence[int]) -> dict:
+    """The outcome agreement of several imagination seeds of the same action sequences: how much of
+    a single figure is the sampling noise of the world model."""
+    values = np.array([row["agreement"] for row in per_sample])
+    return {"seeds": list(seeds), "agreement": values.tolist(), "mean": float(values.mean()),
+            "min": float(values.min()), "max": float(values.max()),
+            "agreement_on_failures": [row["agreement_on_failures"] for row in per_sample],
+            "imagined_vs_real_verdict_agreement": [row["imagined_vs_real_verdict_agreement"] for row in per_sample]}
 
 
 def critic_verdicts(critic, episodes: Sequence[np.ndarray], instructions: Sequence[str], camera_channels: slice,
@@ -148,7 +191,9 @@ def outcome_agreement(critic, trajectories: Sequence[Trajectory], imagined: Sequ
     instructions = [t.instruction for t in trajectories]
     truth = np.array([t.succeeded for t in trajectories])
     on_imagined, peak_imagined = critic_verdicts(critic, imagined, instructions, agent, done_threshold, wrist)
-    on_real, _ = critic_verdicts(critic, [t.frames for t in trajectories], instructions, agent, done_threshold, wrist)
+    on_real, peak_real = critic_verdicts(critic, [t.frames for t in trajectories], instructions, agent,
+                                         done_threshold, wrist)
+    behaviours = np.array([t.behaviour for t in trajectories])
 
     def rate(mask: np.ndarray, verdict: np.ndarray) -> float | None:
         return float((verdict[mask] == truth[mask]).mean()) if mask.any() else None
@@ -161,9 +206,14 @@ def outcome_agreement(critic, trajectories: Sequence[Trajectory], imagined: Sequ
             # how faithfully the world model reproduces what the critic sees, whatever the truth
             "imagined_vs_real_verdict_agreement": float((on_imagined == on_real).mean()),
             # GRPO rolls out the policy: its near misses are judged differently from experts' clear successes
-            "agreement_by_behaviour": {behaviour: rate(np.array([t.behaviour == behaviour for t in trajectories]),
-                                                       on_imagined)
-                                       for behaviour in sorted({t.behaviour for t in trajectories})},
+            "agreement_by_behaviour": {behaviour: rate(behaviours == behaviour, on_imagined)
+                                       for behaviour in sorted(set(behaviours))},
+            # a critic that reads imagined frames as further along than the real ones (long policy rollouts
+            # whose arm drifts onto the target) shows here as imagined > real
+            "mean_peak_done_prob_by_behaviour": {
+                behaviour: {"real": float(peak_real[behaviours == behaviour].mean()),
+                            "imagined": float(peak_imagined[behaviours == behaviour].mean())}
+                for behaviour in sorted(set(behaviours))},
             "imagined_peak_done_prob": peak_imagined.round(3).tolist()}
 
 
@@ -254,17 +304,21 @@ def write_horizon_strip(trajectories: Sequence[Trajectory], imagined: Sequence[n
 def evaluate_world_model(model, trajectories: Sequence[Trajectory], out: Path, critic=None,
                          horizons: Sequence[int] = (1, 8, 16), videos: int = 6, sampling_steps: int = 0,
                          done_threshold: float = 0.5, seed: int = 0, show_progress: bool = True,
-                         extra: dict | None = None) -> dict:
+                         extra: dict | None = None, samples: int = 1) -> dict:
     """The report (also written to ``out/eval.json``) with fidelity, agreement and files; ``extra``
-    (e.g. software versions) is recorded in it."""
+    (e.g. software versions) is recorded in it. ``samples`` > 1 imagines the episodes again with seeds
+    ``seed + 1, ...`` and reports the agreement of each (fidelity and videos stay the first seed's)."""
     if not trajectories:
         raise ValueError("no held-out trajectories to evaluate the world model on")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if critic is not None:
         critic_channels(critic, model.config.cameras)  # a mismatch fails before minutes of imagination
     started = time.perf_counter()
-    imagined = imagine_open_loop(model, trajectories, sampling_steps or None, seed, show_progress=show_progress)
+    imagined, imagined_proprio = imagine_open_loop_with_proprio(model, trajectories, sampling_steps or None, seed,
+                                                                show_progress=show_progress)
     seconds = time.perf_counter() - started
     steps = sum(len(t.actions) for t in trajectories)
     report = {
@@ -272,11 +326,20 @@ def evaluate_world_model(model, trajectories: Sequence[Trajectory], out: Path, c
         "seed": seed, "init_state_ids": [t.init_state_id for t in trajectories],
         "behaviours": sorted({t.behaviour for t in trajectories}), "tasks": sorted({t.task for t in trajectories}),
         "imagined_steps_per_second": steps / seconds, "fidelity": fidelity(trajectories, imagined, horizons),
+        "proprio_drift": proprio_drift(trajectories, imagined_proprio, horizons),
         **(extra or {}),
     }
     if critic is not None:
         report["outcome_agreement"] = outcome_agreement(critic, trajectories, imagined, done_threshold,
                                                         model.config.cameras)
+        if samples > 1:
+            seeds = [seed + k for k in range(samples)]
+            per_sample = [report["outcome_agreement"]] + [
+                outcome_agreement(critic, trajectories, imagine_open_loop(model, trajectories, sampling_steps or None,
+                                                                          extra_seed, show_progress=show_progress),
+                                  done_threshold, model.config.cameras)
+                for extra_seed in seeds[1:]]
+            report["outcome_agreement_over_samples"] = agreement_over_samples(per_sample, seeds)
     report["videos"] = write_videos(trajectories, imagined, out / "videos", videos)
     report["horizon_strip"] = str(write_horizon_strip(trajectories, imagined, horizons, out / "horizons.png"))
     (out / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -302,7 +365,23 @@ def print_report(report: dict) -> None:
         if len(by_behaviour) > 1:
             print("agreement by behaviour: " + ", ".join(f"{name or 'unlabelled'} {pct(value)}"
                                                        for name, value in by_behaviour.items()))
+            print("mean peak done probability, real -> imagined frames: " + ", ".join(
+                f"{name or 'unlabelled'} {row['real']:.2f} -> {row['imagined']:.2f}"
+                for name, row in agreement["mean_peak_done_prob_by_behaviour"].items()))
+    over_samples = report.get("outcome_agreement_over_samples")
+    if over_samples:
+        print(f"agreement over {len(over_samples['seeds'])} imagination seeds: mean {over_samples['mean']:.1%} "
+              f"(min {over_samples['min']:.1%}, max {over_samples['max']:.1%}): "
+              + ", ".join(f"{value:.1%}" for value in over_samples["agreement"]))
+    drift = report.get("proprio_drift")
+    if drift:
+        last = drift["ee_position_error_last_step"]
+        print(f"imagined end-effector position vs real (the proprio the policy reads), last step: median "
+              f"{100 * last['median_m']:.1f} cm, p90 {100 * last['p90_m']:.1f} cm; by behaviour: " + ", ".join(
+                  f"{name or 'unlabelled'} {100 * value:.1f} cm"
+                  for name, value in drift["ee_position_error_last_step_median_m_by_behaviour"].items()))
 
 
-__all__ = ["ssim", "imagine_open_loop", "calibrate_done_threshold", "fidelity", "outcome_agreement", "critic_verdicts", "write_videos",
+__all__ = ["ssim", "imagine_open_loop", "imagine_open_loop_with_proprio", "proprio_drift", "agreement_over_samples",
+           "calibrate_done_threshold", "fidelity", "outcome_agreement", "critic_verdicts", "write_videos",
            "evaluate_world_model", "print_report"]

@@ -249,7 +249,7 @@ def test_evaluation_report_and_videos(tmp_path, trajectories):
     torch.manual_seed(0)
     critic = ProgressCritic(CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2)).eval()
     report = evaluate_world_model(VideoWorldModel(TINY).eval(), trajectories, tmp_path, critic=critic,
-                                  horizons=(1, 8), videos=2, show_progress=False)
+                                  horizons=(1, 8), videos=2, show_progress=False, samples=2)
     assert set(report["fidelity"]) == {"1", "8"}
     assert report["fidelity"]["1"]["episodes"] == len(trajectories)
     agreement = report["outcome_agreement"]
@@ -258,7 +258,31 @@ def test_evaluation_report_and_videos(tmp_path, trajectories):
     by_behaviour = agreement["agreement_by_behaviour"]
     assert set(by_behaviour) == set(counts)  # the per-behaviour rates add up to the overall one
     assert sum(by_behaviour[b] * n for b, n in counts.items()) / len(trajectories) == pytest.approx(agreement["agreement"])
+    assert set(agreement["mean_peak_done_prob_by_behaviour"]) == set(counts)
+    over = report["outcome_agreement_over_samples"]  # the first seed's figure is the headline one
+    assert over["seeds"] == [0, 1] and over["agreement"][0] == agreement["agreement"]
+    assert over["min"] <= over["mean"] <= over["max"]
+    drift = report["proprio_drift"]
+    assert drift["ee_position_error_last_step"]["episodes"] == len(trajectories)
+    assert set(drift["ee_position_error_last_step_median_m_by_behaviour"]) == set(counts)
     assert len(report["videos"]) == 2 and (tmp_path / "eval.json").is_file() and (tmp_path / "horizons.png").is_file()
+
+
+def test_proprio_drift_measures_the_imagined_end_effector_against_the_real_one(trajectories):
+    from world_model.evaluate import imagine_open_loop_with_proprio, proprio_drift
+
+    frames, proprio = imagine_open_loop_with_proprio(VideoWorldModel(TINY).eval(), trajectories[:3], show_progress=False)
+    assert [len(p) for p in proprio] == [len(t.proprio) for t in trajectories[:3]] == [len(f) for f in frames]
+    assert all(np.array_equal(p[0], t.proprio[0]) for p, t in zip(proprio, trajectories))  # starts from the real state
+    shifted = [t.proprio + np.array([0.03, 0.0, 0.04] + [0.0] * (t.proprio.shape[1] - 3), np.float32)
+               for t in trajectories]
+    for t, p in zip(trajectories, shifted):
+        p[0] = t.proprio[0]
+    drift = proprio_drift(trajectories, shifted, horizons=(1, 1000))
+    assert drift["ee_position_error_by_horizon"][1]["median_m"] == pytest.approx(0.05, abs=1e-6)
+    assert 1000 not in drift["ee_position_error_by_horizon"]  # no episode is that long
+    assert drift["ee_position_error_last_step"]["p90_m"] == pytest.approx(0.05, abs=1e-6)
+    assert drift["ee_position_error_last_step"]["episodes"] == len(trajectories)
 
 
 class PeakCritic:

@@ -91,7 +91,7 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
         done_threshold, extra["calibration"] = calibrated_threshold(model, critic, args)
     report = evaluate_world_model(model, held_out, out, critic=critic, horizons=tuple(args.horizons),
                                   videos=args.videos, sampling_steps=args.sampling_steps,
-                                  done_threshold=done_threshold, extra=extra)
+                                  done_threshold=done_threshold, extra=extra, samples=args.samples)
     print_report(report)
     print(f"\nresults: {out / 'eval.json'}, videos in {out / 'videos'}")
     return 0
@@ -141,6 +141,9 @@ def register(sub) -> None:
                             "critic's verdicts on their imagined rollouts agree best with the simulator")
     evaluation.add_argument("--calibration-episodes", type=int, default=100,
                             help="how many of --calibrate-on's episodes to imagine (a seeded sample)")
+    evaluation.add_argument("--samples", type=int, default=1,
+                            help="imagine the held-out episodes with this many sampling seeds and report the outcome "
+                            "agreement of each (its spread is the world model's sampling noise)")
     evaluation.add_argument("--videos", type=int, default=6, help="side-by-side MP4s (real | imagined)")
     evaluation.add_argument("--out", help="output directory (default: next to the checkpoint)")
     evaluation.set_defaults(func=cmd_wm_eval)
