@@ -182,9 +182,10 @@ class VideoWorldModel(nn.Module):
     # ---- training -----------------------------------------------------------------------------
     def loss(self, context: torch.Tensor, proprio: torch.Tensor, previous_proprio: torch.Tensor,
              actions: torch.Tensor, instructions: Sequence[str], target_frame: torch.Tensor,
-             target_proprio: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-        """Denoising loss of the next frame plus the proprio loss. Frames are uint8: context
-        ``[B, S, H, W, C]``, target ``[B, H, W, C]``; proprio ``[B, P]``; actions ``[B, A]``."""
+             target_proprio: torch.Tensor, generator: torch.Generator | None = None,
+             with_proprio: bool = True) -> tuple[torch.Tensor, dict]:
+        """Denoising loss of the next frame plus (``with_proprio``) the one-step proprio loss. Frames are
+        uint8: context ``[B, S, H, W, C]``, target ``[B, H, W, C]``; proprio ``[B, P]``; actions ``[B, A]``."""
         batch = len(actions)
         clean = self.fold_frames(target_frame)
         folded_context = self.fold_frames(context)
@@ -200,6 +201,8 @@ class VideoWorldModel(nn.Module):
         condition = self.conditioning(actions, proprio, instructions, level)
         predicted = self.denoise(noisy, folded_context, timesteps, condition)
         frame_loss = F.mse_loss(predicted, clean)
+        if not with_proprio:
+            return frame_loss, {"frame_loss": frame_loss.item()}
         proprio_pred = self.next_proprio(proprio, previous_proprio, actions)
         proprio_loss = F.mse_loss(self.normalise_proprio(proprio_pred), self.normalise_proprio(target_proprio))
         return frame_loss + proprio_loss, {"frame_loss": frame_loss.item(), "proprio_loss": proprio_loss.item()}

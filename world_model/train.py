@@ -26,6 +26,7 @@ from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
 
 from world_model.data import Trajectory, TransitionBatch, TransitionSampler
 from world_model.model import VideoWorldModel, WorldModelConfig
+from world_model.proprio import ProprioTrack, ProprioWindows, open_loop_ee_error, open_loop_proprio_loss
 
 PREFIX = "step_"
 OPEN_LOOP_STEPS = 8  # the horizon of the held-out open-loop PSNR logged during training (shorter episodes: less)
@@ -55,6 +56,14 @@ class WMTrainConfig:
                                                "(open loop from real frames up to self_rollout_steps earlier): it "
                                                "learns to pull its own drifting frames back (long rollouts)")
     self_rollout_steps: int = option(8, "most imagined steps before such a step's target")
+    proprio_rollout_steps: int = option(1, "actions the proprio head is rolled open loop in its loss (1: one step "
+                                           "from real states); longer windows teach it what its own errors "
+                                           "lead to (world_model/proprio.py)")
+    proprio_batch_size: int = option(256, "windows per step of the open-loop proprio loss")
+    proprio_train_files: list[Path] = option(factory=list, doc="more episode files (training split) whose proprio "
+                                                               "and actions train the proprio head only")
+    proprio_only: bool = option(False, "train only the proprio head (no frame loss: minutes, e.g. to refit the "
+                                       "head of init_checkpoint on more episodes)")
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -62,6 +71,11 @@ class WMTrainConfig:
         if not 0.0 <= self.self_rollout_fraction <= 1.0 or self.self_rollout_steps < 1:
             raise ValueError(f"self_rollout_fraction must be in [0, 1] and self_rollout_steps >= 1, got "
                              f"{self.self_rollout_fraction} and {self.self_rollout_steps}")
+        if self.proprio_rollout_steps < 1 or self.proprio_batch_size < 1:
+            raise ValueError(f"proprio_rollout_steps and proprio_batch_size must be >= 1, got "
+                             f"{self.proprio_rollout_steps} and {self.proprio_batch_size}")
+        if self.proprio_only and self.self_rollout_fraction:
+            raise ValueError("proprio_only trains no frames: self_rollout_fraction must be 0")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
 
@@ -161,9 +175,11 @@ def open_loop_psnr(model: VideoWorldModel, sampler: TransitionSampler, count: in
 
 
 def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: list[Trajectory] | None = None,
-                      resume: bool = False, show_progress: bool = True) -> dict:
+                      resume: bool = False, show_progress: bool = True,
+                      proprio_tracks: list[ProprioTrack] | None = None) -> dict:
     """Train; returns a summary (losses, held-out one-step PSNR and its copy-last-frame baseline,
-    steps, seconds, checkpoint)."""
+    steps, seconds, checkpoint). ``proprio_tracks``: more episodes for the proprio head alone (the
+    contents of ``config.proprio_train_files``)."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
@@ -188,6 +204,13 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
     if config.self_rollout_fraction and self_rollout_steps < 1:
         raise ValueError("self_rollout_fraction needs episodes of at least 2 actions; the longest has 1")
     open_loop_steps = min(OPEN_LOOP_STEPS, eval_sampler.longest_episode - 1) if eval_sampler else 0
+    proprio_windows = None
+    if config.proprio_rollout_steps > 1 or config.proprio_only:
+        proprio_windows = ProprioWindows([ProprioTrack(t.proprio, t.actions) for t in train] + list(proprio_tracks or []))
+    elif proprio_tracks:
+        raise ValueError("proprio_train_files train the proprio head's open-loop loss: set proprio_rollout_steps > 1 "
+                         "or proprio_only")
+    held_out_tracks = [ProprioTrack(t.proprio, t.actions) for t in held_out or []]
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -236,6 +259,9 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
                 name = f"held_out_psnr_{open_loop_steps}step_open_loop"
                 row[name] = open_loop_psnr(model, eval_sampler, config.eval_transitions, open_loop_steps, config.seed)
                 writer.add_scalar(f"wm/{name}", row[name], step_done)
+            # the proprio the policy reads, fed back over whole held-out episodes
+            row["held_out_ee_error_open_loop_m"] = open_loop_ee_error(model, held_out_tracks)
+            writer.add_scalar("wm/held_out_ee_error_open_loop_m", row["held_out_ee_error_open_loop_m"], step_done)
         return row
 
     losses = {"frame_loss": float("nan"), "proprio_loss": float("nan")}
@@ -244,15 +270,26 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
     for step in range(start_step, config.steps):
         if config.time_limit_minutes and time.perf_counter() - started > 60 * config.time_limit_minutes:
             break
-        if config.self_rollout_fraction and rng.random() < config.self_rollout_fraction:
+        if config.proprio_only:
+            batch = None
+        elif config.self_rollout_fraction and rng.random() < config.self_rollout_fraction:
             batch = self_rollout_batch(model, sampler, config.batch_size, self_rollout_steps, rng, generator)
         else:
             batch = sampler.sample(config.batch_size, rng)
         # a time-limited run ends its cosine when its budget ends, not part-way down (as SFT and the critic do)
         lr = set_budgeted_lr(optimizer, lambda at: lr_at(at, config), step, config.steps, started,
                              config.time_limit_minutes)
-        loss, losses = model.loss(batch.context, batch.proprio, batch.previous_proprio, batch.actions,
-                                  batch.instructions, batch.target, batch.target_proprio, generator)
+        if batch is None:
+            loss, losses = torch.zeros(()), {}
+        else:
+            loss, losses = model.loss(batch.context, batch.proprio, batch.previous_proprio, batch.actions,
+                                      batch.instructions, batch.target, batch.target_proprio, generator,
+                                      with_proprio=proprio_windows is None)
+        if proprio_windows is not None:
+            window = proprio_windows.sample(config.proprio_batch_size, config.proprio_rollout_steps, rng)
+            proprio_loss = open_loop_proprio_loss(model, window)
+            loss = loss + proprio_loss
+            losses["proprio_loss"] = proprio_loss.item()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"world-model loss became {loss.item()} at step {step}; last checkpoint: {checkpoint}")
         optimizer.zero_grad(set_to_none=True)
@@ -262,7 +299,7 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
         steps_done = step + 1
         bar.update(1)
         if steps_done % config.log_every == 0:
-            bar.set_postfix(frame=f"{losses['frame_loss']:.4f}", proprio=f"{losses['proprio_loss']:.4f}")
+            bar.set_postfix({name.replace("_loss", ""): f"{value:.4f}" for name, value in losses.items()})
             for name, value in (*losses.items(), ("grad_norm", float(grad_norm)), ("lr", lr)):
                 writer.add_scalar(f"wm/{name}", value, steps_done)
             with open(out_dir / "metrics.jsonl", "a") as f:

@@ -143,6 +143,53 @@ def test_training_beats_copying_the_last_frame_and_resumes(tmp_path, trajectorie
     assert 5.0 < resumed["eval"]["held_out_psnr_8step_open_loop"] < resumed["eval"]["held_out_psnr_1step"]
 
 
+def test_proprio_windows_end_with_their_episode_and_one_step_is_the_one_step_loss(trajectories):
+    from world_model.proprio import ProprioTrack, ProprioWindows, open_loop_proprio_loss
+
+    tracks = [ProprioTrack(t.proprio, t.actions) for t in trajectories]
+    windows = ProprioWindows(tracks)
+    assert len(windows) == sum(len(t.actions) for t in trajectories)
+    window = windows.sample(64, 500, np.random.default_rng(0))  # longer than any episode
+    assert window["actions"].shape == (64, 500, 7) and window["targets"].shape == (64, 500, 8)
+    assert window["mask"][:, 0].all() and not window["mask"][:, -1].any()
+    assert (window["mask"][:, :-1] >= window["mask"][:, 1:]).all()  # once an episode ends, the window stays ended
+    model = VideoWorldModel(TINY)
+    one = windows.sample(16, 1, np.random.default_rng(1))
+    predicted = model.next_proprio(one["now"], one["previous"], one["actions"][:, 0])
+    expected = torch.nn.functional.mse_loss(model.normalise_proprio(predicted), model.normalise_proprio(one["targets"][:, 0]))
+    assert open_loop_proprio_loss(model, one).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_proprio_only_training_fits_the_head_open_loop_and_leaves_the_frames(tmp_path, trajectories):
+    from sim_envs.progress_episodes import write_episodes
+    from world_model.proprio import ProprioTrack, open_loop_ee_error, read_proprio_tracks
+
+    model = VideoWorldModel(TINY)
+    mean, std = TransitionSampler(trajectories, TINY.context_frames).proprio_stats()
+    model.proprio_mean.copy_(mean)
+    model.proprio_std.copy_(std)
+    save_world_model(tmp_path / "init", model, 0)
+    tracks = [ProprioTrack(t.proprio, t.actions) for t in trajectories]
+    before = open_loop_ee_error(model, tracks)  # the untrained head predicts "nothing moves"
+    config = WMTrainConfig(out_dir=tmp_path / "wm", init_checkpoint=tmp_path / "init", proprio_only=True,
+                           proprio_rollout_steps=6, proprio_batch_size=64, steps=150, lr=3e-3, warmup_steps=10,
+                           eval_every=0, log_every=50, seed=0)
+    summary = train_world_model(config, trajectories, trajectories, show_progress=False, proprio_tracks=tracks)
+    assert summary["eval"]["held_out_ee_error_open_loop_m"] < 0.5 * before
+    fitted = load_world_model(tmp_path / "wm")
+    for name, value in fitted.state_dict().items():
+        if not name.startswith("proprio_head"):
+            assert torch.equal(value, model.state_dict()[name]), name
+    held_out = collect_progress_episodes(["Reach"], {"expert": 1}, "eval", image_size=32, workers=0,
+                                         show_progress=False)
+    write_episodes(tmp_path / "eval.hdf5", held_out)
+    with pytest.raises(ValueError, match="only training episodes"):
+        read_proprio_tracks(tmp_path / "eval.hdf5")
+    with pytest.raises(ValueError, match="proprio_rollout_steps > 1"):
+        train_world_model(WMTrainConfig(out_dir=tmp_path / "x", model=TINY, steps=1), trajectories,
+                          show_progress=False, proprio_tracks=tracks)
+
+
 def test_checkpoint_roundtrip_and_corruption(tmp_path):
     torch.manual_seed(0)
     model = VideoWorldModel(TINY).eval()

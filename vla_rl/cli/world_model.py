@@ -40,7 +40,10 @@ def cmd_wm_train(args: argparse.Namespace) -> int:
     train = trajectories_of(Path(config.data_dir) / "train.hdf5", cameras)
     held_out = Path(config.data_dir) / "eval.hdf5"
     evaluation = trajectories_of(held_out, cameras) if held_out.is_file() else []
-    summary = train_world_model(config, train, evaluation, resume=args.resume)
+    from world_model.proprio import read_proprio_tracks
+
+    proprio_tracks = [track for path in config.proprio_train_files for track in read_proprio_tracks(Path(path))]
+    summary = train_world_model(config, train, evaluation, resume=args.resume, proprio_tracks=proprio_tracks)
     print(json.dumps(summary, indent=1))
     print(f"world model: {summary['checkpoint']}")
     return 0
