@@ -208,8 +208,8 @@ def outcome_agreement(critic, trajectories: Sequence[Trajectory], imagined: Sequ
             # GRPO rolls out the policy: its near misses are judged differently from experts' clear successes
             "agreement_by_behaviour": {behaviour: rate(behaviours == behaviour, on_imagined)
                                        for behaviour in sorted(set(behaviours))},
-            # a critic that reads imagined frames as further along than the real ones (long policy rollouts
-            # whose arm drifts onto the target) shows here as imagined > real
+            # imagined frames that look further along than the real ones (session 30: the SFT policy's long
+            # failed rollouts) show here as imagined > real
             "mean_peak_done_prob_by_behaviour": {
                 behaviour: {"real": float(peak_real[behaviours == behaviour].mean()),
                             "imagined": float(peak_imagined[behaviours == behaviour].mean())}

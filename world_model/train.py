@@ -76,6 +76,8 @@ class WMTrainConfig:
                              f"{self.proprio_rollout_steps} and {self.proprio_batch_size}")
         if self.proprio_only and self.self_rollout_fraction:
             raise ValueError("proprio_only trains no frames: self_rollout_fraction must be 0")
+        if self.proprio_only and str(self.init_checkpoint) in ("", "."):
+            raise ValueError("proprio_only refits the proprio head of a trained model: set init_checkpoint")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
 

@@ -185,6 +185,8 @@ def test_proprio_only_training_fits_the_head_open_loop_and_leaves_the_frames(tmp
     write_episodes(tmp_path / "eval.hdf5", held_out)
     with pytest.raises(ValueError, match="only training episodes"):
         read_proprio_tracks(tmp_path / "eval.hdf5")
+    with pytest.raises(ValueError, match="set init_checkpoint"):
+        WMTrainConfig(proprio_only=True)
     with pytest.raises(ValueError, match="proprio_rollout_steps > 1"):
         train_world_model(WMTrainConfig(out_dir=tmp_path / "x", model=TINY, steps=1), trajectories,
                           show_progress=False, proprio_tracks=tracks)
