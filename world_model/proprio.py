@@ -78,13 +78,14 @@ class ProprioWindows:
 
 def open_loop_proprio_loss(model, window: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean squared error (normalised units) of the head rolled open loop through the window's actions
-    against the real states, over the steps inside each episode."""
+    against the real states, over the steps inside each episode. The window may stay on the CPU: the
+    head moves its inputs to the model's device."""
     now, previous = window["now"], window["previous"]
     total, count = 0.0, window["mask"].sum().clamp_min(1)
     for step in range(window["actions"].shape[1]):
         predicted = model.next_proprio(now, previous, window["actions"][:, step])
         error = (model.normalise_proprio(predicted) - model.normalise_proprio(window["targets"][:, step])) ** 2
-        total = total + (error.mean(-1) * window["mask"][:, step].to(error.dtype)).sum()
+        total = total + (error.mean(-1) * window["mask"][:, step].to(error.device, error.dtype)).sum()
         previous, now = now, predicted
     return total / count
 
@@ -100,7 +101,7 @@ def open_loop_ee_error(model, tracks: Sequence[ProprioTrack]) -> float:
         now = previous = proprio[:1]
         for action in actions:
             previous, now = now, model.next_proprio(now, previous, action[None])
-        errors.append(float(torch.linalg.norm(now[0, :3] - proprio[-1, :3])))
+        errors.append(float(torch.linalg.norm(now[0, :3].cpu() - proprio[-1, :3])))
     return float(np.median(errors))
 
 
