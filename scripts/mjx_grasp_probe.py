@@ -1,15 +1,18 @@
-"""Does an MJX grasp follow native MuJoCo? One Lift env (the contact env of tests/sim_envs/test_mjx.py:
-init state 2, a noisy scripted expert acting on the native state) replayed open loop in MJX, with
-one change to the MJX copy of the model per run, to find why MJX grasps do not follow native ones
-(docs/mjx.md). Each variant compiles anew (1-3 min on CPU), so run one per process:
+"""Does an MJX grasp follow native MuJoCo? Lift envs (by default the contact env of
+tests/sim_envs/test_mjx.py: init state 2, a noisy scripted expert acting on the native state) replayed
+open loop in MJX as one batch, with one change to the MJX copy of the model per run, to find why MJX
+grasps do or do not follow native ones (docs/mjx.md). Each variant compiles anew (1-3 min on CPU), so
+run one per process:
 
-    python scripts/mjx_grasp_probe.py --variant baseline|x64|pyramidal|soft_pads|pyramidal_soft_pads|budget|mesh_pads
+    python scripts/mjx_grasp_probe.py [--precision float64|float32] [--init-ids 0,1,2,3] [--expert-noise 0.3]
+        [--variant baseline|pyramidal|soft_pads|pyramidal_soft_pads|budget|mesh_pads]
 
 (``mesh_pads``: the pads as convex meshes of the same boxes, so MJX's general convex collider handles
-them instead of its box-box one; ``MjxTabletopPhysics(pad_meshes=True)``.)
+them instead of its box-box one; ``MjxTabletopPhysics(pad_meshes=True)``. ``--expert-noise 0``: clean
+grasps, the fingers straddling the block; 0.3, the test's, often lands a pad on an edge first.)
 
-Prints one JSON line: native and MJX block height at the end, the max block / EE deviation, from
-which control step each differs by more than 1 cm (native first touch for reference), and both
+Prints one JSON line per env: native and MJX block height at the end, the max block / EE deviation,
+from which control step each differs by more than 1 cm (native first touch for reference), and both
 every 5 steps.
 """
 
@@ -24,7 +27,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np  # noqa: E402
 
-VARIANTS = ("baseline", "x64", "pyramidal", "soft_pads", "pyramidal_soft_pads", "budget", "mesh_pads")
+VARIANTS = ("baseline", "pyramidal", "soft_pads", "pyramidal_soft_pads", "budget", "mesh_pads")
 
 
 def adjust_for(variant: str):
@@ -49,50 +52,53 @@ def adjust_for(variant: str):
     def budget(model) -> None:
         model.opt.iterations, model.opt.ls_iterations = 50, 50
 
-    return {"baseline": None, "x64": None, "mesh_pads": None, "pyramidal": pyramidal, "soft_pads": soft_pads,
+    return {"baseline": None, "mesh_pads": None, "pyramidal": pyramidal, "soft_pads": soft_pads,
             "pyramidal_soft_pads": lambda m: (pyramidal(m), soft_pads(m)), "budget": budget}[variant]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", choices=VARIANTS, default="baseline")
-    parser.add_argument("--init-id", type=int, default=2)
+    parser.add_argument("--precision", choices=("float64", "float32"), default="float64")
+    parser.add_argument("--init-ids", default="2", help="comma-separated Lift init states, one env each")
+    parser.add_argument("--expert-noise", type=float, default=0.3)
     parser.add_argument("--steps", type=int, default=100)
     args = parser.parse_args()
-    if args.variant == "x64":
-        import jax
-
-        jax.config.update("jax_enable_x64", True)
     from sim_envs.mjx_backend import MjxTabletopPhysics, native_trajectory
 
+    init_ids = [int(i) for i in args.init_ids.split(",")]
     bodies = ("block0",)
-    native = native_trajectory("Lift", args.init_id, args.steps, bodies, expert_seed=args.init_id)
+    natives = [native_trajectory("Lift", i, args.steps, bodies, expert_seed=i, expert_noise=args.expert_noise)
+               for i in init_ids]
     started = time.perf_counter()
-    physics = MjxTabletopPhysics("Lift", num_envs=1, adjust_model=adjust_for(args.variant),
-                                 pad_meshes=args.variant == "mesh_pads")
-    physics.reset([args.init_id])
-    ee, blocks = np.zeros((args.steps, 3)), np.zeros((args.steps, 3))
+    physics = MjxTabletopPhysics("Lift", num_envs=len(init_ids), adjust_model=adjust_for(args.variant),
+                                 pad_meshes=args.variant == "mesh_pads", precision=args.precision)
+    physics.reset(init_ids)
+    ee, blocks = np.zeros((args.steps, len(init_ids), 3)), np.zeros((args.steps, len(init_ids), 3))
     for t in range(args.steps):
-        physics.step(native.actions[t:t + 1].astype(np.float32))
-        ee[t], blocks[t] = physics.ee_position()[0], physics.body_positions(bodies)[0, 0]
-    block_gap = np.linalg.norm(blocks - native.bodies[:, 0], axis=-1)
-    ee_gap = np.linalg.norm(ee - native.ee, axis=-1)
+        physics.step(np.stack([native.actions[t] for native in natives]))
+        ee[t], blocks[t] = physics.ee_position(), physics.body_positions(bodies)[:, 0]
+    seconds = round(time.perf_counter() - started, 1)
 
     def apart_from(gap: np.ndarray) -> int | None:
         """The first control step more than 1 cm off, if any."""
         over = np.flatnonzero(gap > 0.01)
         return int(over[0]) if len(over) else None
 
-    print(json.dumps({
-        "variant": args.variant, "init_id": args.init_id, "native_first_touch": native.first_touch,
-        "native_block_height_end": round(float(native.bodies[-1, 0, 2]), 4),
-        "mjx_block_height_end": round(float(blocks[-1, 2]), 4),
-        "max_block_deviation_m": round(float(block_gap.max()), 4), "max_ee_deviation_m": round(float(ee_gap.max()), 4),
-        "block_apart_from_step": apart_from(block_gap), "ee_apart_from_step": apart_from(ee_gap),
-        "ee_deviation_m_every_5_steps": [round(float(x), 4) for x in ee_gap[::5]],
-        "block_height_every_5_steps": {"native": [round(float(x), 3) for x in native.bodies[::5, 0, 2]],
-                                       "mjx": [round(float(x), 3) for x in blocks[::5, 2]]},
-        "seconds": round(time.perf_counter() - started, 1)}), flush=True)
+    for k, (init_id, native) in enumerate(zip(init_ids, natives)):
+        block_gap = np.linalg.norm(blocks[:, k] - native.bodies[:, 0], axis=-1)
+        ee_gap = np.linalg.norm(ee[:, k] - native.ee, axis=-1)
+        print(json.dumps({
+            "variant": args.variant, "precision": args.precision, "expert_noise": args.expert_noise,
+            "init_id": init_id, "native_first_touch": native.first_touch,
+            "native_block_height_end": round(float(native.bodies[-1, 0, 2]), 4),
+            "mjx_block_height_end": round(float(blocks[-1, k, 2]), 4),
+            "max_block_deviation_m": round(float(block_gap.max()), 4), "max_ee_deviation_m": round(float(ee_gap.max()), 4),
+            "block_apart_from_step": apart_from(block_gap), "ee_apart_from_step": apart_from(ee_gap),
+            "ee_deviation_m_every_5_steps": [round(float(x), 4) for x in ee_gap[::5]],
+            "block_height_every_5_steps": {"native": [round(float(x), 3) for x in native.bodies[::5, 0, 2]],
+                                           "mjx": [round(float(x), 3) for x in blocks[::5, k, 2]]},
+            "seconds_all_envs": seconds}), flush=True)
 
 
 if __name__ == "__main__":

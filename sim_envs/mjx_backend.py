@@ -17,9 +17,9 @@ what ``TabletopEnv.step`` does, minus the observation:
 copies the full state into the batch, so both backends start from the same state. Layouts that move
 fixed bodies (trays, cabinet, buttons, target squares) are carried as a per-env ``body_pos``.
 
-Differences from native MuJoCo: float32 (unless jax x64 is on) and MJX's own collision and solver
-code, so trajectories drift apart slowly, fastest through contacts; see docs/mjx.md for the
-measured agreement. There is no rendering: images come from the native renderer (``TabletopEnv``).
+Differences from native MuJoCo: MJX's own collision and solver code (and float32, if asked for:
+``precision="float32"``), so trajectories drift apart slowly, fastest through contacts; see
+docs/mjx.md for the measured agreement. There is no rendering: images come from the native renderer (``TabletopEnv``).
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ LS_ITERATIONS = 8  # the early stop of sim_envs.arm.damped_least_squares_ik
 # Tasks whose success predicate reads only positions / qpos / the layout (no contact list), so it
 # can be evaluated from the MJX state copied into a scratch MjData.
 POSITION_ONLY_SUCCESS = ("Reach", "Lift", "Push", "OpenDrawer", "PressButton")
+# float64 first: in float32 the stiff finger-pad contacts of a grasp go wrong (docs/mjx.md).
+PRECISIONS = ("float64", "float32")
 
 
 def pads_as_meshes(scene_xml: str) -> str:
@@ -178,6 +180,10 @@ def _batched_step(idx: _Indices):
     def one_env(m, body_pos, d, action):
         m = m.replace(body_pos=body_pos)
         d = d.replace(ctrl=_control(m, d, action, idx))
+        # Under jax x64, put_data leaves some index fields int32 while mjx.step returns int64: the loop's
+        # carry must keep one type, so cast the input to what a step returns (a no-op in float32 mode).
+        stepped = jax.eval_shape(lambda x: mjx.step(m, x), d)
+        d = jax.tree.map(lambda x, like: x.astype(like.dtype), d, stepped)
         return jax.lax.fori_loop(0, SUBSTEPS, lambda _, x: mjx.step(m, x), d)
 
     return jax.jit(jax.vmap(one_env, in_axes=(None, 0, 0, 0)))
@@ -191,12 +197,19 @@ class MjxTabletopPhysics:
 
     def __init__(self, task: str, num_envs: int, solver_iterations: int = SOLVER_ITERATIONS,
                  ls_iterations: int = LS_ITERATIONS, adjust_model: Callable[[mujoco.MjModel], None] | None = None,
-                 pad_meshes: bool = False):
-        """``adjust_model`` edits the MJX copy of the model in place before it goes to the device (contact
+                 pad_meshes: bool = False, precision: str = "float64"):
+        """``precision`` "float64" (the default) runs model, state and controller in double precision
+        inside ``jax.enable_x64`` (only this object's jax calls; the process-wide flag is left alone):
+        grasps then follow native MuJoCo (docs/mjx.md). "float32" is faster on accelerators but its
+        stiff finger-pad contacts go wrong: pinched blocks are squeezed out, launched or dropped through
+        the table. ``adjust_model`` edits the MJX copy of the model in place before it goes to the device (contact
         settings, say; ``scripts/mjx_grasp_probe.py``); ``pad_meshes`` gives that copy the finger pads as
         convex meshes of the same boxes (``pads_as_meshes``). The native reference keeps the scene's own."""
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
         self.jax, self.jnp, self.mjx = require_mjx()
         self.task_name, self.num_envs = task, num_envs
         self.native = TabletopEnv(task)  # the reference: model, reset logic, success predicates
@@ -210,7 +223,8 @@ class MjxTabletopPhysics:
             adjust_model(solver_model)
         self.solver_model = solver_model
         self._scratch = mujoco.MjData(solver_model)
-        self.mjx_model = self.mjx.put_model(solver_model)
+        with self._precision_scope():
+            self.mjx_model = self.mjx.put_model(solver_model)
         self._idx = _Indices.of(self.model)
         self._step = _batched_step(self._idx)
         self.layouts: list[dict] = []
@@ -228,8 +242,13 @@ class MjxTabletopPhysics:
             states.append(self._device_state())
             body_pos.append(self.model.body_pos.copy())
             self.layouts.append(layout)
-        self.data = self.jax.tree.map(lambda *xs: self.jnp.stack(xs), *states)
-        self._body_pos = self.jnp.asarray(np.stack(body_pos), dtype=self.mjx_model.body_pos.dtype)
+        with self._precision_scope():
+            self.data = self.jax.tree.map(lambda *xs: self.jnp.stack(xs), *states)
+            self._body_pos = self.jnp.asarray(np.stack(body_pos), dtype=self.mjx_model.body_pos.dtype)
+
+    def _precision_scope(self):
+        """The jax x64 setting of ``precision`` for the calls inside (jit traces and caches each apart)."""
+        return self.jax.enable_x64(self.precision == "float64")
 
     def _device_state(self):
         """The native env's state as ``mjx.Data`` of the MJX copy: the integration state (positions,
@@ -241,7 +260,8 @@ class MjxTabletopPhysics:
         self.solver_model.body_pos[:] = self.model.body_pos  # the layout's fixed bodies
         mujoco.mj_setState(self.solver_model, self._scratch, state, spec)
         mujoco.mj_forward(self.solver_model, self._scratch)
-        return self.mjx.put_data(self.solver_model, self._scratch)
+        with self._precision_scope():
+            return self.mjx.put_data(self.solver_model, self._scratch)
 
     def step(self, actions: np.ndarray) -> None:
         """One control step (``SUBSTEPS`` physics steps) of every env. ``actions`` [N, 7] in [-1, 1]."""
@@ -250,7 +270,9 @@ class MjxTabletopPhysics:
             raise ValueError(f"actions must be finite with shape ({self.num_envs}, 7), got {actions.shape}")
         if self.data is None:
             raise RuntimeError("call reset() before step()")
-        self.data = self._step(self.mjx_model, self._body_pos, self.data, self.jnp.asarray(actions))
+        with self._precision_scope():
+            dtype = self.mjx_model.body_pos.dtype
+            self.data = self._step(self.mjx_model, self._body_pos, self.data, self.jnp.asarray(actions, dtype=dtype))
 
     # ---- read-outs (numpy, batch first) -------------------------------------------------------------
     def qpos(self) -> np.ndarray:
