@@ -8,6 +8,7 @@ Prints one JSON line: mjx_env_steps_per_s vs native_env_steps_per_s.
 
     python benchmarks/bench_mjx.py [--task Lift] [--envs 8] [--steps 3]     # CPU default (run_all)
     python benchmarks/bench_mjx.py --envs 1024 --steps 20                   # on an accelerator
+    python benchmarks/bench_mjx.py --precision float32                      # faster; grasps go wrong
 """
 
 from __future__ import annotations
@@ -42,13 +43,13 @@ def native_rate(task: str, actions: np.ndarray, init_ids: list[int]) -> float:
     return actions.shape[0] * len(init_ids) / elapsed
 
 
-def mjx_rate(task: str, actions: np.ndarray, init_ids: list[int]) -> tuple[float, float, str]:
+def mjx_rate(task: str, actions: np.ndarray, init_ids: list[int], precision: str) -> tuple[float, float, str]:
     """(env steps/s after the first step, seconds of the first (compiling) step, jax backend)."""
     import jax
 
     from sim_envs.mjx_backend import MjxTabletopPhysics
 
-    physics = MjxTabletopPhysics(task, len(init_ids))
+    physics = MjxTabletopPhysics(task, len(init_ids), precision=precision)
     physics.reset(init_ids)
     start = time.perf_counter()
     physics.step(actions[0])
@@ -68,6 +69,8 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=8, help="MJX batch (1024+ on an accelerator)")
     parser.add_argument("--steps", type=int, default=3, help="control steps; the first one compiles")
     parser.add_argument("--native-envs", type=int, default=8, help="envs for the native rate (its cost is linear)")
+    parser.add_argument("--precision", choices=("float64", "float32"), default="float64",
+                        help="MJX precision (the backend's default float64; float32 breaks grasps, docs/mjx.md)")
     args = parser.parse_args()
     if args.steps < 2:
         parser.error("--steps must be >= 2 (the first step compiles and is not timed)")
@@ -75,9 +78,9 @@ def main() -> None:
     actions = rng.uniform(-1, 1, (args.steps, args.envs, 7)).astype(np.float32)
     native_envs = min(args.native_envs, args.envs)
     native = native_rate(args.task, actions[:, :native_envs], list(range(native_envs)))
-    rate, compile_s, backend = mjx_rate(args.task, actions, list(range(args.envs)))
+    rate, compile_s, backend = mjx_rate(args.task, actions, list(range(args.envs)), args.precision)
     emit("mjx_env_steps_per_s", rate, "env steps/s", "native_env_steps_per_s", native, task=args.task,
-         num_envs=args.envs, native_envs=native_envs, control_steps=args.steps, jax_backend=backend,
+         num_envs=args.envs, precision=args.precision, native_envs=native_envs, control_steps=args.steps, jax_backend=backend,
          first_step_compile_s=round(compile_s, 1), physics_steps_per_env_step=SUBSTEPS,
          threads={k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "XLA_FLAGS")})
 

@@ -34,11 +34,16 @@ def gpu_name() -> str | None:
     return names[0].strip() or None
 
 
+def _three_significant(x: float) -> float:
+    """``x`` to 3 significant digits: a ratio of 0.0004 must not print as 0.0."""
+    return float(f"{x:.3g}")
+
+
 def emit(figure: str, value: float, unit: str, baseline_name: str, baseline: float, **extra) -> dict:
     """Print one JSON line: the figure, its same-run baseline, their ratio and the machine."""
     record = {
         "figure": figure, "value": round(value, 3), "unit": unit, "baseline": baseline_name,
-        "baseline_value": round(baseline, 3), "ratio": round(value / baseline, 3) if baseline else None,
+        "baseline_value": round(baseline, 3), "ratio": _three_significant(value / baseline) if baseline else None,
         **extra, "machine": machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     print(json.dumps(record), flush=True)
