@@ -42,9 +42,6 @@ IK_TOLERANCE = 1e-4
 # on these scenes (measured: Reach, 100 random control steps, mean 1.3).
 SOLVER_ITERATIONS = 8
 LS_ITERATIONS = 8  # the early stop of sim_envs.arm.damped_least_squares_ik
-# Tasks whose success predicate reads only positions / qpos / the layout (no contact list), so it
-# can be evaluated from the MJX state copied into a scratch MjData.
-POSITION_ONLY_SUCCESS = ("Reach", "Lift", "Push", "OpenDrawer", "PressButton")
 # float64 first: in float32 the stiff finger-pad contacts of a grasp go wrong (docs/mjx.md).
 PRECISIONS = ("float64", "float32")
 
@@ -293,18 +290,22 @@ class MjxTabletopPhysics:
         return np.asarray(self.data.xpos[:, ids])
 
     def success(self) -> np.ndarray:
-        """[N] bool: the task's own predicate on each env's state (position-only tasks)."""
-        if self.task_name not in POSITION_ONLY_SUCCESS:
-            raise NotImplementedError(f"{self.task_name}'s success reads contacts; MJX success is available "
-                                      f"for {', '.join(POSITION_ONLY_SUCCESS)}")
+        """[N] bool: the task's own predicate on each env's state, judged by native MuJoCo: each env's
+        positions (and its layout's fixed bodies) go into a scratch ``MjData`` whose kinematics and
+        contacts native MuJoCo recomputes, so predicates that read the contact list (Stack, PickPlace:
+        "released") work too."""
         scratch = mujoco.MjData(self.model)
-        fields = {name: np.asarray(getattr(self.data, name)) for name in ("qpos", "xpos", "xmat", "site_xpos")}
+        qpos, body_pos = self.qpos(), np.asarray(self._body_pos)
+        saved_body_pos = self.model.body_pos.copy()
         result = np.zeros(self.num_envs, dtype=bool)
-        for i, layout in enumerate(self.layouts):
-            for name, values in fields.items():
-                target = getattr(scratch, name)
-                target[:] = values[i].reshape(target.shape)  # MJX keeps 3x3 matrices, MjData rows of 9
-            result[i] = self.native.task.is_success(self.model, scratch, layout)
+        try:
+            for i, layout in enumerate(self.layouts):
+                self.model.body_pos[:] = body_pos[i]
+                scratch.qpos[:] = qpos[i]
+                mujoco.mj_fwdPosition(self.model, scratch)  # kinematics and the contact list
+                result[i] = self.native.task.is_success(self.model, scratch, layout)
+        finally:
+            self.model.body_pos[:] = saved_body_pos
         return result
 
 

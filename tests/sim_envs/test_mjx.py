@@ -195,3 +195,35 @@ def test_precision_sets_the_state_dtype_and_rejects_unknown_ones():
     assert jax.config.jax_enable_x64 == x64_before
     with pytest.raises(ValueError, match="precision must be one of"):
         MjxTabletopPhysics("Reach", num_envs=1, precision="float16")
+
+
+def test_success_reads_contacts_for_stack():
+    """Stack's predicate needs the contact list ("released": no finger touches the top block). The
+    clean Stack expert of init state 1 has the block placed on the base while a finger still touches
+    it at control step 12 and lets go at step 13: put both native states into the MJX batch and the
+    backend's verdict must follow the contacts, not the positions alone."""
+    from unittest import mock
+
+    import mujoco
+
+    import sim_envs.tasks as tasks
+    from sim_envs.experts import make_expert
+    from sim_envs.tabletop_env import SUBSTEPS
+
+    physics = MjxTabletopPhysics("Stack", num_envs=2)
+    physics.reset([1, 1])  # leaves physics.native at init state 1's reset state
+    env, layout = physics.native, physics.layouts[0]
+    expert = make_expert(env, noise_std=0.0, seed=1)
+    states, verdicts, positional = [], [], []
+    for step in range(14):
+        env.arm.set_action(np.clip(expert.act(), -1, 1))
+        mujoco.mj_step(env.model, env.data, nstep=SUBSTEPS)
+        if step in (12, 13):
+            states.append(physics._device_state())
+            verdicts.append(env.task.is_success(env.model, env.data, layout))
+            with mock.patch.object(tasks, "gripper_touches", lambda *args: False):
+                positional.append(env.task.is_success(env.model, env.data, layout))
+    assert verdicts == [False, True] and positional == [True, True], "the expert's release moved: pick other steps"
+    with physics._precision_scope():
+        physics.data = physics.jax.tree.map(lambda *xs: physics.jnp.stack(xs), *states)
+    assert physics.success().tolist() == [False, True]
