@@ -32,6 +32,7 @@ import mujoco
 import numpy as np
 
 from sim_envs.arm import IK_DAMPING, IK_ITERATIONS, MAX_POS_DELTA, MAX_ROT_DELTA
+from sim_envs import mjx_clamped_damping
 from sim_envs.init_states import get_layout
 from sim_envs.scene import ARM_JOINTS, FINGER_JOINTS, FINGER_OPEN
 from sim_envs.tabletop_env import SUBSTEPS, TabletopEnv
@@ -168,10 +169,10 @@ def _control(m, d, action, idx: _Indices):
 
 
 @functools.lru_cache(maxsize=None)
-def _batched_step(idx: _Indices):
+def _batched_step(idx: _Indices, native_clamped_damping: bool):
     """jit(vmap(control step)) for a scene layout; the model is an argument so tasks with the same
     scene (Reach, Lift, Stack) share one compilation. Shapes: body_pos [N, nbody, 3], data batched
-    [N, ...], actions [N, 7]."""
+    [N, ...], actions [N, 7]. ``native_clamped_damping``: see ``sim_envs.mjx_clamped_damping``."""
     jax, _, mjx = require_mjx()
 
     def one_env(m, body_pos, d, action):
@@ -181,7 +182,8 @@ def _batched_step(idx: _Indices):
         # carry must keep one type, so cast the input to what a step returns (a no-op in float32 mode).
         stepped = jax.eval_shape(lambda x: mjx.step(m, x), d)
         d = jax.tree.map(lambda x, like: x.astype(like.dtype), d, stepped)
-        return jax.lax.fori_loop(0, SUBSTEPS, lambda _, x: mjx.step(m, x), d)
+        with mjx_clamped_damping.correction_scope(native_clamped_damping):  # active while this traces
+            return jax.lax.fori_loop(0, SUBSTEPS, lambda _, x: mjx.step(m, x), d)
 
     return jax.jit(jax.vmap(one_env, in_axes=(None, 0, 0, 0)))
 
@@ -194,12 +196,15 @@ class MjxTabletopPhysics:
 
     def __init__(self, task: str, num_envs: int, solver_iterations: int = SOLVER_ITERATIONS,
                  ls_iterations: int = LS_ITERATIONS, adjust_model: Callable[[mujoco.MjModel], None] | None = None,
-                 pad_meshes: bool = False, precision: str = "float64"):
+                 pad_meshes: bool = False, precision: str = "float64", native_clamped_damping: bool = True):
         """``precision`` "float64" (the default) runs model, state and controller in double precision
         inside ``jax.enable_x64`` (only this object's jax calls; the process-wide flag is left alone):
         grasps then follow native MuJoCo (docs/mjx.md). "float32" is faster on accelerators but its
         stiff finger-pad contacts go wrong: pinched blocks are squeezed out, launched or dropped through
-        the table. ``adjust_model`` edits the MJX copy of the model in place before it goes to the device (contact
+        the table. ``native_clamped_damping`` (default on) leaves force-clamped actuators out of the
+        implicit integrator's damping, as native MuJoCo does and MJX 3.9 does not
+        (``sim_envs.mjx_clamped_damping``; without it a saturating arm drifts by millimetres).
+        ``adjust_model`` edits the MJX copy of the model in place before it goes to the device (contact
         settings, say; ``scripts/mjx_grasp_probe.py``); ``pad_meshes`` gives that copy the finger pads as
         convex meshes of the same boxes (``pads_as_meshes``). The native reference keeps the scene's own."""
         if num_envs < 1:
@@ -223,7 +228,9 @@ class MjxTabletopPhysics:
         with self._precision_scope():
             self.mjx_model = self.mjx.put_model(solver_model)
         self._idx = _Indices.of(self.model)
-        self._step = _batched_step(self._idx)
+        # True only where this MJX needed the correction and got it (a newer MJX may not need it).
+        self.native_clamped_damping = native_clamped_damping and mjx_clamped_damping.install()
+        self._step = _batched_step(self._idx, self.native_clamped_damping)
         self.layouts: list[dict] = []
         self.data = None  # batched mjx.Data once reset
         self._body_pos = None  # [N, nbody, 3]
