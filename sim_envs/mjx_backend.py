@@ -269,7 +269,7 @@ class MjxTabletopPhysics:
 
     def step(self, actions: np.ndarray) -> None:
         """One control step (``SUBSTEPS`` physics steps) of every env. ``actions`` [N, 7] in [-1, 1]."""
-        actions = np.asarray(actions, dtype=np.float32)
+        actions = np.asarray(actions, dtype=np.float64)  # cast to the model's precision below, not before
         if actions.shape != (self.num_envs, 7) or not np.all(np.isfinite(actions)):
             raise ValueError(f"actions must be finite with shape ({self.num_envs}, 7), got {actions.shape}")
         if self.data is None:
