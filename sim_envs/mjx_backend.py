@@ -71,6 +71,24 @@ def pads_as_meshes(scene_xml: str) -> str:
     return xml.replace("</mujoco>", f"  <asset>{''.join(meshes)}</asset>\n</mujoco>", 1)
 
 
+def table_as_plane(scene_xml: str) -> str:
+    """The scene with the table's box geom replaced by a plane through its top face. Objects only
+    ever touch that face, so the surface is the same where they are; MJX then collides blocks with
+    the table through its plane collider instead of its box-box one, which on a tipped block reports
+    contacts native MuJoCo does not (docs/mjx.md). Native MuJoCo keeps the box."""
+    import re
+
+    pattern = re.compile(r'<geom name="table" type="box" pos="(?P<x>\S+) (?P<y>\S+) (?P<z>\S+)" '
+                         r'size="(?P<sx>\S+) (?P<sy>\S+) (?P<sz>\S+)"')
+    match = pattern.search(scene_xml)
+    if match is None:
+        raise ValueError('no box geom named "table" in the scene')
+    top = float(match["z"]) + float(match["sz"])
+    plane = (f'<geom name="table" type="plane" pos="{match["x"]} {match["y"]} {top:g}" '
+             f'size="{match["sx"]} {match["sy"]} {match["sz"]}"')
+    return scene_xml[:match.start()] + plane + scene_xml[match.end():]
+
+
 def require_mjx():
     """``(jax, jax.numpy, mujoco.mjx)``, or an ImportError naming the extra to install."""
     try:
@@ -196,7 +214,8 @@ class MjxTabletopPhysics:
 
     def __init__(self, task: str, num_envs: int, solver_iterations: int = SOLVER_ITERATIONS,
                  ls_iterations: int = LS_ITERATIONS, adjust_model: Callable[[mujoco.MjModel], None] | None = None,
-                 pad_meshes: bool = False, precision: str = "float64", native_clamped_damping: bool = True):
+                 pad_meshes: bool = False, precision: str = "float64", native_clamped_damping: bool = True,
+                 table_plane: bool = True):
         """``precision`` "float64" (the default) runs model, state and controller in double precision
         inside ``jax.enable_x64`` (only this object's jax calls; the process-wide flag is left alone):
         grasps then follow native MuJoCo (docs/mjx.md). "float32" is faster on accelerators but its
@@ -206,7 +225,9 @@ class MjxTabletopPhysics:
         (``sim_envs.mjx_clamped_damping``; without it a saturating arm drifts by millimetres).
         ``adjust_model`` edits the MJX copy of the model in place before it goes to the device (contact
         settings, say; ``scripts/mjx_grasp_probe.py``); ``pad_meshes`` gives that copy the finger pads as
-        convex meshes of the same boxes (``pads_as_meshes``). The native reference keeps the scene's own."""
+        convex meshes of the same boxes (``pads_as_meshes``); ``table_plane`` (default on) gives it the
+        table as a plane through its top face (``table_as_plane``). The native reference keeps the
+        scene's own."""
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if precision not in PRECISIONS:
@@ -218,7 +239,8 @@ class MjxTabletopPhysics:
         self.model = self.native.model
         # The MJX copy gets a solver budget: float32 rarely meets the scene's 1e-8 tolerance, so MJX
         # would run all 100 Newton iterations every substep. Native Newton converges in <= 7.
-        scene_xml = pads_as_meshes(self.native.scene_xml) if pad_meshes else self.native.scene_xml
+        scene_xml = table_as_plane(self.native.scene_xml) if table_plane else self.native.scene_xml
+        scene_xml = pads_as_meshes(scene_xml) if pad_meshes else scene_xml
         solver_model = mujoco.MjModel.from_xml_string(scene_xml)
         solver_model.opt.iterations, solver_model.opt.ls_iterations = solver_iterations, ls_iterations
         if adjust_model is not None:

@@ -1,7 +1,7 @@
 """The MJX backend (``sim_envs.mjx_backend``) against native MuJoCo on the same actions, on CPU.
 
 One batch of 3 Lift envs (one jit compile; Reach and Stack share this scene), float64 with the
-clamped-actuator correction (the backend's defaults), runs 100 control steps (5,000 physics steps)
+clamped-actuator correction and the table as a plane (the backend's defaults), runs 100 control steps (5,000 physics steps)
 open loop with the same actions in both simulators:
 - env 0 (init state 0): smooth seeded free-space motions above the blocks (arm only);
 - env 1 (init state 3): the actions a noisy scripted Lift expert (noise 0.3, seeded) produced
@@ -16,7 +16,8 @@ Measured on this machine (session 31; scripts/mjx_grasp_probe.py, init states 0-
 - clean grasp and lift (--expert-noise 0): max block deviation 0.8 / 0.6 / 0.7 / 0.9 mm, EE <= 0.2 mm
   over 100 steps (without the correction up to 3.1 mm) -> GRASP_TOL 1 cm for blocks, EE FREE_TOL.
   In float32 the same grasps go wrong (blocks squeezed out and dropped through the table): docs/mjx.md;
-- noisy grasps (--expert-noise 0.3): blocks 1.35 cm / 4.8 cm / 0.25 m / 0.62 m off. Init state 2's is
+- noisy grasps (--expert-noise 0.3): blocks 1.35 cm / 4.8 cm / 0.25 m / 0.62 m off with the table as a
+  box, 0.51 / 2.84 / - / 3.71 cm with the table as a plane (the default; env 1: 3.7 cm). Init state 2's is
   chaotic natively (actions moved by 1e-9 move its block 26 cm), so no simulator could follow it;
   init state 3's is not (1e-6: 2 mm), and MJX's box-box collider, which finds other pad contacts than
   native on the same state (scripts/mjx_contact_probe.py), sends it elsewhere: ``xfail(strict=True)``
