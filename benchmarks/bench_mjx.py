@@ -80,7 +80,8 @@ def main() -> None:
     native = native_rate(args.task, actions[:, :native_envs], list(range(native_envs)))
     rate, compile_s, backend = mjx_rate(args.task, actions, list(range(args.envs)), args.precision)
     emit("mjx_env_steps_per_s", rate, "env steps/s", "native_env_steps_per_s", native, task=args.task,
-         num_envs=args.envs, precision=args.precision, native_envs=native_envs, control_steps=args.steps, jax_backend=backend,
+         num_envs=args.envs, precision=args.precision, native_envs=native_envs, control_steps=args.steps,
+         jax_backend=backend,
          first_step_compile_s=round(compile_s, 1), physics_steps_per_env_step=SUBSTEPS,
          threads={k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "XLA_FLAGS")})
 

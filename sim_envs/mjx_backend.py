@@ -17,9 +17,13 @@ what ``TabletopEnv.step`` does, minus the observation:
 copies the full state into the batch, so both backends start from the same state. Layouts that move
 fixed bodies (trays, cabinet, buttons, target squares) are carried as a per-env ``body_pos``.
 
-Differences from native MuJoCo: MJX's own collision and solver code (and float32, if asked for:
-``precision="float32"``), so trajectories drift apart slowly, fastest through contacts; see
-docs/mjx.md for the measured agreement. There is no rendering: images come from the native renderer (``TabletopEnv``).
+The MJX copy of the scene differs from native in two deliberate ways: the table is a plane through
+its top face (``table_as_plane``; MJX's box-box collider mishandles a tipped block on it), and
+MJX's implicit step leaves force-clamped actuators undamped as native MuJoCo does
+(``sim_envs.mjx_clamped_damping``). It runs in float64 by default (``precision``; in float32 grasps
+go wrong). Other differences: MJX's own collision and solver code, so trajectories part where
+contacts start on edges; see docs/mjx.md for the measured agreement. There is no rendering: images
+come from the native renderer (``TabletopEnv``).
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ from typing import Callable, Sequence
 import mujoco
 import numpy as np
 
-from sim_envs.arm import IK_DAMPING, IK_ITERATIONS, MAX_POS_DELTA, MAX_ROT_DELTA
 from sim_envs import mjx_clamped_damping
+from sim_envs.arm import IK_DAMPING, IK_ITERATIONS, MAX_POS_DELTA, MAX_ROT_DELTA
 from sim_envs.init_states import get_layout
 from sim_envs.scene import ARM_JOINTS, FINGER_JOINTS, FINGER_OPEN
 from sim_envs.tabletop_env import SUBSTEPS, TabletopEnv

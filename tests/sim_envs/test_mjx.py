@@ -1,8 +1,8 @@
 """The MJX backend (``sim_envs.mjx_backend``) against native MuJoCo on the same actions, on CPU.
 
 One batch of 3 Lift envs (one jit compile; Reach and Stack share this scene), float64 with the
-clamped-actuator correction and the table as a plane (the backend's defaults), runs 100 control steps (5,000 physics steps)
-open loop with the same actions in both simulators:
+clamped-actuator correction and the table as a plane (the backend's defaults), runs 100 control
+steps (5,000 physics steps) open loop with the same actions in both simulators:
 - env 0 (init state 0): smooth seeded free-space motions above the blocks (arm only);
 - env 1 (init state 3): the actions a noisy scripted Lift expert (noise 0.3, seeded) produced
   natively: descend, land a pad on the block, push it about; natively it ends 1.5 cm up, tipped;
