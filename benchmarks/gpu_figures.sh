@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU figures of docs/benchmarks.md, on a machine with an NVIDIA GPU (one JSON line each):
 # EGL rendering, bf16 vs fp32 batched decoding, a GRPO iteration with the tiny and the ~110M VLA
-# (fp32 and bf16), the world-model env, and MJX at 1024 envs.
+# (fp32 and bf16), the world-model env, and MJX at 1024 envs (float64, the default, and float32).
 #   bash benchmarks/gpu_figures.sh [out.jsonl]
 # PYTHON picks the interpreter (default .venv/bin/python). Each script has a time limit (seconds, first
 # argument of `step`, scaled by LIMIT_SCALE), so one that hangs or fails costs only its own line.
@@ -37,3 +37,4 @@ step 130 benchmarks/bench_grpo.py --model mid --gpus-per-worker 0.25 --precision
 step 45 benchmarks/bench_decode.py --device cuda --precision fp32
 step 60 benchmarks/bench_world_model.py --device cuda
 step 90 benchmarks/bench_mjx.py --envs 1024 --steps 20
+step 90 benchmarks/bench_mjx.py --envs 1024 --steps 20 --precision float32
