@@ -48,7 +48,7 @@ def make_policy():
     # the patch-token model of the config (its MobileNetV2 tower, no localiser or proprio): the model whose
     # latency docs/benchmarks.md reports, and the heavier of the two
     config = replace(load_config(SFTConfig, ROOT / "configs/sft_tabletop.yaml").model, proprio_dim=0,
-                     localiser_points=0, localiser_gripper=False, image_tokens=True)
+                     localiser_points=0, localiser_gripper=False, gripper_from_proprio=False, image_tokens=True)
     stats = NormStats(np.full(7, -1.0), np.full(7, 1.0), np.array([True] * 6 + [False]))
     return VLAPolicy(VLAModel(config), ActionTokenizer(config.action_vocab_size, stats, config.n_action_bins), seed=0)
 
