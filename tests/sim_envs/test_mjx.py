@@ -7,10 +7,10 @@ steps (5,000 physics steps) open loop with the same actions in both simulators:
 - env 1 (init state 3): the actions a noisy scripted Lift expert (noise 0.3, seeded) produced
   natively: descend, land a pad on the block, push it about; natively it ends 1.5 cm up, tipped;
 - env 2 (init state 1): the clean scripted Lift expert's actions (no noise): the fingers straddle
-  the block, pinch it and lift it to 24 cm.
+  the block, pinch it and lift it to 25 cm.
 
 Measured on this machine (session 31; scripts/mjx_grasp_probe.py, init states 0-3 each):
-- free space: EE 4.5e-9 m, resting blocks 1.5e-11 m (float32: up to 4.3e-4 m) -> FREE_TOL 2 mm;
+- free space: EE 2.3e-15 m, resting blocks 1.5e-11 m (float32: up to 4.3e-4 m) -> FREE_TOL 2 mm;
 - approach (steps before a finger first touches the block): 1e-15 m with the correction, 1.45 mm
   without it (the noisy expert saturates the arm's servos) -> FREE_TOL;
 - clean grasp and lift (--expert-noise 0): max block deviation 0.8 / 0.6 / 0.7 / 0.9 mm, EE <= 0.2 mm
@@ -259,9 +259,9 @@ def test_clamped_damping_correction_matches_native_on_one_joint(command, clamped
     mujoco.mj_step(model, native_step)
     native = float(native_step.qDeriv[0])  # one dof: the dense [0, 0]
     assert native == pytest.approx(0.0 if clamped else -10.0)
-    assert mjx_clamped_damping.install()  # MJX 3.9 needs the correction
+    needed = mjx_clamped_damping.install()  # MJX 3.9 needs it; a newer MJX may handle clamping itself
     shipped = float(derivative.deriv_smooth_vel(device_model, device_data)[0, 0])
     with mjx_clamped_damping.correction_scope():
         corrected = float(derivative.deriv_smooth_vel(device_model, device_data)[0, 0])
-    assert shipped == pytest.approx(-10.0)
+    assert shipped == pytest.approx(-10.0 if needed else native)
     assert corrected == pytest.approx(native)
