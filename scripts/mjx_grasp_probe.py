@@ -1,14 +1,15 @@
-"""Does an MJX grasp follow native MuJoCo? Lift envs (by default the contact env of
-tests/sim_envs/test_mjx.py: init state 2, a noisy scripted expert acting on the native state) replayed
+"""Does an MJX grasp follow native MuJoCo? Lift envs (by default the noisy-grasp env of
+tests/sim_envs/test_mjx.py: init state 3, a noisy scripted expert acting on the native state) replayed
 open loop in MJX as one batch, with one change to the MJX copy of the model per run, to find why MJX
 grasps do or do not follow native ones (docs/mjx.md). Each variant compiles anew (1-3 min on CPU), so
 run one per process:
 
     python scripts/mjx_grasp_probe.py [--precision float64|float32] [--init-ids 0,1,2,3] [--expert-noise 0.3]
-        [--variant baseline|pyramidal|soft_pads|pyramidal_soft_pads|budget|mesh_pads]
+        [--variant baseline|pyramidal|soft_pads|pyramidal_soft_pads|budget|mesh_pads|table_box]
 
 (``mesh_pads``: the pads as convex meshes of the same boxes, so MJX's general convex collider handles
-them instead of its box-box one; ``MjxTabletopPhysics(pad_meshes=True)``. ``--expert-noise 0``: clean
+them instead of its box-box one; ``MjxTabletopPhysics(pad_meshes=True)``. ``table_box``: the table as
+the scene's box, as before session 31 (the default is a plane, ``table_plane=True``). ``--expert-noise 0``: clean
 grasps, the fingers straddling the block; 0.3, the test's, often lands a pad on an edge first.)
 
 Prints one JSON line per env: native and MJX block height at the end, the max block / EE deviation,
@@ -27,7 +28,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np  # noqa: E402
 
-VARIANTS = ("baseline", "pyramidal", "soft_pads", "pyramidal_soft_pads", "budget", "mesh_pads")
+VARIANTS = ("baseline", "pyramidal", "soft_pads", "pyramidal_soft_pads", "budget", "mesh_pads", "table_box")
 
 
 def adjust_for(variant: str):
@@ -52,7 +53,7 @@ def adjust_for(variant: str):
     def budget(model) -> None:
         model.opt.iterations, model.opt.ls_iterations = 50, 50
 
-    return {"baseline": None, "mesh_pads": None, "pyramidal": pyramidal, "soft_pads": soft_pads,
+    return {"baseline": None, "mesh_pads": None, "table_box": None, "pyramidal": pyramidal, "soft_pads": soft_pads,
             "pyramidal_soft_pads": lambda m: (pyramidal(m), soft_pads(m)), "budget": budget}[variant]
 
 
@@ -60,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", choices=VARIANTS, default="baseline")
     parser.add_argument("--precision", choices=("float64", "float32"), default="float64")
-    parser.add_argument("--init-ids", default="2", help="comma-separated Lift init states, one env each")
+    parser.add_argument("--init-ids", default="3", help="comma-separated Lift init states, one env each")
     parser.add_argument("--expert-noise", type=float, default=0.3)
     parser.add_argument("--steps", type=int, default=100)
     args = parser.parse_args()
@@ -72,7 +73,8 @@ def main() -> None:
                for i in init_ids]
     started = time.perf_counter()
     physics = MjxTabletopPhysics("Lift", num_envs=len(init_ids), adjust_model=adjust_for(args.variant),
-                                 pad_meshes=args.variant == "mesh_pads", precision=args.precision)
+                                 pad_meshes=args.variant == "mesh_pads", table_plane=args.variant != "table_box",
+                                 precision=args.precision)
     physics.reset(init_ids)
     ee, blocks = np.zeros((args.steps, len(init_ids), 3)), np.zeros((args.steps, len(init_ids), 3))
     for t in range(args.steps):
