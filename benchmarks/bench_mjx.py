@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from common import emit  # noqa: E402
+from sim_envs.mjx_backend import PRECISIONS  # noqa: E402
 from sim_envs.tabletop_env import SUBSTEPS  # noqa: E402
 
 
@@ -69,7 +70,7 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=8, help="MJX batch (1024+ on an accelerator)")
     parser.add_argument("--steps", type=int, default=3, help="control steps; the first one compiles")
     parser.add_argument("--native-envs", type=int, default=8, help="envs for the native rate (its cost is linear)")
-    parser.add_argument("--precision", choices=("float64", "float32"), default="float64",
+    parser.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0],
                         help="MJX precision (the backend's default float64; float32 breaks grasps, docs/mjx.md)")
     args = parser.parse_args()
     if args.steps < 2:

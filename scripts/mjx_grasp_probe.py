@@ -27,6 +27,7 @@ import time
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np  # noqa: E402
+from sim_envs.mjx_backend import PRECISIONS  # noqa: E402
 
 VARIANTS = ("baseline", "pyramidal", "soft_pads", "pyramidal_soft_pads", "budget", "mesh_pads", "table_box")
 
@@ -60,7 +61,7 @@ def adjust_for(variant: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", choices=VARIANTS, default="baseline")
-    parser.add_argument("--precision", choices=("float64", "float32"), default="float64")
+    parser.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0])
     parser.add_argument("--init-ids", default="3", help="comma-separated Lift init states, one env each")
     parser.add_argument("--expert-noise", type=float, default=0.3)
     parser.add_argument("--steps", type=int, default=100)

@@ -272,9 +272,14 @@ class MjxTabletopPhysics:
             states.append(self._device_state())
             body_pos.append(self.model.body_pos.copy())
             self.layouts.append(layout)
+        self.data = self._batch(states)
         with self._precision_scope():
-            self.data = self.jax.tree.map(lambda *xs: self.jnp.stack(xs), *states)
             self._body_pos = self.jnp.asarray(np.stack(body_pos), dtype=self.mjx_model.body_pos.dtype)
+
+    def _batch(self, states: Sequence) -> object:
+        """One batched ``mjx.Data`` of per-env states (``_device_state``), at this object's precision."""
+        with self._precision_scope():
+            return self.jax.tree.map(lambda *xs: self.jnp.stack(xs), *states)
 
     def _precision_scope(self):
         """The jax x64 setting of ``precision`` for the calls inside (jit traces and caches each apart)."""

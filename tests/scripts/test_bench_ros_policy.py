@@ -2,18 +2,13 @@
 config change there once made it raise (``gripper_from_proprio`` without proprio), which only a full
 ``run_all.py`` showed. Build it and decode one action here (no ROS needed)."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_ros_latency.py"
+from tests.scripts.conftest import BENCHMARKS, load_script
 
 
 def test_the_latency_benchmark_policy_builds_and_acts():
-    spec = importlib.util.spec_from_file_location("bench_ros_latency", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)  # puts benchmarks/ on sys.path for its `common` import
+    bench = load_script("bench_ros_latency", BENCHMARKS)  # puts benchmarks/ on sys.path for its `common` import
     from vla_rl.core import ObsBatch
 
     policy = bench.make_policy()

@@ -233,8 +233,7 @@ def test_success_reads_contacts_for_stack():
             with mock.patch.object(tasks, "gripper_touches", lambda *args: False):
                 positional.append(env.task.is_success(env.model, env.data, layout))
     assert verdicts == [False, True] and positional == [True, True], "the expert's release moved: pick other steps"
-    with physics._precision_scope():
-        physics.data = physics.jax.tree.map(lambda *xs: physics.jnp.stack(xs), *states)
+    physics.data = physics._batch(states)
     assert physics.success().tolist() == [False, True]
 
 
