@@ -2,8 +2,8 @@
 happens within the first N steps: to separate what GRPO trains (sampled actions, episodes cut at
 ``max_decisions``) from what the report measures (greedy actions, the task's full step limit).
 
-Modes: ``expected`` (the bin of the distribution's mean), ``argmax`` (the most likely bin),
-``mode_mean`` (the mean within a few bins of the most likely one) and ``sample`` (a draw at the given temperature, as in GRPO rollouts; seeded). Every mode runs the same
+Modes: ``expected`` (the bin of the distribution's mean), ``argmax`` (the most likely bin) and
+``sample`` (a draw at the given temperature, as in GRPO rollouts; seeded). Every mode runs the same
 held-out init states (the evaluation split, ids 0..episodes-1, as ``vla-rl eval``).
 
     python scripts/eval_modes.py runs/quickstart/sft/step_001312 runs/quickstart/grpo/final \
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--tasks", nargs="+", default=["Reach", "PressButton"])
     parser.add_argument("--episodes", type=int, default=50, help="held-out init states per task")
     parser.add_argument("--modes", nargs="+", default=["expected", "argmax", "sample"],
-                        choices=["expected", "argmax", "mode_mean", "sample"])
+                        choices=["expected", "argmax", "sample"])
     parser.add_argument("--temperature", type=float, default=1.0, help="of the sample mode")
     parser.add_argument("--within", type=int, default=12, help="also count successes within this many steps")
     parser.add_argument("--num-envs", type=int, default=16)

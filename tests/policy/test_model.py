@@ -122,35 +122,6 @@ def test_expected_greedy_decoding_picks_the_bin_of_the_mean():
     assert policy.act(make_obs(2), explore=False).tokens.shape == (2, 7)
 
 
-def test_mode_mean_decoding_averages_only_around_the_most_likely_bin():
-    """A bump at bins 3-5 (mode 4) and a separate mass at 14: the plain mean (7) lands between them, the
-    mode's window keeps to the bump (4) unless it is wide enough to reach 14; at the edge the window is
-    cut, not clamped (a clamped window would count bin 0 five times and round to 0 instead of 1)."""
-    from vla_rl.policy.model import _choose
-
-    def logits_of(probs: dict[int, float]) -> torch.Tensor:
-        logits = torch.full((1, 16), -1e4)
-        for index, prob in probs.items():
-            logits[0, index] = np.log(prob)
-        return logits
-
-    two_masses = logits_of({3: 0.2, 4: 0.3, 5: 0.2, 14: 0.3})
-    assert _choose(two_masses, 1.0, False, None, first_id=0, greedy="expected")[0].item() == 7
-    assert _choose(two_masses, 1.0, False, None, first_id=0, greedy="argmax")[0].item() == 4
-    assert _choose(two_masses, 1.0, False, None, first_id=0, greedy="mode_mean", window=2)[0].item() == 4
-    assert _choose(two_masses, 1.0, False, None, first_id=0, greedy="mode_mean", window=10)[0].item() == 7
-    leaning = logits_of({4: 0.1, 5: 0.3, 6: 0.25, 7: 0.25, 8: 0.1})  # mode 5, mean 6.0: the window follows the mass
-    assert _choose(leaning, 1.0, False, None, first_id=0, greedy="mode_mean", window=4)[0].item() == 6
-    at_edge = logits_of({0: 0.5, 1: 0.3, 2: 0.2})  # mean 0.7
-    assert _choose(at_edge, 1.0, False, None, first_id=0, greedy="mode_mean", window=4)[0].item() == 1
-    for temperature in (1.0, 3.0):  # greedy evaluation must not depend on the rollout temperature
-        assert _choose(two_masses, temperature, False, None, first_id=0, greedy="mode_mean", window=2)[0].item() == 4
-    policy = make_policy(tiny_config(greedy_decoding="mode_mean"))
-    assert policy.act(make_obs(2), explore=False).tokens.shape == (2, 7)
-    with pytest.raises(ValueError, match="mode_window_bins"):
-        tiny_config(mode_window_bins=-1)
-
-
 def test_greedy_decoding_can_be_switched_for_a_block_and_is_restored():
     policy = make_policy(tiny_config(greedy_decoding="expected"))
     with policy.greedy_decoding_as("argmax"):

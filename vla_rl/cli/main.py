@@ -446,9 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--num-envs", type=int, default=16, help="parallel env slots")
     evaluation.add_argument("--workers", type=int, default=-1, help="env worker processes (-1 = one per core)")
     evaluation.add_argument("--videos", type=int, default=1, help="MP4 videos per task")
-    evaluation.add_argument("--greedy-decoding", choices=("argmax", "expected", "mode_mean"),  # policy.GREEDY_DECODINGS (not imported: torch)
-                            help="override the checkpoint's greedy decoding: the most likely bin, the bin of the "
-                                 "mean, or the mean around the most likely bin (VLAConfig.greedy_decoding)")
+    evaluation.add_argument("--greedy-decoding", choices=("argmax", "expected"),
+                            help="override the checkpoint's greedy decoding: the most likely bin or the bin of the "
+                                 "mean (VLAConfig.greedy_decoding)")
     evaluation.add_argument("--sample-temperature", type=float,
                             help="sample the actions at this temperature instead of decoding greedily (the policy "
                                  "as GRPO rollouts see it; compare with the greedy figure)")

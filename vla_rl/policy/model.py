@@ -124,14 +124,10 @@ class VLAConfig:
     action_dim: int = option(7, "action dimensions per step")
     chunk_size: int = option(1, "actions predicted per observation (K); tokens = K * action_dim")
     decoding: Literal["autoregressive", "parallel"] = option("autoregressive", "OpenVLA or OFT-style decoding")
-    greedy_decoding: Literal["argmax", "expected", "mode_mean"] = option(
-        "argmax", "how greedy (non-exploring) decoding picks a bin: the most likely one (OpenVLA); the one nearest "
-                  "the distribution's mean, which does not jump between two modes of a spread-out distribution; or "
-                  "mode_mean, the mean of the bins within mode_window_bins of the most likely one, which follows "
-                  "the mode as RL reshapes the distribution but keeps the mean's sub-bin smoothness around it "
+    greedy_decoding: Literal["argmax", "expected"] = option(
+        "argmax", "how greedy (non-exploring) decoding picks a bin: the most likely one (OpenVLA), or the one nearest "
+                  "the distribution's mean, which does not jump between two modes of a spread-out distribution "
                   "(evaluation and deployment; sampling for RL is unchanged)")
-    mode_window_bins: int = option(4, "half-width in bins of the window around the most likely bin that mode_mean "
-                                      "decoding averages over (soft SFT targets spread a bump over about +-2 sigma)")
     cameras: tuple[str, ...] = option(("agentview",), "camera images fed to the model, in order (agentview, wrist); "
                                                       "each goes through the same vision tower (OpenVLA-OFT)")
     proprio_dim: int = option(0, "robot state values fed as one extra prefix token after the patches, through a "
@@ -182,8 +178,6 @@ class VLAConfig:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.proprio_dim < 0:
             raise ValueError(f"proprio_dim must be >= 0, got {self.proprio_dim}")
-        if self.mode_window_bins < 0:
-            raise ValueError(f"mode_window_bins must be >= 0, got {self.mode_window_bins}")
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"cameras must name at least one camera, each once; got {list(self.cameras)}")
         if self.localiser_points < 0 or self.localiser_channels < 1:
@@ -644,7 +638,7 @@ class VLAModel(nn.Module):
             dummy = torch.zeros((prefix.embeds.shape[0], length), dtype=torch.long, device=prefix.embeds.device)
             logits = self.teacher_forced_logits(prefix, dummy)
             return _choose(logits, temperature, sample, generator, self.config.first_action_token_id,
-                           self.config.greedy_decoding, self.config.mode_window_bins)
+                           self.config.greedy_decoding)
         batch, prefix_length = prefix.mask.shape
         cache = KVBuffer(batch, prefix_length + length)
         # attention masks of the whole decode, sliced per call: a key is visible when it is a real
@@ -659,7 +653,7 @@ class VLAModel(nn.Module):
         for step in range(length):
             logits = self.action_logits(hidden[:, -1])
             token, logprob = _choose(logits, temperature, sample, generator, self.config.first_action_token_id,
-                                     self.config.greedy_decoding, self.config.mode_window_bins)
+                                     self.config.greedy_decoding)
             tokens.append(token)
             logprobs.append(logprob)
             if step == length - 1:
@@ -698,11 +692,10 @@ class KVBuffer:
 
 
 def _choose(logits: torch.Tensor, temperature: float, sample: bool, generator, first_id: int,
-            greedy: str = "argmax", window: int = 4):
+            greedy: str = "argmax"):
     """Pick one bin per row of ``[..., n_bins]`` logits; returns (token ids, log-probs at
     ``temperature``). Greedy ``expected`` picks the bin nearest the mean bin index of the model's own
-    distribution (the bins are uniform, so that is the bin of the mean action); ``mode_mean`` the bin
-    nearest the mean over the ``window`` bins either side of the most likely one. Like argmax they do
+    distribution (the bins are uniform, so that is the bin of the mean action); like argmax it does
     not depend on the rollout temperature, so greedy evaluation does not either."""
     scaled = logits.float() / max(temperature, 1e-6)
     log_probs = torch.log_softmax(scaled, dim=-1)
@@ -712,25 +705,10 @@ def _choose(logits: torch.Tensor, temperature: float, sample: bool, generator, f
     elif greedy == "expected":
         bins = torch.arange(log_probs.shape[-1], device=log_probs.device, dtype=log_probs.dtype)
         index = (torch.softmax(logits.float(), dim=-1) * bins).sum(-1).round().long()
-    elif greedy == "mode_mean":
-        index = _mode_mean_bin(torch.softmax(logits.float(), dim=-1), window)
     else:
         index = log_probs.argmax(dim=-1)
     chosen = log_probs.gather(-1, index.unsqueeze(-1)).squeeze(-1)
     return index + first_id, chosen
-
-
-def _mode_mean_bin(probs: torch.Tensor, window: int) -> torch.Tensor:
-    """``[..., n_bins]`` probabilities -> ``[...]`` the bin nearest the probability-weighted mean bin
-    index over the bins within ``window`` of the most likely one (bins past either end left out, not
-    clamped: a clamped window would count the edge bin several times and pull the mean onto it)."""
-    mode = probs.argmax(dim=-1, keepdim=True)
-    offsets = torch.arange(-window, window + 1, device=probs.device)
-    neighbours = mode + offsets  # [..., 2 * window + 1]
-    inside = (neighbours >= 0) & (neighbours < probs.shape[-1])
-    weights = probs.gather(-1, neighbours.clamp(0, probs.shape[-1] - 1)) * inside
-    mean = (weights * neighbours).sum(-1) / weights.sum(-1)  # the mode itself is inside: the sum is > 0
-    return mean.round().long()
 
 
 def _similarity_normaliser(points: np.ndarray) -> np.ndarray:

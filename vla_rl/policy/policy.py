@@ -18,7 +18,7 @@ from vla_rl.core.types import LogProbOutput, ObsBatch, PolicyOutput
 from vla_rl.policy.action_tokenizer import ActionTokenizer
 from vla_rl.policy.model import VLAModel
 
-GREEDY_DECODINGS = ("argmax", "expected", "mode_mean")  # VLAConfig.greedy_decoding
+GREEDY_DECODINGS = ("argmax", "expected")  # VLAConfig.greedy_decoding
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -103,7 +103,7 @@ class VLAPolicy:
 
     @contextlib.contextmanager
     def greedy_decoding_as(self, decoding: str | None):
-        """Within the block greedy decoding picks bins by ``decoding`` (one of ``GREEDY_DECODINGS``);
+        """Within the block greedy decoding picks bins by ``decoding`` (``argmax`` or ``expected``);
         ``None`` keeps the model's own ``VLAConfig.greedy_decoding``. Sampling is unaffected."""
         if decoding is None:
             yield self
