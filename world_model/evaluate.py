@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from vla_rl.core.stats import wilson_interval
 from vla_rl.core.types import EpisodeFrames, ObsBatch
 
 from world_model.data import Trajectory
@@ -200,7 +201,10 @@ def outcome_agreement(critic, trajectories: Sequence[Trajectory], imagined: Sequ
 
     everything = np.ones(len(truth), bool)
     return {"episodes": len(truth), "true_successes": int(truth.sum()), "done_threshold": done_threshold,
-            "agreement": rate(everything, on_imagined), "agreement_on_successes": rate(truth, on_imagined),
+            "agreement": rate(everything, on_imagined),
+            # a 100-episode held-out set pins the agreement to about +-8 points: say so beside the figure
+            "agreement_interval": list(wilson_interval(int((on_imagined == truth).sum()), len(truth))),
+            "agreement_on_successes": rate(truth, on_imagined),
             "agreement_on_failures": rate(~truth, on_imagined),
             "critic_on_real_frames_agreement": rate(everything, on_real),
             # how faithfully the world model reproduces what the critic sees, whatever the truth
@@ -358,6 +362,7 @@ def print_report(report: dict) -> None:
 
         print(f"\noutcome agreement (critic on imagined vs simulator), {agreement['episodes']} episodes "
               f"({agreement['true_successes']} true successes): {pct(agreement['agreement'])} "
+              f"(95% CI {pct(agreement['agreement_interval'][0])}-{pct(agreement['agreement_interval'][1])}) "
               f"[successes {pct(agreement['agreement_on_successes'])}, failures {pct(agreement['agreement_on_failures'])}]"
               f"; critic on the real frames: {pct(agreement['critic_on_real_frames_agreement'])}; "
               f"critic's verdict imagined vs real frames: {pct(agreement['imagined_vs_real_verdict_agreement'])}")

@@ -4,7 +4,8 @@ import pytest
 from sim_envs.experts import make_expert
 from sim_envs.vector import TabletopVecEnv, VecEnvConfig
 from vla_rl.core import TaskSpec
-from vla_rl.rollout.evaluate import evaluate, wilson_interval
+from vla_rl.core.stats import wilson_interval
+from vla_rl.rollout.evaluate import evaluate
 
 
 def test_wilson_interval_known_values():

@@ -303,6 +303,8 @@ def test_evaluation_report_and_videos(tmp_path, trajectories):
     assert report["fidelity"]["1"]["episodes"] == len(trajectories)
     agreement = report["outcome_agreement"]
     assert agreement["episodes"] == len(trajectories) and 0 <= agreement["agreement"] <= 1
+    low, high = agreement["agreement_interval"]  # Wilson 95% over the episodes, around the figure
+    assert 0 <= low <= agreement["agreement"] <= high <= 1 and high - low > 0.1  # a handful of episodes: wide
     counts = {b: sum(t.behaviour == b for t in trajectories) for b in ("expert", "random")}
     by_behaviour = agreement["agreement_by_behaviour"]
     assert set(by_behaviour) == set(counts)  # the per-behaviour rates add up to the overall one

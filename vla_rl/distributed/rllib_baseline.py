@@ -128,7 +128,7 @@ def evaluate_held_out(module, suite: str, task: str, episodes: int, reward: str 
     from ray.rllib.core.columns import Columns
 
     from vla_rl.distributed.rllib_envs import make_rllib_env
-    from vla_rl.rollout.evaluate import wilson_interval
+    from vla_rl.core.stats import wilson_interval
 
     env = make_rllib_env(suite, task, {"observation": "state", "init_split": "eval", "reward": reward,
                                        "max_episode_steps": max_episode_steps})

@@ -9,13 +9,13 @@ the K actions of one prediction are executed open loop before the policy is quer
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Sequence
 
 import numpy as np
 
 from vla_rl.core.protocols import VecEnv
+from vla_rl.core.stats import wilson_interval
 from vla_rl.core.types import ObsBatch, TaskSpec
 
 
@@ -49,17 +49,6 @@ class EvalResult:
         """Mean over tasks of the per-task success rate (each task weighs the same)."""
         rates = [row["success_rate"] for row in self.per_task().values()]
         return float(np.mean(rates)) if rates else 0.0
-
-
-def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score 95% interval of a binomial proportion."""
-    if trials == 0:
-        return 0.0, 1.0
-    p = successes / trials
-    denominator = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denominator
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def evaluate(predict: Callable[[ObsBatch], np.ndarray], env: VecEnv, specs: Sequence[TaskSpec],
