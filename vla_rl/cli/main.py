@@ -329,6 +329,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if history:  # empty when eval_episodes_per_task is 0
         print(f"; held-out success {history[0]['mean_success']:.1%} (iteration {history[0]['iteration']}) -> "
               f"{history[-1]['mean_success']:.1%} (iteration {history[-1]['iteration']})", end="")
+        if "current_weights" in history[-1]:  # the evaluated policy is the weight average
+            print(f" with the weight average; the current weights {history[-1]['current_weights']['mean_success']:.1%}",
+                  end="")
         for decoding in history[-1].get("by_decoding", {}):
             first = history[0].get("by_decoding", {}).get(decoding)
             print(f"; {decoding} decoding {first['mean_success']:.1%} -> " if first else f"; {decoding} decoding ",

@@ -221,7 +221,15 @@ def render_report(metrics: dict, train_config: TrainConfig) -> str:
                      f"95% CI {100 * late['wilson95_low']:.0f}-{100 * late['wilson95_high']:.0f}) | "
                      f"{100 * (late['success_rate'] - row['success_rate']):+.0f} pts |")
     lines += [f"| **mean** | {100 * before['mean_success']:.1f}% | {100 * after['mean_success']:.1f}% | "
-              f"**{metrics['gain_points']:+.1f} pts** |", "",
+              f"**{metrics['gain_points']:+.1f} pts** |", ""]
+    if "current_weights" in after:
+        current = after["current_weights"]
+        lines += [f"After RL the policy is the moving average of its weights ({after['weights']} per iteration, "
+                  f"`weights_ema`), as saved in the final checkpoint; the weights of the last update alone scored "
+                  f"{100 * current['mean_success']:.1f}% on the same states ("
+                  + ", ".join(f"{task} {row['successes']}/{row['episodes']}" for task, row in current["per_task"].items())
+                  + ").", ""]
+    lines += [
               "![success before and after](success_before_after.png)", "",
               "![success during GRPO: held-out evaluations and training rollouts](success_curve.png)", "", "## Time", "",
               "| stage | minutes |", "|---|---|"]

@@ -36,6 +36,7 @@ from vla_rl.rollout.collector import concat_batches
 from vla_rl.rollout.evaluate import EvalResult
 from vla_rl.rollout.sampler import TaskSampler
 from vla_rl.train.learner import AlgorithmConfig, LearnerConfig, PolicyLearner
+from vla_rl.train.weight_average import WeightAverage
 
 CHECKPOINT_PREFIX = "iter_"
 
@@ -113,6 +114,12 @@ class TrainConfig:
                                                  "checkpoint's own, reported under by_decoding: GRPO trains the "
                                                  "sampled policy, whose likeliest bin and mean can move apart")
     checkpoint_every: int = option(10, "iterations between checkpoints (and one at the end)")
+    weights_ema: float = option(0.0, "decay per iteration of an exponential moving average of the policy's "
+                                     "weights, which the evaluations, the checkpoints' model weights and so "
+                                     "deployment use (the rollouts keep sampling the current weights; each "
+                                     "evaluation also reports the current weights' success under "
+                                     "current_weights). One update is mostly noise; the average keeps the drift "
+                                     "the updates share. 0 = off (evaluate and save the current weights)")
     learner: LearnerConfig = option(factory=LearnerConfig, doc="the learner: device, data-parallel replicas, "
                                                                 "precision, LoRA")
     seed: int = option(0, "seed of sampling, shuffling and exploration")
@@ -127,6 +134,11 @@ class TrainConfig:
         unknown = sorted(set(self.eval_decodings) - set(GREEDY_DECODINGS))
         if unknown:
             raise ValueError(f"unknown eval_decodings {unknown}; choose from {', '.join(GREEDY_DECODINGS)}")
+        if not 0.0 <= self.weights_ema < 1.0:
+            raise ValueError(f"weights_ema must be in [0, 1), got {self.weights_ema}")
+        if self.weights_ema and self.learner.num_learners > 1:
+            raise ValueError("weights_ema is not supported with learner.num_learners > 1 yet (the learner group "
+                             "loads its replicas from the checkpoint, which then holds the average)")
 
 
 @dataclass
@@ -189,13 +201,14 @@ class Trainer:
         distributed = config.learner.num_learners > 1
         device = "cpu" if distributed else resolve_device(config.learner.device)
         model, action_tokenizer, state = load_checkpoint(source, device=device)
+        rl = state["rl"] if resume and state is not None and "rl" in state else None
+        self.average = self._restore_training_weights(model, rl)
         extra = json.loads((source / "norm_stats.json").read_text())
         self.tasks = list(config.tasks) or list(extra.get("trained_tasks", []))
         if not self.tasks:
             raise ValueError("no tasks: set `tasks` (the checkpoint does not record the tasks it was trained on)")
         # the driver's policy: the learner itself when it runs here, else a copy for checkpoints
         self.policy = VLAPolicy(model, action_tokenizer, temperature=config.temperature)
-        rl = state["rl"] if resume and state is not None and "rl" in state else None
         learner_state = _learner_state(rl) if rl is not None else None
         reference = self._reference_checkpoint(rl)
         if distributed:
@@ -300,8 +313,36 @@ class Trainer:
             self.config = dataclasses.replace(self.config, init_checkpoint=reference)  # recorded in checkpoints
         return reference
 
+    def _restore_training_weights(self, model, rl: dict | None) -> WeightAverage | None:
+        """A checkpoint written with ``weights_ema`` holds the average as its model weights and the
+        entries where training had moved away from it in its RL state: put those back (LoRA adapters are
+        un-merged from them) and, if this run averages too, continue from the saved average."""
+        saved = (rl or {}).get("weights_average")
+        if saved is None:
+            return None
+        if self.config.learner.num_learners > 1:
+            raise ValueError("this checkpoint holds a weight average (weights_ema): resume it with one learner")
+        average = {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
+        missing, unexpected = model.load_state_dict(saved["training_weights"], strict=False)
+        if unexpected:
+            raise ValueError(f"the checkpoint's training weights do not fit the model: {sorted(unexpected)[:5]}")
+        if not self.config.weights_ema:
+            return None
+        return WeightAverage(average, self.config.weights_ema, iteration=int(saved["iteration"]))
+
     def sync(self) -> None:
-        self.pool.set_weights(self.learner.weights(), self.iteration)
+        """The current weights to every worker; folded into the weight average (``weights_ema``)."""
+        weights = self.learner.weights()
+        self.pool.set_weights(weights, self.iteration)
+        self.current_weights = weights
+        if self.config.weights_ema:
+            if self.average is None:  # the run's first weights: the average starts here
+                self.average = WeightAverage(weights, self.config.weights_ema, iteration=self.iteration)
+            self.average.update(weights, self.iteration)
+
+    def _averaging(self) -> bool:
+        """Whether the average differs from the current weights yet (not before the first update)."""
+        return self.average is not None and self.iteration > 0
 
     def evaluate(self) -> dict:
         """Greedy held-out success, one task at a time so that a progress bar can follow it (each
@@ -322,13 +363,24 @@ class Trainer:
                     bar.set_postfix({task: f"{np.mean([o.success for o in done]):.2f}"})
             return EvalResult(outcomes)
 
-        result = run(None)
-        row = {"iteration": self.iteration, "mean_success": result.mean_success, "per_task": result.per_task()}
-        if self.config.eval_decodings:
-            row["by_decoding"] = {}
-            for decoding in self.config.eval_decodings:
-                other = run(decoding)
-                row["by_decoding"][decoding] = {"mean_success": other.mean_success, "per_task": other.per_task()}
+        averaging = self._averaging()
+        if averaging:
+            self.pool.set_weights(self.average.weights, self.iteration)
+        try:
+            result = run(None)
+            row = {"iteration": self.iteration, "mean_success": result.mean_success, "per_task": result.per_task(),
+                   "weights": f"ema {self.config.weights_ema}" if averaging else "current"}
+            if self.config.eval_decodings:
+                row["by_decoding"] = {}
+                for decoding in self.config.eval_decodings:
+                    other = run(decoding)
+                    row["by_decoding"][decoding] = {"mean_success": other.mean_success, "per_task": other.per_task()}
+        finally:
+            if averaging:  # the rollouts go on with the current weights
+                self.pool.set_weights(self.current_weights, self.iteration)
+        if averaging:  # what the average bought, on the same states
+            current = run(None)
+            row["current_weights"] = {"mean_success": current.mean_success, "per_task": current.per_task()}
         self.eval_history.append(row)
         return row
 
@@ -337,9 +389,14 @@ class Trainer:
         rl_state = {"iteration": self.iteration, "learner": self.learner.state_dict(),
                     "sampler": self.sampler.state_dict(), "torch_rng": torch.get_rng_state(),
                     "eval_history": self.eval_history, "train_config": to_dict(self.config)}
+        weights = self.learner.weights()
+        if self.average is not None:  # the model weights are the average, the one to deploy
+            rl_state["weights_average"] = {"iteration": self.average.iteration, "decay": self.average.decay,
+                                           "training_weights": self.average.differing(weights)}
+            weights = self.average.weights
         path = save_checkpoint(self.out_dir / name, self.policy.model, self.policy.action_tokenizer,
                                training_state={"rl": rl_state}, extra={"trained_tasks": self.tasks},
-                               weights=self.learner.weights())
+                               weights=weights)
         point_latest(self.out_dir, name, self.iteration)
         return path
 
