@@ -51,7 +51,7 @@ def _default_train() -> TrainConfig:
                                                  loss_aggregation="episode-mean"),
                        learner=LearnerConfig(lora=LoRAConfig(rank=8)),
                        rollout=RolloutConfig(num_workers=2, envs_per_worker=16, max_decisions=12), eval_every=0,
-                       eval_episodes_per_task=50, checkpoint_every=20)
+                       eval_episodes_per_task=50, checkpoint_every=20, weights_ema=0.95)
 
 
 @dataclass(frozen=True)
