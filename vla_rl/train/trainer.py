@@ -36,7 +36,7 @@ from vla_rl.rollout.collector import concat_batches
 from vla_rl.rollout.evaluate import EvalResult
 from vla_rl.rollout.sampler import TaskSampler
 from vla_rl.train.learner import AlgorithmConfig, LearnerConfig, PolicyLearner
-from vla_rl.train.weight_average import WeightAverage
+from vla_rl.train.weight_average import WeightAverage, restore_training_weights
 
 CHECKPOINT_PREFIX = "iter_"
 
@@ -322,10 +322,7 @@ class Trainer:
             return None
         if self.config.learner.num_learners > 1:
             raise ValueError("this checkpoint holds a weight average (weights_ema): resume it with one learner")
-        average = {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
-        missing, unexpected = model.load_state_dict(saved["training_weights"], strict=False)
-        if unexpected:
-            raise ValueError(f"the checkpoint's training weights do not fit the model: {sorted(unexpected)[:5]}")
+        average = restore_training_weights(model, saved)
         if not self.config.weights_ema:
             return None
         return WeightAverage(average, self.config.weights_ema, iteration=int(saved["iteration"]))

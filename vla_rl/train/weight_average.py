@@ -45,4 +45,15 @@ class WeightAverage:
                 if not torch.equal(value.detach().to("cpu"), self.weights[key])}
 
 
-__all__ = ["WeightAverage"]
+def restore_training_weights(model: torch.nn.Module, saved: dict) -> dict[str, torch.Tensor]:
+    """A checkpoint written with a weight average holds the average as ``model``'s weights and, in
+    ``saved["training_weights"]``, the entries training had moved away from it. Puts those back into
+    ``model`` (so LoRA adapters can be un-merged from them) and returns the average it held."""
+    average = {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
+    _, unexpected = model.load_state_dict(saved["training_weights"], strict=False)
+    if unexpected:
+        raise ValueError(f"the checkpoint's training weights do not fit the model: {sorted(unexpected)[:5]}")
+    return average
+
+
+__all__ = ["WeightAverage", "restore_training_weights"]
