@@ -80,6 +80,10 @@ def test_quickstart_toy_scale_writes_the_report(tmp_path, capsys):
     assert metrics["before"]["per_task"]["Reach"]["episodes"] == 2
     report = (out / "report.md").read_text()
     assert "| Reach |" in report and "before RL" in report
+    # "after" is the weight average (the default weights_ema), the last update's weights reported beside it
+    assert metrics["after"]["weights"] == "ema 0.95" and metrics["before"]["weights"] == "current"
+    assert metrics["after"]["current_weights"]["per_task"]["Reach"]["episodes"] == 2
+    assert "the weights of the last update alone scored" in report
     for name in ("success_curve.png", "success_before_after.png"):
         assert (out / name).stat().st_size > 0
     assert len(list((out / "videos").rglob("*.mp4"))) == 2  # one before, one after
