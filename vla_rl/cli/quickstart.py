@@ -229,8 +229,7 @@ def render_report(metrics: dict, train_config: TrainConfig) -> str:
                   f"{100 * current['mean_success']:.1f}% on the same states ("
                   + ", ".join(f"{task} {row['successes']}/{row['episodes']}" for task, row in current["per_task"].items())
                   + ").", ""]
-    lines += [
-              "![success before and after](success_before_after.png)", "",
+    lines += ["![success before and after](success_before_after.png)", "",
               "![success during GRPO: held-out evaluations and training rollouts](success_curve.png)", "", "## Time", "",
               "| stage | minutes |", "|---|---|"]
     lines += [f"| {stage} | {s / 60:.1f} |" for stage, s in metrics["seconds"].items()]

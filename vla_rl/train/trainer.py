@@ -386,7 +386,7 @@ class Trainer:
         rl_state = {"iteration": self.iteration, "learner": self.learner.state_dict(),
                     "sampler": self.sampler.state_dict(), "torch_rng": torch.get_rng_state(),
                     "eval_history": self.eval_history, "train_config": to_dict(self.config)}
-        weights = self.learner.weights()
+        weights = self.current_weights  # this iteration's, merged (and gathered) once by sync()
         if self.average is not None:  # the model weights are the average, the one to deploy
             rl_state["weights_average"] = {"iteration": self.average.iteration, "decay": self.average.decay,
                                            "training_weights": self.average.differing(weights)}
