@@ -25,7 +25,7 @@ import numpy as np
 
 from sim_envs.arm import ArmController
 from sim_envs.init_states import get_layout
-from sim_envs.mjx_backend import SUBSTEPS, TabletopEnv, native_trajectory, table_as_plane
+from sim_envs.mjx_backend import SUBSTEPS, TabletopEnv, copy_native_state, native_trajectory, table_as_plane
 
 
 def require_mujoco_warp():
@@ -47,21 +47,16 @@ def warp_replay(init_id: int, actions: np.ndarray, table: str, device: str) -> t
     native._apply(get_layout("Lift", init_id, "train"))  # the native reset: layout, home IK, settle
     scene_xml = table_as_plane(native.scene_xml) if table == "plane" else native.scene_xml
     model = mujoco.MjModel.from_xml_string(scene_xml)
-    model.body_pos[:] = native.model.body_pos  # the layout's fixed bodies
     data = mujoco.MjData(model)
-    spec = mujoco.mjtState.mjSTATE_INTEGRATION
-    state = np.empty(mujoco.mj_stateSize(native.model, spec))
-    mujoco.mj_getState(native.model, native.data, state, spec)
-    mujoco.mj_setState(model, data, state, spec)
-    mujoco.mj_forward(model, data)
-    controller = ArmController(model, data)  # reads and writes ``data``, the Warp state's host copy
+    copy_native_state(native.model, native.data, model, data)
+    # The controller reads and writes ``data``, the host copy of the Warp state. Like the native env (and the
+    # MJX backend) it reads the site pose a step leaves, the kinematics of its last substep's start.
+    controller = ArmController(model, data)
     ee, block = np.zeros((len(actions), 3)), np.zeros((len(actions), 3))
     with wp.ScopedDevice(device):
         warp_model = mjw.put_model(model)
         warp_data = mjw.put_data(model, data, nconmax=200, njmax=800)
         for t, action in enumerate(actions):
-            mjw.get_data_into(data, model, warp_data)
-            mujoco.mj_kinematics(model, data)  # the controller's IK starts from the site pose
             controller.set_action(np.clip(action, -1.0, 1.0))
             wp.copy(warp_data.ctrl, wp.array(data.ctrl[None].astype(np.float32)))
             for _ in range(SUBSTEPS):

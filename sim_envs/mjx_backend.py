@@ -190,6 +190,19 @@ def _control(m, d, action, idx: _Indices):
     return d.ctrl.at[jnp.array(idx.arm_act)].set(q).at[jnp.array(idx.finger_act)].set(finger)
 
 
+def copy_native_state(native_model: mujoco.MjModel, native_data: mujoco.MjData, model: mujoco.MjModel,
+                      data: mujoco.MjData) -> None:
+    """Put the native env's state into ``data`` of another model of the same scene (other contact settings or
+    geoms): the layout's fixed bodies, the integration state (positions, velocities, controls, warm start),
+    then kinematics recomputed there."""
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    state = np.empty(mujoco.mj_stateSize(native_model, spec))
+    mujoco.mj_getState(native_model, native_data, state, spec)
+    model.body_pos[:] = native_model.body_pos
+    mujoco.mj_setState(model, data, state, spec)
+    mujoco.mj_forward(model, data)
+
+
 @functools.lru_cache(maxsize=None)
 def _batched_step(idx: _Indices, native_clamped_damping: bool):
     """jit(vmap(control step)) for a scene layout; the model is an argument so tasks with the same
@@ -289,12 +302,7 @@ class MjxTabletopPhysics:
         """The native env's state as ``mjx.Data`` of the MJX copy: the integration state (positions,
         velocities, controls, warm start) goes through a scratch ``MjData`` of that copy, whose contact
         settings may differ (``adjust_model``), and its kinematics are recomputed there."""
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        state = np.empty(mujoco.mj_stateSize(self.model, spec))
-        mujoco.mj_getState(self.model, self.native.data, state, spec)
-        self.solver_model.body_pos[:] = self.model.body_pos  # the layout's fixed bodies
-        mujoco.mj_setState(self.solver_model, self._scratch, state, spec)
-        mujoco.mj_forward(self.solver_model, self._scratch)
+        copy_native_state(self.model, self.native.data, self.solver_model, self._scratch)
         with self._precision_scope():
             return self.mjx.put_data(self.solver_model, self._scratch)
 
