@@ -154,6 +154,23 @@ def test_lora_learner_trains_adapters_and_exports_merged_weights(rollout_batch):
     assert all(torch.allclose(restored.weights()[k], weights[k], atol=1e-6) for k in weights)
 
 
+def test_adapters_only_keeps_every_weight_outside_the_adapters(rollout_batch):
+    from vla_rl.policy.lora import LoRAConfig
+
+    batch, group_ids = rollout_batch
+    before = make_policy(seed=7).model.state_dict()
+
+    def changed_outside_decoder(lora: LoRAConfig) -> set[str]:
+        weights = PolicyLearner(make_policy(seed=7), ALGORITHM, LearnerConfig(lora=lora), seed=0)
+        weights.update(batch, group_ids)
+        merged = weights.weights()
+        assert any(k.endswith("q_proj.weight") and not torch.equal(merged[k], before[k]) for k in merged)
+        return {k for k in merged if not k.startswith("language_model.") and not torch.equal(merged[k], before[k])}
+
+    assert changed_outside_decoder(LoRAConfig(rank=4))  # by default the projector and input MLPs train too
+    assert changed_outside_decoder(LoRAConfig(rank=4, adapters_only=True)) == set()
+
+
 def test_learning_rate_warms_up_over_optimiser_steps_and_resumes_on_its_clock(rollout_batch):
     warm = AlgorithmConfig(lr=1e-3, warmup_steps=4)
     assert [warm.learning_rate(step) for step in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])

@@ -3,7 +3,7 @@
 ``apply_lora`` injects adapters into the decoder's linear layers in place (``peft``'s
 ``inject_adapter_in_model``) and freezes the decoder's base weights; the vision tower and projector
 stay trainable unless ``freeze_vision`` is set (OpenVLA fine-tunes all of them with LoRA; a small
-tower is cheaper to train fully).
+tower is cheaper to train fully); ``adapters_only`` freezes every weight outside the adapters.
 
 Checkpoints stay plain: ``merged_state_dict`` folds every adapter into its base weight, so a LoRA
 checkpoint loads exactly like a full one. To resume training, the adapter tensors are kept in the
@@ -28,6 +28,8 @@ class LoRAConfig:
     dropout: float = option(0.0, "dropout on the adapter input")
     target_modules: tuple[str, ...] = option(LORA_TARGETS, "decoder linear layers that get adapters")
     freeze_vision: bool = option(False, "also freeze the vision tower (train projector + adapters only)")
+    adapters_only: bool = option(False, "train the decoder's adapters and nothing else: the vision tower, projector "
+                                        "and input MLPs (located points, proprio) stay frozen too")
 
     @property
     def enabled(self) -> bool:
@@ -52,6 +54,9 @@ def apply_lora(model, config: LoRAConfig):
     if config.freeze_vision:
         for parameter in model.vision_backbone.parameters():
             parameter.requires_grad_(False)
+    if config.adapters_only:
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(".lora_" in name)
     return [p for p in model.parameters() if p.requires_grad]
 
 
