@@ -161,9 +161,9 @@ def test_adapters_only_keeps_every_weight_outside_the_adapters(rollout_batch):
     before = make_policy(seed=7).model.state_dict()
 
     def changed_outside_decoder(lora: LoRAConfig) -> set[str]:
-        weights = PolicyLearner(make_policy(seed=7), ALGORITHM, LearnerConfig(lora=lora), seed=0)
-        weights.update(batch, group_ids)
-        merged = weights.weights()
+        learner = PolicyLearner(make_policy(seed=7), ALGORITHM, LearnerConfig(lora=lora), seed=0)
+        learner.update(batch, group_ids)
+        merged = learner.weights()
         assert any(k.endswith("q_proj.weight") and not torch.equal(merged[k], before[k]) for k in merged)
         return {k for k in merged if not k.startswith("language_model.") and not torch.equal(merged[k], before[k])}
 
