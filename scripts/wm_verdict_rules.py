@@ -34,24 +34,6 @@ THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 RULES = [("peak", 1), ("consecutive", 2), ("consecutive", 3), ("mean", 2), ("mean", 3), ("mean", 5)]
 
 
-def done_traces(critic, episodes, instructions, agent, wrist) -> np.ndarray:
-    """The critic's done probability ``[N, T]`` of every frame after the first (NaN past an episode's end)."""
-    from vla_rl.core.types import EpisodeFrames
-
-    longest = max(len(e) for e in episodes)
-    frames = np.zeros((len(episodes), longest, *episodes[0].shape[1:3], 3), np.uint8)
-    wrist_frames = np.zeros_like(frames) if wrist is not None else None
-    mask = np.zeros((len(episodes), longest), bool)
-    for i, episode in enumerate(episodes):
-        frames[i, :len(episode)] = episode[..., agent]
-        if wrist_frames is not None:
-            wrist_frames[i, :len(episode)] = episode[..., wrist]
-        mask[i, :len(episode)] = True
-    scored = critic.score(EpisodeFrames(frames=frames, instructions=list(instructions), mask=mask,
-                                        wrist_frames=wrist_frames))
-    return np.where(mask, scored.done_prob, np.nan)[:, 1:]  # frame 0 is the reset frame
-
-
 def rule_score(traces: np.ndarray, rule: str, k: int) -> np.ndarray:
     """One score per episode: the rule's statistic, compared with a threshold to give the verdict."""
     scores = []
@@ -86,7 +68,7 @@ def main() -> int:
     from vla_rl.cli.world_model import trajectories_of
     from vla_rl.core.checkpoint_dir import resolve_checkpoint
     from vla_rl.reward.critic import load_critic
-    from world_model.evaluate import critic_channels, imagine_open_loop
+    from world_model.evaluate import critic_channels, critic_done_traces, imagine_open_loop
     from world_model.train import load_world_model
 
     if Path(args.calibrate_on).resolve() == Path(args.data).resolve():
@@ -107,8 +89,8 @@ def main() -> int:
     for name, trajectories in sets.items():
         instructions = [t.instruction for t in trajectories]
         imagined = imagine_open_loop(model, trajectories, None, args.seed)
-        traces[name] = {"imagined": done_traces(critic, imagined, instructions, agent, wrist),
-                        "real": done_traces(critic, [t.frames for t in trajectories], instructions, agent, wrist)}
+        traces[name] = {"imagined": critic_done_traces(critic, imagined, instructions, agent, wrist),
+                        "real": critic_done_traces(critic, [t.frames for t in trajectories], instructions, agent, wrist)}
         truth[name] = np.array([t.succeeded for t in trajectories])
         tasks[name] = np.array([t.task for t in trajectories])
 

@@ -150,11 +150,11 @@ def agreement_over_samples(per_sample: Sequence[dict], seeds: Sequence[int]) -> 
             "imagined_vs_real_verdict_agreement": [row["imagined_vs_real_verdict_agreement"] for row in per_sample]}
 
 
-def critic_verdicts(critic, episodes: Sequence[np.ndarray], instructions: Sequence[str], camera_channels: slice,
-                    done_threshold: float, wrist_channels: slice | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(success verdict ``bool [N]``, max done probability ``[N]``) of the critic on each episode's frames
-    (channel-stacked cameras: the agent view at ``camera_channels``, the wrist camera at ``wrist_channels``
-    for a critic that reads it)."""
+def critic_done_traces(critic, episodes: Sequence[np.ndarray], instructions: Sequence[str], camera_channels: slice,
+                       wrist_channels: slice | None = None) -> np.ndarray:
+    """The critic's done probability ``[N, T]`` of every frame after the first (frame 0 is the reset frame),
+    NaN past an episode's end (channel-stacked cameras: the agent view at ``camera_channels``, the wrist
+    camera at ``wrist_channels`` for a critic that reads it)."""
     longest = max(len(e) for e in episodes)
     frames = np.zeros((len(episodes), longest, *episodes[0].shape[1:3], 3), np.uint8)
     wrist = np.zeros_like(frames) if wrist_channels is not None else None
@@ -165,7 +165,15 @@ def critic_verdicts(critic, episodes: Sequence[np.ndarray], instructions: Sequen
             wrist[i, :len(episode)] = episode[..., wrist_channels]
         mask[i, :len(episode)] = True
     scored = critic.score(EpisodeFrames(frames=frames, instructions=list(instructions), mask=mask, wrist_frames=wrist))
-    peak = np.where(mask, scored.done_prob, 0.0)[:, 1:].max(axis=1)  # frame 0 is the reset frame
+    return np.where(mask, scored.done_prob, np.nan)[:, 1:]
+
+
+def critic_verdicts(critic, episodes: Sequence[np.ndarray], instructions: Sequence[str], camera_channels: slice,
+                    done_threshold: float, wrist_channels: slice | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(success verdict ``bool [N]``, max done probability ``[N]``) of the critic on each episode's frames
+    (see ``critic_done_traces``)."""
+    traces = critic_done_traces(critic, episodes, instructions, camera_channels, wrist_channels)
+    peak = np.nan_to_num(traces, nan=0.0).max(axis=1)
     return peak >= done_threshold, peak
 
 
