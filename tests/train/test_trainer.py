@@ -199,6 +199,21 @@ def test_trainer_logs_checkpoints_and_resumes_without_gaps(tmp_path, tiny_checkp
     assert (tmp_path / "rl" / "iter_000003" / "manifest.json").is_file()
 
 
+def test_time_limit_on_a_checkpoint_iteration_still_evaluates_the_last_one(tmp_path, tiny_checkpoint):
+    """The time limit can end a run on an iteration that is checkpointed anyway (a multiple of
+    checkpoint_every): the final held-out evaluation must still run, and be in that checkpoint's history."""
+    config = _train_config(tmp_path, tiny_checkpoint, iterations=5, eval_every=0, time_limit_minutes=1e-6)
+    pool = make_pool(config.rollout, "tabletop", tiny_checkpoint, config.temperature, config.seed)
+    try:
+        summary = Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False).run()
+    finally:
+        pool.close()
+    assert summary["iterations"] == 1
+    assert [row["iteration"] for row in summary["eval_history"]] == [0, 1]
+    saved = torch.load(tmp_path / "rl" / "iter_000001" / "training_state.pt", weights_only=False)
+    assert [row["iteration"] for row in saved["rl"]["eval_history"]] == [0, 1]
+
+
 def test_kl_reference_is_the_run_s_own_sft_checkpoint_also_on_resume(tmp_path):
     """With a KL penalty the learner keeps a frozen copy of the SFT policy. A resumed run must find it
     even when ``init_checkpoint`` names the SFT run directory (what the configs do), and keep the one

@@ -425,11 +425,15 @@ class Trainer:
             with timer.time("sync"):
                 self.sync()
             metrics = self._metrics(rollout, stats, timer)
-            if evaluating and (config.eval_every and self.iteration % config.eval_every == 0
-                               or self.iteration == config.iterations):
+            out_of_time = bool(config.time_limit_minutes) and \
+                time.perf_counter() - started > 60 * config.time_limit_minutes
+            last = self.iteration == config.iterations or out_of_time
+            # the last iteration is evaluated, then checkpointed (with that evaluation in its history),
+            # whether the iteration count or the time limit ends the run
+            if evaluating and (config.eval_every and self.iteration % config.eval_every == 0 or last):
                 with timer.time("eval"):
                     metrics["eval"] = self._log_eval(self.evaluate(), writer)
-            if self.iteration % config.checkpoint_every == 0 or self.iteration == config.iterations:
+            if self.iteration % config.checkpoint_every == 0 or last:
                 with timer.time("checkpoint"):
                     checkpoint = self.checkpoint()
             metrics["seconds"] = {stage: round(s, 3) for stage, s in timer.seconds.items()}
@@ -439,10 +443,10 @@ class Trainer:
                             kl=f"{metrics.get('approx_kl', 0):.4f}", sps=f"{metrics['env_steps_per_s']:.0f}")
             if on_iteration is not None:
                 on_iteration(metrics)
-            if config.time_limit_minutes and time.perf_counter() - started > 60 * config.time_limit_minutes:
+            if last:
                 break
         bar.close()
-        if checkpoint is None or not str(checkpoint).endswith(f"{self.iteration:06d}"):
+        if checkpoint is None:  # no iteration ran: a resumed run that had already reached `iterations`
             if evaluating and (not self.eval_history or self.eval_history[-1]["iteration"] != self.iteration):
                 self._log_eval(self.evaluate(), writer)
             checkpoint = self.checkpoint()
