@@ -66,7 +66,8 @@ def test_quickstart_toy_scale_writes_the_report(tmp_path, capsys):
     out = tmp_path / "qs"
     code = main(["quickstart", "--set", f"out_dir={out}", "--set", "tasks=[Reach]", "--set", "sft_tasks=[]",
                  "--set", "demos_per_task=2",
-                 "--set", "image_size=32", "--set", "sft.steps=3", "--set", "train.iterations=1",
+                 "--set", "image_size=32", "--set", "sft.steps=3", "--set", "train.iterations=2",
+                 "--set", "train.time_limit_minutes=0.000001",  # stops after the first of the 2 iterations
                  "--set", "train.group_size=2", "--set", "train.groups_per_iteration=1",
                  "--set", "train.eval_episodes_per_task=2",
                  "--set", "train.algorithm.dynamic_sampling=false",
@@ -84,6 +85,8 @@ def test_quickstart_toy_scale_writes_the_report(tmp_path, capsys):
     assert metrics["after"]["weights"] == "ema 0.95" and metrics["before"]["weights"] == "current"
     assert metrics["after"]["current_weights"]["per_task"]["Reach"]["episodes"] == 2
     assert "the weights of the last update alone scored" in report
+    assert "GRPO stopped on its time limit" in report and "after 1 of 2 iterations" in report
+    assert "The SFT stopped" not in report  # it ran its 3 steps
     for name in ("success_curve.png", "success_before_after.png"):
         assert (out / name).stat().st_size > 0
     assert len(list((out / "videos").rglob("*.mp4"))) == 2  # one before, one after

@@ -206,6 +206,23 @@ def plot_curve(history: list[dict], path: Path, training: list[dict] = (), windo
     return path
 
 
+def _budget_notes(metrics: dict, train_config: TrainConfig) -> list[str]:
+    """Report lines saying which stage its time limit stopped early: on a slow machine the quickstart's
+    budget buys fewer SFT steps and GRPO updates, and the gain was still climbing where it stopped."""
+    notes = []
+    sft_steps, sft_target = _steps_of(Path(metrics["sft_checkpoint"])), metrics["config"]["sft"]["steps"]
+    if sft_steps < sft_target:
+        notes.append(f"The SFT stopped on its time limit (`sft.time_limit_minutes`) at step {sft_steps} of "
+                     f"{sft_target}.")
+    iterations = metrics["after"]["iteration"]
+    if iterations < train_config.iterations:
+        notes.append(f"GRPO stopped on its time limit (`train.time_limit_minutes: {train_config.time_limit_minutes:g}`) "
+                     f"after {iterations} of {train_config.iterations} iterations. On a machine where 11 minutes hold "
+                     f"about 80 iterations the gain was still climbing there (docs/training.md, session 35): "
+                     f"`--set train.time_limit_minutes=16` gives GRPO more updates, at the cost of a longer run.")
+    return [" ".join(notes), ""] if notes else []
+
+
 def render_report(metrics: dict, train_config: TrainConfig) -> str:
     before, after = metrics["before"], metrics["after"]
     lines = ["# Quickstart report", "",
@@ -229,6 +246,7 @@ def render_report(metrics: dict, train_config: TrainConfig) -> str:
                   f"{100 * current['mean_success']:.1f}% on the same states ("
                   + ", ".join(f"{task} {row['successes']}/{row['episodes']}" for task, row in current["per_task"].items())
                   + ").", ""]
+    lines += _budget_notes(metrics, train_config)
     lines += ["![success before and after](success_before_after.png)", "",
               "![success during GRPO: held-out evaluations and training rollouts](success_curve.png)", "", "## Time", "",
               "| stage | minutes |", "|---|---|"]
