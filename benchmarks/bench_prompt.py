@@ -67,7 +67,10 @@ def measure(template: str, repeats: int) -> dict[str, float]:
         started = time.perf_counter()
         policy.act(rollout, explore=True)
         act.append(time.perf_counter() - started)
-    length = 3 + len(policy.model.prompt_ids(INSTRUCTIONS[:1])[0]) + policy.config.num_action_tokens
+    one = observations(1)
+    with torch.no_grad():
+        prefix = policy.model.build_prefix(one.images, one.instructions, one.proprio, points=points[:1])
+    length = prefix.embeds.shape[1] + policy.config.num_action_tokens
     return {"update_s": float(np.median(update[1:])), "act_s": float(np.median(act[1:])), "tokens": length}
 
 

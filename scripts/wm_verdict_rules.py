@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 RULES = [("peak", 1), ("consecutive", 2), ("consecutive", 3), ("mean", 2), ("mean", 3), ("mean", 5)]
 
 
@@ -48,11 +47,12 @@ def rule_score(traces: np.ndarray, rule: str, k: int) -> np.ndarray:
     return np.array(scores)
 
 
-def auroc(scores: np.ndarray, truth: np.ndarray) -> float | None:
-    positive, negative = scores[truth], scores[~truth]
-    if not len(positive) or not len(negative):
-        return None
-    return float((positive[:, None] > negative[None]).mean() + 0.5 * (positive[:, None] == negative[None]).mean())
+def auroc_or_none(scores: np.ndarray, truth: np.ndarray) -> float | None:
+    """The project's AUROC, None (JSON null) where one outcome is missing."""
+    from vla_rl.reward.critic_train import auroc
+
+    value = auroc(scores, truth)
+    return None if np.isnan(value) else value
 
 
 def main() -> int:
@@ -68,7 +68,8 @@ def main() -> int:
     from vla_rl.cli.world_model import trajectories_of
     from vla_rl.core.checkpoint_dir import resolve_checkpoint
     from vla_rl.reward.critic import load_critic
-    from world_model.evaluate import critic_channels, critic_done_traces, imagine_open_loop
+    from world_model.evaluate import (agreement_by_threshold, best_threshold, critic_channels, critic_done_traces,
+                                      imagine_open_loop)
     from world_model.train import load_world_model
 
     if Path(args.calibrate_on).resolve() == Path(args.data).resolve():
@@ -98,15 +99,15 @@ def main() -> int:
     for source in ("imagined", "real"):
         for rule, k in RULES:
             scores = {name: rule_score(traces[name][source], rule, k) for name in sets}
-            calibration = {t: float(((scores["calibration"] >= t) == truth["calibration"]).mean()) for t in THRESHOLDS}
-            threshold = max(THRESHOLDS, key=lambda t: (calibration[t], -abs(t - 0.5)))
+            calibration = agreement_by_threshold(scores["calibration"], truth["calibration"])
+            threshold = best_threshold(calibration)
             row = {"source": source, "rule": rule if rule == "peak" else f"{rule}-{k}", "threshold": float(threshold),
                    "calibration_agreement": calibration[threshold]}
             for name in sets:
                 if name == "calibration":
                     continue
                 verdict = scores[name] >= threshold
-                at = {float(t): float(((scores[name] >= t) == truth[name]).mean()) for t in THRESHOLDS}
+                at = agreement_by_threshold(scores[name], truth[name])
                 best = max(at, key=at.get)  # found on this set itself: how far from its calibrated threshold
                 row[name] = {"agreement": float((verdict == truth[name]).mean()),
                              "on_successes": float(verdict[truth[name]].mean()),
@@ -120,8 +121,9 @@ def main() -> int:
                             for name in sets if name != "calibration"))
         for name in sets:
             peak = rule_score(traces[name][source], "peak", 1)
-            report["auroc"][f"{name}/{source}"] = {"all": auroc(peak, truth[name]), **{
-                task: auroc(peak[tasks[name] == task], truth[name][tasks[name] == task]) for task in sorted(set(tasks[name]))}}
+            report["auroc"][f"{name}/{source}"] = {"all": auroc_or_none(peak, truth[name]), **{
+                task: auroc_or_none(peak[tasks[name] == task], truth[name][tasks[name] == task])
+                for task in sorted(set(tasks[name]))}}
             print(f"AUROC of the peak done probability, {name} ({source} frames): "
                   + ", ".join(f"{key} {value:.3f}" for key, value in report["auroc"][f"{name}/{source}"].items()
                               if value is not None))

@@ -229,6 +229,21 @@ def outcome_agreement(critic, trajectories: Sequence[Trajectory], imagined: Sequ
             "imagined_peak_done_prob": peak_imagined.round(3).tolist()}
 
 
+# done thresholds tried when calibrating a verdict rule on training episodes
+DONE_THRESHOLD_GRID = tuple(round(float(x), 2) for x in np.arange(0.05, 0.951, 0.05))
+
+
+def agreement_by_threshold(scores: np.ndarray, truth: np.ndarray) -> dict[float, float]:
+    """For each threshold of ``DONE_THRESHOLD_GRID``: the share of episodes whose verdict (score reaches the
+    threshold) matches the simulator's outcome ``truth``."""
+    return {threshold: float(((scores >= threshold) == truth).mean()) for threshold in DONE_THRESHOLD_GRID}
+
+
+def best_threshold(agreement: dict[float, float]) -> float:
+    """The threshold of ``agreement_by_threshold`` that agrees most often; ties go to the one nearest 0.5."""
+    return max(agreement, key=lambda threshold: (agreement[threshold], -abs(threshold - 0.5)))
+
+
 def calibrate_done_threshold(model, critic, trajectories: Sequence[Trajectory], sampling_steps: int | None = None,
                              seed: int = 0, show_progress: bool = True) -> dict:
     """The done-probability threshold at which the critic's verdicts on *imagined* rollouts of
@@ -243,14 +258,13 @@ def calibrate_done_threshold(model, critic, trajectories: Sequence[Trajectory], 
     imagined = imagine_open_loop(model, trajectories, sampling_steps, seed, show_progress=show_progress)
     _, peak = critic_verdicts(critic, imagined, [t.instruction for t in trajectories], agent, 0.5, wrist)
     truth = np.array([t.succeeded for t in trajectories])
-    grid = [round(float(x), 2) for x in np.arange(0.05, 0.951, 0.05)]
-    agreement = {threshold: float(((peak >= threshold) == truth).mean()) for threshold in grid}
-    best = max(grid, key=lambda threshold: (agreement[threshold], -abs(threshold - 0.5)))
+    agreement = agreement_by_threshold(peak, truth)
+    best = best_threshold(agreement)
     # A threshold at the grid's edge means the best rule may lie beyond it; a verdict no better than
     # calling every episode the majority outcome carries no information about the episode.
     return {"done_threshold": best, "agreement": agreement[best], "episodes": len(trajectories),
             "true_successes": int(truth.sum()), "agreement_by_threshold": agreement,
-            "at_grid_edge": best in (grid[0], grid[-1]),
+            "at_grid_edge": best in (DONE_THRESHOLD_GRID[0], DONE_THRESHOLD_GRID[-1]),
             "majority_outcome_agreement": float(max(truth.mean(), 1.0 - truth.mean()))}
 
 
