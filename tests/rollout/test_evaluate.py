@@ -14,6 +14,15 @@ def test_wilson_interval_known_values():
     assert wilson_interval(50, 50) == pytest.approx((0.9287, 1.0), abs=1e-3)
 
 
+def test_wilson_interval_always_contains_the_observed_rate():
+    # 4/4 used to give an upper bound of 0.9999999999999999, a negative error bar that made the
+    # success chart (and with it the end of a quickstart) fail.
+    for trials in range(1, 201):
+        for successes in range(trials + 1):
+            low, high = wilson_interval(successes, trials)
+            assert 0.0 <= low <= successes / trials <= high <= 1.0, (successes, trials)
+
+
 def test_evaluate_counts_expert_success_and_idle_failure():
     specs = [TaskSpec("Reach", i, "eval") for i in range(3)] + [TaskSpec("PressButton", i, "eval") for i in range(2)]
     with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32)) as env:
