@@ -22,6 +22,7 @@ import torch
 from vla_rl.core.checkpoint_dir import (CorruptCheckpointError, commit_checkpoint_dir, latest_valid_checkpoint,
                                         point_latest, resolve_checkpoint, staging_dir, verify_checkpoint)
 from vla_rl.core.config import from_dict, option, to_dict
+from vla_rl.core.optim import load_optimizer_state, make_adamw
 from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
 
 from world_model.data import Trajectory, TransitionBatch, TransitionSampler
@@ -213,7 +214,7 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
         raise ValueError("proprio_train_files train the proprio head's open-loop loss: set proprio_rollout_steps > 1 "
                          "or proprio_only")
     held_out_tracks = [ProprioTrack(t.proprio, t.actions) for t in held_out or []]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_adamw(model.parameters(), config.lr, config.weight_decay)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     start_step, checkpoint = 0, None
@@ -222,9 +223,9 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
         if checkpoint is None:
             raise FileNotFoundError(f"--resume: no valid checkpoint in {out_dir}")
         model = load_world_model(checkpoint).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = make_adamw(model.parameters(), config.lr, config.weight_decay)
         state = torch.load(checkpoint / "training_state.pt", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         rng.bit_generator.state = state["numpy_rng"]
         generator.set_state(state["generator"])
         start_step = int(state["step"])

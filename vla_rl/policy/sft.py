@@ -27,6 +27,7 @@ import torch
 from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.demo_file import read_demo_file
+from vla_rl.core.optim import load_optimizer_state, make_adamw
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats
 from vla_rl.policy.augment import ColourSwap, ColourSwapConfig
 from vla_rl.policy.checkpoint import latest_valid_checkpoint, load_checkpoint, point_latest, save_checkpoint
@@ -304,10 +305,10 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     images_all = torch.from_numpy(np.stack([data.images[camera] for camera in config.model.cameras], axis=1))
     proprio_all = torch.from_numpy(data.proprio) if data.proprio is not None else None
     labels_all = torch.from_numpy(data.named_pixels) if data.named_pixels is not None else None
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_adamw(trainable, config.lr, config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
     colour_swap = ColourSwap(config.colour_swap)

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from vla_rl.core.config import option
+from vla_rl.core.optim import make_adamw
 from vla_rl.core.schedules import set_budgeted_lr
 from vla_rl.core.types import EpisodeFrames
 from vla_rl.policy.localiser import localisation_loss
@@ -242,7 +243,7 @@ def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode],
     out_dir.mkdir(parents=True, exist_ok=True)
     critic = start_critic(config).train()
     params = [p for p in critic.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_adamw(params, config.lr, config.weight_decay)
     sampler = PairSampler(episodes, config, config.seed)
     started = time.perf_counter()
     meta = {"train_episodes": len(episodes), "train_frames": int(sum(len(e.progress) for e in episodes)),

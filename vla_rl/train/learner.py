@@ -29,6 +29,7 @@ import torch
 from vla_rl.algos.advantages import (AdvantageInputs, episode_step_weights, get_estimator, masked_mean, ppo_clip_loss,
                                      value_loss)
 from vla_rl.core.config import option
+from vla_rl.core.optim import load_optimizer_state, make_adamw
 from vla_rl.core.schedules import linear_warmup_lr
 from vla_rl.core.types import TrajectoryBatch
 from vla_rl.policy.lora import LoRAConfig, apply_lora, lora_tensors, merged_state_dict, restore_lora
@@ -355,7 +356,7 @@ class PolicyLearner:
         self.value_head = (ValueHead(model.config.language_model.hidden_size).to(model.device)
                            if algorithm.estimator == "gae" else None)
         parameters = trainable + (list(self.value_head.parameters()) if self.value_head else [])
-        self.optimizer = torch.optim.AdamW(parameters, lr=algorithm.lr, weight_decay=algorithm.weight_decay)
+        self.optimizer = make_adamw(parameters, algorithm.lr, algorithm.weight_decay)
         self.reference = None
         if algorithm.kl_coef > 0:
             from vla_rl.policy.checkpoint import load_checkpoint
@@ -408,7 +409,7 @@ class PolicyLearner:
             optimizer = {"state": {index: {key: _shard_like(value, parameters[index]) for key, value in slots.items()}
                                    for index, slots in optimizer["state"].items()},
                          "param_groups": optimizer["param_groups"]}
-        self.optimizer.load_state_dict(optimizer)
+        load_optimizer_state(self.optimizer, optimizer)
         self.generator.set_state(state["generator"])
         self.optimizer_steps = int(state.get("optimizer_steps", 0))  # absent in checkpoints older than the schedule
         if self.value_head is not None:
