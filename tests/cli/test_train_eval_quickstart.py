@@ -1,5 +1,6 @@
 """`vla-rl eval`, `vla-rl train` and `vla-rl quickstart` end to end at toy scale (real envs, real Ray)."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def test_quickstart_toy_scale_writes_the_report(tmp_path, capsys):
     code = main(["quickstart", "--set", f"out_dir={out}", "--set", "tasks=[Reach]", "--set", "sft_tasks=[]",
                  "--set", "demos_per_task=2",
                  "--set", "image_size=32", "--set", "sft.steps=3", "--set", "train.iterations=2",
-                 "--set", "train.time_limit_minutes=0.000001",  # stops after the first of the 2 iterations
+                 "--set", "time_limit_minutes=0.01",  # the job's budget stops GRPO after the first of its 2 iterations
                  "--set", "train.group_size=2", "--set", "train.groups_per_iteration=1",
                  "--set", "train.eval_episodes_per_task=2",
                  "--set", "train.algorithm.dynamic_sampling=false",
@@ -85,11 +86,29 @@ def test_quickstart_toy_scale_writes_the_report(tmp_path, capsys):
     assert metrics["after"]["weights"] == "ema 0.95" and metrics["before"]["weights"] == "current"
     assert metrics["after"]["current_weights"]["per_task"]["Reach"]["episodes"] == 2
     assert "the weights of the last update alone scored" in report
-    assert "GRPO stopped on its time limit" in report and "after 1 of 2 iterations" in report
+    assert metrics["grpo_stopped_for_deadline"]
+    assert "GRPO stopped on the job's budget" in report and "after 1 of 2 iterations" in report
     assert "The SFT stopped" not in report  # it ran its 3 steps
     for name in ("success_curve.png", "success_before_after.png"):
         assert (out / name).stat().st_size > 0
     assert len(list((out / "videos").rglob("*.mp4"))) == 2  # one before, one after
+
+
+def test_budget_notes_name_the_limit_that_stopped_each_stage():
+    from vla_rl.cli.quickstart import QuickstartConfig, _budget_notes
+    from vla_rl.core.config import to_dict
+
+    config = QuickstartConfig()
+    metrics = {"sft_checkpoint": "runs/x/sft/step_000727", "config": to_dict(config), "after": {"iteration": 90},
+               "grpo_stopped_for_deadline": True}
+    notes = " ".join(_budget_notes(metrics, config.train))
+    assert "at step 727 of 1500" in notes and "the job's budget (`time_limit_minutes: 20`)" in notes
+    metrics.update(grpo_stopped_for_deadline=False, sft_checkpoint="runs/x/sft/step_001500")
+    train = dataclasses.replace(config.train, time_limit_minutes=11)
+    notes = " ".join(_budget_notes(metrics, train))
+    assert "The SFT stopped" not in notes and "its time limit (`train.time_limit_minutes: 11`)" in notes
+    metrics["after"]["iteration"] = 150
+    assert _budget_notes(metrics, train) == []
 
 
 def test_the_embedded_quickstart_default_is_configs_quickstart_yaml():

@@ -1,6 +1,7 @@
 """Rollout collection, the learner update and the training driver on the real tabletop env."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from vla_rl.core import TaskSpec
 from vla_rl.policy.checkpoint import load_checkpoint, save_checkpoint
 from vla_rl.rollout.collector import collect, concat_batches, step_obs
 from vla_rl.train.learner import AlgorithmConfig, update
-from vla_rl.train.trainer import RolloutConfig, Trainer, TrainConfig
+from vla_rl.train.trainer import RolloutConfig, Trainer, TrainConfig, deadline_reached
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +213,28 @@ def test_time_limit_on_a_checkpoint_iteration_still_evaluates_the_last_one(tmp_p
     assert [row["iteration"] for row in summary["eval_history"]] == [0, 1]
     saved = torch.load(tmp_path / "rl" / "iter_000001" / "training_state.pt", weights_only=False)
     assert [row["iteration"] for row in saved["rl"]["eval_history"]] == [0, 1]
+
+
+def test_deadline_counts_one_more_iteration_and_the_final_evaluation():
+    assert not deadline_reached(100.0, None, [5.0], 30.0)
+    assert not deadline_reached(100.0, 140.0, [4.0, 9.0, 6.0], 30.0)  # 100 + 9 + 30 = 139 fits
+    assert deadline_reached(100.0, 138.0, [4.0, 9.0, 6.0], 30.0)  # the slowest recent iteration does not
+    assert deadline_reached(100.0, 99.0, [], 0.0)
+
+
+def test_a_deadline_stops_the_run_with_its_final_evaluation(tmp_path, tiny_checkpoint):
+    """A deadline already past when the run starts: one iteration, then the final held-out evaluation and
+    checkpoint, and the summary says the deadline stopped it."""
+    config = _train_config(tmp_path, tiny_checkpoint, iterations=4, eval_every=0)
+    pool = make_pool(config.rollout, "tabletop", tiny_checkpoint, config.temperature, config.seed)
+    try:
+        summary = Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False).run(
+            deadline=time.perf_counter())
+    finally:
+        pool.close()
+    assert summary["iterations"] == 1 and summary["stopped_for_deadline"]
+    assert [row["iteration"] for row in summary["eval_history"]] == [0, 1]
+    assert (tmp_path / "rl" / "iter_000001" / "manifest.json").is_file()
 
 
 def test_kl_reference_is_the_run_s_own_sft_checkpoint_also_on_resume(tmp_path):

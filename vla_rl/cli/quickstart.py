@@ -45,7 +45,7 @@ def _default_sft() -> SFTConfig:
 
 
 def _default_train() -> TrainConfig:
-    return TrainConfig(iterations=150, time_limit_minutes=11, temperature=1.0, group_size=8, groups_per_iteration=4,
+    return TrainConfig(iterations=150, time_limit_minutes=0, temperature=1.0, group_size=8, groups_per_iteration=4,
                        max_sampling_rounds=2, keep_surplus_groups=True,
                        algorithm=AlgorithmConfig(lr=1e-3, minibatch_size=128, microbatch_size=64,
                                                  loss_aggregation="episode-mean"),
@@ -75,6 +75,9 @@ class QuickstartConfig:
     train: TrainConfig = option(factory=_default_train,
                                 doc="GRPO (init_checkpoint, out_dir and tasks are set here); its eval is the report's")
     videos_per_task: int = option(1, "MP4 videos per task, before and after RL")
+    time_limit_minutes: float = option(
+        20.0, "the whole job's budget: GRPO stops after the iteration past which one more, its final evaluation, "
+              "the videos and the report would not fit (0 = none; train.time_limit_minutes, if set, also applies)")
     reuse: bool = option(True, "skip stages whose outputs already exist in out_dir (demos, SFT checkpoint)")
 
 
@@ -130,7 +133,7 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
                      train_config.seed, reward=train_config.reward)
     try:
         trainer = Trainer(train_config, pool, eval_state_counter(train_config.suite), show_progress=show_progress)
-        summary = trainer.run()
+        summary = trainer.run(deadline=_grpo_deadline(config, started))
     finally:
         pool.close()
     seconds["grpo (incl. evals)"] = time.perf_counter() - stage
@@ -152,11 +155,25 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
     metrics = {"before": before, "after": after, "gain_points": 100 * (after["mean_success"] - before["mean_success"]),
                "eval_history": history, "seconds": seconds, "sft_checkpoint": str(sft_checkpoint),
                "final_checkpoint": summary["checkpoint"], "videos": videos, "config": to_dict(config),
+               "grpo_stopped_for_deadline": summary["stopped_for_deadline"],
                **environment_versions()}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str) + "\n")
     report = out / "report.md"
     report.write_text(render_report(metrics, train_config))
     return report
+
+
+# What the job needs after GRPO's final evaluation: each video is an episode rendered and encoded (about 3 s
+# on a slow 2-core machine), then the plots, the report and the Ray shutdown.
+SECONDS_PER_VIDEO, SECONDS_AFTER_VIDEOS = 6.0, 20.0
+
+
+def _grpo_deadline(config: QuickstartConfig, started: float) -> float | None:
+    """The ``time.perf_counter()`` by which GRPO must be done for the job to end within its budget."""
+    if not config.time_limit_minutes:
+        return None
+    videos = 2 * len(config.tasks) * config.videos_per_task
+    return started + 60 * config.time_limit_minutes - SECONDS_PER_VIDEO * videos - SECONDS_AFTER_VIDEOS
 
 
 def _steps_of(checkpoint: Path) -> int:
@@ -216,10 +233,13 @@ def _budget_notes(metrics: dict, train_config: TrainConfig) -> list[str]:
                      f"{sft_target}.")
     iterations = metrics["after"]["iteration"]
     if iterations < train_config.iterations:
-        notes.append(f"GRPO stopped on its time limit (`train.time_limit_minutes: {train_config.time_limit_minutes:g}`) "
-                     f"after {iterations} of {train_config.iterations} iterations. On a machine where 11 minutes hold "
-                     f"about 80 iterations the gain was still climbing there (docs/training.md, session 35): "
-                     f"`--set train.time_limit_minutes=16` gives GRPO more updates, at the cost of a longer run.")
+        limit = (f"the job's budget (`time_limit_minutes: {metrics['config']['time_limit_minutes']:g}`)"
+                 if metrics.get("grpo_stopped_for_deadline") else
+                 f"its time limit (`train.time_limit_minutes: {train_config.time_limit_minutes:g}`)")
+        notes.append(f"GRPO stopped on {limit} after {iterations} of {train_config.iterations} iterations. On a "
+                     f"machine where the budget holds about 80 iterations the gain was still climbing there "
+                     f"(docs/training.md, session 35): `--set time_limit_minutes=25` gives GRPO more updates, at the "
+                     f"cost of a longer run.")
     return [" ".join(notes), ""] if notes else []
 
 

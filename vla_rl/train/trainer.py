@@ -14,6 +14,7 @@ The driver gets its rollout pool (local or Ray) from the caller; it never import
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import time
@@ -169,6 +170,13 @@ class Timer:
             yield
         finally:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def deadline_reached(now: float, deadline: float | None, iteration_seconds: Sequence[float],
+                     eval_seconds: float) -> bool:
+    """Whether one more iteration (as long as the slowest of ``iteration_seconds``, recent ones) and the
+    final evaluation (``eval_seconds``) would end past ``deadline``; never with no deadline."""
+    return deadline is not None and now + max(iteration_seconds, default=0.0) + eval_seconds > deadline
 
 
 def eval_specs(tasks: Sequence[str], episodes_per_task: int, available: Callable[[str], int]) -> list[TaskSpec]:
@@ -398,7 +406,11 @@ class Trainer:
         return path
 
     # ---- the loop ----------------------------------------------------------------------------------
-    def run(self, on_iteration: Callable[[dict], None] | None = None) -> dict:
+    def run(self, on_iteration: Callable[[dict], None] | None = None, deadline: float | None = None) -> dict:
+        """Train to ``iterations`` or the time limit. ``deadline`` (a ``time.perf_counter()`` value) is when
+        the run must be over, its final evaluation and checkpoint included: it stops after the iteration
+        past which one more iteration (as long as the slowest of the last few) and that evaluation (as long
+        as the longest so far) would not fit. The quickstart fits its whole job into a budget this way."""
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
@@ -407,11 +419,14 @@ class Trainer:
         started = time.perf_counter()
         self.sync()
         evaluating = config.eval_episodes_per_task > 0
+        eval_seconds, recent_iterations = 0.0, collections.deque(maxlen=5)
         if evaluating and not self.eval_history:
+            eval_started = time.perf_counter()
             self._log_eval(self.evaluate(), writer)
+            eval_seconds = time.perf_counter() - eval_started
         bar = tqdm(total=config.iterations, initial=self.iteration, desc="grpo", unit="it",
                    disable=not self.show_progress)
-        checkpoint = None
+        checkpoint, out_of_time, past_deadline = None, False, False
         while self.iteration < config.iterations:
             timer = Timer()
             with timer.time("rollout"):
@@ -425,14 +440,17 @@ class Trainer:
             with timer.time("sync"):
                 self.sync()
             metrics = self._metrics(rollout, stats, timer)
-            out_of_time = bool(config.time_limit_minutes) and \
-                time.perf_counter() - started > 60 * config.time_limit_minutes
-            last = self.iteration == config.iterations or out_of_time
+            now = time.perf_counter()
+            recent_iterations.append(sum(timer.seconds.values()))
+            out_of_time = bool(config.time_limit_minutes) and now - started > 60 * config.time_limit_minutes
+            past_deadline = deadline_reached(now, deadline, recent_iterations, eval_seconds)
+            last = self.iteration == config.iterations or out_of_time or past_deadline
             # the last iteration is evaluated, then checkpointed (with that evaluation in its history),
-            # whether the iteration count or the time limit ends the run
+            # whether the iteration count, the time limit or the deadline ends the run
             if evaluating and (config.eval_every and self.iteration % config.eval_every == 0 or last):
                 with timer.time("eval"):
                     metrics["eval"] = self._log_eval(self.evaluate(), writer)
+                eval_seconds = max(eval_seconds, timer.seconds["eval"])
             if self.iteration % config.checkpoint_every == 0 or last:
                 with timer.time("checkpoint"):
                     checkpoint = self.checkpoint()
@@ -451,8 +469,9 @@ class Trainer:
                 self._log_eval(self.evaluate(), writer)
             checkpoint = self.checkpoint()
         writer.close()
+        stopped_for_deadline = past_deadline and not out_of_time and self.iteration < config.iterations
         return {"iterations": self.iteration, "checkpoint": str(checkpoint), "eval_history": self.eval_history,
-                "seconds": time.perf_counter() - started}
+                "seconds": time.perf_counter() - started, "stopped_for_deadline": bool(stopped_for_deadline)}
 
     def close(self) -> None:
         """Release the learner group's actors (a learner in this process has nothing to release)."""
