@@ -111,6 +111,11 @@ def test_budget_notes_name_the_limit_that_stopped_each_stage():
     assert _budget_notes(metrics, train) == []
 
 
+def test_quickstart_rejects_a_negative_budget(capsys):
+    assert main(["quickstart", "--set", "time_limit_minutes=-1"]) == 2
+    assert "time_limit_minutes must be >= 0" in capsys.readouterr().err
+
+
 def test_the_embedded_quickstart_default_is_configs_quickstart_yaml():
     """`vla-rl quickstart` without --config must run what `make demo` runs."""
     from vla_rl.cli.quickstart import QuickstartConfig

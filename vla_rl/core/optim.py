@@ -26,7 +26,7 @@ def fused_capable(parameters: list[torch.Tensor]) -> bool:
 def make_adamw(parameters: Iterable[torch.Tensor], lr: float, weight_decay: float,
                fused: bool | None = None) -> torch.optim.AdamW:
     """``torch.optim.AdamW`` over ``parameters``; ``fused=None`` picks the fused kernel when
-    ``fused_capable``."""
+    ``fused_capable``; ``fused=False`` leaves the choice to torch (single-tensor on CPU, foreach on CUDA)."""
     parameters = list(parameters)
     if fused is None:
         fused = fused_capable(parameters)
@@ -34,12 +34,16 @@ def make_adamw(parameters: Iterable[torch.Tensor], lr: float, weight_decay: floa
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """``optimizer.load_state_dict(state)`` that keeps this optimizer's kernel choice: a state saved by
-    an unfused optimizer (an older checkpoint) would otherwise switch the fused one back off."""
-    kernels = [{key: group.get(key) for key in ("fused", "foreach")} for group in optimizer.param_groups]
-    optimizer.load_state_dict(state)
-    for group, kernel in zip(optimizer.param_groups, kernels):
-        group.update(kernel)
+    """``optimizer.load_state_dict(state)`` that keeps this optimizer's kernel choice. A state saved by an
+    unfused optimizer (an older checkpoint, a sharded learner) would otherwise switch the fused kernel off;
+    and torch places the loaded step counters by the *saved* groups' kernel (on the CPU for an unfused one,
+    where a fused CUDA kernel cannot read them), so the choice is written into the saved groups first."""
+    if len(state["param_groups"]) != len(optimizer.param_groups):
+        raise ValueError(f"the saved optimizer state has {len(state['param_groups'])} parameter groups; "
+                         f"this optimizer has {len(optimizer.param_groups)}")
+    kernels = [{key: group[key] for key in ("fused", "foreach") if key in group} for group in optimizer.param_groups]
+    groups = [{**saved, **kernel} for saved, kernel in zip(state["param_groups"], kernels)]
+    optimizer.load_state_dict({**state, "param_groups": groups})
 
 
 __all__ = ["fused_capable", "load_optimizer_state", "make_adamw"]

@@ -173,10 +173,11 @@ class Timer:
 
 
 def deadline_reached(now: float, deadline: float | None, iteration_seconds: Sequence[float],
-                     eval_seconds: float) -> bool:
+                     reserve_seconds: float) -> bool:
     """Whether one more iteration (as long as the slowest of ``iteration_seconds``, recent ones) and the
-    final evaluation (``eval_seconds``) would end past ``deadline``; never with no deadline."""
-    return deadline is not None and now + max(iteration_seconds, default=0.0) + eval_seconds > deadline
+    work that must still follow or precede it (``reserve_seconds``: the final evaluation and checkpoint)
+    would end past ``deadline``; never with no deadline."""
+    return deadline is not None and now + max(iteration_seconds, default=0.0) + reserve_seconds > deadline
 
 
 def eval_specs(tasks: Sequence[str], episodes_per_task: int, available: Callable[[str], int]) -> list[TaskSpec]:
@@ -369,6 +370,7 @@ class Trainer:
             return EvalResult(outcomes)
 
         averaging = self._averaging()
+        started = time.perf_counter()
         if averaging:
             self.pool.set_weights(self.average.weights, self.iteration)
         try:
@@ -386,8 +388,19 @@ class Trainer:
         if averaging:  # what the average bought, on the same states
             current = run(None)
             row["current_weights"] = {"mean_success": current.mean_success, "per_task": current.per_task()}
+        row["seconds_per_pass"] = round((time.perf_counter() - started) / self._evaluation_passes(averaging), 3)
         self.eval_history.append(row)
         return row
+
+    def _evaluation_passes(self, averaging: bool) -> int:
+        """Passes over the evaluation states: greedy, each extra decoding, and the current weights beside
+        their average."""
+        return 1 + len(self.config.eval_decodings) + int(averaging)
+
+    def _final_evaluation_seconds(self) -> float:
+        """How long an evaluation after an update should take, from the slowest pass so far (0 before any)."""
+        per_pass = max((row.get("seconds_per_pass", 0.0) for row in self.eval_history), default=0.0)
+        return per_pass * self._evaluation_passes(self.average is not None)
 
     def checkpoint(self) -> Path:
         name = f"{CHECKPOINT_PREFIX}{self.iteration:06d}"
@@ -409,8 +422,9 @@ class Trainer:
     def run(self, on_iteration: Callable[[dict], None] | None = None, deadline: float | None = None) -> dict:
         """Train to ``iterations`` or the time limit. ``deadline`` (a ``time.perf_counter()`` value) is when
         the run must be over, its final evaluation and checkpoint included: it stops after the iteration
-        past which one more iteration (as long as the slowest of the last few) and that evaluation (as long
-        as the longest so far) would not fit. The quickstart fits its whole job into a budget this way."""
+        past which one more iteration (as long as the slowest of the last five), this iteration's periodic
+        evaluation, the final one (from the slowest evaluation pass so far, also of a resumed run's history)
+        and the checkpoints would not fit. The quickstart fits its whole job into a budget this way."""
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
@@ -419,11 +433,9 @@ class Trainer:
         started = time.perf_counter()
         self.sync()
         evaluating = config.eval_episodes_per_task > 0
-        eval_seconds, recent_iterations = 0.0, collections.deque(maxlen=5)
         if evaluating and not self.eval_history:
-            eval_started = time.perf_counter()
             self._log_eval(self.evaluate(), writer)
-            eval_seconds = time.perf_counter() - eval_started
+        recent_iterations, checkpoint_seconds = collections.deque(maxlen=5), 0.0
         bar = tqdm(total=config.iterations, initial=self.iteration, desc="grpo", unit="it",
                    disable=not self.show_progress)
         checkpoint, out_of_time, past_deadline = None, False, False
@@ -443,17 +455,20 @@ class Trainer:
             now = time.perf_counter()
             recent_iterations.append(sum(timer.seconds.values()))
             out_of_time = bool(config.time_limit_minutes) and now - started > 60 * config.time_limit_minutes
-            past_deadline = deadline_reached(now, deadline, recent_iterations, eval_seconds)
+            periodic_eval = evaluating and bool(config.eval_every) and self.iteration % config.eval_every == 0
+            evaluation = self._final_evaluation_seconds() if evaluating else 0.0
+            past_deadline = deadline_reached(now, deadline, recent_iterations,
+                                             evaluation * (1 + periodic_eval) + 2 * checkpoint_seconds)
             last = self.iteration == config.iterations or out_of_time or past_deadline
             # the last iteration is evaluated, then checkpointed (with that evaluation in its history),
             # whether the iteration count, the time limit or the deadline ends the run
-            if evaluating and (config.eval_every and self.iteration % config.eval_every == 0 or last):
+            if periodic_eval or evaluating and last:
                 with timer.time("eval"):
                     metrics["eval"] = self._log_eval(self.evaluate(), writer)
-                eval_seconds = max(eval_seconds, timer.seconds["eval"])
             if self.iteration % config.checkpoint_every == 0 or last:
                 with timer.time("checkpoint"):
                     checkpoint = self.checkpoint()
+                checkpoint_seconds = max(checkpoint_seconds, timer.seconds["checkpoint"])
             metrics["seconds"] = {stage: round(s, 3) for stage, s in timer.seconds.items()}
             self._write_metrics(metrics, writer)
             bar.update(1)
