@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["bench_envs.py", "bench_decode.py", "bench_grpo.py", "expert_success.py", "bench_libero.py", "bench_critic.py",
            "bench_ros_latency.py", "bench_world_model.py", "bench_learner.py", "bench_mjx.py", "bench_policy_forward.py",
-           "bench_prompt.py"]
+           "bench_prompt.py", "bench_sft_step.py"]
 
 
 def run_script(script: str, timeout: float) -> list[dict]:

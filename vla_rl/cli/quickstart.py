@@ -98,6 +98,7 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
+    versions = environment_versions()  # the code this job runs, even if the checkout moves on meanwhile
 
     demo_dir = out / "demos"
     sft_tasks = tuple(dict.fromkeys(config.sft_tasks + config.tasks)) if config.sft_tasks else config.tasks
@@ -160,7 +161,7 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
                "eval_history": history, "seconds": seconds, "sft_checkpoint": str(sft_checkpoint),
                "final_checkpoint": summary["checkpoint"], "videos": videos, "config": to_dict(config),
                "grpo_stopped_for_deadline": summary["stopped_for_deadline"],
-               **environment_versions()}
+               **versions}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str) + "\n")
     report = out / "report.md"
     report.write_text(render_report(metrics, train_config))
