@@ -111,6 +111,19 @@ def test_budget_notes_name_the_limit_that_stopped_each_stage():
     assert _budget_notes(metrics, train) == []
 
 
+def test_a_reused_sft_checkpoint_must_be_of_the_requested_model(tmp_path):
+    from tests.policy.conftest import make_policy
+    from vla_rl.cli.quickstart import _check_reused_sft
+    from vla_rl.policy.checkpoint import save_checkpoint
+
+    policy = make_policy()
+    checkpoint = save_checkpoint(tmp_path / "step_000003", policy.model, policy.action_tokenizer)
+    _check_reused_sft(checkpoint, policy.model.config)  # the same model: reused
+    other = dataclasses.replace(policy.model.config, prompt_template="{instruction}", n_action_bins=128)
+    with pytest.raises(ValueError, match="differ in n_action_bins, prompt_template"):
+        _check_reused_sft(checkpoint, other)
+
+
 def test_quickstart_rejects_a_negative_budget(capsys):
     assert main(["quickstart", "--set", "time_limit_minutes=-1"]) == 2
     assert "time_limit_minutes must be >= 0" in capsys.readouterr().err

@@ -126,6 +126,8 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
                                      localiser_frames_dir=frames_dir,
                                      model=dataclasses.replace(config.sft.model, image_size=config.image_size))
     sft_checkpoint = latest_valid_checkpoint(sft_config.out_dir, "step_") if config.reuse else None
+    if sft_checkpoint is not None:
+        _check_reused_sft(sft_checkpoint, sft_config.model)
     if sft_checkpoint is None or _steps_of(sft_checkpoint) < sft_config.steps:
         sft_checkpoint = Path(train_sft(sft_config, resume=sft_checkpoint is not None,
                                         show_progress=show_progress)["checkpoint"])
@@ -179,6 +181,19 @@ def _grpo_deadline(config: QuickstartConfig, started: float) -> float | None:
         return None
     videos = 2 * len(config.tasks) * config.videos_per_task
     return started + 60 * config.time_limit_minutes - SECONDS_PER_VIDEO * videos - SECONDS_AFTER_VIDEOS
+
+
+def _check_reused_sft(checkpoint: Path, model: VLAConfig) -> None:
+    """An SFT checkpoint found in out_dir is reused (or resumed) only if it is of the model ``sft.model`` asks
+    for: otherwise a changed model config would be silently ignored."""
+    from vla_rl.policy.checkpoint import read_vla_config
+
+    saved, wanted = to_dict(read_vla_config(checkpoint / "vla_config.json")), to_dict(model)
+    differing = sorted(key for key in saved.keys() | wanted.keys() if saved.get(key) != wanted.get(key))
+    if differing:
+        raise ValueError(f"{checkpoint} holds an SFT of another model than sft.model (they differ in "
+                         f"{', '.join(differing)}): choose another out_dir, or --set reuse=false to train the SFT "
+                         f"again there")
 
 
 def _steps_of(checkpoint: Path) -> int:
