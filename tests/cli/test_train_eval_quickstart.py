@@ -82,10 +82,11 @@ def test_quickstart_toy_scale_writes_the_report(tmp_path, capsys):
     assert metrics["before"]["per_task"]["Reach"]["episodes"] == 2
     report = (out / "report.md").read_text()
     assert "| Reach |" in report and "before RL" in report
-    # "after" is the weight average (the default weights_ema), the last update's weights reported beside it
+    # "after" is the weight average (the default weights_ema); the budget, already spent, left no time to
+    # evaluate the last update's weights beside it (render_report's test covers the report when it did)
     assert metrics["after"]["weights"] == "ema 0.95" and metrics["before"]["weights"] == "current"
-    assert metrics["after"]["current_weights"]["per_task"]["Reach"]["episodes"] == 2
-    assert "the weights of the last update alone scored" in report
+    assert metrics["after"]["current_weights_skipped"] == "deadline"
+    assert "the weights of the last update alone were not evaluated" in report
     assert metrics["grpo_stopped_for_deadline"]
     assert "GRPO stopped on the job's budget" in report and "after 1 of 2 iterations" in report
     assert "The SFT stopped" not in report  # it ran its 3 steps
@@ -109,6 +110,31 @@ def test_budget_notes_name_the_limit_that_stopped_each_stage():
     assert "The SFT stopped" not in notes and "its time limit (`train.time_limit_minutes: 11`)" in notes
     metrics["after"]["iteration"] = 150
     assert _budget_notes(metrics, train) == []
+
+
+def test_report_gives_the_last_weights_score_beside_the_average_or_says_it_was_skipped():
+    from vla_rl.cli.quickstart import QuickstartConfig, render_report
+    from vla_rl.core.config import to_dict
+
+    def row(successes: int) -> dict:
+        per_task = {"Reach": {"successes": successes, "episodes": 50, "success_rate": successes / 50,
+                              "wilson95_low": 0.1, "wilson95_high": 0.9}}
+        return {"mean_success": successes / 50, "per_task": per_task}
+
+    config = QuickstartConfig()
+    before = {"iteration": 0, "weights": "current", **row(20)}
+    after = {"iteration": 150, "weights": "ema 0.95", **row(35), "current_weights": row(31)}
+    metrics = {"before": before, "after": after, "gain_points": 30.0, "seconds": {"total": 900.0}, "videos": {},
+               "config": to_dict(config), "sft_checkpoint": "runs/x/sft/step_001500",
+               "final_checkpoint": "runs/x/grpo/iter_000150"}
+    report = render_report(metrics, config.train)
+    assert "| Reach | 20/50 (40%" in report and "35/50 (70%" in report and "**+30.0 pts**" in report
+    assert "the weights of the last update alone scored 62.0% on the same states (Reach 31/50)" in report
+    del after["current_weights"]
+    after["current_weights_skipped"] = "deadline"
+    assert "the weights of the last update alone were not evaluated" in render_report(metrics, config.train)
+    after["weights"] = "current"  # no average: nothing to compare
+    assert "last update alone" not in render_report(metrics, config.train)
 
 
 def test_a_reused_sft_checkpoint_must_be_of_the_requested_model(tmp_path):

@@ -223,18 +223,30 @@ def test_deadline_counts_one_more_iteration_and_the_final_evaluation():
 
 
 def test_a_deadline_stops_the_run_with_its_final_evaluation(tmp_path, tiny_checkpoint):
-    """A deadline already past when the run starts: one iteration, then the final held-out evaluation and
-    checkpoint, and the summary says the deadline stopped it."""
-    config = _train_config(tmp_path, tiny_checkpoint, iterations=4, eval_every=0)
+    """A deadline already past when the run starts: one iteration, then the final held-out evaluation of
+    the weight average and the checkpoint, and the summary says the deadline stopped it. The current
+    weights' comparison pass is optional: it is skipped when the deadline leaves no time for it, and runs
+    when the deadline is far."""
+    config = _train_config(tmp_path, tiny_checkpoint, iterations=4, eval_every=0, weights_ema=0.5)
+    far = _train_config(tmp_path, tiny_checkpoint, iterations=1, eval_every=0, weights_ema=0.5,
+                        out_dir=tmp_path / "far")
     pool = make_pool(config.rollout, "tabletop", tiny_checkpoint, config.temperature, config.seed)
     try:
         summary = Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False).run(
             deadline=time.perf_counter())
+        far_summary = Trainer(far, pool, eval_state_counter("tabletop"), show_progress=False).run(
+            deadline=time.perf_counter() + 3600)
     finally:
         pool.close()
     assert summary["iterations"] == 1 and summary["stopped_for_deadline"]
-    assert [row["iteration"] for row in summary["eval_history"]] == [0, 1]
+    history = summary["eval_history"]
+    assert [row["iteration"] for row in history] == [0, 1]
+    assert history[1]["weights"] == "ema 0.5" and history[1]["per_task"]["Reach"]["episodes"] == 2
+    assert "current_weights" not in history[1] and history[1]["current_weights_skipped"] == "deadline"
     assert (tmp_path / "rl" / "iter_000001" / "manifest.json").is_file()
+    assert not far_summary["stopped_for_deadline"]
+    final = far_summary["eval_history"][-1]
+    assert final["current_weights"]["per_task"]["Reach"]["episodes"] == 2 and "current_weights_skipped" not in final
 
 
 def test_kl_reference_is_the_run_s_own_sft_checkpoint_also_on_resume(tmp_path):

@@ -119,7 +119,8 @@ class TrainConfig:
                                      "weights, which the evaluations, the checkpoints' model weights and so "
                                      "deployment use (the rollouts keep sampling the current weights; each "
                                      "evaluation also reports the current weights' success under "
-                                     "current_weights). One update is mostly noise; the average keeps the drift "
+                                     "current_weights, unless a run's deadline leaves no time for that "
+                                     "pass). One update is mostly noise; the average keeps the drift "
                                      "the updates share. 0 = off (evaluate and save the current weights)")
     learner: LearnerConfig = option(factory=LearnerConfig, doc="the learner: device, data-parallel replicas, "
                                                                 "precision, LoRA")
@@ -350,14 +351,21 @@ class Trainer:
         """Whether the average differs from the current weights yet (not before the first update)."""
         return self.average is not None and self.iteration > 0
 
-    def evaluate(self) -> dict:
+    def evaluate(self, comparison_deadline: float | None = None) -> dict:
         """Greedy held-out success, one task at a time so that a progress bar can follow it (each
-        task's episodes still fill every worker's env slots, refilled as episodes end)."""
+        task's episodes still fill every worker's env slots, refilled as episodes end).
+
+        With the weight average, the current weights are evaluated beside it on the same states: a
+        comparison, not the result, so with a ``comparison_deadline`` (a ``time.perf_counter()`` value)
+        it runs only if a pass as long as the average's still ends by then (``current_weights_skipped``
+        says so otherwise)."""
         from tqdm import tqdm
 
         specs = eval_specs(self.tasks, self.config.eval_episodes_per_task, self.eval_states)
+        pass_seconds: list[float] = []
 
         def run(decoding: str | None) -> EvalResult:
+            started = time.perf_counter()
             outcomes = []
             label = f"eval @ {self.iteration}" + (f" ({decoding})" if decoding else "")
             with tqdm(total=len(specs), desc=label, unit="ep", leave=False, disable=not self.show_progress) as bar:
@@ -367,10 +375,10 @@ class Trainer:
                     outcomes += done
                     bar.update(len(done))
                     bar.set_postfix({task: f"{np.mean([o.success for o in done]):.2f}"})
+            pass_seconds.append(time.perf_counter() - started)
             return EvalResult(outcomes)
 
         averaging = self._averaging()
-        started = time.perf_counter()
         if averaging:
             self.pool.set_weights(self.average.weights, self.iteration)
         try:
@@ -386,21 +394,24 @@ class Trainer:
             if averaging:  # the rollouts go on with the current weights
                 self.pool.set_weights(self.current_weights, self.iteration)
         if averaging:  # what the average bought, on the same states
-            current = run(None)
-            row["current_weights"] = {"mean_success": current.mean_success, "per_task": current.per_task()}
-        row["seconds_per_pass"] = round((time.perf_counter() - started) / self._evaluation_passes(averaging), 3)
+            if comparison_deadline is None or time.perf_counter() + pass_seconds[0] <= comparison_deadline:
+                current = run(None)
+                row["current_weights"] = {"mean_success": current.mean_success, "per_task": current.per_task()}
+            else:
+                row["current_weights_skipped"] = "deadline"
+        row["seconds_per_pass"] = round(max(pass_seconds), 3)
         self.eval_history.append(row)
         return row
 
-    def _evaluation_passes(self, averaging: bool) -> int:
-        """Passes over the evaluation states: greedy, each extra decoding, and the current weights beside
-        their average."""
-        return 1 + len(self.config.eval_decodings) + int(averaging)
+    def _evaluation_passes(self) -> int:
+        """Passes over the evaluation states that an evaluation must make: greedy and each extra decoding
+        (the current weights' pass beside their average is optional, see ``evaluate``)."""
+        return 1 + len(self.config.eval_decodings)
 
     def _final_evaluation_seconds(self) -> float:
-        """How long an evaluation after an update should take, from the slowest pass so far (0 before any)."""
+        """How long an evaluation after an update must take, from the slowest pass so far (0 before any)."""
         per_pass = max((row.get("seconds_per_pass", 0.0) for row in self.eval_history), default=0.0)
-        return per_pass * self._evaluation_passes(self.average is not None)
+        return per_pass * self._evaluation_passes()
 
     def checkpoint(self) -> Path:
         name = f"{CHECKPOINT_PREFIX}{self.iteration:06d}"
@@ -423,8 +434,9 @@ class Trainer:
         """Train to ``iterations`` or the time limit. ``deadline`` (a ``time.perf_counter()`` value) is when
         the run must be over, its final evaluation and checkpoint included: it stops after the iteration
         past which one more iteration (as long as the slowest of the last five), this iteration's periodic
-        evaluation, the final one (from the slowest evaluation pass so far, also of a resumed run's history)
-        and the checkpoints would not fit. The quickstart fits its whole job into a budget this way."""
+        evaluation, the final one (its required passes, each as long as the slowest pass so far, also of a
+        resumed run's history) and the checkpoints would not fit; the current weights' comparison pass beside
+        their average runs only in time left over. The quickstart fits its whole job into a budget this way."""
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
@@ -463,8 +475,11 @@ class Trainer:
             # the last iteration is evaluated, then checkpointed (with that evaluation in its history),
             # whether the iteration count, the time limit or the deadline ends the run
             if periodic_eval or evaluating and last:
+                # the optional comparison pass may use only time that the rest of the run does not need
+                comparison_deadline = None if deadline is None else deadline - 2 * checkpoint_seconds - (
+                    0.0 if last else max(recent_iterations) + evaluation)
                 with timer.time("eval"):
-                    metrics["eval"] = self._log_eval(self.evaluate(), writer)
+                    metrics["eval"] = self._log_eval(self.evaluate(comparison_deadline), writer)
             if self.iteration % config.checkpoint_every == 0 or last:
                 with timer.time("checkpoint"):
                     checkpoint = self.checkpoint()
