@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -143,6 +144,23 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     assert logged_steps("a") == [3, 6, 9, 12], "a fresh run into a used out_dir continued the old history"
     with pytest.raises(FileNotFoundError, match="resume"):
         train_sft(sft_config(tmp_path, out_dir=tmp_path / "empty"), resume=True, show_progress=False)
+
+
+def test_resume_refuses_a_checkpoint_of_another_model_than_the_run_started(tmp_path):
+    """A resume continues the model the run started: config.model, or init_checkpoint's model when set
+    (config.model then does not count). A changed model is an error, not silently the checkpoint's."""
+    (tmp_path / "demos").mkdir()
+    synthetic_demos(tmp_path / "demos")
+    train_sft(sft_config(tmp_path, out_dir=tmp_path / "a"), show_progress=False, stop_at_step=6)
+    changed = dataclasses.replace(tiny_config(), n_action_bins=128)
+    with pytest.raises(ValueError, match="differ in n_action_bins"):
+        train_sft(sft_config(tmp_path, out_dir=tmp_path / "a", model=changed), resume=True, show_progress=False)
+    init = latest_valid_checkpoint(tmp_path / "a", "step_")
+    train_sft(sft_config(tmp_path, out_dir=tmp_path / "b", init_checkpoint=init, model=changed),
+              show_progress=False, stop_at_step=9)
+    resumed = train_sft(sft_config(tmp_path, out_dir=tmp_path / "b", init_checkpoint=init, model=changed),
+                        resume=True, show_progress=False)
+    assert resumed["steps"] == 12
 
 
 def test_demo_loading_builds_chunks_and_filters(tmp_path):

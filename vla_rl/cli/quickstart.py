@@ -187,10 +187,9 @@ def _grpo_deadline(config: QuickstartConfig, started: float) -> float | None:
 def _check_reused_sft(checkpoint: Path, model: VLAConfig) -> None:
     """An SFT checkpoint found in out_dir is reused (or resumed) only if it is of the model ``sft.model`` asks
     for: otherwise a changed model config would be silently ignored."""
-    from vla_rl.policy.checkpoint import read_vla_config
+    from vla_rl.policy.checkpoint import model_config_differences
 
-    saved, wanted = to_dict(read_vla_config(checkpoint / "vla_config.json")), to_dict(model)
-    differing = sorted(key for key in saved.keys() | wanted.keys() if saved.get(key) != wanted.get(key))
+    differing = model_config_differences(checkpoint, model)
     if differing:
         raise ValueError(f"{checkpoint} holds an SFT of another model than sft.model (they differ in "
                          f"{', '.join(differing)}): choose another out_dir, or --set reuse=false to train the SFT "

@@ -62,6 +62,15 @@ def read_vla_config(path: Path) -> VLAConfig:
     return from_dict(VLAConfig, raw)
 
 
+def model_config_differences(directory: Path, wanted: VLAConfig) -> list[str]:
+    """The top-level keys in which a checkpoint's model config differs from ``wanted`` (empty: the
+    same model): a run that resumes or reuses a checkpoint must not silently ignore a changed model.
+    ``tokenizer`` is where the tokenizer was read from, which a checkpoint loaded and saved again moves
+    to its own copy, so it is not compared."""
+    saved, asked = to_dict(read_vla_config(Path(directory) / "vla_config.json")), to_dict(wanted)
+    return sorted(key for key in (saved.keys() | asked.keys()) - {"tokenizer"} if saved.get(key) != asked.get(key))
+
+
 def load_checkpoint(directory: Path, device: str | torch.device = "cpu", verify: bool = True
                     ) -> tuple[VLAModel, ActionTokenizer, dict[str, Any] | None]:
     """Model, action tokenizer and (if present) the training state of a checkpoint directory."""
@@ -93,4 +102,5 @@ def load_checkpoint(directory: Path, device: str | torch.device = "cpu", verify:
 
 
 __all__ = ["CorruptCheckpointError", "save_checkpoint", "load_checkpoint", "verify_checkpoint",
-           "latest_valid_checkpoint", "point_latest", "resolve_checkpoint", "read_vla_config", "LATEST", "MANIFEST"]
+           "latest_valid_checkpoint", "point_latest", "resolve_checkpoint", "read_vla_config", "model_config_differences", "LATEST",
+           "MANIFEST"]

@@ -30,7 +30,8 @@ from vla_rl.core.demo_file import read_demo_file
 from vla_rl.core.optim import load_optimizer_state, make_adamw
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats
 from vla_rl.policy.augment import ColourSwap, ColourSwapConfig
-from vla_rl.policy.checkpoint import latest_valid_checkpoint, load_checkpoint, point_latest, save_checkpoint
+from vla_rl.policy.checkpoint import (latest_valid_checkpoint, load_checkpoint, model_config_differences, point_latest,
+                                      read_vla_config, save_checkpoint)
 from vla_rl.policy.localiser import localisation_loss
 from vla_rl.policy.lora import LoRAConfig, apply_lora, lora_tensors, merged_state_dict, restore_lora
 from vla_rl.policy.model import VLAConfig, VLAModel
@@ -273,6 +274,15 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     if resume and resume_from is None:
         raise FileNotFoundError(f"--resume: no valid checkpoint in {out_dir}")
     if resume_from is not None:
+        # the run continues the model it started: the one init_checkpoint holds, else config.model
+        wanted = read_vla_config(Path(config.init_checkpoint) / "vla_config.json") if config.init_checkpoint \
+            else config.model
+        differing = model_config_differences(resume_from, wanted)
+        if differing:
+            raise ValueError(f"--resume: {resume_from} holds another model than "
+                             f"{'init_checkpoint' if config.init_checkpoint else 'model'} (they differ in "
+                             f"{', '.join(differing)}); resume with the config the run started with, or choose "
+                             f"another out_dir")
         model, action_tokenizer, state = load_checkpoint(resume_from)
         start_step = int(state["step"])
     elif config.init_checkpoint:
