@@ -173,6 +173,9 @@ class Timer:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
+COMPARISON_PASS_MARGIN = 1.25  # how much longer than the average's pass the current weights' pass may take
+
+
 def deadline_reached(now: float, deadline: float | None, iteration_seconds: Sequence[float],
                      reserve_seconds: float) -> bool:
     """Whether one more iteration (as long as the slowest of ``iteration_seconds``, recent ones) and the
@@ -357,8 +360,8 @@ class Trainer:
 
         With the weight average, the current weights are evaluated beside it on the same states: a
         comparison, not the result, so with a ``comparison_deadline`` (a ``time.perf_counter()`` value)
-        it runs only if a pass as long as the average's still ends by then (``current_weights_skipped``
-        says so otherwise)."""
+        it runs only if a pass ``COMPARISON_PASS_MARGIN`` times as long as the average's still ends by then
+        (``current_weights_skipped`` says so otherwise)."""
         from tqdm import tqdm
 
         specs = eval_specs(self.tasks, self.config.eval_episodes_per_task, self.eval_states)
@@ -394,7 +397,9 @@ class Trainer:
             if averaging:  # the rollouts go on with the current weights
                 self.pool.set_weights(self.current_weights, self.iteration)
         if averaging:  # what the average bought, on the same states
-            if comparison_deadline is None or time.perf_counter() + pass_seconds[0] <= comparison_deadline:
+            # the current weights may fail more often than their average, and a failure runs to the step limit
+            needed = COMPARISON_PASS_MARGIN * pass_seconds[0]
+            if comparison_deadline is None or time.perf_counter() + needed <= comparison_deadline:
                 current = run(None)
                 row["current_weights"] = {"mean_success": current.mean_success, "per_task": current.per_task()}
             else:
