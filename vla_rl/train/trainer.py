@@ -173,7 +173,9 @@ class Timer:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
-COMPARISON_PASS_MARGIN = 1.25  # how much longer than the average's pass the current weights' pass may take
+# How much longer than a measured pass over the evaluation states a later pass over them may take: its policy
+# can fail more often, and a failure runs to the step limit (session 37: a final pass took 1.10x the first).
+PASS_TIME_MARGIN = 1.25
 
 
 def deadline_reached(now: float, deadline: float | None, iteration_seconds: Sequence[float],
@@ -360,7 +362,7 @@ class Trainer:
 
         With the weight average, the current weights are evaluated beside it on the same states: a
         comparison, not the result, so with a ``comparison_deadline`` (a ``time.perf_counter()`` value)
-        it runs only if a pass ``COMPARISON_PASS_MARGIN`` times as long as the average's still ends by then
+        it runs only if a pass ``PASS_TIME_MARGIN`` times as long as the average's still ends by then
         (``current_weights_skipped`` says so otherwise)."""
         from tqdm import tqdm
 
@@ -397,8 +399,7 @@ class Trainer:
             if averaging:  # the rollouts go on with the current weights
                 self.pool.set_weights(self.current_weights, self.iteration)
         if averaging:  # what the average bought, on the same states
-            # the current weights may fail more often than their average, and a failure runs to the step limit
-            needed = COMPARISON_PASS_MARGIN * pass_seconds[0]
+            needed = PASS_TIME_MARGIN * pass_seconds[0]
             if comparison_deadline is None or time.perf_counter() + needed <= comparison_deadline:
                 current = run(None)
                 row["current_weights"] = {"mean_success": current.mean_success, "per_task": current.per_task()}
@@ -414,9 +415,10 @@ class Trainer:
         return 1 + len(self.config.eval_decodings)
 
     def _final_evaluation_seconds(self) -> float:
-        """How long an evaluation after an update must take, from the slowest pass so far (0 before any)."""
+        """How long an evaluation after an update may take: its required passes, each ``PASS_TIME_MARGIN``
+        times the slowest pass so far (0 before any)."""
         per_pass = max((row.get("seconds_per_pass", 0.0) for row in self.eval_history), default=0.0)
-        return per_pass * self._evaluation_passes()
+        return PASS_TIME_MARGIN * per_pass * self._evaluation_passes()
 
     def checkpoint(self) -> Path:
         name = f"{CHECKPOINT_PREFIX}{self.iteration:06d}"
@@ -439,8 +441,8 @@ class Trainer:
         """Train to ``iterations`` or the time limit. ``deadline`` (a ``time.perf_counter()`` value) is when
         the run must be over, its final evaluation and checkpoint included: it stops after the iteration
         past which one more iteration (as long as the slowest of the last five), this iteration's periodic
-        evaluation, the final one (its required passes, each as long as the slowest pass so far, also of a
-        resumed run's history) and the checkpoints would not fit; the current weights' comparison pass beside
+        evaluation, the final one (its required passes, each ``PASS_TIME_MARGIN`` times the slowest pass so far,
+        also of a resumed run's history) and the checkpoints would not fit; the current weights' comparison pass beside
         their average runs only in time left over. The quickstart fits its whole job into a budget this way."""
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
