@@ -289,10 +289,10 @@ def render_report(metrics: dict, train_config: TrainConfig) -> str:
             lines += [f"{average}; the weights of the last update alone were not evaluated: the job's budget left "
                       f"no time for that comparison.", ""]
         else:
+            scores = ", ".join(f"{task} {row['successes']}/{row['episodes']}"
+                               for task, row in current["per_task"].items())
             lines += [f"{average}; the weights of the last update alone scored {100 * current['mean_success']:.1f}% "
-                      f"on the same states ("
-                      + ", ".join(f"{task} {row['successes']}/{row['episodes']}" for task, row in current["per_task"].items())
-                      + ").", ""]
+                      f"on the same states ({scores}).", ""]
     lines += _budget_notes(metrics, train_config)
     lines += ["![success before and after](success_before_after.png)", "",
               "![success during GRPO: held-out evaluations and training rollouts](success_curve.png)", "", "## Time", "",

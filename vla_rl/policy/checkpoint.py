@@ -102,5 +102,5 @@ def load_checkpoint(directory: Path, device: str | torch.device = "cpu", verify:
 
 
 __all__ = ["CorruptCheckpointError", "save_checkpoint", "load_checkpoint", "verify_checkpoint",
-           "latest_valid_checkpoint", "point_latest", "resolve_checkpoint", "read_vla_config", "model_config_differences", "LATEST",
-           "MANIFEST"]
+           "latest_valid_checkpoint", "point_latest", "resolve_checkpoint", "read_vla_config",
+           "model_config_differences", "LATEST", "MANIFEST"]

@@ -441,9 +441,10 @@ class Trainer:
         """Train to ``iterations`` or the time limit. ``deadline`` (a ``time.perf_counter()`` value) is when
         the run must be over, its final evaluation and checkpoint included: it stops after the iteration
         past which one more iteration (as long as the slowest of the last five), this iteration's periodic
-        evaluation, the final one (its required passes, each ``PASS_TIME_MARGIN`` times the slowest pass so far,
-        also of a resumed run's history) and the checkpoints would not fit; the current weights' comparison pass beside
-        their average runs only in time left over. The quickstart fits its whole job into a budget this way."""
+        evaluation, the final one (its required passes, each ``PASS_TIME_MARGIN`` times the slowest pass so
+        far, also of a resumed run's history) and the checkpoints would not fit; the current weights'
+        comparison pass beside their average runs only in time left over. The quickstart fits its whole job
+        into a budget this way."""
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
