@@ -1,9 +1,11 @@
 """Env steps/s of the vectorised tabletop suite against (a) a sequential single-env loop of the same
 scene and (b) a bare MuJoCo step+render loop (no IK, no wrappers), all measured in this run.
 
-Prints two JSON lines:
+Prints three JSON lines:
 - vec_env_steps_per_s vs sequential_env_steps_per_s (target ratio >= 1.6 on 2 cores);
-- vec_env_steps_per_s_per_core vs bare_mujoco_step_render_per_s (target ratio >= 0.8).
+- vec_env_steps_per_s_per_core vs bare_mujoco_step_render_per_s (target ratio >= 0.8);
+- vec_env_steps_per_s_no_antialias (observations rendered without multisampling, ``antialias=False``)
+  vs vec_env_steps_per_s (MuJoCo's default 4x multisampling).
 Also records gymnasium's AsyncVectorEnv (one process per env, shared memory) on the same scene.
 
     python benchmarks/bench_envs.py [--envs 16] [--steps 60] [--image-size 64] [--task Lift]
@@ -68,12 +70,12 @@ def bare_mujoco(task: str, image_size: int, steps: int, controls: list[np.ndarra
     return len(controls) / elapsed
 
 
-def vectorised(task: str, image_size: int, num_envs: int, workers: int, steps: int) -> float:
+def vectorised(task: str, image_size: int, num_envs: int, workers: int, steps: int, antialias: bool = True) -> float:
     from sim_envs.vector import TabletopVecEnv, VecEnvConfig
     from vla_rl.core import TaskSpec
 
     rng = np.random.default_rng(0)
-    config = VecEnvConfig(num_envs=num_envs, num_workers=workers, image_size=image_size)
+    config = VecEnvConfig(num_envs=num_envs, num_workers=workers, image_size=image_size, antialias=antialias)
     with TabletopVecEnv(config) as venv:
         venv.reset([TaskSpec(task, i, "train") for i in range(num_envs)])
         venv.step(np.zeros((num_envs, 7), np.float32))  # warm-up: renderers are created lazily
@@ -115,13 +117,15 @@ def main() -> None:
     workers = os.cpu_count() or 1
 
     # Alternate the three measurements so slow phases of a shared machine hit all of them.
-    rounds = {"seq": [], "bare": [], "vec": []}
+    rounds = {"seq": [], "bare": [], "vec": [], "vec_no_antialias": []}
     for _ in range(args.rounds):
         seq, controls = sequential(args.task, args.image_size, args.steps, episodes=4)
         rounds["seq"].append(seq)
         rounds["bare"].append(bare_mujoco(args.task, args.image_size, args.steps, controls))
         rounds["vec"].append(vectorised(args.task, args.image_size, args.envs, workers, args.steps))
-    seq, bare, vec = (float(np.median(rounds[k])) for k in ("seq", "bare", "vec"))
+        rounds["vec_no_antialias"].append(vectorised(args.task, args.image_size, args.envs, workers, args.steps,
+                                                     antialias=False))
+    seq, bare, vec, vec_aliased = (float(np.median(rounds[k])) for k in ("seq", "bare", "vec", "vec_no_antialias"))
     gym_async = None if args.skip_gymnasium else gymnasium_async(args.task, args.image_size, workers, args.steps)
     common = {"task": args.task, "image_size": args.image_size, "num_envs": args.envs, "workers": workers,
               "rounds": {k: [round(v, 1) for v in values] for k, values in rounds.items()},
@@ -130,6 +134,7 @@ def main() -> None:
     emit("vec_env_steps_per_s", vec, "env steps/s", "sequential_env_steps_per_s", seq, target_ratio=1.6, **common)
     emit("vec_env_steps_per_s_per_core", vec / workers, "env steps/s/core", "bare_mujoco_step_render_per_s", bare,
          target_ratio=0.8, sequential_env_steps_per_s=round(seq, 1), **common)
+    emit("vec_env_steps_per_s_no_antialias", vec_aliased, "env steps/s", "vec_env_steps_per_s", vec, **common)
 
 
 if __name__ == "__main__":

@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"figure": "localiser_diagnosis", "checkpoint": str(args.checkpoint), "episodes_per_task": args.episodes,
               "greedy_decoding": config.greedy_decoding, "per_task": {}}
     for task in args.tasks:
-        env = TabletopEnv(task, image_size=config.image_size, wrist_camera="wrist" in config.cameras)
+        env = TabletopEnv(task, image_size=config.image_size, wrist_camera="wrist" in config.cameras,
+                          antialias=config.antialias)
         wins = {"own_points": 0, "true_points": 0}
         switch.errors = []
         try:

@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     specs = eval_specs(args.tasks, args.episodes, num_eval_states)
     rows = []
     for checkpoint in args.checkpoints:
-        image_size, wrist = checkpoint_camera_setup(Path(checkpoint))
-        env = make_vec_env("tabletop", args.num_envs, image_size, wrist, -1)
+        image_size, wrist, antialias = checkpoint_camera_setup(Path(checkpoint))
+        env = make_vec_env("tabletop", args.num_envs, image_size, wrist, -1, antialias)
         policy = load_policy(checkpoint, temperature=args.temperature)  # the temperature only affects sampling
         try:
             for mode in args.modes:

@@ -28,7 +28,8 @@ def main() -> None:
 
     model, tokenizer, _ = load_checkpoint(args.checkpoint)
     policy = VLAPolicy(model, tokenizer, seed=0)
-    env = TabletopEnv("Reach", image_size=model.config.image_size, wrist_camera="wrist" in model.config.cameras)
+    env = TabletopEnv("Reach", image_size=model.config.image_size, wrist_camera="wrist" in model.config.cameras,
+                      antialias=model.config.antialias)
     hits, cosines = 0, []
     for state in range(args.states):
         obs, _ = env.reset(options={"init_state_id": state, "split": args.split})

@@ -159,6 +159,10 @@ def _work(args) -> list[ProgressEpisode]:
         torch.set_num_threads(1)  # one process per core already
         policy = policy_factory()
         policy.generator.manual_seed(seed)
+        if not policy.config.antialias:
+            raise ValueError("the policy was trained on frames rendered without antialiasing (antialias: false); "
+                             "critic and world-model episodes are antialiased, so it would act on frames unlike "
+                             "its own: collect them with a policy trained with antialias: true")
     env = TabletopEnv(task, image_size=image_size, wrist_camera=wrist_camera)
     try:
         return [run_episode(env, task, behaviour, split, i, seed + i, policy, hold_after_success) for i in ids]

@@ -60,7 +60,8 @@ def split_and_id(options: dict[str, Any] | None) -> tuple[str, int | None]:
 class Suite:
     """One environment suite.
 
-    ``tasks`` lists task names; ``make_env(task, image_size, wrist_camera)`` builds one gymnasium env;
+    ``tasks`` lists task names; ``make_env(task, image_size, wrist_camera)`` builds one gymnasium env (and takes
+    ``antialias`` where ``antialias_optional``);
     ``num_eval_states(task)`` counts the fixed evaluation init states; ``max_steps(task)`` is the
     step limit; ``describe()`` gives one row per task for ``vla-rl envs list``.
     """
@@ -77,6 +78,7 @@ class Suite:
     default_image_size: int = 64
     env_memory_mb: int = 50  # resident memory of one built env (measured), for the vector env's memory check
     envs_per_slot: int = 8  # envs a vector-env slot keeps built (one per task) before closing the oldest
+    antialias_optional: bool = False  # make_env takes antialias=False (observations rendered without multisampling)
 
     def check_task(self, task: str) -> None:
         if task not in self.tasks():

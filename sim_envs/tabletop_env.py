@@ -14,6 +14,11 @@ Reward is 1.0 on the step the success predicate holds, else 0.0; ``terminated`` 
 (also ``env.progress()``) is the task's dense staged progress in [0, 1], 1.0 exactly on success
 (see ``Task.progress``): a training label for learned reward critics, not the reward.
 
+Rendering: observations use MuJoCo's default 4x multisampling (``antialias=True``). ``antialias=False``
+renders observations without it, about 1.9x faster on a CPU (llvmpipe: 4.6 -> 2.4 ms a 64 px frame) with
+aliased edges: a different image, so a policy must be trained and evaluated with one setting
+(``VLAConfig.antialias`` records it). Frames at any other size (videos) are always antialiased.
+
 ``reset(options=...)`` chooses the init state: ``{"init_state_id": i, "split": "eval" | "train"}``
 or ``{"layout": layout_dict}``; with no options a training init state is drawn from the env's seed.
 """
@@ -37,6 +42,7 @@ PHYSICS_DT = 0.002
 SUBSTEPS = int(round(1.0 / (CONTROL_HZ * PHYSICS_DT)))
 SETTLE_SUBSTEPS = 25
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
+MSAA_SAMPLES = 4  # MuJoCo's default multisampling of offscreen frames
 
 
 class TabletopEnv(gym.Env):
@@ -49,6 +55,7 @@ class TabletopEnv(gym.Env):
         wrist_camera: bool = False,
         render_mode: str | None = None,
         max_episode_steps: int | None = None,
+        antialias: bool = True,
     ):
         if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
             raise ValueError(f"image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {image_size}")
@@ -58,6 +65,7 @@ class TabletopEnv(gym.Env):
         self.task = get_task(task)
         self.image_size = image_size
         self.wrist_camera = wrist_camera
+        self.antialias = antialias
         self.render_mode = render_mode
         self.max_episode_steps = max_episode_steps or self.task.max_steps
         xml = build_scene_xml(self.task.objects_xml(), CameraSetup(wrist=wrist_camera))
@@ -174,6 +182,8 @@ class TabletopEnv(gym.Env):
         if size not in self._renderers:
             if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
                 raise ValueError(f"render size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {size}")
+            # the context reads the sample count when it is made: only observations may go without
+            self.model.vis.quality.offsamples = MSAA_SAMPLES if self.antialias or size != self.image_size else 0
             self._renderers[size] = mujoco.Renderer(self.model, size, size)
         renderer = self._renderers[size]
         renderer.update_scene(self.data, camera)
@@ -234,6 +244,7 @@ def tabletop_suite():
         max_steps=lambda task: get_task(task).max_steps, describe=describe,
         init_state_provenance={"eval_init_states": "sim_envs/init_states/<task>.json (frozen layouts)",
                                "stream": EVAL_STREAM, "seed_of_state": "SeedSequence([stream, task_index, id])"},
+        antialias_optional=True,
     )
 
 

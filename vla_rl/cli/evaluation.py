@@ -54,13 +54,13 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     config = policy.config
     filmed = [spec for spec in specs if spec.init_state_id < videos_per_task] if out_dir is not None else []
     with make_vec_env(suite, min(num_envs, len(specs)), config.image_size, "wrist" in config.cameras,
-                      env_processes) as env, torch.inference_mode(), \
+                      env_processes, config.antialias) as env, torch.inference_mode(), \
             tqdm(total=len(specs), desc="eval", unit="ep", disable=not show_progress) as bar:
         result = evaluate(choose_actions, env, specs, progress=bar.update, video_specs=filmed)
     sampled = sample_temperature is not None
     report = {"checkpoint": str(checkpoint), "suite": suite, "split": "eval", "greedy": not sampled,
               "greedy_decoding": None if sampled else config.greedy_decoding,
-              "sample_temperature": sample_temperature,
+              "sample_temperature": sample_temperature, "antialias": config.antialias,
               "mean_success": result.mean_success, "per_task": result.per_task(),
               "init_states": get_suite(suite).init_state_provenance,
               "policy_seed": sample_seed if sampled else "greedy decoding (no sampling)",
@@ -108,7 +108,8 @@ def record_videos(policy, tasks: Sequence[str], per_task: int, out_dir: Path, si
     written = []
     config = policy.config
     for task in tasks:
-        env = TabletopEnv(task, image_size=config.image_size, wrist_camera="wrist" in config.cameras)
+        env = TabletopEnv(task, image_size=config.image_size, wrist_camera="wrist" in config.cameras,
+                          antialias=config.antialias)
         try:
             for init_state_id in range(per_task):
                 obs, info = env.reset(options={"init_state_id": init_state_id, "split": "eval"})

@@ -22,11 +22,12 @@ def eval_state_counter(suite: str) -> Callable[[str], int]:
     return get_suite(suite).num_eval_states
 
 
-def make_vec_env(suite: str, num_envs: int, image_size: int, wrist_camera: bool, processes: int):
+def make_vec_env(suite: str, num_envs: int, image_size: int, wrist_camera: bool, processes: int,
+                 antialias: bool = True):
     from sim_envs.vector import SimVecEnv, VecEnvConfig
 
     return SimVecEnv(VecEnvConfig(suite=suite, num_envs=num_envs, num_workers=processes, image_size=image_size,
-                                  wrist_camera=wrist_camera))
+                                  wrist_camera=wrist_camera, antialias=antialias))
 
 
 def make_world_model_env(suite: str, num_envs: int, image_size: int, wrist_camera: bool, processes: int, env_config):
@@ -53,12 +54,13 @@ def load_policy(checkpoint: str, temperature: float = 1.0, device: str = "auto",
     return VLAPolicy(model.eval(), action_tokenizer, temperature=temperature, precision=precision)
 
 
-def checkpoint_camera_setup(checkpoint: Path) -> tuple[int, bool]:
-    """(image size, needs the wrist camera) of a policy checkpoint, read from its config."""
+def checkpoint_camera_setup(checkpoint: Path) -> tuple[int, bool, bool]:
+    """(image size, needs the wrist camera, antialiased frames) of a policy checkpoint, read from its config."""
     import json
 
     config = json.loads((Path(checkpoint) / "vla_config.json").read_text())
-    return int(config.get("image_size", 64)), "wrist" in config.get("cameras", ["agentview"])
+    return (int(config.get("image_size", 64)), "wrist" in config.get("cameras", ["agentview"]),
+            bool(config.get("antialias", True)))
 
 
 def make_pool(rollout, suite: str, checkpoint: Path, temperature: float, seed: int, env=None, reward=None):
@@ -68,12 +70,16 @@ def make_pool(rollout, suite: str, checkpoint: Path, temperature: float, seed: i
     critic reads it."""
     from vla_rl.reward.sources import critic_reads_wrist
 
-    image_size, wrist = checkpoint_camera_setup(checkpoint)
+    image_size, wrist, antialias = checkpoint_camera_setup(checkpoint)
     critic_wrist = reward is not None and reward.source != "sim_success" and critic_reads_wrist(reward.critic_checkpoint)
     env_factory = functools.partial(make_vec_env, suite, rollout.envs_per_worker, image_size, wrist or critic_wrist,
-                                    rollout.env_processes)
+                                    rollout.env_processes, antialias)
     eval_env_factory = None
     if env is not None and env.kind == "world_model":
+        if not antialias:
+            raise ValueError(f"{checkpoint} was trained on frames rendered without antialiasing (antialias: false), "
+                             "but a world model imagines the antialiased frames it was trained on: train the policy "
+                             "with antialias: true to practise in it")
         eval_env_factory = env_factory
         env_factory = functools.partial(make_world_model_env, suite, rollout.envs_per_worker, image_size, wrist,
                                         rollout.env_processes, env)

@@ -137,6 +137,15 @@ def write_demo_file(path: Path, episodes: list[Episode], env_args: dict[str, Any
     return path
 
 
+def rendered_antialiased(path: Path) -> bool:
+    """Whether a demo file's images were rendered with multisampling: the ``antialias`` of the config
+    that collected it. Files from before that option and converted datasets count as antialiased (the
+    simulators' default)."""
+    with h5py.File(path, "r") as f:
+        env_args = json.loads(f["data"].attrs.get("env_args", "{}")) if "data" in f else {}
+    return bool(env_args.get("config", {}).get("antialias", True))
+
+
 def read_demo_file(path: Path) -> Iterator[Episode]:
     """Yield the episodes of a file in the layout above (``demo_0``, ``demo_1``, ... in order)."""
     path = Path(path)

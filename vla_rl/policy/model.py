@@ -130,6 +130,9 @@ class VLAConfig:
                   "(evaluation and deployment; sampling for RL is unchanged)")
     cameras: tuple[str, ...] = option(("agentview",), "camera images fed to the model, in order (agentview, wrist); "
                                                       "each goes through the same vision tower (OpenVLA-OFT)")
+    antialias: bool = option(True, "the simulator renders this policy's camera images with 4x multisampling "
+                                   "(MuJoCo's default); false: without, ~1.9x faster frames on a CPU and a different "
+                                   "image, so demos, training and evaluation must agree (tabletop suite only)")
     proprio_dim: int = option(0, "robot state values fed as one extra prefix token after the patches, through a "
                                  "2-layer MLP on standardised values (OpenVLA-OFT); 0 = none (OpenVLA). The tabletop "
                                  "suite's proprio is 8-D: EE position, EE orientation, finger positions")

@@ -26,7 +26,7 @@ import torch
 
 from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
 from vla_rl.core.config import option, to_dict
-from vla_rl.core.demo_file import read_demo_file
+from vla_rl.core.demo_file import read_demo_file, rendered_antialiased
 from vla_rl.core.optim import load_optimizer_state, make_adamw
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats
 from vla_rl.policy.augment import ColourSwap, ColourSwapConfig
@@ -114,6 +114,18 @@ class DemoData:
 
     def __len__(self) -> int:
         return len(self.chunks)
+
+
+def check_demo_rendering(demo_dir: Path, tasks: tuple[str, ...], antialias: bool) -> None:
+    """A policy must learn from frames rendered the way its rollouts and evaluations will render them
+    (``VLAConfig.antialias``): a ValueError naming the first demo file rendered otherwise."""
+    for path in sorted(Path(demo_dir).glob("*_demo.hdf5")):
+        if tasks and path.name.removesuffix("_demo.hdf5") not in tasks:
+            continue
+        if rendered_antialiased(path) != antialias:
+            raise ValueError(f"{path} was rendered with antialias={not antialias} but model.antialias is {antialias}: "
+                             f"collect the demos with --set antialias={str(antialias).lower()}, or set "
+                             f"model.antialias={str(not antialias).lower()}")
 
 
 def load_demos(demo_dir: Path, chunk_size: int, tasks: tuple[str, ...] = (), demos_per_task: int = 0,
@@ -254,6 +266,12 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
 
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # the model this run trains: the one init_checkpoint holds, else config.model
+    model_config = read_vla_config(Path(config.init_checkpoint) / "vla_config.json") if config.init_checkpoint \
+        else config.model
+    for directory in (config.demo_dir, config.localiser_frames_dir):
+        if directory is not None:
+            check_demo_rendering(directory, config.tasks, model_config.antialias)
     data = load_demos(config.demo_dir, config.model.chunk_size, config.tasks, config.demos_per_task,
                       config.model.cameras, proprio=config.model.proprio_dim > 0,
                       named_pixels=config.model.localiser_points > 0, gripper_pixels=config.model.localiser_gripper)
@@ -274,10 +292,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     if resume and resume_from is None:
         raise FileNotFoundError(f"--resume: no valid checkpoint in {out_dir}")
     if resume_from is not None:
-        # the run continues the model it started: the one init_checkpoint holds, else config.model
-        wanted = read_vla_config(Path(config.init_checkpoint) / "vla_config.json") if config.init_checkpoint \
-            else config.model
-        differing = model_config_differences(resume_from, wanted)
+        differing = model_config_differences(resume_from, model_config)  # the run continues the model it started
         if differing:
             raise ValueError(f"--resume: {resume_from} holds another model than "
                              f"{'init_checkpoint' if config.init_checkpoint else 'model'} (they differ in "
