@@ -93,6 +93,13 @@ def test_quickstart_toy_scale_writes_the_report(tmp_path, capsys):
     for name in ("success_curve.png", "success_before_after.png"):
         assert (out / name).stat().st_size > 0
     assert len(list((out / "videos").rglob("*.mp4"))) == 2  # one before, one after
+    # the quickstart renders without multisampling: its demos say so, its checkpoints carry it to every env
+    from vla_rl.core.demo_file import rendered_antialiased
+
+    assert not rendered_antialiased(out / "demos" / "Reach_demo.hdf5")
+    for checkpoint in (metrics["sft_checkpoint"], metrics["final_checkpoint"]):
+        assert json.loads((Path(checkpoint) / "vla_config.json").read_text())["antialias"] is False
+    assert "(no multisampling)" in report
 
 
 def test_budget_notes_name_the_limit_that_stopped_each_stage():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vla_rl.core.demo_file import Episode, write_demo_file
+from vla_rl.core.demo_file import Episode, read_demo_file, write_demo_file
 from vla_rl.policy.checkpoint import CorruptCheckpointError, latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from vla_rl.policy.model import VLAModel
 from vla_rl.policy.sft import SFTConfig, load_demos, random_shift, train_sft
@@ -161,6 +161,22 @@ def test_resume_refuses_a_checkpoint_of_another_model_than_the_run_started(tmp_p
     resumed = train_sft(sft_config(tmp_path, out_dir=tmp_path / "b", init_checkpoint=init, model=changed),
                         resume=True, show_progress=False)
     assert resumed["steps"] == 12
+
+
+def test_sft_refuses_demos_rendered_otherwise_than_the_model_expects(tmp_path):
+    """A policy sees in rollouts what the simulator renders: demos rendered without antialiasing must not
+    train a model that will be rolled out with it, and the reverse."""
+    synthetic_demos(tmp_path / "demos")  # no collection config: counts as antialiased (the default)
+    aliased = dataclasses.replace(tiny_config(), antialias=False)
+    with pytest.raises(ValueError, match="antialias=True but model.antialias is False"):
+        train_sft(sft_config(tmp_path, model=aliased), show_progress=False)
+    assert not (tmp_path / "run" / "latest.json").exists()
+    episodes = list(read_demo_file(tmp_path / "demos" / "Reach_demo.hdf5"))
+    write_demo_file(tmp_path / "aliased" / "Reach_demo.hdf5", episodes, {"config": {"antialias": False}})
+    with pytest.raises(ValueError, match="Reach_demo.hdf5 was rendered with antialias=False"):
+        train_sft(sft_config(tmp_path, demo_dir=tmp_path / "aliased", tasks=("Reach",)), show_progress=False)
+    assert train_sft(sft_config(tmp_path, model=aliased, demo_dir=tmp_path / "aliased", tasks=("Reach",), steps=2,
+                               out_dir=tmp_path / "ok"), show_progress=False)["steps"] == 2
 
 
 def test_demo_loading_builds_chunks_and_filters(tmp_path):

@@ -39,6 +39,21 @@ def test_truncates_at_the_step_limit_without_success():
     env.close()
 
 
+def test_antialias_off_changes_only_the_observation_frames_edges():
+    """Without multisampling the observation differs at object edges only; frames at another size
+    (videos) stay antialiased, so they are the same either way."""
+    frames = {}
+    for antialias in (True, False):
+        env = sim_envs.tabletop_env.TabletopEnv("PressButton", image_size=64, antialias=antialias)
+        obs, _ = env.reset(options={"init_state_id": 0, "split": "eval"})
+        frames[antialias] = obs["agentview_image"], env.render_camera("agentview", 96)
+        env.close()
+    (smooth_obs, smooth_video), (aliased_obs, aliased_video) = frames[True], frames[False]
+    changed = (smooth_obs != aliased_obs).any(-1).mean()
+    assert 0.01 < changed < 0.3, changed  # edges, not the whole scene
+    np.testing.assert_array_equal(smooth_video, aliased_video)
+
+
 def test_bad_actions_and_options_are_clear_errors():
     env = sim_envs.tabletop_env.TabletopEnv("Reach", image_size=32)
     env.reset(seed=1)

@@ -123,6 +123,16 @@ def test_close_releases_shared_memory():
         venv.reset(specs(2))
 
 
+def test_antialias_reaches_the_worker_processes_and_only_tabletop_offers_it_off():
+    frames = {}
+    for antialias in (True, False):
+        with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=1, image_size=32, antialias=antialias)) as venv:
+            frames[antialias] = venv.reset(specs(2)).images["agentview"].copy()
+    assert (frames[True] != frames[False]).any()
+    with pytest.raises(ValueError, match="not available in the robosuite suite"):
+        VecEnvConfig(suite="robosuite", antialias=False)
+
+
 def test_envs_that_would_not_fit_in_memory_are_refused_before_any_worker_starts():
     from sim_envs.vector import SimVecEnv, available_memory_mb
 

@@ -71,9 +71,9 @@ class QuickstartConfig:
            "train the SFT's localiser; their actions are never used (sft.localiser_frames_dir; 0 = the localiser "
            "learns from the demos' frames)")
     image_size: int = option(64, "camera image size of demos and rollouts")
-    antialias: bool = option(True, "render demos, rollouts and evaluations with 4x multisampling (MuJoCo's default); "
-                                   "false: ~1.9x faster frames on a CPU, recorded in the checkpoints (sft.model.antialias "
-                                   "is set from this)")
+    antialias: bool = option(False, "render demos, rollouts and evaluations with 4x multisampling (MuJoCo's default "
+                                    "elsewhere); false: 1.67x the env steps/s on a CPU (llvmpipe), recorded in the "
+                                    "checkpoints (sft.model.antialias is set from this)")
     sft: SFTConfig = option(factory=_default_sft, doc="few-demo SFT (demo_dir, out_dir and tasks are set here)")
     train: TrainConfig = option(factory=_default_train,
                                 doc="GRPO (init_checkpoint, out_dir and tasks are set here); its eval is the report's")
