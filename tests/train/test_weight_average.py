@@ -1,16 +1,19 @@
 """The weight average (``weights_ema``): its arithmetic, and a GRPO run that evaluates and saves it,
 keeps training the current weights and resumes both."""
 
+import json
+
 import pytest
 import torch
 
 from tests.train.test_trainer import _train_config, tiny_checkpoint  # noqa: F401 (a fixture)
 from vla_rl.cli.factories import eval_state_counter, make_pool
+from vla_rl.cli.main import main
 from vla_rl.policy.checkpoint import load_checkpoint
 from vla_rl.policy.lora import LoRAConfig
 from vla_rl.train.learner import AlgorithmConfig, LearnerConfig
 from vla_rl.train.trainer import Trainer
-from vla_rl.train.weight_average import WeightAverage
+from vla_rl.train.weight_average import WeightAverage, load_last_update_weights
 
 
 def test_average_moves_by_one_minus_decay_and_leaves_unchanged_weights_exact():
@@ -65,6 +68,19 @@ def test_trainer_evaluates_and_saves_the_average_and_resumes_the_current_weights
     assert resumed.average.iteration == 2
     for key, value in last_model.state_dict().items():
         assert torch.equal(resumed.average.weights[key], value), key
+
+    # `vla-rl eval --last-update-weights` evaluates those training weights, not the average the checkpoint holds
+    load_last_update_weights(last_model, tmp_path / "rl" / "iter_000002")
+    restored = last_model.state_dict()
+    for key, value in last_state["rl"]["weights_average"]["training_weights"].items():
+        assert torch.equal(restored[key], value), key
+    with pytest.raises(ValueError, match="holds no weight average"):
+        load_last_update_weights(load_checkpoint(tiny_checkpoint)[0], tiny_checkpoint)
+    out = tmp_path / "eval_last"
+    assert main(["eval", "--checkpoint", str(tmp_path / "rl" / "iter_000002"), "--last-update-weights",
+                 "--tasks", "Reach", "--episodes-per-task", "1", "--num-envs", "1", "--workers", "0", "--videos", "0",
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "eval.json").read_text())["weights"] == "last update"
 
 
 def test_weights_ema_refuses_bad_decays(tmp_path, tiny_checkpoint):  # noqa: F811

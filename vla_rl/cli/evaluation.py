@@ -20,11 +20,13 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
                         out_dir: Path | None = None, videos_per_task: int = 0, extra: dict | None = None,
                         suite: str = "tabletop", env_processes: int = -1, show_progress: bool = True,
                         greedy_decoding: str | None = None, sample_temperature: float | None = None,
-                        sample_seed: int = 0) -> dict:
+                        sample_seed: int = 0, last_update_weights: bool = False) -> dict:
     """Greedy held-out success of a checkpoint; ``greedy_decoding`` overrides the checkpoint's
     ``VLAConfig.greedy_decoding`` (argmax or expected) for this evaluation. With ``sample_temperature``
     the actions are sampled at that temperature instead (the policy as GRPO trains it; a seeded
-    generator, ``sample_seed``), which shows how far the trained and the deployed policies differ."""
+    generator, ``sample_seed``), which shows how far the trained and the deployed policies differ.
+    ``last_update_weights``: a checkpoint holding a weight average (``weights_ema``) is evaluated with its
+    last update's weights instead."""
     import dataclasses
 
     import torch
@@ -41,6 +43,10 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     if sample_temperature is not None and sample_temperature <= 0:
         raise ValueError(f"sample_temperature must be > 0, got {sample_temperature}")
     policy = load_policy(str(checkpoint), temperature=sample_temperature or 1.0)
+    if last_update_weights:
+        from vla_rl.train.weight_average import load_last_update_weights
+
+        load_last_update_weights(policy.model, checkpoint)
     if sample_temperature is not None:
         policy.generator.manual_seed(sample_seed)
         choose_actions = lambda obs: policy.act(obs, explore=True).actions  # noqa: E731
@@ -61,6 +67,7 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     report = {"checkpoint": str(checkpoint), "suite": suite, "split": "eval", "greedy": not sampled,
               "greedy_decoding": None if sampled else config.greedy_decoding,
               "sample_temperature": sample_temperature, "antialias": config.antialias,
+              "weights": "last update" if last_update_weights else "as saved",
               "mean_success": result.mean_success, "per_task": result.per_task(),
               "init_states": get_suite(suite).init_state_provenance,
               "policy_seed": sample_seed if sampled else "greedy decoding (no sampling)",

@@ -275,7 +275,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate_checkpoint(checkpoint, tasks, args.episodes_per_task, args.num_envs, out_dir,
                                  videos_per_task=args.videos, suite=args.suite, env_processes=args.workers,
                                  greedy_decoding=args.greedy_decoding, sample_temperature=args.sample_temperature,
-                                 sample_seed=args.sample_seed)
+                                 sample_seed=args.sample_seed, last_update_weights=args.last_update_weights)
     print_success_table(report)
     print(f"results: {out_dir / 'eval.json'}, {out_dir / 'success.png'}")
     return 0
@@ -456,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="sample the actions at this temperature instead of decoding greedily (the policy "
                                  "as GRPO rollouts see it; compare with the greedy figure)")
     evaluation.add_argument("--sample-seed", type=int, default=0, help="seed of the sampling (--sample-temperature)")
+    evaluation.add_argument("--last-update-weights", action="store_true",
+                            help="a GRPO checkpoint written with train.weights_ema holds the weight average: evaluate "
+                                 "its last update's weights instead (the comparison the trainer makes)")
     evaluation.add_argument("--out", help="output directory (default: <checkpoint>/../eval_<name>)")
     evaluation.set_defaults(func=cmd_eval)
 

@@ -56,4 +56,19 @@ def restore_training_weights(model: torch.nn.Module, saved: dict) -> dict[str, t
     return average
 
 
-__all__ = ["WeightAverage", "restore_training_weights"]
+def load_last_update_weights(model: torch.nn.Module, checkpoint) -> None:
+    """Put the last update's weights into ``model`` loaded from ``checkpoint``, a GRPO checkpoint written
+    with ``weights_ema``, which holds the average as its model weights: to evaluate the two side by side
+    (``vla-rl eval --last-update-weights``). A ValueError if the checkpoint holds no average."""
+    from pathlib import Path
+
+    state_path = Path(checkpoint) / "training_state.pt"
+    state = torch.load(state_path, map_location="cpu", weights_only=False) if state_path.is_file() else {}
+    saved = (state.get("rl") or {}).get("weights_average")
+    if saved is None:
+        raise ValueError(f"{checkpoint} holds no weight average (a GRPO checkpoint written with train.weights_ema): "
+                         "its weights are already the last update's")
+    restore_training_weights(model, saved)
+
+
+__all__ = ["WeightAverage", "restore_training_weights", "load_last_update_weights"]
