@@ -37,7 +37,7 @@ class DemoConfig:
     out_dir: Path = option(Path("runs/demos"), "output directory (one <Task>_demo.hdf5 per task)")
     image_size: int = option(64, "observation image size in pixels")
     wrist_camera: bool = option(True, "also record the wrist camera (obs/eye_in_hand_rgb)")
-    antialias: bool = option(True, "render the observations with 4x multisampling; false: ~1.9x faster, for a "
+    antialias: bool = option(True, "render the observations with 4x multisampling; false: frames ~1.9x faster, for a "
                                    "policy with model.antialias: false (the SFT refuses demos rendered otherwise)")
     split: Literal["train", "eval"] = option("train", "init-state split; demos for training use 'train'")
     first_init_state: int = option(0, "first init-state id; ids first..first+attempts-1 are used in order")
