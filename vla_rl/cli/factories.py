@@ -56,11 +56,10 @@ def load_policy(checkpoint: str, temperature: float = 1.0, device: str = "auto",
 
 def checkpoint_camera_setup(checkpoint: Path) -> tuple[int, bool, bool]:
     """(image size, needs the wrist camera, antialiased frames) of a policy checkpoint, read from its config."""
-    import json
+    from vla_rl.policy.checkpoint import read_vla_config
 
-    config = json.loads((Path(checkpoint) / "vla_config.json").read_text())
-    return (int(config.get("image_size", 64)), "wrist" in config.get("cameras", ["agentview"]),
-            bool(config.get("antialias", True)))
+    config = read_vla_config(Path(checkpoint) / "vla_config.json")  # absent keys take VLAConfig's defaults
+    return config.image_size, "wrist" in config.cameras, config.antialias
 
 
 def make_pool(rollout, suite: str, checkpoint: Path, temperature: float, seed: int, env=None, reward=None):

@@ -116,12 +116,24 @@ class DemoData:
         return len(self.chunks)
 
 
+def demo_files(demo_dir: Path, tasks: tuple[str, ...] = ()) -> list[Path]:
+    """The ``<Task>_demo.hdf5`` files in ``demo_dir`` (of ``tasks`` only, if given), sorted; a
+    FileNotFoundError when a task has none or there are none at all."""
+    files = sorted(Path(demo_dir).glob("*_demo.hdf5"))
+    if tasks:
+        files = [f for f in files if f.name.removesuffix("_demo.hdf5") in tasks]
+        found = {f.name.removesuffix("_demo.hdf5") for f in files}
+        if set(tasks) - found:
+            raise FileNotFoundError(f"no demo files for {sorted(set(tasks) - found)} in {demo_dir}")
+    if not files:
+        raise FileNotFoundError(f"no *_demo.hdf5 files in {demo_dir}; collect some with `vla-rl demos`")
+    return files
+
+
 def check_demo_rendering(demo_dir: Path, tasks: tuple[str, ...], antialias: bool) -> None:
     """A policy must learn from frames rendered the way its rollouts and evaluations will render them
     (``VLAConfig.antialias``): a ValueError naming the first demo file rendered otherwise."""
-    for path in sorted(Path(demo_dir).glob("*_demo.hdf5")):
-        if tasks and path.name.removesuffix("_demo.hdf5") not in tasks:
-            continue
+    for path in demo_files(demo_dir, tasks):
         if rendered_antialiased(path) != antialias:
             raise ValueError(f"{path} was rendered with antialias={not antialias} but model.antialias is {antialias}: "
                              f"collect the demos with --set antialias={str(antialias).lower()}, or set "
@@ -131,14 +143,7 @@ def check_demo_rendering(demo_dir: Path, tasks: tuple[str, ...], antialias: bool
 def load_demos(demo_dir: Path, chunk_size: int, tasks: tuple[str, ...] = (), demos_per_task: int = 0,
                cameras: tuple[str, ...] = ("agentview",), proprio: bool = False, named_pixels: bool = False,
                gripper_pixels: bool = False) -> DemoData:
-    files = sorted(Path(demo_dir).glob("*_demo.hdf5"))
-    if tasks:
-        files = [f for f in files if f.name.removesuffix("_demo.hdf5") in tasks]
-        found = {f.name.removesuffix("_demo.hdf5") for f in files}
-        if set(tasks) - found:
-            raise FileNotFoundError(f"no demo files for {sorted(set(tasks) - found)} in {demo_dir}")
-    if not files:
-        raise FileNotFoundError(f"no *_demo.hdf5 files in {demo_dir}; collect some with `vla-rl demos`")
+    files = demo_files(demo_dir, tasks)
     images: dict[str, list] = {camera: [] for camera in cameras}
     chunks, instruction_ids, instructions, task_names, episodes, states, labels = [], [], [], [], 0, [], []
     index: dict[str, int] = {}

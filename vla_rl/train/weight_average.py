@@ -13,6 +13,8 @@ not the mean of B times the mean of A). ``torch.lerp`` leaves a weight that neve
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 
@@ -60,8 +62,6 @@ def load_last_update_weights(model: torch.nn.Module, checkpoint) -> None:
     """Put the last update's weights into ``model`` loaded from ``checkpoint``, a GRPO checkpoint written
     with ``weights_ema``, which holds the average as its model weights: to evaluate the two side by side
     (``vla-rl eval --last-update-weights``). A ValueError if the checkpoint holds no average."""
-    from pathlib import Path
-
     state_path = Path(checkpoint) / "training_state.pt"
     state = torch.load(state_path, map_location="cpu", weights_only=False) if state_path.is_file() else {}
     saved = (state.get("rl") or {}).get("weights_average")
