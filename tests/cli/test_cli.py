@@ -77,3 +77,20 @@ def test_critic_collect_can_skip_a_split_and_train_reads_extra_episode_files(tmp
     assert main(common + ["--set", f"extra_train_files=[{tmp_path / 'extra' / 'train.hdf5'}]"]) == 0
     assert "on 4 episodes" in capsys.readouterr().out
     assert main(common + ["--set", f"extra_train_files=[{tmp_path / 'missing.hdf5'}]"]) != 0
+
+
+def test_critic_collect_refuses_a_policy_trained_on_unantialiased_frames_before_collecting(tmp_path, capsys):
+    """Collected episodes are rendered antialiased; a policy that learned from frames without multisampling
+    would act on frames unlike its own: refused in the driver, before any worker starts."""
+    import dataclasses
+
+    from tests.policy.conftest import make_policy, tiny_config
+    from vla_rl.policy.checkpoint import save_checkpoint
+
+    policy = make_policy(dataclasses.replace(tiny_config(), antialias=False))
+    checkpoint = save_checkpoint(tmp_path / "policy", policy.model, policy.action_tokenizer)
+    assert main(["critic", "collect", "--out", str(tmp_path / "episodes"), "--tasks", "Reach", "--train-episodes",
+                 "policy=1", "--eval-episodes", "none", "--workers", "1", "--image-size", "32",
+                 "--policy", str(checkpoint)]) == 2
+    assert "antialias: false" in capsys.readouterr().err
+    assert not (tmp_path / "episodes").exists()

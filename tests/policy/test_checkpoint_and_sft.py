@@ -18,7 +18,8 @@ def test_checkpoint_round_trip_gives_identical_actions(tmp_path):
     policy = make_policy()
     path = save_checkpoint(tmp_path / "ckpt", policy.model, policy.action_tokenizer, {"step": 3})
     assert not list(tmp_path.glob("*.tmp-*"))
-    model, tokenizer, state = load_checkpoint(path)
+    model, tokenizer, state = load_checkpoint(path, with_training_state=True)
+    assert load_checkpoint(path)[2] is None  # read only when asked
     obs = make_obs(3)
     from vla_rl.policy.policy import VLAPolicy
 

@@ -302,7 +302,7 @@ def test_cli_deploy_drives_the_cli_sim_bridge_across_processes(reach_checkpoint,
 
     bridge = subprocess.Popen([sys.executable, "-m", "vla_rl.cli.main", "sim-bridge", "--task", "Reach",
                                "--init-state", str(REACH_INIT_STATE), "--split", "train", "--image-size", "32",
-                               "--duration", "40"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               "--no-antialias", "--duration", "40"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         instruction = get_layout("Reach", REACH_INIT_STATE, "train")["instruction"]
         code = main(["deploy", "--checkpoint", str(reach_checkpoint), "--robot", "configs/robot/tabletop_sim.yaml",
@@ -315,6 +315,7 @@ def test_cli_deploy_drives_the_cli_sim_bridge_across_processes(reach_checkpoint,
     final = json.loads(out[out.rindex("\n{"):out.rindex("}") + 1])
     assert final["commands_published"] >= 3, (final, bridge_output[-2000:])
     assert (tmp_path / "bags" / "episode_0001" / "metadata.yaml").is_file()
+    assert "32 px without multisampling" in bridge_output
 
 
 def test_deploy_refuses_a_checkpoint_without_norm_stats(reach_checkpoint, tmp_path, capsys):

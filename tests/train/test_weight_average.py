@@ -51,7 +51,7 @@ def test_trainer_evaluates_and_saves_the_average_and_resumes_the_current_weights
     assert "current_weights" not in history[0] and history[2]["current_weights"]["per_task"]["Reach"]["episodes"] == 2
 
     initial = load_checkpoint(tiny_checkpoint)[0].state_dict()
-    first_model, _, first_state = load_checkpoint(tmp_path / "rl" / "iter_000001")
+    first_model, _, first_state = load_checkpoint(tmp_path / "rl" / "iter_000001", with_training_state=True)
     saved = first_state["rl"]["weights_average"]
     trained = saved["training_weights"]
     assert saved["iteration"] == 1 and trained  # the update moved the decoder (adapters merged) and more
@@ -62,7 +62,7 @@ def test_trainer_evaluates_and_saves_the_average_and_resumes_the_current_weights
     for key in set(first) - set(trained):  # what training did not move is saved as it was
         assert torch.equal(first[key], initial[key]), key
 
-    last_model, _, last_state = load_checkpoint(tmp_path / "rl" / "iter_000002")
+    last_model, _, last_state = load_checkpoint(tmp_path / "rl" / "iter_000002", with_training_state=True)
     for key, value in last_state["rl"]["weights_average"]["training_weights"].items():  # training resumes
         assert torch.allclose(resumed_weights[key], value, atol=1e-5), key          # from these, not the average
     assert resumed.average.iteration == 2

@@ -112,12 +112,14 @@ def cmd_sim_bridge(args: argparse.Namespace) -> int:
     instruction = get_layout(args.task, args.init_state, args.split)["instruction"]
 
     def make_env():
-        env = TabletopEnv(args.task, image_size=args.image_size, wrist_camera=bool(robot.topics.wrist_image))
+        env = TabletopEnv(args.task, image_size=args.image_size, wrist_camera=bool(robot.topics.wrist_image),
+                          antialias=not args.no_antialias)
         env.reset(options={"init_state_id": args.init_state, "split": args.split})
         return env
 
     print(f"sim bridge: {args.task} init state {args.split}/{args.init_state}, "
-          f"{'real-time' if args.realtime else 'lockstep'}; instruction: {instruction!r}")
+          f"{'real-time' if args.realtime else 'lockstep'}, {args.image_size} px"
+          f"{' without multisampling' if args.no_antialias else ''}; instruction: {instruction!r}")
     _serve(lambda context: SimBridge(make_env, robot, lockstep=not args.realtime, image_encoding=args.encoding,
                                      wrist_camera=bool(robot.topics.wrist_image), context=context), args.duration)
     return 0
@@ -157,6 +159,9 @@ def register(sub) -> None:
     bridge.add_argument("--init-state", type=int, default=0, help="init-state id")
     bridge.add_argument("--split", choices=("train", "eval"), default="eval", help="init-state split")
     bridge.add_argument("--image-size", type=int, default=128, help="camera resolution (the node resizes)")
+    bridge.add_argument("--no-antialias", action="store_true",
+                        help="render the cameras without multisampling, as a policy trained with `antialias: false` "
+                             "(the quickstart's) saw its frames; pair it with --image-size equal to the policy's")
     bridge.add_argument("--encoding", choices=("rgb8", "bgr8"), default="rgb8", help="image encoding published")
     bridge.add_argument("--realtime", action="store_true", help="step on a timer like a real arm "
                                                                 "(default: one step per command, reproducible)")

@@ -141,8 +141,7 @@ def cmd_critic_collect(args: argparse.Namespace) -> int:
 
     from sim_envs.progress_episodes import collect_progress_episodes, write_episodes
     from sim_envs.tasks import TASKS
-    from vla_rl.cli.factories import load_policy
-
+    from vla_rl.cli.factories import checkpoint_camera_setup, load_policy
     from vla_rl.policy.checkpoint import resolve_checkpoint
 
     tasks = args.tasks or list(TASKS)
@@ -154,6 +153,10 @@ def cmd_critic_collect(args: argparse.Namespace) -> int:
         policy_factory = None
         if policies[split]:
             checkpoint = resolve_checkpoint(Path(policies[split]))
+            if not checkpoint_camera_setup(checkpoint)[2]:  # refused here too, before any worker starts
+                raise ValueError(f"{checkpoint} was trained on frames rendered without antialiasing (antialias: "
+                                 "false); critic and world-model episodes are antialiased, so it would act on frames "
+                                 "unlike its own: collect them with a policy trained with antialias: true")
             policy_factory = functools.partial(load_policy, str(checkpoint), args.policy_temperature, "cpu")
         hold = args.hold_after_success if split == "train" else 0  # held-out episodes end as RL episodes do
         episodes = collect_progress_episodes(tasks, _behaviour_counts(counts), split, args.image_size,

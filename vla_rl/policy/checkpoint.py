@@ -71,9 +71,18 @@ def model_config_differences(directory: Path, wanted: VLAConfig) -> list[str]:
     return sorted(key for key in (saved.keys() | asked.keys()) - {"tokenizer"} if saved.get(key) != asked.get(key))
 
 
-def load_checkpoint(directory: Path, device: str | torch.device = "cpu", verify: bool = True
-                    ) -> tuple[VLAModel, ActionTokenizer, dict[str, Any] | None]:
-    """Model, action tokenizer and (if present) the training state of a checkpoint directory."""
+def read_training_state(directory: Path) -> dict[str, Any] | None:
+    """The optimiser, scheduler, RNG and run state a training checkpoint holds (None if it holds none)."""
+    path = Path(directory) / "training_state.pt"
+    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+
+
+def load_checkpoint(directory: Path, device: str | torch.device = "cpu", verify: bool = True,
+                    with_training_state: bool = False) -> tuple[VLAModel, ActionTokenizer, dict[str, Any] | None]:
+    """Model, action tokenizer and, with ``with_training_state`` (to resume a run), the training state of
+    a checkpoint directory (None otherwise, or if it holds none). The training state is read only when
+    asked: it holds the optimiser's moments, twice the weights' size, which a 7B policy loaded to act
+    or to evaluate should not pay for."""
     from safetensors.torch import load_file
 
     directory = Path(directory)
@@ -95,12 +104,10 @@ def load_checkpoint(directory: Path, device: str | torch.device = "cpu", verify:
                                      "statistics its tokens cannot be turned into actions")
     stats = json.loads((directory / "norm_stats.json").read_text())
     tokenizer = ActionTokenizer(stats["vocab_size"], NormStats.from_dict(stats["action"]), stats["n_bins"])
-    training_state = None
-    if (directory / "training_state.pt").is_file():
-        training_state = torch.load(directory / "training_state.pt", map_location="cpu", weights_only=False)
+    training_state = read_training_state(directory) if with_training_state else None
     return model.to(device), tokenizer, training_state
 
 
-__all__ = ["CorruptCheckpointError", "save_checkpoint", "load_checkpoint", "verify_checkpoint",
+__all__ = ["CorruptCheckpointError", "save_checkpoint", "load_checkpoint", "read_training_state", "verify_checkpoint",
            "latest_valid_checkpoint", "point_latest", "resolve_checkpoint", "read_vla_config",
            "model_config_differences", "LATEST", "MANIFEST"]

@@ -303,7 +303,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
                              f"{'init_checkpoint' if config.init_checkpoint else 'model'} (they differ in "
                              f"{', '.join(differing)}); resume with the config the run started with, or choose "
                              f"another out_dir")
-        model, action_tokenizer, state = load_checkpoint(resume_from)
+        model, action_tokenizer, state = load_checkpoint(resume_from, with_training_state=True)
         start_step = int(state["step"])
     elif config.init_checkpoint:
         model, action_tokenizer, _ = load_checkpoint(Path(config.init_checkpoint))

@@ -215,7 +215,7 @@ class Trainer:
             raise ValueError("init_checkpoint is required: the SFT policy RL starts from")
         distributed = config.learner.num_learners > 1
         device = "cpu" if distributed else resolve_device(config.learner.device)
-        model, action_tokenizer, state = load_checkpoint(source, device=device)
+        model, action_tokenizer, state = load_checkpoint(source, device=device, with_training_state=resume)
         rl = state["rl"] if resume and state is not None and "rl" in state else None
         self.average = self._restore_training_weights(model, rl)
         extra = json.loads((source / "norm_stats.json").read_text())

@@ -13,8 +13,6 @@ not the mean of B times the mean of A). ``torch.lerp`` leaves a weight that neve
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 
@@ -62,8 +60,9 @@ def load_last_update_weights(model: torch.nn.Module, checkpoint) -> None:
     """Put the last update's weights into ``model`` loaded from ``checkpoint``, a GRPO checkpoint written
     with ``weights_ema``, which holds the average as its model weights: to evaluate the two side by side
     (``vla-rl eval --last-update-weights``). A ValueError if the checkpoint holds no average."""
-    state_path = Path(checkpoint) / "training_state.pt"
-    state = torch.load(state_path, map_location="cpu", weights_only=False) if state_path.is_file() else {}
+    from vla_rl.policy.checkpoint import read_training_state
+
+    state = read_training_state(checkpoint) or {}
     saved = (state.get("rl") or {}).get("weights_average")
     if saved is None:
         raise ValueError(f"{checkpoint} holds no weight average (a GRPO checkpoint written with train.weights_ema): "
