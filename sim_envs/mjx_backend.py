@@ -210,15 +210,18 @@ def _batched_step(idx: _Indices, native_clamped_damping: bool):
     [N, ...], actions [N, 7]. ``native_clamped_damping``: see ``sim_envs.mjx_clamped_damping``."""
     jax, _, mjx = require_mjx()
 
-    def one_env(m, body_pos, d, action):
+    def one_env(m, body_pos, given, action):
         m = m.replace(body_pos=body_pos)
-        d = d.replace(ctrl=_control(m, d, action, idx))
+        d = given.replace(ctrl=_control(m, given, action, idx))
         # Under jax x64, put_data leaves some index fields int32 while mjx.step returns int64: the loop's
-        # carry must keep one type, so cast the input to what a step returns (a no-op in float32 mode).
+        # carry must keep one type, so cast the input to what a step returns (a no-op in float32 mode)...
         stepped = jax.eval_shape(lambda x: mjx.step(m, x), d)
         d = jax.tree.map(lambda x, like: x.astype(like.dtype), d, stepped)
         with mjx_clamped_damping.correction_scope(native_clamped_damping):  # active while this traces
-            return jax.lax.fori_loop(0, SUBSTEPS, lambda _, x: mjx.step(m, x), d)
+            d = jax.lax.fori_loop(0, SUBSTEPS, lambda _, x: mjx.step(m, x), d)
+        # ...and return the types it was given: the next call's input then has the same types as this one's,
+        # so jit compiles once (returning int64 fields made the second step compile the whole loop again).
+        return jax.tree.map(lambda x, like: x.astype(like.dtype), d, given)
 
     return jax.jit(jax.vmap(one_env, in_axes=(None, 0, 0, 0)))
 
