@@ -48,6 +48,29 @@ def test_grpo_uneven_group_and_eps():
     assert unscaled.tolist() == pytest.approx([2 / 3, -1 / 3, -1 / 3])
 
 
+def test_grpo_uniform_group_of_inexact_returns_is_exactly_zero():
+    """0.1 three times has a float mean that differs from 0.1 by a rounding error, and a std of the same
+    size: without care (eps = 0) that error divided by that std is +-1, a signal from a group that has none."""
+    for returns in ([0.1] * 3, [0.7] * 3, [0.1] * 7):
+        inputs = _inputs(returns, [1] * len(returns), [0] * len(returns))
+        assert grpo_advantages(inputs, eps=0.0)[:, 0].tolist() == [0.0] * len(returns)
+    mixed = grpo_advantages(_inputs([0.1, 0.1, 0.7], [1, 1, 1], [0, 0, 0]), eps=0.0)[:, 0]
+    assert mixed[2] > 0 > mixed[0]
+
+
+def test_non_finite_rewards_are_refused():
+    rewards = torch.tensor([[float("nan"), 0.0], [1.0, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([[True, False], [True, True]])
+    with pytest.raises(ValueError, match="non-finite rewards"):
+        AdvantageInputs(rewards=rewards, mask=mask, group_ids=torch.tensor([0, 0]))
+    with pytest.raises(ValueError, match="non-finite rewards"):
+        informative_groups(np.array([1.0, np.inf]), np.array([0, 0]))
+    padded = torch.tensor([[1.0, float("nan")], [0.0, 0.0]], dtype=torch.float64)  # NaN only on padding
+    inputs = AdvantageInputs(rewards=padded, mask=torch.tensor([[True, False], [True, True]]),
+                             group_ids=torch.tensor([0, 0]))
+    assert grpo_advantages(inputs)[:, 0].tolist() == pytest.approx([1.0, -1.0], abs=1e-5)
+
+
 def test_rloo_leave_one_out_baseline():
     inputs = _inputs([1, 0, 0, 1], [1, 1, 1, 1], [0, 0, 0, 0])
     # episode 0: 1 - mean(0, 0, 1) = 2/3 ; episode 1: 0 - mean(1, 0, 1) = -2/3

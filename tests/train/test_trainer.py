@@ -134,8 +134,13 @@ def test_update_moves_policy_towards_positive_advantage():
     assert stats["clip_fraction"] == 0.0 and stats["grad_norm"] > 0
 
 
+@pytest.mark.parametrize("estimator", ["grpo", "gae"])
 @pytest.mark.parametrize("aggregation", ["token-mean", "episode-mean"])
-def test_microbatching_gives_the_same_update(aggregation):
+def test_microbatching_gives_the_same_update(aggregation, estimator):
+    """Every term of the loss (PPO, entropy bonus, value loss) is the same weighted mean whatever the
+    micro-batch size."""
+    from vla_rl.train.learner import ValueHead
+
     results = []
     for micro in (1000, 7):
         policy = make_policy(seed=3)
@@ -144,10 +149,15 @@ def test_microbatching_gives_the_same_update(aggregation):
         batch.rewards[:] = 0.0
         batch.rewards[1, 0] = 1.0
         batch.mask[0, 5:] = False  # unequal lengths: episode-mean weights differ from token-mean's
-        optimizer = torch.optim.SGD(policy.model.parameters(), lr=0.1)
-        config = AlgorithmConfig(minibatch_size=1000, microbatch_size=micro, loss_aggregation=aggregation)
-        update(policy, optimizer, batch, np.zeros(2, int), config, torch.Generator().manual_seed(0))
-        results.append(torch.cat([p.detach().flatten() for p in policy.model.parameters()]))
+        torch.manual_seed(0)
+        value_head = ValueHead(policy.model.config.language_model.hidden_size) if estimator == "gae" else None
+        parameters = list(policy.model.parameters()) + (list(value_head.parameters()) if value_head else [])
+        optimizer = torch.optim.SGD(parameters, lr=0.1)
+        config = AlgorithmConfig(minibatch_size=1000, microbatch_size=micro, loss_aggregation=aggregation,
+                                 entropy_coef=0.1, estimator=estimator, dynamic_sampling=estimator != "gae")
+        update(policy, optimizer, batch, np.zeros(2, int), config, torch.Generator().manual_seed(0),
+               value_head=value_head)
+        results.append(torch.cat([p.detach().flatten() for p in parameters]))
     assert torch.allclose(results[0], results[1], atol=1e-5)
 
 
@@ -186,18 +196,28 @@ def test_trainer_logs_checkpoints_and_resumes_without_gaps(tmp_path, tiny_checkp
                     "env_steps_per_s"):
             assert key in lines[0], key
         assert set(lines[0]["seconds"]) >= {"rollout", "reward", "update", "sync"}
-        # a crash after iteration 2's checkpoint leaves a stray line of iteration 3: resume drops it
+        # a crash after iteration 2's checkpoint leaves a stray line of iteration 3 and one cut short while
+        # being written: resume drops both
         with open(tmp_path / "rl" / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"iteration": 3}) + "\n")
+            f.write(json.dumps({"iteration": 3}) + "\n" + '{"iteration": 3, "lo')
         longer = _train_config(tmp_path, tiny_checkpoint, iterations=3)
         resumed = Trainer(longer, pool, eval_state_counter("tabletop"), resume=True, show_progress=False)
         assert resumed.iteration == 2 and resumed.sampler.groups_drawn == 2
         resumed.run()
+        # the same three iterations without the interruption (the pool has sampled more in between)
+        Trainer(_train_config(tmp_path, tiny_checkpoint, iterations=3, out_dir=tmp_path / "straight"), pool,
+                eval_state_counter("tabletop"), show_progress=False).run()
     finally:
         pool.close()
     lines = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
     assert [line["iteration"] for line in lines] == [1, 2, 3]
     assert (tmp_path / "rl" / "iter_000003" / "manifest.json").is_file()
+    straight = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    for key in ("train_success", "env_steps", "decisions", "loss", "entropy", "grad_norm"):
+        assert lines[2][key] == straight[2][key], key  # resumed = uninterrupted: sampling and update alike
+    resumed_weights = load_checkpoint(tmp_path / "rl" / "iter_000003")[0].state_dict()
+    straight_weights = load_checkpoint(tmp_path / "straight" / "iter_000003")[0].state_dict()
+    assert all(torch.equal(resumed_weights[k], straight_weights[k]) for k in straight_weights)
 
 
 def test_time_limit_on_a_checkpoint_iteration_still_evaluates_the_last_one(tmp_path, tiny_checkpoint):
@@ -325,7 +345,7 @@ class _ScriptedPool:
     def set_weights(self, state_dict, version):
         self.version = version
 
-    def collect(self, shares):
+    def collect(self, shares, sampling_seed=None):
         from vla_rl.core.types import TrajectoryBatch
         from vla_rl.rollout.collector import RolloutStats
 
@@ -380,8 +400,9 @@ def test_alternative_estimators_update(estimator):
     value_head = ValueHead(policy.model.config.language_model.hidden_size) if estimator == "gae" else None
     parameters = list(policy.model.parameters()) + (list(value_head.parameters()) if value_head else [])
     optimizer = torch.optim.AdamW(parameters, lr=1e-3)
-    stats = update(policy, optimizer, batch, np.zeros(4, int), AlgorithmConfig(estimator=estimator, minibatch_size=64),
-                   torch.Generator().manual_seed(0), value_head=value_head)
+    algorithm = AlgorithmConfig(estimator=estimator, minibatch_size=64, dynamic_sampling=estimator != "gae")
+    stats = update(policy, optimizer, batch, np.zeros(4, int), algorithm, torch.Generator().manual_seed(0),
+                   value_head=value_head)
     assert all(np.isfinite(v) for v in stats.values())
     assert stats["advantage_abs_mean"] > 0
     if estimator == "gae":

@@ -41,10 +41,22 @@ class AdvantageInputs:
     group_ids: torch.Tensor
     values: torch.Tensor | None = None
 
+    def __post_init__(self) -> None:
+        require_finite_rewards(self.rewards[self.mask.bool()])
+
+
+def require_finite_rewards(rewards) -> None:
+    """A NaN or infinite reward (a broken reward source) must stop training, not pass as a uniform group
+    (NaN compares unequal to everything) or turn a whole group's advantages into NaN."""
+    bad = ~np.isfinite(np.asarray(rewards, dtype=np.float64))
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} non-finite rewards (NaN or inf) in the batch: the reward source is "
+                         "broken (e.g. a critic fed NaN frames); nothing was learned from this batch")
+
 
 def episode_returns(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``[B, T] -> [B]``: the trajectory reward ``R_b``, summed over real steps."""
-    return (rewards * mask).sum(dim=1)
+    return torch.where(mask.bool(), rewards, 0.0).sum(dim=1)  # whatever padding holds (NaN * 0 would be NaN)
 
 
 def _group_stats(values: torch.Tensor, group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -59,14 +71,26 @@ def _group_stats(values: torch.Tensor, group_ids: torch.Tensor) -> tuple[torch.T
     return mean[inverse], std[inverse], count[inverse]
 
 
+def _group_uniform(values: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """``bool [B]``: whether every episode of this episode's group has the same value."""
+    _, inverse = torch.unique(group_ids, return_inverse=True)
+    groups = int(inverse.max()) + 1
+    high = torch.full((groups,), -torch.inf, dtype=values.dtype).scatter_reduce(0, inverse, values, "amax")
+    low = torch.full((groups,), torch.inf, dtype=values.dtype).scatter_reduce(0, inverse, values, "amin")
+    return (high == low)[inverse]
+
+
 def grpo_advantages(inputs: AdvantageInputs, eps: float = 1e-6, scale_by_std: bool = True) -> torch.Tensor:
     """``[B, T]``: ``(R - group mean) / (group std + eps)`` on every real step, 0 on padding."""
     returns = episode_returns(inputs.rewards, inputs.mask)
     mean, std, _ = _group_stats(returns, inputs.group_ids)
     advantage = returns - mean
-    if scale_by_std:  # a uniform group has advantage exactly 0, also with eps = 0
+    if scale_by_std:
         scale = std + eps
         advantage = torch.where(scale > 0, advantage / scale.clamp(min=torch.finfo(scale.dtype).tiny), 0.0)
+    # A uniform group carries no signal: exactly 0, although its float mean may differ from its returns by
+    # a rounding error (0.1 three times), which a std of the same size would blow up to +-1.
+    advantage = torch.where(_group_uniform(returns, inputs.group_ids), 0.0, advantage)
     return advantage[:, None] * inputs.mask
 
 
@@ -114,6 +138,7 @@ def get_estimator(name: str) -> Callable[..., torch.Tensor]:
 def informative_groups(returns: np.ndarray, group_ids: np.ndarray) -> np.ndarray:
     """``bool [B]``: True for episodes whose group has at least two different returns (dynamic
     sampling keeps only those: a group that all failed or all succeeded has zero advantage)."""
+    require_finite_rewards(returns)
     keep = np.zeros(len(returns), bool)
     for group in np.unique(group_ids):
         members = group_ids == group
@@ -133,6 +158,12 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` over the True entries of ``mask`` (same shape); 0 when there are none."""
     mask = mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum(w v) / sum(w)`` over ``[N]`` values and weights; 0 when the weights sum to 0."""
+    weights = weights.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp(min=1e-12)
 
 
 def ppo_clip_loss(logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
@@ -185,6 +216,7 @@ def episode_step_weights(mask: np.ndarray) -> np.ndarray:
     return np.where(mask, 1.0 / np.maximum(steps, 1), 0.0)
 
 
-def value_loss(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Squared error of the value head on real steps: ``[N]`` each."""
-    return masked_mean((values - returns) ** 2, mask)
+def value_loss(values: torch.Tensor, returns: torch.Tensor, step_weights: torch.Tensor) -> torch.Tensor:
+    """Squared error of the value head, ``[N]`` each, averaged with ``step_weights`` ``[N]`` (ones: the
+    plain mean; ``episode_step_weights``: every episode counts the same, as in ``ppo_clip_loss``)."""
+    return weighted_mean((values - returns) ** 2, step_weights)

@@ -128,8 +128,9 @@ class RayRolloutPool:
                 pending[index] = getattr(self.actors[index], method).remote(shares[index], *args)
         return [results[i] for i in sorted(results)]
 
-    def collect(self, specs_per_worker: Sequence[Sequence[TaskSpec]]) -> list[tuple[TrajectoryBatch, RolloutStats]]:
-        return self._run("collect", specs_per_worker)
+    def collect(self, specs_per_worker: Sequence[Sequence[TaskSpec]], sampling_seed: int | None = None
+                ) -> list[tuple[TrajectoryBatch, RolloutStats]]:
+        return self._run("collect", specs_per_worker, sampling_seed)
 
     def evaluate(self, specs: Sequence[TaskSpec], decoding: str | None = None) -> list[EpisodeOutcome]:
         shares = split_evenly(specs, len(self.actors))

@@ -79,8 +79,16 @@ class RolloutWorker:
         self.version = version
         return version
 
-    def collect(self, specs: Sequence[TaskSpec]) -> tuple[TrajectoryBatch, RolloutStats]:
-        """Exploratory rollouts of ``specs`` (in waves of ``num_envs``)."""
+    def collect(self, specs: Sequence[TaskSpec], sampling_seed: int | None = None
+                ) -> tuple[TrajectoryBatch, RolloutStats]:
+        """Exploratory rollouts of ``specs`` (in waves of ``num_envs``). ``sampling_seed`` (the trainer's
+        iteration and round) reseeds the policy's sampling and the env's own noise from it and this worker's
+        seed first, so that what a round samples does not depend on what the process sampled before: a
+        resumed run samples what the uninterrupted one would have."""
+        if sampling_seed is not None:
+            seed = int(np.random.SeedSequence([self.seed, sampling_seed]).generate_state(1)[0])
+            self.policy.generator.manual_seed(seed)
+            self._seed_env(self.env, seed)
         batches, total = [], RolloutStats()
         for start in range(0, len(specs), self.num_envs):
             wave = specs[start:start + self.num_envs]
@@ -162,8 +170,9 @@ class LocalRolloutPool:
         for worker in self.workers:
             worker.set_weights(state_dict, version)
 
-    def collect(self, specs_per_worker: Sequence[Sequence[TaskSpec]]) -> list[tuple[TrajectoryBatch, RolloutStats]]:
-        return [worker.collect(specs) for worker, specs in zip(self.workers, specs_per_worker) if specs]
+    def collect(self, specs_per_worker: Sequence[Sequence[TaskSpec]], sampling_seed: int | None = None
+                ) -> list[tuple[TrajectoryBatch, RolloutStats]]:
+        return [worker.collect(specs, sampling_seed) for worker, specs in zip(self.workers, specs_per_worker) if specs]
 
     def evaluate(self, specs: Sequence[TaskSpec], decoding: str | None = None) -> list[EpisodeOutcome]:
         shares = split_evenly(specs, len(self.workers))

@@ -26,8 +26,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from vla_rl.algos.advantages import (AdvantageInputs, episode_step_weights, get_estimator, masked_mean, ppo_clip_loss,
-                                     value_loss)
+from vla_rl.algos.advantages import (AdvantageInputs, episode_step_weights, get_estimator, ppo_clip_loss, value_loss,
+                                     weighted_mean)
 from vla_rl.core.config import option
 from vla_rl.core.optim import load_optimizer_state, make_adamw
 from vla_rl.core.schedules import linear_warmup_lr
@@ -70,6 +70,11 @@ class AlgorithmConfig:
             raise ValueError(f"loss_aggregation must be token-mean or episode-mean, got {self.loss_aggregation!r}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.estimator == "gae" and self.dynamic_sampling:
+            raise ValueError("estimator gae needs dynamic_sampling: false: dynamic sampling drops the groups whose "
+                             "rewards are all equal, which carry no signal only for the group baselines (grpo, "
+                             "rloo); under gae the baseline is the learned value, and a group that all failed still "
+                             "teaches the policy and the value head")
         if not 0 <= self.clip_low < 1 or self.clip_high <= 0:
             raise ValueError("clip_low must be in [0, 1) and clip_high > 0")
 
@@ -270,13 +275,16 @@ def update(policy, optimizer: torch.optim.Optimizer, batch: TrajectoryBatch, gro
                 logprob, entropy = logprob.float(), entropy.float()
                 token_mask = torch.ones_like(logprob, dtype=torch.bool)
                 device = logprob.device
+                step_weights = torch.from_numpy(decision_weights[micro]).to(device=device, dtype=logprob.dtype)
                 out = ppo_clip_loss(logprob, old_logprob_all[e, s].to(device), advantages[e, s].to(device), token_mask,
                                     config.clip_low, config.clip_high, ref_logprob, config.kl_coef,
-                                    torch.from_numpy(decision_weights[micro]).to(device) if per_episode else None)
-                mean_entropy = masked_mean(entropy, token_mask)
+                                    step_weights if per_episode else None)
+                # every term is the same weighted mean over decisions as the PPO term, so that the micro-batch
+                # weights (their share of the mini-batch's decision weights) sum each to the mini-batch's mean
+                mean_entropy = weighted_mean(entropy.mean(-1), step_weights)
                 loss = out.loss - config.entropy_coef * mean_entropy
                 if use_values:
-                    v_loss = value_loss(value.float(), returns[e, s].to(device), torch.ones_like(value, dtype=torch.bool))
+                    v_loss = value_loss(value.float(), returns[e, s].to(device), step_weights)
                     loss = loss + config.value_coef * v_loss
                 (loss * weight).backward()
                 if weight == 0:
@@ -294,7 +302,9 @@ def update(policy, optimizer: torch.optim.Optimizer, batch: TrajectoryBatch, gro
             grad_norm = _clip_gradients(parameters, config.grad_clip)
             if not torch.isfinite(grad_norm):
                 optimizer.zero_grad(set_to_none=True)
-                raise FloatingPointError("non-finite gradient norm in the policy update; weights left unchanged")
+                raise FloatingPointError(
+                    f"non-finite gradient norm in the policy update: this mini-batch's step was not taken ("
+                    f"{optimizer_steps} earlier steps of the update were); resume from the last checkpoint")
             for group in optimizer.param_groups:
                 group["lr"] = config.learning_rate(steps_before + optimizer_steps)
             optimizer.step()

@@ -7,7 +7,9 @@ trajectory rewards of the configured source), **update** (the learner, ``vla_rl.
 **sync** (new weights to every worker, with a version number; a batch collected by another
 version is refused), then periodic **eval** (greedy, on the held-out evaluation init states) and
 **checkpoint** (atomic, with optimiser, RNG and sampler state: ``resume`` continues the run exactly
-where the checkpoint left it and the metric history continues without a gap or a duplicate).
+where the checkpoint left it and the metric history continues without a gap or a duplicate; the rollout
+workers' sampling is seeded per iteration and round, so the resumed run samples what the uninterrupted
+one would have).
 
 The driver gets its rollout pool (local or Ray) from the caller; it never imports an env or Ray.
 """
@@ -114,7 +116,7 @@ class TrainConfig:
     eval_decodings: tuple[str, ...] = option((), "greedy decodings (argmax, expected) to evaluate besides the "
                                                  "checkpoint's own, reported under by_decoding: GRPO trains the "
                                                  "sampled policy, whose likeliest bin and mean can move apart")
-    checkpoint_every: int = option(10, "iterations between checkpoints (and one at the end)")
+    checkpoint_every: int = option(10, "iterations between checkpoints (and one at the end; 0 = only at the end)")
     weights_ema: float = option(0.0, "decay per iteration of an exponential moving average of the policy's "
                                      "weights, which the evaluations, the checkpoints' model weights and so "
                                      "deployment use (the rollouts keep sampling the current weights; each "
@@ -131,6 +133,9 @@ class TrainConfig:
             raise ValueError("iterations, groups_per_iteration and max_sampling_rounds must be >= 1")
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2, got {self.group_size}")
+        if self.eval_every < 0 or self.checkpoint_every < 0:
+            raise ValueError(f"eval_every and checkpoint_every must be >= 0 (0: only at the end), got "
+                             f"{self.eval_every} and {self.checkpoint_every}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         unknown = sorted(set(self.eval_decodings) - set(GREEDY_DECODINGS))
@@ -266,7 +271,10 @@ class Trainer:
             groups = self.sampler.next_groups(workers * groups_per_worker)
             shares = [[spec for group in groups[w * groups_per_worker:(w + 1) * groups_per_worker] for spec in group]
                       for w in range(workers)]
-            for batch, stats in self.pool.collect(shares):
+            # seeded by iteration and round (and each worker's own seed), not by what the workers sampled
+            # before: a resumed run samples exactly what the uninterrupted one would have
+            sampling_seed = self.iteration * config.max_sampling_rounds + rounds - 1
+            for batch, stats in self.pool.collect(shares, sampling_seed=sampling_seed):
                 if batch.policy_version != self.iteration:
                     raise RuntimeError(f"stale rollout: collected by policy version {batch.policy_version}, "
                                        f"the learner is at {self.iteration}")
@@ -488,7 +496,7 @@ class Trainer:
                     0.0 if last else max(recent_iterations) + evaluation)
                 with timer.time("eval"):
                     metrics["eval"] = self._log_eval(self.evaluate(comparison_deadline), writer)
-            if self.iteration % config.checkpoint_every == 0 or last:
+            if last or config.checkpoint_every and self.iteration % config.checkpoint_every == 0:
                 with timer.time("checkpoint"):
                     checkpoint = self.checkpoint()
                 checkpoint_seconds = max(checkpoint_seconds, timer.seconds["checkpoint"])
@@ -559,7 +567,16 @@ class Trainer:
         if not path.is_file():
             return
         lines = [line for line in path.read_text().splitlines() if line.strip()]
-        kept = [line for line in lines if json.loads(line)["iteration"] <= iteration]
+        kept = []
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if number == len(lines):  # the driver died while writing it: that iteration is redone anyway
+                    break
+                raise ValueError(f"{path} line {number} is not JSON: the metric history is damaged") from None
+            if record["iteration"] <= iteration:
+                kept.append(line)
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         tmp.replace(path)
