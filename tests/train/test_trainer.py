@@ -388,6 +388,20 @@ def test_stale_rollouts_are_refused(tmp_path, tiny_checkpoint):
         pool.close()
 
 
+def test_checkpoint_every_zero_checkpoints_only_the_end_and_bad_values_are_refused(tmp_path, tiny_checkpoint):
+    with pytest.raises(ValueError, match="checkpoint_every must be >= 0"):
+        _train_config(tmp_path, tiny_checkpoint, checkpoint_every=-1)
+    with pytest.raises(ValueError, match="gae needs dynamic_sampling: false"):
+        AlgorithmConfig(estimator="gae")
+    config = _train_config(tmp_path, tiny_checkpoint, checkpoint_every=0, eval_every=0, eval_episodes_per_task=0)
+    pool = make_pool(config.rollout, "tabletop", tiny_checkpoint, config.temperature, config.seed)
+    try:
+        Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False).run()
+    finally:
+        pool.close()
+    assert sorted(p.name for p in (tmp_path / "rl").glob("iter_*")) == ["iter_000002"]
+
+
 @pytest.mark.parametrize("estimator", ["rloo", "gae"])
 def test_alternative_estimators_update(estimator):
     from vla_rl.train.learner import ValueHead
