@@ -65,7 +65,7 @@ def test_train_rejects_unknown_config_key(tmp_path, capsys):
 @pytest.mark.slow
 def test_quickstart_toy_scale_writes_the_report(tmp_path, capsys):
     out = tmp_path / "qs"
-    code = main(["quickstart", "--set", f"out_dir={out}", "--set", "tasks=[Reach]", "--set", "sft_tasks=[]",
+    code = main(args := ["quickstart", "--set", f"out_dir={out}", "--set", "tasks=[Reach]", "--set", "sft_tasks=[]",
                  "--set", "demos_per_task=2",
                  "--set", "image_size=32", "--set", "sft.steps=3", "--set", "train.iterations=2",
                  "--set", "time_limit_minutes=0.01",  # the job's budget stops GRPO after the first of its 2 iterations
@@ -100,6 +100,15 @@ def test_quickstart_toy_scale_writes_the_report(tmp_path, capsys):
     for checkpoint in (metrics["sft_checkpoint"], metrics["final_checkpoint"]):
         assert json.loads((Path(checkpoint) / "vla_config.json").read_text())["antialias"] is False
     assert "(no multisampling)" in report
+    # run again in the same out_dir: demos and SFT are reused, GRPO runs afresh and the previous GRPO run
+    # moves aside instead of mixing its history and checkpoints with the new one's
+    assert main(args) == 0
+    assert "moved to" in capsys.readouterr().out
+    assert (out / "grpo_previous" / "iter_000001" / "manifest.json").is_file()
+    history = [json.loads(line) for line in (out / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in history] == [1]
+    assert main(args + ["--set", "train.eval_episodes_per_task=0"]) == 2  # no before/after to report
+    assert "eval_episodes_per_task must be >= 1" in capsys.readouterr().err
 
 
 def test_budget_notes_name_the_limit_that_stopped_each_stage():

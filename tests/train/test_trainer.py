@@ -397,6 +397,8 @@ def test_checkpoint_every_zero_checkpoints_only_the_end_and_bad_values_are_refus
     pool = make_pool(config.rollout, "tabletop", tiny_checkpoint, config.temperature, config.seed)
     try:
         Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False).run()
+        with pytest.raises(FileExistsError, match="holds a previous run .*continue it with --resume"):
+            Trainer(config, pool, eval_state_counter("tabletop"), show_progress=False)  # would mix two runs
     finally:
         pool.close()
     assert sorted(p.name for p in (tmp_path / "rl").glob("iter_*")) == ["iter_000002"]

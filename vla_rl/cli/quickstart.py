@@ -86,6 +86,9 @@ class QuickstartConfig:
     def __post_init__(self) -> None:
         if self.time_limit_minutes < 0:
             raise ValueError(f"time_limit_minutes must be >= 0 (0 = no budget), got {self.time_limit_minutes}")
+        if self.train.eval_episodes_per_task < 1:
+            raise ValueError("train.eval_episodes_per_task must be >= 1: the report compares held-out success "
+                             "before and after GRPO")
 
 
 def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path:
@@ -140,6 +143,7 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
     stage = time.perf_counter()
     train_config = dataclasses.replace(config.train, init_checkpoint=sft_checkpoint, out_dir=out / "grpo",
                                        tasks=config.tasks)
+    _set_aside_previous_grpo(out / "grpo")
     pool = make_pool(train_config.rollout, train_config.suite, sft_checkpoint, train_config.temperature,
                      train_config.seed, reward=train_config.reward)
     try:
@@ -187,6 +191,22 @@ def _grpo_deadline(config: QuickstartConfig, started: float) -> float | None:
         return None
     videos = 2 * len(config.tasks) * config.videos_per_task
     return started + 60 * config.time_limit_minutes - SECONDS_PER_VIDEO * videos - SECONDS_AFTER_VIDEOS
+
+
+def _set_aside_previous_grpo(grpo_dir: Path) -> None:
+    """GRPO always runs afresh; a previous run's output (from an earlier quickstart in the same out_dir) moves
+    to ``grpo_previous`` (replacing an older one there), so its history and checkpoints do not mix with this
+    run's and the last run is not lost."""
+    import shutil
+
+    from vla_rl.train.trainer import previous_run_files
+
+    if not previous_run_files(grpo_dir):
+        return
+    kept = grpo_dir.with_name(grpo_dir.name + "_previous")
+    shutil.rmtree(kept, ignore_errors=True)
+    grpo_dir.rename(kept)
+    print(f"a previous GRPO run in {grpo_dir} moved to {kept}")
 
 
 def _check_reused_sft(checkpoint: Path, model: VLAConfig) -> None:

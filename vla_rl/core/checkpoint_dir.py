@@ -95,8 +95,10 @@ def latest_valid_checkpoint(out_dir: Path, prefix: str) -> Path | None:
             candidates.append(out_dir / json.loads(pointer.read_text())["checkpoint"])
         except (json.JSONDecodeError, KeyError):
             warnings.warn(f"{pointer} is unreadable; looking for the newest valid checkpoint instead")
-    candidates += sorted((p for p in out_dir.glob(f"{prefix}*")
-                          if p.is_dir() and ".tmp-" not in p.name and ".old-" not in p.name), reverse=True)
+    # ".old-" directories exist only while commit_checkpoint_dir replaces a checkpoint: one killed between its
+    # two renames leaves the complete previous checkpoint there, and it then stands in for the missing one
+    candidates += sorted((p for p in out_dir.glob(f"{prefix}*") if p.is_dir() and ".tmp-" not in p.name),
+                         key=lambda p: (p.name.split(".old-")[0], ".old-" not in p.name), reverse=True)
     for candidate in dict.fromkeys(candidates):
         try:
             verify_checkpoint(candidate)
@@ -112,13 +114,21 @@ def resolve_checkpoint(path: Path) -> Path:
     path = Path(path)
     if (path / MANIFEST).is_file():
         return path
-    if (path / LATEST).is_file():
-        name = json.loads((path / LATEST).read_text()).get("checkpoint", "")
-        prefix = name.split("_")[0] + "_" if "_" in name else ""
-        found = latest_valid_checkpoint(path, prefix)
+    # the run's checkpoint prefix (step_, iter_): from latest.json, or, when that is missing or unreadable
+    # (a run killed between a save and its pointer), from the checkpoint directories themselves
+    try:
+        name = str(json.loads((path / LATEST).read_text()).get("checkpoint", ""))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        name = ""
+    prefixes = {name.split("_")[0] + "_"} if "_" in name else \
+        {found.parent.name.split("_")[0] + "_" for found in path.glob(f"*_*/{MANIFEST}")}
+    if len(prefixes) == 1:
+        found = latest_valid_checkpoint(path, prefixes.pop())
         if found is not None:
             return found
-    raise FileNotFoundError(f"{path} is neither a checkpoint directory nor a run directory with a valid checkpoint")
+    raise FileNotFoundError(f"{path} is neither a checkpoint directory nor a run directory with a valid checkpoint"
+                            + (f" (it holds checkpoints of several kinds: {sorted(prefixes)}; name one)"
+                               if len(prefixes) > 1 else ""))
 
 
 __all__ = ["MANIFEST", "LATEST", "CorruptCheckpointError", "staging_dir", "commit_checkpoint_dir", "verify_checkpoint",

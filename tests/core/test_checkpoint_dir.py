@@ -1,0 +1,49 @@
+"""Finding a run's checkpoint when its pointer or a checkpoint is missing, as a crash can leave them."""
+
+import json
+import os
+
+import pytest
+
+from vla_rl.core.checkpoint_dir import (commit_checkpoint_dir, latest_valid_checkpoint, point_latest,
+                                        resolve_checkpoint, staging_dir)
+
+
+def checkpoint(run, name: str, content: str = "weights"):
+    tmp = staging_dir(run / name)
+    (tmp / "model.bin").write_text(content)
+    return commit_checkpoint_dir(tmp, run / name)
+
+
+def test_resolve_finds_the_newest_checkpoint_without_a_readable_pointer(tmp_path):
+    run = tmp_path / "run"
+    for step in (1, 2):
+        checkpoint(run, f"step_{step:06d}")
+    assert resolve_checkpoint(run) == run / "step_000002"  # a save and no pointer yet: the crash window
+    (run / "latest.json").write_text("")  # cut short
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert resolve_checkpoint(run) == run / "step_000002"
+    point_latest(run, "step_000001", 1)
+    assert resolve_checkpoint(run) == run / "step_000001"  # a readable pointer is followed
+    checkpoint(run, "iter_000003")
+    (run / "latest.json").unlink()
+    with pytest.raises(FileNotFoundError, match="several kinds"):
+        resolve_checkpoint(run)
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint directory"):
+        resolve_checkpoint(tmp_path / "empty")
+
+
+def test_a_checkpoint_caught_between_the_renames_of_its_replacement_is_still_found(tmp_path):
+    """Replacing ``iter_000002`` renames it to ``iter_000002.old-<pid>`` and then the new one into place; a
+    kill between the two leaves only the old, complete copy."""
+    run = tmp_path / "run"
+    checkpoint(run, "iter_000001")
+    checkpoint(run, "iter_000002")
+    os.replace(run / "iter_000002", run / f"iter_000002.old-{os.getpid()}")
+    point_latest(run, "iter_000002", 2)
+    with pytest.warns(UserWarning, match="skipping checkpoint"):
+        found = latest_valid_checkpoint(run, "iter_")
+    assert found == run / f"iter_000002.old-{os.getpid()}"
+    checkpoint(run, "iter_000002", "newer")  # once a complete iter_000002 exists it comes first
+    assert latest_valid_checkpoint(run, "iter_") == run / "iter_000002"
+    assert json.loads((run / "iter_000002" / "manifest.json").read_text())
