@@ -14,6 +14,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_eval_writes_json_plot_and_videos(tmp_path, tiny_checkpoint, capsys):  # noqa: F811
     out = tmp_path / "eval"
+    # a video an earlier evaluation left with the other outcome must not stay beside this one's
+    (out / "videos").mkdir(parents=True)
+    for task in ("Reach", "PressButton"):
+        for outcome in ("success", "failure"):
+            (out / "videos" / f"{task}_eval0_{outcome}.mp4").write_bytes(b"stale")
     code = main(["eval", "--checkpoint", str(tiny_checkpoint), "--tasks", "Reach", "PressButton",
                  "--episodes-per-task", "3", "--num-envs", "3", "--workers", "0", "--videos", "1", "--out", str(out),
                  "--greedy-decoding", "expected"])
@@ -26,7 +31,9 @@ def test_eval_writes_json_plot_and_videos(tmp_path, tiny_checkpoint, capsys):  #
         assert key in report
     assert (out / "success.png").stat().st_size > 0
     videos = report["videos"]
-    assert len(videos) == 2 and all((tmp_path / "eval" / "videos").glob("*.mp4"))
+    assert len(videos) == 2 and sorted((out / "videos").glob("*.mp4")) == sorted(Path(v["file"]) for v in videos)
+    assert all(Path(v["file"]).read_bytes() != b"stale" for v in videos)
+    assert report["num_envs"] == 3
     assert "mean" in capsys.readouterr().out
 
 

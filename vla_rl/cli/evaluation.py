@@ -71,6 +71,8 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
               "mean_success": result.mean_success, "per_task": result.per_task(),
               "init_states": get_suite(suite).init_state_provenance,
               "policy_seed": sample_seed if sampled else "greedy decoding (no sampling)",
+              # sampled draws depend on how episodes share the batch: the same seed needs the same env count
+              "num_envs": min(num_envs, len(specs)),
               **environment_versions(), **(extra or {})}
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -85,6 +87,14 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     return report
 
 
+def episode_video_path(out_dir: Path, task: str, init_state_id: int, success: bool) -> Path:
+    """``<task>_eval<id>_<success|failure>.mp4`` in ``out_dir``. An earlier evaluation's video of the same
+    episode with the other outcome is removed: left beside the new one, it would contradict it."""
+    outcome, other = ("success", "failure") if success else ("failure", "success")
+    (out_dir / f"{task}_eval{init_state_id}_{other}.mp4").unlink(missing_ok=True)
+    return out_dir / f"{task}_eval{init_state_id}_{outcome}.mp4"
+
+
 def write_videos(result, out_dir: Path, fps: int, min_size: int = 256) -> list[dict]:
     """MP4s of the episodes whose frames ``evaluate`` kept, enlarged (nearest pixel) to >= ``min_size``."""
     import imageio.v3 as iio
@@ -96,7 +106,7 @@ def write_videos(result, out_dir: Path, fps: int, min_size: int = 256) -> list[d
         scale = max(1, -(-min_size // frames[0].shape[0]))
         video = np.stack(frames).repeat(scale, axis=1).repeat(scale, axis=2)
         success = outcomes[spec].success
-        path = out_dir / f"{spec.task}_eval{spec.init_state_id}_{'success' if success else 'failure'}.mp4"
+        path = episode_video_path(out_dir, spec.task, spec.init_state_id, success)
         iio.imwrite(path, video, fps=fps, codec="libx264")
         written.append({"task": spec.task, "init_state_id": spec.init_state_id, "success": success, "file": str(path)})
     return written
@@ -131,7 +141,7 @@ def record_videos(policy, tasks: Sequence[str], per_task: int, out_dir: Path, si
                         success, done = bool(info["success"]), terminated or truncated
                         if done:
                             break
-                path = out_dir / f"{task}_eval{init_state_id}_{'success' if success else 'failure'}.mp4"
+                path = episode_video_path(out_dir, task, init_state_id, success)
                 iio.imwrite(path, np.stack(frames), fps=env.metadata["render_fps"], codec="libx264")
                 written.append({"task": task, "init_state_id": init_state_id, "success": success, "file": str(path)})
         finally:
