@@ -148,6 +148,15 @@ def run_episode(env, task: str, behaviour: str, split: str, init_state_id: int, 
                            np.stack(wrist) if wrist is not None else None)
 
 
+def require_antialiased_policy(antialias: bool, name: str) -> None:
+    """Critic and world-model episodes are rendered antialiased: a policy trained on frames without
+    multisampling (``VLAConfig.antialias: false``) would act on frames unlike its own."""
+    if not antialias:
+        raise ValueError(f"{name} was trained on frames rendered without antialiasing (antialias: false); critic "
+                         "and world-model episodes are antialiased, so it would act on frames unlike its own: "
+                         "collect them with a policy trained with antialias: true")
+
+
 def _work(args) -> list[ProgressEpisode]:
     task, behaviour, split, ids, image_size, wrist_camera, seed, policy_factory, hold_after_success = args
     import torch
@@ -159,10 +168,7 @@ def _work(args) -> list[ProgressEpisode]:
         torch.set_num_threads(1)  # one process per core already
         policy = policy_factory()
         policy.generator.manual_seed(seed)
-        if not policy.config.antialias:
-            raise ValueError("the policy was trained on frames rendered without antialiasing (antialias: false); "
-                             "critic and world-model episodes are antialiased, so it would act on frames unlike "
-                             "its own: collect them with a policy trained with antialias: true")
+        require_antialiased_policy(policy.config.antialias, "the policy")
     env = TabletopEnv(task, image_size=image_size, wrist_camera=wrist_camera)
     try:
         return [run_episode(env, task, behaviour, split, i, seed + i, policy, hold_after_success) for i in ids]

@@ -139,7 +139,7 @@ def cmd_critic_collect(args: argparse.Namespace) -> int:
     """Labelled sim episodes (``vla-rl critic collect`` and ``vla-rl wm collect``)."""
     import functools
 
-    from sim_envs.progress_episodes import collect_progress_episodes, write_episodes
+    from sim_envs.progress_episodes import collect_progress_episodes, require_antialiased_policy, write_episodes
     from sim_envs.tasks import TASKS
     from vla_rl.cli.factories import checkpoint_camera_setup, load_policy
     from vla_rl.policy.checkpoint import resolve_checkpoint
@@ -153,10 +153,8 @@ def cmd_critic_collect(args: argparse.Namespace) -> int:
         policy_factory = None
         if policies[split]:
             checkpoint = resolve_checkpoint(Path(policies[split]))
-            if not checkpoint_camera_setup(checkpoint)[2]:  # refused here too, before any worker starts
-                raise ValueError(f"{checkpoint} was trained on frames rendered without antialiasing (antialias: "
-                                 "false); critic and world-model episodes are antialiased, so it would act on frames "
-                                 "unlike its own: collect them with a policy trained with antialias: true")
+            # the workers refuse such a policy too, but only once they have started and built it
+            require_antialiased_policy(checkpoint_camera_setup(checkpoint)[2], str(checkpoint))
             policy_factory = functools.partial(load_policy, str(checkpoint), args.policy_temperature, "cpu")
         hold = args.hold_after_success if split == "train" else 0  # held-out episodes end as RL episodes do
         episodes = collect_progress_episodes(tasks, _behaviour_counts(counts), split, args.image_size,
