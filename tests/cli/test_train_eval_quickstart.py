@@ -114,6 +114,10 @@ def test_quickstart_toy_scale_writes_the_report(tmp_path, capsys):
     assert (out / "grpo_previous" / "iter_000001" / "manifest.json").is_file()
     history = [json.loads(line) for line in (out / "grpo" / "metrics.jsonl").read_text().splitlines()]
     assert [line["iteration"] for line in history] == [1]
+    # reuse=false trains the SFT afresh: the previous SFT run moves aside too (a fresh SFT refuses a used out_dir)
+    assert main(args + ["--set", "reuse=false"]) == 0
+    assert (out / "sft_previous" / "step_000003" / "manifest.json").is_file()
+    assert (out / "sft" / "step_000003" / "manifest.json").is_file()
     assert main(args + ["--set", "train.eval_episodes_per_task=0"]) == 2  # no before/after to report
     assert "eval_episodes_per_task must be >= 1" in capsys.readouterr().err
 

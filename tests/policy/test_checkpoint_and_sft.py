@@ -141,8 +141,9 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
         return [json.loads(line)["step"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
 
     assert logged_steps("b") == logged_steps("a") == [3, 6, 9, 12]  # resumed: no gap, no repeat
-    train_sft(sft_config(tmp_path, out_dir=tmp_path / "a"), show_progress=False)
-    assert logged_steps("a") == [3, 6, 9, 12], "a fresh run into a used out_dir continued the old history"
+    with pytest.raises(FileExistsError, match="holds a previous run"):  # it would mix with (or lose) the old one
+        train_sft(sft_config(tmp_path, out_dir=tmp_path / "a"), show_progress=False)
+    assert logged_steps("a") == [3, 6, 9, 12], "the refused fresh run touched the old run's history"
     with pytest.raises(FileNotFoundError, match="resume"):
         train_sft(sft_config(tmp_path, out_dir=tmp_path / "empty"), resume=True, show_progress=False)
 

@@ -21,9 +21,9 @@ from sim_envs.tasks import TASKS
 from vla_rl.core.config import option, to_dict
 from vla_rl.policy.model import VisionTowerConfig, VLAConfig
 from vla_rl.policy.lora import LoRAConfig
-from vla_rl.policy.sft import SFTConfig
+from vla_rl.policy.sft import CHECKPOINT_PREFIX as SFT_CHECKPOINT_PREFIX, SFTConfig
 from vla_rl.train.learner import AlgorithmConfig, LearnerConfig
-from vla_rl.train.trainer import RolloutConfig, TrainConfig
+from vla_rl.train.trainer import CHECKPOINT_PREFIX as TRAINER_CHECKPOINT_PREFIX, RolloutConfig, TrainConfig
 
 
 # The localiser's frames come from training init states far from the demos' (ids 0, 1, ...), so the
@@ -135,6 +135,8 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
     sft_checkpoint = latest_valid_checkpoint(sft_config.out_dir, "step_") if config.reuse else None
     if sft_checkpoint is not None:
         _check_reused_sft(sft_checkpoint, sft_config.model)
+    if sft_checkpoint is None:
+        _set_aside_previous_run(sft_config.out_dir, SFT_CHECKPOINT_PREFIX)
     if sft_checkpoint is None or _steps_of(sft_checkpoint) < sft_config.steps:
         sft_checkpoint = Path(train_sft(sft_config, resume=sft_checkpoint is not None,
                                         show_progress=show_progress)["checkpoint"])
@@ -143,7 +145,7 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
     stage = time.perf_counter()
     train_config = dataclasses.replace(config.train, init_checkpoint=sft_checkpoint, out_dir=out / "grpo",
                                        tasks=config.tasks)
-    _set_aside_previous_grpo(out / "grpo")
+    _set_aside_previous_run(out / "grpo", TRAINER_CHECKPOINT_PREFIX)
     pool = make_pool(train_config.rollout, train_config.suite, sft_checkpoint, train_config.temperature,
                      train_config.seed, reward=train_config.reward)
     try:
@@ -193,20 +195,20 @@ def _grpo_deadline(config: QuickstartConfig, started: float) -> float | None:
     return started + 60 * config.time_limit_minutes - SECONDS_PER_VIDEO * videos - SECONDS_AFTER_VIDEOS
 
 
-def _set_aside_previous_grpo(grpo_dir: Path) -> None:
-    """GRPO always runs afresh; a previous run's output (from an earlier quickstart in the same out_dir) moves
-    to ``grpo_previous`` (replacing an older one there), so its history and checkpoints do not mix with this
-    run's and the last run is not lost."""
+def _set_aside_previous_run(run_dir: Path, prefix: str) -> None:
+    """A stage that runs afresh (GRPO always; the SFT when nothing is reused) moves a previous run's output
+    (from an earlier quickstart in the same out_dir) to ``<name>_previous`` (replacing an older one there), so
+    its history and checkpoints do not mix with this run's and the last run is not lost."""
     import shutil
 
-    from vla_rl.train.trainer import previous_run_files
+    from vla_rl.core.checkpoint_dir import previous_run_files
 
-    if not previous_run_files(grpo_dir):
+    if not previous_run_files(run_dir, prefix):
         return
-    kept = grpo_dir.with_name(grpo_dir.name + "_previous")
+    kept = run_dir.with_name(run_dir.name + "_previous")
     shutil.rmtree(kept, ignore_errors=True)
-    grpo_dir.rename(kept)
-    print(f"a previous GRPO run in {grpo_dir} moved to {kept}")
+    run_dir.rename(kept)
+    print(f"a previous run in {run_dir} moved to {kept}")
 
 
 def _check_reused_sft(checkpoint: Path, model: VLAConfig) -> None:

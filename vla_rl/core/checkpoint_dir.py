@@ -108,6 +108,26 @@ def latest_valid_checkpoint(out_dir: Path, prefix: str) -> Path | None:
     return None
 
 
+HISTORY_FILE = "metrics.jsonl"
+
+
+def previous_run_files(out_dir: Path, prefix: str) -> list[str]:
+    """The names of what a training run (SFT: ``step_``, RL: ``iter_``) leaves in its ``out_dir``: its metric
+    history, its checkpoints and their pointer."""
+    found = [name for name in (HISTORY_FILE, LATEST) if (Path(out_dir) / name).exists()]
+    return found + sorted(p.name for p in Path(out_dir).glob(f"{prefix}*"))
+
+
+def refuse_previous_run(out_dir: Path, prefix: str) -> None:
+    """A fresh run must not write into the ``out_dir`` of an earlier one: its history would continue the
+    old one's, and the old checkpoints (some maybe of later steps) would stand beside the new ones."""
+    previous = previous_run_files(out_dir, prefix)
+    if previous:
+        raise FileExistsError(f"{out_dir} holds a previous run ({', '.join(previous[:3])}"
+                              f"{', ...' if len(previous) > 3 else ''}): continue it with --resume, or "
+                              "choose another out_dir")
+
+
 def resolve_checkpoint(path: Path) -> Path:
     """``path`` itself if it is a checkpoint directory, or the newest valid checkpoint of a run
     directory (one with ``latest.json``: an SFT or RL ``out_dir``)."""
@@ -132,4 +152,5 @@ def resolve_checkpoint(path: Path) -> Path:
 
 
 __all__ = ["MANIFEST", "LATEST", "CorruptCheckpointError", "staging_dir", "commit_checkpoint_dir", "verify_checkpoint",
-           "point_latest", "latest_valid_checkpoint", "resolve_checkpoint"]
+           "point_latest", "latest_valid_checkpoint", "resolve_checkpoint", "HISTORY_FILE", "previous_run_files",
+           "refuse_previous_run"]

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vla_rl.core.checkpoint_dir import HISTORY_FILE, refuse_previous_run
 from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.demo_file import read_demo_file, rendered_antialiased
@@ -35,6 +36,9 @@ from vla_rl.policy.checkpoint import (latest_valid_checkpoint, load_checkpoint, 
 from vla_rl.policy.localiser import localisation_loss
 from vla_rl.policy.lora import LoRAConfig, apply_lora, lora_tensors, merged_state_dict, restore_lora
 from vla_rl.policy.model import VLAConfig, VLAModel
+
+CHECKPOINT_PREFIX = "step_"  # step_000500: the checkpoint after 500 optimiser steps
+
 
 @dataclass(frozen=True)
 class SFTConfig:
@@ -270,6 +274,8 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     from tqdm import tqdm
 
     out_dir = Path(config.out_dir)
+    if not resume:  # before any work: a fresh run into an earlier run's out_dir would mix their outputs
+        refuse_previous_run(out_dir, CHECKPOINT_PREFIX)
     out_dir.mkdir(parents=True, exist_ok=True)
     # the model this run trains: the one init_checkpoint holds, else config.model
     model_config = read_vla_config(Path(config.init_checkpoint) / "vla_config.json") if config.init_checkpoint \
@@ -293,7 +299,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         print(f"localiser frames: {len(perception)} from {perception.episodes} episodes in {config.localiser_frames_dir}")
     torch.manual_seed(config.seed)
     start_step, state = 0, None
-    resume_from = latest_valid_checkpoint(out_dir, "step_") if resume else None
+    resume_from = latest_valid_checkpoint(out_dir, CHECKPOINT_PREFIX) if resume else None
     if resume and resume_from is None:
         raise FileNotFoundError(f"--resume: no valid checkpoint in {out_dir}")
     if resume_from is not None:
@@ -344,15 +350,13 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     colour_swap = ColourSwap(config.colour_swap)
     writer = SummaryWriter(str(out_dir / "tensorboard"))
     started = time.perf_counter()
-    history_path = out_dir / "metrics.jsonl"
-    if resume_from is None:
-        history_path.unlink(missing_ok=True)  # a fresh run's history must not continue an older run's
+    history_path = out_dir / HISTORY_FILE
     loss_value = accuracy_value = float("nan")
     steps_done = start_step
     checkpoint = resume_from
 
     def save(step_done: int) -> Path:
-        name = f"step_{step_done:06d}"
+        name = f"{CHECKPOINT_PREFIX}{step_done:06d}"
         training_state = {"step": step_done, "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                           "torch_rng": torch.get_rng_state(), "sft_config": to_dict(config)}
         if config.lora.enabled:

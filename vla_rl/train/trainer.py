@@ -30,9 +30,10 @@ import torch
 
 from vla_rl.algos.advantages import informative_groups
 from vla_rl.reward.sources import RewardConfig, make_reward_fn
+from vla_rl.core.checkpoint_dir import HISTORY_FILE, refuse_previous_run
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.types import TaskSpec, TrajectoryBatch
-from vla_rl.policy.checkpoint import (LATEST, latest_valid_checkpoint, load_checkpoint, point_latest,
+from vla_rl.policy.checkpoint import (latest_valid_checkpoint, load_checkpoint, point_latest,
                                      resolve_checkpoint, save_checkpoint)
 from vla_rl.policy.policy import GREEDY_DECODINGS, VLAPolicy, resolve_device
 from vla_rl.rollout.collector import concat_batches
@@ -42,7 +43,7 @@ from vla_rl.train.learner import AlgorithmConfig, LearnerConfig, PolicyLearner
 from vla_rl.train.weight_average import WeightAverage, restore_training_weights
 
 CHECKPOINT_PREFIX = "iter_"
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE = HISTORY_FILE
 
 
 @dataclass(frozen=True)
@@ -184,12 +185,6 @@ class Timer:
 PASS_TIME_MARGIN = 1.25
 
 
-def previous_run_files(out_dir: Path) -> list[str]:
-    """The names of what an RL run leaves in its ``out_dir`` (metric history, checkpoints, their pointer)."""
-    found = [name for name in (METRICS_FILE, LATEST) if (Path(out_dir) / name).exists()]
-    return found + sorted(p.name for p in Path(out_dir).glob(f"{CHECKPOINT_PREFIX}*"))
-
-
 def deadline_reached(now: float, deadline: float | None, iteration_seconds: Sequence[float],
                      reserve_seconds: float) -> bool:
     """Whether one more iteration (as long as the slowest of ``iteration_seconds``, recent ones) and the
@@ -226,11 +221,7 @@ class Trainer:
         elif not str(config.init_checkpoint):
             raise ValueError("init_checkpoint is required: the SFT policy RL starts from")
         else:
-            previous = previous_run_files(self.out_dir)
-            if previous:  # its history and checkpoints would mix with this run's
-                raise FileExistsError(f"{self.out_dir} holds a previous run ({', '.join(previous[:3])}"
-                                      f"{', ...' if len(previous) > 3 else ''}): continue it with --resume, or "
-                                      "choose another out_dir")
+            refuse_previous_run(self.out_dir, CHECKPOINT_PREFIX)
         distributed = config.learner.num_learners > 1
         device = "cpu" if distributed else resolve_device(config.learner.device)
         model, action_tokenizer, state = load_checkpoint(source, device=device, with_training_state=resume)
