@@ -21,9 +21,11 @@ What the conversion does, per demo:
   With ``image_size`` they are resized to ``image_size x image_size``: box (area) averaging when
   shrinking, antialiased bilinear when enlarging;
 - **proprio**: ``ee_pos``, ``ee_ori``, ``gripper_states``, ``joint_states`` as float32. ``ee_ori`` is
-  the axis-angle vector with the angle in [0, pi], the convention of our envs: computed from
-  robomimic's quaternion, and wrapped into that range for LIBERO (whose files hold robosuite's
-  ``quat2axisangle``, angle in [0, 2 pi]);
+  the world-frame rotation vector from "gripper pointing straight down" to the EE orientation, the
+  convention of our robosuite and LIBERO envs' proprio (``sim_envs.suites.rotation_from_down``), so
+  converted demos and live observations agree. It is computed from robomimic's quaternion, and from
+  LIBERO's ``ee_ori`` (robosuite's ``quat2axisangle`` of the EE body quaternion, angle in [0, 2 pi],
+  which is what OpenVLA-OFT feeds its policy) through the quaternion of that rotation;
 - **actions** are copied unchanged (checked: float ``[T, 7]``, finite); ``states`` and ``rewards``
   too; ``dones`` are rewritten by our writer (1 on the last step); every published demo is a
   success, so ``success=True``; ``init_state_id=-1`` (not one of our init states).
@@ -34,7 +36,8 @@ memory is about one demo. The output appears atomically: our writer writes ``*.p
 provenance attrs are added to it, then it is renamed to ``<task>_demo.hdf5``.
 
 Provenance (``data`` attrs of the output): ``source_path``, ``source_layout``, ``flip``,
-``source_image_size`` and ``image_size`` (``[H, W]``), ``source_mask``, ``converter``; each demo
+``source_image_size`` and ``image_size`` (``[H, W]``), ``source_mask``, ``converter``,
+``ee_ori_convention``; each demo
 group records its ``source_demo`` name.
 """
 
@@ -49,6 +52,7 @@ from typing import Any, Callable, Literal
 import h5py
 import numpy as np
 
+from sim_envs.suites import axis_angle_to_quat_xyzw, rotation_from_down
 from vla_rl.core.demo_file import Episode, write_demo_file
 
 Flip = Literal["auto", "libero", "robosuite", "none"]
@@ -62,6 +66,8 @@ FLIPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 AUTO_FLIP = {"libero": "libero", "robomimic": "robosuite"}
 ACTION_DIM = 7
 RESIZE_BATCH = 64  # frames resized at once (bounds the float32 copy)
+# What ``obs/ee_ori`` holds in a converted file (also stored in its ``data`` attrs)
+EE_ORI_CONVENTION = "rotation vector from gripper pointing down (sim_envs.suites.rotation_from_down)"
 
 
 @dataclass(frozen=True)
@@ -75,31 +81,6 @@ class SourceLayout:
 
 
 # ---- proprio ---------------------------------------------------------------------------------
-def quat_xyzw_to_axis_angle(quat: np.ndarray) -> np.ndarray:
-    """``[..., 4]`` (x, y, z, w) quaternions -> ``[..., 3]`` axis-angle vectors, angle in [0, pi].
-
-    Same convention as ``sim_envs.libero_env.quat_xyzw_to_axis_angle`` (q and -q give the same vector)."""
-    quat = np.asarray(quat, dtype=np.float64)
-    norm = np.linalg.norm(quat, axis=-1, keepdims=True)
-    if not np.all(np.isfinite(quat)) or np.any(norm < 1e-9):
-        raise ValueError("quaternions must be finite and non-zero")
-    quat = quat / norm
-    quat = np.where(quat[..., 3:] < 0, -quat, quat)
-    sin_half = np.linalg.norm(quat[..., :3], axis=-1, keepdims=True)
-    angle = 2.0 * np.arctan2(sin_half, quat[..., 3:])
-    # angle / sin(angle / 2) -> 2 as the angle -> 0
-    scale = np.where(sin_half > 1e-12, angle / np.maximum(sin_half, 1e-12), 2.0)
-    return quat[..., :3] * scale
-
-
-def canonical_axis_angle(rotvec: np.ndarray) -> np.ndarray:
-    """``[..., 3]`` axis-angle vectors of any angle -> the same rotations with the angle in [0, pi]."""
-    rotvec = np.asarray(rotvec, dtype=np.float64)
-    angle = np.linalg.norm(rotvec, axis=-1, keepdims=True)
-    wrapped = angle - 2.0 * np.pi * np.round(angle / (2.0 * np.pi))  # in [-pi, pi]; negative flips the axis
-    return rotvec * np.where(angle > 1e-12, wrapped / np.maximum(angle, 1e-12), 1.0)
-
-
 def _obs_array(obs: h5py.Group, key: str, steps: int, width: int | None) -> np.ndarray:
     array = obs[key][()]
     if array.ndim != 2 or len(array) != steps or (width is not None and array.shape[1] != width):
@@ -122,7 +103,8 @@ def _libero_proprio(obs: h5py.Group, steps: int) -> dict[str, np.ndarray]:
         ee_states = _obs_array(obs, "ee_states", steps, 6)
         ee_pos, ee_ori = ee_states[:, :3], ee_states[:, 3:]
     _require(obs, "gripper_states", "joint_states")
-    return {"ee_pos": ee_pos, "ee_ori": canonical_axis_angle(ee_ori),
+    # LIBERO's ee_ori is robosuite's quat2axisangle of the EE body quaternion (angle in [0, 2 pi])
+    return {"ee_pos": ee_pos, "ee_ori": rotation_from_down(axis_angle_to_quat_xyzw(ee_ori)),
             "gripper_states": _obs_array(obs, "gripper_states", steps, 2),
             "joint_states": _obs_array(obs, "joint_states", steps, None)}
 
@@ -130,7 +112,7 @@ def _libero_proprio(obs: h5py.Group, steps: int) -> dict[str, np.ndarray]:
 def _robomimic_proprio(obs: h5py.Group, steps: int) -> dict[str, np.ndarray]:
     _require(obs, "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "robot0_joint_pos")
     return {"ee_pos": _obs_array(obs, "robot0_eef_pos", steps, 3),
-            "ee_ori": quat_xyzw_to_axis_angle(_obs_array(obs, "robot0_eef_quat", steps, 4)),
+            "ee_ori": rotation_from_down(_obs_array(obs, "robot0_eef_quat", steps, 4)),
             "gripper_states": _obs_array(obs, "robot0_gripper_qpos", steps, 2),
             "joint_states": _obs_array(obs, "robot0_joint_pos", steps, None)}
 
@@ -368,7 +350,7 @@ def convert_hdf5(source: Path, out_dir: Path, task: str | None = None, instructi
             f["data"].attrs.update(
                 source_path=str(source.resolve()), source_layout=layout, flip=applied_flip,
                 source_image_size=np.asarray(source_size, np.int64), image_size=np.asarray(size, np.int64),
-                source_mask=mask or "", converter=__name__,
+                source_mask=mask or "", converter=__name__, ee_ori_convention=EE_ORI_CONVENTION,
             )
         os.replace(partial, out_path)
     finally:
@@ -398,4 +380,4 @@ def convert_directory(source_dir: Path, out_dir: Path, **kwargs: Any) -> list[di
 
 
 __all__ = ["convert_hdf5", "convert_directory", "detect_layout", "default_task_name", "resize_images",
-           "quat_xyzw_to_axis_angle", "canonical_axis_angle", "LAYOUTS", "FLIPS", "AUTO_FLIP"]
+           "LAYOUTS", "FLIPS", "AUTO_FLIP", "EE_ORI_CONVENTION"]

