@@ -69,10 +69,35 @@ NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], np.float32)  # no motion, gripper
 CONTROL_HZ = 20
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
 CAMERAS = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
+# LIBERO's placement sampler raises robosuite's RandomizationError when it cannot place every object
+# (it already tries many positions); LIBERO's own reset retries that forever. We retry this often.
+MAX_RESET_ATTEMPTS = 10
 
 
 class LiberoSetupError(RuntimeError):
     """LIBERO (or its scene assets) is not installed as ``make setup`` installs it."""
+
+
+class LiberoResetError(RuntimeError):
+    """LIBERO could not place a task's objects in ``MAX_RESET_ATTEMPTS`` resets."""
+
+
+def reset_placing_objects(robosuite_env, task: str, attempts: int = MAX_RESET_ATTEMPTS):
+    """``robosuite_env.reset()`` (LIBERO's inner env), retried only when the placement sampler fails.
+
+    Instead of LIBERO's ``ControlEnv.reset``, whose retry loop ends in ``finally: continue``: it
+    discards *every* exception (a bug in the scene, a KeyboardInterrupt, a SystemExit) and retries
+    forever, so a broken reset hangs the worker. Here only ``RandomizationError`` (what that loop is
+    meant to retry) is retried, at most ``attempts`` times; anything else propagates at once."""
+    from robosuite.utils.errors import RandomizationError
+
+    for _ in range(attempts):
+        try:
+            return robosuite_env.reset()
+        except RandomizationError as error:
+            last_error = error
+    raise LiberoResetError(f"{task}: LIBERO could not place the objects in {attempts} resets "
+                           f"(RandomizationError: {last_error})") from last_error
 
 
 def task_name(suite: str, index: int) -> str:
@@ -245,7 +270,7 @@ class LiberoEnv(gym.Env):
         saved = np.random.get_state()
         np.random.seed(reset_seed(self.task_name, split, init_state_id))
         try:
-            raw = self._env.reset()
+            raw = reset_placing_objects(self._env.env, self.task_name)
             if split == "eval":
                 states = fixed_init_states(self.task_name)
                 if not 0 <= init_state_id < len(states):

@@ -1,0 +1,62 @@
+"""LIBERO's reset retries only the placement sampler's failures, a bounded number of times.
+
+Unit tests on stubs: they need robosuite (for its RandomizationError) but no LIBERO scene; the real
+reset path is covered by tests/sim_envs/test_libero_env.py."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sim_envs.libero_env import MAX_RESET_ATTEMPTS, LiberoEnv, LiberoResetError, reset_placing_objects
+
+pytestmark = pytest.mark.robosuite
+
+
+class StubInnerEnv:
+    """LIBERO's inner robosuite env: ``reset`` raises ``errors[i]`` on call i (None: succeeds)."""
+
+    def __init__(self, errors):
+        self.errors, self.calls = list(errors), 0
+        self.sim = SimpleNamespace()  # no offscreen render context
+
+    def reset(self):
+        self.calls += 1
+        error = self.errors[self.calls - 1] if self.calls <= len(self.errors) else None
+        if error is not None:
+            raise error
+        return {"reset": self.calls}
+
+
+def stub_libero_env(inner) -> LiberoEnv:
+    env = object.__new__(LiberoEnv)  # no LIBERO scene: only what reset() touches
+    env.task_name, env.instruction, env.num_noop_steps = "libero_goal_00", "stub", 0
+    env._env = SimpleNamespace(env=inner)  # no reset() of its own: LIBERO's ControlEnv.reset must not be used
+    env._observation = lambda raw: raw
+    return env
+
+
+def randomization_error():
+    from robosuite.utils.errors import RandomizationError
+
+    return RandomizationError("Cannot place all objects ;(")
+
+
+def test_a_reset_that_always_fails_to_place_objects_ends_with_a_clear_error():
+    inner = StubInnerEnv([randomization_error()] * 1000)
+    env = stub_libero_env(inner)
+    state = np.random.get_state()
+    with pytest.raises(LiberoResetError, match=f"libero_goal_00.*{MAX_RESET_ATTEMPTS} resets"):
+        env.reset(options={"init_state_id": 3, "split": "train"})
+    assert inner.calls == MAX_RESET_ATTEMPTS
+    assert np.array_equal(np.random.get_state()[1], state[1])  # numpy's global RNG is restored anyway
+
+
+def test_placement_failures_are_retried_and_other_errors_are_not():
+    inner = StubInnerEnv([randomization_error(), randomization_error()])
+    assert reset_placing_objects(inner, "libero_goal_00") == {"reset": 3}
+    for error in (ValueError("broken scene"), KeyboardInterrupt()):
+        inner = StubInnerEnv([error])
+        with pytest.raises(type(error)):
+            stub_libero_env(inner).reset(options={"init_state_id": 0, "split": "train"})
+        assert inner.calls == 1
