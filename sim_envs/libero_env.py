@@ -31,6 +31,9 @@ meshes and XML); nothing is downloaded. ``make setup`` installs them. ``prepare_
   degrees, the orientation OpenVLA's LIBERO evaluation feeds its policy (the raw robosuite render is
   upside down).
 
+robosuite's own horizon is off (``ignore_done=True``): LIBERO's defaults would refuse every step after
+the 1000th, no-op steps included; ``max_episode_steps`` is the only limit.
+
 **Proprio** ``float32 [8]``: EE position (``robot0_eef_pos``), EE orientation as the world-frame rotation
 vector from "gripper pointing straight down" to the current ``robot0_eef_quat`` (as the robosuite and
 tabletop suites; ``sim_envs.suites.rotation_from_down``), and the two finger joint positions
@@ -53,7 +56,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from sim_envs.robosuite_env import make_render_context_current
+from sim_envs.robosuite_env import ROBOSUITE_HORIZON, make_render_context_current
 from sim_envs.suites import PROPRIO_BOUND, checked_action, contract_spaces, rotation_from_down, split_and_id
 
 # Official step limits (LIBERO / OpenVLA evaluation); the no-op steps after reset are extra.
@@ -250,6 +253,9 @@ class LiberoEnv(gym.Env):
         self._env = OffScreenRenderEnv(
             bddl_file_name=self.info["bddl_file"], camera_names=[CAMERAS[c] for c in self.cameras],
             camera_heights=image_size, camera_widths=image_size, hard_reset=hard_reset,
+            # LIBERO's defaults (horizon=1000, ignore_done=False) make robosuite refuse to step past
+            # step 1000 including the no-op steps; our own step limit ends episodes instead.
+            horizon=ROBOSUITE_HORIZON, ignore_done=True,
         )
         self.elapsed_steps = 0
         self._last_raw: dict[str, np.ndarray] = {}

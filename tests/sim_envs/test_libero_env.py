@@ -164,6 +164,16 @@ def test_orientation_is_continuous_and_converted_demos_agree_with_it(goal_env, t
     np.testing.assert_allclose(episode.proprio()[:, 3:6], proprio[:, 3:6], atol=1e-5)
 
 
+def test_episodes_may_run_past_liberos_default_horizon(goal_env):
+    """LIBERO builds robosuite with horizon=1000 and ignore_done=False: robosuite then refuses every step
+    after its 1000th ("executing action in terminated episode"), no-op steps included, whatever our
+    own step limit says."""
+    goal_env.reset(options={"init_state_id": 2, "split": "train"})
+    goal_env._env.env.timestep = 5000  # as if 5000 steps had run
+    for _ in range(2):
+        goal_env.step(np.zeros(7))
+
+
 def test_vector_env_runs_libero_tasks_in_a_worker_process():
     config = VecEnvConfig(suite="libero_spatial", num_envs=2, num_workers=1, image_size=32)
     with SimVecEnv(config) as venv:
