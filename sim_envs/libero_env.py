@@ -29,7 +29,8 @@ meshes and XML); nothing is downloaded. ``make setup`` installs them. ``prepare_
   position, EE delta rotation, gripper -1 open / +1 close) is passed through unchanged;
 - images from the ``agentview`` and ``robot0_eye_in_hand`` cameras at ``image_size``, rotated by 180
   degrees, the orientation OpenVLA's LIBERO evaluation feeds its policy (the raw robosuite render is
-  upside down).
+  upside down); the flip follows ``robosuite.macros.IMAGE_CONVENTION`` (``image_view``), so the frames
+  are the same under "opengl" and "opencv".
 
 robosuite's own horizon is off (``ignore_done=True``): LIBERO's defaults would refuse every step after
 the 1000th, no-op steps included; ``max_episode_steps`` is the only limit.
@@ -229,6 +230,18 @@ def reset_seed(task: str, split: str, init_state_id: int) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
+def image_view(convention: str) -> tuple[slice, slice]:
+    """The (rows, columns) slices that turn a robosuite camera frame rendered under ``convention``
+    (``robosuite.macros.IMAGE_CONVENTION``) into OpenVLA's LIBERO orientation: the raw OpenGL render
+    rotated by 180 degrees. Under "opencv" robosuite has flipped the rows already, so only the
+    columns are left to flip."""
+    if convention == "opengl":
+        return slice(None, None, -1), slice(None, None, -1)
+    if convention == "opencv":
+        return slice(None), slice(None, None, -1)
+    raise ValueError(f"unknown robosuite IMAGE_CONVENTION {convention!r}; valid: opengl, opencv")
+
+
 class LiberoEnv(gym.Env):
     """One LIBERO task; see the module docstring for the protocol."""
 
@@ -248,8 +261,12 @@ class LiberoEnv(gym.Env):
         self.max_episode_steps = max_episode_steps or LIBERO_SUITES[suite]["max_steps"]
         self.num_noop_steps = num_noop_steps
         self.cameras = ["agentview", "wrist"] if wrist_camera else ["agentview"]
+        import robosuite.macros
         from libero.libero.envs import OffScreenRenderEnv
 
+        # robosuite's camera sensors read its image convention when the env is built: "opengl" (its
+        # default) gives the raw render, bottom row first; "opencv" has the rows flipped already.
+        self._image_view = image_view(robosuite.macros.IMAGE_CONVENTION)
         self._env = OffScreenRenderEnv(
             bddl_file_name=self.info["bddl_file"], camera_names=[CAMERAS[c] for c in self.cameras],
             camera_heights=image_size, camera_widths=image_size, hard_reset=hard_reset,
@@ -331,8 +348,8 @@ class LiberoEnv(gym.Env):
     def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         obs = {}
         for camera in self.cameras:
-            # 180-degree rotation: the orientation OpenVLA's LIBERO evaluation uses
-            image = np.ascontiguousarray(raw[f"{CAMERAS[camera]}_image"][::-1, ::-1], dtype=np.uint8)
+            # rotated by 180 degrees from the raw render: the orientation OpenVLA's LIBERO evaluation uses
+            image = np.ascontiguousarray(raw[f"{CAMERAS[camera]}_image"][self._image_view], dtype=np.uint8)
             self._last_raw[camera] = image
             obs[f"{camera}_image"] = image
         proprio = np.concatenate([raw["robot0_eef_pos"], rotation_from_down(raw["robot0_eef_quat"]),

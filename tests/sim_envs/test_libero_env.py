@@ -174,6 +174,23 @@ def test_episodes_may_run_past_liberos_default_horizon(goal_env):
         goal_env.step(np.zeros(7))
 
 
+def test_frames_follow_robosuites_image_convention(goal_env, monkeypatch):
+    """Under robosuite's "opencv" convention the frames come out in the same orientation (rotated by
+    180 degrees from the raw OpenGL render), not mirrored."""
+    import robosuite.macros
+
+    reference, _ = goal_env.reset(options={"init_state_id": 5, "split": "eval"})
+    monkeypatch.setattr(robosuite.macros, "IMAGE_CONVENTION", "opencv")
+    env = LiberoEnv("libero_goal_00", image_size=32, wrist_camera=True)
+    try:
+        obs, _ = env.reset(options={"init_state_id": 5, "split": "eval"})
+    finally:
+        env.close()
+    for key in ("agentview_image", "wrist_image"):
+        assert not np.array_equal(reference[key], reference[key][:, ::-1])  # a mirror would show
+        np.testing.assert_array_equal(obs[key], reference[key])
+
+
 def test_vector_env_runs_libero_tasks_in_a_worker_process():
     config = VecEnvConfig(suite="libero_spatial", num_envs=2, num_workers=1, image_size=32)
     with SimVecEnv(config) as venv:
