@@ -10,6 +10,11 @@ Autoreset is off: once a slot's episode ends it is frozen (not stepped, not rend
 returning its final observation with reward 0 and its final done flags, until the next reset.
 A worker that raises sends its traceback back; a worker that dies is reported with its exit code
 (``EnvWorkerError``) instead of a hang.
+
+``num_workers=0`` steps the envs in the calling process: an env that raises is still an
+``EnvWorkerError`` (with the original exception as its ``__cause__``), but nothing isolates a crash
+(a segfault in the renderer takes the caller down) and ``step_timeout_s`` is not enforced (a hung
+env hangs the caller). Both need worker processes.
 """
 
 from __future__ import annotations
@@ -43,13 +48,15 @@ class EnvWorkerDied(EnvWorkerError, EnvCrashed):
 class VecEnvConfig:
     suite: str = option("tabletop", "environment suite: tabletop, robosuite or a LIBERO suite (`vla-rl envs list`)")
     num_envs: int = option(8, "number of parallel environments (slots)")
-    num_workers: int = option(-1, "worker processes; -1 = one per CPU core, 0 = step in this process")
+    num_workers: int = option(-1, "worker processes; -1 = one per CPU core this process may use, 0 = step in "
+                                  "this process (no crash isolation and no step timeout)")
     image_size: int = option(64, "camera image height and width in pixels (32-256)")
     wrist_camera: bool = option(False, "also render the wrist camera")
     antialias: bool = option(True, "render observations with 4x multisampling; false: ~1.9x faster frames on a CPU "
                                    "(tabletop only; the policy must have been trained on such frames)")
     start_method: Literal["spawn", "forkserver", "fork"] = option("spawn", "multiprocessing start method")
-    step_timeout_s: float = option(120.0, "seconds per env a worker may take to answer before it counts as hung")
+    step_timeout_s: float = option(120.0, "seconds per env a worker may take to answer before it counts as hung "
+                                          "(worker processes only: not enforced with num_workers=0)")
     max_envs_per_slot: int = option(0, "envs kept built per slot (one per task; the least recently used "
                                        "closes); 0 = the suite's default (tabletop 8, robosuite 2, LIBERO 1)")
     check_memory: bool = option(True, "refuse to start when the envs would not fit in the available memory")
@@ -350,7 +357,11 @@ class SimVecEnv:
         if self._closed:
             raise EnvWorkerError("the vector env is closed")
         if self._local is not None:
-            return [getattr(self._local, command)(payloads[0], self._images)]
+            try:
+                return [getattr(self._local, command)(payloads[0], self._images)]
+            except Exception as error:  # the same contract as a worker's: an EnvWorkerError, the cause chained
+                raise EnvWorkerError(f"envs stepped in this process (num_workers=0) failed during {command!r}: "
+                                     f"{type(error).__name__}: {error}") from error
         for index, (conn, payload) in enumerate(zip(self._conns, payloads)):
             try:
                 conn.send((command, payload))

@@ -99,6 +99,19 @@ def test_worker_exception_carries_the_remote_traceback():
         assert venv.step(np.zeros((2, 7), np.float32)).obs.batch_size == 2
 
 
+def test_in_process_env_errors_are_env_worker_errors_too():
+    """num_workers=0 keeps the failure contract of worker processes: EnvWorkerError, cause chained."""
+    with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32)) as venv:
+        with pytest.raises(EnvWorkerError, match="before reset") as caught:
+            venv.step(np.zeros((2, 7), np.float32))
+        assert isinstance(caught.value.__cause__, RuntimeError)
+        with pytest.raises(EnvWorkerError, match="0..49") as caught:
+            venv.reset([TaskSpec("Lift", 99, "eval"), TaskSpec("Lift", 0, "eval")])
+        assert isinstance(caught.value.__cause__, IndexError)
+        venv.reset(specs(2))
+        assert venv.step(np.zeros((2, 7), np.float32)).obs.batch_size == 2
+
+
 def test_one_failing_worker_leaves_the_others_in_step():
     """Worker 1 fails (eval id out of range) while worker 0 succeeds; the next call must get
     fresh replies from both, not worker 0's stale one."""
