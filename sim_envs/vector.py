@@ -74,8 +74,28 @@ class VecEnvConfig:
                              f"only in the tabletop suite")
 
     def resolved_workers(self) -> int:
-        workers = (os.cpu_count() or 1) if self.num_workers == -1 else self.num_workers
+        workers = usable_cpus() if self.num_workers == -1 else self.num_workers
         return min(workers, self.num_envs)
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, which cpusets and container CPU pinning
+    narrow), not every core of the machine (``os.cpu_count``); the latter where there is no mask."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def stop_process(process: mp.process.BaseProcess, grace_s: float = 5.0) -> None:
+    """Wait up to ``grace_s`` for ``process`` to exit, then SIGTERM it, then SIGKILL it: a worker stuck in
+    native code (or ignoring SIGTERM) must not outlive its vector env."""
+    process.join(timeout=grace_s)
+    if process.is_alive():
+        process.terminate()
+        process.join(timeout=grace_s)
+    if process.is_alive():
+        process.kill()
+        process.join(timeout=grace_s)
 
 
 def envs_per_slot(config: VecEnvConfig) -> int:
@@ -323,10 +343,7 @@ class SimVecEnv:
                         conn.recv()
             except (BrokenPipeError, EOFError, OSError):
                 pass
-            process.join(timeout=5)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=5)
+            stop_process(process)
             conn.close()
         self._images = {}
         for handle in self._shm.values():

@@ -1,10 +1,12 @@
+import multiprocessing as mp
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
 
-from sim_envs.vector import EnvWorkerError, TabletopVecEnv, VecEnvConfig
+from sim_envs.vector import EnvWorkerError, TabletopVecEnv, VecEnvConfig, stop_process
 from vla_rl.core import TaskSpec, VecEnv
 
 TASK_MIX = ["Reach", "Lift", "Push", "PressButton"]
@@ -134,6 +136,32 @@ def test_close_releases_shared_memory():
         assert not os.path.exists(f"/dev/shm/{name}")
     with pytest.raises(EnvWorkerError, match="closed"):
         venv.reset(specs(2))
+
+
+def _ignore_sigterm_and_wait(ready):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ready.set()
+    time.sleep(60)
+
+
+def test_a_worker_that_ignores_sigterm_is_killed():
+    context = mp.get_context("fork")
+    ready = context.Event()
+    process = context.Process(target=_ignore_sigterm_and_wait, args=(ready,), daemon=True)
+    process.start()
+    assert ready.wait(10)
+    start = time.monotonic()
+    stop_process(process, grace_s=0.3)
+    assert not process.is_alive() and process.exitcode == -signal.SIGKILL
+    assert time.monotonic() - start < 5
+
+
+def test_one_worker_per_usable_core_not_per_machine_core(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert VecEnvConfig(num_envs=16, num_workers=-1).resolved_workers() == 3
+    assert VecEnvConfig(num_envs=2, num_workers=-1).resolved_workers() == 2
+    assert VecEnvConfig(num_envs=16, num_workers=5).resolved_workers() == 5
 
 
 def test_antialias_reaches_the_worker_processes_and_only_tabletop_offers_it_off():
