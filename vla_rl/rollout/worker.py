@@ -6,7 +6,10 @@ collected it, so the learner can refuse stale data.
 
 An env that crashes (``EnvCrashed``: a worker process died or hung) loses the episodes in flight:
 the worker builds a new env and collects that wave again from the start, so every requested episode
-is returned exactly once; ``RolloutStats.env_restarts`` counts the rebuilds.
+is returned exactly once; ``RolloutStats.env_restarts`` counts the rebuilds of that ``collect`` call
+only (a crash during ``evaluate`` is logged, never added to a training round's stats). A replacement
+env is seeded from the round's seed (the one ``collect`` derives from ``sampling_seed``) and the
+number of rebuilds so far in the call, so what it samples does not depend on earlier calls.
 """
 
 from __future__ import annotations
@@ -41,11 +44,11 @@ class RolloutWorker:
         keep_freed_memory()  # this process renders and runs the policy (vla_rl.core.memory)
         self._env_factory = env_factory
         self.env = env_factory()
-        self.env_restarts = 0
         self.policy = policy_factory()
         self.policy.generator.manual_seed(seed)
         self._seed_env(self.env, seed)
         self.seed = seed
+        self._round_seed = seed  # the seed of the latest sampling round (replacement envs derive theirs from it)
         self.version = 0
         self._eval_env_factory = eval_env_factory
         self._eval_env = None
@@ -86,21 +89,22 @@ class RolloutWorker:
         seed first, so that what a round samples does not depend on what the process sampled before: a
         resumed run samples what the uninterrupted one would have."""
         if sampling_seed is not None:
-            seed = int(np.random.SeedSequence([self.seed, sampling_seed]).generate_state(1)[0])
-            self.policy.generator.manual_seed(seed)
-            self._seed_env(self.env, seed)
+            self._round_seed = int(np.random.SeedSequence([self.seed, sampling_seed]).generate_state(1)[0])
+            self.policy.generator.manual_seed(self._round_seed)
+            self._seed_env(self.env, self._round_seed)
         batches, total = [], RolloutStats()
         for start in range(0, len(specs), self.num_envs):
             wave = specs[start:start + self.num_envs]
-            batch, stats = self._restarting(lambda: collect(self.policy, self.env, wave, explore=True,
-                                                            policy_version=self.version,
-                                                            max_decisions=self.max_decisions), training_env=True)
+            (batch, stats), restarts = self._restarting(
+                lambda: collect(self.policy, self.env, wave, explore=True, policy_version=self.version,
+                                max_decisions=self.max_decisions),
+                training_env=True, earlier_restarts=total.env_restarts)
             batches.append(batch)
             total.env_steps += stats.env_steps
             total.decisions += stats.decisions
             total.seconds_policy += stats.seconds_policy
             total.seconds_env += stats.seconds_env
-        total.env_restarts, self.env_restarts = self.env_restarts, 0
+            total.env_restarts += restarts
         return concat_batches(batches), total
 
     def evaluate(self, specs: Sequence[TaskSpec], decoding: str | None = None) -> list[EpisodeOutcome]:
@@ -108,23 +112,26 @@ class RolloutWorker:
         overrides the policy's greedy decoding for this call."""
         training_env = self._eval_env_factory is None
         with self.policy.greedy_decoding_as(decoding):
-            return self._restarting(lambda: evaluate(self.policy.predict_actions, self.eval_env, specs).episodes,
-                                    training_env)
+            episodes, _ = self._restarting(
+                lambda: evaluate(self.policy.predict_actions, self.eval_env, specs).episodes, training_env)
+        return episodes
 
-    def _restarting(self, run: Callable[[], T], training_env: bool) -> T:
-        """``run()``; when its env crashes, build a new env and run it again from the start."""
+    def _restarting(self, run: Callable[[], T], training_env: bool, earlier_restarts: int = 0) -> tuple[T, int]:
+        """``(run(), envs rebuilt)``; when its env crashes, build a new env and run it again from the
+        start. ``earlier_restarts``: rebuilds earlier in the same call (they tell replacements apart)."""
         for attempt in range(MAX_ENV_RESTARTS + 1):
             try:
-                return run()
+                return run(), attempt
             except EnvCrashed as error:
                 if attempt == MAX_ENV_RESTARTS:
                     raise
                 log.warning("env crashed (%s); building a new one and collecting again", error)
-                self.env_restarts += 1
                 if training_env:
                     _close_quietly(self.env)
                     self.env = self._env_factory()
-                    self._seed_env(self.env, self.seed + 7919 * self.env_restarts)
+                    restart = earlier_restarts + attempt + 1  # in this call, from 1
+                    seed = np.random.SeedSequence([self._round_seed, restart]).generate_state(1)[0]
+                    self._seed_env(self.env, int(seed))
                 else:
                     _close_quietly(self._eval_env)
                     self._eval_env = self._eval_env_factory()
