@@ -18,7 +18,9 @@ gripper uses only the *sign* of the command: each step moves the finger target b
 towards open (< 0) or closed (> 0), so a full close takes about 5 steps and 0 holds the target.
 Control runs at 20 Hz (25 physics steps of 2 ms per action).
 
-**Observation** (same keys, dtypes and meaning as ``sim_envs.tabletop_env``):
+**Observation**: the keys, dtypes and layout of ``sim_envs.tabletop_env``, but not every value means
+the same (see the finger positions below; the action's rotation scale differs too, 0.5 rad per step
+here and in LIBERO against the tabletop arm's 0.3):
 - ``agentview_image``: ``uint8 [H, W, 3]`` from robosuite's ``agentview`` camera (facing the robot
   across the table); ``wrist_image`` from ``robot0_eye_in_hand`` only when ``wrist_camera=True``.
   robosuite renders with the OpenGL convention (bottom row first); we flip the rows, so the images
@@ -27,9 +29,11 @@ Control runs at 20 Hz (25 physics steps of 2 ms per action).
 - ``proprio``: ``float32 [8]`` = EE position (``robot0_eef_pos``, world frame, metres; the table top
   is at z = 0.8 m), EE orientation (from ``robot0_eef_quat``, x-y-z-w) as the world-frame rotation
   vector from "gripper pointing straight down" (as in the tabletop env: the raw axis-angle of a
-  downward gripper sits at a rotation of pi and flips sign between steps, the relative one stays
-  near zero), and the two finger joint positions (``robot0_gripper_qpos``). Clipped to
-  ``PROPRIO_BOUND``, which real values never reach.
+  downward gripper sits at a rotation of about pi, the relative one stays near zero;
+  ``sim_envs.suites.rotation_from_down``), and the two finger joint positions
+  (``robot0_gripper_qpos``). The Panda's fingers mirror each other, so these are about (+q, -q)
+  with q in [0, 0.04] m; the tabletop arm's are both positive. Clipped to ``PROPRIO_BOUND``, which
+  real values never reach.
 
 **Reward / termination.** Reward 1.0 on a step where robosuite's own success predicate
 (``_check_success``) holds, else 0.0; ``terminated`` is that success; ``truncated`` is our step

@@ -10,6 +10,11 @@ A suite is a named set of tasks whose envs all follow the tabletop env's gymnasi
   ``proprio`` as ``float32 [8]`` (EE position, EE orientation as the rotation vector from "pointing down",
   two finger positions).
 
+The layout is shared; some values are not. The Panda's finger positions (robosuite, LIBERO) are
+about (+q, -q), the tabletop arm's are both positive; a rotation action of 1 turns the Panda's hand by
+0.5 rad per step and the tabletop arm's by 0.3 rad. A policy moved between suites needs new
+normalisation statistics (and the scales in mind), not just the same shapes.
+
 The registry maps a suite name to a ``Suite``; heavy simulators (robosuite, LIBERO) are imported only
 when an env is built or a LIBERO task list is read.
 """
