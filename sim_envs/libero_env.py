@@ -329,6 +329,7 @@ class LiberoEnv(gym.Env):
 
     def close(self):
         if self._env is not None:
+            make_render_context_current(self._env.env)  # see make_render_context_current: freeing needs it too
             self._env.close()
             self._env = None
 

@@ -283,6 +283,7 @@ class RobosuiteEnv(gym.Env):
 
     def close(self):
         if getattr(self, "robosuite_env", None) is not None:
+            make_render_context_current(self.robosuite_env)  # freeing needs it too (make_render_context_current)
             self.robosuite_env.close()
             self.robosuite_env = None
 
@@ -317,6 +318,9 @@ def make_render_context_current(robosuite_env) -> None:
     robosuite makes its offscreen GL context current only when it creates it, then renders into
     whatever context is current: with a second env (or any mujoco.Renderer) in the same thread its
     camera frames would come out of the wrong context, silently garbled. This re-activates its own.
+    Call it before closing such an env too: MuJoCo frees the env's textures and buffers by their ids
+    in the *current* context, so closing one env while another's context is current deletes the
+    other's objects and garbles every frame it renders afterwards.
     """
     context = getattr(robosuite_env.sim, "_render_context_offscreen", None)
     if context is not None:

@@ -77,10 +77,12 @@ def test_frames_stay_right_with_another_env_in_the_process(goal_env):
         other.step(np.zeros(7))
         stepped, *_ = goal_env.step(np.zeros(7))
     finally:
-        other.close()
+        other.close()  # while goal_env's context is current: it must free only its own GL objects
     assert np.array_equal(before["agentview_image"], after["agentview_image"])
     assert np.array_equal(before["wrist_image"], after["wrist_image"])
     assert stepped["agentview_image"].std() > 5
+    after_close, _ = goal_env.reset(options={"init_state_id": 6, "split": "eval"})
+    assert np.array_equal(before["agentview_image"], after_close["agentview_image"])
 
 
 def test_eval_state_is_the_official_one_after_the_no_op_steps(goal_env):

@@ -100,6 +100,20 @@ def test_images_are_the_upright_camera_view_even_beside_other_gl_contexts(make_e
 
 
 @needs_robosuite
+def test_closing_another_env_leaves_this_ones_frames_intact(lift):
+    """MuJoCo frees an env's GL objects by id in the current context: closing one env while another's
+    context is current used to delete the other's textures and garble its frames."""
+    before, _ = lift.reset(options={"init_state_id": 1, "split": "eval"})
+    other = RobosuiteEnv("Lift", image_size=32)
+    other.reset()
+    lift.reset(options={"init_state_id": 1, "split": "eval"})  # lift's context is current
+    other.close()
+    after, _ = lift.reset(options={"init_state_id": 1, "split": "eval"})
+    np.testing.assert_array_equal(after["agentview_image"], before["agentview_image"])
+    np.testing.assert_array_equal(after["wrist_image"], before["wrist_image"])
+
+
+@needs_robosuite
 def test_init_states_are_a_function_of_split_and_id(lift):
     def rollout(split: str, init_state_id: int):
         obs, _ = lift.reset(options={"init_state_id": init_state_id, "split": split})
