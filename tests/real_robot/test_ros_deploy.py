@@ -315,9 +315,10 @@ def test_unusable_images_are_counted_and_the_arm_halts(ros_context):
         bridge.freeze_camera()  # from now on only depth images arrive on the camera topic
         depth = Image(height=4, width=4, encoding="16UC1", step=8, data=bytes(32))
         empty = Image(height=0, width=0, encoding="rgb8", step=0, data=b"")  # would resize to a black frame
-        for i in range(16):
-            camera.publish(depth if i % 2 else empty)
-            time.sleep(0.05)
+        published = []
+        # Both kinds keep arriving while the watchdog decides: neither may count as a fresh image.
+        node.node.create_timer(0.05, lambda: (camera.publish(depth if len(published) % 2 else empty),
+                                              published.append(1)))
         assert wait_for(lambda: node.status()["state"] == "stale", timeout=2)
         status = node.status()
     finally:
