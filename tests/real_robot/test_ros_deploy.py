@@ -320,11 +320,12 @@ def test_unusable_images_are_counted_and_the_arm_halts(ros_context):
         node.node.create_timer(0.05, lambda: (camera.publish(depth if len(published) % 2 else empty),
                                               published.append(1)))
         assert wait_for(lambda: node.status()["state"] == "stale", timeout=2)
+        # the state changes when the halt is chosen; its zero command reaches the arm right after
+        assert wait_for(lambda: not bridge.command_log[-1][1][:6].any(), timeout=2)
         status = node.status()
     finally:
         stop_pair(bridge, node, spinner)
     assert status["safety_events"]["bad_image"] >= 2  # counted, and the node kept running
-    assert not bridge.command_log[-1][1][:6].any()
 
 
 def test_cli_deploy_drives_the_cli_sim_bridge_across_processes(reach_checkpoint, tmp_path, capsys):
