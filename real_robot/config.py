@@ -22,11 +22,12 @@ from vla_rl.core.config import ConfigError, load_config, option
 
 @dataclass(frozen=True)
 class TopicsConfig:
-    image: str = option("/camera/image_raw", "sensor_msgs/Image of the scene camera (rgb8, bgr8, rgba8 or bgra8)")
+    image: str = option("/camera/image_raw", "sensor_msgs/Image of the scene camera (rgb8, bgr8, rgba8, bgra8 or mono8)")
     wrist_image: str = option("", "sensor_msgs/Image of a wrist camera; empty = none")
     joint_states: str = option("/joint_states", "sensor_msgs/JointState of the arm (and gripper)")
-    ee_pose: str = option("/ee_pose", "geometry_msgs/PoseStamped of the end effector in the base frame, for the "
-                                      "workspace box; empty = no box check (not recommended)")
+    ee_pose: str = option("/ee_pose", "geometry_msgs/PoseStamped of the end effector with header.frame_id = "
+                                      "base_frame, for the workspace box (required: without a pose no action "
+                                      "can be checked against the box, so none would be executed)")
     instruction: str = option("/vla/instruction", "std_msgs/String: the task instruction; a new one starts an episode")
     estop: str = option("/vla/estop", "std_msgs/Bool: true halts at once; motion resumes only after false")
     twist_command: str = option("/servo_node/delta_twist_cmds", "geometry_msgs/TwistStamped (command_mode: twist)")
@@ -35,6 +36,12 @@ class TopicsConfig:
     gripper_command: str = option("/gripper/command", "std_msgs/Float64 gripper closure: 0 open .. 1 closed; "
                                                       "empty = the arm has no gripper")
     status: str = option("/vla/status", "std_msgs/String JSON: state, step, latency, safety counters")
+
+    def __post_init__(self) -> None:
+        if not self.ee_pose:
+            raise ConfigError("topics.ee_pose is required: the workspace box is checked against the end-effector "
+                              "pose, and every action is rejected without one (publish it from the arm driver or "
+                              "relay TF base_frame -> tool frame)")
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,9 @@ class SafetyConfig:
     def __post_init__(self) -> None:
         if len(self.workspace_min) != 3 or len(self.workspace_max) != 3:
             raise ConfigError("workspace_min and workspace_max need 3 values (x, y, z)")
+        if not all(math.isfinite(v) for v in (*self.workspace_min, *self.workspace_max)):
+            raise ConfigError(f"workspace_min {self.workspace_min} and workspace_max {self.workspace_max} must be "
+                              "finite numbers (a NaN bound would pass every comparison)")
         if any(lo >= hi for lo, hi in zip(self.workspace_min, self.workspace_max)):
             raise ConfigError(f"workspace_min {self.workspace_min} must be below workspace_max {self.workspace_max}")
         for name in ("max_step_translation_m", "max_step_rotation_rad", "max_linear_speed", "max_angular_speed",
@@ -83,7 +93,14 @@ class RobotConfig:
                               "data's 'pointing straight down' (the tabletop suite's default)")
     camera: str = option("agentview", "the policy camera the scene image feeds")
     wrist_camera: str = option("wrist", "the policy camera the wrist image feeds (if topics.wrist_image is set)")
-    inference_timeout_s: float = option(2.0, "an inference slower than this is reported and its action dropped")
+    inference_timeout_s: float = option(2.0, "an inference slower than this is reported and its action dropped; "
+                                             "one still running after this long halts the arm")
+    estop_latched: bool = option(
+        False, "true: start halted (state estop) and move only after false arrives on topics.estop, "
+               "subscribed transient_local so a late-starting node still gets the e-stop's last state; the e-stop "
+               "publisher must then be transient_local too (a volatile one does not match, and the arm never "
+               "moves). false: a volatile subscription that hears any e-stop publisher, and no motion is held "
+               "back until a first message; recommended true on a real arm")
     topics: TopicsConfig = option(factory=TopicsConfig, doc="topic names")
     safety: SafetyConfig = option(factory=SafetyConfig, doc="limits enforced by real_robot.safety")
 

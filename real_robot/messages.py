@@ -29,6 +29,8 @@ def image_to_rgb(msg) -> np.ndarray:
     """``sensor_msgs/Image`` -> ``uint8 [H, W, 3]`` RGB (row padding in ``step`` is honoured)."""
     if msg.encoding not in ENCODINGS:
         raise ValueError(f"unsupported image encoding {msg.encoding!r}; supported: {sorted(ENCODINGS)}")
+    if msg.height == 0 or msg.width == 0:  # would be resized to a black frame the policy then acts on
+        raise ValueError(f"empty image ({msg.width}x{msg.height})")
     channels, order = ENCODINGS[msg.encoding]
     row_bytes = msg.width * channels
     if msg.step < row_bytes or len(msg.data) < msg.step * msg.height:
@@ -66,7 +68,10 @@ def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
 
 
 def joint_positions(msg, names: tuple[str, ...]) -> np.ndarray:
-    """Positions of ``names`` (in that order) from a ``sensor_msgs/JointState``; all if empty."""
+    """Positions of ``names`` (in that order) from a ``sensor_msgs/JointState``; all if empty.
+    A message without one position per name (legal: e.g. velocity-only) is a ``ValueError``."""
+    if len(msg.position) != len(msg.name) or not len(msg.position):
+        raise ValueError(f"joint_states has {len(msg.position)} positions for {len(msg.name)} joints")
     if not names:
         return np.asarray(msg.position, dtype=np.float64)
     index = {name: i for i, name in enumerate(msg.name)}

@@ -6,8 +6,10 @@ Threads:
   e-stop or the watchdog.
 
 Each control period (``_control_tick``):
-1. ``SafetyFilter.halt_reason``: an active e-stop or stale sensor data -> zero command, the action
-   queue is dropped, the state says why;
+1. ``SafetyFilter.halt_reason``: an active e-stop or stale sensor data (or an inference running
+   past ``inference_timeout_s``) -> zero command (twist mode; joint mode sends nothing, see
+   ``_publish``), the action queue is dropped, the state says why. A halt goes out whether or not
+   every controller listens; motion only once they all do;
 2. otherwise the next queued action (a policy emits ``K >= 1`` actions per inference; a chunk is
    executed one action per period) goes through ``SafetyFilter.filter_action`` and is published as
    a ``TwistStamped`` (velocity = delta / period) plus the gripper closure, or as a
@@ -16,6 +18,10 @@ Each control period (``_control_tick``):
    soon as a new image arrives after the last command, so a command follows its observation
    within one period). An action that becomes ready after its tick has passed is sent at once
    rather than at the next tick; commands stay at least 0.9 periods apart either way.
+
+Choosing a command and publishing it happen under one lock (``publish_lock``), so a motion chosen
+on one thread never goes out after a zero command another thread sent for a newer e-stop.
+Subscription callbacks never raise (``_guarded``): an exception would end the executor's spin.
 
 Every tick publishes ``/vla/status`` (JSON). A new instruction starts a new episode (step 0, empty
 queue, a new bag when recording). The node depends only on the ``Policy`` contract: the CLI loads
@@ -37,7 +43,7 @@ import numpy as np
 
 from real_robot import messages
 from real_robot.config import RobotConfig
-from real_robot.safety import CartesianCommand, SafetyFilter
+from real_robot.safety import ACTION_DIM, CartesianCommand, SafetyFilter
 from vla_rl.core.types import ObsBatch
 
 log = logging.getLogger("vla_rl.deploy")
@@ -97,31 +103,31 @@ class PolicyNode:
             raise ValueError(f"the policy needs cameras {cameras}; set topics.wrist_image for the second one")
         if proprio_dim not in (0, PROPRIO_DIM):
             raise ValueError(f"the node builds {PROPRIO_DIM}-D proprio; the policy takes {proprio_dim}")
-        if proprio_dim and not (config.topics.ee_pose and config.finger_joints):
-            raise ValueError("the policy takes proprio: set topics.ee_pose and finger_joints in the robot config")
+        if proprio_dim and not config.finger_joints:
+            raise ValueError("the policy takes proprio: set finger_joints in the robot config")
         self.proprio_dim = proprio_dim
         self.policy, self.config, self.image_size, self.cameras = policy, config, image_size, cameras
         self.joint_solver, self.recorder = joint_solver, recorder
         self.safety = SafetyFilter(config)
         self.node = rclpy.create_node(node_name, context=context)
         self.lock = threading.Lock()
+        self.publish_lock = threading.Lock()  # held from choosing a command to publishing it
         self.inference_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vla-inference")
         self.pending: Future | None = None
+        self.pending_since, self.pending_timed_out = 0.0, False  # when it started; inference_timeout counted
         self.queue: deque[tuple[np.ndarray, float | None]] = deque()  # (action, its observation's arrival)
         self.latency = LatencyStats()   # inference alone
         self.reaction = LatencyStats()  # image arrival -> its first command published
         self.instruction = instruction
         self.episode, self.step = (1 if instruction else 0), 0
-        self.estop = False
+        self.estop = config.estop_latched  # latched: halted until the e-stop says false
         self.state = "waiting_for_instruction" if not instruction else "starting"
         self.latest: Observation | None = None
         self.wrist: np.ndarray | None = None
         self.sequence = 0
         self.inferred_sequence = -1
         self.epoch = 0  # bumped when queued actions become invalid (e-stop, stale, new instruction)
-        self.last_seen: dict[str, float | None] = {"image": None, "joint_states": None}
-        if config.topics.ee_pose:
-            self.last_seen["ee_pose"] = None
+        self.last_seen: dict[str, float | None] = {"image": None, "joint_states": None, "ee_pose": None}
         if config.topics.wrist_image:
             self.last_seen["wrist_image"] = None
         self.ee_position: np.ndarray | None = None
@@ -130,15 +136,14 @@ class PolicyNode:
         self.joints: np.ndarray | None = None
         self.gripper_action: float | None = None
 
-        topics, node = config.topics, self.node
-        node.create_subscription(Image, topics.image, self._on_image, 2)
+        topics, node, guarded = config.topics, self.node, self._guarded
+        node.create_subscription(Image, topics.image, guarded(self._on_image), 2)
         if topics.wrist_image:
-            node.create_subscription(Image, topics.wrist_image, self._on_wrist_image, 2)
-        node.create_subscription(JointState, topics.joint_states, self._on_joint_states, 10)
-        if topics.ee_pose:
-            node.create_subscription(PoseStamped, topics.ee_pose, self._on_ee_pose, 10)
-        node.create_subscription(String, topics.instruction, self._on_instruction, 10)
-        node.create_subscription(Bool, topics.estop, self._on_estop, 10)
+            node.create_subscription(Image, topics.wrist_image, guarded(self._on_wrist_image), 2)
+        node.create_subscription(JointState, topics.joint_states, guarded(self._on_joint_states), 10)
+        node.create_subscription(PoseStamped, topics.ee_pose, guarded(self._on_ee_pose), 10)
+        node.create_subscription(String, topics.instruction, guarded(self._on_instruction), 10)
+        node.create_subscription(Bool, topics.estop, guarded(self._on_estop), self._estop_qos())
         if config.command_mode == "twist":
             self.twist_pub = node.create_publisher(TwistStamped, topics.twist_command, 10)
         else:
@@ -158,6 +163,26 @@ class PolicyNode:
     def _record(self, topic: str, msg) -> None:
         if self.recorder is not None and self.episode:
             self.recorder.write(topic, msg)
+
+    def _guarded(self, callback):
+        """``callback`` that never raises: an exception in a subscription callback would end the
+        executor's spin, and with it the control timer, without a zero command. It is counted as
+        ``callback_error`` instead (the watchdog halts the arm if no usable data follows)."""
+        def guarded_callback(msg) -> None:
+            try:
+                callback(msg)
+            except Exception as error:  # noqa: BLE001 - see the docstring
+                self._rejected("callback_error", error)
+        return guarded_callback
+
+    def _estop_qos(self):
+        """Volatile depth 10, or (``estop_latched``) reliable transient_local depth 1: the newest
+        e-stop state reaches a node that starts after it was published."""
+        if not self.config.estop_latched:
+            return 10
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+        return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
     def _rejected(self, event: str, error: Exception) -> None:
         """A message that cannot be used is dropped (the watchdog then halts the arm if nothing
@@ -195,10 +220,10 @@ class PolicyNode:
         self._record(self.config.topics.wrist_image, msg)
 
     def _on_joint_states(self, msg) -> None:
-        try:
+        try:  # a velocity-only JointState is legal, and no use: it must not refresh the watchdog
             positions = messages.joint_positions(msg, self.config.arm_joints)
             fingers = messages.joint_positions(msg, self.config.finger_joints) if self.proprio_dim else None
-        except KeyError as error:
+        except (KeyError, IndexError, ValueError) as error:
             return self._rejected("bad_joint_states", error)
         with self.lock:
             self.joints = positions
@@ -207,9 +232,14 @@ class PolicyNode:
         self._record(self.config.topics.joint_states, msg)
 
     def _on_ee_pose(self, msg) -> None:
+        if msg.header.frame_id != self.config.base_frame:  # the workspace box is in the base frame
+            return self._rejected("ee_pose_wrong_frame", ValueError(
+                f"end-effector pose in frame {msg.header.frame_id!r}, not base_frame {self.config.base_frame!r}"))
+        position, quat = messages.pose_position(msg), messages.pose_quaternion_wxyz(msg)
+        if not (np.all(np.isfinite(position)) and np.all(np.isfinite(quat)) and np.linalg.norm(quat) > 0):
+            return self._rejected("bad_ee_pose", ValueError(f"non-finite pose {position}, quaternion {quat}"))
         with self.lock:
-            self.ee_position = messages.pose_position(msg)
-            self.ee_quat = messages.pose_quaternion_wxyz(msg)
+            self.ee_position, self.ee_quat = position, quat
             self.last_seen["ee_pose"] = time.monotonic()
         self._record(self.config.topics.ee_pose, msg)
 
@@ -254,7 +284,9 @@ class PolicyNode:
                 return
             observation, instruction, epoch = self.latest, self.instruction, self.epoch
             self.inferred_sequence = observation.sequence
-            self.pending = self.inference_pool.submit(self._infer, observation, instruction, epoch)
+            self.pending_since, self.pending_timed_out = time.monotonic(), False
+            future = self.pending = self.inference_pool.submit(self._infer, observation, instruction, epoch)
+        future.add_done_callback(self._inference_finished)  # outside the lock: it may run right here
 
     def _proprio(self) -> np.ndarray:
         """The training layout's 8-D proprio from the latest pose and finger positions (zeros for a
@@ -278,10 +310,13 @@ class PolicyNode:
                 raise ValueError(f"no image yet for cameras {missing}")
             images = {c: observation.images[c][None] for c in self.cameras}
             obs = ObsBatch(images=images, proprio=self._proprio()[None], instructions=[instruction])
-            actions = np.asarray(self.policy.predict_actions(obs))[0]  # [K, 7]
-            error = None
+            output = np.asarray(self.policy.predict_actions(obs), dtype=np.float64)
+            # [1, K, 7] and nothing else: a reshape would turn [1, 1, 14] into two actions
+            shape_ok = output.ndim == 3 and output.shape[0] == 1 and output.shape[1] >= 1 \
+                and output.shape[2] == ACTION_DIM
+            chunk, error = (output[0], None) if shape_ok else (None, None)
         except Exception as exc:  # noqa: BLE001 - reported in the status, never kills the node
-            actions, error = None, exc
+            output, chunk, error = None, None, exc
         milliseconds = 1000 * (time.perf_counter() - started)
         with self.lock:
             self.pending = None
@@ -290,13 +325,16 @@ class PolicyNode:
                 self.safety.count("inference_error")
                 log.error("inference failed: %s", error)
                 return
+            if chunk is None:
+                self.safety.count("bad_action_shape")
+                log.error("the policy returned actions of shape %s, not [1, K, %d]: dropped", output.shape, ACTION_DIM)
+                return
             if milliseconds > 1000 * self.config.inference_timeout_s:
                 self.safety.count("slow_inference")
                 log.warning("inference took %.0f ms (> %.0f ms): action dropped", milliseconds,
                             1000 * self.config.inference_timeout_s)
                 return
             if epoch == self.epoch and not self.estop:
-                chunk = np.asarray(actions, dtype=np.float64).reshape(-1, 7)
                 self.queue.extend((action, observation.received if i == 0 else None) for i, action in enumerate(chunk))
             late = time.monotonic() - self.last_command_time >= self.config.period_s
         if late:
@@ -304,45 +342,85 @@ class PolicyNode:
             # for the next one (commands stay at least one period apart, see _control_tick).
             self._control_tick()
 
+    def _inference_finished(self, future: Future) -> None:
+        """Anything ``_infer`` did not catch is logged and counted here; a future's exception is
+        otherwise never read, and the node would silently stop acting."""
+        error = future.exception()
+        if error is None:
+            return
+        with self.lock:
+            if self.pending is future:
+                self.pending = None
+            self.safety.count("inference_error")
+        log.error("inference thread failed: %r", error)
+
     # ---- control loop ---------------------------------------------------------------------------
     def _control_tick(self) -> None:
-        now = time.monotonic()
-        with self.lock:
-            reason = self.safety.halt_reason(now, self.estop, dict(self.last_seen))
-            if not self._robot_listening():
-                self.state, command = "waiting_for_robot", None
-            elif reason == "stale" and self.commands_published == 0:
-                # Start-up: nothing commanded yet, so nothing to stop; wait without publishing.
-                self.state, command = "waiting_for_observations", None
-            elif reason is not None:
-                if self.state != reason:
-                    if reason == "stale":
-                        self.safety.count("stale")
-                        log.warning("stale observations (%s): halting", self._stale_streams(now))
-                    self._drop_actions()
-                self.state = reason
-                command = CartesianCommand.zero()
-            elif not self.instruction:
-                self.state, command = "waiting_for_instruction", None
-            elif self.queue and now - self.last_command_time >= 0.9 * self.config.period_s:
-                self.state = "running"
-                action, observed = self.queue.popleft()
-                self.last_command_time = now  # claimed under the lock: a concurrent tick waits a period
-                command = self.safety.filter_action(action, self.ee_position)
-                if observed is not None:  # the first action of a chunk: time since its image arrived
-                    self.reaction.add(1000 * (time.monotonic() - observed))
-                for event in self.safety.last_events:
-                    log.info("safety: %s at step %d", event, self.step)
-                self.step += 1
-                if self.recorder is not None:
-                    self.recorder.write_action(self._executed_action(command))
-            else:
-                self.state, command = ("running" if self.step else "starting"), None
-            joints = None if self.joints is None else self.joints.copy()
-        if command is not None:
-            self._publish(command, joints)
+        # Choosing a command and publishing it is one step under publish_lock: the timer, the
+        # e-stop callback and the inference thread all tick, and without it a motion chosen just
+        # before an e-stop could go out after the e-stop's zero command.
+        with self.publish_lock:
+            with self.lock:
+                command, joints, epoch = self._choose_command(time.monotonic())
+            if command is not None:
+                with self.lock:  # an e-stop or halt that arrived since the choice cancels a motion
+                    if command.moves and (self.estop or self.epoch != epoch):
+                        command = None
+                if command is not None:
+                    self._publish(command, joints)
         self._publish_status()
         self._maybe_start_inference()
+
+    def _choose_command(self, now: float) -> tuple[CartesianCommand | None, np.ndarray | None, int]:
+        """The command for this tick (None: publish nothing) and the state; call under the lock."""
+        reason = self.safety.halt_reason(now, self.estop, dict(self.last_seen))
+        if reason is None and self._inference_hung(now):
+            reason = "inference_timeout"
+        command = None
+        if reason == "stale" and self.commands_published == 0:
+            # Start-up: nothing commanded yet, so nothing to stop; wait without publishing.
+            self.state = "waiting_for_observations" if self._robot_listening() else "waiting_for_robot"
+        elif reason is not None:
+            # A halt is published whether or not every controller listens: the arm's may.
+            if self.state != reason:
+                if reason == "stale":
+                    self.safety.count("stale")
+                    log.warning("stale observations (%s): halting", self._stale_streams(now))
+                self._drop_actions()
+            self.state = reason
+            command = CartesianCommand.zero()
+        elif not self._robot_listening():
+            self.state = "waiting_for_robot"  # motion only once the arm (and gripper) controllers match
+        elif not self.instruction:
+            self.state = "waiting_for_instruction"
+        elif self.queue and now - self.last_command_time >= 0.9 * self.config.period_s:
+            self.state = "running"
+            action, observed = self.queue.popleft()
+            self.last_command_time = now  # claimed under the lock: a concurrent tick waits a period
+            command = self.safety.filter_action(action, self.ee_position)
+            if observed is not None:  # the first action of a chunk: time since its image arrived
+                self.reaction.add(1000 * (time.monotonic() - observed))
+            for event in self.safety.last_events:
+                log.info("safety: %s at step %d", event, self.step)
+            self.step += 1
+            if self.recorder is not None and self.safety.last_rejection is None:
+                # A rejected action moved nothing: recording it would teach SFT a step that never happened.
+                self.recorder.write_action(self._executed_action(command))
+        else:
+            self.state = "running" if self.step else "starting"
+        joints = None if self.joints is None else self.joints.copy()
+        return command, joints, self.epoch
+
+    def _inference_hung(self, now: float) -> bool:
+        """An inference running longer than ``inference_timeout_s`` halts the arm (counted once);
+        its result, if it ever comes, is dropped (the epoch moves on)."""
+        if self.pending is None or now - self.pending_since <= self.config.inference_timeout_s:
+            return False
+        if not self.pending_timed_out:
+            self.pending_timed_out = True
+            self.safety.count("inference_timeout")
+            log.error("inference running for %.1f s (> inference_timeout_s): halting", now - self.pending_since)
+        return True
 
     def _executed_action(self, command: CartesianCommand) -> np.ndarray:
         """The command after the safety layer, back in policy units (what the arm was told to do)."""
@@ -362,27 +440,38 @@ class PolicyNode:
         return [name for name, seen in self.last_seen.items() if seen is None or now - seen > timeout]
 
     def _publish(self, command: CartesianCommand, joints: np.ndarray | None) -> None:
+        """Send one command; call under publish_lock. In joint mode a command without motion sends
+        no trajectory: the controller ends the last one-period target (at most
+        ``max_joint_step_rad`` away) and holds it, whereas commanding the last measured position
+        would pull a moving arm back. (An empty JointTrajectory is no stop either: current
+        ros2_controllers' joint trajectory controller rejects it as "Empty trajectory received".)"""
         stamp = self.node.get_clock().now().to_msg()
         frame = self.config.base_frame
+        sent = False
         if self.gripper_pub is not None and not command.holds_gripper:  # before the arm command: a lockstep arm reads it when that arrives
             gripper = self.Float64(data=messages.gripper_closure(command.gripper))
             self.gripper_pub.publish(gripper)
             self._record(self.config.topics.gripper_command, gripper)
+            sent = True
         if self.config.command_mode == "twist":
             linear, angular = command.velocities(self.config.period_s)
             msg = messages.twist_message(linear, angular, stamp, frame)
             self.twist_pub.publish(msg)
             self._record(self.config.topics.twist_command, msg)
-        elif joints is not None:
-            moving = np.any(command.translation) or np.any(command.rotation)
-            target = self.joint_solver.solve_delta(joints, command.translation, command.rotation) if moving else joints
+            sent = True
+        elif command.moves and joints is not None:
+            target = self.joint_solver.solve_delta(joints, command.translation, command.rotation)
             limited = self.safety.limit_joint_step(joints, target)
-            msg = messages.joint_trajectory_message(self.config.arm_joints, joints if limited is None else limited,
-                                                    self.config.period_s, stamp, frame)
-            self.trajectory_pub.publish(msg)
-            self._record(self.config.topics.joint_command, msg)
-        self.commands_published += 1
-        self.last_command_time = time.monotonic()
+            if limited is not None:  # a non-finite IK solution sends nothing
+                msg = messages.joint_trajectory_message(self.config.arm_joints, limited, self.config.period_s,
+                                                        stamp, frame)
+                self.trajectory_pub.publish(msg)
+                self._record(self.config.topics.joint_command, msg)
+                sent = True
+        if sent:
+            with self.lock:
+                self.commands_published += 1
+                self.last_command_time = time.monotonic()
 
     def status(self) -> dict:
         with self.lock:
@@ -397,8 +486,20 @@ class PolicyNode:
         self._record(self.config.topics.status, msg)
 
     def destroy(self) -> None:
+        """Stop the loop and leave the arm still: queued and in-flight actions are dropped, the
+        last command is a zero twist (a servo would otherwise run the last twist until its own
+        timeout), and the recording is closed (its metadata is written only then)."""
         self.timer.cancel()
+        with self.lock:
+            self.instruction = ""  # no new inference (the pool is closing) ...
+            self._drop_actions()  # ... and a late result queues nothing
         self.inference_pool.shutdown(wait=True)
+        if self.config.command_mode == "twist":
+            with self.publish_lock:
+                self._publish(CartesianCommand.zero(), None)
+            from rclpy.duration import Duration
+
+            self.twist_pub.wait_for_all_acked(Duration(seconds=1))  # delivered before the node goes
         if self.recorder is not None:
             self.recorder.close()
         self.node.destroy_node()

@@ -5,7 +5,9 @@ rclpy's own CDR serialiser, so the bag holds exactly what went over the wire) an
 episode: ``<out>/episode_0001/`` etc. Besides the robot topics it writes
 - ``/vla/episode`` (std_msgs/String JSON, first message): instruction, robot config, start time;
 - ``/vla/executed_action`` (std_msgs/Float64MultiArray): each policy action after the safety layer,
-  in policy units (``[-1, 1]`` deltas and gripper), one per control step that moved the arm.
+  in policy units (``[-1, 1]`` deltas and gripper), one per control step whose action the safety
+  layer executed (a rejected one moved nothing and is left out; in joint mode it is the Cartesian
+  command before IK and the ``max_joint_step_rad`` clamp).
 
 ``bag_to_episode`` turns a bag back into an ``Episode`` of our demo format (the robomimic/LIBERO
 HDF5 layout SFT reads): step t pairs ``/vla/executed_action`` t with the newest scene image received

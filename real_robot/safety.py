@@ -43,6 +43,10 @@ class CartesianCommand:
     def holds_gripper(self) -> bool:
         return not np.isfinite(self.gripper)
 
+    @property
+    def moves(self) -> bool:
+        return bool(np.any(self.translation) or np.any(self.rotation))
+
     def velocities(self, period_s: float) -> tuple[np.ndarray, np.ndarray]:
         """Linear (m/s) and angular (rad/s) velocity that realise this command over one period."""
         return self.translation / period_s, self.rotation / period_s
@@ -56,6 +60,7 @@ class SafetyFilter:
         self.upper = np.asarray(self.config.workspace_max, dtype=np.float64)
         self.counts: Counter[str] = Counter()
         self.last_events: list[str] = []
+        self.last_rejection: str | None = None  # why the last filter_action rejected its action, if it did
 
     # ---- gates --------------------------------------------------------------------------------
     def halt_reason(self, now: float, estop: bool, last_seen: dict[str, float | None]) -> str | None:
@@ -71,7 +76,7 @@ class SafetyFilter:
     # ---- actions ------------------------------------------------------------------------------
     def filter_action(self, action: np.ndarray, ee_position: np.ndarray | None) -> CartesianCommand:
         """A safe command for one policy action (zero command if the action must be rejected)."""
-        self.last_events = []
+        self.last_events, self.last_rejection = [], None
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (ACTION_DIM,):
             return self._reject("bad_action_shape")
@@ -135,4 +140,5 @@ class SafetyFilter:
 
     def _reject(self, name: str) -> CartesianCommand:
         self._event(name)
+        self.last_rejection = name
         return CartesianCommand.zero()

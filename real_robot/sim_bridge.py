@@ -74,7 +74,7 @@ class SimBridge:
         self.wrist_pub = node.create_publisher(Image, topics.wrist_image, 2) if wrist_camera and topics.wrist_image \
             else None
         self.joint_pub = node.create_publisher(JointState, topics.joint_states, 10)
-        self.pose_pub = node.create_publisher(PoseStamped, topics.ee_pose or "/ee_pose", 10)
+        self.pose_pub = node.create_publisher(PoseStamped, topics.ee_pose, 10)
         self.status_pub = node.create_publisher(String, "/sim/status", 10)
         node.create_subscription(TwistStamped, topics.twist_command, self._on_twist, 10)
         node.create_subscription(JointTrajectory, topics.joint_command, self._on_trajectory, 10)

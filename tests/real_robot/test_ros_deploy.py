@@ -218,9 +218,12 @@ def test_commands_outside_the_workspace_box_are_clamped(ros_context):
     assert abs(commanded[-1][2]) < 0.1
 
 
-def test_nan_actions_never_reach_the_arm(ros_context):
+def test_nan_actions_never_reach_the_arm_nor_the_recording(ros_context, tmp_path):
+    from real_robot.recording import ACTION_TOPIC, BagRecorder, read_bag
+
     policy = ScriptedPolicy([0.1, np.nan, 0.0, 0.0, 0.0, 0.0, -1.0])
-    _, bridge, node, spinner = start_pair(ros_context, policy)
+    recorder = BagRecorder(tmp_path / "bags", ROBOT)
+    _, bridge, node, spinner = start_pair(ros_context, policy, recorder=recorder)
     try:
         assert wait_for(lambda: node.status()["safety_events"].get("nonfinite_action", 0) >= 3, timeout=20)
         status = node.status()
@@ -229,6 +232,8 @@ def test_nan_actions_never_reach_the_arm(ros_context):
     commanded = np.stack([a for _, a in bridge.command_log])
     assert np.all(np.isfinite(commanded)) and not commanded[:, :6].any()  # only zero commands arrived
     assert status["state"] == "running"
+    # A rejected action moved nothing, so it is no demo step (its "gripper 0" would read as half-closed).
+    assert not [m for topic, _, m in read_bag(recorder.bags[0]) if topic == ACTION_TOPIC]
 
 
 def test_joint_space_arm_gets_joint_trajectories_from_ik(ros_context):
@@ -253,7 +258,31 @@ def test_joint_space_arm_gets_joint_trajectories_from_ik(ros_context):
     assert abs(moved[0]) < 0.01 and abs(moved[2]) < 0.01, moved
 
 
-def test_recorded_bag_converts_to_demos_via_cli(ros_context, tmp_path):
+def test_joint_space_halt_sends_no_trajectory(ros_context):
+    """A halt must not command the last measured joints: those lag a moving arm (and are old when
+    the joint states are what went stale), so commanding them pulls the arm back. The controller
+    ends its last one-period target and holds it."""
+    from vla_rl.cli.deploy import make_joint_solver
+
+    robot = RobotConfig(name="tabletop_sim", base_frame="world", command_mode="joint_trajectory",
+                        arm_joints=("j1", "j2", "j3", "j4", "j5", "j6"), kinematics_mjcf="builtin:tabletop",
+                        safety=ROBOT.safety)
+    _, bridge, node, spinner = start_pair(ros_context, ScriptedPolicy(SLOW_SIDEWAYS), robot=robot,
+                                          joint_solver=make_joint_solver(robot))
+    try:
+        assert wait_for(lambda: bridge.steps >= 3, timeout=20)
+        bridge.freeze_camera()
+        assert wait_for(lambda: node.status()["state"] == "stale", timeout=robot.safety.observation_timeout_s + 1.0)
+        published = node.status()["commands_published"]
+        time.sleep(0.5)  # five periods of the halt
+        status = node.status()
+    finally:
+        stop_pair(bridge, node, spinner)
+    assert status["state"] == "stale" and status["commands_published"] == published
+    assert len(bridge.command_log) <= published
+
+
+def test_recorded_bag_converts_to_demos_via_cli(ros_context, tmp_path, capsys):
     from real_robot.recording import BagRecorder
     from vla_rl.cli.main import main
     from vla_rl.core.demo_file import read_demo_file
@@ -264,8 +293,12 @@ def test_recorded_bag_converts_to_demos_via_cli(ros_context, tmp_path):
         assert wait_for(lambda: bridge.steps >= 4, timeout=20)
     finally:
         stop_pair(bridge, node, spinner)
+    unclosed = tmp_path / "bags" / "episode_0002"  # a recording whose process was killed: data, no metadata
+    unclosed.mkdir()
+    (unclosed / "episode_0002_0.db3").write_bytes(b"")
     assert main(["bag-to-demos", "--bags", str(tmp_path / "bags"), "--out", str(tmp_path / "demos"),
                  "--task", "Reach", "--image-size", "32"]) == 0
+    assert "episode_0002" in capsys.readouterr().err
     (episode,) = list(read_demo_file(tmp_path / "demos" / "Reach_demo.hdf5"))
     assert episode.num_steps >= 4 and episode.obs["agentview_rgb"].shape[1:] == (32, 32, 3)
     np.testing.assert_allclose(episode.actions, np.tile(SLOW_SIDEWAYS, (episode.num_steps, 1)), atol=1e-6)
@@ -281,15 +314,18 @@ def test_unusable_images_are_counted_and_the_arm_halts(ros_context):
         assert wait_for(lambda: bridge.steps >= 2, timeout=20)
         bridge.freeze_camera()  # from now on only depth images arrive on the camera topic
         depth = Image(height=4, width=4, encoding="16UC1", step=8, data=bytes(32))
-        for _ in range(15):
-            camera.publish(depth)
-            time.sleep(0.05)
+        empty = Image(height=0, width=0, encoding="rgb8", step=0, data=b"")  # would resize to a black frame
+        published = []
+        # Both kinds keep arriving while the watchdog decides: neither may count as a fresh image.
+        node.node.create_timer(0.05, lambda: (camera.publish(depth if len(published) % 2 else empty),
+                                              published.append(1)))
         assert wait_for(lambda: node.status()["state"] == "stale", timeout=2)
+        # the state changes when the halt is chosen; its zero command reaches the arm right after
+        assert wait_for(lambda: not bridge.command_log[-1][1][:6].any(), timeout=2)
         status = node.status()
     finally:
         stop_pair(bridge, node, spinner)
-    assert status["safety_events"]["bad_image"] >= 1  # counted, and the node kept running
-    assert not bridge.command_log[-1][1][:6].any()
+    assert status["safety_events"]["bad_image"] >= 2  # counted, and the node kept running
 
 
 def test_cli_deploy_drives_the_cli_sim_bridge_across_processes(reach_checkpoint, tmp_path, capsys):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from real_robot.config import RobotConfig, SafetyConfig, load_robot_config
+from real_robot.config import RobotConfig, SafetyConfig, TopicsConfig, load_robot_config
 from real_robot.safety import CartesianCommand, SafetyFilter
 from vla_rl.core.config import ConfigError
 
@@ -91,6 +91,14 @@ def test_joint_steps_limited_and_nonfinite_ik_rejected():
     assert safety.counts == {"joint_step_limited": 1, "nonfinite_joint_target": 1}
 
 
+def test_a_rejected_action_is_named_and_a_clipped_one_is_not():
+    safety = SafetyFilter(ROBOT)
+    safety.filter_action(action(0.1, np.nan, 0, 0, 0, 0, 0), CENTRE)
+    assert safety.last_rejection == "nonfinite_action"
+    command = safety.filter_action(action(3.0, 0, 0, 0, 0, 0, 1.0), CENTRE)
+    assert safety.last_rejection is None and command.moves and not CartesianCommand.zero().moves
+
+
 def test_zero_command_holds_the_gripper():
     assert CartesianCommand.zero().holds_gripper and not CartesianCommand.zero(1.0).holds_gripper
 
@@ -100,6 +108,11 @@ def test_robot_config_rejects_bad_values_and_unknown_keys(tmp_path):
         SafetyConfig(workspace_min=(0.5, 0, 0), workspace_max=(0.4, 1, 1))
     with pytest.raises(ConfigError, match="observation_timeout_s"):
         SafetyConfig(observation_timeout_s=0.0)
+    for bound in (float("nan"), float("inf")):  # NaN passes `lo >= hi`; every comparison is False
+        with pytest.raises(ConfigError, match="finite"):
+            SafetyConfig(workspace_min=(bound, -0.4, 0.0))
+    with pytest.raises(ConfigError, match="ee_pose"):
+        TopicsConfig(ee_pose="")  # no pose, no box check: every action would be rejected
     with pytest.raises(ConfigError, match="kinematics_mjcf"):
         RobotConfig(command_mode="joint_trajectory", arm_joints=("j1",))
     path = tmp_path / "arm.yaml"

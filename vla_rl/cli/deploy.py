@@ -44,21 +44,41 @@ def make_joint_solver(robot):
     return MjcfKinematics(xml, robot.arm_joints, robot.ee_site)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, systemd, a launch file ending) raised as Ctrl-C, so both stop the same
+    way: the node's final zero command and the bag's metadata (written only on close)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated()
+
+
 def _serve(build, duration: float) -> dict:
     """Start a ROS context, ``build(context)`` a node wrapper (``.node``, ``.status()``,
-    ``.destroy()``), spin it until Ctrl-C or ``duration`` seconds (status every 5 s), tear
-    everything down, print and return the final status."""
+    ``.destroy()``), spin it until Ctrl-C, SIGTERM or ``duration`` seconds (status every 5 s),
+    tear everything down, print and return the final status."""
+    import signal
+    import threading
+
     from rclpy.executors import SingleThreadedExecutor
 
     from real_robot.messages import require_ros
 
     rclpy = require_ros()
+    from rclpy.signals import SignalHandlerOptions
+
     context = rclpy.Context()
-    rclpy.init(context=context)
+    # rclpy's own handlers would shut the context down on a signal, before the node could send its
+    # final zero command; Ctrl-C and SIGTERM are handled here instead.
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where signals can be handled
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         wrapper = build(context)
     except BaseException:
         rclpy.shutdown(context=context)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
         raise
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(wrapper.node)
@@ -73,10 +93,14 @@ def _serve(build, duration: float) -> dict:
     except KeyboardInterrupt:
         pass
     finally:
+        if in_main_thread:  # a second SIGTERM must not cut the teardown short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         executor.shutdown()
         final = wrapper.status()
         wrapper.destroy()
         rclpy.shutdown(context=context)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
     print(json.dumps(final, indent=1))
     return final
 
@@ -93,10 +117,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     print(f"deploying {checkpoint} on {robot.name}: {robot.command_mode} commands at {robot.control_hz:g} Hz; "
           f"status on {robot.topics.status}" + ("" if args.instruction else
                                                 f"; waiting for an instruction on {robot.topics.instruction}"))
-    _serve(lambda context: PolicyNode(policy, robot, image_size=policy.config.image_size,
-                                      cameras=policy.config.cameras, instruction=args.instruction or "",
-                                      joint_solver=solver, recorder=recorder, context=context,
-                                      proprio_dim=policy.config.proprio_dim), args.duration)
+    try:
+        _serve(lambda context: PolicyNode(policy, robot, image_size=policy.config.image_size,
+                                          cameras=policy.config.cameras, instruction=args.instruction or "",
+                                          joint_solver=solver, recorder=recorder, context=context,
+                                          proprio_dim=policy.config.proprio_dim), args.duration)
+    finally:
+        if recorder is not None:
+            recorder.close()  # also when the node never came up (the node closes it otherwise)
     if recorder is not None:
         print(f"bags: {', '.join(str(p) for p in recorder.bags) or 'none (no instruction arrived)'}")
     return 0
@@ -129,7 +157,14 @@ def cmd_bag_to_demos(args: argparse.Namespace) -> int:
     from real_robot.recording import bag_to_episode
     from vla_rl.core.demo_file import write_demo_file
 
+    import sys
+
     bags = sorted(p.parent for p in Path(args.bags).rglob("metadata.yaml"))
+    unfinished = sorted({p.parent for pattern in ("*.mcap", "*.db3") for p in Path(args.bags).rglob(pattern)
+                         if not (p.parent / "metadata.yaml").is_file()})
+    for bag in unfinished:  # the recorder writes metadata.yaml on close: this one was never closed
+        print(f"warning: skipping {bag}: bag data without metadata.yaml (the recording was not closed: "
+              "the deploy process was killed or crashed)", file=sys.stderr)
     if not bags:
         raise FileNotFoundError(f"no ROS 2 bags (metadata.yaml) under {args.bags}")
     episodes = [bag_to_episode(bag, args.image_size, args.task, args.success) for bag in bags]
