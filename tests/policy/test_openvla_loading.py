@@ -123,6 +123,19 @@ def checkpoint(tmp_path_factory):
     return directory, weights
 
 
+def variant(checkpoint, path, edit_config=None):
+    """A copy of the fixture checkpoint in ``path``; ``edit_config(config)`` changes its config.json."""
+    directory, _ = checkpoint
+    path.mkdir()
+    for item in directory.iterdir():
+        (path / item.name).write_bytes(item.read_bytes())
+    if edit_config is not None:
+        config = json.loads((directory / "config.json").read_text())
+        edit_config(config)
+        (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
 def test_vision_features_match_timm_reference(checkpoint):
     directory, weights = checkpoint
     model, _ = load_openvla(directory)
@@ -187,3 +200,18 @@ def test_broken_checkpoints_are_clear_errors(checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match="pass unnorm_key"):
         load_openvla(several)
     assert load_openvla(several, unnorm_key="other")[1].action_dim == 7
+
+
+def test_action_dim_is_the_unnorm_key_datasets(checkpoint, tmp_path):
+    def add_six(config):  # "seven" comes first, as openvla-7b lists datasets of other sizes before the chosen one
+        seven = config["norm_stats"].pop("tabletop")
+        six = {"action": {key: value[:6] for key, value in seven["action"].items()}}
+        config["norm_stats"] = {"seven": seven, "six": six}
+
+    directory = variant(checkpoint, tmp_path / "six", add_six)
+    model, action_tokenizer = load_openvla(directory, unnorm_key="six")
+    assert model.config.action_dim == 6 and action_tokenizer.action_dim == 6
+    obs = ObsBatch({"agentview": np.zeros((1, IMAGE, IMAGE, 3), np.uint8)}, np.zeros((1, 8), np.float32),
+                   ["pick up the red block"])
+    assert VLAPolicy(model, action_tokenizer).act(obs, explore=False).actions.shape == (1, 1, 6)
+    assert load_openvla(directory, unnorm_key="seven")[0].config.action_dim == 7

@@ -105,8 +105,21 @@ def _tower_config(prefix: str, timm_id: str, shapes: dict, mean_std) -> tuple[Vi
     return config, depth
 
 
-def openvla_config(directory: str | Path) -> tuple[VLAConfig, dict[str, Any]]:
-    """Our ``VLAConfig`` for an OpenVLA checkpoint directory, and its raw ``norm_stats``."""
+def _chosen_dataset(norm_stats: dict[str, Any], unnorm_key: str | None) -> str:
+    """The dataset whose statistics un-normalise actions (OpenVLA's ``_check_unnorm_key``)."""
+    if unnorm_key is None:
+        if len(norm_stats) != 1:
+            raise CheckpointError(f"the checkpoint has norm stats for {sorted(norm_stats)}; pass unnorm_key")
+        unnorm_key = next(iter(norm_stats))
+    if unnorm_key not in norm_stats:
+        raise CheckpointError(f"unnorm_key {unnorm_key!r} not in the checkpoint's norm stats {sorted(norm_stats)}")
+    return unnorm_key
+
+
+def openvla_config(directory: str | Path, unnorm_key: str | None = None) -> tuple[VLAConfig, dict[str, Any]]:
+    """Our ``VLAConfig`` for an OpenVLA checkpoint directory and the action statistics of the dataset
+    ``unnorm_key`` names (it may be left out when there is one); the action dimension is that
+    dataset's, as OpenVLA's ``get_action_dim(unnorm_key)``."""
     from transformers import LlamaConfig
 
     directory = Path(directory)
@@ -135,6 +148,8 @@ def openvla_config(directory: str | Path) -> tuple[VLAConfig, dict[str, Any]]:
         tie_word_embeddings=bool(text.tie_word_embeddings) and "language_model.lm_head.weight" not in shapes,
         attention="sdpa",
     )
+    dataset = _chosen_dataset(raw["norm_stats"], unnorm_key)
+    action_stats = raw["norm_stats"][dataset]["action"]
     fused = raw.get("use_fused_vision_backbone", len(towers) == 2)
     llm_id = str(raw.get("llm_backbone_id", ""))
     config = VLAConfig(
@@ -143,9 +158,9 @@ def openvla_config(directory: str | Path) -> tuple[VLAConfig, dict[str, Any]]:
         append_token_id=OPENVLA_EMPTY_TOKEN if llm_id.startswith("llama2") else -1,
         action_vocab_size=text.vocab_size - int(raw.get("pad_to_multiple_of", 0)),
         n_action_bins=int(raw.get("n_action_bins", 256)),
-        action_dim=len(next(iter(raw["norm_stats"].values()))["action"]["q01"]),
+        action_dim=len(action_stats["q01"]),
     )
-    return config, raw["norm_stats"]
+    return config, action_stats
 
 
 def map_checkpoint_key(key: str, towers: tuple[VisionTowerConfig, ...]) -> list[tuple[str, Any]] | None:
@@ -210,13 +225,7 @@ def load_openvla(directory: str | Path, unnorm_key: str | None = None, dtype: to
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    config, norm_stats = openvla_config(directory)
-    if unnorm_key is None:
-        if len(norm_stats) != 1:
-            raise CheckpointError(f"the checkpoint has norm stats for {sorted(norm_stats)}; pass unnorm_key")
-        unnorm_key = next(iter(norm_stats))
-    if unnorm_key not in norm_stats:
-        raise CheckpointError(f"unnorm_key {unnorm_key!r} not in the checkpoint's norm stats {sorted(norm_stats)}")
+    config, action_stats = openvla_config(directory, unnorm_key)
     model = VLAModel(config).to(dtype=dtype)
     expected = set(model.state_dict())
     loaded: set[str] = set()
@@ -235,6 +244,5 @@ def load_openvla(directory: str | Path, unnorm_key: str | None = None, dtype: to
     missing = sorted(k for k in expected - loaded if not NOT_IN_CHECKPOINT.search(k))
     if missing:
         raise CheckpointError(f"{len(missing)} model weights are not in the checkpoint, e.g. {missing[:5]}")
-    tokenizer = ActionTokenizer(config.action_vocab_size, NormStats.from_dict(norm_stats[unnorm_key]["action"]),
-                                config.n_action_bins)
+    tokenizer = ActionTokenizer(config.action_vocab_size, NormStats.from_dict(action_stats), config.n_action_bins)
     return model.to(device).eval(), tokenizer
