@@ -215,3 +215,10 @@ def test_action_dim_is_the_unnorm_key_datasets(checkpoint, tmp_path):
                    ["pick up the red block"])
     assert VLAPolicy(model, action_tokenizer).act(obs, explore=False).actions.shape == (1, 1, 6)
     assert load_openvla(directory, unnorm_key="seven")[0].config.action_dim == 7
+
+
+def test_missing_pad_to_multiple_of_is_prismatic_default_64(checkpoint, tmp_path):
+    directory = variant(checkpoint, tmp_path / "no-pad", lambda config: config.pop("pad_to_multiple_of"))
+    model, action_tokenizer = load_openvla(directory)
+    # PrismaticConfig(pad_to_multiple_of=64): action ids count down from vocab_size - 64, the tokenizer's size
+    assert model.config.action_vocab_size == model.tokenizer.vocab_size == action_tokenizer.vocab_size

@@ -41,6 +41,7 @@ KNOWN_TIMM_HEADS = {
     "vit_so400m_patch14_siglip_384": 16,
     "vit_base_patch16_siglip_224": 12,
 }
+PAD_TO_MULTIPLE_OF = 64  # PrismaticConfig's default: the vocabulary padding that action ids count down past
 OPENVLA_EMPTY_TOKEN = 29871  # Llama-2's "▁": OpenVLA appends it after "Out:" at inference
 PREFIXES = ("vision_backbone.featurizer.", "vision_backbone.fused_featurizer.")
 UNUSED = re.compile(r"^vision_backbone\.(featurizer|fused_featurizer)\.(norm\.|attn_pool\.|head\.|fc_norm\.)")
@@ -156,7 +157,7 @@ def openvla_config(directory: str | Path, unnorm_key: str | None = None) -> tupl
         image_size=int(raw["image_sizes"][0]), resize_mode="bicubic", vision_towers=tuple(towers),
         projector="fused-gelu-mlp" if fused else "gelu-mlp", language_model=lm, tokenizer=str(directory),
         append_token_id=OPENVLA_EMPTY_TOKEN if llm_id.startswith("llama2") else -1,
-        action_vocab_size=text.vocab_size - int(raw.get("pad_to_multiple_of", 0)),
+        action_vocab_size=text.vocab_size - int(raw.get("pad_to_multiple_of", PAD_TO_MULTIPLE_OF)),
         n_action_bins=int(raw.get("n_action_bins", 256)),
         action_dim=len(action_stats["q01"]),
     )
