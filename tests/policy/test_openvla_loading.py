@@ -222,3 +222,28 @@ def test_missing_pad_to_multiple_of_is_prismatic_default_64(checkpoint, tmp_path
     model, action_tokenizer = load_openvla(directory)
     # PrismaticConfig(pad_to_multiple_of=64): action ids count down from vocab_size - 64, the tokenizer's size
     assert model.config.action_vocab_size == model.tokenizer.vocab_size == action_tokenizer.vocab_size
+
+
+def test_rope_theta_is_read_and_rope_scaling_refused(checkpoint, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def theta(config):
+        config["text_config"]["rope_theta"] = 500000.0
+
+    directory = variant(checkpoint, tmp_path / "theta", theta)
+    model, _ = load_openvla(directory)
+    assert model.config.language_model.rope_theta == 500000.0
+    # the decoder computes what transformers' own Llama with the checkpoint's text_config computes
+    text_config = json.loads((directory / "config.json").read_text())["text_config"]
+    reference = LlamaForCausalLM(LlamaConfig(**text_config)).eval()
+    reference.load_state_dict({k[len("language_model."):]: v for k, v in checkpoint[1].items()
+                               if k.startswith("language_model.")})
+    ids = torch.randint(0, 1000, (1, 300))  # long enough for the RoPE base to matter
+    with torch.no_grad():
+        torch.testing.assert_close(model.language_model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
+
+    def scaled(config):
+        config["text_config"]["rope_scaling"] = {"type": "linear", "factor": 2.0}
+
+    with pytest.raises(CheckpointError, match="RoPE scaling 'linear'"):
+        load_openvla(variant(checkpoint, tmp_path / "scaled", scaled))

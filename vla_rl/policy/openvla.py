@@ -106,6 +106,22 @@ def _tower_config(prefix: str, timm_id: str, shapes: dict, mean_std) -> tuple[Vi
     return config, depth
 
 
+def _rope_theta(text) -> float:
+    """The RoPE base of the checkpoint's ``LlamaConfig``. transformers >= 5 keeps it, with any scaling,
+    in ``rope_parameters`` (its ``rope_theta`` attribute is None); earlier versions in ``rope_theta``
+    and ``rope_scaling``. Only unscaled RoPE (Llama-2's) is built by ``VLAModel``: other types are refused."""
+    parameters = dict(getattr(text, "rope_parameters", None) or {})
+    scaling = getattr(text, "rope_scaling", None)
+    if isinstance(scaling, dict):
+        parameters = {**scaling, **parameters}
+    rope_type = parameters.get("rope_type") or parameters.get("type") or "default"
+    if rope_type != "default":
+        raise CheckpointError(f"text_config uses RoPE scaling {rope_type!r} ({parameters}); only unscaled RoPE "
+                              "(rope_type 'default', as in Llama-2) is implemented")
+    theta = parameters.get("rope_theta", getattr(text, "rope_theta", None))
+    return float(theta) if theta is not None else 10000.0  # LlamaConfig's default
+
+
 def _chosen_dataset(norm_stats: dict[str, Any], unnorm_key: str | None) -> str:
     """The dataset whose statistics un-normalise actions (OpenVLA's ``_check_unnorm_key``)."""
     if unnorm_key is None:
@@ -145,7 +161,7 @@ def openvla_config(directory: str | Path, unnorm_key: str | None = None) -> tupl
         hidden_size=text.hidden_size, num_layers=text.num_hidden_layers, num_heads=text.num_attention_heads,
         num_kv_heads=text.num_key_value_heads or text.num_attention_heads, intermediate_size=text.intermediate_size,
         vocab_size=text.vocab_size, max_position_embeddings=text.max_position_embeddings,
-        rms_norm_eps=text.rms_norm_eps, rope_theta=float(getattr(text, "rope_theta", None) or 10000.0),
+        rms_norm_eps=text.rms_norm_eps, rope_theta=_rope_theta(text),
         tie_word_embeddings=bool(text.tie_word_embeddings) and "language_model.lm_head.weight" not in shapes,
         attention="sdpa",
     )
