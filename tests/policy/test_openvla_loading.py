@@ -247,3 +247,21 @@ def test_rope_theta_is_read_and_rope_scaling_refused(checkpoint, tmp_path):
 
     with pytest.raises(CheckpointError, match="RoPE scaling 'linear'"):
         load_openvla(variant(checkpoint, tmp_path / "scaled", scaled))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("image_resize_strategy", "letterbox", "image_resize_strategy 'letterbox' is not implemented"),
+    ("image_resize_strategy", None, "image_resize_strategy 'letterbox'"),  # PrismaticConfig's default
+    ("llm_backbone_id", "vicuna-v15-7b", "llm_backbone_id 'vicuna-v15-7b' is not implemented"),  # openvla-v01
+    ("llm_backbone_id", "llama2-7b-chat", "llm_backbone_id 'llama2-7b-chat'"),
+    ("llm_backbone_id", None, "llm_backbone_id 'vicuna-v15-7b'"),
+])
+def test_unimplemented_prismatic_options_are_refused(checkpoint, tmp_path, key, value, message):
+    def edit(config):
+        if value is None:
+            del config[key]
+        else:
+            config[key] = value
+
+    with pytest.raises(CheckpointError, match=message):
+        load_openvla(variant(checkpoint, tmp_path / "other", edit))

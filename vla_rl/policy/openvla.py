@@ -42,6 +42,10 @@ KNOWN_TIMM_HEADS = {
     "vit_base_patch16_siglip_224": 12,
 }
 PAD_TO_MULTIPLE_OF = 64  # PrismaticConfig's default: the vocabulary padding that action ids count down past
+# What the loader reproduces: square resizing, and Llama-2 base models with the "pure" prompt that
+# appends "▁" (openvla-7b). Letterbox padding and the Vicuna/chat prompt formats (openvla-v01) are not.
+IMPLEMENTED_RESIZE_STRATEGIES = ("resize-naive",)
+IMPLEMENTED_LLM_BACKBONES = ("llama2-7b-pure", "llama2-13b-pure")
 OPENVLA_EMPTY_TOKEN = 29871  # Llama-2's "▁": OpenVLA appends it after "Out:" at inference
 PREFIXES = ("vision_backbone.featurizer.", "vision_backbone.fused_featurizer.")
 UNUSED = re.compile(r"^vision_backbone\.(featurizer|fused_featurizer)\.(norm\.|attn_pool\.|head\.|fc_norm\.)")
@@ -122,6 +126,19 @@ def _rope_theta(text) -> float:
     return float(theta) if theta is not None else 10000.0  # LlamaConfig's default
 
 
+def _check_implemented(raw: dict[str, Any]) -> None:
+    """Refuse the Prismatic options this loader does not reproduce. A key the config leaves out has
+    PrismaticConfig's default (``letterbox``, ``vicuna-v15-7b``), which is refused as well."""
+    strategy = raw.get("image_resize_strategy", "letterbox")
+    if strategy not in IMPLEMENTED_RESIZE_STRATEGIES:
+        raise CheckpointError(f"image_resize_strategy {strategy!r} is not implemented (only "
+                              f"{', '.join(IMPLEMENTED_RESIZE_STRATEGIES)}, as in openvla-7b)")
+    llm_id = raw.get("llm_backbone_id", "vicuna-v15-7b")
+    if llm_id not in IMPLEMENTED_LLM_BACKBONES:
+        raise CheckpointError(f"llm_backbone_id {llm_id!r} is not implemented: its prompt format differs from the "
+                              f"'In: ...\\nOut:' one built here (implemented: {', '.join(IMPLEMENTED_LLM_BACKBONES)})")
+
+
 def _chosen_dataset(norm_stats: dict[str, Any], unnorm_key: str | None) -> str:
     """The dataset whose statistics un-normalise actions (OpenVLA's ``_check_unnorm_key``)."""
     if unnorm_key is None:
@@ -168,11 +185,11 @@ def openvla_config(directory: str | Path, unnorm_key: str | None = None) -> tupl
     dataset = _chosen_dataset(raw["norm_stats"], unnorm_key)
     action_stats = raw["norm_stats"][dataset]["action"]
     fused = raw.get("use_fused_vision_backbone", len(towers) == 2)
-    llm_id = str(raw.get("llm_backbone_id", ""))
+    _check_implemented(raw)
     config = VLAConfig(
         image_size=int(raw["image_sizes"][0]), resize_mode="bicubic", vision_towers=tuple(towers),
         projector="fused-gelu-mlp" if fused else "gelu-mlp", language_model=lm, tokenizer=str(directory),
-        append_token_id=OPENVLA_EMPTY_TOKEN if llm_id.startswith("llama2") else -1,
+        append_token_id=OPENVLA_EMPTY_TOKEN,
         action_vocab_size=text.vocab_size - int(raw.get("pad_to_multiple_of", PAD_TO_MULTIPLE_OF)),
         n_action_bins=int(raw.get("n_action_bins", 256)),
         action_dim=len(action_stats["q01"]),
