@@ -265,3 +265,73 @@ def test_unimplemented_prismatic_options_are_refused(checkpoint, tmp_path, key, 
 
     with pytest.raises(CheckpointError, match=message):
         load_openvla(variant(checkpoint, tmp_path / "other", edit))
+
+
+def _drop_tensor(key):
+    def apply(directory):
+        _rewrite_shards(directory, lambda tensors: tensors.pop(key, None))
+    return apply
+
+
+def _reshape_tensor(key, *shape):
+    def apply(directory):
+        def edit(tensors):
+            if key in tensors:
+                tensors[key] = torch.ones(*shape)
+        _rewrite_shards(directory, edit)
+    return apply
+
+
+def _rewrite_shards(directory, edit):
+    """Apply ``edit(tensors)`` to every shard's tensors (a dict it changes in place)."""
+    from safetensors.torch import load_file
+
+    for shard in directory.glob("*.safetensors"):
+        tensors = load_file(str(shard))
+        edit(tensors)
+        save_file(tensors, str(shard))
+
+
+def _edit_json(name, edit):
+    def apply(directory):
+        data = json.loads((directory / name).read_text())
+        edit(data)
+        (directory / name).write_text(json.dumps(data))
+    return apply
+
+
+def _remove_tokenizer(directory):
+    for path in directory.iterdir():
+        if path.name.startswith(("tokenizer", "vocab", "special_tokens")):
+            path.unlink()
+
+
+QKV = "vision_backbone.fused_featurizer.blocks.0.attn.qkv.weight"
+BROKEN = {  # case: (how the fixture is broken, what the CheckpointError says)
+    "missing vision tensor": (_drop_tensor("vision_backbone.featurizer.patch_embed.proj.weight"),
+                              "no 'vision_backbone.featurizer.patch_embed.proj.weight'"),
+    "index without weight_map": (_edit_json("model.safetensors.index.json", lambda i: i.pop("weight_map")),
+                                 "no 'weight_map'"),
+    "preprocessor entry without std": (_edit_json("preprocessor_config.json",
+                                                  lambda p: p["tvf_normalize_params"][1].pop("std")),
+                                       r"tvf_normalize_params\[1\] needs 'mean' and 'std'"),
+    "dataset without action": (_edit_json("config.json", lambda c: c["norm_stats"]["tabletop"].pop("action")),
+                               r"norm_stats\['tabletop'\] has no 'action'"),
+    "action stats without q99": (_edit_json("config.json", lambda c: c["norm_stats"]["tabletop"]["action"].pop("q99")),
+                                 "is not usable: .*q99"),
+    "empty norm_stats": (_edit_json("config.json", lambda c: c["norm_stats"].clear()), "norm_stats holds no dataset"),
+    "wrong-shape tensor": (_reshape_tensor("language_model.model.norm.weight", LLM_DIM + 1),
+                           r"'language_model.model.norm.weight' has shape \[65\].*expects \[64\]"),
+    "wrong-shape vision tensor": (_reshape_tensor(QKV, 3 * SIGLIP_DIM, SIGLIP_DIM + 1),
+                                  rf"'{QKV}' has shape \[144, 49\]"),
+    "no tokenizer files": (_remove_tokenizer, "cannot load the text tokenizer"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_checkpoint_is_one_clear_checkpoint_error(checkpoint, tmp_path, case):
+    breaker, message = BROKEN[case]
+    directory = variant(checkpoint, tmp_path / "broken")
+    breaker(directory)
+    with pytest.raises(CheckpointError, match=message):
+        load_openvla(directory)
