@@ -112,6 +112,10 @@ class LanguageModelConfig:
 class VLAConfig:
     image_size: int = option(64, "images are resized to this square size before the vision tower")
     resize_mode: Literal["bilinear", "bicubic"] = option("bilinear", "resize filter (antialiased); OpenVLA: bicubic")
+    resize_kernel: Literal["torch", "pil"] = option(
+        "torch", "how images are enlarged: torch = torch's plain interpolation kernel, antialiased only when "
+                 "shrinking (our checkpoints were trained so); pil = the antialiased kernel both ways, which is "
+                 "PIL's (bicubic a=-0.5) as OpenVLA's image processor uses (load_openvla sets it)")
     vision_towers: tuple[VisionTowerConfig, ...] = option(factory=lambda: (VisionTowerConfig(),),
                                                            doc="one tower, or two fused (DINOv2 + SigLIP)")
     projector: Literal["gelu-mlp", "fused-gelu-mlp"] = option("gelu-mlp", "OpenVLA projector variant")
@@ -260,6 +264,7 @@ class VisionBackbone(nn.Module):
         self.tower_configs = config.vision_towers
         self.image_size = config.image_size
         self.resize_mode = config.resize_mode
+        self.resize_kernel = config.resize_kernel
         self.towers = nn.ModuleList([_build_tower(t, t.input_size or config.image_size, load_pretrained)
                                      for t in config.vision_towers])
         for index, tower in enumerate(config.vision_towers):
@@ -299,10 +304,12 @@ class VisionBackbone(nn.Module):
     def _resized(self, pixels: torch.Tensor, size: int) -> torch.Tensor:
         if pixels.shape[-1] == size and pixels.shape[-2] == size:
             return pixels
-        # antialias only matters (and only applies) when shrinking
-        shrink = size < pixels.shape[-1]
+        # torch's antialiased kernel is PIL's (bicubic a=-0.5, bilinear triangle) also when enlarging; its plain
+        # kernel (bicubic a=-0.75) differs there by ~4/255 on average (128 -> 224 px), so OpenVLA models use
+        # the former; our own checkpoints keep the plain kernel when enlarging, as they were trained
+        antialias = size < pixels.shape[-1] or self.resize_kernel == "pil"
         return nn.functional.interpolate(pixels, size=(size, size), mode=self.resize_mode, align_corners=False,
-                                         antialias=shrink).clamp(0.0, 1.0)
+                                         antialias=antialias).clamp(0.0, 1.0)
 
 
 class Projector(nn.Module):

@@ -103,7 +103,8 @@ def _tower_config(prefix: str, timm_id: str, shapes: dict, mean_std) -> tuple[Vi
             raise CheckpointError(f"the checkpoint has no {prefix + name!r}: the vision tower's size cannot be read")
     patch_shape = shapes[prefix + "patch_embed.proj.weight"]
     if len(patch_shape) != 4:
-        raise CheckpointError(f"{prefix}patch_embed.proj.weight has shape {list(patch_shape)}, not [width, 3, patch, patch]")
+        raise CheckpointError(f"{prefix}patch_embed.proj.weight has shape {list(patch_shape)}, "
+                              "not [width, 3, patch, patch]")
     width, _, patch, _ = patch_shape
     depth = 1 + max(int(k[len(prefix) + 7:].split(".")[0]) for k in shapes if k.startswith(prefix + "blocks."))
     mlp = shapes[prefix + "blocks.0.mlp.fc1.weight"][0]
@@ -226,7 +227,8 @@ def openvla_config(directory: str | Path, unnorm_key: str | None = None) -> tupl
     fused = raw.get("use_fused_vision_backbone", len(towers) == 2)
     try:
         config = VLAConfig(
-            image_size=int(raw["image_sizes"][0]), resize_mode="bicubic", vision_towers=tuple(towers),
+            image_size=int(raw["image_sizes"][0]), resize_mode="bicubic", resize_kernel="pil",
+            vision_towers=tuple(towers),
             projector="fused-gelu-mlp" if fused else "gelu-mlp", language_model=lm, tokenizer=str(directory),
             append_token_id=OPENVLA_EMPTY_TOKEN,
             action_vocab_size=text.vocab_size - int(raw.get("pad_to_multiple_of", PAD_TO_MULTIPLE_OF)),
@@ -344,4 +346,5 @@ def _check_shapes(shapes: dict[str, tuple[int, ...]], config: VLAConfig, expecte
                                       f"{name!r} {list(expected[name])}: {error}") from error
             if mapped != expected[name]:
                 raise CheckpointError(f"checkpoint tensor {key!r} has shape {list(shape)} (as {name!r}: "
-                                      f"{list(mapped)}); the model built from config.json expects {list(expected[name])}")
+                                      f"{list(mapped)}); the model built from config.json expects "
+                                      f"{list(expected[name])}")
