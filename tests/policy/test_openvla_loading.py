@@ -362,3 +362,19 @@ def test_our_checkpoints_keep_torchs_kernel_when_enlarging():
     pixels = torch.rand(1, 3, 16, 16)
     plain = F.interpolate(pixels, size=(32, 32), mode="bicubic", align_corners=False, antialias=False).clamp(0, 1)
     torch.testing.assert_close(backbone._resized(pixels, 32), plain)
+
+
+def test_openvla_prompt_is_exactly_openvlas(checkpoint):
+    import dataclasses
+
+    model, _ = load_openvla(checkpoint[0])
+    instruction = "Open the drawer."
+    # experiments/robot/openvla_utils.py: f"In: What action should the robot take to {task_label.lower()}?\nOut:"
+    prompt = f"In: What action should the robot take to {instruction.lower()}?\nOut:"
+    expected = model.tokenizer(prompt, add_special_tokens=False)["input_ids"] + [29871]
+    assert model.prompt_ids([instruction]) == [expected]
+    # our own checkpoints keep their normalisation (the trailing period dropped)
+    model.config = dataclasses.replace(model.config, instruction_format="normalised")
+    ours = model.tokenizer("In: What action should the robot take to open the drawer?\nOut:",
+                           add_special_tokens=False)["input_ids"] + [29871]
+    assert model.prompt_ids([instruction]) == [ours] != [expected]

@@ -122,6 +122,10 @@ class VLAConfig:
     language_model: LanguageModelConfig = option(factory=LanguageModelConfig, doc="Llama decoder")
     tokenizer: str = option("builtin:minilm", "tokenizer directory, or builtin:minilm (ships in a package)")
     prompt_template: str = option(PROMPT_TEMPLATE, "OpenVLA's prompt; {instruction} is filled in")
+    instruction_format: Literal["normalised", "lowercase"] = option(
+        "normalised", "how the instruction enters the prompt: normalised = stripped, lower-cased, a trailing period "
+                      "dropped (our checkpoints were trained so); lowercase = only lower-cased, exactly as OpenVLA's "
+                      "evaluation builds its prompt (load_openvla sets it)")
     append_token_id: int = option(-1, "token appended after the prompt (OpenVLA: 29871), -1 for none")
     action_vocab_size: int = option(30522, "vocab size the action tokenizer counts down from (OpenVLA: 32000)")
     n_action_bins: int = option(256, "action bins (OpenVLA: 256)")
@@ -403,7 +407,11 @@ class VLAModel(nn.Module):
         raise ValueError("the tokenizer has neither a BOS nor a CLS token to start the sequence")
 
     def prompt_ids(self, instructions: list[str]) -> list[list[int]]:
-        prompts = [self.config.prompt_template.format(instruction=text.strip().lower().rstrip(".")) for text in instructions]
+        if self.config.instruction_format == "lowercase":
+            texts = [text.lower() for text in instructions]
+        else:
+            texts = [text.strip().lower().rstrip(".") for text in instructions]
+        prompts = [self.config.prompt_template.format(instruction=text) for text in texts]
         encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         if self.config.append_token_id >= 0:
             encoded = [ids if ids and ids[-1] == self.config.append_token_id else ids + [self.config.append_token_id]

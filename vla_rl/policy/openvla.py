@@ -230,7 +230,7 @@ def openvla_config(directory: str | Path, unnorm_key: str | None = None) -> tupl
             image_size=int(raw["image_sizes"][0]), resize_mode="bicubic", resize_kernel="pil",
             vision_towers=tuple(towers),
             projector="fused-gelu-mlp" if fused else "gelu-mlp", language_model=lm, tokenizer=str(directory),
-            append_token_id=OPENVLA_EMPTY_TOKEN,
+            instruction_format="lowercase", append_token_id=OPENVLA_EMPTY_TOKEN,
             action_vocab_size=text.vocab_size - int(raw.get("pad_to_multiple_of", PAD_TO_MULTIPLE_OF)),
             n_action_bins=int(raw.get("n_action_bins", 256)),
             action_dim=action_stats.action_dim,
