@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from vla_rl.policy import ActionTokenizer, NormStats
+from vla_rl.policy.action_tokenizer import gripper_from_env, gripper_to_env
 
 VOCAB = 32000  # OpenVLA's Llama-2 vocabulary size
 
@@ -93,3 +94,22 @@ def test_stats_from_data_mask_the_gripper():
     stats = NormStats.from_actions(actions)
     assert list(stats.mask) == [True] * 6 + [False]
     np.testing.assert_allclose(stats.q01, np.quantile(actions, 0.01, axis=0))
+
+
+def test_openvla_gripper_convention_both_directions():
+    """OpenVLA's gripper is [0, 1] with 1 = open; our envs take -1 = open, +1 = close."""
+    model = np.array([[0.1, 0.2, 0.3, 0.0, 0.0, 0.0, 1.0], [0.1, 0.2, 0.3, 0.0, 0.0, 0.0, 0.0],
+                      [0.0] * 6 + [0.9], [0.0] * 6 + [0.2]])
+    env = gripper_to_env(model, "openvla")  # normalize_gripper_action(binarize=True), then invert_gripper_action
+    np.testing.assert_array_equal(env[:, 6], [-1.0, 1.0, -1.0, 1.0])
+    np.testing.assert_array_equal(env[:, :6], model[:, :6])
+    demos = np.array([[0.1] * 6 + [-1.0], [0.1] * 6 + [1.0], [0.1] * 6 + [-0.3]])
+    np.testing.assert_allclose(gripper_from_env(demos, "openvla")[:, 6], [1.0, 0.0, 1.0])  # 1 - clip(g, 0, 1)
+    # through OpenVLA's tokenizer (gripper not normalised) and back: the env command survives
+    stats = NormStats(np.full(7, -0.5), np.full(7, 0.5), np.array([True] * 6 + [False]))
+    tokenizer = ActionTokenizer(VOCAB, stats)
+    ids = tokenizer.encode(gripper_from_env(demos, "openvla"))
+    np.testing.assert_array_equal(gripper_to_env(tokenizer.decode(ids), "openvla")[:, 6], [-1.0, 1.0, -1.0])
+    assert gripper_to_env(model, "env") is model and gripper_from_env(demos, "env") is demos
+    with pytest.raises(ValueError, match="gripper convention"):
+        gripper_to_env(model, "bridge")

@@ -378,3 +378,16 @@ def test_openvla_prompt_is_exactly_openvlas(checkpoint):
     ours = model.tokenizer("In: What action should the robot take to open the drawer?\nOut:",
                            add_special_tokens=False)["input_ids"] + [29871]
     assert model.prompt_ids([instruction]) == [ours] != [expected]
+
+
+def test_openvla_gripper_reaches_the_env_as_its_command(checkpoint):
+    model, action_tokenizer = load_openvla(checkpoint[0])
+    assert model.config.gripper_convention == "openvla"
+    policy = VLAPolicy(model, action_tokenizer, seed=0)
+    obs = ObsBatch({"agentview": np.random.default_rng(0).integers(0, 255, (16, IMAGE, IMAGE, 3), dtype=np.uint8)},
+                   np.zeros((16, 8), np.float32), ["pick up the red block"] * 16)
+    out = policy.act(obs, explore=True)
+    decoded = action_tokenizer.decode(out.tokens.numpy().reshape(16, 1, 7))  # OpenVLA's [0, 1], 1 = open
+    np.testing.assert_array_equal(out.actions[..., :6], decoded[..., :6])
+    np.testing.assert_array_equal(out.actions[..., 6], -np.sign(2 * decoded[..., 6] - 1))  # -1 open, +1 close
+    assert set(np.unique(out.actions[..., 6])) <= {-1.0, 1.0}

@@ -22,6 +22,43 @@ from typing import Any, Mapping
 import numpy as np
 
 NORMALISATION_EPS = 1e-8  # OpenVLA's guard against q99 == q01
+# What the last action dimension (the gripper) means to the model (VLAConfig.gripper_convention):
+# env: the environments' command, -1 open / +1 close (our checkpoints); openvla: OpenVLA's RLDS convention,
+# [0, 1] with 1 = open (its LIBERO data is clipped to [0, 1] and flipped, transforms.py)
+GRIPPER_CONVENTIONS = ("env", "openvla")
+
+
+def gripper_to_env(actions: np.ndarray, convention: str) -> np.ndarray:
+    """Model actions ``[..., A]`` -> env actions: with ``openvla`` the gripper becomes
+    ``-sign(2 g - 1)``, OpenVLA's LIBERO evaluation (``normalize_gripper_action(binarize=True)`` then
+    ``invert_gripper_action``): 1 (open) -> -1, 0 (closed) -> +1."""
+    _check_convention(convention)
+    if convention == "env":
+        return actions
+    out = _float_copy(actions)
+    out[..., -1] = -np.sign(2.0 * out[..., -1] - 1.0)
+    return out
+
+
+def gripper_from_env(actions: np.ndarray, convention: str) -> np.ndarray:
+    """Env actions ``[..., A]`` (demos) -> what the model is trained to output: with ``openvla`` the
+    gripper becomes ``1 - clip(g, 0, 1)`` as OpenVLA's LIBERO data transform: -1 (open) -> 1, +1 (close) -> 0."""
+    _check_convention(convention)
+    if convention == "env":
+        return actions
+    out = _float_copy(actions)
+    out[..., -1] = 1.0 - np.clip(out[..., -1], 0.0, 1.0)
+    return out
+
+
+def _float_copy(actions: np.ndarray) -> np.ndarray:
+    actions = np.asarray(actions)
+    return np.array(actions, dtype=np.result_type(actions.dtype, np.float32), copy=True)  # float32 stays float32
+
+
+def _check_convention(convention: str) -> None:
+    if convention not in GRIPPER_CONVENTIONS:
+        raise ValueError(f"unknown gripper convention {convention!r}; choose from {', '.join(GRIPPER_CONVENTIONS)}")
 
 
 @dataclass(frozen=True)

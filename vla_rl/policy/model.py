@@ -130,6 +130,11 @@ class VLAConfig:
     action_vocab_size: int = option(30522, "vocab size the action tokenizer counts down from (OpenVLA: 32000)")
     n_action_bins: int = option(256, "action bins (OpenVLA: 256)")
     action_dim: int = option(7, "action dimensions per step")
+    gripper_convention: Literal["env", "openvla"] = option(
+        "env", "what the last action dimension means to the model: env = the environments' gripper command "
+               "(-1 open, +1 close), passed through (our checkpoints); openvla = OpenVLA's [0, 1] with 1 = open: act "
+               "turns it into the env's as OpenVLA's LIBERO evaluation does (2g - 1, sign, negated) and SFT trains "
+               "on 1 - clip(g, 0, 1) of the demos' commands, as OpenVLA's LIBERO data (load_openvla sets it)")
     chunk_size: int = option(1, "actions predicted per observation (K); tokens = K * action_dim")
     decoding: Literal["autoregressive", "parallel"] = option("autoregressive", "OpenVLA or OFT-style decoding")
     greedy_decoding: Literal["argmax", "expected"] = option(

@@ -233,7 +233,7 @@ def openvla_config(directory: str | Path, unnorm_key: str | None = None) -> tupl
             instruction_format="lowercase", append_token_id=OPENVLA_EMPTY_TOKEN,
             action_vocab_size=text.vocab_size - int(raw.get("pad_to_multiple_of", PAD_TO_MULTIPLE_OF)),
             n_action_bins=int(raw.get("n_action_bins", 256)),
-            action_dim=action_stats.action_dim,
+            action_dim=action_stats.action_dim, gripper_convention="openvla",
         )
         ActionTokenizer(config.action_vocab_size, action_stats, config.n_action_bins)
     except (TypeError, ValueError, IndexError) as error:
