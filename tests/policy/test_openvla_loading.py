@@ -391,3 +391,45 @@ def test_openvla_gripper_reaches_the_env_as_its_command(checkpoint):
     np.testing.assert_array_equal(out.actions[..., :6], decoded[..., :6])
     np.testing.assert_array_equal(out.actions[..., 6], -np.sign(2 * decoded[..., 6] - 1))  # -1 open, +1 close
     assert set(np.unique(out.actions[..., 6])) <= {-1.0, 1.0}
+
+
+def tf_center_crop_reference(image, size, area=0.9):
+    """OpenVLA's evaluation crop written out from tf.image.crop_and_resize's definition: box
+    [y1, x1, y2, x2] = central sqrt(area) of each side, output pixel i samples input row
+    y1 * (H - 1) + i * (y2 - y1) * (H - 1) / (size - 1) bilinearly; then tf.image.convert_image_dtype to
+    uint8 (x * 255.5, truncated)."""
+    height, width, _ = image.shape
+    side = np.sqrt(area)
+    low, high = (1 - side) / 2, (1 + side) / 2
+    pixels = image.astype(np.float64) / 255
+    out = np.zeros((size, size, 3))
+    for i in range(size):
+        y = low * (height - 1) + i * (high - low) * (height - 1) / (size - 1)
+        top, dy = int(np.floor(y)), y - np.floor(y)
+        for j in range(size):
+            x = low * (width - 1) + j * (high - low) * (width - 1) / (size - 1)
+            left, dx = int(np.floor(x)), x - np.floor(x)
+            bottom, right = min(top + 1, height - 1), min(left + 1, width - 1)
+            upper = pixels[top, left] + (pixels[top, right] - pixels[top, left]) * dx
+            lower = pixels[bottom, left] + (pixels[bottom, right] - pixels[bottom, left]) * dx
+            out[i, j] = upper + (lower - upper) * dy
+    return np.minimum(np.floor(np.clip(out, 0, 1) * 255.5), 255).astype(np.uint8)
+
+
+def test_center_crop_is_openvlas_evaluation_crop(checkpoint):
+    from vla_rl.policy.model import center_crop
+
+    images = np.random.default_rng(5).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
+    reference = np.stack([tf_center_crop_reference(image, IMAGE) for image in images]).astype(np.int64)
+    cropped = center_crop(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, IMAGE)
+    levels = (cropped * 255).round().permute(0, 2, 3, 1).numpy().astype(np.int64)
+    difference = np.abs(levels - reference)  # float32 against float64 at the truncation: a level, rarely
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.005
+    cropping, _ = load_openvla(checkpoint[0], center_crop=True)
+    plain, _ = load_openvla(checkpoint[0])
+    assert cropping.config.center_crop and not plain.config.center_crop
+    with torch.no_grad():
+        ours = cropping.vision_backbone(torch.from_numpy(images))
+        expected = plain.vision_backbone(torch.from_numpy(levels.astype(np.uint8)))  # image_size: no resize
+        torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(ours, plain.vision_backbone(torch.from_numpy(images)), atol=1e-2)

@@ -121,6 +121,9 @@ class VLAConfig:
     projector: Literal["gelu-mlp", "fused-gelu-mlp"] = option("gelu-mlp", "OpenVLA projector variant")
     language_model: LanguageModelConfig = option(factory=LanguageModelConfig, doc="Llama decoder")
     tokenizer: str = option("builtin:minilm", "tokenizer directory, or builtin:minilm (ships in a package)")
+    center_crop: bool = option(False, "crop every camera image to its central 90% of the area and resize it to "
+                                      "image_size first, as OpenVLA's evaluation does (center_crop=True) for models "
+                                      "fine-tuned with its random-crop augmentation (load_openvla(center_crop=True))")
     prompt_template: str = option(PROMPT_TEMPLATE, "OpenVLA's prompt; {instruction} is filled in")
     instruction_format: Literal["normalised", "lowercase"] = option(
         "normalised", "how the instruction enters the prompt: normalised = stripped, lower-cased, a trailing period "
@@ -274,6 +277,7 @@ class VisionBackbone(nn.Module):
         self.image_size = config.image_size
         self.resize_mode = config.resize_mode
         self.resize_kernel = config.resize_kernel
+        self.center_crop = config.center_crop
         self.towers = nn.ModuleList([_build_tower(t, t.input_size or config.image_size, load_pretrained)
                                      for t in config.vision_towers])
         for index, tower in enumerate(config.vision_towers):
@@ -290,7 +294,10 @@ class VisionBackbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``uint8 [B, H, W, 3]`` -> ``[B, P, feature_dim]``."""
-        pixels = self._resized(images.permute(0, 3, 1, 2).float() / 255.0, self.image_size)
+        pixels = images.permute(0, 3, 1, 2).float() / 255.0
+        if self.center_crop:
+            pixels = center_crop(pixels, self.image_size)
+        pixels = self._resized(pixels, self.image_size)
         features = []
         for index, (tower, config) in enumerate(zip(self.towers, self.tower_configs)):
             tower_pixels = self._resized(pixels, config.input_size or self.image_size)
@@ -319,6 +326,22 @@ class VisionBackbone(nn.Module):
         antialias = size < pixels.shape[-1] or self.resize_kernel == "pil"
         return nn.functional.interpolate(pixels, size=(size, size), mode=self.resize_mode, align_corners=False,
                                          antialias=antialias).clamp(0.0, 1.0)
+
+
+CENTER_CROP_AREA = 0.9  # OpenVLA's crop_scale: the crop keeps 90% of the area, sqrt(0.9) of each side
+
+
+def center_crop(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """``[B, 3, H, W]`` in [0, 1] -> ``[B, 3, size, size]``: OpenVLA's evaluation crop (openvla_utils.py
+    ``crop_and_resize``): ``tf.image.crop_and_resize`` of the central box of ``CENTER_CROP_AREA``'s area to
+    ``size`` px (bilinear, the box corners on the corner pixel centres), then TF's float -> uint8
+    conversion (``x * 255.5`` truncated) that precedes its image processor."""
+    side = CENTER_CROP_AREA ** 0.5  # the box [(1 - side) / 2, (1 + side) / 2] is [-side, side] in grid_sample's units
+    axis = torch.linspace(-side, side, size, device=pixels.device, dtype=pixels.dtype)
+    rows, cols = torch.meshgrid(axis, axis, indexing="ij")
+    grid = torch.stack([cols, rows], dim=-1).expand(len(pixels), -1, -1, -1)
+    cropped = nn.functional.grid_sample(pixels, grid, mode="bilinear", align_corners=True)
+    return torch.floor(cropped.clamp(0.0, 1.0) * 255.5).clamp(max=255.0) / 255.0
 
 
 class Projector(nn.Module):

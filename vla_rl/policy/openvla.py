@@ -23,6 +23,7 @@ bf16-rounded normalisation the published model was run with).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -294,16 +295,19 @@ def _map_tower_key(key: str, ours: str, tower: VisionTowerConfig) -> list[tuple[
 
 
 def load_openvla(directory: str | Path, unnorm_key: str | None = None, dtype: torch.dtype = torch.float32,
-                 device: str | torch.device = "cpu") -> tuple[VLAModel, ActionTokenizer]:
+                 device: str | torch.device = "cpu", center_crop: bool = False) -> tuple[VLAModel, ActionTokenizer]:
     """Build our model from an OpenVLA checkpoint directory; returns it with its action tokenizer.
 
     ``unnorm_key`` picks the dataset whose action statistics un-normalise actions (needed when the
-    checkpoint holds several, as openvla-7b does).
+    checkpoint holds several, as openvla-7b does). ``center_crop``: crop images to their central 90%
+    first, as OpenVLA's evaluation does for models fine-tuned with random-crop augmentation (its LIBERO
+    fine-tunes); off for the base model.
     """
     from safetensors.torch import load_file
 
     directory = Path(directory)
     config, action_stats = openvla_config(directory, unnorm_key)
+    config = dataclasses.replace(config, center_crop=center_crop)
     model = VLAModel(config, tokenizer=_text_tokenizer(directory)).to(dtype=dtype)
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     _check_shapes(_tensor_shapes(_shard_files(directory)), config, expected)  # before any weight is read
