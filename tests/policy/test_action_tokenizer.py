@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from vla_rl.policy import ActionTokenizer, NormStats
+from vla_rl.policy.action_tokenizer import gripper_from_env, gripper_to_env
 
 VOCAB = 32000  # OpenVLA's Llama-2 vocabulary size
 
@@ -58,7 +59,8 @@ def test_round_trip_error_is_at_most_half_a_bin(stats):
     decoded = tokenizer.decode(tokenizer.encode(actions))
     half_bin = np.where(stats.mask, (stats.q99 - stats.q01) / 255 / 2, 1 / 255)
     assert np.all(np.abs(decoded - actions) <= half_bin * (1 + 1e-5) + 1e-7)
-    # decode returns bin centres: decoding the decoded actions is a fixed point
+    # decode returns bin centres, which re-encode to the same ids (actions strictly inside [q01, q99]
+    # never reach id VOCAB - 256, the one id that is not a fixed point: see the test over all ids)
     np.testing.assert_array_equal(tokenizer.encode(decoded), tokenizer.encode(actions))
 
 
@@ -93,3 +95,48 @@ def test_stats_from_data_mask_the_gripper():
     stats = NormStats.from_actions(actions)
     assert list(stats.mask) == [True] * 6 + [False]
     np.testing.assert_allclose(stats.q01, np.quantile(actions, 0.01, axis=0))
+
+
+def test_openvla_gripper_convention_both_directions():
+    """OpenVLA's gripper is [0, 1] with 1 = open; our envs take -1 = open, +1 = close."""
+    model = np.array([[0.1, 0.2, 0.3, 0.0, 0.0, 0.0, 1.0], [0.1, 0.2, 0.3, 0.0, 0.0, 0.0, 0.0],
+                      [0.0] * 6 + [0.9], [0.0] * 6 + [0.2]])
+    env = gripper_to_env(model, "openvla")  # normalize_gripper_action(binarize=True), then invert_gripper_action
+    np.testing.assert_array_equal(env[:, 6], [-1.0, 1.0, -1.0, 1.0])
+    np.testing.assert_array_equal(env[:, :6], model[:, :6])
+    demos = np.array([[0.1] * 6 + [-1.0], [0.1] * 6 + [1.0], [0.1] * 6 + [-0.3]])
+    np.testing.assert_allclose(gripper_from_env(demos, "openvla")[:, 6], [1.0, 0.0, 1.0])  # 1 - clip(g, 0, 1)
+    # through OpenVLA's tokenizer (gripper not normalised) and back: the env command survives
+    stats = NormStats(np.full(7, -0.5), np.full(7, 0.5), np.array([True] * 6 + [False]))
+    tokenizer = ActionTokenizer(VOCAB, stats)
+    ids = tokenizer.encode(gripper_from_env(demos, "openvla"))
+    np.testing.assert_array_equal(gripper_to_env(tokenizer.decode(ids), "openvla")[:, 6], [-1.0, 1.0, -1.0])
+    assert gripper_to_env(model, "env") is model and gripper_from_env(demos, "env") is demos
+    with pytest.raises(ValueError, match="gripper convention"):
+        gripper_to_env(model, "bridge")
+
+
+def test_every_id_but_the_top_bin_is_a_fixed_point_of_encode_decode(stats):
+    """encode(decode(id)) == id for every action id except VOCAB - 256 (bin 256, normalised value exactly
+    1), which decodes to the last bin centre like VOCAB - 255 and so re-encodes to VOCAB - 255 (OpenVLA too)."""
+    tokenizer = ActionTokenizer(VOCAB, stats)
+    ids = np.repeat(np.arange(VOCAB - 256, VOCAB)[:, None], 7, axis=1)  # masked and normalised dimensions
+    again = tokenizer.encode(tokenizer.decode(ids))
+    np.testing.assert_array_equal(again[1:], ids[1:])
+    np.testing.assert_array_equal(again[0], np.full(7, VOCAB - 255))
+    np.testing.assert_array_equal(again, openvla_reference_ids(tokenizer.decode(ids), stats.q01, stats.q99, stats.mask))
+
+
+@pytest.mark.parametrize("value", [0.3, 0.0, -2.5, 1000.0])
+def test_a_constant_dimension_has_one_id_and_decodes_to_its_value(value):
+    stats = NormStats(np.array([-0.5, value]), np.array([0.5, value]), np.array([True, True]))
+    tokenizer = ActionTokenizer(VOCAB, stats)
+    ids = tokenizer.encode(np.array([[0.1, value], [0.1, value + 1e-3], [0.1, value - 1e-3]]))
+    np.testing.assert_array_equal(ids[:, 1], VOCAB - 1)  # OpenVLA's id for the value itself (normalised -1)
+    assert ids[0, 1] == openvla_reference_ids(np.array([[0.1, value]]), stats.q01, stats.q99, stats.mask)[0, 1]
+    decoded = tokenizer.decode(ids)
+    np.testing.assert_array_equal(decoded[:, 1], np.float32(value))
+    np.testing.assert_array_equal(tokenizer.encode(decoded), ids)  # the float32 constant re-encodes the same
+    # a dimension that is constant up to float rounding counts as constant
+    near = ActionTokenizer(VOCAB, NormStats(np.array([value]), np.array([value + 1e-12]), np.array([True])))
+    assert near.encode(near.decode(np.array([VOCAB - 1])))[0] == VOCAB - 1

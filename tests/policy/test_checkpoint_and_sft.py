@@ -8,8 +8,9 @@ import torch
 
 from vla_rl.core.demo_file import Episode, read_demo_file, write_demo_file
 from vla_rl.policy.checkpoint import CorruptCheckpointError, latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from vla_rl.policy import ActionTokenizer, NormStats
 from vla_rl.policy.model import VLAModel
-from vla_rl.policy.sft import SFTConfig, load_demos, random_shift, train_sft
+from vla_rl.policy.sft import SFTConfig, demo_action_tokens, load_demos, random_shift, train_sft
 
 from .conftest import make_obs, make_policy, tiny_config
 
@@ -365,3 +366,22 @@ def test_head_points_options_are_checked_and_labels_bypass_the_localiser():
         expected = model.points_token(points, 32)
     assert prefix.located_logits is None
     torch.testing.assert_close(prefix.embeds[:, 1:2], expected)  # right after BOS
+
+
+def test_sft_trains_an_openvla_convention_model_on_openvla_gripper_targets(tmp_path):
+    """Demos hold the env's gripper command (-1 open, +1 close); an OpenVLA-convention model is
+    trained on OpenVLA's 1 = open, 0 = closed, and acts in the env's command again."""
+    stats = NormStats(np.full(7, -1.0), np.full(7, 1.0), np.array([True] * 6 + [False]))
+    tokenizer = ActionTokenizer(1000, stats)
+    chunks = np.zeros((2, 1, 7), np.float32)
+    chunks[:, 0, 6] = [-1.0, 1.0]  # open, close
+    ids = demo_action_tokens(chunks, tokenizer, "openvla")
+    np.testing.assert_array_equal(ids[:, 6], tokenizer.encode(np.array([[0.0] * 6 + [1.0], [0.0] * 7]))[:, 6])
+    np.testing.assert_array_equal(demo_action_tokens(chunks, tokenizer, "env"), tokenizer.encode(chunks).reshape(2, -1))
+    (tmp_path / "demos").mkdir()
+    synthetic_demos(tmp_path / "demos")  # gripper +1 for Reach, -1 for Lift
+    train_sft(sft_config(tmp_path, model=tiny_config(gripper_convention="openvla"), steps=2, checkpoint_every=2),
+              show_progress=False)
+    model, action_tokenizer, _ = load_checkpoint(latest_valid_checkpoint(tmp_path / "run", "step_"))
+    assert model.config.gripper_convention == "openvla"
+    assert action_tokenizer.norm_stats.q01[6] == 0.0 and action_tokenizer.norm_stats.q99[6] == 1.0

@@ -123,6 +123,19 @@ def checkpoint(tmp_path_factory):
     return directory, weights
 
 
+def variant(checkpoint, path, edit_config=None):
+    """A copy of the fixture checkpoint in ``path``; ``edit_config(config)`` changes its config.json."""
+    directory, _ = checkpoint
+    path.mkdir()
+    for item in directory.iterdir():
+        (path / item.name).write_bytes(item.read_bytes())
+    if edit_config is not None:
+        config = json.loads((directory / "config.json").read_text())
+        edit_config(config)
+        (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
 def test_vision_features_match_timm_reference(checkpoint):
     directory, weights = checkpoint
     model, _ = load_openvla(directory)
@@ -187,3 +200,236 @@ def test_broken_checkpoints_are_clear_errors(checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match="pass unnorm_key"):
         load_openvla(several)
     assert load_openvla(several, unnorm_key="other")[1].action_dim == 7
+
+
+def test_action_dim_is_the_unnorm_key_datasets(checkpoint, tmp_path):
+    def add_six(config):  # "seven" comes first, as openvla-7b lists datasets of other sizes before the chosen one
+        seven = config["norm_stats"].pop("tabletop")
+        six = {"action": {key: value[:6] for key, value in seven["action"].items()}}
+        config["norm_stats"] = {"seven": seven, "six": six}
+
+    directory = variant(checkpoint, tmp_path / "six", add_six)
+    model, action_tokenizer = load_openvla(directory, unnorm_key="six")
+    assert model.config.action_dim == 6 and action_tokenizer.action_dim == 6
+    obs = ObsBatch({"agentview": np.zeros((1, IMAGE, IMAGE, 3), np.uint8)}, np.zeros((1, 8), np.float32),
+                   ["pick up the red block"])
+    assert VLAPolicy(model, action_tokenizer).act(obs, explore=False).actions.shape == (1, 1, 6)
+    assert load_openvla(directory, unnorm_key="seven")[0].config.action_dim == 7
+
+
+def test_missing_pad_to_multiple_of_is_prismatic_default_64(checkpoint, tmp_path):
+    directory = variant(checkpoint, tmp_path / "no-pad", lambda config: config.pop("pad_to_multiple_of"))
+    model, action_tokenizer = load_openvla(directory)
+    # PrismaticConfig(pad_to_multiple_of=64): action ids count down from vocab_size - 64, the tokenizer's size
+    assert model.config.action_vocab_size == model.tokenizer.vocab_size == action_tokenizer.vocab_size
+
+
+def test_rope_theta_is_read_and_rope_scaling_refused(checkpoint, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def theta(config):
+        config["text_config"]["rope_theta"] = 500000.0
+
+    directory = variant(checkpoint, tmp_path / "theta", theta)
+    model, _ = load_openvla(directory)
+    assert model.config.language_model.rope_theta == 500000.0
+    # the decoder computes what transformers' own Llama with the checkpoint's text_config computes
+    text_config = json.loads((directory / "config.json").read_text())["text_config"]
+    reference = LlamaForCausalLM(LlamaConfig(**text_config)).eval()
+    reference.load_state_dict({k[len("language_model."):]: v for k, v in checkpoint[1].items()
+                               if k.startswith("language_model.")})
+    ids = torch.randint(0, 1000, (1, 300))  # long enough for the RoPE base to matter
+    with torch.no_grad():
+        torch.testing.assert_close(model.language_model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
+
+    def scaled(config):
+        config["text_config"]["rope_scaling"] = {"type": "linear", "factor": 2.0}
+
+    with pytest.raises(CheckpointError, match="RoPE scaling 'linear'"):
+        load_openvla(variant(checkpoint, tmp_path / "scaled", scaled))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("image_resize_strategy", "letterbox", "image_resize_strategy 'letterbox' is not implemented"),
+    ("image_resize_strategy", None, "image_resize_strategy 'letterbox'"),  # PrismaticConfig's default
+    ("llm_backbone_id", "vicuna-v15-7b", "llm_backbone_id 'vicuna-v15-7b' is not implemented"),  # openvla-v01
+    ("llm_backbone_id", "llama2-7b-chat", "llm_backbone_id 'llama2-7b-chat'"),
+    ("llm_backbone_id", None, "llm_backbone_id 'vicuna-v15-7b'"),
+])
+def test_unimplemented_prismatic_options_are_refused(checkpoint, tmp_path, key, value, message):
+    def edit(config):
+        if value is None:
+            del config[key]
+        else:
+            config[key] = value
+
+    with pytest.raises(CheckpointError, match=message):
+        load_openvla(variant(checkpoint, tmp_path / "other", edit))
+
+
+def _drop_tensor(key):
+    def apply(directory):
+        _rewrite_shards(directory, lambda tensors: tensors.pop(key, None))
+    return apply
+
+
+def _reshape_tensor(key, *shape):
+    def apply(directory):
+        def edit(tensors):
+            if key in tensors:
+                tensors[key] = torch.ones(*shape)
+        _rewrite_shards(directory, edit)
+    return apply
+
+
+def _rewrite_shards(directory, edit):
+    """Apply ``edit(tensors)`` to every shard's tensors (a dict it changes in place)."""
+    from safetensors.torch import load_file
+
+    for shard in directory.glob("*.safetensors"):
+        tensors = load_file(str(shard))
+        edit(tensors)
+        save_file(tensors, str(shard))
+
+
+def _edit_json(name, edit):
+    def apply(directory):
+        data = json.loads((directory / name).read_text())
+        edit(data)
+        (directory / name).write_text(json.dumps(data))
+    return apply
+
+
+def _remove_tokenizer(directory):
+    for path in directory.iterdir():
+        if path.name.startswith(("tokenizer", "vocab", "special_tokens")):
+            path.unlink()
+
+
+QKV = "vision_backbone.fused_featurizer.blocks.0.attn.qkv.weight"
+BROKEN = {  # case: (how the fixture is broken, what the CheckpointError says)
+    "missing vision tensor": (_drop_tensor("vision_backbone.featurizer.patch_embed.proj.weight"),
+                              "no 'vision_backbone.featurizer.patch_embed.proj.weight'"),
+    "index without weight_map": (_edit_json("model.safetensors.index.json", lambda i: i.pop("weight_map")),
+                                 "no 'weight_map'"),
+    "preprocessor entry without std": (_edit_json("preprocessor_config.json",
+                                                  lambda p: p["tvf_normalize_params"][1].pop("std")),
+                                       r"tvf_normalize_params\[1\] needs 'mean' and 'std'"),
+    "dataset without action": (_edit_json("config.json", lambda c: c["norm_stats"]["tabletop"].pop("action")),
+                               r"norm_stats\['tabletop'\] has no 'action'"),
+    "action stats without q99": (_edit_json("config.json", lambda c: c["norm_stats"]["tabletop"]["action"].pop("q99")),
+                                 "is not usable: .*q99"),
+    "empty norm_stats": (_edit_json("config.json", lambda c: c["norm_stats"].clear()), "norm_stats holds no dataset"),
+    "wrong-shape tensor": (_reshape_tensor("language_model.model.norm.weight", LLM_DIM + 1),
+                           r"'language_model.model.norm.weight' has shape \[65\].*expects \[64\]"),
+    "wrong-shape vision tensor": (_reshape_tensor(QKV, 3 * SIGLIP_DIM, SIGLIP_DIM + 1),
+                                  rf"'{QKV}' has shape \[144, 49\]"),
+    "no tokenizer files": (_remove_tokenizer, "cannot load the text tokenizer"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_checkpoint_is_one_clear_checkpoint_error(checkpoint, tmp_path, case):
+    breaker, message = BROKEN[case]
+    directory = variant(checkpoint, tmp_path / "broken")
+    breaker(directory)
+    with pytest.raises(CheckpointError, match=message):
+        load_openvla(directory)
+
+
+@pytest.mark.parametrize("source, target", [(16, IMAGE), (128, 224), (256, 224)])
+def test_resizing_matches_pil_bicubic(checkpoint, source, target):
+    """OpenVLA's processor resizes with PIL's BICUBIC (a=-0.5 kernel, antialiased), enlarging or not."""
+    from PIL import Image
+
+    model, _ = load_openvla(checkpoint[0])
+    # a smooth random image: on pixel noise PIL's uint8 clipping between its two 1-D passes dominates
+    coarse = np.random.default_rng(source).integers(0, 256, (source // 4, source // 4, 3), dtype=np.uint8)
+    image = np.array(Image.fromarray(coarse).resize((source, source), Image.Resampling.BILINEAR))
+    pil = np.asarray(Image.fromarray(image).resize((target, target), Image.Resampling.BICUBIC), np.float32) / 255
+    ours = model.vision_backbone._resized(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, target)
+    error = np.abs(ours[0].permute(1, 2, 0).numpy() - pil) * 255
+    # PIL rounds to uint8 and computes in fixed point: ~0.3 mean, ~1.1 max. Torch's plain bicubic (a=-0.75),
+    # used when enlarging before, is 0.9-1.1 off on average and up to 6.5
+    assert error.mean() < 0.5 and error.max() < 1.5
+
+
+def test_our_checkpoints_keep_torchs_kernel_when_enlarging():
+    from vla_rl.policy.model import VisionBackbone, VisionTowerConfig, VLAConfig
+
+    tower = VisionTowerConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, patch_size=8)
+    backbone = VisionBackbone(VLAConfig(image_size=32, resize_mode="bicubic", vision_towers=(tower,)))
+    pixels = torch.rand(1, 3, 16, 16)
+    plain = F.interpolate(pixels, size=(32, 32), mode="bicubic", align_corners=False, antialias=False).clamp(0, 1)
+    torch.testing.assert_close(backbone._resized(pixels, 32), plain)
+
+
+def test_openvla_prompt_is_exactly_openvlas(checkpoint):
+    import dataclasses
+
+    model, _ = load_openvla(checkpoint[0])
+    instruction = "Open the drawer."
+    # experiments/robot/openvla_utils.py: f"In: What action should the robot take to {task_label.lower()}?\nOut:"
+    prompt = f"In: What action should the robot take to {instruction.lower()}?\nOut:"
+    expected = model.tokenizer(prompt, add_special_tokens=False)["input_ids"] + [29871]
+    assert model.prompt_ids([instruction]) == [expected]
+    # our own checkpoints keep their normalisation (the trailing period dropped)
+    model.config = dataclasses.replace(model.config, instruction_format="normalised")
+    ours = model.tokenizer("In: What action should the robot take to open the drawer?\nOut:",
+                           add_special_tokens=False)["input_ids"] + [29871]
+    assert model.prompt_ids([instruction]) == [ours] != [expected]
+
+
+def test_openvla_gripper_reaches_the_env_as_its_command(checkpoint):
+    model, action_tokenizer = load_openvla(checkpoint[0])
+    assert model.config.gripper_convention == "openvla"
+    policy = VLAPolicy(model, action_tokenizer, seed=0)
+    obs = ObsBatch({"agentview": np.random.default_rng(0).integers(0, 255, (16, IMAGE, IMAGE, 3), dtype=np.uint8)},
+                   np.zeros((16, 8), np.float32), ["pick up the red block"] * 16)
+    out = policy.act(obs, explore=True)
+    decoded = action_tokenizer.decode(out.tokens.numpy().reshape(16, 1, 7))  # OpenVLA's [0, 1], 1 = open
+    np.testing.assert_array_equal(out.actions[..., :6], decoded[..., :6])
+    np.testing.assert_array_equal(out.actions[..., 6], -np.sign(2 * decoded[..., 6] - 1))  # -1 open, +1 close
+    assert set(np.unique(out.actions[..., 6])) <= {-1.0, 1.0}
+
+
+def tf_center_crop_reference(image, size, area=0.9):
+    """OpenVLA's evaluation crop written out from tf.image.crop_and_resize's definition: box
+    [y1, x1, y2, x2] = central sqrt(area) of each side, output pixel i samples input row
+    y1 * (H - 1) + i * (y2 - y1) * (H - 1) / (size - 1) bilinearly; then tf.image.convert_image_dtype to
+    uint8 (x * 255.5, truncated)."""
+    height, width, _ = image.shape
+    side = np.sqrt(area)
+    low, high = (1 - side) / 2, (1 + side) / 2
+    pixels = image.astype(np.float64) / 255
+    out = np.zeros((size, size, 3))
+    for i in range(size):
+        y = low * (height - 1) + i * (high - low) * (height - 1) / (size - 1)
+        top, dy = int(np.floor(y)), y - np.floor(y)
+        for j in range(size):
+            x = low * (width - 1) + j * (high - low) * (width - 1) / (size - 1)
+            left, dx = int(np.floor(x)), x - np.floor(x)
+            bottom, right = min(top + 1, height - 1), min(left + 1, width - 1)
+            upper = pixels[top, left] + (pixels[top, right] - pixels[top, left]) * dx
+            lower = pixels[bottom, left] + (pixels[bottom, right] - pixels[bottom, left]) * dx
+            out[i, j] = upper + (lower - upper) * dy
+    return np.minimum(np.floor(np.clip(out, 0, 1) * 255.5), 255).astype(np.uint8)
+
+
+def test_center_crop_is_openvlas_evaluation_crop(checkpoint):
+    from vla_rl.policy.model import center_crop
+
+    images = np.random.default_rng(5).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
+    reference = np.stack([tf_center_crop_reference(image, IMAGE) for image in images]).astype(np.int64)
+    cropped = center_crop(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, IMAGE)
+    levels = (cropped * 255).round().permute(0, 2, 3, 1).numpy().astype(np.int64)
+    difference = np.abs(levels - reference)  # float32 against float64 at the truncation: a level, rarely
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.005
+    cropping, _ = load_openvla(checkpoint[0], center_crop=True)
+    plain, _ = load_openvla(checkpoint[0])
+    assert cropping.config.center_crop and not plain.config.center_crop
+    with torch.no_grad():
+        ours = cropping.vision_backbone(torch.from_numpy(images))
+        expected = plain.vision_backbone(torch.from_numpy(levels.astype(np.uint8)))  # image_size: no resize
+        torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(ours, plain.vision_backbone(torch.from_numpy(images)), atol=1e-2)

@@ -12,6 +12,15 @@ Decoding inverts this: ``bin = vocab_size - id``, ``clip(bin - 1, 0, n_bins - 2)
 ``n_bins - 1`` bin centres, then un-normalise with ``0.5 * (a_n + 1) * (q99 - q01) + q01`` (masked
 dimensions are passed through). The round-trip error is at most half a bin width in normalised
 units, i.e. ``(q99 - q01) / (n_bins - 1) / 2`` in action units (inside [q01, q99]).
+
+Decoded actions re-encode to the same ids, with one exception (as in OpenVLA): id ``vocab_size - n_bins``
+(bin ``n_bins``, reached only by a normalised value of exactly 1) decodes to the last bin centre, which
+re-encodes to ``vocab_size - n_bins + 1``. Every other id is a fixed point of ``encode(decode(ids))``.
+
+A normalised dimension whose ``q99 - q01`` is below ``CONSTANT_RANGE_RTOL`` of its magnitude is
+constant: it always encodes to id ``vocab_size - 1`` (the bin OpenVLA's formula gives its value q01) and
+decodes to q01. Through the formula, float32 rounding of the decoded value divided by ``q99 - q01 + 1e-8``
+saturated the clip, and the decoded constant re-encoded to the other end (``vocab_size - n_bins``).
 """
 
 from __future__ import annotations
@@ -22,6 +31,44 @@ from typing import Any, Mapping
 import numpy as np
 
 NORMALISATION_EPS = 1e-8  # OpenVLA's guard against q99 == q01
+CONSTANT_RANGE_RTOL = 1e-6  # q99 - q01 below this times max(1, |q01|, |q99|): a constant dimension
+# What the last action dimension (the gripper) means to the model (VLAConfig.gripper_convention):
+# env: the environments' command, -1 open / +1 close (our checkpoints); openvla: OpenVLA's RLDS convention,
+# [0, 1] with 1 = open (its LIBERO data is clipped to [0, 1] and flipped, transforms.py)
+GRIPPER_CONVENTIONS = ("env", "openvla")
+
+
+def gripper_to_env(actions: np.ndarray, convention: str) -> np.ndarray:
+    """Model actions ``[..., A]`` -> env actions: with ``openvla`` the gripper becomes
+    ``-sign(2 g - 1)``, OpenVLA's LIBERO evaluation (``normalize_gripper_action(binarize=True)`` then
+    ``invert_gripper_action``): 1 (open) -> -1, 0 (closed) -> +1."""
+    _check_convention(convention)
+    if convention == "env":
+        return actions
+    out = _float_copy(actions)
+    out[..., -1] = -np.sign(2.0 * out[..., -1] - 1.0)
+    return out
+
+
+def gripper_from_env(actions: np.ndarray, convention: str) -> np.ndarray:
+    """Env actions ``[..., A]`` (demos) -> what the model is trained to output: with ``openvla`` the
+    gripper becomes ``1 - clip(g, 0, 1)`` as OpenVLA's LIBERO data transform: -1 (open) -> 1, +1 (close) -> 0."""
+    _check_convention(convention)
+    if convention == "env":
+        return actions
+    out = _float_copy(actions)
+    out[..., -1] = 1.0 - np.clip(out[..., -1], 0.0, 1.0)
+    return out
+
+
+def _float_copy(actions: np.ndarray) -> np.ndarray:
+    actions = np.asarray(actions)
+    return np.array(actions, dtype=np.result_type(actions.dtype, np.float32), copy=True)  # float32 stays float32
+
+
+def _check_convention(convention: str) -> None:
+    if convention not in GRIPPER_CONVENTIONS:
+        raise ValueError(f"unknown gripper convention {convention!r}; choose from {', '.join(GRIPPER_CONVENTIONS)}")
 
 
 @dataclass(frozen=True)
@@ -75,6 +122,9 @@ class ActionTokenizer:
         self.norm_stats = norm_stats if isinstance(norm_stats, NormStats) else NormStats.from_dict(norm_stats)
         self.bins = np.linspace(-1.0, 1.0, self.n_bins)
         self.bin_centers = (self.bins[:-1] + self.bins[1:]) / 2.0
+        stats = self.norm_stats
+        scale = np.maximum(1.0, np.maximum(np.abs(stats.q01), np.abs(stats.q99)))
+        self.constant = stats.mask & (stats.q99 - stats.q01 < CONSTANT_RANGE_RTOL * scale)
 
     @property
     def action_dim(self) -> int:
@@ -96,11 +146,13 @@ class ActionTokenizer:
     def normalize(self, actions: np.ndarray) -> np.ndarray:
         stats = self.norm_stats
         scaled = 2.0 * (actions - stats.q01) / (stats.q99 - stats.q01 + NORMALISATION_EPS) - 1.0
+        scaled = np.where(self.constant, -1.0, scaled)  # a constant dimension's one value: q01's bin
         return np.where(stats.mask, np.clip(scaled, -1.0, 1.0), actions)
 
     def unnormalize(self, normalized: np.ndarray) -> np.ndarray:
         stats = self.norm_stats
-        return np.where(stats.mask, 0.5 * (normalized + 1.0) * (stats.q99 - stats.q01) + stats.q01, normalized)
+        values = np.where(self.constant, stats.q01, 0.5 * (normalized + 1.0) * (stats.q99 - stats.q01) + stats.q01)
+        return np.where(stats.mask, values, normalized)
 
     def encode(self, actions: np.ndarray) -> np.ndarray:
         """``[..., A]`` float actions -> ``[..., A]`` int64 token ids."""

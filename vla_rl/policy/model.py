@@ -112,16 +112,32 @@ class LanguageModelConfig:
 class VLAConfig:
     image_size: int = option(64, "images are resized to this square size before the vision tower")
     resize_mode: Literal["bilinear", "bicubic"] = option("bilinear", "resize filter (antialiased); OpenVLA: bicubic")
+    resize_kernel: Literal["torch", "pil"] = option(
+        "torch", "how images are enlarged: torch = torch's plain interpolation kernel, antialiased only when "
+                 "shrinking (our checkpoints were trained so); pil = the antialiased kernel both ways, which is "
+                 "PIL's (bicubic a=-0.5) as OpenVLA's image processor uses (load_openvla sets it)")
     vision_towers: tuple[VisionTowerConfig, ...] = option(factory=lambda: (VisionTowerConfig(),),
                                                            doc="one tower, or two fused (DINOv2 + SigLIP)")
     projector: Literal["gelu-mlp", "fused-gelu-mlp"] = option("gelu-mlp", "OpenVLA projector variant")
     language_model: LanguageModelConfig = option(factory=LanguageModelConfig, doc="Llama decoder")
     tokenizer: str = option("builtin:minilm", "tokenizer directory, or builtin:minilm (ships in a package)")
+    center_crop: bool = option(False, "crop every camera image to its central 90% of the area and resize it to "
+                                      "image_size first, as OpenVLA's evaluation does (center_crop=True) for models "
+                                      "fine-tuned with its random-crop augmentation (load_openvla(center_crop=True))")
     prompt_template: str = option(PROMPT_TEMPLATE, "OpenVLA's prompt; {instruction} is filled in")
+    instruction_format: Literal["normalised", "lowercase"] = option(
+        "normalised", "how the instruction enters the prompt: normalised = stripped, lower-cased, a trailing period "
+                      "dropped (our checkpoints were trained so); lowercase = only lower-cased, exactly as OpenVLA's "
+                      "evaluation builds its prompt (load_openvla sets it)")
     append_token_id: int = option(-1, "token appended after the prompt (OpenVLA: 29871), -1 for none")
     action_vocab_size: int = option(30522, "vocab size the action tokenizer counts down from (OpenVLA: 32000)")
     n_action_bins: int = option(256, "action bins (OpenVLA: 256)")
     action_dim: int = option(7, "action dimensions per step")
+    gripper_convention: Literal["env", "openvla"] = option(
+        "env", "what the last action dimension means to the model: env = the environments' gripper command "
+               "(-1 open, +1 close), passed through (our checkpoints); openvla = OpenVLA's [0, 1] with 1 = open: act "
+               "turns it into the env's as OpenVLA's LIBERO evaluation does (2g - 1, sign, negated) and SFT trains "
+               "on 1 - clip(g, 0, 1) of the demos' commands, as OpenVLA's LIBERO data (load_openvla sets it)")
     chunk_size: int = option(1, "actions predicted per observation (K); tokens = K * action_dim")
     decoding: Literal["autoregressive", "parallel"] = option("autoregressive", "OpenVLA or OFT-style decoding")
     greedy_decoding: Literal["argmax", "expected"] = option(
@@ -260,6 +276,8 @@ class VisionBackbone(nn.Module):
         self.tower_configs = config.vision_towers
         self.image_size = config.image_size
         self.resize_mode = config.resize_mode
+        self.resize_kernel = config.resize_kernel
+        self.center_crop = config.center_crop
         self.towers = nn.ModuleList([_build_tower(t, t.input_size or config.image_size, load_pretrained)
                                      for t in config.vision_towers])
         for index, tower in enumerate(config.vision_towers):
@@ -276,7 +294,10 @@ class VisionBackbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``uint8 [B, H, W, 3]`` -> ``[B, P, feature_dim]``."""
-        pixels = self._resized(images.permute(0, 3, 1, 2).float() / 255.0, self.image_size)
+        pixels = images.permute(0, 3, 1, 2).float() / 255.0
+        if self.center_crop:
+            pixels = center_crop(pixels, self.image_size)
+        pixels = self._resized(pixels, self.image_size)
         features = []
         for index, (tower, config) in enumerate(zip(self.towers, self.tower_configs)):
             tower_pixels = self._resized(pixels, config.input_size or self.image_size)
@@ -299,10 +320,28 @@ class VisionBackbone(nn.Module):
     def _resized(self, pixels: torch.Tensor, size: int) -> torch.Tensor:
         if pixels.shape[-1] == size and pixels.shape[-2] == size:
             return pixels
-        # antialias only matters (and only applies) when shrinking
-        shrink = size < pixels.shape[-1]
+        # torch's antialiased kernel is PIL's (bicubic a=-0.5, bilinear triangle) also when enlarging; its plain
+        # kernel (bicubic a=-0.75) differs there by ~4/255 on average (128 -> 224 px), so OpenVLA models use
+        # the former; our own checkpoints keep the plain kernel when enlarging, as they were trained
+        antialias = size < pixels.shape[-1] or self.resize_kernel == "pil"
         return nn.functional.interpolate(pixels, size=(size, size), mode=self.resize_mode, align_corners=False,
-                                         antialias=shrink).clamp(0.0, 1.0)
+                                         antialias=antialias).clamp(0.0, 1.0)
+
+
+CENTER_CROP_AREA = 0.9  # OpenVLA's crop_scale: the crop keeps 90% of the area, sqrt(0.9) of each side
+
+
+def center_crop(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """``[B, 3, H, W]`` in [0, 1] -> ``[B, 3, size, size]``: OpenVLA's evaluation crop (openvla_utils.py
+    ``crop_and_resize``): ``tf.image.crop_and_resize`` of the central box of ``CENTER_CROP_AREA``'s area to
+    ``size`` px (bilinear, the box corners on the corner pixel centres), then TF's float -> uint8
+    conversion (``x * 255.5`` truncated) that precedes its image processor."""
+    side = CENTER_CROP_AREA ** 0.5  # the box [(1 - side) / 2, (1 + side) / 2] is [-side, side] in grid_sample's units
+    axis = torch.linspace(-side, side, size, device=pixels.device, dtype=pixels.dtype)
+    rows, cols = torch.meshgrid(axis, axis, indexing="ij")
+    grid = torch.stack([cols, rows], dim=-1).expand(len(pixels), -1, -1, -1)
+    cropped = nn.functional.grid_sample(pixels, grid, mode="bilinear", align_corners=True)
+    return torch.floor(cropped.clamp(0.0, 1.0) * 255.5).clamp(max=255.0) / 255.0
 
 
 class Projector(nn.Module):
@@ -396,7 +435,11 @@ class VLAModel(nn.Module):
         raise ValueError("the tokenizer has neither a BOS nor a CLS token to start the sequence")
 
     def prompt_ids(self, instructions: list[str]) -> list[list[int]]:
-        prompts = [self.config.prompt_template.format(instruction=text.strip().lower().rstrip(".")) for text in instructions]
+        if self.config.instruction_format == "lowercase":
+            texts = [text.lower() for text in instructions]
+        else:
+            texts = [text.strip().lower().rstrip(".") for text in instructions]
+        prompts = [self.config.prompt_template.format(instruction=text) for text in texts]
         encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         if self.config.append_token_id >= 0:
             encoded = [ids if ids and ids[-1] == self.config.append_token_id else ids + [self.config.append_token_id]

@@ -23,6 +23,7 @@ bf16-rounded normalisation the published model was run with).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats
-from vla_rl.policy.model import LanguageModelConfig, VisionTowerConfig, VLAConfig, VLAModel
+from vla_rl.policy.model import LanguageModelConfig, VisionTowerConfig, VLAConfig, VLAModel, load_tokenizer
 
 # Attention heads cannot be read off the weights; everything else is inferred from tensor shapes.
 KNOWN_TIMM_HEADS = {
@@ -41,6 +42,11 @@ KNOWN_TIMM_HEADS = {
     "vit_so400m_patch14_siglip_384": 16,
     "vit_base_patch16_siglip_224": 12,
 }
+PAD_TO_MULTIPLE_OF = 64  # PrismaticConfig's default: the vocabulary padding that action ids count down past
+# What the loader reproduces: square resizing, and Llama-2 base models with the "pure" prompt that
+# appends "▁" (openvla-7b). Letterbox padding and the Vicuna/chat prompt formats (openvla-v01) are not.
+IMPLEMENTED_RESIZE_STRATEGIES = ("resize-naive",)
+IMPLEMENTED_LLM_BACKBONES = ("llama2-7b-pure", "llama2-13b-pure")
 OPENVLA_EMPTY_TOKEN = 29871  # Llama-2's "▁": OpenVLA appends it after "Out:" at inference
 PREFIXES = ("vision_backbone.featurizer.", "vision_backbone.fused_featurizer.")
 UNUSED = re.compile(r"^vision_backbone\.(featurizer|fused_featurizer)\.(norm\.|attn_pool\.|head\.|fc_norm\.)")
@@ -64,7 +70,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _shard_files(directory: Path) -> list[Path]:
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        names = sorted(set(_read_json(index)["weight_map"].values()))
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index} has no 'weight_map' from tensor names to shard files")
+        names = sorted(set(weight_map.values()))
         files = [directory / name for name in names]
     else:
         files = sorted(directory.glob("*.safetensors"))
@@ -90,7 +99,14 @@ def _tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
 
 def _tower_config(prefix: str, timm_id: str, shapes: dict, mean_std) -> tuple[VisionTowerConfig, int]:
     """A tower config from the checkpoint's shapes; returns it and the stored block count."""
-    width, _, patch, _ = shapes[prefix + "patch_embed.proj.weight"]
+    for name in ("patch_embed.proj.weight", "blocks.0.mlp.fc1.weight"):
+        if prefix + name not in shapes:
+            raise CheckpointError(f"the checkpoint has no {prefix + name!r}: the vision tower's size cannot be read")
+    patch_shape = shapes[prefix + "patch_embed.proj.weight"]
+    if len(patch_shape) != 4:
+        raise CheckpointError(f"{prefix}patch_embed.proj.weight has shape {list(patch_shape)}, "
+                              "not [width, 3, patch, patch]")
+    width, _, patch, _ = patch_shape
     depth = 1 + max(int(k[len(prefix) + 7:].split(".")[0]) for k in shapes if k.startswith(prefix + "blocks."))
     mlp = shapes[prefix + "blocks.0.mlp.fc1.weight"][0]
     heads = KNOWN_TIMM_HEADS.get(timm_id)
@@ -105,8 +121,77 @@ def _tower_config(prefix: str, timm_id: str, shapes: dict, mean_std) -> tuple[Vi
     return config, depth
 
 
-def openvla_config(directory: str | Path) -> tuple[VLAConfig, dict[str, Any]]:
-    """Our ``VLAConfig`` for an OpenVLA checkpoint directory, and its raw ``norm_stats``."""
+def _rope_theta(text) -> float:
+    """The RoPE base of the checkpoint's ``LlamaConfig``. transformers >= 5 keeps it, with any scaling,
+    in ``rope_parameters`` (its ``rope_theta`` attribute is None); earlier versions in ``rope_theta``
+    and ``rope_scaling``. Only unscaled RoPE (Llama-2's) is built by ``VLAModel``: other types are refused."""
+    parameters = dict(getattr(text, "rope_parameters", None) or {})
+    scaling = getattr(text, "rope_scaling", None)
+    if isinstance(scaling, dict):
+        parameters = {**scaling, **parameters}
+    rope_type = parameters.get("rope_type") or parameters.get("type") or "default"
+    if rope_type != "default":
+        raise CheckpointError(f"text_config uses RoPE scaling {rope_type!r} ({parameters}); only unscaled RoPE "
+                              "(rope_type 'default', as in Llama-2) is implemented")
+    theta = parameters.get("rope_theta", getattr(text, "rope_theta", None))
+    return float(theta) if theta is not None else 10000.0  # LlamaConfig's default
+
+
+def _check_implemented(raw: dict[str, Any]) -> None:
+    """Refuse the Prismatic options this loader does not reproduce. A key the config leaves out has
+    PrismaticConfig's default (``letterbox``, ``vicuna-v15-7b``), which is refused as well."""
+    strategy = raw.get("image_resize_strategy", "letterbox")
+    if strategy not in IMPLEMENTED_RESIZE_STRATEGIES:
+        raise CheckpointError(f"image_resize_strategy {strategy!r} is not implemented (only "
+                              f"{', '.join(IMPLEMENTED_RESIZE_STRATEGIES)}, as in openvla-7b)")
+    llm_id = raw.get("llm_backbone_id", "vicuna-v15-7b")
+    if llm_id not in IMPLEMENTED_LLM_BACKBONES:
+        raise CheckpointError(f"llm_backbone_id {llm_id!r} is not implemented: its prompt format differs from the "
+                              f"'In: ...\\nOut:' one built here (implemented: {', '.join(IMPLEMENTED_LLM_BACKBONES)})")
+
+
+def _chosen_dataset(norm_stats: dict[str, Any], unnorm_key: str | None) -> str:
+    """The dataset whose statistics un-normalise actions (OpenVLA's ``_check_unnorm_key``)."""
+    if not isinstance(norm_stats, dict) or not norm_stats:
+        raise CheckpointError("config.json's norm_stats holds no dataset: actions cannot be un-normalised")
+    if unnorm_key is None:
+        if len(norm_stats) != 1:
+            raise CheckpointError(f"the checkpoint has norm stats for {sorted(norm_stats)}; pass unnorm_key")
+        unnorm_key = next(iter(norm_stats))
+    if unnorm_key not in norm_stats:
+        raise CheckpointError(f"unnorm_key {unnorm_key!r} not in the checkpoint's norm stats {sorted(norm_stats)}")
+    return unnorm_key
+
+
+def _action_stats(norm_stats: dict[str, Any], dataset: str) -> NormStats:
+    stats = norm_stats[dataset]
+    if not isinstance(stats, dict) or not isinstance(stats.get("action"), dict):
+        raise CheckpointError(f"norm_stats[{dataset!r}] has no 'action' statistics")
+    try:
+        return NormStats.from_dict(stats["action"])
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"norm_stats[{dataset!r}]['action'] is not usable: {error}") from error
+
+
+def _normalisation(directory: Path) -> list[tuple[list[float], list[float]]]:
+    """Per-tower (mean, std) from ``preprocessor_config.json``'s ``tvf_normalize_params`` (empty if absent)."""
+    path = directory / "preprocessor_config.json"
+    if not path.is_file():
+        return []
+    normalisation = []
+    for index, params in enumerate(_read_json(path).get("tvf_normalize_params", [])):
+        values = [params.get(key) if isinstance(params, dict) else None for key in ("mean", "std")]
+        if not all(isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v) for v in values):
+            raise CheckpointError(f"{path}: tvf_normalize_params[{index}] needs 'mean' and 'std', 3 numbers each; "
+                                  f"got {params}")
+        normalisation.append((values[0], values[1]))
+    return normalisation
+
+
+def openvla_config(directory: str | Path, unnorm_key: str | None = None) -> tuple[VLAConfig, NormStats]:
+    """Our ``VLAConfig`` for an OpenVLA checkpoint directory and the action statistics of the dataset
+    ``unnorm_key`` names (it may be left out when there is one); the action dimension is that
+    dataset's, as OpenVLA's ``get_action_dim(unnorm_key)``."""
     from transformers import LlamaConfig
 
     directory = Path(directory)
@@ -116,36 +201,45 @@ def openvla_config(directory: str | Path) -> tuple[VLAConfig, dict[str, Any]]:
     for key in ("timm_model_ids", "text_config", "norm_stats", "image_sizes"):
         if key not in raw:
             raise CheckpointError(f"{directory / 'config.json'} has no {key!r}: not an OpenVLA/Prismatic config")
+    _check_implemented(raw)
+    dataset = _chosen_dataset(raw["norm_stats"], unnorm_key)
+    action_stats = _action_stats(raw["norm_stats"], dataset)
+    timm_ids = raw["timm_model_ids"]
+    if not isinstance(timm_ids, list) or not 1 <= len(timm_ids) <= 2:
+        raise CheckpointError(f"timm_model_ids must list one or two timm models, got {timm_ids!r}")
     shapes = _tensor_shapes(_shard_files(directory))
-    normalisation = []
-    preprocessor = directory / "preprocessor_config.json"
-    if preprocessor.is_file():
-        for params in _read_json(preprocessor).get("tvf_normalize_params", []):
-            normalisation.append((params["mean"], params["std"]))
+    normalisation = _normalisation(directory)
     towers = []
-    for index, (prefix, timm_id) in enumerate(zip(PREFIXES, raw["timm_model_ids"])):
+    for index, (prefix, timm_id) in enumerate(zip(PREFIXES, timm_ids)):
         tower, _ = _tower_config(prefix, timm_id, shapes, normalisation[index] if index < len(normalisation) else None)
         towers.append(tower)
-    text = LlamaConfig(**raw["text_config"])
+    try:
+        text = LlamaConfig(**raw["text_config"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"text_config is not a Llama config: {error}") from error
     lm = LanguageModelConfig(
         hidden_size=text.hidden_size, num_layers=text.num_hidden_layers, num_heads=text.num_attention_heads,
         num_kv_heads=text.num_key_value_heads or text.num_attention_heads, intermediate_size=text.intermediate_size,
         vocab_size=text.vocab_size, max_position_embeddings=text.max_position_embeddings,
-        rms_norm_eps=text.rms_norm_eps, rope_theta=float(getattr(text, "rope_theta", None) or 10000.0),
+        rms_norm_eps=text.rms_norm_eps, rope_theta=_rope_theta(text),
         tie_word_embeddings=bool(text.tie_word_embeddings) and "language_model.lm_head.weight" not in shapes,
         attention="sdpa",
     )
     fused = raw.get("use_fused_vision_backbone", len(towers) == 2)
-    llm_id = str(raw.get("llm_backbone_id", ""))
-    config = VLAConfig(
-        image_size=int(raw["image_sizes"][0]), resize_mode="bicubic", vision_towers=tuple(towers),
-        projector="fused-gelu-mlp" if fused else "gelu-mlp", language_model=lm, tokenizer=str(directory),
-        append_token_id=OPENVLA_EMPTY_TOKEN if llm_id.startswith("llama2") else -1,
-        action_vocab_size=text.vocab_size - int(raw.get("pad_to_multiple_of", 0)),
-        n_action_bins=int(raw.get("n_action_bins", 256)),
-        action_dim=len(next(iter(raw["norm_stats"].values()))["action"]["q01"]),
-    )
-    return config, raw["norm_stats"]
+    try:
+        config = VLAConfig(
+            image_size=int(raw["image_sizes"][0]), resize_mode="bicubic", resize_kernel="pil",
+            vision_towers=tuple(towers),
+            projector="fused-gelu-mlp" if fused else "gelu-mlp", language_model=lm, tokenizer=str(directory),
+            instruction_format="lowercase", append_token_id=OPENVLA_EMPTY_TOKEN,
+            action_vocab_size=text.vocab_size - int(raw.get("pad_to_multiple_of", PAD_TO_MULTIPLE_OF)),
+            n_action_bins=int(raw.get("n_action_bins", 256)),
+            action_dim=action_stats.action_dim, gripper_convention="openvla",
+        )
+        ActionTokenizer(config.action_vocab_size, action_stats, config.n_action_bins)
+    except (TypeError, ValueError, IndexError) as error:
+        raise CheckpointError(f"{directory / 'config.json'} does not describe a model built here: {error}") from error
+    return config, action_stats
 
 
 def map_checkpoint_key(key: str, towers: tuple[VisionTowerConfig, ...]) -> list[tuple[str, Any]] | None:
@@ -201,40 +295,60 @@ def _map_tower_key(key: str, ours: str, tower: VisionTowerConfig) -> list[tuple[
 
 
 def load_openvla(directory: str | Path, unnorm_key: str | None = None, dtype: torch.dtype = torch.float32,
-                 device: str | torch.device = "cpu") -> tuple[VLAModel, ActionTokenizer]:
+                 device: str | torch.device = "cpu", center_crop: bool = False) -> tuple[VLAModel, ActionTokenizer]:
     """Build our model from an OpenVLA checkpoint directory; returns it with its action tokenizer.
 
     ``unnorm_key`` picks the dataset whose action statistics un-normalise actions (needed when the
-    checkpoint holds several, as openvla-7b does).
+    checkpoint holds several, as openvla-7b does). ``center_crop``: crop images to their central 90%
+    first, as OpenVLA's evaluation does for models fine-tuned with random-crop augmentation (its LIBERO
+    fine-tunes); off for the base model.
     """
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    config, norm_stats = openvla_config(directory)
-    if unnorm_key is None:
-        if len(norm_stats) != 1:
-            raise CheckpointError(f"the checkpoint has norm stats for {sorted(norm_stats)}; pass unnorm_key")
-        unnorm_key = next(iter(norm_stats))
-    if unnorm_key not in norm_stats:
-        raise CheckpointError(f"unnorm_key {unnorm_key!r} not in the checkpoint's norm stats {sorted(norm_stats)}")
-    model = VLAModel(config).to(dtype=dtype)
-    expected = set(model.state_dict())
+    config, action_stats = openvla_config(directory, unnorm_key)
+    config = dataclasses.replace(config, center_crop=center_crop)
+    model = VLAModel(config, tokenizer=_text_tokenizer(directory)).to(dtype=dtype)
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    _check_shapes(_tensor_shapes(_shard_files(directory)), config, expected)  # before any weight is read
     loaded: set[str] = set()
     for file in _shard_files(directory):
         mapped = {}
         for key, tensor in load_file(str(file)).items():
-            targets = map_checkpoint_key(key, config.vision_towers)
-            for name, transform in targets or ():
-                if name not in expected:
-                    raise CheckpointError(f"checkpoint key {key!r} maps to {name!r}, which the model does not have")
+            for name, transform in map_checkpoint_key(key, config.vision_towers) or ():
                 mapped[name] = transform(tensor).to(dtype)
         model.load_state_dict(mapped, strict=False)
         loaded |= set(mapped)
     if config.language_model.tie_word_embeddings:
         loaded.add("language_model.lm_head.weight")
-    missing = sorted(k for k in expected - loaded if not NOT_IN_CHECKPOINT.search(k))
+    missing = sorted(k for k in set(expected) - loaded if not NOT_IN_CHECKPOINT.search(k))
     if missing:
         raise CheckpointError(f"{len(missing)} model weights are not in the checkpoint, e.g. {missing[:5]}")
-    tokenizer = ActionTokenizer(config.action_vocab_size, NormStats.from_dict(norm_stats[unnorm_key]["action"]),
-                                config.n_action_bins)
+    tokenizer = ActionTokenizer(config.action_vocab_size, action_stats, config.n_action_bins)
     return model.to(device).eval(), tokenizer
+
+
+def _text_tokenizer(directory: Path):
+    try:
+        return load_tokenizer(str(directory))
+    except Exception as error:  # noqa: BLE001 - transformers raises OSError, ValueError, ... for missing files
+        raise CheckpointError(f"cannot load the text tokenizer from {directory} (tokenizer files missing or "
+                              f"broken?): {type(error).__name__}: {error}") from error
+
+
+def _check_shapes(shapes: dict[str, tuple[int, ...]], config: VLAConfig, expected: dict[str, tuple[int, ...]]) -> None:
+    """Every checkpoint tensor, mapped, has the shape of the model parameter it fills (checked on the
+    meta device, before any weight is read)."""
+    for key, shape in shapes.items():
+        for name, transform in map_checkpoint_key(key, config.vision_towers) or ():
+            if name not in expected:
+                raise CheckpointError(f"checkpoint key {key!r} maps to {name!r}, which the model does not have")
+            try:
+                mapped = tuple(transform(torch.empty(shape, device="meta")).shape)
+            except (IndexError, RuntimeError) as error:
+                raise CheckpointError(f"checkpoint tensor {key!r} has shape {list(shape)}, which does not fit "
+                                      f"{name!r} {list(expected[name])}: {error}") from error
+            if mapped != expected[name]:
+                raise CheckpointError(f"checkpoint tensor {key!r} has shape {list(shape)} (as {name!r}: "
+                                      f"{list(mapped)}); the model built from config.json expects "
+                                      f"{list(expected[name])}")

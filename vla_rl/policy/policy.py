@@ -1,7 +1,8 @@
 """``VLAPolicy``: the ``Policy`` contract over a ``VLAModel`` and its ``ActionTokenizer``.
 
 ``act`` decodes the whole batch at once (KV cache, sampling restricted to the action bins at the
-configured temperature) and returns token ids, per-token log-probs and decoded actions ``[B, K, A]``.
+configured temperature) and returns token ids, per-token log-probs and decoded actions ``[B, K, A]``
+in the environments' convention (``VLAConfig.gripper_convention``: an OpenVLA model's gripper is mapped).
 ``log_prob`` recomputes the per-token log-probs (with gradients) and entropies of given tokens under
 the same temperature, so PPO/GRPO ratios start at exactly 1 for on-policy data.
 """
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from vla_rl.core.types import LogProbOutput, ObsBatch, PolicyOutput
-from vla_rl.policy.action_tokenizer import ActionTokenizer
+from vla_rl.policy.action_tokenizer import ActionTokenizer, gripper_to_env
 from vla_rl.policy.model import VLAModel
 
 GREEDY_DECODINGS = ("argmax", "expected")  # VLAConfig.greedy_decoding
@@ -77,7 +78,8 @@ class VLAPolicy:
         # Inference tensors cannot enter autograd later (log_prob on these tokens): hand out copies.
         tokens, logprob = tokens.clone(), logprob.clone()
         ids = tokens.cpu().numpy()
-        actions = self.action_tokenizer.decode(ids.reshape(len(ids), self.config.chunk_size, self.config.action_dim))
+        decoded = self.action_tokenizer.decode(ids.reshape(len(ids), self.config.chunk_size, self.config.action_dim))
+        actions = gripper_to_env(decoded, self.config.gripper_convention)  # the env's gripper command
         points = None if prefix.points is None else prefix.points.float().cpu().numpy()
         return PolicyOutput(tokens=tokens, actions=actions, logprob=logprob, located_points=points)
 

@@ -29,7 +29,7 @@ from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.demo_file import read_demo_file, rendered_antialiased
 from vla_rl.core.optim import load_optimizer_state, make_adamw
-from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats
+from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats, gripper_from_env
 from vla_rl.policy.augment import ColourSwap, ColourSwapConfig
 from vla_rl.policy.checkpoint import (latest_valid_checkpoint, load_checkpoint, model_config_differences, point_latest,
                                       read_vla_config, save_checkpoint)
@@ -175,6 +175,12 @@ def load_demos(demo_dir: Path, chunk_size: int, tasks: tuple[str, ...] = (), dem
                     np.concatenate(instruction_ids), instructions, sorted(set(task_names)), episodes)
 
 
+def demo_action_tokens(chunks: np.ndarray, action_tokenizer: ActionTokenizer, gripper_convention: str) -> np.ndarray:
+    """The ``[N, K * A]`` token ids SFT trains on for the demos' env actions ``[N, K, A]``: in the model's
+    gripper convention (an OpenVLA model's gripper is 1 = open, the env's command -1)."""
+    return action_tokenizer.encode(gripper_from_env(chunks, gripper_convention)).reshape(len(chunks), -1)
+
+
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator, pixels: torch.Tensor | None = None):
     """``uint8 [B, H, W, 3]``: replicate-pad by ``pad`` and crop back at a random offset per image.
     Given ``pixels`` ``[B, ..., 2]`` (column, row) image positions, returns them moved with their
@@ -315,7 +321,8 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         model, action_tokenizer, _ = load_checkpoint(Path(config.init_checkpoint))
     else:
         model = VLAModel(config.model)
-        stats = NormStats.from_actions(data.chunks.reshape(-1, data.chunks.shape[-1]))
+        targets = gripper_from_env(data.chunks, model_config.gripper_convention)
+        stats = NormStats.from_actions(targets.reshape(-1, targets.shape[-1]))
         action_tokenizer = ActionTokenizer(config.model.action_vocab_size, stats, config.model.n_action_bins)
         if data.proprio is not None:
             model.set_proprio_stats(data.proprio.mean(0), data.proprio.std(0))
@@ -333,7 +340,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
             parameter.requires_grad_(False)
         trainable = [p for p in trainable if id(p) not in frozen]
     model.train()
-    tokens_all = torch.from_numpy(action_tokenizer.encode(data.chunks).reshape(len(data), -1))
+    tokens_all = torch.from_numpy(demo_action_tokens(data.chunks, action_tokenizer, model.config.gripper_convention))
     if model.config.cameras != config.model.cameras or model.config.proprio_dim != config.model.proprio_dim:
         raise ValueError(f"the checkpoint's model takes cameras {list(model.config.cameras)} and "
                          f"{model.config.proprio_dim}-D proprio; the config asks for {list(config.model.cameras)} "
