@@ -19,9 +19,13 @@ instruction, it predicts the next frame and the next proprio state:
   [-1, 1]): "nothing moves" is the zero prediction, and the loss concentrates on the arm and the
   objects that move instead of the static background.
 - **drift**: in training, half of the samples get Gaussian noise of a random level up to
-  ``context_noise`` on their context frames, and the level is an input of the conditioning (0 at
-  inference), as in GameNGen. The model learns to predict from imperfect context frames, which is
-  what it sees in long rollouts, without guessing whether its context is noisy.
+  ``context_noise`` on their context frames (clamped to [-1, 1], the range of every real or
+  imagined frame), and the level is an input of the conditioning (0 at inference), as in GameNGen.
+  The residual target is taken from the *noisy* last context frame, because sampling adds the
+  prediction to whatever context the model has: it learns to lead from an imperfect frame back to
+  the real next one, which is what it needs in long rollouts, instead of carrying the error forward.
+  With the clamp, the halved residual stays in [-1, 1] in training as at sampling, so the
+  schedulers' ``clip_sample`` at +-1 never cuts a target the model should reach.
 
 It implements the ``WorldModel`` contract (``init_state``, ``predict``) of ``vla_rl.core``.
 """
@@ -189,12 +193,15 @@ class VideoWorldModel(nn.Module):
         batch = len(actions)
         clean = self.fold_frames(target_frame)
         folded_context = self.fold_frames(context)
-        if self.config.predict_residual:
-            clean = (clean - folded_context[:, -1]) / 2
         level = torch.rand(batch, generator=generator) * self.config.context_noise
         level = torch.where(torch.rand(batch, generator=generator) < 0.5, torch.zeros_like(level), level).to(self.device)
         noise = torch.randn(folded_context.shape, generator=generator).to(self.device)
-        folded_context = folded_context + level[:, None, None, None, None] * noise
+        # clamped: a noisy frame stays an image in [-1, 1], as every context frame is at sampling (uint8)
+        folded_context = (folded_context + level[:, None, None, None, None] * noise).clamp(-1, 1)
+        if self.config.predict_residual:
+            # the change from the *noisy* last frame: sampling adds the prediction to whatever context
+            # the model has, so the target must lead from an imperfect frame back to the real one
+            clean = (clean - folded_context[:, -1]) / 2
         noise = torch.randn(clean.shape, generator=generator).to(self.device)
         timesteps = torch.randint(0, self.config.train_timesteps, (batch,), generator=generator).to(self.device)
         noisy = self.train_scheduler.add_noise(clean, noise, timesteps)

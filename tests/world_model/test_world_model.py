@@ -125,6 +125,39 @@ def test_contract_shapes_and_sampling_steps():
         model.init_state(ObsBatch({"agentview": np.zeros((1, 64, 64, 3), np.uint8)}, np.zeros((1, 8), np.float32), ["x"]))
 
 
+def test_residual_target_is_the_change_from_the_noisy_last_context_frame(monkeypatch):
+    """Sampling adds the prediction to the context it has, imperfect or not, so the training target of a
+    sample with noisy context is (target - noisy last frame) / 2: the way back to the real frame. The
+    noisy context stays in [-1, 1], so the halved target does too (the schedulers clip at +-1)."""
+    model = VideoWorldModel(TINY)
+    seen = {}
+    add_noise = model.train_scheduler.add_noise
+
+    def record_clean(clean, noise, timesteps):
+        seen["clean"] = clean
+        return add_noise(clean, noise, timesteps)
+
+    def record_context(noisy, context, timesteps, condition):
+        seen["context"] = context
+        return torch.zeros_like(noisy)
+
+    monkeypatch.setattr(model.train_scheduler, "add_noise", record_clean)
+    monkeypatch.setattr(model, "denoise", record_context)
+    rng = np.random.default_rng(0)
+    context = torch.from_numpy(rng.integers(0, 256, (16, 2, 32, 32, 3), dtype=np.uint8))
+    target = torch.from_numpy(rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8))
+    model.loss(context, torch.zeros(16, 8), torch.zeros(16, 8), torch.zeros(16, 7), ["reach"] * 16, target,
+               torch.zeros(16, 8), generator=torch.Generator().manual_seed(0))
+    clean_last = model.fold_frames(context)[:, -1]
+    noisy_last = seen["context"][:, -1]
+    noised = (noisy_last != clean_last).flatten(1).any(1)
+    assert 0 < noised.sum() < 16  # about half the samples get context noise
+    expected = (model.fold_frames(target) - noisy_last) / 2
+    torch.testing.assert_close(seen["clean"], expected)
+    assert not torch.allclose(seen["clean"][noised], ((model.fold_frames(target) - clean_last) / 2)[noised])
+    assert seen["context"].abs().max() <= 1 and seen["clean"].abs().max() <= 1
+
+
 def test_training_beats_copying_the_last_frame_and_resumes(tmp_path, trajectories):
     """A short run on real episodes learns the arm's motion: its one-step predictions on the
     training transitions beat the "nothing moves" baseline (which a model ignoring the action
