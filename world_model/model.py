@@ -45,6 +45,7 @@ from vla_rl.core.config import option
 from vla_rl.core.types import ObsBatch
 
 MAX_SAMPLING_STEPS = 8
+ATTENTION_HEAD_DIM = 32  # the UNet's attention head width (narrower only where the block is)
 
 
 @dataclass(frozen=True)
@@ -109,11 +110,15 @@ class VideoWorldModel(nn.Module):
         if config.attention_last:
             down[-1] = "AttnDownBlock2D"
         up = [name.replace("Down", "Up") for name in reversed(down)]
+        # the mid block always attends at the last width (and attention_last there too): diffusers splits it
+        # into width // head_dim heads, so a last width under the usual 32 gets one head of its own width
+        # instead of zero heads (a ZeroDivisionError); widths from 32 on keep 32 (checkpoints unchanged)
+        attention_head_dim = min(ATTENTION_HEAD_DIM, config.channels[-1])
         self.unet = UNet2DModel(
             sample_size=config.image_size // config.fold, in_channels=folded * (1 + config.context_frames),
             out_channels=folded, block_out_channels=tuple(config.channels), layers_per_block=config.layers_per_block,
             down_block_types=tuple(down), up_block_types=tuple(up), class_embed_type="identity",
-            norm_num_groups=16, attention_head_dim=32,
+            norm_num_groups=16, attention_head_dim=attention_head_dim,
         )
         if config.predict_residual:  # start as "nothing moves" (zero change), the strong baseline
             nn.init.zeros_(self.unet.conv_out.weight)

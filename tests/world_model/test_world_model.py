@@ -36,6 +36,20 @@ def test_config_rejects_sizes_the_unet_cannot_fold():
         WorldModelConfig(sampling_steps=9)
 
 
+@pytest.mark.parametrize("attention_last", [False, True])
+def test_the_narrowest_widths_the_config_accepts_build_a_working_unet(attention_last):
+    """Widths need only be multiples of 16; a last width of 16 (under the usual 32-wide attention head)
+    gets one narrower head in the always-attending mid block instead of zero heads."""
+    config = WorldModelConfig(image_size=16, channels=(16, 16), attention_last=attention_last, sampling_steps=1)
+    model = VideoWorldModel(config)
+    context = torch.zeros(2, 2, 16, 16, 3, dtype=torch.uint8)
+    loss, _ = model.loss(context, torch.zeros(2, 8), torch.zeros(2, 8), torch.zeros(2, 7), ["reach"] * 2,
+                         context[:, -1], torch.zeros(2, 8))
+    assert torch.isfinite(loss)
+    frames, _ = model.sample_next(context, torch.zeros(2, 8), torch.zeros(2, 8), torch.zeros(2, 7), ["reach"] * 2)
+    assert frames.shape == (2, 16, 16, 3)
+
+
 def test_instruction_hash_is_stable_and_word_based():
     assert instruction_word_ids("Reach the red block.", 512) == instruction_word_ids("reach the red block", 512)
     assert instruction_word_ids("reach the red block", 512) != instruction_word_ids("reach the blue block", 512)
