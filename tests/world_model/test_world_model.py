@@ -112,7 +112,8 @@ def test_self_rollout_training_shortens_its_windows_to_short_episodes(tmp_path, 
     single = Trajectory(frames=first.frames[:2], proprio=first.proprio[:2], actions=first.actions[:1],
                         instruction=first.instruction)
     with pytest.raises(ValueError, match="at least 2 actions"):
-        train_world_model(config, [single], show_progress=False)
+        train_world_model(WMTrainConfig(**{**config.__dict__, "out_dir": tmp_path / "single"}), [single],
+                          show_progress=False)
 
 
 def test_metrics_behave():
@@ -188,6 +189,19 @@ def test_training_beats_copying_the_last_frame_and_resumes(tmp_path, trajectorie
                                 show_progress=False)
     assert resumed["steps"] == 310
     assert 5.0 < resumed["eval"]["held_out_psnr_8step_open_loop"] < resumed["eval"]["held_out_psnr_1step"]
+
+
+def test_a_fresh_run_refuses_the_out_dir_of_an_earlier_one(tmp_path, trajectories):
+    """Without --resume a run would append to the old metrics.jsonl and leave the old checkpoints (some
+    maybe of later steps, which resolve_checkpoint would then pick) beside its own."""
+    config = WMTrainConfig(out_dir=tmp_path / "wm", model=TINY, steps=2, batch_size=2, checkpoint_every=2,
+                           eval_every=0, log_every=1)
+    train_world_model(config, trajectories[:1], show_progress=False)
+    history = (tmp_path / "wm" / "metrics.jsonl").read_text()
+    with pytest.raises(FileExistsError, match="holds a previous run.*--resume"):
+        train_world_model(WMTrainConfig(**{**config.__dict__, "steps": 1}), trajectories[:1], show_progress=False)
+    assert (tmp_path / "wm" / "metrics.jsonl").read_text() == history
+    assert sorted(p.name for p in (tmp_path / "wm").glob("step_*")) == ["step_000002"]
 
 
 def test_proprio_windows_end_with_their_episode_and_one_step_is_the_one_step_loss(trajectories):
