@@ -380,6 +380,32 @@ def test_evaluation_report_and_videos(tmp_path, trajectories):
     assert len(report["videos"]) == 2 and (tmp_path / "eval.json").is_file() and (tmp_path / "horizons.png").is_file()
 
 
+def test_evaluation_of_episodes_shorter_than_the_horizons_saves_its_report(tmp_path, trajectories, monkeypatch):
+    """No episode reaches the largest horizon: the strip shows the horizons some episode reaches, or
+    none at all, instead of failing after all the imagination; eval.json is saved before the videos."""
+    import json
+
+    import world_model.evaluate as evaluate
+
+    first = trajectories[0]
+    short = [Trajectory(frames=first.frames[:4], proprio=first.proprio[:4], actions=first.actions[:3],
+                        instruction=first.instruction, success=first.success[:4], behaviour="expert")]
+    model = VideoWorldModel(TINY).eval()
+    report = evaluate_world_model(model, short, tmp_path / "some", horizons=(1, 16), videos=0, show_progress=False)
+    assert set(report["fidelity"]) == {"1"} and (tmp_path / "some" / "horizons.png").is_file()
+    report = evaluate_world_model(model, short, tmp_path / "none", horizons=(8, 16), videos=0, show_progress=False)
+    assert report["fidelity"] == {} and report["horizon_strip"] is None
+    assert json.loads((tmp_path / "none" / "eval.json").read_text())["horizon_strip"] is None
+
+    def broken_videos(*args, **kwargs):
+        raise OSError("no video encoder")
+
+    monkeypatch.setattr(evaluate, "write_videos", broken_videos)
+    with pytest.raises(OSError, match="no video encoder"):
+        evaluate_world_model(model, short, tmp_path / "videos", horizons=(1,), videos=1, show_progress=False)
+    assert json.loads((tmp_path / "videos" / "eval.json").read_text())["fidelity"]["1"]["episodes"] == 1
+
+
 def test_proprio_drift_measures_the_imagined_end_effector_against_the_real_one(trajectories):
     from world_model.evaluate import imagine_open_loop_with_proprio, proprio_drift
 
