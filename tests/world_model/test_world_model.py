@@ -489,6 +489,25 @@ def test_wm_eval_calibrates_on_training_episodes_and_refuses_the_held_out_ones(t
     assert "majority outcome" in capsys.readouterr().out
     assert main(common + ["--calibrate-on", files["eval"]]) == 2
     assert "must not be the held-out data" in capsys.readouterr().err
+    # the split each file's episodes carry, not only their path, says what they may be used for
+    import shutil
+
+    other_held_out = shutil.copy(files["eval"], tmp_path / "more_eval.hdf5")
+    assert main(common + ["--calibrate-on", str(other_held_out)]) == 2
+    assert "split ['eval']: --calibrate-on" in capsys.readouterr().err
+    training_as_held_out = ["wm", "eval", "--world-model", world_model, "--data", files["train"], "--horizons", "1",
+                            "--videos", "0", "--out", str(tmp_path / "no")]
+    assert main(training_as_held_out) == 2
+    assert "split ['train']: wm eval --data" in capsys.readouterr().err
+    for train_file, eval_file, named in ((files["eval"], files["eval"], "training the world model"),
+                                         (files["train"], files["train"], "the held-out evaluation")):
+        data_dir = tmp_path / f"data_{len(named)}"
+        data_dir.mkdir()
+        shutil.copy(train_file, data_dir / "train.hdf5")
+        shutil.copy(eval_file, data_dir / "eval.hdf5")
+        assert main(["wm", "train", "--set", f"data_dir={data_dir}", "--set", f"out_dir={tmp_path / 'wm_run'}"]) == 2
+        assert named in capsys.readouterr().err
+    assert not (tmp_path / "wm_run").exists()
 
 
 def test_two_camera_trajectories_and_their_evaluation_with_a_wrist_critic(tmp_path):
