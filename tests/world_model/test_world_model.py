@@ -499,6 +499,9 @@ def test_wm_eval_calibrates_on_training_episodes_and_refuses_the_held_out_ones(t
                             "--videos", "0", "--out", str(tmp_path / "no")]
     assert main(training_as_held_out) == 2
     assert "split ['train']: wm eval --data" in capsys.readouterr().err
+    for threshold in ("0", "1"):
+        assert main(common + ["--done-threshold", threshold, "--out", str(tmp_path / "no")]) == 2
+        assert "--done-threshold must be in (0, 1)" in capsys.readouterr().err
     for train_file, eval_file, named in ((files["eval"], files["eval"], "training the world model"),
                                          (files["train"], files["train"], "the held-out evaluation")):
         data_dir = tmp_path / f"data_{len(named)}"

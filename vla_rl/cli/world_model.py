@@ -104,6 +104,9 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
 
     from vla_rl.core.checkpoint_dir import resolve_checkpoint
 
+    # the same range as the env's (WorldModelVecEnv): at 0 every episode would be a success, at 1 hardly any
+    if not 0 < args.done_threshold < 1:
+        raise ValueError(f"--done-threshold must be in (0, 1), got {args.done_threshold}")
     checkpoint = resolve_checkpoint(Path(args.world_model))
     model = load_world_model(checkpoint)
     critic = load_critic(Path(args.critic)) if args.critic else None
@@ -162,7 +165,8 @@ def register(sub) -> None:
     evaluation.add_argument("--data", default="runs/wm_data/eval.hdf5", help="held-out episodes (HDF5)")
     evaluation.add_argument("--horizons", type=int, nargs="+", default=[1, 8, 16])
     evaluation.add_argument("--sampling-steps", type=int, default=0, help="denoising steps (0 = the model's)")
-    evaluation.add_argument("--done-threshold", type=float, default=0.5, help="critic done probability = success")
+    evaluation.add_argument("--done-threshold", type=float, default=0.5,
+                            help="critic done probability = success, in (0, 1) as the env's")
     evaluation.add_argument("--calibrate-on", help="training episodes (HDF5): choose the done threshold at which the "
                             "critic's verdicts on their imagined rollouts agree best with the simulator")
     evaluation.add_argument("--calibration-episodes", type=int, default=100,
