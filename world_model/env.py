@@ -11,6 +11,10 @@ collector, the GRPO trainer and the evaluation use it exactly like a simulator.
   probability of every step. A critic that reads the wrist camera (``wrist_view``) gets the
   imagined wrist frames too, so the world model must predict that camera.
 
+Sampling noise: one generator (``seed``) serves the whole env and each step draws noise for the
+running rollouts only, so a rollout's imagined frames depend on which others are still running, not
+on the seed alone (``VideoWorldModel.sample_next``).
+
 Autoreset is off, as in every ``VecEnv``: a finished rollout is no longer predicted and keeps
 returning its last observation with zero reward and its final flags (terminated, truncated and
 success), as ``SimVecEnv`` does.

@@ -66,7 +66,9 @@ def imagine_open_loop_with_proprio(model, trajectories: Sequence[Trajectory], sa
                                    seed: int = 0, batch_size: int = 64,
                                    show_progress: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Imagined frames ``uint8 [T + 1, H, W, C]`` and proprio states ``float32 [T + 1, P]`` of each
-    trajectory, open loop from its first real frame and proprio with its recorded actions."""
+    trajectory, open loop from its first real frame and proprio with its recorded actions. Chunks of
+    ``batch_size`` share one generator: an episode's sampling noise depends on the seed and on the
+    episodes imagined with it and before it (their order and count), not on the seed alone."""
     from tqdm import tqdm
 
     generator = torch.Generator().manual_seed(seed)

@@ -224,7 +224,10 @@ class VideoWorldModel(nn.Module):
     def sample_next(self, context: torch.Tensor, proprio: torch.Tensor, previous_proprio: torch.Tensor,
                     actions: torch.Tensor, instructions: Sequence[str], steps: int | None = None,
                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next frame ``uint8 [B, H, W, C]`` and proprio ``[B, P]`` in ``steps`` DDIM steps."""
+        """Next frame ``uint8 [B, H, W, C]`` and proprio ``[B, P]`` in ``steps`` DDIM steps. The starting
+        noise of all rows is one draw from ``generator``, so a row's frame depends on the seed *and* on its
+        position in the batch and the batch's size: the same rollout imagined in another batch (other
+        rows running, another chunk) gets other noise."""
         steps = steps or self.config.sampling_steps
         if not 1 <= steps <= MAX_SAMPLING_STEPS:
             raise ValueError(f"sampling steps must be in [1, {MAX_SAMPLING_STEPS}], got {steps}")
