@@ -305,7 +305,8 @@ def write_horizon_strip(trajectories: Sequence[Trajectory], imagined: Sequence[n
                         horizons: Sequence[int], path: Path, episodes: int = 4) -> Path | None:
     """Real and imagined frames of up to ``episodes`` episodes at t = 0 and each horizon. Horizons that
     no episode reaches are left out (the strip shows those of the longest episodes); None when not even
-    the shortest horizon fits, and then no file is written."""
+    the shortest horizon fits: no strip, and an earlier evaluation's at ``path`` is removed so that it is
+    not taken for this one's."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -314,6 +315,7 @@ def write_horizon_strip(trajectories: Sequence[Trajectory], imagined: Sequence[n
     longest = max(len(t.frames) for t in trajectories)
     shown = [h for h in horizons if h < longest]
     if not shown:
+        Path(path).unlink(missing_ok=True)
         return None
     chosen = [i for i, t in enumerate(trajectories) if len(t.frames) > max(shown)][:episodes]
     steps = [0, *shown]

@@ -393,9 +393,10 @@ def test_evaluation_of_episodes_shorter_than_the_horizons_saves_its_report(tmp_p
     model = VideoWorldModel(TINY).eval()
     report = evaluate_world_model(model, short, tmp_path / "some", horizons=(1, 16), videos=0, show_progress=False)
     assert set(report["fidelity"]) == {"1"} and (tmp_path / "some" / "horizons.png").is_file()
-    report = evaluate_world_model(model, short, tmp_path / "none", horizons=(8, 16), videos=0, show_progress=False)
+    report = evaluate_world_model(model, short, tmp_path / "some", horizons=(8, 16), videos=0, show_progress=False)
     assert report["fidelity"] == {} and report["horizon_strip"] is None
-    assert json.loads((tmp_path / "none" / "eval.json").read_text())["horizon_strip"] is None
+    assert json.loads((tmp_path / "some" / "eval.json").read_text())["horizon_strip"] is None
+    assert not (tmp_path / "some" / "horizons.png").exists()  # the earlier evaluation's strip is not this one's
 
     def broken_videos(*args, **kwargs):
         raise OSError("no video encoder")
