@@ -65,7 +65,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="imagination seed")
     args = parser.parse_args()
 
-    from vla_rl.cli.world_model import trajectories_of
+    from vla_rl.cli.world_model import HELD_OUT, TRAINING, trajectories_of
     from vla_rl.core.checkpoint_dir import resolve_checkpoint
     from vla_rl.reward.critic import load_critic
     from world_model.evaluate import (agreement_by_threshold, best_threshold, critic_channels, critic_done_traces,
@@ -79,11 +79,12 @@ def main() -> int:
     cameras = tuple(model.config.cameras)
     agent, wrist = critic_channels(critic, cameras)
 
-    def sample(path: str, count: int, seed: int):
-        episodes = trajectories_of(Path(path), cameras)
+    def sample(path: str, count: int, seed: int, role: str | None = None, use: str = ""):
+        episodes = trajectories_of(Path(path), cameras, role, use)
         return [episodes[i] for i in sorted(np.random.default_rng(seed).permutation(len(episodes))[:count])]
 
-    sets = {"calibration": sample(args.calibrate_on, 100, 0), "held_out": trajectories_of(Path(args.data), cameras)}
+    sets = {"calibration": sample(args.calibrate_on, 100, 0, TRAINING, "--calibrate-on"),
+            "held_out": trajectories_of(Path(args.data), cameras, HELD_OUT, "--data")}
     if args.policy_episodes:
         sets["policy"] = sample(args.policy_episodes, 120, 1)
     traces, truth, tasks = {}, {}, {}

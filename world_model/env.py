@@ -11,8 +11,13 @@ collector, the GRPO trainer and the evaluation use it exactly like a simulator.
   probability of every step. A critic that reads the wrist camera (``wrist_view``) gets the
   imagined wrist frames too, so the world model must predict that camera.
 
+Sampling noise: one generator (``seed``) serves the whole env and each step draws noise for the
+running rollouts only, so a rollout's imagined frames depend on which others are still running, not
+on the seed alone (``VideoWorldModel.sample_next``).
+
 Autoreset is off, as in every ``VecEnv``: a finished rollout is no longer predicted and keeps
-returning its last observation with zero reward and its done flags.
+returning its last observation with zero reward and its final flags (terminated, truncated and
+success), as ``SimVecEnv`` does.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class WorldModelVecEnv:
         self.elapsed = np.zeros(len(tasks), int)
         self.terminated = np.zeros(len(tasks), bool)
         self.truncated = np.zeros(len(tasks), bool)
+        self.succeeded = np.zeros(len(tasks), bool)
         return self._snapshot()
 
     def _snapshot(self) -> ObsBatch:
@@ -96,11 +102,13 @@ class WorldModelVecEnv:
             success_now[running] = done_prob >= self.done_threshold
             reward[running] = success_now[running].astype(np.float32)
             self.terminated |= success_now
+            self.succeeded |= success_now
             self.truncated[running] |= (self.elapsed[running] >= self.limits[running]) & ~success_now[running]
             for i, slot in enumerate(running):
                 info[slot] = {"critic_value": float(value[i]), "critic_done_prob": float(done_prob[i])}
+        # a finished rollout repeats its final flags, success included, as SimVecEnv's slots do
         return StepResult(obs=self._snapshot(), reward=reward, terminated=self.terminated.copy(),
-                          truncated=self.truncated.copy(), success=success_now, info=info)
+                          truncated=self.truncated.copy(), success=self.succeeded.copy(), info=info)
 
     def _imagine(self, rows: np.ndarray, actions: np.ndarray) -> None:
         """Advance the rollouts ``rows`` by one predicted step (the others keep their state)."""

@@ -66,7 +66,9 @@ def imagine_open_loop_with_proprio(model, trajectories: Sequence[Trajectory], sa
                                    seed: int = 0, batch_size: int = 64,
                                    show_progress: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Imagined frames ``uint8 [T + 1, H, W, C]`` and proprio states ``float32 [T + 1, P]`` of each
-    trajectory, open loop from its first real frame and proprio with its recorded actions."""
+    trajectory, open loop from its first real frame and proprio with its recorded actions. Chunks of
+    ``batch_size`` share one generator: an episode's sampling noise depends on the seed and on the
+    episodes imagined with it and before it (their order and count), not on the seed alone."""
     from tqdm import tqdm
 
     generator = torch.Generator().manual_seed(seed)
@@ -300,14 +302,23 @@ def write_videos(trajectories: Sequence[Trajectory], imagined: Sequence[np.ndarr
 
 
 def write_horizon_strip(trajectories: Sequence[Trajectory], imagined: Sequence[np.ndarray],
-                        horizons: Sequence[int], path: Path, episodes: int = 4) -> Path:
+                        horizons: Sequence[int], path: Path, episodes: int = 4) -> Path | None:
+    """Real and imagined frames of up to ``episodes`` episodes at t = 0 and each horizon. Horizons that
+    no episode reaches are left out (the strip shows those of the longest episodes); None when not even
+    the shortest horizon fits: no strip, and an earlier evaluation's at ``path`` is removed so that it is
+    not taken for this one's."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    chosen = [i for i, t in enumerate(trajectories) if len(t.frames) > max(horizons)][:episodes]
-    steps = [0, *horizons]
+    longest = max(len(t.frames) for t in trajectories)
+    shown = [h for h in horizons if h < longest]
+    if not shown:
+        Path(path).unlink(missing_ok=True)
+        return None
+    chosen = [i for i, t in enumerate(trajectories) if len(t.frames) > max(shown)][:episodes]
+    steps = [0, *shown]
     figure, axes = plt.subplots(2 * len(chosen), len(steps), figsize=(1.6 * len(steps), 3.3 * len(chosen)),
                                 squeeze=False)
     for row, i in enumerate(chosen):
@@ -366,10 +377,23 @@ def evaluate_world_model(model, trajectories: Sequence[Trajectory], out: Path, c
                                   done_threshold, model.config.cameras)
                 for extra_seed in seeds[1:]]
             report["outcome_agreement_over_samples"] = agreement_over_samples(per_sample, seeds)
+    # the numbers are saved before the videos and the strip, so a failure in writing those loses no work;
+    # the file is written again with their paths
+    write_report(report, out)
     report["videos"] = write_videos(trajectories, imagined, out / "videos", videos)
-    report["horizon_strip"] = str(write_horizon_strip(trajectories, imagined, horizons, out / "horizons.png"))
-    (out / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
+    strip = write_horizon_strip(trajectories, imagined, horizons, out / "horizons.png")
+    report["horizon_strip"] = None if strip is None else str(strip)
+    write_report(report, out)
     return report
+
+
+def write_report(report: dict, out: Path) -> Path:
+    """``out/eval.json``, replaced atomically (a reader never sees half of it)."""
+    path = Path(out) / "eval.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    tmp.replace(path)
+    return path
 
 
 def print_report(report: dict) -> None:

@@ -19,9 +19,13 @@ instruction, it predicts the next frame and the next proprio state:
   [-1, 1]): "nothing moves" is the zero prediction, and the loss concentrates on the arm and the
   objects that move instead of the static background.
 - **drift**: in training, half of the samples get Gaussian noise of a random level up to
-  ``context_noise`` on their context frames, and the level is an input of the conditioning (0 at
-  inference), as in GameNGen. The model learns to predict from imperfect context frames, which is
-  what it sees in long rollouts, without guessing whether its context is noisy.
+  ``context_noise`` on their context frames (clamped to [-1, 1], the range of every real or
+  imagined frame), and the level is an input of the conditioning (0 at inference), as in GameNGen.
+  The residual target is taken from the *noisy* last context frame, because sampling adds the
+  prediction to whatever context the model has: it learns to lead from an imperfect frame back to
+  the real next one, which is what it needs in long rollouts, instead of carrying the error forward.
+  With the clamp, the halved residual stays in [-1, 1] in training as at sampling, so the
+  schedulers' ``clip_sample`` at +-1 never cuts a target the model should reach.
 
 It implements the ``WorldModel`` contract (``init_state``, ``predict``) of ``vla_rl.core``.
 """
@@ -41,6 +45,7 @@ from vla_rl.core.config import option
 from vla_rl.core.types import ObsBatch
 
 MAX_SAMPLING_STEPS = 8
+ATTENTION_HEAD_DIM = 32  # the UNet's attention head width (narrower only where the block is)
 
 
 @dataclass(frozen=True)
@@ -105,11 +110,15 @@ class VideoWorldModel(nn.Module):
         if config.attention_last:
             down[-1] = "AttnDownBlock2D"
         up = [name.replace("Down", "Up") for name in reversed(down)]
+        # the mid block always attends at the last width (and attention_last there too): diffusers splits it
+        # into width // head_dim heads, so a last width under the usual 32 gets one head of its own width
+        # instead of zero heads (a ZeroDivisionError); widths from 32 on keep 32 (checkpoints unchanged)
+        attention_head_dim = min(ATTENTION_HEAD_DIM, config.channels[-1])
         self.unet = UNet2DModel(
             sample_size=config.image_size // config.fold, in_channels=folded * (1 + config.context_frames),
             out_channels=folded, block_out_channels=tuple(config.channels), layers_per_block=config.layers_per_block,
             down_block_types=tuple(down), up_block_types=tuple(up), class_embed_type="identity",
-            norm_num_groups=16, attention_head_dim=32,
+            norm_num_groups=16, attention_head_dim=attention_head_dim,
         )
         if config.predict_residual:  # start as "nothing moves" (zero change), the strong baseline
             nn.init.zeros_(self.unet.conv_out.weight)
@@ -189,12 +198,15 @@ class VideoWorldModel(nn.Module):
         batch = len(actions)
         clean = self.fold_frames(target_frame)
         folded_context = self.fold_frames(context)
-        if self.config.predict_residual:
-            clean = (clean - folded_context[:, -1]) / 2
         level = torch.rand(batch, generator=generator) * self.config.context_noise
         level = torch.where(torch.rand(batch, generator=generator) < 0.5, torch.zeros_like(level), level).to(self.device)
         noise = torch.randn(folded_context.shape, generator=generator).to(self.device)
-        folded_context = folded_context + level[:, None, None, None, None] * noise
+        # clamped: a noisy frame stays an image in [-1, 1], as every context frame is at sampling (uint8)
+        folded_context = (folded_context + level[:, None, None, None, None] * noise).clamp(-1, 1)
+        if self.config.predict_residual:
+            # the change from the *noisy* last frame: sampling adds the prediction to whatever context
+            # the model has, so the target must lead from an imperfect frame back to the real one
+            clean = (clean - folded_context[:, -1]) / 2
         noise = torch.randn(clean.shape, generator=generator).to(self.device)
         timesteps = torch.randint(0, self.config.train_timesteps, (batch,), generator=generator).to(self.device)
         noisy = self.train_scheduler.add_noise(clean, noise, timesteps)
@@ -212,7 +224,10 @@ class VideoWorldModel(nn.Module):
     def sample_next(self, context: torch.Tensor, proprio: torch.Tensor, previous_proprio: torch.Tensor,
                     actions: torch.Tensor, instructions: Sequence[str], steps: int | None = None,
                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next frame ``uint8 [B, H, W, C]`` and proprio ``[B, P]`` in ``steps`` DDIM steps."""
+        """Next frame ``uint8 [B, H, W, C]`` and proprio ``[B, P]`` in ``steps`` DDIM steps. The starting
+        noise of all rows is one draw from ``generator``, so a row's frame depends on the seed *and* on its
+        position in the batch and the batch's size: the same rollout imagined in another batch (other
+        rows running, another chunk) gets other noise."""
         steps = steps or self.config.sampling_steps
         if not 1 <= steps <= MAX_SAMPLING_STEPS:
             raise ValueError(f"sampling steps must be in [1, {MAX_SAMPLING_STEPS}], got {steps}")

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from vla_rl.core.checkpoint_dir import (CorruptCheckpointError, commit_checkpoint_dir, latest_valid_checkpoint,
-                                        point_latest, resolve_checkpoint, staging_dir, verify_checkpoint)
+                                        point_latest, refuse_previous_run, resolve_checkpoint, staging_dir,
+                                        verify_checkpoint)
 from vla_rl.core.config import from_dict, option, to_dict
 from vla_rl.core.optim import load_optimizer_state, make_adamw
 from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
@@ -189,6 +190,8 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
     if config.threads:
         torch.set_num_threads(config.threads)
     out_dir = Path(config.out_dir)
+    if not resume:  # before any work: a fresh run into an earlier run's out_dir would mix their outputs
+        refuse_previous_run(out_dir, PREFIX)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     if str(config.init_checkpoint) not in ("", "."):

@@ -89,6 +89,45 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path, config):
         load_critic(tmp_path / "missing")
 
 
+def test_critic_checkpoints_are_committed_atomically_with_checksums_and_name_a_corrupt_file(tmp_path, monkeypatch):
+    """save_critic writes a staging directory and renames it into place (a crash mid-save leaves the
+    previous checkpoint), with a manifest: a modified file is refused by name, a truncated critic.json is
+    a clear error naming it, and a checkpoint from before manifests still loads."""
+    import safetensors.torch
+
+    from vla_rl.core.checkpoint_dir import MANIFEST, CorruptCheckpointError
+    from vla_rl.reward.sources import critic_reads_wrist
+
+    critic = ProgressCritic(SMALL).eval()
+    path = save_critic(tmp_path / "critic", critic, {"step": 1})
+    assert (path / MANIFEST).is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["critic"]
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_critic(path, critic, {"step": 2})
+    monkeypatch.undo()
+    assert json.loads((path / "critic.json").read_text())["step"] == 1 and load_critic(path) is not None
+
+    legacy = tmp_path / "legacy"  # as save_critic wrote checkpoints before they had a manifest
+    legacy.mkdir()
+    for name in ("critic.json", "critic.safetensors"):
+        (legacy / name).write_bytes((path / name).read_bytes())
+    assert load_critic(legacy).config == SMALL
+
+    meta = (path / "critic.json").read_text()
+    (path / "critic.json").write_text(meta.replace('"step": 1', '"step": 7'))
+    with pytest.raises(CorruptCheckpointError, match="critic.json does not match its checksum"):
+        load_critic(path)
+    for checkpoint in (path, legacy):
+        (checkpoint / "critic.json").write_text(meta[:len(meta) // 2])  # truncated
+        for read in (load_critic, critic_reads_wrist):
+            with pytest.raises(CorruptCheckpointError, match=f"{checkpoint / 'critic.json'} is not valid JSON"):
+                read(checkpoint)
+
+
 def test_a_glimpse_is_the_crop_centred_on_its_point_and_follows_it():
     from vla_rl.reward.critic import GlimpseEncoder
 

@@ -1,4 +1,4 @@
-"""One parametrised contract test over every registered tabletop task."""
+"""One parametrised contract test over every registered tabletop task, and one over every VecEnv."""
 
 import gymnasium as gym
 import numpy as np
@@ -7,6 +7,8 @@ from gymnasium.utils.env_checker import check_env
 
 import sim_envs
 from sim_envs.tasks import TASKS
+from sim_envs.vector import TabletopVecEnv, VecEnvConfig
+from vla_rl.core import TaskSpec
 
 
 @pytest.fixture(params=list(TASKS))
@@ -83,3 +85,68 @@ def test_instruction_names_the_target_and_layout_varies():
         seen_positions.add(tuple(env.layout["positions"][0]))
     assert len(seen_colors) > 2 and len(seen_positions) == 8
     env.close()
+
+
+# ---- the VecEnv contract, over every VecEnv: the simulator's and the world model's -------------------------------
+VEC_SPECS = [TaskSpec("Reach", 0, "eval"), TaskSpec("Lift", 0, "eval")]
+
+
+class DoneForOneInstruction:
+    """A stand-in critic: "done" for the episode of instruction ``done_for`` from its second scoring on."""
+
+    def __init__(self):
+        self.done_for, self.calls = None, 0
+
+    def score(self, episodes):
+        from vla_rl.core.types import CriticOutput
+
+        self.calls += 1
+        done = np.zeros((len(episodes.instructions), episodes.frames.shape[1]), np.float32)
+        done[:, 1] = [float(self.calls >= 2 and text == self.done_for) for text in episodes.instructions]
+        return CriticOutput(progress=np.zeros_like(done), done_prob=done)
+
+
+def _sim_vec_env():
+    """Slot 0's expert reaches the target in a few steps; slot 1 (Lift, not moving) runs on."""
+    from sim_envs.experts import make_expert
+
+    venv = TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32))
+    venv.reset(VEC_SPECS)
+    expert = make_expert(venv._local.current[0])
+    return venv, lambda: np.stack([expert.act(), np.zeros(7, np.float32)])
+
+
+def _world_model_vec_env():
+    """The critic calls slot 0's imagined episode done at its second step; slot 1 runs on."""
+    import torch
+
+    from sim_envs.suites import get_suite
+    from world_model.env import WorldModelVecEnv
+    from world_model.model import VideoWorldModel, WorldModelConfig
+
+    torch.manual_seed(0)
+    critic = DoneForOneInstruction()
+    model = VideoWorldModel(WorldModelConfig(image_size=32, channels=(32, 32), attention_last=False, sampling_steps=1))
+    venv = WorldModelVecEnv(model, critic, TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32)),
+                            get_suite("tabletop").max_steps)
+    critic.done_for = venv.reset(VEC_SPECS).instructions[0]
+    return venv, lambda: np.zeros((2, 7), np.float32)
+
+
+@pytest.mark.parametrize("make_vec_env", [_sim_vec_env, _world_model_vec_env], ids=["sim", "world_model"])
+def test_a_finished_vec_env_slot_repeats_its_final_flags_success_included(make_vec_env):
+    """Autoreset is off: after its episode ends, a slot returns zero reward and the flags of its last
+    step (terminated, truncated, success) on every later step, while the other slots run on."""
+    venv, actions = make_vec_env()
+    try:
+        for _ in range(50):
+            result = venv.step(actions())
+            if result.terminated[0] or result.truncated[0]:
+                break
+        assert result.terminated[0] and result.success[0] and result.reward[0] == 1.0
+        for _ in range(2):
+            later = venv.step(actions())
+            assert (later.terminated[0], later.truncated[0], later.success[0], later.reward[0]) == (True, False, True, 0)
+            assert not (later.terminated[1] or later.truncated[1] or later.success[1])
+    finally:
+        venv.close()

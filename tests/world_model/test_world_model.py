@@ -36,6 +36,20 @@ def test_config_rejects_sizes_the_unet_cannot_fold():
         WorldModelConfig(sampling_steps=9)
 
 
+@pytest.mark.parametrize("attention_last", [False, True])
+def test_the_narrowest_widths_the_config_accepts_build_a_working_unet(attention_last):
+    """Widths need only be multiples of 16; a last width of 16 (under the usual 32-wide attention head)
+    gets one narrower head in the always-attending mid block instead of zero heads."""
+    config = WorldModelConfig(image_size=16, channels=(16, 16), attention_last=attention_last, sampling_steps=1)
+    model = VideoWorldModel(config)
+    context = torch.zeros(2, 2, 16, 16, 3, dtype=torch.uint8)
+    loss, _ = model.loss(context, torch.zeros(2, 8), torch.zeros(2, 8), torch.zeros(2, 7), ["reach"] * 2,
+                         context[:, -1], torch.zeros(2, 8))
+    assert torch.isfinite(loss)
+    frames, _ = model.sample_next(context, torch.zeros(2, 8), torch.zeros(2, 8), torch.zeros(2, 7), ["reach"] * 2)
+    assert frames.shape == (2, 16, 16, 3)
+
+
 def test_instruction_hash_is_stable_and_word_based():
     assert instruction_word_ids("Reach the red block.", 512) == instruction_word_ids("reach the red block", 512)
     assert instruction_word_ids("reach the red block", 512) != instruction_word_ids("reach the blue block", 512)
@@ -98,7 +112,8 @@ def test_self_rollout_training_shortens_its_windows_to_short_episodes(tmp_path, 
     single = Trajectory(frames=first.frames[:2], proprio=first.proprio[:2], actions=first.actions[:1],
                         instruction=first.instruction)
     with pytest.raises(ValueError, match="at least 2 actions"):
-        train_world_model(config, [single], show_progress=False)
+        train_world_model(WMTrainConfig(**{**config.__dict__, "out_dir": tmp_path / "single"}), [single],
+                          show_progress=False)
 
 
 def test_metrics_behave():
@@ -125,6 +140,39 @@ def test_contract_shapes_and_sampling_steps():
         model.init_state(ObsBatch({"agentview": np.zeros((1, 64, 64, 3), np.uint8)}, np.zeros((1, 8), np.float32), ["x"]))
 
 
+def test_residual_target_is_the_change_from_the_noisy_last_context_frame(monkeypatch):
+    """Sampling adds the prediction to the context it has, imperfect or not, so the training target of a
+    sample with noisy context is (target - noisy last frame) / 2: the way back to the real frame. The
+    noisy context stays in [-1, 1], so the halved target does too (the schedulers clip at +-1)."""
+    model = VideoWorldModel(TINY)
+    seen = {}
+    add_noise = model.train_scheduler.add_noise
+
+    def record_clean(clean, noise, timesteps):
+        seen["clean"] = clean
+        return add_noise(clean, noise, timesteps)
+
+    def record_context(noisy, context, timesteps, condition):
+        seen["context"] = context
+        return torch.zeros_like(noisy)
+
+    monkeypatch.setattr(model.train_scheduler, "add_noise", record_clean)
+    monkeypatch.setattr(model, "denoise", record_context)
+    rng = np.random.default_rng(0)
+    context = torch.from_numpy(rng.integers(0, 256, (16, 2, 32, 32, 3), dtype=np.uint8))
+    target = torch.from_numpy(rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8))
+    model.loss(context, torch.zeros(16, 8), torch.zeros(16, 8), torch.zeros(16, 7), ["reach"] * 16, target,
+               torch.zeros(16, 8), generator=torch.Generator().manual_seed(0))
+    clean_last = model.fold_frames(context)[:, -1]
+    noisy_last = seen["context"][:, -1]
+    noised = (noisy_last != clean_last).flatten(1).any(1)
+    assert 0 < noised.sum() < 16  # about half the samples get context noise
+    expected = (model.fold_frames(target) - noisy_last) / 2
+    torch.testing.assert_close(seen["clean"], expected)
+    assert not torch.allclose(seen["clean"][noised], ((model.fold_frames(target) - clean_last) / 2)[noised])
+    assert seen["context"].abs().max() <= 1 and seen["clean"].abs().max() <= 1
+
+
 def test_training_beats_copying_the_last_frame_and_resumes(tmp_path, trajectories):
     """A short run on real episodes learns the arm's motion: its one-step predictions on the
     training transitions beat the "nothing moves" baseline (which a model ignoring the action
@@ -141,6 +189,19 @@ def test_training_beats_copying_the_last_frame_and_resumes(tmp_path, trajectorie
                                 show_progress=False)
     assert resumed["steps"] == 310
     assert 5.0 < resumed["eval"]["held_out_psnr_8step_open_loop"] < resumed["eval"]["held_out_psnr_1step"]
+
+
+def test_a_fresh_run_refuses_the_out_dir_of_an_earlier_one(tmp_path, trajectories):
+    """Without --resume a run would append to the old metrics.jsonl and leave the old checkpoints (some
+    maybe of later steps, which resolve_checkpoint would then pick) beside its own."""
+    config = WMTrainConfig(out_dir=tmp_path / "wm", model=TINY, steps=2, batch_size=2, checkpoint_every=2,
+                           eval_every=0, log_every=1)
+    train_world_model(config, trajectories[:1], show_progress=False)
+    history = (tmp_path / "wm" / "metrics.jsonl").read_text()
+    with pytest.raises(FileExistsError, match="holds a previous run.*--resume"):
+        train_world_model(WMTrainConfig(**{**config.__dict__, "steps": 1}), trajectories[:1], show_progress=False)
+    assert (tmp_path / "wm" / "metrics.jsonl").read_text() == history
+    assert sorted(p.name for p in (tmp_path / "wm").glob("step_*")) == ["step_000002"]
 
 
 def test_proprio_windows_end_with_their_episode_and_one_step_is_the_one_step_loss(trajectories):
@@ -319,6 +380,33 @@ def test_evaluation_report_and_videos(tmp_path, trajectories):
     assert len(report["videos"]) == 2 and (tmp_path / "eval.json").is_file() and (tmp_path / "horizons.png").is_file()
 
 
+def test_evaluation_of_episodes_shorter_than_the_horizons_saves_its_report(tmp_path, trajectories, monkeypatch):
+    """No episode reaches the largest horizon: the strip shows the horizons some episode reaches, or
+    none at all, instead of failing after all the imagination; eval.json is saved before the videos."""
+    import json
+
+    import world_model.evaluate as evaluate
+
+    first = trajectories[0]
+    short = [Trajectory(frames=first.frames[:4], proprio=first.proprio[:4], actions=first.actions[:3],
+                        instruction=first.instruction, success=first.success[:4], behaviour="expert")]
+    model = VideoWorldModel(TINY).eval()
+    report = evaluate_world_model(model, short, tmp_path / "some", horizons=(1, 16), videos=0, show_progress=False)
+    assert set(report["fidelity"]) == {"1"} and (tmp_path / "some" / "horizons.png").is_file()
+    report = evaluate_world_model(model, short, tmp_path / "some", horizons=(8, 16), videos=0, show_progress=False)
+    assert report["fidelity"] == {} and report["horizon_strip"] is None
+    assert json.loads((tmp_path / "some" / "eval.json").read_text())["horizon_strip"] is None
+    assert not (tmp_path / "some" / "horizons.png").exists()  # the earlier evaluation's strip is not this one's
+
+    def broken_videos(*args, **kwargs):
+        raise OSError("no video encoder")
+
+    monkeypatch.setattr(evaluate, "write_videos", broken_videos)
+    with pytest.raises(OSError, match="no video encoder"):
+        evaluate_world_model(model, short, tmp_path / "videos", horizons=(1,), videos=1, show_progress=False)
+    assert json.loads((tmp_path / "videos" / "eval.json").read_text())["fidelity"]["1"]["episodes"] == 1
+
+
 def test_proprio_drift_measures_the_imagined_end_effector_against_the_real_one(trajectories):
     from world_model.evaluate import imagine_open_loop_with_proprio, proprio_drift
 
@@ -402,6 +490,28 @@ def test_wm_eval_calibrates_on_training_episodes_and_refuses_the_held_out_ones(t
     assert "majority outcome" in capsys.readouterr().out
     assert main(common + ["--calibrate-on", files["eval"]]) == 2
     assert "must not be the held-out data" in capsys.readouterr().err
+    # the split each file's episodes carry, not only their path, says what they may be used for
+    import shutil
+
+    other_held_out = shutil.copy(files["eval"], tmp_path / "more_eval.hdf5")
+    assert main(common + ["--calibrate-on", str(other_held_out)]) == 2
+    assert "split ['eval']: --calibrate-on" in capsys.readouterr().err
+    training_as_held_out = ["wm", "eval", "--world-model", world_model, "--data", files["train"], "--horizons", "1",
+                            "--videos", "0", "--out", str(tmp_path / "no")]
+    assert main(training_as_held_out) == 2
+    assert "split ['train']: wm eval --data" in capsys.readouterr().err
+    for threshold in ("0", "1"):
+        assert main(common + ["--done-threshold", threshold, "--out", str(tmp_path / "no")]) == 2
+        assert "--done-threshold must be in (0, 1)" in capsys.readouterr().err
+    for train_file, eval_file, named in ((files["eval"], files["eval"], "training the world model"),
+                                         (files["train"], files["train"], "the held-out evaluation")):
+        data_dir = tmp_path / f"data_{len(named)}"
+        data_dir.mkdir()
+        shutil.copy(train_file, data_dir / "train.hdf5")
+        shutil.copy(eval_file, data_dir / "eval.hdf5")
+        assert main(["wm", "train", "--set", f"data_dir={data_dir}", "--set", f"out_dir={tmp_path / 'wm_run'}"]) == 2
+        assert named in capsys.readouterr().err
+    assert not (tmp_path / "wm_run").exists()
 
 
 def test_two_camera_trajectories_and_their_evaluation_with_a_wrist_critic(tmp_path):

@@ -19,13 +19,33 @@ from pathlib import Path
 QUICKSTART_TASKS = ["Reach", "PressButton"]
 
 
-def trajectories_of(path: Path, cameras: tuple[str, ...] = ("agentview",)):
+TRAINING, HELD_OUT = "training", "held-out"
+
+
+def trajectories_of(path: Path, cameras: tuple[str, ...] = ("agentview",), role: str | None = None,
+                    use: str = ""):
     """The episodes of a collected file as ``world_model.data.Trajectory`` (needs actions and proprio),
-    their frames the ``cameras`` stacked along the channels, in order, as the world model predicts them."""
+    their frames the ``cameras`` stacked along the channels, in order, as the world model predicts them.
+    ``role`` (TRAINING or HELD_OUT): every episode's split must be the one that role needs ("train", or
+    any other); the error names the file and ``use`` (what the episodes were for)."""
     from sim_envs.progress_episodes import read_episodes
     from world_model.data import trajectory_of_episode
 
-    return [trajectory_of_episode(episode, cameras, str(path)) for episode in read_episodes(path)]
+    episodes = list(read_episodes(path))
+    if role is not None:
+        check_split(path, [episode.split for episode in episodes], role, use)
+    return [trajectory_of_episode(episode, cameras, str(path)) for episode in episodes]
+
+
+def check_split(path: Path, splits: list[str], role: str, use: str) -> None:
+    """Training episodes (split "train") must not measure the world model, nor held-out ones train or
+    calibrate it: a file of the wrong split is refused, not silently used."""
+    if role not in (TRAINING, HELD_OUT):
+        raise ValueError(f"unknown episode role {role!r}; valid: {TRAINING}, {HELD_OUT}")
+    wrong = sorted({split for split in splits if (split == "train") != (role == TRAINING)})
+    if wrong:
+        needed = 'split "train"' if role == TRAINING else 'a held-out split (not "train")'
+        raise ValueError(f"{path} holds episodes of split {wrong}: {use} needs {role} episodes ({needed})")
 
 
 def cmd_wm_train(args: argparse.Namespace) -> int:
@@ -37,9 +57,10 @@ def cmd_wm_train(args: argparse.Namespace) -> int:
         return 0
     config = load_config(WMTrainConfig, args.config, list(args.set or []))
     cameras = tuple(config.model.cameras)
-    train = trajectories_of(Path(config.data_dir) / "train.hdf5", cameras)
+    train = trajectories_of(Path(config.data_dir) / "train.hdf5", cameras, TRAINING, "training the world model")
     held_out = Path(config.data_dir) / "eval.hdf5"
-    evaluation = trajectories_of(held_out, cameras) if held_out.is_file() else []
+    evaluation = trajectories_of(held_out, cameras, HELD_OUT, "the held-out evaluation during training") \
+        if held_out.is_file() else []
     from world_model.proprio import read_proprio_tracks
 
     proprio_tracks = [track for path in config.proprio_train_files for track in read_proprio_tracks(Path(path))]
@@ -60,7 +81,8 @@ def calibrated_threshold(model, critic, args: argparse.Namespace) -> tuple[float
         raise ValueError("--calibrate-on needs --critic: it calibrates the critic's done threshold")
     if Path(args.calibrate_on).resolve() == Path(args.data).resolve():
         raise ValueError("--calibrate-on must not be the held-out data: calibrate on training episodes")
-    episodes = trajectories_of(Path(args.calibrate_on), tuple(model.config.cameras))
+    episodes = trajectories_of(Path(args.calibrate_on), tuple(model.config.cameras), TRAINING,
+                               "--calibrate-on (the held-out episodes measure the calibrated verdicts)")
     chosen = np.random.default_rng(0).permutation(len(episodes))[:args.calibration_episodes]
     calibration = calibrate_done_threshold(model, critic, [episodes[i] for i in sorted(chosen)], args.sampling_steps or None)
     calibration.update(data=str(args.calibrate_on), sample_seed=0, episode_indices=sorted(int(i) for i in chosen))
@@ -82,11 +104,15 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
 
     from vla_rl.core.checkpoint_dir import resolve_checkpoint
 
+    # the same range as the env's (WorldModelVecEnv): at 0 every episode would be a success, at 1 hardly any
+    if not 0 < args.done_threshold < 1:
+        raise ValueError(f"--done-threshold must be in (0, 1), got {args.done_threshold}")
     checkpoint = resolve_checkpoint(Path(args.world_model))
     model = load_world_model(checkpoint)
     critic = load_critic(Path(args.critic)) if args.critic else None
     out = Path(args.out) if args.out else checkpoint.parent / f"eval_{checkpoint.name}_{Path(args.data).stem}"
-    held_out = trajectories_of(Path(args.data), tuple(model.config.cameras))
+    held_out = trajectories_of(Path(args.data), tuple(model.config.cameras), HELD_OUT,
+                               "wm eval --data (the world model and the critic trained on the training episodes)")
     extra = {"world_model": str(checkpoint), "critic": args.critic, "data": str(args.data),
              "versions": environment_versions()}
     done_threshold = args.done_threshold
@@ -139,7 +165,8 @@ def register(sub) -> None:
     evaluation.add_argument("--data", default="runs/wm_data/eval.hdf5", help="held-out episodes (HDF5)")
     evaluation.add_argument("--horizons", type=int, nargs="+", default=[1, 8, 16])
     evaluation.add_argument("--sampling-steps", type=int, default=0, help="denoising steps (0 = the model's)")
-    evaluation.add_argument("--done-threshold", type=float, default=0.5, help="critic done probability = success")
+    evaluation.add_argument("--done-threshold", type=float, default=0.5,
+                            help="critic done probability = success, in (0, 1) as the env's")
     evaluation.add_argument("--calibrate-on", help="training episodes (HDF5): choose the done threshold at which the "
                             "critic's verdicts on their imagined rollouts agree best with the simulator")
     evaluation.add_argument("--calibration-episodes", type=int, default=100,

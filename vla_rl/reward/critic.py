@@ -45,6 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vla_rl.core.checkpoint_dir import (MANIFEST, CorruptCheckpointError, commit_checkpoint_dir, staging_dir,
+                                        verify_checkpoint)
 from vla_rl.core.config import from_dict, option
 from vla_rl.core.types import CriticOutput, EpisodeFrames
 from vla_rl.policy.localiser import ObjectLocaliser, expected_pixels
@@ -344,43 +346,62 @@ class ProgressCritic(nn.Module):
 
 
 # ---- checkpoints -------------------------------------------------------------------------------
-def save_critic(path: Path, critic: ProgressCritic, extra: dict | None = None) -> Path:
-    """Atomically write ``path/`` with ``critic.safetensors`` (trainable weights) and ``critic.json``."""
-    import shutil
+CRITIC_FILES = ("critic.json", "critic.safetensors")
 
+
+def save_critic(path: Path, critic: ProgressCritic, extra: dict | None = None) -> Path:
+    """Write ``path/`` with ``critic.safetensors`` (trainable weights), ``critic.json`` and a manifest of
+    their checksums: filled in a staging directory and renamed into place (``vla_rl.core.checkpoint_dir``),
+    so a crash leaves the previous checkpoint or the new one, never half of one."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = staging_dir(path)
     state = {k: v.contiguous() for k, v in critic.state_dict().items() if not k.startswith("text.model.")}
     save_file(state, str(tmp / "critic.safetensors"))
     (tmp / "critic.json").write_text(json.dumps({"config": asdict(critic.config), **(extra or {})}, indent=1))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-    return path
+    return commit_checkpoint_dir(tmp, path)
+
+
+def read_critic_meta(path: Path) -> dict:
+    """``critic.json`` of a critic checkpoint (its config, training summary, step); errors name the file.
+    Checkpoints written before critic checkpoints had a manifest are read as they are; a manifest, where
+    there is one, is verified by ``load_critic``."""
+    path = Path(path)
+    for name in CRITIC_FILES:
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path} is not a critic checkpoint (no {name})")
+    meta_path = path / "critic.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CorruptCheckpointError(f"{meta_path} is not valid JSON ({error}): the checkpoint is corrupt; "
+                                     "use another checkpoint of the run or train again") from error
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise CorruptCheckpointError(f"{meta_path} has no critic config: the checkpoint is corrupt")
+    return meta
 
 
 def critic_checkpoint_config(path: Path) -> CriticConfig:
     """The model config of a critic checkpoint, read without building the model."""
-    path = Path(path)
-    for name in ("critic.json", "critic.safetensors"):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{path} is not a critic checkpoint (no {name})")
-    return from_dict(CriticConfig, json.loads((path / "critic.json").read_text())["config"])
+    return from_dict(CriticConfig, read_critic_meta(path)["config"])
 
 
 def load_critic(path: Path, device: str = "cpu") -> ProgressCritic:
+    """The critic of a checkpoint directory; a file that fails its checksum, or does not parse, is named
+    in the error (``CorruptCheckpointError``)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
+    read_critic_meta(path)  # a missing file is "not a critic checkpoint" before any checksum is computed
+    if (path / MANIFEST).is_file():
+        verify_checkpoint(path)
     critic = ProgressCritic(critic_checkpoint_config(path), load_pretrained=False)
     try:
         state = load_file(str(path / "critic.safetensors"))
     except (SafetensorError, OSError) as error:
-        raise ValueError(f"{path}/critic.safetensors is corrupt: {error}") from None
+        raise CorruptCheckpointError(f"{path}/critic.safetensors is corrupt: {error}") from None
     missing, unexpected = critic.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("text.model.")]
     if missing or unexpected:
@@ -395,4 +416,5 @@ def cached_critic(path: str) -> ProgressCritic:
     return load_critic(Path(path))
 
 
-__all__ = ["CriticConfig", "ProgressCritic", "save_critic", "load_critic", "cached_critic"]
+__all__ = ["CriticConfig", "ProgressCritic", "save_critic", "load_critic", "cached_critic", "read_critic_meta",
+           "critic_checkpoint_config"]

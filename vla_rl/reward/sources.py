@@ -67,12 +67,9 @@ def score_trajectories(critic, batch: TrajectoryBatch):
 def critic_reads_wrist(checkpoint: Path) -> bool:
     """Whether the critic checkpoint reads the wrist camera (rollouts must then render it), from its
     config alone."""
-    import json
+    from vla_rl.reward.critic import read_critic_meta
 
-    path = Path(checkpoint) / "critic.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{checkpoint} is not a critic checkpoint (no critic.json)")
-    return bool(json.loads(path.read_text())["config"].get("wrist_view", False))
+    return bool(read_critic_meta(Path(checkpoint))["config"].get("wrist_view", False))
 
 
 def critic_rewards(critic, batch: TrajectoryBatch, done_bonus: float) -> np.ndarray:
