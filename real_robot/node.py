@@ -151,9 +151,11 @@ class PolicyNode:
         self.gripper_pub = node.create_publisher(Float64, topics.gripper_command, 10) if topics.gripper_command \
             else None
         self.status_pub = node.create_publisher(String, topics.status, 10)
-        self.timer = node.create_timer(config.period_s, self._control_tick)
+        self.timer = node.create_timer(config.period_s, self._timer_tick)
         self.Float64, self.String = Float64, String
         self.commands_published = 0
+        self.moved = False  # a command other than a halt has gone out (start-up ends)
+        self.closing = False  # destroy() has sent the final zero: nothing may follow it
         self.last_command_time = float("-inf")
         if recorder is not None and instruction:
             recorder.start_episode(self.episode, instruction)
@@ -320,6 +322,7 @@ class PolicyNode:
         milliseconds = 1000 * (time.perf_counter() - started)
         with self.lock:
             self.pending = None
+            timed_out = self.pending_timed_out  # already counted and halted for as inference_timeout
             self.latency.add(milliseconds)
             if error is not None:
                 self.safety.count("inference_error")
@@ -330,7 +333,8 @@ class PolicyNode:
                 log.error("the policy returned actions of shape %s, not [1, K, %d]: dropped", output.shape, ACTION_DIM)
                 return
             if milliseconds > 1000 * self.config.inference_timeout_s:
-                self.safety.count("slow_inference")
+                if not timed_out:
+                    self.safety.count("slow_inference")
                 log.warning("inference took %.0f ms (> %.0f ms): action dropped", milliseconds,
                             1000 * self.config.inference_timeout_s)
                 return
@@ -360,25 +364,45 @@ class PolicyNode:
         # e-stop callback and the inference thread all tick, and without it a motion chosen just
         # before an e-stop could go out after the e-stop's zero command.
         with self.publish_lock:
+            if self.closing:
+                return
             with self.lock:
-                command, joints, epoch = self._choose_command(time.monotonic())
-            if command is not None:
-                with self.lock:  # an e-stop or halt that arrived since the choice cancels a motion
-                    if command.moves and (self.estop or self.epoch != epoch):
+                command, halt, executed, joints, epoch = self._choose_command(time.monotonic())
+            if command is not None and not halt:
+                with self.lock:  # an e-stop or halt that arrived since the choice cancels the command (gripper too)
+                    if self.estop or self.epoch != epoch:
                         command = None
-                if command is not None:
-                    self._publish(command, joints)
+            if command is not None and self._publish(command, joints) and not halt:
+                self.moved = True
+                if executed is not None:  # only what went out: a cancelled or unsent command moved nothing
+                    self.recorder.write_action(executed)
         self._publish_status()
         self._maybe_start_inference()
 
-    def _choose_command(self, now: float) -> tuple[CartesianCommand | None, np.ndarray | None, int]:
-        """The command for this tick (None: publish nothing) and the state; call under the lock."""
+    def _timer_tick(self) -> None:
+        """The timer's ``_control_tick``, which must not end the spin: an exception (an IK solver
+        failing, say) is counted as ``control_error`` and the arm is sent a zero command."""
+        try:
+            self._control_tick()
+        except Exception as error:  # noqa: BLE001 - see the docstring
+            self._rejected("control_error", error)
+            try:
+                with self.publish_lock:
+                    if not self.closing:
+                        self._publish(CartesianCommand.zero(), None)
+            except Exception as second:  # noqa: BLE001 - nothing more to do than say so
+                log.error("the zero command after a control error failed too: %r", second)
+
+    def _choose_command(self, now: float) -> tuple[CartesianCommand | None, bool, np.ndarray | None,
+                                                   np.ndarray | None, int]:
+        """The command for this tick (None: publish nothing), whether it is a halt, the executed action
+        to record once it is sent (None: nothing to record), the joints and the epoch; call under the lock."""
         reason = self.safety.halt_reason(now, self.estop, dict(self.last_seen))
         if reason is None and self._inference_hung(now):
             reason = "inference_timeout"
-        command = None
-        if reason == "stale" and self.commands_published == 0:
-            # Start-up: nothing commanded yet, so nothing to stop; wait without publishing.
+        command, executed = None, None
+        if reason == "stale" and not self.moved:
+            # Start-up: nothing has moved yet, so nothing to stop; wait without publishing.
             self.state = "waiting_for_observations" if self._robot_listening() else "waiting_for_robot"
         elif reason is not None:
             # A halt is published whether or not every controller listens: the arm's may.
@@ -405,11 +429,11 @@ class PolicyNode:
             self.step += 1
             if self.recorder is not None and self.safety.last_rejection is None:
                 # A rejected action moved nothing: recording it would teach SFT a step that never happened.
-                self.recorder.write_action(self._executed_action(command))
+                executed = self._executed_action(command)
         else:
             self.state = "running" if self.step else "starting"
         joints = None if self.joints is None else self.joints.copy()
-        return command, joints, self.epoch
+        return command, reason is not None, executed, joints, self.epoch
 
     def _inference_hung(self, now: float) -> bool:
         """An inference running longer than ``inference_timeout_s`` halts the arm (counted once);
@@ -439,7 +463,7 @@ class PolicyNode:
         timeout = self.config.safety.observation_timeout_s
         return [name for name, seen in self.last_seen.items() if seen is None or now - seen > timeout]
 
-    def _publish(self, command: CartesianCommand, joints: np.ndarray | None) -> None:
+    def _publish(self, command: CartesianCommand, joints: np.ndarray | None) -> bool:
         """Send one command; call under publish_lock. In joint mode a command without motion sends
         no trajectory: the controller ends the last one-period target (at most
         ``max_joint_step_rad`` away) and holds it, whereas commanding the last measured position
@@ -472,6 +496,7 @@ class PolicyNode:
             with self.lock:
                 self.commands_published += 1
                 self.last_command_time = time.monotonic()
+        return sent
 
     def status(self) -> dict:
         with self.lock:
@@ -493,13 +518,17 @@ class PolicyNode:
         with self.lock:
             self.instruction = ""  # no new inference (the pool is closing) ...
             self._drop_actions()  # ... and a late result queues nothing
-        self.inference_pool.shutdown(wait=True)
-        if self.config.command_mode == "twist":
-            with self.publish_lock:
+        with self.publish_lock:  # the final zero is the last command: a tick after it returns at once
+            self.closing = True
+            if self.config.command_mode == "twist":
                 self._publish(CartesianCommand.zero(), None)
+        if self.config.command_mode == "twist":
             from rclpy.duration import Duration
 
             self.twist_pub.wait_for_all_acked(Duration(seconds=1))  # delivered before the node goes
         if self.recorder is not None:
             self.recorder.close()
+        # Not before the zero and the bag: a hung inference (the case inference_timeout_s exists for)
+        # would otherwise hold a SIGTERM'd node with the arm moving and the bag unwritten.
+        self.inference_pool.shutdown(wait=False, cancel_futures=True)
         self.node.destroy_node()

@@ -135,3 +135,126 @@ def test_destroy_sends_a_final_zero_twist(ros_context):
         spinner.stop()
         arm.node.destroy_node()
     assert len(arm.linear) == 1 and not arm.linear[0].any()
+
+
+class ActionsRecorded:
+    """Stands in for the BagRecorder (the real one is exercised end to end in test_ros_deploy.py):
+    keeps the executed actions the node records."""
+
+    def __init__(self):
+        self.actions: list[np.ndarray] = []
+
+    def write_action(self, action):
+        self.actions.append(np.asarray(action))
+
+    def write(self, topic, msg):
+        pass
+
+    def start_episode(self, episode, instruction):
+        pass
+
+    def close(self):
+        pass
+
+
+def estop_right_after_the_choice(node):
+    """The e-stop's state change lands between the tick's choice and its publish (its own tick
+    then waits on publish_lock)."""
+    choose = node._choose_command
+
+    def choose_then_estop(now):
+        chosen = choose(now)
+        node.estop = True
+        return chosen
+
+    node._choose_command = choose_then_estop
+
+
+@pytest.mark.parametrize("action", [SLOW_SIDEWAYS, [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]], ids=["motion", "gripper_only"])
+def test_a_command_chosen_before_an_estop_is_cancelled_and_not_recorded(ros_context, action):
+    """Not only motions: a command that only closes the gripper must not go out after the e-stop
+    either, and a command that never went out is not recorded as executed."""
+    robot = RobotConfig(base_frame="world", topics=TopicsConfig(gripper_command=""))
+    node, arm = make_node(ros_context, robot), ArmListener(ros_context, robot.topics)
+    node.recorder, recorded = ActionsRecorded(), None
+    try:
+        assert wait_for(lambda: node.twist_pub.get_subscription_count() > 0, timeout=10)
+        ready_to_move(node, action)
+        node._control_tick()  # the control case: sent and recorded
+        assert node.status()["commands_published"] == 1 and len(node.recorder.actions) == 1
+        ready_to_move(node, action)
+        node.last_command_time = float("-inf")  # due now
+        estop_right_after_the_choice(node)
+        node._control_tick()
+        status, recorded = node.status(), list(node.recorder.actions)
+    finally:
+        node.node.destroy_node()
+        arm.node.destroy_node()
+    assert status["commands_published"] == 1, status  # nothing after the choice went out
+    assert len(recorded) == 1
+
+
+def test_destroy_does_not_wait_for_a_hung_inference(ros_context):
+    """SIGTERM's path (destroy) sends the final zero and closes the bag even when an inference
+    never returns: waiting for it first would hold the node with the arm moving."""
+    robot = RobotConfig(base_frame="world", topics=TopicsConfig(gripper_command=""))
+    node, arm = make_node(ros_context, robot), ArmListener(ros_context, robot.topics)
+    node.recorder = recorder = ActionsRecorded()
+    closed = threading.Event()
+    recorder.close = closed.set
+    spinner = Spinner(ros_context)
+    spinner.add(arm.node)
+    spinner.start()
+    hung = threading.Event()
+    try:
+        assert wait_for(lambda: node.twist_pub.get_subscription_count() > 0, timeout=10)
+        node.inference_pool.submit(hung.wait, 60)  # an inference that does not return
+        stopping = threading.Thread(target=node.destroy)
+        stopping.start()
+        assert closed.wait(timeout=20), "destroy() waited for the hung inference before closing the bag"
+        assert wait_for(lambda: arm.linear, timeout=5)
+        stopping.join(timeout=20)
+        assert not stopping.is_alive()
+    finally:
+        hung.set()
+        spinner.stop()
+        arm.node.destroy_node()
+    assert not arm.linear[-1].any()
+
+
+def test_a_latched_estop_released_before_the_streams_arrive_is_start_up_not_stale(ros_context):
+    """With estop_latched the node starts by sending halts; those are not motion, so streams that
+    have not arrived yet afterwards are still start-up (waiting), not a stale-data halt."""
+    from std_msgs.msg import Bool
+
+    robot = RobotConfig(base_frame="world", estop_latched=True, topics=TopicsConfig(gripper_command=""))
+    node = make_node(ros_context, robot)
+    try:
+        node._control_tick()  # halted by the latch: a zero goes out
+        assert node.status()["commands_published"] == 1
+        node._on_estop(Bool(data=False))
+        node._control_tick()
+        status = node.status()
+    finally:
+        node.node.destroy_node()
+    assert status["state"] in ("waiting_for_robot", "waiting_for_observations"), status
+    assert "stale" not in status["safety_events"], status
+
+
+def test_an_exception_in_the_control_tick_is_counted_and_halts_the_arm(ros_context):
+    """The timer's tick must not end the spin (and with it the node) on an exception: it is counted
+    as control_error and a zero command goes out."""
+    robot = RobotConfig(base_frame="world", topics=TopicsConfig(gripper_command=""))
+    node = make_node(ros_context, robot)
+
+    def broken(now):
+        raise RuntimeError("IK solver failed")
+
+    node._choose_command = broken
+    try:
+        node._timer_tick()
+        status = node.status()
+    finally:
+        node.node.destroy_node()
+    assert status["safety_events"].get("control_error") == 1, status
+    assert status["commands_published"] == 1  # the zero
