@@ -37,3 +37,25 @@ def test_episode_lengths_must_agree_and_errors_are_clear(tmp_path):
         f.create_group("something")
     with pytest.raises(ValueError, match="'data'"):
         list(read_demo_file(tmp_path / "other.hdf5"))
+
+
+def test_files_with_another_orientation_convention_are_refused(tmp_path):
+    """Demo files whose ee_ori is not the live proprio's orientation (rotation from pointing down):
+    converted before convert-demos converted orientations, or LIBERO's own files, are named."""
+    from vla_rl.core.demo_file import check_orientation_convention
+
+    ours = write_demo_file(tmp_path / "Lift_demo.hdf5", [episode()], {"env_name": "Lift"})
+    check_orientation_convention(ours)  # collected by us: fine
+    cases = {"old": {"converter": "sim_envs.dataset_convert"},
+             "libero": {"bddl_file_name": "libero_goal/open_the_drawer.bddl"},
+             "new": {"converter": "sim_envs.dataset_convert", "ee_ori_convention": "rotation from down"}}
+    for name, attrs in cases.items():
+        path = write_demo_file(tmp_path / f"{name}_demo.hdf5", [episode()], {"env_name": "Lift"})
+        with h5py.File(path, "a") as f:
+            f["data"].attrs.update(attrs)
+        if name == "new":
+            check_orientation_convention(path)
+            continue
+        with pytest.raises(ValueError, match="convert-demos") as error:
+            check_orientation_convention(path)
+        assert str(path) in str(error.value)

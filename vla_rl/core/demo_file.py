@@ -12,7 +12,7 @@ One file per task, written atomically (to ``*.tmp`` then renamed)::
     data/demo_<i>/obs/agentview_rgb    uint8 [T, H, W, 3]   observation before step t
     data/demo_<i>/obs/eye_in_hand_rgb  uint8 [T, H, W, 3]   (when a wrist camera was recorded)
     data/demo_<i>/obs/ee_pos           float32 [T, 3]
-    data/demo_<i>/obs/ee_ori           float32 [T, 3]      axis-angle
+    data/demo_<i>/obs/ee_ori           float32 [T, 3]      rotation vector from pointing down (the live proprio)
     data/demo_<i>/obs/gripper_states   float32 [T, 2]
     data/demo_<i>/obs/joint_states     float32 [T, J]
     data/demo_<i>/obs/agentview_named_pixels  float32 [T, 2, 2]  (tabletop) where the instruction's
@@ -144,6 +144,25 @@ def rendered_antialiased(path: Path) -> bool:
     with h5py.File(path, "r") as f:
         env_args = json.loads(f["data"].attrs.get("env_args", "{}")) if "data" in f else {}
     return bool(env_args.get("config", {}).get("antialias", True))
+
+
+def check_orientation_convention(path: Path) -> None:
+    """A ValueError for demo files whose ``ee_ori`` is not the suites' live proprio orientation (the
+    rotation from pointing down): files ``convert-demos`` wrote before it converted orientations
+    (their angle wrapped into [0, pi] flips sign near pi, which a downward gripper always is), and
+    LIBERO datasets as LIBERO wrote them (raw ``quat2axisangle``). Both train a policy on a proprio
+    it never sees live."""
+    with h5py.File(path, "r") as f:
+        attrs = f["data"].attrs if "data" in f else {}
+        converted, libero_raw = "converter" in attrs, "bddl_file_name" in attrs  # bddl_file_name: LIBERO's writers
+        convention = "ee_ori_convention" in attrs
+    if converted and not convention:
+        raise ValueError(f"{path} was converted before convert-demos turned orientations into the suites' "
+                         f"convention (rotation from pointing down): convert its source again with `vla-rl "
+                         f"convert-demos`")
+    if libero_raw and not converted:
+        raise ValueError(f"{path} is a LIBERO dataset as LIBERO wrote it (other image flips, raw axis-angle "
+                         f"orientation): convert it with `vla-rl convert-demos` first")
 
 
 def read_demo_file(path: Path) -> Iterator[Episode]:

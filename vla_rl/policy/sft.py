@@ -27,7 +27,7 @@ import torch
 from vla_rl.core.checkpoint_dir import HISTORY_FILE, refuse_previous_run
 from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
 from vla_rl.core.config import option, to_dict
-from vla_rl.core.demo_file import read_demo_file, rendered_antialiased
+from vla_rl.core.demo_file import check_orientation_convention, read_demo_file, rendered_antialiased
 from vla_rl.core.optim import load_optimizer_state, make_adamw
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats, gripper_from_env
 from vla_rl.policy.augment import ColourSwap, ColourSwapConfig
@@ -134,10 +134,12 @@ def demo_files(demo_dir: Path, tasks: tuple[str, ...] = ()) -> list[Path]:
     return files
 
 
-def check_demo_rendering(demo_dir: Path, tasks: tuple[str, ...], antialias: bool) -> None:
+def check_demo_files(demo_dir: Path, tasks: tuple[str, ...], antialias: bool) -> None:
     """A policy must learn from frames rendered the way its rollouts and evaluations will render them
-    (``VLAConfig.antialias``): a ValueError naming the first demo file rendered otherwise."""
+    (``VLAConfig.antialias``) and from the proprio orientation the envs give it: a ValueError naming
+    the first demo file that differs."""
     for path in demo_files(demo_dir, tasks):
+        check_orientation_convention(path)
         if rendered_antialiased(path) != antialias:
             raise ValueError(f"{path} was rendered with antialias={not antialias} but model.antialias is {antialias}: "
                              f"collect the demos with --set antialias={str(antialias).lower()}, or set "
@@ -288,7 +290,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         else config.model
     for directory in (config.demo_dir, config.localiser_frames_dir):
         if directory is not None:
-            check_demo_rendering(directory, config.tasks, model_config.antialias)
+            check_demo_files(directory, config.tasks, model_config.antialias)
     data = load_demos(config.demo_dir, config.model.chunk_size, config.tasks, config.demos_per_task,
                       config.model.cameras, proprio=config.model.proprio_dim > 0,
                       named_pixels=config.model.localiser_points > 0, gripper_pixels=config.model.localiser_gripper)
