@@ -35,13 +35,14 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from real_robot import messages
+from real_robot.background_worker import DaemonWorker
 from real_robot.config import RobotConfig
 from real_robot.safety import ACTION_DIM, CartesianCommand, SafetyFilter
 from vla_rl.core.types import ObsBatch
@@ -112,7 +113,7 @@ class PolicyNode:
         self.node = rclpy.create_node(node_name, context=context)
         self.lock = threading.Lock()
         self.publish_lock = threading.Lock()  # held from choosing a command to publishing it
-        self.inference_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vla-inference")
+        self.inference_pool = DaemonWorker("vla-inference")  # a hung inference cannot hold the exit
         self.pending: Future | None = None
         self.pending_since, self.pending_timed_out = 0.0, False  # when it started; inference_timeout counted
         self.queue: deque[tuple[np.ndarray, float | None]] = deque()  # (action, its observation's arrival)
@@ -530,5 +531,5 @@ class PolicyNode:
             self.recorder.close()
         # Not before the zero and the bag: a hung inference (the case inference_timeout_s exists for)
         # would otherwise hold a SIGTERM'd node with the arm moving and the bag unwritten.
-        self.inference_pool.shutdown(wait=False, cancel_futures=True)
+        self.inference_pool.shutdown()
         self.node.destroy_node()

@@ -149,3 +149,38 @@ def test_a_latched_estop_holds_the_arm_until_it_says_false(ros_context):
         stop_pair(bridge, node, spinner)
     assert halted["state"] == "estop" and calls_while_halted == 0
     assert not any(action[:6].any() for _, action in bridge.command_log[:3])
+
+
+HUNG_NODE_SCRIPT = """
+import threading
+from real_robot.config import RobotConfig
+from real_robot.messages import require_ros
+from real_robot.node import PolicyNode
+from tests.real_robot.test_ros_deploy import SLOW_SIDEWAYS, ScriptedPolicy
+
+rclpy = require_ros()
+context = rclpy.Context()
+rclpy.init(context=context)
+node = PolicyNode(ScriptedPolicy(SLOW_SIDEWAYS), RobotConfig(base_frame="world"), image_size=32,
+                  cameras=("agentview",), instruction="move sideways", context=context)
+started = threading.Event()
+node.inference_pool.submit(lambda: (started.set(), threading.Event().wait()))  # never returns
+assert started.wait(10)
+node.destroy()
+rclpy.shutdown(context=context)
+print("destroyed", flush=True)
+"""
+
+
+def test_a_node_destroyed_during_a_hung_inference_lets_the_process_exit(tmp_path):
+    """After SIGTERM's teardown the process must end: a thread pool's worker is joined at interpreter
+    exit, so an inference that never returns kept a stopped deploy alive forever."""
+    import os
+    import subprocess
+    import sys
+
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    finished = subprocess.run([sys.executable, "-c", HUNG_NODE_SCRIPT], capture_output=True, text=True, timeout=120,
+                              env=environment)
+    assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
+    assert "destroyed" in finished.stdout
