@@ -93,3 +93,12 @@ def test_replacement_envs_are_seeded_from_the_rounds_sampling_seed(monkeypatch):
     assert not torch.equal(first, replacement_draw(monkeypatch, sampling_seed=8))
     # an earlier crash (in an evaluation) does not change what the round's replacement samples
     assert torch.equal(first, replacement_draw(monkeypatch, sampling_seed=7, evaluation_crash=True))
+
+
+def test_calls_without_a_sampling_seed_give_replacements_different_seeds(monkeypatch):
+    worker, envs = stub_worker(monkeypatch, [True, False, True, False])  # each call crashes once
+    worker.collect(["a"])
+    first = torch.rand(3, generator=envs[-1].generator)
+    worker.collect(["a"])
+    assert envs[-1] is not envs[1]  # a second replacement
+    assert not torch.equal(first, torch.rand(3, generator=envs[-1].generator))

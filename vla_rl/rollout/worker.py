@@ -9,7 +9,8 @@ the worker builds a new env and collects that wave again from the start, so ever
 is returned exactly once; ``RolloutStats.env_restarts`` counts the rebuilds of that ``collect`` call
 only (a crash during ``evaluate`` is logged, never added to a training round's stats). A replacement
 env is seeded from the round's seed (the one ``collect`` derives from ``sampling_seed``) and the
-number of rebuilds so far in the call, so what it samples does not depend on earlier calls.
+number of rebuilds so far in the call, so what it samples does not depend on earlier calls (a call
+without a ``sampling_seed`` gets a round seed of its own from a count of such calls).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class RolloutWorker:
         self._seed_env(self.env, seed)
         self.seed = seed
         self._round_seed = seed  # the seed of the latest sampling round (replacement envs derive theirs from it)
+        self._unseeded_collects = 0  # collect calls without a sampling_seed: each gets a round seed of its own
         self.version = 0
         self._eval_env_factory = eval_env_factory
         self._eval_env = None
@@ -92,6 +94,10 @@ class RolloutWorker:
             self._round_seed = int(np.random.SeedSequence([self.seed, sampling_seed]).generate_state(1)[0])
             self.policy.generator.manual_seed(self._round_seed)
             self._seed_env(self.env, self._round_seed)
+        else:  # nothing to reseed from, but a replacement env must not repeat the previous call's noise
+            self._unseeded_collects += 1
+            self._round_seed = int(np.random.SeedSequence([self.seed, self._unseeded_collects],
+                                                          spawn_key=(1,)).generate_state(1)[0])
         batches, total = [], RolloutStats()
         for start in range(0, len(specs), self.num_envs):
             wave = specs[start:start + self.num_envs]
