@@ -59,6 +59,7 @@ import numpy as np
 
 from sim_envs.robosuite_env import ROBOSUITE_HORIZON, make_render_context_current
 from sim_envs.suites import PROPRIO_BOUND, checked_action, contract_spaces, rotation_from_down, split_and_id
+from vla_rl.core.atomic_file import write_text_atomic
 
 # Official step limits (LIBERO / OpenVLA evaluation); the no-op steps after reset are extra.
 LIBERO_SUITES: dict[str, dict[str, int]] = {
@@ -158,9 +159,7 @@ def prepare_libero() -> Path:
         config_dir.mkdir(parents=True, exist_ok=True)
         lines = {"benchmark_root": package, "bddl_files": package / "bddl_files", "init_states": package / "init_files",
                  "datasets": config_dir / "datasets", "assets": assets}
-        tmp = config_file.with_suffix(".tmp")
-        tmp.write_text("".join(f"{key}: {value}\n" for key, value in lines.items()))
-        tmp.replace(config_file)
+        write_text_atomic(config_file, "".join(f"{key}: {value}\n" for key, value in lines.items()))
     # LIBERO imports the unmaintained `gym` only for a vector env we do not use; its import prints a
     # deprecation banner to stderr on every worker start. Import it once with stderr captured.
     with contextlib.redirect_stderr(io.StringIO()):

@@ -351,6 +351,11 @@ def robosuite_suite():
                 "through OSC_POSE at 20 Hz, 50 seeded eval init states per task",
         control_hz=CONTROL_HZ, tasks=lambda: list(ROBOSUITE_TASKS), make_env=RobosuiteEnv,
         num_eval_states=num_eval_states, max_steps=max_steps, describe=describe, default_image_size=64,
+        # not frozen into files: the seeds below (and robosuite's samplers) are the only record of the states
+        init_state_provenance={"eval_init_states": f"ids 0..{NUM_EVAL_STATES - 1} per task, re-sampled on reset",
+                               "stream": EVAL_STREAM, "train_stream": TRAIN_STREAM,
+                               "seed_of_state": "numpy default_rng([stream, crc32(task), id]) as env.rng",
+                               "model_seed": MODEL_SEED, "robosuite": ROBOSUITE_VERSION},
     )
 
 

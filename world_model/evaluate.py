@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from vla_rl.core.atomic_file import write_text_atomic
 from vla_rl.core.stats import wilson_interval
 from vla_rl.core.types import EpisodeFrames, ObsBatch
 
@@ -389,11 +390,7 @@ def evaluate_world_model(model, trajectories: Sequence[Trajectory], out: Path, c
 
 def write_report(report: dict, out: Path) -> Path:
     """``out/eval.json``, replaced atomically (a reader never sees half of it)."""
-    path = Path(out) / "eval.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(Path(out) / "eval.json", json.dumps(report, indent=1) + "\n")
 
 
 def print_report(report: dict) -> None:

@@ -171,10 +171,50 @@ def test_a_reused_sft_checkpoint_must_be_of_the_requested_model(tmp_path):
 
     policy = make_policy()
     checkpoint = save_checkpoint(tmp_path / "step_000003", policy.model, policy.action_tokenizer)
-    _check_reused_sft(checkpoint, policy.model.config)  # the same model: reused
+    from vla_rl.cli.quickstart import _default_sft
+
+    sft = dataclasses.replace(_default_sft(), model=policy.model.config)
+    _check_reused_sft(checkpoint, sft)  # the same model (and no recorded settings, as in older checkpoints): reused
     other = dataclasses.replace(policy.model.config, prompt_template="{instruction}", n_action_bins=128)
     with pytest.raises(ValueError, match="differ in n_action_bins, prompt_template"):
-        _check_reused_sft(checkpoint, other)
+        _check_reused_sft(checkpoint, dataclasses.replace(sft, model=other))
+
+
+def test_reused_demos_and_sft_must_have_been_made_with_the_same_settings(tmp_path):
+    """A rerun with another demo noise or SFT learning rate must not reuse what the earlier settings made
+    (the report would state the new settings); a longer SFT may resume the saved one."""
+    import h5py
+
+    from sim_envs.demos import DemoConfig
+    from tests.policy.conftest import make_policy
+    from vla_rl.cli.quickstart import _check_reused_demos, _check_reused_sft, _default_sft
+    from vla_rl.core.config import to_dict
+    from vla_rl.policy.checkpoint import save_checkpoint
+
+    demos = DemoConfig(tasks=("Reach",), episodes_per_task=5, noise_std=0.1, out_dir=tmp_path / "demos")
+    path = tmp_path / "Reach_demo.hdf5"
+    with h5py.File(path, "w") as f:
+        f.create_group("data").attrs["env_args"] = json.dumps({"config": to_dict(demos)})
+    _check_reused_demos([path], dataclasses.replace(demos, tasks=("Reach", "Lift")))  # the task list may grow
+    with pytest.raises(ValueError, match=r"noise_std \(0.1 there, 0.2 now\)"):
+        _check_reused_demos([path], dataclasses.replace(demos, noise_std=0.2))
+
+    policy = make_policy()
+    sft = dataclasses.replace(_default_sft(), model=policy.model.config, demo_dir=tmp_path / "demos")
+    checkpoint = save_checkpoint(tmp_path / "step_000003", policy.model, policy.action_tokenizer,
+                                 {"sft_config": to_dict(sft)})
+    _check_reused_sft(checkpoint, dataclasses.replace(sft, steps=3000, demo_dir=Path("elsewhere/demos")))
+    with pytest.raises(ValueError, match="lr"):
+        _check_reused_sft(checkpoint, dataclasses.replace(sft, lr=3e-4))
+    with pytest.raises(ValueError, match="localiser_frames_dir"):
+        _check_reused_sft(checkpoint, dataclasses.replace(sft, localiser_frames_dir=tmp_path / "frames"))
+
+
+def test_quickstart_refuses_settings_it_would_overwrite_and_repeated_tasks(capsys):
+    assert main(["quickstart", "--set", "sft.demos_per_task=50"]) == 2
+    assert "sets sft.demos_per_task itself" in capsys.readouterr().err
+    assert main(["quickstart", "--set", "tasks=[Reach, Reach]"]) == 2
+    assert "more than once" in capsys.readouterr().err
 
 
 def test_quickstart_rejects_a_negative_budget(capsys):

@@ -125,3 +125,26 @@ def test_json_configs_keep_exponent_floats(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(_json.dumps({"inner": {"scale": 1e-06}}))
     assert load_config(Outer, path).inner.scale == 1e-06
+
+
+@dataclass(frozen=True)
+class Shaped:
+    point: tuple[float, float] = option((0.0, 0.0), "a fixed-length pair")
+    colours: dict[str, tuple[float, float, float]] = option(factory=lambda: {"red": (1.0, 0.0, 0.0)}, doc="a mapping")
+    rate: float = option(0.1, "a number")
+
+
+def test_fixed_length_tuples_mappings_and_exponent_strings():
+    assert load_config(Shaped, None, ["point=[1, 2]"]).point == (1.0, 2.0)
+    with pytest.raises(ConfigError, match="expected 2 items"):
+        load_config(Shaped, None, ["point=[1, 2, 3]"])
+    config = load_config(Shaped, None, ["colours={blue: [0, 0, 1]}"])
+    assert config.colours == {"blue": (0.0, 0.0, 1.0)}
+    with pytest.raises(ConfigError, match="expected 3 items"):
+        load_config(Shaped, None, ["colours={blue: [0, 1]}"])
+    assert load_config(Shaped, to_dict(config)) == config
+    # YAML 1.1 reads 1e-3 as a string; a float field takes it, but never a non-finite or non-numeric one
+    assert load_config(Shaped, None, ["rate=1e-3"]).rate == 1e-3
+    for bad in ("nan", "inf", "fast"):
+        with pytest.raises(ConfigError, match="expected a number"):
+            load_config(Shaped, None, [f"rate={bad}"])

@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from vla_rl.core.atomic_file import write_text_atomic
+
 
 def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_task: int, num_envs: int = 16,
                         out_dir: Path | None = None, videos_per_task: int = 0, extra: dict | None = None,
@@ -58,6 +60,7 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     if not specs:
         raise ValueError("nothing to evaluate: no tasks or episodes_per_task is 0")
     config = policy.config
+    versions = environment_versions()  # the code that evaluates, even if the checkout moves on meanwhile
     filmed = [spec for spec in specs if spec.init_state_id < videos_per_task] if out_dir is not None else []
     with make_vec_env(suite, min(num_envs, len(specs)), config.image_size, "wrist" in config.cameras,
                       env_processes, config.antialias) as env, torch.inference_mode(), \
@@ -73,33 +76,36 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
               "policy_seed": sample_seed if sampled else "greedy decoding (no sampling)",
               # sampled draws depend on how episodes share the batch: the same seed needs the same env count
               "num_envs": min(num_envs, len(specs)),
-              **environment_versions(), **(extra or {})}
+              **versions, **(extra or {})}
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         if filmed:
             control_hz = get_suite(suite).control_hz
             report["videos"] = write_videos(result, out_dir / "videos", fps=control_hz)
-        tmp = out_dir / "eval.json.tmp"
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-        tmp.replace(out_dir / "eval.json")
+        write_text_atomic(out_dir / "eval.json", json.dumps(report, indent=1) + "\n")
         plot_success({"success": report}, out_dir / "success.png", title=f"held-out success: {Path(checkpoint).name}")
     return report
 
 
 def episode_video_path(out_dir: Path, task: str, init_state_id: int, success: bool) -> Path:
-    """``<task>_eval<id>_<success|failure>.mp4`` in ``out_dir``. An earlier evaluation's video of the same
-    episode with the other outcome is removed: left beside the new one, it would contradict it."""
-    outcome, other = ("success", "failure") if success else ("failure", "success")
-    (out_dir / f"{task}_eval{init_state_id}_{other}.mp4").unlink(missing_ok=True)
-    return out_dir / f"{task}_eval{init_state_id}_{outcome}.mp4"
+    """``<task>_eval<id>_<success|failure>.mp4`` in ``out_dir`` (cleared of earlier runs' videos first)."""
+    return out_dir / f"{task}_eval{init_state_id}_{'success' if success else 'failure'}.mp4"
+
+
+def clear_episode_videos(out_dir: Path) -> None:
+    """Remove the episode videos an earlier run left in ``out_dir``: with other tasks or more videos, they
+    would stay beside this run's without being listed in its report."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("*_eval*_*.mp4"):
+        stale.unlink()
 
 
 def write_videos(result, out_dir: Path, fps: int, min_size: int = 256) -> list[dict]:
     """MP4s of the episodes whose frames ``evaluate`` kept, enlarged (nearest pixel) to >= ``min_size``."""
     import imageio.v3 as iio
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    clear_episode_videos(out_dir)
     outcomes = {episode.spec: episode for episode in result.episodes}
     written = []
     for spec, frames in result.frames.items():
@@ -121,7 +127,7 @@ def record_videos(policy, tasks: Sequence[str], per_task: int, out_dir: Path, si
     from sim_envs.tabletop_env import TabletopEnv
     from vla_rl.core.types import ObsBatch
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    clear_episode_videos(out_dir)
     written = []
     config = policy.config
     for task in tasks:

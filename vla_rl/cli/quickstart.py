@@ -16,9 +16,11 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from sim_envs.tasks import TASKS
-from vla_rl.core.config import option, to_dict
+from vla_rl.core.atomic_file import write_text_atomic
+from vla_rl.core.config import option, refuse_repeats, to_dict
 from vla_rl.policy.model import VisionTowerConfig, VLAConfig
 from vla_rl.policy.lora import LoRAConfig
 from vla_rl.policy.sft import CHECKPOINT_PREFIX as SFT_CHECKPOINT_PREFIX, SFTConfig
@@ -74,7 +76,9 @@ class QuickstartConfig:
     antialias: bool = option(False, "render demos, rollouts and evaluations with 4x multisampling (MuJoCo's default "
                                     "elsewhere); false: 1.67x the env steps/s on a CPU (llvmpipe), recorded in the "
                                     "checkpoints (sft.model.antialias is set from this)")
-    sft: SFTConfig = option(factory=_default_sft, doc="few-demo SFT (demo_dir, out_dir and tasks are set here)")
+    sft: SFTConfig = option(factory=_default_sft, doc="few-demo SFT (demo_dir, out_dir, tasks, demos_per_task, "
+                                                           "eval_episodes_per_task, localiser_frames_dir, "
+                                                           "model.image_size and model.antialias are set here)")
     train: TrainConfig = option(factory=_default_train,
                                 doc="GRPO (init_checkpoint, out_dir and tasks are set here); its eval is the report's")
     videos_per_task: int = option(1, "MP4 videos per task, before and after RL")
@@ -89,6 +93,12 @@ class QuickstartConfig:
         if self.train.eval_episodes_per_task < 1:
             raise ValueError("train.eval_episodes_per_task must be >= 1: the report compares held-out success "
                              "before and after GRPO")
+        refuse_repeats(self.tasks, "tasks")
+        refuse_repeats(self.sft_tasks, "sft_tasks")
+        overridden = _set_by_the_quickstart(self)
+        if overridden:
+            raise ValueError(f"the quickstart sets {', '.join(overridden)} itself (from out_dir, tasks, demos_per_task, "
+                             f"image_size, antialias and localiser_episodes_per_task): set those instead")
 
 
 def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path:
@@ -111,14 +121,17 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
     stage = time.perf_counter()
 
     def collect_expert_episodes(directory: Path, episodes_per_task: int, first_init_state: int) -> None:
-        """Expert episodes of every SFT task into ``directory`` (kept when ``reuse`` finds them all)."""
-        if config.reuse and all((directory / f"{t}_demo.hdf5").is_file() for t in sft_tasks):
-            return
-        collect_demos(DemoConfig(tasks=sft_tasks, episodes_per_task=episodes_per_task, out_dir=directory,
+        """Expert episodes of every SFT task into ``directory`` (kept when ``reuse`` finds them all, made
+        with these settings)."""
+        demo_config = DemoConfig(tasks=sft_tasks, episodes_per_task=episodes_per_task, out_dir=directory,
                                  image_size=config.image_size, wrist_camera=False, antialias=config.antialias,
                                  split="train", first_init_state=first_init_state, noise_std=config.demo_noise_std,
-                                 rotation_noise=config.demo_rotation_noise, videos_per_task=0),
-                      show_progress=show_progress)
+                                 rotation_noise=config.demo_rotation_noise, videos_per_task=0)
+        files = [directory / f"{t}_demo.hdf5" for t in sft_tasks]
+        if config.reuse and all(path.is_file() for path in files):
+            _check_reused_demos(files, demo_config)
+            return
+        collect_demos(demo_config, show_progress=show_progress)
 
     collect_expert_episodes(demo_dir, config.demos_per_task, 0)
     frames_dir = out / "localiser_frames" if config.localiser_episodes_per_task else None
@@ -134,7 +147,7 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
                                                                antialias=config.antialias))
     sft_checkpoint = latest_valid_checkpoint(sft_config.out_dir, "step_") if config.reuse else None
     if sft_checkpoint is not None:
-        _check_reused_sft(sft_checkpoint, sft_config.model)
+        _check_reused_sft(sft_checkpoint, sft_config)
     if sft_checkpoint is None:
         _set_aside_previous_run(sft_config.out_dir, SFT_CHECKPOINT_PREFIX)
     if sft_checkpoint is None or _steps_of(sft_checkpoint) < sft_config.steps:
@@ -172,12 +185,11 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
     metrics = {"before": before, "after": after, "gain_points": 100 * (after["mean_success"] - before["mean_success"]),
                "eval_history": history, "seconds": seconds, "sft_checkpoint": str(sft_checkpoint),
                "final_checkpoint": summary["checkpoint"], "videos": videos, "config": to_dict(config),
+               "effective_configs": {"sft": to_dict(sft_config), "train": to_dict(train_config)},
                "grpo_stopped_for_deadline": summary["stopped_for_deadline"],
                **versions}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str) + "\n")
-    report = out / "report.md"
-    report.write_text(render_report(metrics, train_config))
-    return report
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1, default=str) + "\n")
+    return write_text_atomic(out / "report.md", render_report(metrics, train_config))
 
 
 # What the job needs after GRPO's final evaluation: each video is an episode rendered and encoded, then the
@@ -211,16 +223,77 @@ def _set_aside_previous_run(run_dir: Path, prefix: str) -> None:
     print(f"a previous run in {run_dir} moved to {kept}")
 
 
-def _check_reused_sft(checkpoint: Path, model: VLAConfig) -> None:
-    """An SFT checkpoint found in out_dir is reused (or resumed) only if it is of the model ``sft.model`` asks
-    for: otherwise a changed model config would be silently ignored."""
-    from vla_rl.policy.checkpoint import model_config_differences
+def _set_by_the_quickstart(config: QuickstartConfig) -> list[str]:
+    """The fields of the sft and train sections that the user changed and that the quickstart fills in from its
+    own settings (they would be silently ignored); the value it would set anyway is not a change."""
+    out, default_sft, default_train = Path(config.out_dir), _default_sft(), _default_train()
+    frames_dir = out / "localiser_frames" if config.localiser_episodes_per_task else None
+    sft_tasks = tuple(dict.fromkeys(config.sft_tasks + config.tasks)) if config.sft_tasks else config.tasks
+    filled_in = {  # (section, field): (the user's value, the default, what the quickstart sets)
+        ("sft", "demo_dir"): (config.sft.demo_dir, default_sft.demo_dir, out / "demos"),
+        ("sft", "out_dir"): (config.sft.out_dir, default_sft.out_dir, out / "sft"),
+        ("sft", "tasks"): (config.sft.tasks, default_sft.tasks, sft_tasks),
+        ("sft", "demos_per_task"): (config.sft.demos_per_task, default_sft.demos_per_task, config.demos_per_task),
+        ("sft", "eval_episodes_per_task"): (config.sft.eval_episodes_per_task, default_sft.eval_episodes_per_task, 0),
+        ("sft", "localiser_frames_dir"): (config.sft.localiser_frames_dir, default_sft.localiser_frames_dir,
+                                          frames_dir),
+        ("sft.model", "image_size"): (config.sft.model.image_size, default_sft.model.image_size, config.image_size),
+        ("sft.model", "antialias"): (config.sft.model.antialias, default_sft.model.antialias, config.antialias),
+        ("train", "init_checkpoint"): (config.train.init_checkpoint, default_train.init_checkpoint, None),
+        ("train", "out_dir"): (config.train.out_dir, default_train.out_dir, out / "grpo"),
+        ("train", "tasks"): (config.train.tasks, default_train.tasks, config.tasks),
+    }
+    return [f"{section}.{name}" for (section, name), (value, default, set_here) in filled_in.items()
+            if value not in (default, set_here)]
 
-    differing = model_config_differences(checkpoint, model)
+
+# What a reused stage may differ in: how long it runs and how it logs (a longer SFT resumes the saved one).
+DEMO_SETTINGS_NOT_COMPARED = ("tasks", "out_dir", "videos_per_task", "video_size", "num_workers")
+SFT_SETTINGS_NOT_COMPARED = ("model", "steps", "time_limit_minutes", "checkpoint_every", "log_every",
+                             "eval_episodes_per_task", "eval_num_envs", "eval_suite")
+SFT_PATHS = ("demo_dir", "out_dir", "localiser_frames_dir", "init_checkpoint")  # compared as set or not
+
+
+def _setting_differences(recorded: dict, wanted: dict, not_compared: Sequence[str], paths: Sequence[str] = ()
+                         ) -> list[str]:
+    def shown(key: str, value):
+        return (value not in (None, "", ".")) if key in paths else value
+
+    return sorted(f"{key} ({shown(key, recorded.get(key))!r} there, {shown(key, value)!r} now)"
+                  for key, value in wanted.items()
+                  if key not in not_compared and key in recorded and shown(key, recorded[key]) != shown(key, value))
+
+
+def _refuse_reuse(what: str, where: Path, differing: list[str]) -> None:
+    if differing:
+        raise ValueError(f"{where} holds {what} made with other settings (they differ in {'; '.join(differing)}): "
+                         f"choose another out_dir, or --set reuse=false to make them again there")
+
+
+def _check_reused_demos(files: Sequence[Path], wanted) -> None:
+    """Demo files found in out_dir are reused only if they were collected as ``wanted`` (a DemoConfig) says:
+    otherwise a changed demos_per_task or demo noise would be silently ignored."""
+    from vla_rl.core.demo_file import read_env_args
+
+    for path in files:
+        recorded = read_env_args(path).get("config", {})
+        _refuse_reuse("demos", path, _setting_differences(recorded, to_dict(wanted), DEMO_SETTINGS_NOT_COMPARED))
+
+
+def _check_reused_sft(checkpoint: Path, wanted: SFTConfig) -> None:
+    """An SFT checkpoint found in out_dir is reused (or resumed) only if it is of the model ``sft.model`` asks
+    for and was trained with the same settings (its training state records them): otherwise a changed config
+    would be silently ignored."""
+    from vla_rl.policy.checkpoint import model_config_differences, read_training_state
+
+    differing = model_config_differences(checkpoint, wanted.model)
     if differing:
         raise ValueError(f"{checkpoint} holds an SFT of another model than sft.model (they differ in "
                          f"{', '.join(differing)}): choose another out_dir, or --set reuse=false to train the SFT "
                          f"again there")
+    recorded = (read_training_state(checkpoint) or {}).get("sft_config", {})
+    _refuse_reuse("an SFT", checkpoint, _setting_differences(recorded, to_dict(wanted), SFT_SETTINGS_NOT_COMPARED,
+                                                             SFT_PATHS))
 
 
 def _steps_of(checkpoint: Path) -> int:

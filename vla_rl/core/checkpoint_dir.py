@@ -15,6 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
+from vla_rl.core.atomic_file import write_text_atomic
+
 MANIFEST = "manifest.json"
 
 
@@ -76,9 +78,7 @@ LATEST = "latest.json"
 
 def point_latest(out_dir: Path, name: str, step: int) -> None:
     """Atomically record ``out_dir/name`` as the newest checkpoint of a run."""
-    tmp = Path(out_dir) / (LATEST + ".tmp")
-    tmp.write_text(json.dumps({"checkpoint": name, "step": step}))
-    tmp.replace(Path(out_dir) / LATEST)
+    write_text_atomic(Path(out_dir) / LATEST, json.dumps({"checkpoint": name, "step": step}))
 
 
 def latest_valid_checkpoint(out_dir: Path, prefix: str) -> Path | None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, Sequence, TypeVar, Union, get_args, get_origin
 
 import yaml
 
@@ -95,9 +96,19 @@ def _convert(kind: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         args = get_args(kind)
+        if origin is tuple and args and args[-1] is not Ellipsis:  # tuple[float, float, ...]: fixed length
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} items ({_type_name(kind)}), got {len(value)}: {value!r}")
+            return tuple(_convert(item, v, f"{where}[{i}]") for i, (item, v) in enumerate(zip(args, value)))
         item = args[0] if args else Any
         converted = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(converted) if origin is tuple else converted
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        key_kind, value_kind = get_args(kind) or (Any, Any)
+        return {_convert(key_kind, k, f"{where} key {k!r}"): _convert(value_kind, v, f"{where}[{k!r}]")
+                for k, v in value.items()}
     if kind is Any:
         return value
     if kind is bool:
@@ -109,6 +120,13 @@ def _convert(kind: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if kind is float:
+        if isinstance(value, str):  # YAML 1.1 (PyYAML) reads 1e-3, without a dot, as a string
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if math.isfinite(number):  # never "nan" or "inf" from a string
+                return number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -190,6 +208,13 @@ def load_config(cls: type[T], source: str | Path | dict[str, Any] | None = None,
     return from_dict(cls, data)
 
 
+def refuse_repeats(names: Sequence[str], what: str) -> None:
+    """A name listed twice (a task, say) would be counted twice: an error, never merged silently."""
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        raise ValueError(f"{what} list {repeated} more than once: {list(names)}")
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """Plain, YAML-safe mapping of a config (tuples as lists, paths as strings)."""
     def plain(value: Any) -> Any:
@@ -197,6 +222,8 @@ def to_dict(config: Any) -> dict[str, Any]:
             return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, (list, tuple)):
             return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {key: plain(v) for key, v in value.items()}
         if isinstance(value, Path):
             return str(value)
         return value

@@ -137,13 +137,17 @@ def write_demo_file(path: Path, episodes: list[Episode], env_args: dict[str, Any
     return path
 
 
+def read_env_args(path: Path) -> dict[str, Any]:
+    """A demo file's ``env_args`` (the collecting config under ``config``, versions); {} if it has none."""
+    with h5py.File(path, "r") as f:
+        return json.loads(f["data"].attrs.get("env_args", "{}")) if "data" in f else {}
+
+
 def rendered_antialiased(path: Path) -> bool:
     """Whether a demo file's images were rendered with multisampling: the ``antialias`` of the config
     that collected it. Files from before that option and converted datasets count as antialiased (the
     simulators' default)."""
-    with h5py.File(path, "r") as f:
-        env_args = json.loads(f["data"].attrs.get("env_args", "{}")) if "data" in f else {}
-    return bool(env_args.get("config", {}).get("antialias", True))
+    return bool(read_env_args(path).get("config", {}).get("antialias", True))
 
 
 def check_orientation_convention(path: Path) -> None:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vla_rl.core.atomic_file import write_text_atomic
 from vla_rl.core.config import option, to_dict
 
 SMOOTHING_EPISODES = 100  # RLlib's default window for episode_return_mean; the success rate uses the same
@@ -236,9 +237,7 @@ def run_ppo_baseline(config: PPOBaselineConfig) -> dict[str, Any]:
         "init_states": suite.init_state_provenance, "observation": state_env, "config": to_dict(config),
         **_versions(environment_versions()),
     }
-    tmp = out_dir / "baseline.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(out_dir / "baseline.json")
+    write_text_atomic(out_dir / "baseline.json", json.dumps(report, indent=1) + "\n")
     plot_learning_curve(report, out_dir / "learning_curve.png")
     return report
 

@@ -29,13 +29,14 @@ import numpy as np
 import torch
 
 from vla_rl.algos.advantages import informative_groups
-from vla_rl.reward.sources import RewardConfig, make_reward_fn
+from vla_rl.core.atomic_file import write_text_atomic
 from vla_rl.core.checkpoint_dir import HISTORY_FILE, refuse_previous_run
-from vla_rl.core.config import option, to_dict
+from vla_rl.core.config import option, refuse_repeats, to_dict
 from vla_rl.core.types import TaskSpec, TrajectoryBatch
 from vla_rl.policy.checkpoint import (latest_valid_checkpoint, load_checkpoint, point_latest,
                                      resolve_checkpoint, save_checkpoint)
 from vla_rl.policy.policy import GREEDY_DECODINGS, VLAPolicy, resolve_device
+from vla_rl.reward.sources import RewardConfig, make_reward_fn
 from vla_rl.rollout.collector import concat_batches
 from vla_rl.rollout.evaluate import EvalResult
 from vla_rl.rollout.sampler import TaskSampler
@@ -143,6 +144,7 @@ class TrainConfig:
         unknown = sorted(set(self.eval_decodings) - set(GREEDY_DECODINGS))
         if unknown:
             raise ValueError(f"unknown eval_decodings {unknown}; choose from {', '.join(GREEDY_DECODINGS)}")
+        refuse_repeats(self.tasks, "tasks")
         if not 0.0 <= self.weights_ema < 1.0:
             raise ValueError(f"weights_ema must be in [0, 1), got {self.weights_ema}")
         if self.weights_ema and self.learner.num_learners > 1:
@@ -194,7 +196,14 @@ def deadline_reached(now: float, deadline: float | None, iteration_seconds: Sequ
 
 
 def eval_specs(tasks: Sequence[str], episodes_per_task: int, available: Callable[[str], int]) -> list[TaskSpec]:
-    return [TaskSpec(task, i, "eval") for task in tasks for i in range(min(episodes_per_task, available(task)))]
+    """The first ``episodes_per_task`` evaluation init states of each task; more than a task has is an
+    error (silently evaluating fewer would report a figure on another number of episodes than asked)."""
+    refuse_repeats(tasks, "the evaluated tasks")
+    short = {task: available(task) for task in tasks if available(task) < episodes_per_task}
+    if short:
+        raise ValueError(f"{episodes_per_task} evaluation episodes per task asked for, but these tasks have fewer "
+                         f"fixed evaluation init states: {short}")
+    return [TaskSpec(task, i, "eval") for task in tasks for i in range(episodes_per_task)]
 
 
 class Trainer:
@@ -581,9 +590,7 @@ class Trainer:
                 raise ValueError(f"{path} line {number} is not JSON: the metric history is damaged") from None
             if record["iteration"] <= iteration:
                 kept.append(line)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(path)
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _select(batch: TrajectoryBatch, index: np.ndarray) -> TrajectoryBatch:
