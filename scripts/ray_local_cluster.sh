@@ -5,11 +5,13 @@
 #
 #   scripts/ray_local_cluster.sh start [CPUS_PER_NODE]   (default 1 CPU each)
 #   scripts/ray_local_cluster.sh status
-#   scripts/ray_local_cluster.sh stop
+#   scripts/ray_local_cluster.sh stop    (ray stop --force: every Ray process of this user on this host,
+#                                         a local-Ray `vla-rl train` included)
 #
 # Then, e.g.:
-#   RAY_AUTH_MODE=token RAY_ADDRESS=http://127.0.0.1:8265 .venv/bin/ray job submit --working-dir . -- \
-#       vla-rl train --config configs/tabletop_grpo.yaml --ray-address auto --set rollout.num_workers=2
+#   RAY_AUTH_MODE=token RAY_ADDRESS=http://127.0.0.1:8265 .venv/bin/ray job submit -- bash -c "cd $PWD && \
+#       .venv/bin/vla-rl train --config configs/tabletop_grpo.yaml --ray-address auto --set rollout.num_workers=2"
+# (no --working-dir: both nodes share this checkout, and it would upload .venv and runs/; docs/cluster.md)
 # The rollout workers' node ids are printed at start ("rollout workers on nodes: [...]").
 #
 # Both raylets share this host, so every port of the second node is given explicitly (the head's
@@ -30,11 +32,14 @@ start() {
     "$RAY" start --head --node-ip-address=127.0.0.1 --port="$HEAD_PORT" --num-cpus="$CPUS" --num-gpus=0 \
         --resources='{"node_head": 1}' --include-dashboard=true --dashboard-host=127.0.0.1 \
         --dashboard-port="$DASHBOARD_PORT" --disable-usage-stats
+    # if the second node fails to start, do not leave the head running
+    trap '"$RAY" stop --force >/dev/null 2>&1' ERR
     "$RAY" start --address="127.0.0.1:$HEAD_PORT" --node-ip-address=127.0.0.1 --num-cpus="$CPUS" --num-gpus=0 \
         --resources='{"node_second": 1}' --node-manager-port=6391 --object-manager-port=6392 \
         --min-worker-port=21000 --max-worker-port=21999 --dashboard-agent-listen-port=6393 \
         --dashboard-agent-grpc-port=6394 --metrics-export-port=6395 --runtime-env-agent-port=6396 \
         --disable-usage-stats
+    trap - ERR
     sleep 2  # the second raylet registers with the head a moment after `ray start` returns
     "$RAY" status --address="127.0.0.1:$HEAD_PORT"
 }

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vla_rl.core.checkpoint_dir import (CorruptCheckpointError, commit_checkpoint_dir, latest_valid_checkpoint,
-                                        point_latest, refuse_previous_run, resolve_checkpoint, staging_dir,
-                                        verify_checkpoint)
+from vla_rl.core.checkpoint_dir import (HISTORY_FILE, CorruptCheckpointError, commit_checkpoint_dir,
+                                        latest_valid_checkpoint, point_latest, refuse_previous_run,
+                                        resolve_checkpoint, staging_dir, truncate_history, verify_checkpoint)
 from vla_rl.core.config import from_dict, option, to_dict
 from vla_rl.core.optim import load_optimizer_state, make_adamw
 from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
@@ -232,6 +232,7 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
         rng.bit_generator.state = state["numpy_rng"]
         generator.set_state(state["generator"])
         start_step = int(state["step"])
+        truncate_history(out_dir / HISTORY_FILE, "step", start_step)  # the steps after it are redone
     elif str(config.init_checkpoint) in ("", "."):
         mean, std = sampler.proprio_stats()
         model.proprio_mean.copy_(mean)
@@ -308,7 +309,7 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
             bar.set_postfix({name.replace("_loss", ""): f"{value:.4f}" for name, value in losses.items()})
             for name, value in (*losses.items(), ("grad_norm", float(grad_norm)), ("lr", lr)):
                 writer.add_scalar(f"wm/{name}", value, steps_done)
-            with open(out_dir / "metrics.jsonl", "a") as f:
+            with open(out_dir / HISTORY_FILE, "a") as f:
                 f.write(json.dumps({"step": steps_done, **losses, "seconds": time.perf_counter() - started}) + "\n")
         if config.eval_every and steps_done % config.eval_every == 0:
             history.append(evaluate(steps_done))

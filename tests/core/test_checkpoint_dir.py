@@ -47,3 +47,43 @@ def test_a_checkpoint_caught_between_the_renames_of_its_replacement_is_still_fou
     checkpoint(run, "iter_000002", "newer")  # once a complete iter_000002 exists it comes first
     assert latest_valid_checkpoint(run, "iter_") == run / "iter_000002"
     assert json.loads((run / "iter_000002" / "manifest.json").read_text())
+
+
+def test_leftovers_of_an_earlier_process_and_odd_manifests_do_not_stop_a_resume(tmp_path):
+    run = tmp_path / "run"
+    checkpoint(run, "iter_000001")
+    checkpoint(run, "iter_000002")
+    stale = run / f"iter_000002.old-{os.getpid()}"  # a killed process with this pid (containers reuse pids)
+    stale.mkdir()
+    (stale / "model.bin").write_text("older")
+    checkpoint(run, "iter_000002", "newer")  # the rename over the leftover failed (directory not empty)
+    assert (run / "iter_000002" / "model.bin").read_text() == "newer" and not stale.exists()
+    (run / "iter_000002" / "manifest.json").write_text("[1, 2]")  # valid JSON, not a manifest
+    with pytest.warns(UserWarning, match="not a mapping"):
+        assert latest_valid_checkpoint(run, "iter_") == run / "iter_000001"
+    (run / "iter_000002" / "manifest.json").write_text(json.dumps({"model.bin": "0" * 64, "sub": "0" * 64}))
+    (run / "iter_000002" / "sub").mkdir()  # a directory where a file should be
+    with pytest.warns(UserWarning, match="skipping checkpoint"):
+        assert latest_valid_checkpoint(run, "iter_") == run / "iter_000001"
+
+
+def test_truncate_history_drops_later_and_cut_lines_and_restores_the_checkpoints_own(tmp_path):
+    import json
+
+    import pytest
+
+    from vla_rl.core.checkpoint_dir import truncate_history
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": step}) + "\n" for step in (10, 20, 30)) + '{"step": 4')
+    truncate_history(path, "step", 20)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [10, 20]
+    truncate_history(path, "step", 30, checkpointed_line={"step": 30, "loss": 0.5})  # its line was never written
+    assert [json.loads(line) for line in path.read_text().splitlines()][-1] == {"step": 30, "loss": 0.5}
+    truncate_history(path, "step", 30, checkpointed_line={"step": 30, "loss": 0.9})  # written: not added again
+    assert len(path.read_text().splitlines()) == 3
+    path.write_text('{"step": 10}\n{"ste\n{"step": 20}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        truncate_history(path, "step", 20)
+    truncate_history(tmp_path / "none.jsonl", "step", 5)  # no history yet: nothing to do
+    assert not (tmp_path / "none.jsonl").exists()

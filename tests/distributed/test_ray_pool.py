@@ -41,6 +41,17 @@ def test_ray_pool_versions_collects_and_survives_a_killed_actor(ray_session, tin
         by_expected = pool.evaluate([TaskSpec("Reach", i, "eval") for i in range(3)], "expected")  # through Ray
         assert sorted(o.spec.init_state_id for o in by_expected) == [0, 1, 2]
         assert all(np.isfinite(batch.old_logprobs).all() for batch, _ in results)
+
+        # an actor that dies between calls (while the learner updates) is replaced at the weight broadcast, and
+        # the replacement, with the dead actor's seed, collects with the new version what actor 1 did
+        seeded = [[TaskSpec("Reach", 0, "train")] * 2] * 2
+        reference = pool.collect(seeded, sampling_seed=5)
+        pool.kill_actor(1)
+        pool.set_weights(state, version=4)
+        assert pool.restarts == 2
+        again = pool.collect(seeded, sampling_seed=5)
+        assert {batch.policy_version for batch, _ in again} == {4}
+        assert np.array_equal(again[1][0].actions, reference[1][0].actions)  # the same weights, seed and round
     finally:
         pool.close()
 

@@ -131,6 +131,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     synthetic_demos(tmp_path / "demos")
     straight = train_sft(sft_config(tmp_path, out_dir=tmp_path / "a"), show_progress=False)
     train_sft(sft_config(tmp_path, out_dir=tmp_path / "b"), show_progress=False, stop_at_step=6)
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as f:  # a crash after step 9 was logged, before its checkpoint
+        f.write(json.dumps({"step": 9, "loss": 1.0}) + "\n")
     resumed = train_sft(sft_config(tmp_path, out_dir=tmp_path / "b"), resume=True, show_progress=False)
     assert resumed["steps"] == straight["steps"] == 12
     a, _, _ = load_checkpoint(latest_valid_checkpoint(tmp_path / "a", "step_"))

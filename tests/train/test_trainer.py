@@ -196,10 +196,12 @@ def test_trainer_logs_checkpoints_and_resumes_without_gaps(tmp_path, tiny_checkp
                     "env_steps_per_s"):
             assert key in lines[0], key
         assert set(lines[0]["seconds"]) >= {"rollout", "reward", "update", "sync"}
-        # a crash after iteration 2's checkpoint leaves a stray line of iteration 3 and one cut short while
-        # being written: resume drops both
-        with open(tmp_path / "rl" / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"iteration": 3}) + "\n" + '{"iteration": 3, "lo')
+        # a crash right after iteration 2's checkpoint, before its metrics line was written, with (as after a
+        # crash later on) a stray line of iteration 3 and one cut short while being written: resume drops
+        # both and writes iteration 2's line from the checkpoint, so the history has no gap
+        first_run = lines
+        (tmp_path / "rl" / "metrics.jsonl").write_text(json.dumps(lines[0]) + "\n" + json.dumps({"iteration": 3})
+                                                       + "\n" + '{"iteration": 3, "lo')
         longer = _train_config(tmp_path, tiny_checkpoint, iterations=3)
         resumed = Trainer(longer, pool, eval_state_counter("tabletop"), resume=True, show_progress=False)
         assert resumed.iteration == 2 and resumed.sampler.groups_drawn == 2
@@ -211,6 +213,7 @@ def test_trainer_logs_checkpoints_and_resumes_without_gaps(tmp_path, tiny_checkp
         pool.close()
     lines = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
     assert [line["iteration"] for line in lines] == [1, 2, 3]
+    assert lines[1]["loss"] == first_run[1]["loss"] and lines[1]["eval"]["iteration"] == 2
     assert (tmp_path / "rl" / "iter_000003" / "manifest.json").is_file()
     straight = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     for key in ("train_success", "env_steps", "decisions", "loss", "entropy", "grad_norm"):

@@ -48,6 +48,7 @@ def commit_checkpoint_dir(tmp: Path, directory: Path) -> Path:
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     if directory.exists():
         old = directory.with_name(f"{directory.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)  # an earlier process of the same pid left it: it cannot be renamed over
         os.replace(directory, old)
         os.replace(tmp, directory)
         shutil.rmtree(old, ignore_errors=True)
@@ -63,8 +64,10 @@ def verify_checkpoint(directory: Path) -> None:
         raise CorruptCheckpointError(f"{directory} has no {MANIFEST}: not a complete checkpoint")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CorruptCheckpointError(f"{manifest_path} is not valid JSON") from error
+    if not isinstance(manifest, dict) or not all(isinstance(v, str) for v in manifest.values()):
+        raise CorruptCheckpointError(f"{manifest_path} is not a mapping of file names to checksums")
     for name, expected in manifest.items():
         path = directory / name
         if not path.is_file():
@@ -93,7 +96,7 @@ def latest_valid_checkpoint(out_dir: Path, prefix: str) -> Path | None:
     if pointer.is_file():
         try:
             candidates.append(out_dir / json.loads(pointer.read_text())["checkpoint"])
-        except (json.JSONDecodeError, KeyError):
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
             warnings.warn(f"{pointer} is unreadable; looking for the newest valid checkpoint instead")
     # ".old-" directories exist only while commit_checkpoint_dir replaces a checkpoint: one killed between its
     # two renames leaves the complete previous checkpoint there, and it then stands in for the missing one
@@ -103,12 +106,37 @@ def latest_valid_checkpoint(out_dir: Path, prefix: str) -> Path | None:
         try:
             verify_checkpoint(candidate)
             return candidate
-        except (CorruptCheckpointError, FileNotFoundError) as error:
+        except (CorruptCheckpointError, OSError) as error:  # OSError: an unreadable file, a directory in its place
             warnings.warn(f"skipping checkpoint {candidate}: {error}")
     return None
 
 
 HISTORY_FILE = "metrics.jsonl"
+
+
+def truncate_history(path: Path, key: str, upto: int, checkpointed_line: dict | None = None) -> None:
+    """On resuming from the checkpoint of ``key`` (step, iteration) ``upto``: drop the lines of the metric
+    history at ``path`` written after it (the resumed run writes them again) and a last line cut short by the
+    crash; with ``checkpointed_line`` (the checkpoint's own line, kept in it), write that line if the crash
+    came between the checkpoint and its line. A damaged line before the last is an error."""
+    path = Path(path)
+    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    kept, logged = [], set()
+    for number, line in enumerate(lines, 1):
+        try:
+            value = json.loads(line)[key]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if number == len(lines):  # the process died while writing it: that line is written again anyway
+                break
+            raise ValueError(f"{path} line {number} is not a JSON record with {key!r}: the metric history is "
+                             "damaged") from None
+        if value <= upto:
+            kept.append(line)
+            logged.add(value)
+    if checkpointed_line is not None and checkpointed_line.get(key) == upto and upto not in logged:
+        kept.append(json.dumps(checkpointed_line))
+    if path.is_file() or kept:
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def previous_run_files(out_dir: Path, prefix: str) -> list[str]:

@@ -3,8 +3,9 @@
 ``RayRolloutPool`` has the interface of ``LocalRolloutPool``: ``set_weights`` puts the state dict in
 the object store once and every actor loads it (the version travels with it), ``collect`` runs one
 share of task specs per actor in parallel, ``evaluate`` spreads evaluation init states over the
-actors. An actor that dies mid-call is replaced by a fresh one that gets the current weights, and
-its share is collected again from scratch, so no episode is lost or counted twice.
+actors. An actor that dies mid-call (or between calls: it is found at the next weight broadcast) is
+replaced by a fresh one with the same seed that gets the current weights, and its share is collected
+again from scratch, so no episode is lost or counted twice.
 """
 
 from __future__ import annotations
@@ -86,17 +87,23 @@ class RayRolloutPool:
         self.slots_per_worker = ray.get(self.actors[0].slots.remote())
 
     def _spawn(self, index: int):
-        # a replacement gets a fresh sampling seed: replaying the dead actor's exact random stream
-        # is not needed (its share is re-collected as new episodes), and distinct seeds avoid clones
-        return self._remote.remote(*self._args, seed=self.seed + index + 1000 * self.restarts,
+        # A replacement gets the dead actor's seed: every round reseeds the sampling from it and the trainer's
+        # round, the dead attempt's episodes are discarded, and a run resumed later (fresh actors, seed + index)
+        # then samples what this one did.
+        return self._remote.remote(*self._args, seed=self.seed + index,
                                    eval_env_factory=self._eval_env_factory, max_decisions=self._max_decisions)
 
     def set_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
         self._weights_ref = self._ray.put({k: v.detach().cpu() for k, v in state_dict.items()})
         self._version = version
-        self._ray.get([actor.set_weights.remote(self._weights_ref, version) for actor in self.actors])
+        # an actor that died since the last call (while the learner updated, say) is replaced, and its
+        # replacement loads these weights
+        self._call(lambda index: self.actors[index].set_weights.remote(self._weights_ref, version),
+                   range(len(self.actors)))
 
     def _replace(self, index: int) -> None:
+        """A fresh actor in place of actor ``index``, loading the current weights. Nothing here waits for it:
+        a replacement that cannot start fails the call queued after its weights, which counts as its death."""
         self.restarts += 1
         log.warning("rollout actor %d died; starting a replacement (restart %d)", index, self.restarts)
         try:
@@ -104,28 +111,39 @@ class RayRolloutPool:
         except Exception:  # already gone
             pass
         self.actors[index] = self._spawn(index)
-        if self._weights_ref is not None:
-            self._ray.get(self.actors[index].set_weights.remote(self._weights_ref, self._version))
-        self.node_ids[index] = self._ray.get(self.actors[index].node_id.remote())
+        if self._weights_ref is not None:  # actor calls run in order: the weights before the retried call
+            self.actors[index].set_weights.remote(self._weights_ref, self._version)
 
-    def _run(self, method: str, shares: Sequence[Sequence], *args) -> list:
-        """Call ``method(share, *args)`` on actor i for every non-empty share; replace dead actors and retry."""
+    def _call(self, submit: Callable[[int], Any], indices: Sequence[int]) -> dict[int, Any]:
+        """``submit(i)`` (a remote call on actor i) for every index, awaited as they finish; an actor that died
+        is replaced and its call submitted again (at most ``max_retries`` times per actor)."""
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
         results: dict[int, Any] = {}
-        pending = {i: getattr(self.actors[i], method).remote(share, *args) for i, share in enumerate(shares) if share}
-        attempts = dict.fromkeys(pending, 0)
+        pending = {submit(i): i for i in indices}
+        attempts = dict.fromkeys(indices, 0)
+        replaced = set()
         while pending:
-            index, ref = next(iter(pending.items()))
+            # whichever finishes first: a dead actor is noticed while the others still work
+            (ref,), _ = self._ray.wait(list(pending), num_returns=1)
+            index = pending.pop(ref)
             try:
                 results[index] = self._ray.get(ref)
-                del pending[index]
             except (RayActorError, ActorDiedError, ActorUnavailableError) as error:
                 attempts[index] += 1
                 if attempts[index] > self.max_retries:
                     raise RuntimeError(f"rollout actor {index} died {attempts[index]} times; giving up") from error
                 self._replace(index)
-                pending[index] = getattr(self.actors[index], method).remote(shares[index], *args)
+                replaced.add(index)
+                pending[submit(index)] = index
+        for index in replaced:  # the replacements answered: where they run is known now
+            self.node_ids[index] = self._ray.get(self.actors[index].node_id.remote())
+        return results
+
+    def _run(self, method: str, shares: Sequence[Sequence], *args) -> list:
+        """Call ``method(share, *args)`` on actor i for every non-empty share; replace dead actors and retry."""
+        results = self._call(lambda i: getattr(self.actors[i], method).remote(shares[i], *args),
+                             [i for i, share in enumerate(shares) if share])
         return [results[i] for i in sorted(results)]
 
     def collect(self, specs_per_worker: Sequence[Sequence[TaskSpec]], sampling_seed: int | None = None

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vla_rl.core.checkpoint_dir import HISTORY_FILE, refuse_previous_run
+from vla_rl.core.checkpoint_dir import HISTORY_FILE, refuse_previous_run, truncate_history
 from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.demo_file import check_orientation_convention, read_demo_file, rendered_antialiased
@@ -319,6 +319,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
                              f"another out_dir")
         model, action_tokenizer, state = load_checkpoint(resume_from, with_training_state=True)
         start_step = int(state["step"])
+        truncate_history(out_dir / HISTORY_FILE, "step", start_step)  # the steps after it are redone
     elif config.init_checkpoint:
         model, action_tokenizer, _ = load_checkpoint(Path(config.init_checkpoint))
     else:

@@ -355,16 +355,20 @@ class PolicyLearner:
         self.rank, self.world_size = rank, world_size
         self.sharded = world_size > 1 and config.strategy == "fsdp"
         model = policy.model
-        if config.lora.enabled:
-            adapters = (state or {}).get("lora")
-            trainable = restore_lora(model, config.lora, adapters) if adapters else apply_lora(model, config.lora)
-        else:
-            trainable = list(model.parameters())
-        if self.sharded:
-            shard_decoder_layers(model)  # replaces the layers' parameters by sharded ones
-            trainable = [p for p in model.parameters() if p.requires_grad]
-        self.value_head = (ValueHead(model.config.language_model.hidden_size).to(model.device)
-                           if algorithm.estimator == "gae" else None)
+        # LoRA's A matrices and a value head are drawn from the run's seed (the same on every replica), without
+        # touching the process's global RNG stream
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if config.lora.enabled:
+                adapters = (state or {}).get("lora")
+                trainable = restore_lora(model, config.lora, adapters) if adapters else apply_lora(model, config.lora)
+            else:
+                trainable = list(model.parameters())
+            if self.sharded:
+                shard_decoder_layers(model)  # replaces the layers' parameters by sharded ones
+                trainable = [p for p in model.parameters() if p.requires_grad]
+            self.value_head = (ValueHead(model.config.language_model.hidden_size).to(model.device)
+                               if algorithm.estimator == "gae" else None)
         parameters = trainable + (list(self.value_head.parameters()) if self.value_head else [])
         self.optimizer = make_adamw(parameters, algorithm.lr, algorithm.weight_decay)
         self.reference = None

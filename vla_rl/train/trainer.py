@@ -30,7 +30,7 @@ import torch
 
 from vla_rl.algos.advantages import informative_groups
 from vla_rl.core.atomic_file import write_text_atomic
-from vla_rl.core.checkpoint_dir import HISTORY_FILE, refuse_previous_run
+from vla_rl.core.checkpoint_dir import HISTORY_FILE, refuse_previous_run, truncate_history
 from vla_rl.core.config import option, refuse_repeats, to_dict
 from vla_rl.core.types import TaskSpec, TrajectoryBatch
 from vla_rl.policy.checkpoint import (latest_valid_checkpoint, load_checkpoint, point_latest,
@@ -251,17 +251,22 @@ class Trainer:
         else:
             self.learner = PolicyLearner(self.policy, config.algorithm, config.learner, config.seed,
                                          reference_checkpoint=reference, state=learner_state)
-        self.sampler = TaskSampler(self.tasks, config.group_size, config.train_states, config.seed)
-        self.reward_fn = make_reward_fn(config.reward)
-        self.seconds_reward = 0.0
-        self.iteration = 0
-        self.eval_history: list[dict] = []
-        if rl is not None:
-            self.iteration = int(rl["iteration"])
-            self.sampler.load_state_dict(rl["sampler"])
-            torch.set_rng_state(rl["torch_rng"])
-            self.eval_history = rl["eval_history"]
-            self._truncate_history(self.iteration)
+        try:  # a failure from here on must not leave a learner group's actors running
+            self.sampler = TaskSampler(self.tasks, config.group_size, config.train_states, config.seed)
+            self.reward_fn = make_reward_fn(config.reward)
+            self.seconds_reward = 0.0
+            self.iteration = 0
+            self.eval_history: list[dict] = []
+            if rl is not None:
+                self.iteration = int(rl["iteration"])
+                self.sampler.load_state_dict(rl["sampler"])
+                torch.set_rng_state(rl["torch_rng"])
+                self.eval_history = rl["eval_history"]
+                # the lines after the checkpoint are redone; its own is restored if the driver died before it
+                truncate_history(self.out_dir / METRICS_FILE, "iteration", self.iteration, rl.get("metrics"))
+        except BaseException:
+            self.close()
+            raise
         self.resumed_from = str(source) if resume else None
 
     # ---- stages ----------------------------------------------------------------------------------
@@ -441,11 +446,13 @@ class Trainer:
         per_pass = max((row.get("seconds_per_pass", 0.0) for row in self.eval_history), default=0.0)
         return PASS_TIME_MARGIN * per_pass * self._evaluation_passes()
 
-    def checkpoint(self) -> Path:
+    def checkpoint(self, metrics: dict | None = None) -> Path:
+        """Save this iteration; ``metrics``, its line of the metric history (written after the checkpoint), is
+        kept in it so that a resume from it can write that line if the driver died before it did."""
         name = f"{CHECKPOINT_PREFIX}{self.iteration:06d}"
         rl_state = {"iteration": self.iteration, "learner": self.learner.state_dict(),
                     "sampler": self.sampler.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "eval_history": self.eval_history, "train_config": to_dict(self.config)}
+                    "eval_history": self.eval_history, "train_config": to_dict(self.config), "metrics": metrics}
         weights = self.current_weights  # this iteration's, merged (and gathered) once by sync()
         if self.average is not None:  # the model weights are the average, the one to deploy
             rl_state["weights_average"] = {"iteration": self.average.iteration, "decay": self.average.decay,
@@ -511,7 +518,8 @@ class Trainer:
                     metrics["eval"] = self._log_eval(self.evaluate(comparison_deadline), writer)
             if last or config.checkpoint_every and self.iteration % config.checkpoint_every == 0:
                 with timer.time("checkpoint"):
-                    checkpoint = self.checkpoint()
+                    checkpoint = self.checkpoint({**metrics, "seconds": {stage: round(seconds, 3) for stage, seconds
+                                                                         in timer.seconds.items()}})
                 checkpoint_seconds = max(checkpoint_seconds, timer.seconds["checkpoint"])
             metrics["seconds"] = {stage: round(s, 3) for stage, s in timer.seconds.items()}
             self._write_metrics(metrics, writer)
@@ -573,24 +581,6 @@ class Trainer:
             writer.add_scalar(f"time/{stage}", seconds, self.iteration)
         with open(self.out_dir / METRICS_FILE, "a") as f:
             f.write(json.dumps(metrics) + "\n")
-
-    def _truncate_history(self, iteration: int) -> None:
-        """After a resume, drop metric lines written after the checkpoint (they will be redone)."""
-        path = self.out_dir / METRICS_FILE
-        if not path.is_file():
-            return
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        kept = []
-        for number, line in enumerate(lines, 1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                if number == len(lines):  # the driver died while writing it: that iteration is redone anyway
-                    break
-                raise ValueError(f"{path} line {number} is not JSON: the metric history is damaged") from None
-            if record["iteration"] <= iteration:
-                kept.append(line)
-        write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _select(batch: TrajectoryBatch, index: np.ndarray) -> TrajectoryBatch:
