@@ -18,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 
+from vla_rl.core.atomic_file import write_text_atomic
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.demo_file import (GRIPPER_PIXELS_OBS_KEY, LOCALISER_LABEL_KEYS, NAMED_PIXELS_OBS_KEY, Episode,
                                    read_demo_file, write_demo_file)
@@ -209,7 +210,7 @@ def collect_demos(config: DemoConfig, show_progress: bool = True) -> list[dict]:
             bar.update(progress.get())
     manager.shutdown()
     summaries.sort(key=lambda s: config.tasks.index(s["task"]))
-    (config.out_dir / "summary.json").write_text(json.dumps(summaries, indent=1) + "\n")
+    write_text_atomic(config.out_dir / "summary.json", json.dumps(summaries, indent=1) + "\n")
     write_overview(summaries, config.out_dir / "overview.png")
     return summaries
 

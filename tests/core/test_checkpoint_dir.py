@@ -61,10 +61,10 @@ def test_leftovers_of_an_earlier_process_and_odd_manifests_do_not_stop_a_resume(
     (run / "iter_000002" / "manifest.json").write_text("[1, 2]")  # valid JSON, not a manifest
     with pytest.warns(UserWarning, match="not a mapping"):
         assert latest_valid_checkpoint(run, "iter_") == run / "iter_000001"
-    (run / "iter_000002" / "manifest.json").write_text(json.dumps({"model.bin": "0" * 64, "sub": "0" * 64}))
-    (run / "iter_000002" / "sub").mkdir()  # a directory where a file should be
-    with pytest.warns(UserWarning, match="skipping checkpoint"):
+    (run / "latest.json").write_bytes(b"\xff\xfe")  # a pointer that is not text
+    with pytest.warns(UserWarning):
         assert latest_valid_checkpoint(run, "iter_") == run / "iter_000001"
+        assert resolve_checkpoint(run) == run / "iter_000001"
 
 
 def test_truncate_history_drops_later_and_cut_lines_and_restores_the_checkpoints_own(tmp_path):

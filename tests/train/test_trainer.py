@@ -214,6 +214,7 @@ def test_trainer_logs_checkpoints_and_resumes_without_gaps(tmp_path, tiny_checkp
     lines = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
     assert [line["iteration"] for line in lines] == [1, 2, 3]
     assert lines[1]["loss"] == first_run[1]["loss"] and lines[1]["eval"]["iteration"] == 2
+    assert lines[1]["restored_from_checkpoint"] and "restored_from_checkpoint" not in lines[2]
     assert (tmp_path / "rl" / "iter_000003" / "manifest.json").is_file()
     straight = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     for key in ("train_success", "env_steps", "decisions", "loss", "entropy", "grad_norm"):

@@ -80,6 +80,7 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        clear_episode_videos(out_dir / "videos")  # also with --videos 0: none may stand beside this report
         if filmed:
             control_hz = get_suite(suite).control_hz
             report["videos"] = write_videos(result, out_dir / "videos", fps=control_hz)
@@ -96,7 +97,6 @@ def episode_video_path(out_dir: Path, task: str, init_state_id: int, success: bo
 def clear_episode_videos(out_dir: Path) -> None:
     """Remove the episode videos an earlier run left in ``out_dir``: with other tasks or more videos, they
     would stay beside this run's without being listed in its report."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*_eval*_*.mp4"):
         stale.unlink()
 
@@ -105,6 +105,7 @@ def write_videos(result, out_dir: Path, fps: int, min_size: int = 256) -> list[d
     """MP4s of the episodes whose frames ``evaluate`` kept, enlarged (nearest pixel) to >= ``min_size``."""
     import imageio.v3 as iio
 
+    out_dir.mkdir(parents=True, exist_ok=True)
     clear_episode_videos(out_dir)
     outcomes = {episode.spec: episode for episode in result.episodes}
     written = []
@@ -127,6 +128,7 @@ def record_videos(policy, tasks: Sequence[str], per_task: int, out_dir: Path, si
     from sim_envs.tabletop_env import TabletopEnv
     from vla_rl.core.types import ObsBatch
 
+    out_dir.mkdir(parents=True, exist_ok=True)
     clear_episode_videos(out_dir)
     written = []
     config = policy.config

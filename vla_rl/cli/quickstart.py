@@ -72,7 +72,7 @@ class QuickstartConfig:
         100, "expert episodes per task (on other init states than the demos) whose frames and simulator pixel labels "
            "train the SFT's localiser; their actions are never used (sft.localiser_frames_dir; 0 = the localiser "
            "learns from the demos' frames)")
-    image_size: int = option(64, "camera image size of demos and rollouts")
+    image_size: int = option(64, "camera image size of demos and rollouts (sft.model.image_size is set from this)")
     antialias: bool = option(False, "render demos, rollouts and evaluations with 4x multisampling (MuJoCo's default "
                                     "elsewhere); false: 1.67x the env steps/s on a CPU (llvmpipe), recorded in the "
                                     "checkpoints (sft.model.antialias is set from this)")
@@ -257,7 +257,9 @@ SFT_PATHS = ("demo_dir", "out_dir", "localiser_frames_dir", "init_checkpoint")  
 def _setting_differences(recorded: dict, wanted: dict, not_compared: Sequence[str], paths: Sequence[str] = ()
                          ) -> list[str]:
     def shown(key: str, value):
-        return (value not in (None, "", ".")) if key in paths else value
+        if key in paths:
+            return value not in (None, "", ".")
+        return json.loads(json.dumps(value, default=str))  # tuples as lists, as a JSON or YAML record has them
 
     return sorted(f"{key} ({shown(key, recorded.get(key))!r} there, {shown(key, value)!r} now)"
                   for key, value in wanted.items()

@@ -1,4 +1,4 @@
-"""Text files replaced atomically: a reader (or a crash) never sees half of one."""
+"""Text files replaced atomically: a reader, a crash or a power loss never leaves half of one."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ def write_text_atomic(path: Path, text: str) -> Path:
     path = Path(path)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")  # per process: two writers never share one
     try:
-        tmp.write_text(text)
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: after a power loss, the old file or the new one
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

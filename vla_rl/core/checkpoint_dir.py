@@ -84,6 +84,16 @@ def point_latest(out_dir: Path, name: str, step: int) -> None:
     write_text_atomic(Path(out_dir) / LATEST, json.dumps({"checkpoint": name, "step": step}))
 
 
+def read_latest_pointer(out_dir: Path) -> str | None:
+    """The checkpoint name ``latest.json`` gives; None when it is missing or unreadable (cut short, not JSON,
+    not text, or without a name)."""
+    try:
+        name = json.loads((Path(out_dir) / LATEST).read_text())["checkpoint"]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        return None
+    return name if isinstance(name, str) and name else None
+
+
 def latest_valid_checkpoint(out_dir: Path, prefix: str) -> Path | None:
     """The newest checkpoint of a run that passes verification: the one ``latest.json`` names, or,
     when that one is missing or corrupt, the newest older ``<prefix>*`` directory (names sort by
@@ -94,10 +104,11 @@ def latest_valid_checkpoint(out_dir: Path, prefix: str) -> Path | None:
     candidates: list[Path] = []
     pointer = out_dir / LATEST
     if pointer.is_file():
-        try:
-            candidates.append(out_dir / json.loads(pointer.read_text())["checkpoint"])
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        name = read_latest_pointer(out_dir)
+        if name is None:
             warnings.warn(f"{pointer} is unreadable; looking for the newest valid checkpoint instead")
+        else:
+            candidates.append(out_dir / name)
     # ".old-" directories exist only while commit_checkpoint_dir replaces a checkpoint: one killed between its
     # two renames leaves the complete previous checkpoint there, and it then stands in for the missing one
     candidates += sorted((p for p in out_dir.glob(f"{prefix}*") if p.is_dir() and ".tmp-" not in p.name),
@@ -106,7 +117,7 @@ def latest_valid_checkpoint(out_dir: Path, prefix: str) -> Path | None:
         try:
             verify_checkpoint(candidate)
             return candidate
-        except (CorruptCheckpointError, OSError) as error:  # OSError: an unreadable file, a directory in its place
+        except (CorruptCheckpointError, FileNotFoundError) as error:
             warnings.warn(f"skipping checkpoint {candidate}: {error}")
     return None
 
@@ -164,10 +175,7 @@ def resolve_checkpoint(path: Path) -> Path:
         return path
     # the run's checkpoint prefix (step_, iter_): from latest.json, or, when that is missing or unreadable
     # (a run killed between a save and its pointer), from the checkpoint directories themselves
-    try:
-        name = str(json.loads((path / LATEST).read_text()).get("checkpoint", ""))
-    except (OSError, json.JSONDecodeError, AttributeError):
-        name = ""
+    name = read_latest_pointer(path) or ""
     prefixes = {name.split("_")[0] + "_"} if "_" in name else \
         {found.parent.name.split("_")[0] + "_" for found in path.glob(f"*_*/{MANIFEST}")}
     if len(prefixes) == 1:
@@ -181,4 +189,4 @@ def resolve_checkpoint(path: Path) -> Path:
 
 __all__ = ["MANIFEST", "LATEST", "CorruptCheckpointError", "staging_dir", "commit_checkpoint_dir", "verify_checkpoint",
            "point_latest", "latest_valid_checkpoint", "resolve_checkpoint", "HISTORY_FILE", "previous_run_files",
-           "refuse_previous_run"]
+           "refuse_previous_run", "read_latest_pointer", "truncate_history"]

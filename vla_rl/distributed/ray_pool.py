@@ -4,8 +4,9 @@
 the object store once and every actor loads it (the version travels with it), ``collect`` runs one
 share of task specs per actor in parallel, ``evaluate`` spreads evaluation init states over the
 actors. An actor that dies mid-call (or between calls: it is found at the next weight broadcast) is
-replaced by a fresh one with the same seed that gets the current weights, and its share is collected
-again from scratch, so no episode is lost or counted twice.
+replaced by a fresh one with the same seed (another, if it dies again in the same call: the episodes
+themselves may kill it) that gets the current weights, and its share is collected again from scratch,
+so no episode is lost or counted twice.
 """
 
 from __future__ import annotations
@@ -86,11 +87,12 @@ class RayRolloutPool:
         self.node_ids = ray.get([actor.node_id.remote() for actor in self.actors])
         self.slots_per_worker = ray.get(self.actors[0].slots.remote())
 
-    def _spawn(self, index: int):
-        # A replacement gets the dead actor's seed: every round reseeds the sampling from it and the trainer's
-        # round, the dead attempt's episodes are discarded, and a run resumed later (fresh actors, seed + index)
-        # then samples what this one did.
-        return self._remote.remote(*self._args, seed=self.seed + index,
+    def _spawn(self, index: int, death_in_call: int = 1):
+        # The first replacement in a call gets the dead actor's seed: every round reseeds the sampling from it and
+        # the trainer's round, the dead attempt's episodes are discarded, and a run resumed later (fresh actors,
+        # seed + index) then samples what this one did. A second death in the same call may be the episodes
+        # themselves (a renderer crash, memory): its replacement samples others.
+        return self._remote.remote(*self._args, seed=self.seed + index + 1000 * (death_in_call - 1),
                                    eval_env_factory=self._eval_env_factory, max_decisions=self._max_decisions)
 
     def set_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
@@ -101,18 +103,21 @@ class RayRolloutPool:
         self._call(lambda index: self.actors[index].set_weights.remote(self._weights_ref, version),
                    range(len(self.actors)))
 
-    def _replace(self, index: int) -> None:
-        """A fresh actor in place of actor ``index``, loading the current weights. Nothing here waits for it:
-        a replacement that cannot start fails the call queued after its weights, which counts as its death."""
+    def _replace(self, index: int, death_in_call: int = 1):
+        """A fresh actor in place of actor ``index``, loading the current weights; returns the weight load's ref
+        (None before any weights). Nothing here waits for it: a replacement that cannot start fails the call
+        queued after its weights, which counts as its death."""
         self.restarts += 1
         log.warning("rollout actor %d died; starting a replacement (restart %d)", index, self.restarts)
         try:
             self._ray.kill(self.actors[index])
         except Exception:  # already gone
             pass
-        self.actors[index] = self._spawn(index)
-        if self._weights_ref is not None:  # actor calls run in order: the weights before the retried call
-            self.actors[index].set_weights.remote(self._weights_ref, self._version)
+        self.actors[index] = self._spawn(index, death_in_call)
+        if self._weights_ref is None:
+            return None
+        # actor calls run in order: the weights are loaded before the retried call runs
+        return self.actors[index].set_weights.remote(self._weights_ref, self._version)
 
     def _call(self, submit: Callable[[int], Any], indices: Sequence[int]) -> dict[int, Any]:
         """``submit(i)`` (a remote call on actor i) for every index, awaited as they finish; an actor that died
@@ -122,20 +127,24 @@ class RayRolloutPool:
         results: dict[int, Any] = {}
         pending = {submit(i): i for i in indices}
         attempts = dict.fromkeys(indices, 0)
-        replaced = set()
+        weight_loads: dict[int, Any] = {}  # a replacement's weight load, checked before its result counts
         while pending:
             # whichever finishes first: a dead actor is noticed while the others still work
             (ref,), _ = self._ray.wait(list(pending), num_returns=1)
             index = pending.pop(ref)
             try:
+                if index in weight_loads:  # an error loading them must not pass as a result of other weights
+                    self._ray.get(weight_loads.pop(index))
                 results[index] = self._ray.get(ref)
             except (RayActorError, ActorDiedError, ActorUnavailableError) as error:
                 attempts[index] += 1
                 if attempts[index] > self.max_retries:
                     raise RuntimeError(f"rollout actor {index} died {attempts[index]} times; giving up") from error
-                self._replace(index)
-                replaced.add(index)
+                weight_loads[index] = self._replace(index, attempts[index])
+                if weight_loads[index] is None:
+                    del weight_loads[index]
                 pending[submit(index)] = index
+        replaced = [index for index, died in attempts.items() if died]
         for index in replaced:  # the replacements answered: where they run is known now
             self.node_ids[index] = self._ray.get(self.actors[index].node_id.remote())
         return results

@@ -38,6 +38,7 @@ from typing import Any, NamedTuple, Protocol, Sequence
 import numpy as np
 import torch
 
+from vla_rl.core.atomic_file import write_text_atomic
 from vla_rl.core.config import option
 from vla_rl.core.optim import make_adamw
 from vla_rl.core.schedules import set_budgeted_lr
@@ -415,7 +416,7 @@ def evaluate_critic(critic: ProgressCritic, episodes: Sequence[LabelledEpisode],
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         plot_value_curves(episodes, values, dones, wrong_values, out_dir / "value_curves.png")
-        (out_dir / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
+        write_text_atomic(out_dir / "eval.json", json.dumps(report, indent=1) + "\n")
     return report
 
 

@@ -355,10 +355,10 @@ class PolicyLearner:
         self.rank, self.world_size = rank, world_size
         self.sharded = world_size > 1 and config.strategy == "fsdp"
         model = policy.model
-        # LoRA's A matrices and a value head are drawn from the run's seed (the same on every replica), without
-        # touching the process's global RNG stream
+        # LoRA's A matrices are drawn from the run's seed (the same on every replica), without moving the
+        # process's CPU generator (fork_rng restores it; CUDA generators are not touched)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             if config.lora.enabled:
                 adapters = (state or {}).get("lora")
                 trainable = restore_lora(model, config.lora, adapters) if adapters else apply_lora(model, config.lora)

@@ -489,6 +489,7 @@ class Trainer:
         checkpoint, out_of_time, past_deadline = None, False, False
         while self.iteration < config.iterations:
             timer = Timer()
+            actor_restarts_before = getattr(self.pool, "restarts", 0)
             with timer.time("rollout"):
                 rollout = self.rollout()
             # rewards are scored inside the rollout stage (dynamic sampling needs them); report apart
@@ -500,6 +501,8 @@ class Trainer:
             with timer.time("sync"):
                 self.sync()
             metrics = self._metrics(rollout, stats, timer)
+            # the weight broadcast finds actors that died between calls (while the learner updated)
+            metrics["actor_restarts"] = getattr(self.pool, "restarts", 0) - actor_restarts_before
             now = time.perf_counter()
             recent_iterations.append(sum(timer.seconds.values()))
             out_of_time = bool(config.time_limit_minutes) and now - started > 60 * config.time_limit_minutes
@@ -518,8 +521,10 @@ class Trainer:
                     metrics["eval"] = self._log_eval(self.evaluate(comparison_deadline), writer)
             if last or config.checkpoint_every and self.iteration % config.checkpoint_every == 0:
                 with timer.time("checkpoint"):
+                    # the line as written below, less the checkpoint's own seconds (not known yet)
                     checkpoint = self.checkpoint({**metrics, "seconds": {stage: round(seconds, 3) for stage, seconds
-                                                                         in timer.seconds.items()}})
+                                                                         in timer.seconds.items()},
+                                                  "restored_from_checkpoint": True})
                 checkpoint_seconds = max(checkpoint_seconds, timer.seconds["checkpoint"])
             metrics["seconds"] = {stage: round(s, 3) for stage, s in timer.seconds.items()}
             self._write_metrics(metrics, writer)
