@@ -11,7 +11,7 @@ iterations with the same seed and the quickstart's GRPO recipe (``vla-rl quickst
 lr 1e-3, episode-mean loss, training episodes cut at 12 decisions), and is evaluated in the real
 simulator on held-out init states. The budget is iterations, not minutes: critic scoring adds time.
 
-    python benchmarks/compare_reward_sources.py --sft runs/quickstart/sft --critic runs/critic/final \\
+    python benchmarks/compare_reward_sources.py --sft runs/quickstart_aa/sft --critic runs/critic/final \\
         [--runs sim_success critic world_model] [--world-model runs/world_model] \\
         [--tasks Reach PressButton] [--iterations 50] [--eval-episodes 50] [--out runs/compare_rewards] \\
         [--reference runs/compare_rewards/comparison.json]   # reuse an earlier run's sim_success row
@@ -103,7 +103,7 @@ def plot(results: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sft", type=Path, default=Path("runs/quickstart/sft"))
+    parser.add_argument("--sft", type=Path, default=Path("runs/quickstart_aa/sft"))  # antialiased: a world model needs it
     parser.add_argument("--critic", type=Path, default=Path("runs/critic/final"))
     parser.add_argument("--world-model", type=Path, default=Path("runs/world_model"))
     parser.add_argument("--runs", nargs="+", default=["sim_success", "critic"],
