@@ -220,7 +220,7 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
     optimizer = make_adamw(model.parameters(), config.lr, config.weight_decay)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    start_step, checkpoint = 0, None
+    start_step, checkpoint, seconds_before = 0, None, 0.0
     if resume:
         checkpoint = latest_valid_checkpoint(out_dir, PREFIX)
         if checkpoint is None:
@@ -232,6 +232,7 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
         rng.bit_generator.state = state["numpy_rng"]
         generator.set_state(state["generator"])
         start_step = int(state["step"])
+        seconds_before = float(state.get("elapsed_seconds", 0.0))
         truncate_history(out_dir / HISTORY_FILE, "step", start_step)  # the steps after it are redone
     elif str(config.init_checkpoint) in ("", "."):
         mean, std = sampler.proprio_stats()
@@ -239,7 +240,9 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
         model.proprio_std.copy_(std)
     model.train()
     writer = SummaryWriter(str(out_dir / "tensorboard"))
-    started = time.perf_counter()
+    # the time limit and the time-budgeted schedule count the time before a resume too: a resumed run continues
+    # the interrupted one's schedule and gets what was left of its budget
+    started = time.perf_counter() - seconds_before
     history: list[dict] = []
     baseline = None
     if eval_sampler is not None:
@@ -251,7 +254,7 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
     def save(step_done: int) -> Path:
         name = f"{PREFIX}{step_done:06d}"
         state = {"step": step_done, "optimizer": optimizer.state_dict(), "numpy_rng": rng.bit_generator.state,
-                 "generator": generator.get_state()}
+                 "generator": generator.get_state(), "elapsed_seconds": time.perf_counter() - started}
         path = save_world_model(out_dir / name, model, step_done, state, {"train": to_dict(config)})
         point_latest(out_dir, name, step_done)
         return path

@@ -95,6 +95,9 @@ def test_stats_from_data_mask_the_gripper():
     stats = NormStats.from_actions(actions)
     assert list(stats.mask) == [True] * 6 + [False]
     np.testing.assert_allclose(stats.q01, np.quantile(actions, 0.01, axis=0))
+    # another action size: the gripper is still the last dimension (it was index 6 whatever the size)
+    assert list(NormStats.from_actions(actions[:, :4]).mask) == [True] * 3 + [False]
+    assert list(NormStats.from_actions(np.hstack([actions, actions[:, :1]])).mask) == [True] * 7 + [False]
 
 
 def test_openvla_gripper_convention_both_directions():

@@ -387,3 +387,41 @@ def test_sft_trains_an_openvla_convention_model_on_openvla_gripper_targets(tmp_p
     model, action_tokenizer, _ = load_checkpoint(latest_valid_checkpoint(tmp_path / "run", "step_"))
     assert model.config.gripper_convention == "openvla"
     assert action_tokenizer.norm_stats.q01[6] == 0.0 and action_tokenizer.norm_stats.q99[6] == 1.0
+
+
+def test_sft_from_a_checkpoint_trains_that_checkpoints_model_on_demos_loaded_for_it(tmp_path, monkeypatch):
+    """With init_checkpoint, config.model does not count: a checkpoint that acts in chunks of two is trained on
+    chunks of two, whatever chunk size the config's (default) model says (it trained on chunks of one, and the
+    second action of every chunk was never trained)."""
+    from vla_rl.policy import sft as sft_module
+
+    (tmp_path / "demos").mkdir()
+    synthetic_demos(tmp_path / "demos")
+    chunked = dataclasses.replace(tiny_config(), chunk_size=2)
+    train_sft(sft_config(tmp_path, out_dir=tmp_path / "a", model=chunked, steps=3), show_progress=False)
+    init = latest_valid_checkpoint(tmp_path / "a", "step_")
+    loaded_chunks = []
+    real_load_demos = sft_module.load_demos
+    monkeypatch.setattr(sft_module, "load_demos", lambda *args, **kwargs: loaded_chunks.append(
+        real_load_demos(*args, **kwargs).chunks.shape[1]) or real_load_demos(*args, **kwargs))
+    summary = train_sft(sft_config(tmp_path, out_dir=tmp_path / "b", init_checkpoint=str(init), steps=3),
+                        show_progress=False)
+    model, _, _ = load_checkpoint(Path(summary["checkpoint"]))
+    assert model.config.chunk_size == 2 and loaded_chunks == [2]
+    assert np.isfinite(json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[-1])["loss"])
+
+
+def test_a_resumed_time_limited_sft_gets_what_is_left_of_its_budget(tmp_path):
+    """The time limit (and the schedule that decays over it) counts the time before the resume: a resumed run
+    whose budget is already spent stops at once, instead of getting the whole budget again."""
+    from vla_rl.policy.checkpoint import read_training_state
+
+    (tmp_path / "demos").mkdir()
+    synthetic_demos(tmp_path / "demos")
+    train_sft(sft_config(tmp_path, out_dir=tmp_path / "a"), show_progress=False, stop_at_step=6)
+    spent = read_training_state(latest_valid_checkpoint(tmp_path / "a", "step_"))["elapsed_seconds"]
+    assert spent > 0
+    half_of_it = spent / 2 / 60  # minutes: less than the interrupted run had already used
+    resumed = train_sft(sft_config(tmp_path, out_dir=tmp_path / "a", time_limit_minutes=half_of_it), resume=True,
+                        show_progress=False)
+    assert resumed["steps"] == 6

@@ -185,3 +185,13 @@ def test_learning_rate_warms_up_over_optimiser_steps_and_resumes_on_its_clock(ro
     assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4)
     resumed = PolicyLearner(make_policy(seed=7), one_step, LearnerConfig(), seed=0, state=learner.state_dict())
     assert resumed.update(batch, group_ids)["lr"] == pytest.approx(5e-4)  # step 2 of the run, not step 1 again
+
+
+def test_rl_refuses_lora_dropout():
+    """The rollout samples in eval mode: dropout in the learner's pass would make the PPO ratio noise."""
+    from vla_rl.policy.lora import LoRAConfig
+    from vla_rl.train.learner import LearnerConfig
+
+    with pytest.raises(ValueError, match="dropout must be 0"):
+        LearnerConfig(lora=LoRAConfig(rank=4, dropout=0.1))
+    LearnerConfig(lora=LoRAConfig(rank=4))  # no dropout: fine

@@ -36,8 +36,8 @@ def budget_step(step: int, total_steps: int, elapsed_seconds: float, time_limit_
 def set_budgeted_lr(optimizer, schedule: Callable[[float], float], step: int, total_steps: int,
                     started: float, time_limit_minutes: float) -> float:
     """Sets every parameter group's learning rate to ``schedule(budget_step(...))``, with the time
-    elapsed since ``started`` (a ``time.perf_counter()`` reading; after a resume, the time since the
-    resume), and returns it: the schedule step of every time-limited training loop."""
+    elapsed since ``started`` (a ``time.perf_counter()`` reading; a resumed run moves it back by the
+    time its checkpoint had run), and returns it: the schedule step of every time-limited training loop."""
     lr = schedule(budget_step(step, total_steps, time.perf_counter() - started, 60 * time_limit_minutes))
     for group in optimizer.param_groups:
         group["lr"] = lr

@@ -96,11 +96,14 @@ class NormStats:
         return cls(q01, q99, mask)
 
     @classmethod
-    def from_actions(cls, actions: np.ndarray, unnormalised_dims: tuple[int, ...] = (6,)) -> "NormStats":
-        """Statistics of a dataset of actions ``[N, A]``; ``unnormalised_dims`` are masked out."""
+    def from_actions(cls, actions: np.ndarray, unnormalised_dims: tuple[int, ...] | None = None) -> "NormStats":
+        """Statistics of a dataset of actions ``[N, A]``; ``unnormalised_dims`` are masked out (by default the
+        last, the gripper, as in OpenVLA's 7-D actions)."""
         actions = np.asarray(actions, dtype=np.float64)
+        if actions.ndim != 2 or actions.shape[1] < 1:
+            raise ValueError(f"actions must be [N, A], got shape {actions.shape}")
         mask = np.ones(actions.shape[1], dtype=bool)
-        mask[list(unnormalised_dims)] = False
+        mask[list(unnormalised_dims) if unnormalised_dims is not None else [-1]] = False
         return cls(np.quantile(actions, 0.01, axis=0), np.quantile(actions, 0.99, axis=0), mask)
 
     def to_dict(self) -> dict[str, list]:

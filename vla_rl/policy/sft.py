@@ -291,19 +291,20 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     for directory in (config.demo_dir, config.localiser_frames_dir):
         if directory is not None:
             check_demo_files(directory, config.tasks, model_config.antialias)
-    data = load_demos(config.demo_dir, config.model.chunk_size, config.tasks, config.demos_per_task,
-                      config.model.cameras, proprio=config.model.proprio_dim > 0,
-                      named_pixels=config.model.localiser_points > 0, gripper_pixels=config.model.localiser_gripper)
-    if data.named_pixels is not None and data.named_pixels.shape[1] != config.model.located_points:
-        raise ValueError(f"model.localiser_points is {config.model.localiser_points} but the demos label "
-                         f"{data.named_pixels.shape[1] - int(config.model.localiser_gripper)} named points")
-    if data.proprio is not None and data.proprio.shape[1] != config.model.proprio_dim:
-        raise ValueError(f"model.proprio_dim is {config.model.proprio_dim} but the demos' proprio is "
+    # the demos are loaded for that model (its chunk size, cameras, proprio, points), not for config.model
+    data = load_demos(config.demo_dir, model_config.chunk_size, config.tasks, config.demos_per_task,
+                      model_config.cameras, proprio=model_config.proprio_dim > 0,
+                      named_pixels=model_config.localiser_points > 0, gripper_pixels=model_config.localiser_gripper)
+    if data.named_pixels is not None and data.named_pixels.shape[1] != model_config.located_points:
+        raise ValueError(f"model.localiser_points is {model_config.localiser_points} but the demos label "
+                         f"{data.named_pixels.shape[1] - int(model_config.localiser_gripper)} named points")
+    if data.proprio is not None and data.proprio.shape[1] != model_config.proprio_dim:
+        raise ValueError(f"model.proprio_dim is {model_config.proprio_dim} but the demos' proprio is "
                          f"{data.proprio.shape[1]}-D")
     perception = None
     if config.localiser_frames_dir is not None:
-        perception = load_demos(config.localiser_frames_dir, 1, config.tasks, 0, config.model.cameras[:1],
-                                named_pixels=True, gripper_pixels=config.model.localiser_gripper)
+        perception = load_demos(config.localiser_frames_dir, 1, config.tasks, 0, model_config.cameras[:1],
+                                named_pixels=True, gripper_pixels=model_config.localiser_gripper)
         print(f"localiser frames: {len(perception)} from {perception.episodes} episodes in {config.localiser_frames_dir}")
     torch.manual_seed(config.seed)
     start_step, state = 0, None
@@ -326,7 +327,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         model = VLAModel(config.model)
         targets = gripper_from_env(data.chunks, model_config.gripper_convention)
         stats = NormStats.from_actions(targets.reshape(-1, targets.shape[-1]))
-        action_tokenizer = ActionTokenizer(config.model.action_vocab_size, stats, config.model.n_action_bins)
+        action_tokenizer = ActionTokenizer(model_config.action_vocab_size, stats, model_config.n_action_bins)
         if data.proprio is not None:
             model.set_proprio_stats(data.proprio.mean(0), data.proprio.std(0))
     if model.config.gripper_from_proprio and not torch.any(model.gripper_projection):
@@ -344,11 +345,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         trainable = [p for p in trainable if id(p) not in frozen]
     model.train()
     tokens_all = torch.from_numpy(demo_action_tokens(data.chunks, action_tokenizer, model.config.gripper_convention))
-    if model.config.cameras != config.model.cameras or model.config.proprio_dim != config.model.proprio_dim:
-        raise ValueError(f"the checkpoint's model takes cameras {list(model.config.cameras)} and "
-                         f"{model.config.proprio_dim}-D proprio; the config asks for {list(config.model.cameras)} "
-                         f"and {config.model.proprio_dim}")
-    images_all = torch.from_numpy(np.stack([data.images[camera] for camera in config.model.cameras], axis=1))
+    images_all = torch.from_numpy(np.stack([data.images[camera] for camera in model_config.cameras], axis=1))
     proprio_all = torch.from_numpy(data.proprio) if data.proprio is not None else None
     labels_all = torch.from_numpy(data.named_pixels) if data.named_pixels is not None else None
     optimizer = make_adamw(trainable, config.lr, config.weight_decay)
@@ -359,7 +356,9 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         torch.set_rng_state(state["torch_rng"])
     colour_swap = ColourSwap(config.colour_swap)
     writer = SummaryWriter(str(out_dir / "tensorboard"))
-    started = time.perf_counter()
+    # the time limit and the time-budgeted schedule count the time before a resume too: a resumed run continues
+    # the interrupted one's schedule and gets what was left of its budget
+    started = time.perf_counter() - (float(state.get("elapsed_seconds", 0.0)) if state is not None else 0.0)
     history_path = out_dir / HISTORY_FILE
     loss_value = accuracy_value = float("nan")
     steps_done = start_step
@@ -368,7 +367,8 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     def save(step_done: int) -> Path:
         name = f"{CHECKPOINT_PREFIX}{step_done:06d}"
         training_state = {"step": step_done, "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                          "torch_rng": torch.get_rng_state(), "sft_config": to_dict(config)}
+                          "torch_rng": torch.get_rng_state(), "sft_config": to_dict(config),
+                          "elapsed_seconds": time.perf_counter() - started}
         if config.lora.enabled:
             training_state["lora"] = lora_tensors(model)
         path = save_checkpoint(out_dir / name, model, action_tokenizer, training_state,
@@ -395,7 +395,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
             images, labels = shifted.view(images.shape), per_camera.view(len(index), cameras, -1, 2)[:, 0]
         instructions = [data.instructions[i] for i in data.instruction_ids[index.numpy()]]
         images, instructions = colour_swap(images, instructions, generator)
-        # a time-limited run decays over its time budget (after a resume: the time since the resume)
+        # a time-limited run decays over its time budget (a resumed run's clock includes the time before it)
         lr = set_budgeted_lr(optimizer, lambda at: lr_at(at, config), step, config.steps, started,
                              config.time_limit_minutes)
         localiser_batch = None if perception is None else perception_batch(perception, config, colour_swap, generator)

@@ -107,6 +107,10 @@ class LearnerConfig:
                             ("precision", ("fp32", "bf16"))):
             if getattr(self, name) not in valid:
                 raise ValueError(f"learner.{name} {getattr(self, name)!r} is not one of {', '.join(valid)}")
+        if self.lora.enabled and self.lora.dropout > 0:
+            # the rollout samples in eval mode; dropout active in the learner's forward pass would make its
+            # log-probabilities another policy's, and the PPO ratio noise from the first step
+            raise ValueError(f"learner.lora.dropout must be 0 in RL, got {self.lora.dropout} (it is an SFT option)")
 
 
 class ValueHead(torch.nn.Module):
