@@ -131,11 +131,16 @@ def test_budget_notes_name_the_limit_that_stopped_each_stage():
                "grpo_stopped_for_deadline": True}
     notes = " ".join(_budget_notes(metrics, config.train))
     assert "at step 727 of 1500" in notes and "the job's budget (`time_limit_minutes: 20`)" in notes
+    assert "after 90 of 300 iterations" in notes and "--set time_limit_minutes=25" in notes  # few updates: advice
+    metrics["after"]["iteration"] = 180  # a fast machine's budget: said, no advice
+    notes = " ".join(_budget_notes(metrics, config.train))
+    assert "after 180 of 300 iterations" in notes and "time_limit_minutes=25" not in notes
+    metrics["after"]["iteration"] = 90
     metrics.update(grpo_stopped_for_deadline=False, sft_checkpoint="runs/x/sft/step_001500")
     train = dataclasses.replace(config.train, time_limit_minutes=11)
     notes = " ".join(_budget_notes(metrics, train))
     assert "The SFT stopped" not in notes and "its time limit (`train.time_limit_minutes: 11`)" in notes
-    metrics["after"]["iteration"] = 150
+    metrics["after"]["iteration"] = 300
     assert _budget_notes(metrics, train) == []
 
 
