@@ -80,10 +80,11 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        clear_episode_videos(out_dir / "videos")  # also with --videos 0: none may stand beside this report
-        if filmed:
+        if filmed:  # write_videos clears the folder first
             control_hz = get_suite(suite).control_hz
             report["videos"] = write_videos(result, out_dir / "videos", fps=control_hz)
+        else:  # with --videos 0 too, none may stand beside this report
+            clear_episode_videos(out_dir / "videos")
         write_text_atomic(out_dir / "eval.json", json.dumps(report, indent=1) + "\n")
         plot_success({"success": report}, out_dir / "success.png", title=f"held-out success: {Path(checkpoint).name}")
     return report

@@ -122,7 +122,7 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
     versions = environment_versions()  # the code this job runs, even if the checkout moves on meanwhile
 
     demo_dir = out / "demos"
-    sft_tasks = tuple(dict.fromkeys(config.sft_tasks + config.tasks)) if config.sft_tasks else config.tasks
+    sft_tasks = _sft_tasks(config)
     stage = time.perf_counter()
 
     def collect_expert_episodes(directory: Path, episodes_per_task: int, first_init_state: int) -> None:
@@ -139,7 +139,7 @@ def run_quickstart(config: QuickstartConfig, show_progress: bool = True) -> Path
         collect_demos(demo_config, show_progress=show_progress)
 
     collect_expert_episodes(demo_dir, config.demos_per_task, 0)
-    frames_dir = out / "localiser_frames" if config.localiser_episodes_per_task else None
+    frames_dir = _localiser_frames_dir(config)
     if frames_dir is not None:
         collect_expert_episodes(frames_dir, config.localiser_episodes_per_task, LOCALISER_FIRST_INIT_STATE)
     seconds["demos"] = time.perf_counter() - stage
@@ -228,12 +228,20 @@ def _set_aside_previous_run(run_dir: Path, prefix: str) -> None:
     print(f"a previous run in {run_dir} moved to {kept}")
 
 
+def _sft_tasks(config: QuickstartConfig) -> tuple[str, ...]:
+    """The tasks whose demos the SFT learns from: ``sft_tasks`` and the RL ``tasks`` (``tasks`` alone if empty)."""
+    return tuple(dict.fromkeys(config.sft_tasks + config.tasks)) if config.sft_tasks else config.tasks
+
+
+def _localiser_frames_dir(config: QuickstartConfig) -> Path | None:
+    return Path(config.out_dir) / "localiser_frames" if config.localiser_episodes_per_task else None
+
+
 def _set_by_the_quickstart(config: QuickstartConfig) -> list[str]:
     """The fields of the sft and train sections that the user changed and that the quickstart fills in from its
     own settings (they would be silently ignored); the value it would set anyway is not a change."""
     out, default_sft, default_train = Path(config.out_dir), _default_sft(), _default_train()
-    frames_dir = out / "localiser_frames" if config.localiser_episodes_per_task else None
-    sft_tasks = tuple(dict.fromkeys(config.sft_tasks + config.tasks)) if config.sft_tasks else config.tasks
+    frames_dir, sft_tasks = _localiser_frames_dir(config), _sft_tasks(config)
     filled_in = {  # (section, field): (the user's value, the default, what the quickstart sets)
         ("sft", "demo_dir"): (config.sft.demo_dir, default_sft.demo_dir, out / "demos"),
         ("sft", "out_dir"): (config.sft.out_dir, default_sft.out_dir, out / "sft"),

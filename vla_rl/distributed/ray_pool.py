@@ -140,9 +140,9 @@ class RayRolloutPool:
                 attempts[index] += 1
                 if attempts[index] > self.max_retries:
                     raise RuntimeError(f"rollout actor {index} died {attempts[index]} times; giving up") from error
-                weight_loads[index] = self._replace(index, attempts[index])
-                if weight_loads[index] is None:
-                    del weight_loads[index]
+                weight_load = self._replace(index, attempts[index])
+                if weight_load is not None:
+                    weight_loads[index] = weight_load
                 pending[submit(index)] = index
         replaced = [index for index, died in attempts.items() if died]
         for index in replaced:  # the replacements answered: where they run is known now

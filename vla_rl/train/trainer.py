@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from vla_rl.algos.advantages import informative_groups
-from vla_rl.core.atomic_file import write_text_atomic
 from vla_rl.core.checkpoint_dir import HISTORY_FILE, refuse_previous_run, truncate_history
 from vla_rl.core.config import option, refuse_repeats, to_dict
 from vla_rl.core.types import TaskSpec, TrajectoryBatch
@@ -164,7 +163,6 @@ class IterationBatch:
     seconds_env: float
     rounds: int
     env_restarts: int = 0           # envs rebuilt after a crash (their waves collected again)
-    actor_restarts: int = 0         # rollout actors replaced after dying (their shares collected again)
     informative_groups: int = 0     # groups with mixed rewards, before the cut to groups_per_iteration
     success_by_task: dict[str, float] = field(default_factory=dict)  # over every sampled episode, per task
 
@@ -180,6 +178,9 @@ class Timer:
             yield
         finally:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def rounded(self) -> dict[str, float]:
+        return {stage: round(seconds, 3) for stage, seconds in self.seconds.items()}
 
 
 # How much longer than a measured pass over the evaluation states a later pass over them may take: its policy
@@ -199,7 +200,8 @@ def eval_specs(tasks: Sequence[str], episodes_per_task: int, available: Callable
     """The first ``episodes_per_task`` evaluation init states of each task; more than a task has is an
     error (silently evaluating fewer would report a figure on another number of episodes than asked)."""
     refuse_repeats(tasks, "the evaluated tasks")
-    short = {task: available(task) for task in tasks if available(task) < episodes_per_task}
+    counts = {task: available(task) for task in tasks}  # LIBERO reads a file per call
+    short = {task: count for task, count in counts.items() if count < episodes_per_task}
     if short:
         raise ValueError(f"{episodes_per_task} evaluation episodes per task asked for, but these tasks have fewer "
                          f"fixed evaluation init states: {short}")
@@ -281,7 +283,6 @@ class Trainer:
         sampled = successes = sampled_groups = env_steps = rounds = env_restarts = 0
         outcomes: dict[str, list[bool]] = {}
         seconds_policy = seconds_env = 0.0
-        actor_restarts_before = getattr(self.pool, "restarts", 0)
         next_group = 0
         while rounds < config.max_sampling_rounds and sum(len(b.success) for b in kept) < \
                 config.groups_per_iteration * config.group_size:
@@ -326,7 +327,7 @@ class Trainer:
                 batch, group_ids = _select(batch, np.arange(limit)), group_ids[:limit]
         return IterationBatch(batch, group_ids, successes / max(sampled, 1), sampled_groups,
                               len(np.unique(group_ids)), env_steps, seconds_policy, seconds_env, rounds,
-                              env_restarts, getattr(self.pool, "restarts", 0) - actor_restarts_before, informative,
+                              env_restarts, informative,
                               {task: float(np.mean(runs)) for task, runs in outcomes.items()})
 
     def reward(self, batch: TrajectoryBatch) -> TrajectoryBatch:
@@ -501,7 +502,8 @@ class Trainer:
             with timer.time("sync"):
                 self.sync()
             metrics = self._metrics(rollout, stats, timer)
-            # the weight broadcast finds actors that died between calls (while the learner updated)
+            # rollout actors replaced after dying (their shares collected again), also those the weight
+            # broadcast found dead between calls (while the learner updated)
             metrics["actor_restarts"] = getattr(self.pool, "restarts", 0) - actor_restarts_before
             now = time.perf_counter()
             recent_iterations.append(sum(timer.seconds.values()))
@@ -522,11 +524,10 @@ class Trainer:
             if last or config.checkpoint_every and self.iteration % config.checkpoint_every == 0:
                 with timer.time("checkpoint"):
                     # the line as written below, less the checkpoint's own seconds (not known yet)
-                    checkpoint = self.checkpoint({**metrics, "seconds": {stage: round(seconds, 3) for stage, seconds
-                                                                         in timer.seconds.items()},
+                    checkpoint = self.checkpoint({**metrics, "seconds": timer.rounded(),
                                                   "restored_from_checkpoint": True})
                 checkpoint_seconds = max(checkpoint_seconds, timer.seconds["checkpoint"])
-            metrics["seconds"] = {stage: round(s, 3) for stage, s in timer.seconds.items()}
+            metrics["seconds"] = timer.rounded()
             self._write_metrics(metrics, writer)
             bar.update(1)
             bar.set_postfix(success=f"{metrics['train_success']:.2f}", kept=f"{metrics['kept_groups']}",
@@ -560,7 +561,7 @@ class Trainer:
                    "informative_groups": rollout.informative_groups,
                    "filtered_fraction": 1.0 - rollout.informative_groups / max(rollout.sampled_groups, 1),
                    "sampling_rounds": rollout.rounds, "env_steps": rollout.env_steps,
-                   "env_restarts": rollout.env_restarts, "actor_restarts": rollout.actor_restarts,
+                   "env_restarts": rollout.env_restarts,
                    "env_steps_per_s": rollout.env_steps / max(rollout_seconds, 1e-9),
                    # summed over the workers, which run in parallel: where a worker's time goes
                    "worker_seconds_policy": rollout.seconds_policy, "worker_seconds_env": rollout.seconds_env,
