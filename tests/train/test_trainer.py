@@ -1,5 +1,6 @@
 """Rollout collection, the learner update and the training driver on the real tabletop env."""
 
+import dataclasses
 import json
 import time
 
@@ -132,6 +133,40 @@ def test_update_moves_policy_towards_positive_advantage():
     change = (after - before).numpy()
     assert change[e == 0].mean() > 0 > change[e != 0].mean()
     assert stats["clip_fraction"] == 0.0 and stats["grad_norm"] > 0
+
+
+def test_chunk_actions_after_the_episode_end_get_no_loss():
+    """Reach's 50-step limit ends a chunk of 3 after its second action: the third never ran, so its tokens
+    must not move the update (the issue's "masked after the episode end")."""
+    from tests.policy.conftest import tiny_config
+
+    policy = make_policy(tiny_config(chunk_size=3), seed=4)
+    specs = [TaskSpec("Reach", 1, "train"), TaskSpec("Reach", 2, "train")]
+    with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32)) as env:
+        batch, stats = collect(policy, env, specs)
+    last = batch.mask.sum(1) - 1
+    assert (last == 16).all() and stats.env_steps == 2 * 50  # 16 whole chunks, then 2 of the 17th's 3 actions
+    assert (batch.actions_executed[:, :16] == 3).all() and (batch.actions_executed[:, 16] == 2).all()
+    mask = batch.token_mask(np.array([0, 0]), np.array([0, 16]))
+    assert mask[0].all() and mask[1, :14].all() and not mask[1, 14:].any()
+
+    def updated_weights(tokens):
+        changed = dataclasses.replace(batch, action_tokens=tokens)
+        changed.rewards[:] = 0.0
+        changed.rewards[0, 0] = 1.0
+        trained = make_policy(tiny_config(chunk_size=3), seed=4)
+        optimizer = torch.optim.AdamW(trained.model.parameters(), lr=1e-3)
+        update(trained, optimizer, changed, np.zeros(2, int), AlgorithmConfig(minibatch_size=1000),
+               torch.Generator().manual_seed(0))
+        return torch.cat([p.detach().flatten() for p in trained.model.parameters()])
+
+    unexecuted = batch.action_tokens.copy()
+    first = policy.config.first_action_token_id
+    unexecuted[:, 16, 14:] = first + (unexecuted[:, 16, 14:] - first + 100) % policy.config.n_action_bins
+    assert torch.equal(updated_weights(batch.action_tokens), updated_weights(unexecuted))
+    executed = batch.action_tokens.copy()
+    executed[:, 16, :7] = unexecuted[:, 16, 14:]  # the same change on an action that ran does matter
+    assert not torch.equal(updated_weights(batch.action_tokens), updated_weights(executed))
 
 
 @pytest.mark.parametrize("estimator", ["grpo", "gae"])

@@ -160,6 +160,12 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def masked_row_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[N, L]`` -> ``[N]``: each row's mean over its True entries of ``mask``; 0 for a row with none."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+
+
 def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """``sum(w v) / sum(w)`` over ``[N]`` values and weights; 0 when the weights sum to 0."""
     weights = weights.to(values.dtype)

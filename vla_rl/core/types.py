@@ -128,7 +128,10 @@ class TrajectoryBatch:
     critic needs to see the outcome; located_points ``float32 [B, T, P, 2]`` (optional): what the
     policy's localiser found at each decision (``PolicyOutput.located_points``); final_wrist_frames
     ``uint8 [B, H, W, 3]`` (optional): the wrist camera's frame at the same moment as final_frames,
-    when the env renders it (for a critic that reads the wrist camera).
+    when the env renders it (for a critic that reads the wrist camera); actions_executed ``int32 [B, T]``
+    (optional): how many of each decision's ``K`` chunk actions ran before its episode ended (``K`` on all
+    but an episode's last decision, 0 on padding), so that the tokens of actions never executed get no
+    loss; ``None`` means all of them ran.
     """
 
     images: dict[str, np.ndarray]
@@ -145,6 +148,7 @@ class TrajectoryBatch:
     final_frames: np.ndarray | None = None
     located_points: np.ndarray | None = None
     final_wrist_frames: np.ndarray | None = None
+    actions_executed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         batch, steps = self.mask.shape
@@ -171,6 +175,22 @@ class TrajectoryBatch:
             _check(self.located_points.shape[:2] == (batch, steps) and self.located_points.ndim == 4
                    and self.located_points.shape[3] == 2,
                    f"located_points must be [B, T, P, 2], got {self.located_points.shape}")
+        if self.actions_executed is not None:
+            chunk = self.actions.shape[2]
+            _check(self.actions_executed.shape == (batch, steps), f"actions_executed must be [B, T], got "
+                   f"{self.actions_executed.shape}")
+            _check(bool(((self.actions_executed >= 0) & (self.actions_executed <= chunk)).all()),
+                   f"actions_executed must lie in 0..{chunk} (the chunk's length)")
+
+    def token_mask(self, episode_index: np.ndarray, step_index: np.ndarray) -> np.ndarray:
+        """``bool [N, L]``: which action tokens of the (episode, decision) pairs belong to actions that
+        ran (the tokens are action-major: ``L / K`` per action). Without ``actions_executed``, all."""
+        tokens = self.action_tokens.shape[2]
+        if self.actions_executed is None:
+            return np.ones((len(episode_index), tokens), bool)
+        per_action = tokens // self.actions.shape[2]
+        action_of_token = np.arange(tokens) // per_action
+        return action_of_token[None, :] < self.actions_executed[episode_index, step_index][:, None]
 
     @property
     def lengths(self) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 One *decision* is one policy query: it yields ``K`` actions (an action chunk, ``K = 1`` for OpenVLA)
 that are executed open loop. The batch's time axis counts decisions; a decision's reward is the sum
-of the env rewards of the steps it executed, and it is masked out once its episode has ended.
+of the env rewards of the steps it executed, and it is masked out once its episode has ended. The
+actions of a chunk after the step that ended its episode never run: ``actions_executed`` records how
+many did, and the learner gives the others' tokens no loss.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: 
     done = np.zeros(slots, bool)
     success = np.zeros(slots, bool)
     records: dict[str, list] = {"images": [], "proprio": [], "tokens": [], "actions": [], "logprob": [],
-                                "rewards": [], "mask": [], "points": []}
+                                "rewards": [], "mask": [], "points": [], "executed": []}
     while not done[:count].all() and not (max_decisions and len(records["mask"]) >= max_decisions):
         active = ~done
         active[count:] = False  # spare slots replay a spec nobody asked for: no policy call for them
@@ -61,8 +63,10 @@ def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: 
                 records[name].append(output[name][:count])
         records["mask"].append(active[:count].copy())
         reward = np.zeros(slots, np.float32)
+        executed = np.zeros(slots, np.int32)
         started = time.perf_counter()
         for k in range(actions.shape[1]):
+            executed += ~done
             step = env.step(actions[:, k])
             stats.env_steps += int((~done[:count]).sum())
             reward += np.where(done, 0.0, step.reward)
@@ -74,6 +78,7 @@ def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: 
         stats.seconds_env += time.perf_counter() - started
         stats.decisions += int(active[:count].sum())
         records["rewards"].append(reward[:count])
+        records["executed"].append(np.where(active, executed, 0)[:count])
     batch = TrajectoryBatch(
         images={name: np.stack([step[name] for step in records["images"]], axis=1) for name in obs.images},
         proprio=np.stack(records["proprio"], axis=1),
@@ -89,6 +94,7 @@ def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: 
         final_frames=obs.images["agentview"][:count].copy(),  # ended slots keep their last frame
         final_wrist_frames=obs.images["wrist"][:count].copy() if "wrist" in obs.images else None,
         located_points=np.stack(records["points"], axis=1) if records["points"] else None,
+        actions_executed=np.stack(records["executed"], axis=1),
     )
     return batch, stats
 
@@ -144,15 +150,16 @@ def concat_batches(batches: Sequence[TrajectoryBatch]) -> TrajectoryBatch:
         raise ValueError(f"cannot mix trajectory batches of policy versions {sorted(versions)}")
     steps = max(b.mask.shape[1] for b in batches)
 
-    def pad(array: np.ndarray) -> np.ndarray:
+    def pad(array: np.ndarray, mode: str = "constant") -> np.ndarray:
+        """Zeros after each batch's last decision; ``edge`` repeats the last token ids, which stay valid."""
         widths = [(0, 0), (0, steps - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
-        return np.pad(array, widths, mode="edge" if array.dtype == np.int64 else "constant")
+        return np.pad(array, widths, mode=mode)
 
     return TrajectoryBatch(
         images={name: np.concatenate([pad(b.images[name]) for b in batches]) for name in batches[0].images},
         proprio=np.concatenate([pad(b.proprio) for b in batches]),
         instructions=[text for b in batches for text in b.instructions],
-        action_tokens=np.concatenate([pad(b.action_tokens) for b in batches]),
+        action_tokens=np.concatenate([pad(b.action_tokens, "edge") for b in batches]),
         actions=np.concatenate([pad(b.actions) for b in batches]),
         old_logprobs=np.concatenate([pad(b.old_logprobs) for b in batches]),
         rewards=np.concatenate([pad(b.rewards) for b in batches]),
@@ -166,4 +173,6 @@ def concat_batches(batches: Sequence[TrajectoryBatch]) -> TrajectoryBatch:
         if all(b.located_points is not None for b in batches) else None,
         final_wrist_frames=np.concatenate([b.final_wrist_frames for b in batches])
         if all(b.final_wrist_frames is not None for b in batches) else None,
+        actions_executed=np.concatenate([pad(b.actions_executed) for b in batches])
+        if all(b.actions_executed is not None for b in batches) else None,
     )

@@ -26,8 +26,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from vla_rl.algos.advantages import (AdvantageInputs, episode_step_weights, get_estimator, ppo_clip_loss, value_loss,
-                                     weighted_mean)
+from vla_rl.algos.advantages import (AdvantageInputs, episode_step_weights, get_estimator, masked_row_mean,
+                                     ppo_clip_loss, value_loss, weighted_mean)
 from vla_rl.core.config import option
 from vla_rl.core.optim import load_optimizer_state, make_adamw
 from vla_rl.core.schedules import linear_warmup_lr
@@ -277,15 +277,15 @@ def update(policy, optimizer: torch.optim.Optimizer, batch: TrajectoryBatch, gro
                         with torch.no_grad():
                             ref_logprob = _forward(reference, None, obs, tokens, False, points)[0]
                 logprob, entropy = logprob.float(), entropy.float()
-                token_mask = torch.ones_like(logprob, dtype=torch.bool)
                 device = logprob.device
+                token_mask = torch.from_numpy(batch.token_mask(e, s)).to(device)
                 step_weights = torch.from_numpy(decision_weights[micro]).to(device=device, dtype=logprob.dtype)
                 out = ppo_clip_loss(logprob, old_logprob_all[e, s].to(device), advantages[e, s].to(device), token_mask,
                                     config.clip_low, config.clip_high, ref_logprob, config.kl_coef,
                                     step_weights if per_episode else None)
                 # every term is the same weighted mean over decisions as the PPO term, so that the micro-batch
                 # weights (their share of the mini-batch's decision weights) sum each to the mini-batch's mean
-                mean_entropy = weighted_mean(entropy.mean(-1), step_weights)
+                mean_entropy = weighted_mean(masked_row_mean(entropy, token_mask), step_weights)
                 loss = out.loss - config.entropy_coef * mean_entropy
                 if use_values:
                     v_loss = value_loss(value.float(), returns[e, s].to(device), step_weights)

@@ -602,6 +602,7 @@ def _select(batch: TrajectoryBatch, index: np.ndarray) -> TrajectoryBatch:
         final_frames=batch.final_frames[index] if batch.final_frames is not None else None,
         located_points=batch.located_points[index, :steps] if batch.located_points is not None else None,
         final_wrist_frames=batch.final_wrist_frames[index] if batch.final_wrist_frames is not None else None,
+        actions_executed=batch.actions_executed[index, :steps] if batch.actions_executed is not None else None,
     )
 
 
