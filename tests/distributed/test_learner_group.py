@@ -46,3 +46,17 @@ def test_two_learners_train_checkpoint_and_resume(tmp_path, tiny_checkpoint, cap
     lines = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
     assert [line["iteration"] for line in lines] == [1, 2]
     assert all(line["optimizer_steps"] >= 1 for line in lines)  # (an untrained policy fails: zero advantages)
+
+
+def test_rank_zero_keeps_the_rendezvous_port_it_hands_out():
+    """The port stays bound from the moment it is handed out: a port probed and released could be taken by
+    another process before rank 0 bound it again, and the group would not form."""
+    import socket
+
+    from vla_rl.distributed.learner_group import _LearnerActor
+    from vla_rl.train.learner import AlgorithmConfig, LearnerConfig
+
+    actor = _LearnerActor("unused", AlgorithmConfig(), LearnerConfig(), 0, 1.0, "unused")
+    _, port = actor.open_rendezvous()
+    with socket.socket() as other, pytest.raises(OSError):
+        other.bind(("0.0.0.0", port))

@@ -35,15 +35,20 @@ class _LearnerActor:
         keep_freed_memory()
         self.args = (checkpoint, algorithm, config, seed, temperature, reference_checkpoint)
         self.learner: PolicyLearner | None = None
+        self.store = None  # rank 0: the group's rendezvous store (open_rendezvous)
 
-    def rendezvous_address(self) -> tuple[str, int]:
-        """This node's IP and a free port for rank 0 to listen on."""
+    def open_rendezvous(self) -> tuple[str, int]:
+        """Rank 0 only: start the group's key-value store on a port the OS picks, and keep it listening
+        (a probed-then-closed port could be taken by another process before rank 0 bound it again).
+        Returns this node's IP and the port."""
+        import datetime
+
         import ray
+        import torch.distributed as dist
 
-        with socket.socket() as probe:
-            probe.bind(("", 0))
-            port = probe.getsockname()[1]
-        return ray.util.get_node_ip_address(), port
+        self.store = dist.TCPStore("0.0.0.0", 0, is_master=True, wait_for_workers=False,
+                                   timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+        return ray.util.get_node_ip_address(), self.store.port
 
     def join(self, address: str, port: int, rank: int, world_size: int, backend: str,
              state: dict[str, Any] | None) -> str:
@@ -58,8 +63,9 @@ class _LearnerActor:
         device = resolve_device(config.device)
         if device.startswith("cuda"):
             torch.cuda.set_device(0)  # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU
-        dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=rank, world_size=world_size,
-                                timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+        timeout = datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S)
+        store = self.store if rank == 0 else dist.TCPStore(address, port, is_master=False, timeout=timeout)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
         model, tokenizer, _ = load_checkpoint(Path(checkpoint), device=device)
         policy = VLAPolicy(model, tokenizer, temperature=temperature)
         self.learner = PolicyLearner(policy, algorithm, config, seed, Path(reference), state, rank, world_size)
@@ -104,7 +110,7 @@ class RayLearnerGroup:
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=rank),
         ).remote(str(checkpoint), algorithm, config, seed, temperature, str(reference_checkpoint))
             for rank in range(size)]
-        address, port = ray.get(self.actors[0].rendezvous_address.remote())
+        address, port = ray.get(self.actors[0].open_rendezvous.remote())
         state_ref = ray.put(state)
         self.descriptions = ray.get([actor.join.remote(address, port, rank, size, backend, state_ref)
                                      for rank, actor in enumerate(self.actors)])
