@@ -29,6 +29,7 @@ from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.demo_file import check_orientation_convention, read_demo_file, rendered_antialiased
 from vla_rl.core.optim import load_optimizer_state, make_adamw
+from vla_rl.core.rng import global_rng_state, restore_global_rng_state
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats, gripper_from_env
 from vla_rl.policy.augment import ColourSwap, ColourSwapConfig
 from vla_rl.policy.checkpoint import (latest_valid_checkpoint, load_checkpoint, model_config_differences, point_latest,
@@ -353,7 +354,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     if state is not None:
         load_optimizer_state(optimizer, state["optimizer"])
         generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        restore_global_rng_state(state)
     colour_swap = ColourSwap(config.colour_swap)
     writer = SummaryWriter(str(out_dir / "tensorboard"))
     # the time limit and the time-budgeted schedule count the time before a resume too: a resumed run continues
@@ -367,7 +368,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     def save(step_done: int) -> Path:
         name = f"{CHECKPOINT_PREFIX}{step_done:06d}"
         training_state = {"step": step_done, "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                          "torch_rng": torch.get_rng_state(), "sft_config": to_dict(config),
+                          **global_rng_state(), "sft_config": to_dict(config),
                           "elapsed_seconds": time.perf_counter() - started}
         if config.lora.enabled:
             training_state["lora"] = lora_tensors(model)

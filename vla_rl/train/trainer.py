@@ -31,6 +31,7 @@ import torch
 from vla_rl.algos.advantages import informative_groups
 from vla_rl.core.checkpoint_dir import HISTORY_FILE, refuse_previous_run, truncate_history
 from vla_rl.core.config import option, refuse_repeats, to_dict
+from vla_rl.core.rng import global_rng_state, restore_global_rng_state
 from vla_rl.core.types import TaskSpec, TrajectoryBatch
 from vla_rl.policy.checkpoint import (latest_valid_checkpoint, load_checkpoint, point_latest,
                                      resolve_checkpoint, save_checkpoint)
@@ -262,7 +263,7 @@ class Trainer:
             if rl is not None:
                 self.iteration = int(rl["iteration"])
                 self.sampler.load_state_dict(rl["sampler"])
-                torch.set_rng_state(rl["torch_rng"])
+                restore_global_rng_state(rl)
                 self.eval_history = rl["eval_history"]
                 # the lines after the checkpoint are redone; its own is restored if the driver died before it
                 truncate_history(self.out_dir / METRICS_FILE, "iteration", self.iteration, rl.get("metrics"))
@@ -452,7 +453,7 @@ class Trainer:
         kept in it so that a resume from it can write that line if the driver died before it did."""
         name = f"{CHECKPOINT_PREFIX}{self.iteration:06d}"
         rl_state = {"iteration": self.iteration, "learner": self.learner.state_dict(),
-                    "sampler": self.sampler.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "sampler": self.sampler.state_dict(), **global_rng_state(),
                     "eval_history": self.eval_history, "train_config": to_dict(self.config), "metrics": metrics}
         weights = self.current_weights  # this iteration's, merged (and gathered) once by sync()
         if self.average is not None:  # the model weights are the average, the one to deploy
