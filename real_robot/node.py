@@ -37,7 +37,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -64,6 +64,7 @@ class Observation:
     images: dict[str, np.ndarray]  # policy camera -> uint8 [S, S, 3]
     sequence: int                  # increases with every scene image
     received: float                # monotonic seconds
+    header: Any = None             # the scene image's std_msgs/Header: a recording pairs actions with it
 
 
 class LatencyStats:
@@ -116,7 +117,8 @@ class PolicyNode:
         self.inference_pool = DaemonWorker("vla-inference")  # a hung inference cannot hold the exit
         self.pending: Future | None = None
         self.pending_since, self.pending_timed_out = 0.0, False  # when it started; inference_timeout counted
-        self.queue: deque[tuple[np.ndarray, float | None]] = deque()  # (action, its observation's arrival)
+        # (action, the observation its chunk was decided from, its index in the chunk)
+        self.queue: deque[tuple[np.ndarray, Observation | None, int]] = deque()
         self.latency = LatencyStats()   # inference alone
         self.reaction = LatencyStats()  # image arrival -> its first command published
         self.instruction = instruction
@@ -132,6 +134,9 @@ class PolicyNode:
         if config.topics.wrist_image:
             self.last_seen["wrist_image"] = None
         self.ee_position: np.ndarray | None = None
+        # translations commanded since the latest pose arrived: a pose that lags (a slow publisher, a servo that
+        # has not yet moved) does not show them, and the workspace box is checked against pose + these
+        self.commanded_since_pose = np.zeros(3)
         self.ee_quat: np.ndarray | None = None
         self.fingers: np.ndarray | None = None
         self.joints: np.ndarray | None = None
@@ -207,7 +212,7 @@ class PolicyNode:
             images = {self.config.camera: rgb}
             if self.wrist is not None:
                 images[self.config.wrist_camera] = self.wrist
-            self.latest = Observation(images, self.sequence, now)
+            self.latest = Observation(images, self.sequence, now, msg.header)
             self.last_seen["image"] = now
         self._record(self.config.topics.image, msg)
         self._maybe_start_inference()
@@ -243,6 +248,7 @@ class PolicyNode:
             return self._rejected("bad_ee_pose", ValueError(f"non-finite pose {position}, quaternion {quat}"))
         with self.lock:
             self.ee_position, self.ee_quat = position, quat
+            self.commanded_since_pose = np.zeros(3)
             self.last_seen["ee_pose"] = time.monotonic()
         self._record(self.config.topics.ee_pose, msg)
 
@@ -340,7 +346,7 @@ class PolicyNode:
                             1000 * self.config.inference_timeout_s)
                 return
             if epoch == self.epoch and not self.estop:
-                self.queue.extend((action, observation.received if i == 0 else None) for i, action in enumerate(chunk))
+                self.queue.extend((action, observation, index) for index, action in enumerate(chunk))
             late = time.monotonic() - self.last_command_time >= self.config.period_s
         if late:
             # The tick that would have sent this action has passed: send it now instead of waiting
@@ -374,9 +380,11 @@ class PolicyNode:
                     if self.estop or self.epoch != epoch:
                         command = None
             if command is not None and self._publish(command, joints) and not halt:
-                self.moved = True
+                with self.lock:
+                    self.moved = True
+                    self.commanded_since_pose = self.commanded_since_pose + command.translation
                 if executed is not None:  # only what went out: a cancelled or unsent command moved nothing
-                    self.recorder.write_action(executed)
+                    self.recorder.write_action(*executed)
         self._publish_status()
         self._maybe_start_inference()
 
@@ -394,17 +402,19 @@ class PolicyNode:
             except Exception as second:  # noqa: BLE001 - nothing more to do than say so
                 log.error("the zero command after a control error failed too: %r", second)
 
-    def _choose_command(self, now: float) -> tuple[CartesianCommand | None, bool, np.ndarray | None,
+    def _choose_command(self, now: float) -> tuple[CartesianCommand | None, bool, tuple | None,
                                                    np.ndarray | None, int]:
-        """The command for this tick (None: publish nothing), whether it is a halt, the executed action
-        to record once it is sent (None: nothing to record), the joints and the epoch; call under the lock."""
+        """The command for this tick (None: publish nothing), whether it is a halt, what to record once it is
+        sent (the executed action and the header of the image it was decided from; None: nothing), the joints and
+        the epoch; call under the lock."""
         reason = self.safety.halt_reason(now, self.estop, dict(self.last_seen))
         if reason is None and self._inference_hung(now):
             reason = "inference_timeout"
         command, executed = None, None
         if reason == "stale" and not self.moved:
-            # Start-up: nothing has moved yet, so nothing to stop; wait without publishing.
-            self.state = "waiting_for_observations" if self._robot_listening() else "waiting_for_robot"
+            # Start-up: nothing has moved yet, so nothing to stop; wait without publishing. Actions decided
+            # (or being decided) before the data went stale must not run when it comes back.
+            self._enter_waiting("waiting_for_observations" if self._robot_listening() else "waiting_for_robot")
         elif reason is not None:
             # A halt is published whether or not every controller listens: the arm's may.
             if self.state != reason:
@@ -415,26 +425,36 @@ class PolicyNode:
             self.state = reason
             command = CartesianCommand.zero()
         elif not self._robot_listening():
-            self.state = "waiting_for_robot"  # motion only once the arm (and gripper) controllers match
+            self._enter_waiting("waiting_for_robot")  # motion only once the arm (and gripper) controllers match
         elif not self.instruction:
             self.state = "waiting_for_instruction"
         elif self.queue and now - self.last_command_time >= 0.9 * self.config.period_s:
             self.state = "running"
-            action, observed = self.queue.popleft()
+            action, observation, index = self.queue.popleft()
             self.last_command_time = now  # claimed under the lock: a concurrent tick waits a period
-            command = self.safety.filter_action(action, self.ee_position)
-            if observed is not None:  # the first action of a chunk: time since its image arrived
-                self.reaction.add(1000 * (time.monotonic() - observed))
+            expected = None if self.ee_position is None else self.ee_position + self.commanded_since_pose
+            command = self.safety.filter_action(action, expected)
+            if self.safety.last_rejection in ("nonfinite_action", "bad_action_shape"):
+                self._drop_actions()  # the rest of a chunk with garbage in it is not trusted either
+            if observation is not None and index == 0:  # the first action of a chunk: time since its image arrived
+                self.reaction.add(1000 * (time.monotonic() - observation.received))
             for event in self.safety.last_events:
                 log.info("safety: %s at step %d", event, self.step)
             self.step += 1
             if self.recorder is not None and self.safety.last_rejection is None:
                 # A rejected action moved nothing: recording it would teach SFT a step that never happened.
-                executed = self._executed_action(command)
+                executed = (self._executed_action(command), None if observation is None else observation.header)
         else:
             self.state = "running" if self.step else "starting"
         joints = None if self.joints is None else self.joints.copy()
         return command, reason is not None, executed, joints, self.epoch
+
+    def _enter_waiting(self, state: str) -> None:
+        """A wait in which the arm must not move: queued actions and an inference in flight are dropped on entry
+        (their image is from before the wait, and the scene may have changed by the time it ends)."""
+        if self.state != state:
+            self._drop_actions()
+        self.state = state
 
     def _inference_hung(self, now: float) -> bool:
         """An inference running longer than ``inference_timeout_s`` halts the arm (counted once);
@@ -504,7 +524,9 @@ class PolicyNode:
             return {"state": self.state, "episode": self.episode, "step": self.step, "instruction": self.instruction,
                     "queued_actions": len(self.queue), "commands_published": self.commands_published,
                     "inference_latency_ms": self.latency.summary(),
-                    "observation_to_command_ms": self.reaction.summary(), "safety_events": dict(self.safety.counts)}
+                    "observation_to_command_ms": self.reaction.summary(), "safety_events": dict(self.safety.counts),
+                    "recording_error": None if self.recorder is None or self.recorder.error is None
+                    else repr(self.recorder.error)}
 
     def _publish_status(self) -> None:
         msg = self.String(data=json.dumps(self.status()))
@@ -527,9 +549,11 @@ class PolicyNode:
             from rclpy.duration import Duration
 
             self.twist_pub.wait_for_all_acked(Duration(seconds=1))  # delivered before the node goes
-        if self.recorder is not None:
-            self.recorder.close()
-        # Not before the zero and the bag: a hung inference (the case inference_timeout_s exists for)
-        # would otherwise hold a SIGTERM'd node with the arm moving and the bag unwritten.
-        self.inference_pool.shutdown()
-        self.node.destroy_node()
+        try:
+            if self.recorder is not None:
+                self.recorder.close()  # raises what its writer hit, after the rest of the teardown
+        finally:
+            # Not before the zero and the bag: a hung inference (the case inference_timeout_s exists for)
+            # would otherwise hold a SIGTERM'd node with the arm moving and the bag unwritten.
+            self.inference_pool.shutdown()
+            self.node.destroy_node()

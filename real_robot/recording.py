@@ -7,18 +7,25 @@ episode: ``<out>/episode_0001/`` etc. Besides the robot topics it writes
 - ``/vla/executed_action`` (std_msgs/Float64MultiArray): each policy action after the safety layer,
   in policy units (``[-1, 1]`` deltas and gripper), one per control step whose action the safety
   layer executed (a rejected one moved nothing and is left out; in joint mode it is the Cartesian
-  command before IK and the ``max_joint_step_rad`` clamp).
+  command before IK and the ``max_joint_step_rad`` clamp);
+- ``/vla/executed_action_image`` (std_msgs/Header), written just before each executed action: the header of
+  the scene image the action's chunk was decided from.
 
 ``bag_to_episode`` turns a bag back into an ``Episode`` of our demo format (the robomimic/LIBERO
-HDF5 layout SFT reads): step t pairs ``/vla/executed_action`` t with the newest scene image received
-before it (the image the policy acted on), and the newest joint state and end-effector pose.
+HDF5 layout SFT reads): step t pairs ``/vla/executed_action`` t with the scene image it was decided from
+(the one whose header stamp ``/vla/executed_action_image`` names; newer frames arrive during inference and
+while a chunk runs, so the newest image before the action is not it), and the joint state and end-effector
+pose of when that image arrived. A bag without those headers (or a stamp that matches no recorded image,
+e.g. a camera driver that leaves stamps at zero) falls back to the newest image before the action.
 Bags are read with ``rosbags`` (pure Python), so conversion needs no ROS installation.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
+import warnings
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
@@ -27,8 +34,12 @@ import numpy as np
 from real_robot.config import RobotConfig
 from vla_rl.core.demo_file import Episode
 
+log = logging.getLogger("vla_rl.deploy")
+
 EPISODE_TOPIC = "/vla/episode"
 ACTION_TOPIC = "/vla/executed_action"
+ACTION_IMAGE_TOPIC = "/vla/executed_action_image"
+RECENT_IMAGES = 256  # images kept while converting, to find the one an action was decided from
 STORAGES = ("mcap", "sqlite3")
 
 
@@ -90,19 +101,23 @@ class BagRecorder:
 
             self._put(topic, ros_type_name(msg), serialize_message(msg))
 
-    def write_action(self, action: np.ndarray) -> None:
+    def write_action(self, action: np.ndarray, image_header=None) -> None:
+        """One executed action; ``image_header``: the std_msgs/Header of the scene image it was decided from."""
         if self.open:
             from rclpy.serialization import serialize_message
             from std_msgs.msg import Float64MultiArray
 
+            if image_header is not None:
+                self._put(ACTION_IMAGE_TOPIC, "std_msgs/msg/Header", serialize_message(image_header))
             msg = Float64MultiArray(data=[float(v) for v in action])
             self._put(ACTION_TOPIC, "std_msgs/msg/Float64MultiArray", serialize_message(msg))
 
     def close(self) -> None:
-        """Flush and close the bag and stop the writer thread; raises what the writer hit."""
-        if self._thread.is_alive():
-            self._queue.put(("stop",))
-            self._thread.join()
+        """Flush and close the bag and stop the writer thread; the first call raises what the writer hit."""
+        if not self._thread.is_alive():
+            return  # closed before, and any error raised then
+        self._queue.put(("stop",))
+        self._thread.join()
         self.open = False
         if self.error is not None:
             raise RuntimeError(f"recording into {self.out_dir} failed: {self.error}") from self.error
@@ -133,8 +148,14 @@ class BagRecorder:
                         connections[topic] = writer.add_connection(topic, msgtype, typestore=typestore)
                     writer.write(connections[topic], stamp, data)
             except Exception as error:  # noqa: BLE001 - kept and raised by close(); recording stops
-                self.error, writer = error, None
-                self.open = False
+                log.error("recording into %s failed, the rest of this episode is not recorded: %r", self.out_dir, error)
+                self.error, self.open = error, False
+                if writer is not None:
+                    try:  # what was written stays readable: metadata.yaml is written on close
+                        writer.close()
+                    except Exception as second:  # noqa: BLE001 - the first error is the one to report
+                        log.error("closing the failed bag failed too: %r", second)
+                writer = None
 
 
 def read_bag(path: str | Path) -> list[tuple[str, int, object]]:
@@ -172,6 +193,10 @@ def _deserialize(typestore, raw: bytes, msgtype: str):
         return message
 
 
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
 def bag_to_episode(path: str | Path, image_size: int = 64, task: str = "", success: bool = False) -> Episode:
     """One recorded episode as an ``Episode`` (see module docstring); ``success`` is the label the
     operator gives (a real arm has no success predicate)."""
@@ -185,20 +210,37 @@ def bag_to_episode(path: str | Path, image_size: int = 64, task: str = "", succe
     image_topic, joint_topic = topics.get("image", "/camera/image_raw"), topics.get("joint_states", "/joint_states")
     pose_topic = topics.get("ee_pose", "")
     latest: dict[str, object] = {}
+    # each recent scene image by its header stamp, with the joint state and pose of when it arrived
+    recent: dict[int, tuple[object, object, object]] = {}
+    decided_from = None  # the header /vla/executed_action_image named for the next action
     images, joints, positions, actions = [], [], [], []
+    unmatched = 0
     for topic, _, msg in messages:
         if topic in (image_topic, joint_topic, pose_topic):
             latest[topic] = msg
+            if topic == image_topic:
+                recent[_stamp_ns(msg.header)] = (msg, latest.get(joint_topic), latest.get(pose_topic))
+                if len(recent) > RECENT_IMAGES:
+                    del recent[next(iter(recent))]
+        elif topic == ACTION_IMAGE_TOPIC:
+            decided_from = msg
         elif topic == ACTION_TOPIC:
             if image_topic not in latest:
                 raise ValueError(f"{path}: an action was recorded before any image on {image_topic}")
+            source = recent.get(_stamp_ns(decided_from)) if decided_from is not None else None
+            if source is None:
+                unmatched += decided_from is not None
+                source = (latest[image_topic], latest.get(joint_topic), latest.get(pose_topic))
+            decided_from = None
+            image, joint, pose = source
             actions.append(np.asarray(msg.data, dtype=np.float32))
-            images.append(square_resize(image_to_rgb(latest[image_topic]), image_size))
-            joint = latest.get(joint_topic)
+            images.append(square_resize(image_to_rgb(image), image_size))
             joints.append(np.asarray(joint.position if joint is not None else [], dtype=np.float32))
-            pose = latest.get(pose_topic)
             positions.append(np.array([pose.pose.position.x, pose.pose.position.y, pose.pose.position.z]
                                       if pose is not None else [np.nan] * 3, dtype=np.float32))
+    if unmatched:
+        warnings.warn(f"{path}: {unmatched} executed actions name an image stamp that no recorded image has (does the "
+                      "camera driver stamp its images?); they are paired with the newest image before them")
     if not actions:
         raise ValueError(f"{path} holds no executed actions ({ACTION_TOPIC}); nothing to convert")
     steps = len(actions)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from real_robot.config import RobotConfig, TopicsConfig
+from real_robot.config import RobotConfig, SafetyConfig, TopicsConfig
 from tests.real_robot.conftest import Spinner, wait_for
 from tests.real_robot.test_ros_deploy import SLOW_SIDEWAYS, ScriptedPolicy
 
@@ -44,7 +44,7 @@ def ready_to_move(node, action):
     with node.lock:
         node.last_seen = {stream: now for stream in node.last_seen}
         node.ee_position, node.ee_quat = np.array([0.0, 0.0, 0.2]), np.array([0.0, 0.0, 1.0, 0.0])
-        node.queue.append((np.asarray(action, dtype=np.float64), None))
+        node.queue.append((np.asarray(action, dtype=np.float64), None, 0))
 
 
 class FirstPublishHeld:
@@ -143,8 +143,9 @@ class ActionsRecorded:
 
     def __init__(self):
         self.actions: list[np.ndarray] = []
+        self.error = None
 
-    def write_action(self, action):
+    def write_action(self, action, image_header=None):
         self.actions.append(np.asarray(action))
 
     def write(self, topic, msg):
@@ -258,3 +259,89 @@ def test_an_exception_in_the_control_tick_is_counted_and_halts_the_arm(ros_conte
         node.node.destroy_node()
     assert status["safety_events"].get("control_error") == 1, status
     assert status["commands_published"] == 1  # the zero
+
+
+def tick_once(node):
+    """One control tick with every stream fresh, as if a period had passed since the last command."""
+    now = time.monotonic()
+    with node.lock:
+        node.last_seen = {stream: now for stream in node.last_seen}
+        node.last_command_time = float("-inf")
+    node._control_tick()
+
+
+def test_a_chunk_queued_before_the_robot_stopped_listening_never_runs(ros_context):
+    """The arm controller went away (MoveIt Servo restarting, say) with actions queued: when it comes back,
+    those actions, decided from an image of before the wait, must not run."""
+    robot = RobotConfig(base_frame="world", topics=TopicsConfig(gripper_command=""))
+    node = make_node(ros_context, robot)  # nobody subscribes to its twist topic: the robot is not listening
+    try:
+        ready_to_move(node, SLOW_SIDEWAYS)
+        epoch = node.epoch
+        tick_once(node)
+        assert node.status()["state"] == "waiting_for_robot"
+        assert not node.queue and node.epoch > epoch  # an inference in flight is dropped too
+    finally:
+        node.node.destroy_node()
+
+
+def test_a_chunk_queued_when_the_data_went_stale_at_start_up_never_runs(ros_context):
+    robot = RobotConfig(base_frame="world", topics=TopicsConfig(gripper_command=""))
+    node = make_node(ros_context, robot)
+    try:
+        ready_to_move(node, SLOW_SIDEWAYS)
+        with node.lock:
+            node.last_seen["image"] = None  # the camera dropped out before the arm first moved
+        node._control_tick()
+        assert node.status()["state"] in ("waiting_for_observations", "waiting_for_robot")
+        assert not node.queue
+    finally:
+        node.node.destroy_node()
+
+
+def test_the_workspace_box_counts_the_commands_a_lagging_pose_does_not_show(ros_context):
+    """The hand is 2 cm above the box's floor and the pose does not update (a slow publisher): four
+    downward steps of 1 cm must stop at the floor, not each be clamped against the same old pose."""
+    robot = RobotConfig(base_frame="world", topics=TopicsConfig(gripper_command=""),
+                        safety=SafetyConfig(workspace_min=(-0.3, -0.45, 0.18)))
+    node, arm = make_node(ros_context, robot), ArmListener(ros_context, robot.topics)
+    spinner = Spinner(ros_context)
+    spinner.add(arm.node)
+    spinner.start()
+    down = [0.0, 0.0, -0.2, 0.0, 0.0, 0.0, 0.0]  # 0.2 x translation_scale_m (5 cm) = 1 cm per period
+    try:
+        assert wait_for(lambda: node.twist_pub.get_subscription_count() > 0, timeout=10)
+        ready_to_move(node, down)
+        node.queue.extend((np.asarray(down), None, 0) for _ in range(3))
+        for _ in range(4):
+            tick_once(node)
+        assert wait_for(lambda: len(arm.linear) == 4, timeout=5)
+    finally:
+        spinner.stop()
+        node.node.destroy_node()
+        arm.node.destroy_node()
+    travelled = sum(linear[2] for linear in arm.linear) * robot.period_s
+    assert travelled == pytest.approx(-0.02, abs=1e-9), [linear[2] * robot.period_s for linear in arm.linear]
+
+
+def test_a_nonfinite_action_drops_the_rest_of_its_chunk(ros_context):
+    robot = RobotConfig(base_frame="world", topics=TopicsConfig(gripper_command=""))
+    node, arm = make_node(ros_context, robot), ArmListener(ros_context, robot.topics)
+    spinner = Spinner(ros_context)
+    spinner.add(arm.node)
+    spinner.start()
+    nan = [float("nan")] * 7
+    try:
+        assert wait_for(lambda: node.twist_pub.get_subscription_count() > 0, timeout=10)
+        ready_to_move(node, SLOW_SIDEWAYS)
+        node.queue.extend([(np.asarray(nan), None, 0), (np.asarray(SLOW_SIDEWAYS), None, 0)])
+        for _ in range(3):
+            tick_once(node)
+        assert wait_for(lambda: len(arm.linear) == 2, timeout=5)
+        time.sleep(0.2)  # a third command, if one went out, has arrived by now
+    finally:
+        spinner.stop()
+        node.node.destroy_node()
+        arm.node.destroy_node()
+    assert len(arm.linear) == 2 and arm.linear[0][1] > 0 and not arm.linear[1].any(), arm.linear
+    assert node.safety.counts["nonfinite_action"] == 1

@@ -184,3 +184,27 @@ def test_a_node_destroyed_during_a_hung_inference_lets_the_process_exit(tmp_path
                               env=environment)
     assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
     assert "destroyed" in finished.stdout
+
+
+def test_a_failed_recording_is_reported_keeps_what_it_wrote_and_the_node_still_tears_down(ros_context, tmp_path):
+    from std_msgs.msg import String
+
+    from real_robot.config import RobotConfig, TopicsConfig
+    from real_robot.recording import BagRecorder, read_bag
+    from tests.real_robot.test_node_commands import make_node
+
+    robot = RobotConfig(base_frame="world", topics=TopicsConfig(gripper_command=""))
+    recorder = BagRecorder(tmp_path / "bags", robot)
+    node = make_node(ros_context, robot)
+    node.recorder = recorder
+    bag = recorder.start_episode(7, "move sideways")
+    recorder.write("/before", String(data="kept"))
+    recorder._put("/broken", "no_such_pkg/msg/Nothing", b"")  # the writer cannot add this connection
+    assert wait_for(lambda: recorder.error is not None, timeout=10)
+    assert "Nothing" in node.status()["recording_error"]
+    with pytest.raises(RuntimeError, match="recording into"):
+        node.destroy()
+    assert node.inference_pool._closed  # the teardown went on after the error
+    recorder.close()  # raised once, in destroy()
+    topics = [topic for topic, _, _ in read_bag(bag)]  # the failed bag was closed: metadata.yaml is there
+    assert "/before" in topics and "/broken" not in topics

@@ -97,10 +97,12 @@ def _serve(build, duration: float) -> dict:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         executor.shutdown()
         final = wrapper.status()
-        wrapper.destroy()
-        rclpy.shutdown(context=context)
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous_handler)
+        try:
+            wrapper.destroy()  # may raise (a recording that failed) after leaving the arm still
+        finally:
+            rclpy.shutdown(context=context)
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous_handler)
     print(json.dumps(final, indent=1))
     return final
 
