@@ -239,7 +239,7 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
         model.proprio_mean.copy_(mean)
         model.proprio_std.copy_(std)
     model.train()
-    writer = SummaryWriter(str(out_dir / "tensorboard"))
+    writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)  # as RL's
     # the time limit and the time-budgeted schedule count the time before a resume too: a resumed run continues
     # the interrupted one's schedule and gets what was left of its budget
     started = time.perf_counter() - seconds_before

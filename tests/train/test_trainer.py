@@ -237,6 +237,10 @@ def test_trainer_logs_checkpoints_and_resumes_without_gaps(tmp_path, tiny_checkp
         first_run = lines
         (tmp_path / "rl" / "metrics.jsonl").write_text(json.dumps(lines[0]) + "\n" + json.dumps({"iteration": 3})
                                                        + "\n" + '{"iteration": 3, "lo')
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(tmp_path / "rl" / "tensorboard")) as stray:  # and logged iteration 3 in TensorBoard
+            stray.add_scalar("train/loss", 123.0, 3)
         longer = _train_config(tmp_path, tiny_checkpoint, iterations=3)
         resumed = Trainer(longer, pool, eval_state_counter("tabletop"), resume=True, show_progress=False)
         assert resumed.iteration == 2 and resumed.sampler.groups_drawn == 2
@@ -251,6 +255,12 @@ def test_trainer_logs_checkpoints_and_resumes_without_gaps(tmp_path, tiny_checkp
     assert lines[1]["loss"] == first_run[1]["loss"] and lines[1]["eval"]["iteration"] == 2
     assert lines[1]["restored_from_checkpoint"] and "restored_from_checkpoint" not in lines[2]
     assert (tmp_path / "rl" / "iter_000003" / "manifest.json").is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "rl" / "tensorboard"))
+    events.Reload()
+    logged = [(event.step, event.value) for event in events.Scalars("train/loss")]
+    assert [step for step, _ in logged] == [1, 2, 3] and logged[2][1] == pytest.approx(lines[2]["loss"])  # not twice
     straight = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     for key in ("train_success", "env_steps", "decisions", "loss", "entropy", "grad_norm"):
         assert lines[2][key] == straight[2][key], key  # resumed = uninterrupted: sampling and update alike

@@ -356,7 +356,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         generator.set_state(state["generator"])
         restore_global_rng_state(state)
     colour_swap = ColourSwap(config.colour_swap)
-    writer = SummaryWriter(str(out_dir / "tensorboard"))
+    writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)  # as RL's
     # the time limit and the time-budgeted schedule count the time before a resume too: a resumed run continues
     # the interrupted one's schedule and gets what was left of its budget
     started = time.perf_counter() - (float(state.get("elapsed_seconds", 0.0)) if state is not None else 0.0)

@@ -479,7 +479,10 @@ class Trainer:
         from tqdm import tqdm
 
         config = self.config
-        writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        # a resumed run redoes the iterations after its checkpoint: TensorBoard hides what the interrupted run
+        # logged for them, which would otherwise show twice
+        writer = SummaryWriter(str(self.out_dir / "tensorboard"),
+                               purge_step=self.iteration + 1 if self.iteration else None)
         started = time.perf_counter()
         self.sync()
         evaluating = config.eval_episodes_per_task > 0
