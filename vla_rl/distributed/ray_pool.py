@@ -101,12 +101,13 @@ class RayRolloutPool:
         # an actor that died since the last call (while the learner updated, say) is replaced, and its
         # replacement loads these weights
         self._call(lambda index: self.actors[index].set_weights.remote(self._weights_ref, version),
-                   range(len(self.actors)))
+                   range(len(self.actors)), retry_loads_weights=True)
 
-    def _replace(self, index: int, death_in_call: int = 1):
-        """A fresh actor in place of actor ``index``, loading the current weights; returns the weight load's ref
-        (None before any weights). Nothing here waits for it: a replacement that cannot start fails the call
-        queued after its weights, which counts as its death."""
+    def _replace(self, index: int, death_in_call: int = 1, load_weights: bool = True):
+        """A fresh actor in place of actor ``index``, loading the current weights (unless ``load_weights`` is
+        false: the retried call loads them itself); returns the weight load's ref (None when there is none).
+        Nothing here waits for it: a replacement that cannot start fails the call queued after its weights,
+        which counts as its death."""
         self.restarts += 1
         log.warning("rollout actor %d died; starting a replacement (restart %d)", index, self.restarts)
         try:
@@ -114,14 +115,16 @@ class RayRolloutPool:
         except Exception:  # already gone
             pass
         self.actors[index] = self._spawn(index, death_in_call)
-        if self._weights_ref is None:
+        if self._weights_ref is None or not load_weights:
             return None
         # actor calls run in order: the weights are loaded before the retried call runs
         return self.actors[index].set_weights.remote(self._weights_ref, self._version)
 
-    def _call(self, submit: Callable[[int], Any], indices: Sequence[int]) -> dict[int, Any]:
+    def _call(self, submit: Callable[[int], Any], indices: Sequence[int],
+              retry_loads_weights: bool = False) -> dict[int, Any]:
         """``submit(i)`` (a remote call on actor i) for every index, awaited as they finish; an actor that died
-        is replaced and its call submitted again (at most ``max_retries`` times per actor)."""
+        is replaced and its call submitted again (at most ``max_retries`` times per actor). ``retry_loads_weights``:
+        the call is the weight broadcast itself, so a replacement needs no weight load of its own before it."""
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
         results: dict[int, Any] = {}
@@ -140,7 +143,7 @@ class RayRolloutPool:
                 attempts[index] += 1
                 if attempts[index] > self.max_retries:
                     raise RuntimeError(f"rollout actor {index} died {attempts[index]} times; giving up") from error
-                weight_load = self._replace(index, attempts[index])
+                weight_load = self._replace(index, attempts[index], load_weights=not retry_loads_weights)
                 if weight_load is not None:
                     weight_loads[index] = weight_load
                 pending[submit(index)] = index
