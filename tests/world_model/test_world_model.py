@@ -611,6 +611,7 @@ def test_imagined_training_episodes_keep_their_labels_and_the_cli_refuses_held_o
     assert "4 imagined episodes" in capsys.readouterr().out
     imagined = list(read_episodes(out))
     assert [e.behaviour for e in imagined] == ["imagined-expert", "imagined-random"] * 2
+    assert {e.split for e in imagined} == {"train"}  # so `critic train` takes the file as extra_train_files
     for real, fake in zip(train * 2, imagined):
         assert np.array_equal(fake.frames[0], real.frames[0]) and np.array_equal(fake.wrist_frames[0], real.wrist_frames[0])
         assert fake.frames.shape == real.frames.shape and not np.array_equal(fake.frames[1:], real.frames[1:])

@@ -68,10 +68,12 @@ class LabelledEpisode(Protocol):
 @dataclass(frozen=True)
 class CriticTrainConfig:
     critic: CriticConfig = option(factory=CriticConfig, doc="the critic model")
-    data_dir: Path = option(Path("runs/critic_data"), "train.hdf5 and eval.hdf5 from `vla-rl critic collect`")
-    extra_train_files: tuple[Path, ...] = option((), "more training episode files, read after data_dir's train.hdf5 "
-                                                     "(e.g. extra policy episodes of the tasks RL will train on, "
-                                                     "collected with `vla-rl critic collect --eval-episodes none`)")
+    data_dir: Path = option(Path("runs/critic_data"), "train.hdf5 and eval.hdf5 from `vla-rl critic collect` (each "
+                                                      "episode's split is checked: train, and held out)")
+    extra_train_files: tuple[Path, ...] = option((), "more training episode files (split train), read after "
+                                                     "data_dir's train.hdf5 (e.g. extra policy episodes of the tasks "
+                                                     "RL will train on, collected with `vla-rl critic collect "
+                                                     "--eval-episodes none`, or `vla-rl wm imagine`'s imagined copies)")
     out_dir: Path = option(Path("runs/critic"), "checkpoints, metrics.jsonl, eval.json and plots")
     init_from: Path | None = option(None, "a critic checkpoint to start from instead of a fresh critic (fine-tuning, "
                                           "e.g. with imagined episodes from `vla-rl wm imagine`); its model must "
