@@ -537,6 +537,13 @@ def test_two_camera_trajectories_and_their_evaluation_with_a_wrist_critic(tmp_pa
     with pytest.raises(ValueError, match="predicts only"):
         evaluate_world_model(VideoWorldModel(TINY).eval(), trajectories_of(path), tmp_path / "one", critic=critic,
                              horizons=(1,), videos=0, show_progress=False)
+    # a model of the wrist camera alone: its frames are not the agent view the critic reads (as the env refuses it)
+    wrist_only = VideoWorldModel(dataclasses.replace(TINY, cameras=("wrist",))).eval()
+    plain_critic = ProgressCritic(CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2)).eval()
+    with pytest.raises(ValueError, match=r"reads the agent view; the world model predicts only \['wrist'\]"):
+        evaluate_world_model(wrist_only, trajectories_of(path, ("wrist",)), tmp_path / "wrist", critic=plain_critic,
+                             horizons=(1,), videos=0, show_progress=False)
+    assert not (tmp_path / "wrist" / "eval.json").exists()
     model = VideoWorldModel(dataclasses.replace(TINY, cameras=("agentview", "wrist"))).eval()
     report = evaluate_world_model(model, both, tmp_path / "two", critic=critic, horizons=(1,), videos=1,
                                   show_progress=False)
