@@ -109,6 +109,15 @@ def save_world_model(directory: Path, model: VideoWorldModel, step: int, trainin
     return commit_checkpoint_dir(tmp, directory)
 
 
+def world_model_checkpoint_config(path: Path) -> WorldModelConfig:
+    """The model config of a checkpoint directory, or of a run directory's newest valid checkpoint, read
+    without building the model (e.g. its cameras, to refuse a run that needs others before it starts)."""
+    path = resolve_checkpoint(Path(path))
+    if not (path / "world_model.json").is_file():
+        raise FileNotFoundError(f"{path} is not a world-model checkpoint (no world_model.json)")
+    return from_dict(WorldModelConfig, json.loads((path / "world_model.json").read_text())["config"])
+
+
 def load_world_model(path: Path, device: str = "cpu") -> VideoWorldModel:
     """A checkpoint directory, or a run directory (its newest valid checkpoint)."""
     from safetensors import SafetensorError
@@ -116,10 +125,7 @@ def load_world_model(path: Path, device: str = "cpu") -> VideoWorldModel:
 
     path = resolve_checkpoint(Path(path))
     verify_checkpoint(path)
-    if not (path / "world_model.json").is_file():
-        raise FileNotFoundError(f"{path} is not a world-model checkpoint (no world_model.json)")
-    meta = json.loads((path / "world_model.json").read_text())
-    model = VideoWorldModel(from_dict(WorldModelConfig, meta["config"]))
+    model = VideoWorldModel(world_model_checkpoint_config(path))
     try:
         state = load_file(str(path / "world_model.safetensors"))
     except (SafetensorError, OSError) as error:
@@ -330,5 +336,6 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
             "checkpoint": str(checkpoint)}
 
 
-__all__ = ["WMTrainConfig", "train_world_model", "save_world_model", "load_world_model", "psnr", "one_step_psnr",
+__all__ = ["WMTrainConfig", "train_world_model", "save_world_model", "load_world_model", "world_model_checkpoint_config",
+           "psnr", "one_step_psnr",
            "open_loop_psnr", "self_rollout_batch"]

@@ -589,6 +589,37 @@ def test_grpo_trains_in_the_world_model_and_evaluates_in_the_simulator(tmp_path)
     assert summary["eval_history"][-1]["per_task"]["Reach"]["episodes"] == 2
 
 
+def test_a_wrist_reward_critic_needs_a_world_model_that_predicts_the_wrist_camera(tmp_path):
+    """Refused when the pool is built, from the world model's config, not after a rollout round whose
+    episodes carry no wrist frames for the reward critic."""
+    import dataclasses
+
+    from tests.policy.conftest import make_policy
+    from vla_rl.cli.factories import check_world_model_cameras, make_pool
+    from vla_rl.policy.checkpoint import save_checkpoint
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
+    from vla_rl.reward.sources import RewardConfig
+    from vla_rl.train.trainer import EnvConfig, RolloutConfig
+
+    torch.manual_seed(0)
+    policy = make_policy()
+    sft = save_checkpoint(tmp_path / "sft", policy.model, policy.action_tokenizer)
+    small = CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2, pretrained_vision=False)
+    env_critic = save_critic(tmp_path / "critic", ProgressCritic(small))
+    wrist_critic = save_critic(tmp_path / "wrist_critic", ProgressCritic(dataclasses.replace(small, wrist_view=True)))
+    agent_only = save_world_model(tmp_path / "wm" / "step_000001", VideoWorldModel(TINY), 1)
+    env = EnvConfig(kind="world_model", world_model_checkpoint=tmp_path / "wm", critic_checkpoint=env_critic)
+    reward = RewardConfig(source="critic", critic_checkpoint=wrist_critic)
+    with pytest.raises(ValueError,
+                       match=r"read by the reward critic; the world model .* predicts only \['agentview'\]"):
+        make_pool(RolloutConfig(backend="local", num_workers=1, envs_per_worker=2), "tabletop", sft, 1.0, 0, env,
+                  reward)
+    assert agent_only.is_dir()
+    two_cameras = VideoWorldModel(dataclasses.replace(TINY, cameras=("agentview", "wrist")))
+    both = save_world_model(tmp_path / "wm2", two_cameras, 1)
+    check_world_model_cameras(dataclasses.replace(env, world_model_checkpoint=both), False, True)
+
+
 def test_world_model_env_config_is_checked():
     from vla_rl.train.trainer import EnvConfig
 
