@@ -69,14 +69,19 @@ def test_critic_collect_can_skip_a_split_and_train_reads_extra_episode_files(tmp
                      "--image-size", "32", "--seed", str(seed)]) == 0
         assert "eval: none collected" in capsys.readouterr().out
         assert (tmp_path / out / "train.hdf5").is_file() and not (tmp_path / out / "eval.hdf5").exists()
-    common = ["critic", "train", "--set", f"data_dir={tmp_path / 'base'}", "--set", f"out_dir={tmp_path / 'critic'}",
+    common = ["critic", "train", "--set", f"data_dir={tmp_path / 'base'}",
               "--set", "steps=2", "--set", "batch_size=4", "--set", "warmup_steps=1", "--set", "critic.image_size=32",
               "--set", "critic.hidden_size=32", "--set", "critic.layers=1", "--set", "critic.heads=2"]
-    assert main(common) == 0
+    assert main(common + ["--set", f"out_dir={tmp_path / 'critic'}"]) == 0
     assert "on 2 episodes" in capsys.readouterr().out
-    assert main(common + ["--set", f"extra_train_files=[{tmp_path / 'extra' / 'train.hdf5'}]"]) == 0
+    extra = ["--set", f"extra_train_files=[{tmp_path / 'extra' / 'train.hdf5'}]"]
+    assert main(common + ["--set", f"out_dir={tmp_path / 'critic_extra'}"] + extra) == 0
     assert "on 4 episodes" in capsys.readouterr().out
-    assert main(common + ["--set", f"extra_train_files=[{tmp_path / 'missing.hdf5'}]"]) != 0
+    assert main(common + ["--set", f"out_dir={tmp_path / 'critic_missing'}",
+                          "--set", f"extra_train_files=[{tmp_path / 'missing.hdf5'}]"]) != 0
+    # a second run into the first one's out_dir is refused before the episodes are read
+    assert main(common + ["--set", f"out_dir={tmp_path / 'critic'}"]) == 2
+    assert "holds a previous run" in capsys.readouterr().err
 
 
 def test_critic_collect_refuses_a_policy_trained_on_unantialiased_frames_before_collecting(tmp_path, capsys):

@@ -185,7 +185,7 @@ def _percent(value: float | None, width: int) -> str:
 
 def cmd_critic_train(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import HELD_OUT, TRAINING, read_split_episodes
-    from vla_rl.reward.critic_train import CriticTrainConfig, check_init_from, train_critic
+    from vla_rl.reward.critic_train import CriticTrainConfig, check_init_from, refuse_previous_critic_run, train_critic
 
     if args.show_config:
         print(describe(CriticTrainConfig))
@@ -196,7 +196,8 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
     if missing:  # before reading hundreds of MB of the others
         raise FileNotFoundError(f"training episode files not found: {', '.join(missing)} "
                                 "(make them with `vla-rl critic collect`)")
-    check_init_from(config)  # a wrong starting critic fails before the episodes are read
+    check_init_from(config)  # a wrong starting critic, or an earlier run's out_dir, fails before the episodes are read
+    refuse_previous_critic_run(config)
     # `wm imagine`'s files keep their episodes' split, "train": they are training files too
     train = [episode for path in train_files for episode in read_split_episodes(path, TRAINING, "training the critic")]
     held_out = Path(config.data_dir) / "eval.hdf5"

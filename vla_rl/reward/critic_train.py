@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from vla_rl.core.atomic_file import write_text_atomic
+from vla_rl.core.checkpoint_dir import refuse_previous_run
 from vla_rl.core.config import option
 from vla_rl.core.optim import make_adamw
 from vla_rl.core.schedules import set_budgeted_lr
@@ -228,6 +229,18 @@ def check_init_from(config: CriticTrainConfig) -> None:
                          + ", ".join(f"{name} {old!r} there, {want!r} configured" for name, (old, want) in differing.items()))
 
 
+CHECKPOINT_PREFIX = "step_"
+
+
+def refuse_previous_critic_run(config: CriticTrainConfig) -> None:
+    """Raise if ``out_dir`` holds an earlier run: ``metrics.jsonl`` would be overwritten and its checkpoints
+    (some maybe of later steps) would stand beside the new ones. Critic training has no --resume; the CLI
+    checks this before reading the episodes."""
+    refuse_previous_run(Path(config.out_dir), CHECKPOINT_PREFIX,
+                        "choose another out_dir (critic training cannot resume; to go on training its critic, "
+                        f"start a new run from it with init_from={Path(config.out_dir) / 'final'})")
+
+
 def start_critic(config: CriticTrainConfig) -> ProgressCritic:
     """A fresh critic, or the ``init_from`` checkpoint's when its model is the configured one."""
     if config.init_from is None:
@@ -243,6 +256,7 @@ def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode],
 
     torch.manual_seed(config.seed)
     out_dir = Path(config.out_dir)
+    refuse_previous_critic_run(config)  # before any work: a second run would mix its outputs with the first's
     out_dir.mkdir(parents=True, exist_ok=True)
     critic = start_critic(config).train()
     params = [p for p in critic.parameters() if p.requires_grad]
@@ -286,7 +300,7 @@ def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode],
             bar.set_postfix(loss=f"{loss_avg['loss']:.3f}", done=f"{loss_avg['done_loss']:.3f}",
                             **({"loc_px": f"{loss_avg['located_px']:.2f}"} if "located_px" in loss_avg else {}))
             if step % config.checkpoint_every == 0:
-                save_critic(out_dir / f"step_{step:06d}", critic.eval(), {**meta, "step": step})
+                save_critic(out_dir / f"{CHECKPOINT_PREFIX}{step:06d}", critic.eval(), {**meta, "step": step})
                 critic.train()
             if config.time_limit_minutes and time.perf_counter() - started > 60 * config.time_limit_minutes:
                 break
