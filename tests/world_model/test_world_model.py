@@ -204,6 +204,35 @@ def test_a_fresh_run_refuses_the_out_dir_of_an_earlier_one(tmp_path, trajectorie
     assert sorted(p.name for p in (tmp_path / "wm").glob("step_*")) == ["step_000002"]
 
 
+def test_a_run_from_a_checkpoint_refuses_a_model_config_of_other_cameras_or_size(tmp_path, trajectories, capsys):
+    """With init_checkpoint or --resume the checkpoint's model is trained and the episodes are read for its
+    cameras: a `model` listing the same cameras in another order (swapped channels) or another image size is
+    refused, naming the fields, before the episodes are read."""
+    import dataclasses
+
+    from vla_rl.cli.main import main
+
+    two = dataclasses.replace(TINY, cameras=("agentview", "wrist"))
+    both = [Trajectory(np.concatenate([t.frames, 255 - t.frames], axis=-1), t.proprio, t.actions, t.instruction)
+            for t in trajectories[:1]]
+    start = save_world_model(tmp_path / "start", VideoWorldModel(two), 1)
+    swapped = dataclasses.replace(two, cameras=("wrist", "agentview"))
+    config = WMTrainConfig(out_dir=tmp_path / "tuned", model=swapped, init_checkpoint=start, steps=2, batch_size=2,
+                           checkpoint_every=2, eval_every=0, log_every=1)
+    with pytest.raises(ValueError,
+                       match=r"cameras \('agentview', 'wrist'\) there, \('wrist', 'agentview'\) configured"):
+        train_world_model(config, both, show_progress=False)
+    assert not (tmp_path / "tuned").exists()
+    assert main(["wm", "train", "--set", f"init_checkpoint={start}", "--set", f"out_dir={tmp_path / 'cli'}",
+                 "--set", f"data_dir={tmp_path / 'no_episodes'}", "--set", "model.cameras=[agentview, wrist]",
+                 "--set", "model.image_size=64"]) == 2
+    assert "image_size 32 there, 64 configured" in capsys.readouterr().err
+    train_world_model(dataclasses.replace(config, model=two), both, show_progress=False)
+    assert load_world_model(tmp_path / "tuned").config.cameras == ("agentview", "wrist")
+    with pytest.raises(ValueError, match=r"cameras .* there, .* configured"):  # resuming checks the run's own model
+        train_world_model(dataclasses.replace(config, steps=3), both, resume=True, show_progress=False)
+
+
 def test_proprio_windows_end_with_their_episode_and_one_step_is_the_one_step_loss(trajectories):
     from world_model.proprio import ProprioTrack, ProprioWindows, open_loop_proprio_loss
 
@@ -232,7 +261,7 @@ def test_proprio_only_training_fits_the_head_open_loop_and_leaves_the_frames(tmp
     save_world_model(tmp_path / "init", model, 0)
     tracks = [ProprioTrack(t.proprio, t.actions) for t in trajectories]
     before = open_loop_ee_error(model, tracks)  # the untrained head predicts "nothing moves"
-    config = WMTrainConfig(out_dir=tmp_path / "wm", init_checkpoint=tmp_path / "init", proprio_only=True,
+    config = WMTrainConfig(out_dir=tmp_path / "wm", model=TINY, init_checkpoint=tmp_path / "init", proprio_only=True,
                            proprio_rollout_steps=6, proprio_batch_size=64, steps=150, lr=3e-3, warmup_steps=10,
                            eval_every=0, log_every=50, seed=0)
     summary = train_world_model(config, trajectories, trajectories, show_progress=False, proprio_tracks=tracks)

@@ -35,13 +35,15 @@ def trajectories_of(path: Path, cameras: tuple[str, ...] = ("agentview",), role:
 def cmd_wm_train(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import HELD_OUT, TRAINING
     from vla_rl.core.config import describe, load_config
-    from world_model.train import WMTrainConfig, train_world_model
+    from world_model.train import WMTrainConfig, train_world_model, trained_model_config
 
     if args.show_config:
         print(describe(WMTrainConfig))
         return 0
     config = load_config(WMTrainConfig, args.config, list(args.set or []))
-    cameras = tuple(config.model.cameras)
+    # the cameras of the model trained: with init_checkpoint or --resume the checkpoint's (a `model` of other
+    # cameras or image size is refused before the episodes are read)
+    cameras = tuple(trained_model_config(config, args.resume).cameras)
     train = trajectories_of(Path(config.data_dir) / "train.hdf5", cameras, TRAINING, "training the world model")
     held_out = Path(config.data_dir) / "eval.hdf5"
     evaluation = trajectories_of(held_out, cameras, HELD_OUT, "the held-out evaluation during training") \
