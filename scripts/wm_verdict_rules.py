@@ -65,7 +65,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="imagination seed")
     args = parser.parse_args()
 
-    from vla_rl.cli.world_model import HELD_OUT, TRAINING, trajectories_of
+    from sim_envs.progress_episodes import HELD_OUT, TRAINING
+    from vla_rl.cli.world_model import trajectories_of
     from vla_rl.core.checkpoint_dir import resolve_checkpoint
     from vla_rl.reward.critic import load_critic
     from world_model.evaluate import (agreement_by_threshold, best_threshold, critic_channels, critic_done_traces,

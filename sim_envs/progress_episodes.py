@@ -269,6 +269,29 @@ def write_episodes(path: Path, episodes: Sequence[ProgressEpisode]) -> Path:
     return path
 
 
+# what a command uses episodes for; their split must suit it: "train" for training, any other split held out
+TRAINING, HELD_OUT = "training", "held-out"
+
+
+def check_split(path: Path, splits: Sequence[str], role: str, use: str) -> None:
+    """Training episodes (split "train") must not measure a model (the critic, the world model), nor held-out
+    ones train or calibrate it: a file of the wrong split is refused, not silently used. ``use`` says what
+    the episodes of ``path`` were for."""
+    if role not in (TRAINING, HELD_OUT):
+        raise ValueError(f"unknown episode role {role!r}; valid: {TRAINING}, {HELD_OUT}")
+    wrong = sorted({split for split in splits if (split == "train") != (role == TRAINING)})
+    if wrong:
+        needed = 'split "train"' if role == TRAINING else 'a held-out split (not "train")'
+        raise ValueError(f"{path} holds episodes of split {wrong}: {use} needs {role} episodes ({needed})")
+
+
+def read_split_episodes(path: Path, role: str, use: str) -> list[ProgressEpisode]:
+    """The episodes of ``path``, every one of the split ``role`` needs (``check_split``)."""
+    episodes = list(read_episodes(path))
+    check_split(path, [episode.split for episode in episodes], role, use)
+    return episodes
+
+
 def read_episodes(path: Path) -> Iterator[ProgressEpisode]:
     path = Path(path)
     if not path.is_file():
@@ -291,4 +314,4 @@ def read_episodes(path: Path) -> Iterator[ProgressEpisode]:
 
 
 __all__ = ["BEHAVIOURS", "ProgressEpisode", "run_episode", "collect_progress_episodes", "write_episodes",
-           "read_episodes"]
+           "read_episodes", "TRAINING", "HELD_OUT", "check_split", "read_split_episodes"]

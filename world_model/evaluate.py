@@ -182,17 +182,21 @@ def critic_verdicts(critic, episodes: Sequence[np.ndarray], instructions: Sequen
 
 def critic_channels(critic, cameras: Sequence[str]) -> tuple[slice, slice | None]:
     """Where the critic's agent view and, for a critic that reads it, its wrist camera sit among the
-    channels of the world model's ``cameras``; a clear error when the model lacks the wrist camera."""
+    channels of the world model's ``cameras``; a clear error when the model lacks either (another camera
+    is never handed to the critic as its agent view, as ``WorldModelVecEnv`` refuses such a model too)."""
     def channels(camera: str) -> slice:
         index = list(cameras).index(camera)
         return slice(3 * index, 3 * index + 3)
 
+    if "agentview" not in cameras:
+        raise ValueError(f"the critic reads the agent view; the world model predicts only {list(cameras)} "
+                         "(train one whose cameras include agentview)")
     wrist = None
     if getattr(critic, "reads_wrist", False):
         if "wrist" not in cameras:
             raise ValueError(f"the critic reads the wrist camera; the world model predicts only {list(cameras)}")
         wrist = channels("wrist")
-    return channels("agentview" if "agentview" in cameras else cameras[0]), wrist
+    return channels("agentview"), wrist
 
 
 def outcome_agreement(critic, trajectories: Sequence[Trajectory], imagined: Sequence[np.ndarray],

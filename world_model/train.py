@@ -40,7 +40,8 @@ class WMTrainConfig:
     out_dir: Path = option(Path("runs/world_model"), "checkpoints, metrics.jsonl, TensorBoard logs")
     model: WorldModelConfig = option(factory=WorldModelConfig, doc="the world model's architecture")
     init_checkpoint: Path = option(Path(""), "start from this world model (e.g. fine-tune on data refreshed with "
-                                             "new policy rollouts); its architecture replaces `model`")
+                                             "new policy rollouts); its architecture replaces `model`, which must "
+                                             "equal it in cameras and image_size")
     steps: int = option(3000, "optimiser steps")
     time_limit_minutes: float = option(0.0, "stop early after this wall-clock time (0 = no limit)")
     batch_size: int = option(32, "transitions per step")
@@ -109,6 +110,15 @@ def save_world_model(directory: Path, model: VideoWorldModel, step: int, trainin
     return commit_checkpoint_dir(tmp, directory)
 
 
+def world_model_checkpoint_config(path: Path) -> WorldModelConfig:
+    """The model config of a checkpoint directory, or of a run directory's newest valid checkpoint, read
+    without building the model (e.g. its cameras, to refuse a run that needs others before it starts)."""
+    path = resolve_checkpoint(Path(path))
+    if not (path / "world_model.json").is_file():
+        raise FileNotFoundError(f"{path} is not a world-model checkpoint (no world_model.json)")
+    return from_dict(WorldModelConfig, json.loads((path / "world_model.json").read_text())["config"])
+
+
 def load_world_model(path: Path, device: str = "cpu") -> VideoWorldModel:
     """A checkpoint directory, or a run directory (its newest valid checkpoint)."""
     from safetensors import SafetensorError
@@ -116,16 +126,46 @@ def load_world_model(path: Path, device: str = "cpu") -> VideoWorldModel:
 
     path = resolve_checkpoint(Path(path))
     verify_checkpoint(path)
-    if not (path / "world_model.json").is_file():
-        raise FileNotFoundError(f"{path} is not a world-model checkpoint (no world_model.json)")
-    meta = json.loads((path / "world_model.json").read_text())
-    model = VideoWorldModel(from_dict(WorldModelConfig, meta["config"]))
+    model = VideoWorldModel(world_model_checkpoint_config(path))
     try:
         state = load_file(str(path / "world_model.safetensors"))
     except (SafetensorError, OSError) as error:
         raise CorruptCheckpointError(f"{path}: world_model.safetensors is unreadable ({error})") from error
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+# the model fields that decide which frames the episodes are read into: a run from a checkpoint whose `model` differs
+# on them would read them for another model (the same cameras in another order: swapped channels, silently)
+DATA_FIELDS = ("cameras", "image_size")
+
+
+def starting_checkpoint(config: WMTrainConfig, resume: bool) -> Path | None:
+    """The checkpoint whose model a run trains on: with ``resume`` the newest valid one in ``out_dir``, else
+    ``init_checkpoint`` (when set), else None (a fresh ``config.model``)."""
+    if resume:
+        checkpoint = latest_valid_checkpoint(Path(config.out_dir), PREFIX)
+        if checkpoint is None:
+            raise FileNotFoundError(f"--resume: no valid checkpoint in {config.out_dir}")
+        return checkpoint
+    return None if str(config.init_checkpoint) in ("", ".") else resolve_checkpoint(Path(config.init_checkpoint))
+
+
+def trained_model_config(config: WMTrainConfig, resume: bool = False) -> WorldModelConfig:
+    """The architecture a run trains: its starting checkpoint's (``starting_checkpoint``), else ``config.model``;
+    the episodes are read for its cameras, in order. A ``config.model`` that differs from the checkpoint's on
+    ``DATA_FIELDS`` is refused, naming the fields (the checkpoint's other fields replace it silently)."""
+    checkpoint = starting_checkpoint(config, resume)
+    if checkpoint is None:
+        return config.model
+    have = world_model_checkpoint_config(checkpoint)
+    differing = [f"{name} {getattr(have, name)!r} there, {getattr(config.model, name)!r} configured"
+                 for name in DATA_FIELDS if getattr(have, name) != getattr(config.model, name)]
+    if differing:
+        raise ValueError(f"the world model of {checkpoint} predicts other frames than `model` configures: "
+                         f"{'; '.join(differing)}. Set model.{' and model.'.join(DATA_FIELDS)} to the checkpoint's "
+                         "(the episodes' frames are read for them)")
+    return have
 
 
 @torch.no_grad()
@@ -192,11 +232,12 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
     out_dir = Path(config.out_dir)
     if not resume:  # before any work: a fresh run into an earlier run's out_dir would mix their outputs
         refuse_previous_run(out_dir, PREFIX)
+    # the model of the checkpoint it starts from (resumed or init_checkpoint), as the CLI read the episodes for it
+    config = dataclasses.replace(config, model=trained_model_config(config, resume))
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     if str(config.init_checkpoint) not in ("", "."):
         model = load_world_model(config.init_checkpoint).train()
-        config = dataclasses.replace(config, model=model.config)
     else:
         model = VideoWorldModel(config.model)
     sampler = TransitionSampler(train, config.model.context_frames)
@@ -222,9 +263,7 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
     generator = torch.Generator().manual_seed(config.seed)
     start_step, checkpoint, seconds_before = 0, None, 0.0
     if resume:
-        checkpoint = latest_valid_checkpoint(out_dir, PREFIX)
-        if checkpoint is None:
-            raise FileNotFoundError(f"--resume: no valid checkpoint in {out_dir}")
+        checkpoint = starting_checkpoint(config, resume)
         model = load_world_model(checkpoint).train()
         optimizer = make_adamw(model.parameters(), config.lr, config.weight_decay)
         state = torch.load(checkpoint / "training_state.pt", weights_only=False)
@@ -330,5 +369,6 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
             "checkpoint": str(checkpoint)}
 
 
-__all__ = ["WMTrainConfig", "train_world_model", "save_world_model", "load_world_model", "psnr", "one_step_psnr",
-           "open_loop_psnr", "self_rollout_batch"]
+__all__ = ["WMTrainConfig", "train_world_model", "save_world_model", "load_world_model",
+           "world_model_checkpoint_config", "trained_model_config", "psnr", "one_step_psnr", "open_loop_psnr",
+           "self_rollout_batch"]

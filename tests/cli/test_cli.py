@@ -69,14 +69,19 @@ def test_critic_collect_can_skip_a_split_and_train_reads_extra_episode_files(tmp
                      "--image-size", "32", "--seed", str(seed)]) == 0
         assert "eval: none collected" in capsys.readouterr().out
         assert (tmp_path / out / "train.hdf5").is_file() and not (tmp_path / out / "eval.hdf5").exists()
-    common = ["critic", "train", "--set", f"data_dir={tmp_path / 'base'}", "--set", f"out_dir={tmp_path / 'critic'}",
+    common = ["critic", "train", "--set", f"data_dir={tmp_path / 'base'}",
               "--set", "steps=2", "--set", "batch_size=4", "--set", "warmup_steps=1", "--set", "critic.image_size=32",
               "--set", "critic.hidden_size=32", "--set", "critic.layers=1", "--set", "critic.heads=2"]
-    assert main(common) == 0
+    assert main(common + ["--set", f"out_dir={tmp_path / 'critic'}"]) == 0
     assert "on 2 episodes" in capsys.readouterr().out
-    assert main(common + ["--set", f"extra_train_files=[{tmp_path / 'extra' / 'train.hdf5'}]"]) == 0
+    extra = ["--set", f"extra_train_files=[{tmp_path / 'extra' / 'train.hdf5'}]"]
+    assert main(common + ["--set", f"out_dir={tmp_path / 'critic_extra'}"] + extra) == 0
     assert "on 4 episodes" in capsys.readouterr().out
-    assert main(common + ["--set", f"extra_train_files=[{tmp_path / 'missing.hdf5'}]"]) != 0
+    assert main(common + ["--set", f"out_dir={tmp_path / 'critic_missing'}",
+                          "--set", f"extra_train_files=[{tmp_path / 'missing.hdf5'}]"]) != 0
+    # a second run into the first one's out_dir is refused before the episodes are read
+    assert main(common + ["--set", f"out_dir={tmp_path / 'critic'}"]) == 2
+    assert "holds a previous run" in capsys.readouterr().err
 
 
 def test_critic_collect_refuses_a_policy_trained_on_unantialiased_frames_before_collecting(tmp_path, capsys):
@@ -94,3 +99,59 @@ def test_critic_collect_refuses_a_policy_trained_on_unantialiased_frames_before_
                  "--policy", str(checkpoint)]) == 2
     assert "antialias: false" in capsys.readouterr().err
     assert not (tmp_path / "episodes").exists()
+
+
+def _labelled_episode_file(path, split, behaviour="expert", seed=0):
+    """Two tiny labelled Reach episodes of ``split`` with random frames (what `critic collect` writes)."""
+    import numpy as np
+
+    from sim_envs.progress_episodes import ProgressEpisode, write_episodes
+
+    rng = np.random.default_rng(seed)
+    progress = np.linspace(0, 1, 4).astype(np.float32)
+    return write_episodes(path, [ProgressEpisode("Reach", f"reach the {colour} cube", behaviour, split, i,
+                                                 rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8), progress,
+                                                 progress >= 1.0)
+                                 for i, colour in enumerate(("red", "blue"))])
+
+
+def test_critic_train_and_eval_check_each_episodes_split(tmp_path, capsys):
+    """Held-out episodes never train the critic (data_dir's train.hdf5 or an extra file), nor do training ones
+    measure it (data_dir's eval.hdf5, `critic eval --data`); `wm imagine`'s copies of training episodes keep
+    split "train" and train it."""
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
+
+    train = _labelled_episode_file(tmp_path / "train.hdf5", "train")
+    held_out = _labelled_episode_file(tmp_path / "eval.hdf5", "eval", seed=1)
+    imagined = _labelled_episode_file(tmp_path / "imagined.hdf5", "train", "imagined-expert", seed=2)
+
+    def data_dir(name, train_file, eval_file=None):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "train.hdf5").write_bytes(train_file.read_bytes())
+        if eval_file is not None:
+            (folder / "eval.hdf5").write_bytes(eval_file.read_bytes())
+        return folder
+
+    def critic_train(folder, out, *more):
+        return main(["critic", "train", "--set", f"data_dir={folder}", "--set", f"out_dir={tmp_path / out}",
+                     "--set", "steps=1", "--set", "batch_size=2", "--set", "warmup_steps=1",
+                     "--set", "critic.image_size=32", "--set", "critic.hidden_size=32", "--set", "critic.layers=1",
+                     "--set", "critic.heads=2", "--set", "critic.pretrained_vision=false", *more])
+
+    refused = [(data_dir("held_out_as_train", held_out), (), "split ['eval']: training the critic"),
+               (data_dir("train_only", train), ("--set", f"extra_train_files=[{held_out}]"),
+                "split ['eval']: training the critic"),
+               (data_dir("train_as_held_out", train, train), (), "split ['train']: the held-out evaluation")]
+    for folder, more, message in refused:
+        assert critic_train(folder, f"no_{folder.name}", *more) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / f"no_{folder.name}").exists()
+    assert critic_train(tmp_path / "train_only", "critic", "--set", f"extra_train_files=[{imagined}]") == 0
+    assert "on 4 episodes" in capsys.readouterr().out
+    critic = save_critic(tmp_path / "critic_checkpoint", ProgressCritic(CriticConfig(
+        image_size=32, hidden_size=32, layers=1, heads=2, pretrained_vision=False)))
+    assert main(["critic", "eval", "--critic", str(critic), "--data", str(train), "--out", str(tmp_path / "no")]) == 2
+    assert "split ['train']: critic eval --data" in capsys.readouterr().err
+    assert main(["critic", "eval", "--critic", str(critic), "--data", str(held_out),
+                 "--out", str(tmp_path / "ok")]) == 0

@@ -215,6 +215,21 @@ def test_training_lowers_the_loss(tmp_path):
     assert load_critic(summary["checkpoint"]) is not None
 
 
+def test_a_second_run_refuses_the_out_dir_of_an_earlier_one(tmp_path):
+    """It would overwrite the old metrics.jsonl and leave the old checkpoints (some maybe of later steps)
+    beside its own; critic training cannot resume, so the error says how to go on from the old critic."""
+    episodes = [Episode("Reach", f"move to the {c} cube", np.linspace(0, 1, 6), seed=i)
+                for i, c in enumerate(["red", "blue"])]
+    config = CriticTrainConfig(critic=SMALL, out_dir=tmp_path / "critic", steps=2, batch_size=4, warmup_steps=1,
+                               checkpoint_every=2)
+    train_critic(config, episodes, show_progress=False)
+    history = (tmp_path / "critic" / "metrics.jsonl").read_text()
+    with pytest.raises(FileExistsError, match=f"holds a previous run .*init_from={tmp_path / 'critic' / 'final'}"):
+        train_critic(dataclasses.replace(config, steps=1, checkpoint_every=1), episodes, show_progress=False)
+    assert (tmp_path / "critic" / "metrics.jsonl").read_text() == history
+    assert sorted(p.name for p in (tmp_path / "critic").glob("step_*")) == ["step_000002"]
+
+
 def test_training_can_start_from_a_checkpoint_of_the_same_critic_and_refuses_another(tmp_path):
     episodes = [Episode("Reach", f"move to the {c} cube", np.linspace(0, 1, 6), seed=i)
                 for i, c in enumerate(["red", "blue"])]

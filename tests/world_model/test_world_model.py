@@ -204,6 +204,35 @@ def test_a_fresh_run_refuses_the_out_dir_of_an_earlier_one(tmp_path, trajectorie
     assert sorted(p.name for p in (tmp_path / "wm").glob("step_*")) == ["step_000002"]
 
 
+def test_a_run_from_a_checkpoint_refuses_a_model_config_of_other_cameras_or_size(tmp_path, trajectories, capsys):
+    """With init_checkpoint or --resume the checkpoint's model is trained and the episodes are read for its
+    cameras: a `model` listing the same cameras in another order (swapped channels) or another image size is
+    refused, naming the fields, before the episodes are read."""
+    import dataclasses
+
+    from vla_rl.cli.main import main
+
+    two = dataclasses.replace(TINY, cameras=("agentview", "wrist"))
+    both = [Trajectory(np.concatenate([t.frames, 255 - t.frames], axis=-1), t.proprio, t.actions, t.instruction)
+            for t in trajectories[:1]]
+    start = save_world_model(tmp_path / "start", VideoWorldModel(two), 1)
+    swapped = dataclasses.replace(two, cameras=("wrist", "agentview"))
+    config = WMTrainConfig(out_dir=tmp_path / "tuned", model=swapped, init_checkpoint=start, steps=2, batch_size=2,
+                           checkpoint_every=2, eval_every=0, log_every=1)
+    with pytest.raises(ValueError,
+                       match=r"cameras \('agentview', 'wrist'\) there, \('wrist', 'agentview'\) configured"):
+        train_world_model(config, both, show_progress=False)
+    assert not (tmp_path / "tuned").exists()
+    assert main(["wm", "train", "--set", f"init_checkpoint={start}", "--set", f"out_dir={tmp_path / 'cli'}",
+                 "--set", f"data_dir={tmp_path / 'no_episodes'}", "--set", "model.cameras=[agentview, wrist]",
+                 "--set", "model.image_size=64"]) == 2
+    assert "image_size 32 there, 64 configured" in capsys.readouterr().err
+    train_world_model(dataclasses.replace(config, model=two), both, show_progress=False)
+    assert load_world_model(tmp_path / "tuned").config.cameras == ("agentview", "wrist")
+    with pytest.raises(ValueError, match=r"cameras .* there, .* configured"):  # resuming checks the run's own model
+        train_world_model(dataclasses.replace(config, steps=3), both, resume=True, show_progress=False)
+
+
 def test_proprio_windows_end_with_their_episode_and_one_step_is_the_one_step_loss(trajectories):
     from world_model.proprio import ProprioTrack, ProprioWindows, open_loop_proprio_loss
 
@@ -232,7 +261,7 @@ def test_proprio_only_training_fits_the_head_open_loop_and_leaves_the_frames(tmp
     save_world_model(tmp_path / "init", model, 0)
     tracks = [ProprioTrack(t.proprio, t.actions) for t in trajectories]
     before = open_loop_ee_error(model, tracks)  # the untrained head predicts "nothing moves"
-    config = WMTrainConfig(out_dir=tmp_path / "wm", init_checkpoint=tmp_path / "init", proprio_only=True,
+    config = WMTrainConfig(out_dir=tmp_path / "wm", model=TINY, init_checkpoint=tmp_path / "init", proprio_only=True,
                            proprio_rollout_steps=6, proprio_batch_size=64, steps=150, lr=3e-3, warmup_steps=10,
                            eval_every=0, log_every=50, seed=0)
     summary = train_world_model(config, trajectories, trajectories, show_progress=False, proprio_tracks=tracks)
@@ -537,6 +566,13 @@ def test_two_camera_trajectories_and_their_evaluation_with_a_wrist_critic(tmp_pa
     with pytest.raises(ValueError, match="predicts only"):
         evaluate_world_model(VideoWorldModel(TINY).eval(), trajectories_of(path), tmp_path / "one", critic=critic,
                              horizons=(1,), videos=0, show_progress=False)
+    # a model of the wrist camera alone: its frames are not the agent view the critic reads (as the env refuses it)
+    wrist_only = VideoWorldModel(dataclasses.replace(TINY, cameras=("wrist",))).eval()
+    plain_critic = ProgressCritic(CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2)).eval()
+    with pytest.raises(ValueError, match=r"reads the agent view; the world model predicts only \['wrist'\]"):
+        evaluate_world_model(wrist_only, trajectories_of(path, ("wrist",)), tmp_path / "wrist", critic=plain_critic,
+                             horizons=(1,), videos=0, show_progress=False)
+    assert not (tmp_path / "wrist" / "eval.json").exists()
     model = VideoWorldModel(dataclasses.replace(TINY, cameras=("agentview", "wrist"))).eval()
     report = evaluate_world_model(model, both, tmp_path / "two", critic=critic, horizons=(1,), videos=1,
                                   show_progress=False)
@@ -582,6 +618,37 @@ def test_grpo_trains_in_the_world_model_and_evaluates_in_the_simulator(tmp_path)
     assert summary["eval_history"][-1]["per_task"]["Reach"]["episodes"] == 2
 
 
+def test_a_wrist_reward_critic_needs_a_world_model_that_predicts_the_wrist_camera(tmp_path):
+    """Refused when the pool is built, from the world model's config, not after a rollout round whose
+    episodes carry no wrist frames for the reward critic."""
+    import dataclasses
+
+    from tests.policy.conftest import make_policy
+    from vla_rl.cli.factories import check_world_model_cameras, make_pool
+    from vla_rl.policy.checkpoint import save_checkpoint
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
+    from vla_rl.reward.sources import RewardConfig
+    from vla_rl.train.trainer import EnvConfig, RolloutConfig
+
+    torch.manual_seed(0)
+    policy = make_policy()
+    sft = save_checkpoint(tmp_path / "sft", policy.model, policy.action_tokenizer)
+    small = CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2, pretrained_vision=False)
+    env_critic = save_critic(tmp_path / "critic", ProgressCritic(small))
+    wrist_critic = save_critic(tmp_path / "wrist_critic", ProgressCritic(dataclasses.replace(small, wrist_view=True)))
+    agent_only = save_world_model(tmp_path / "wm" / "step_000001", VideoWorldModel(TINY), 1)
+    env = EnvConfig(kind="world_model", world_model_checkpoint=tmp_path / "wm", critic_checkpoint=env_critic)
+    reward = RewardConfig(source="critic", critic_checkpoint=wrist_critic)
+    with pytest.raises(ValueError,
+                       match=r"read by the reward critic; the world model .* predicts only \['agentview'\]"):
+        make_pool(RolloutConfig(backend="local", num_workers=1, envs_per_worker=2), "tabletop", sft, 1.0, 0, env,
+                  reward)
+    assert agent_only.is_dir()
+    two_cameras = VideoWorldModel(dataclasses.replace(TINY, cameras=("agentview", "wrist")))
+    both = save_world_model(tmp_path / "wm2", two_cameras, 1)
+    check_world_model_cameras(dataclasses.replace(env, world_model_checkpoint=both), False, True)
+
+
 def test_world_model_env_config_is_checked():
     from vla_rl.train.trainer import EnvConfig
 
@@ -611,6 +678,7 @@ def test_imagined_training_episodes_keep_their_labels_and_the_cli_refuses_held_o
     assert "4 imagined episodes" in capsys.readouterr().out
     imagined = list(read_episodes(out))
     assert [e.behaviour for e in imagined] == ["imagined-expert", "imagined-random"] * 2
+    assert {e.split for e in imagined} == {"train"}  # so `critic train` takes the file as extra_train_files
     for real, fake in zip(train * 2, imagined):
         assert np.array_equal(fake.frames[0], real.frames[0]) and np.array_equal(fake.wrist_frames[0], real.wrist_frames[0])
         assert fake.frames.shape == real.frames.shape and not np.array_equal(fake.frames[1:], real.frames[1:])

@@ -79,6 +79,7 @@ def make_pool(rollout, suite: str, checkpoint: Path, temperature: float, seed: i
             raise ValueError(f"{checkpoint} was trained on frames rendered without antialiasing (antialias: false), "
                              "but a world model imagines the antialiased frames it was trained on: train the policy "
                              "with antialias: true to practise in it")
+        check_world_model_cameras(env, wrist, critic_wrist)
         eval_env_factory = env_factory
         env_factory = functools.partial(make_world_model_env, suite, rollout.envs_per_worker, image_size, wrist,
                                         rollout.env_processes, env)
@@ -96,6 +97,22 @@ def make_pool(rollout, suite: str, checkpoint: Path, temperature: float, seed: i
     return RayRolloutPool(env_factory, policy_factory, rollout.num_workers, rollout.torch_threads_per_worker, seed,
                           rollout.cpus_per_worker, rollout.gpus_per_worker, eval_env_factory=eval_env_factory,
                           max_decisions=rollout.max_decisions)
+
+
+def check_world_model_cameras(env, policy_wrist: bool, reward_critic_wrist: bool) -> None:
+    """Refuse a world model (``env``: an ``EnvConfig`` of kind world_model) that does not predict the wrist
+    camera when the policy, the reward critic or the env's critic reads it, from the checkpoint's config,
+    before any worker starts: the reward critic would otherwise fail only after a whole rollout round."""
+    from vla_rl.reward.sources import critic_reads_wrist
+    from world_model.train import world_model_checkpoint_config
+
+    cameras = list(world_model_checkpoint_config(Path(env.world_model_checkpoint)).cameras)
+    readers = [reader for reader, reads in (("the policy", policy_wrist), ("the reward critic", reward_critic_wrist),
+                                            ("the env's critic", critic_reads_wrist(env.critic_checkpoint))) if reads]
+    if readers and "wrist" not in cameras:
+        raise ValueError(f"the wrist camera is read by {' and '.join(readers)}; the world model "
+                         f"{env.world_model_checkpoint} predicts only {cameras} (train one with cameras "
+                         "[agentview, wrist])")
 
 
 def _check_resources(resources: dict, count: int, cpus: float, gpus: float, what: str, knobs: str) -> None:

@@ -184,8 +184,8 @@ def _percent(value: float | None, width: int) -> str:
 
 
 def cmd_critic_train(args: argparse.Namespace) -> int:
-    from sim_envs.progress_episodes import read_episodes
-    from vla_rl.reward.critic_train import CriticTrainConfig, check_init_from, train_critic
+    from sim_envs.progress_episodes import HELD_OUT, TRAINING, read_split_episodes
+    from vla_rl.reward.critic_train import CriticTrainConfig, check_init_from, refuse_previous_critic_run, train_critic
 
     if args.show_config:
         print(describe(CriticTrainConfig))
@@ -196,10 +196,13 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
     if missing:  # before reading hundreds of MB of the others
         raise FileNotFoundError(f"training episode files not found: {', '.join(missing)} "
                                 "(make them with `vla-rl critic collect`)")
-    check_init_from(config)  # a wrong starting critic fails before the episodes are read
-    train = [episode for path in train_files for episode in read_episodes(path)]
+    check_init_from(config)  # a wrong starting critic, or an earlier run's out_dir, fails before the episodes are read
+    refuse_previous_critic_run(config)
+    # `wm imagine`'s files keep their episodes' split, "train": they are training files too
+    train = [episode for path in train_files for episode in read_split_episodes(path, TRAINING, "training the critic")]
     held_out = Path(config.data_dir) / "eval.hdf5"
-    evaluation = list(read_episodes(held_out)) if held_out.is_file() else []
+    evaluation = read_split_episodes(held_out, HELD_OUT, "the held-out evaluation after training") \
+        if held_out.is_file() else []
     summary = train_critic(config, train, eval_episodes=evaluation)
     print(f"trained {summary['steps']} steps in {summary['seconds'] / 60:.1f} min on {summary['train_episodes']} "
           f"episodes ({summary['train_frames']} frames): loss {summary['loss']:.3f}")
@@ -211,13 +214,15 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
 
 
 def cmd_critic_eval(args: argparse.Namespace) -> int:
-    from sim_envs.progress_episodes import read_episodes
+    from sim_envs.progress_episodes import HELD_OUT, read_split_episodes
     from vla_rl.reward.critic import load_critic
     from vla_rl.reward.critic_train import evaluate_critic
 
     critic = load_critic(Path(args.critic))
     out = Path(args.out) if args.out else Path(args.critic).parent / f"eval_{Path(args.data).stem}"
-    report = evaluate_critic(critic, list(read_episodes(Path(args.data))), out)
+    episodes = read_split_episodes(Path(args.data), HELD_OUT, "critic eval --data (the critic trained on the "
+                                   "training episodes)")
+    report = evaluate_critic(critic, episodes, out)
     _print_critic_report(report)
     print(f"\nresults: {out / 'eval.json'}, {out / 'value_curves.png'}")
     return 0
@@ -473,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     critic_train.set_defaults(func=cmd_critic_train)
     critic_eval = critic_sub.add_parser("eval", help="success AUROC, value Spearman, mismatch test, value plots")
     critic_eval.add_argument("--critic", required=True, help="critic checkpoint directory")
-    critic_eval.add_argument("--data", default="runs/critic_data/eval.hdf5", help="labelled episodes (HDF5)")
+    critic_eval.add_argument("--data", default="runs/critic_data/eval.hdf5",
+                             help="held-out labelled episodes (HDF5; training ones are refused)")
     critic_eval.add_argument("--out", help="output directory (default: next to the checkpoint)")
     critic_eval.set_defaults(func=cmd_critic_eval)
 

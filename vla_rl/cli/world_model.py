@@ -19,44 +19,31 @@ from pathlib import Path
 QUICKSTART_TASKS = ["Reach", "PressButton"]
 
 
-TRAINING, HELD_OUT = "training", "held-out"
-
-
 def trajectories_of(path: Path, cameras: tuple[str, ...] = ("agentview",), role: str | None = None,
                     use: str = ""):
     """The episodes of a collected file as ``world_model.data.Trajectory`` (needs actions and proprio),
     their frames the ``cameras`` stacked along the channels, in order, as the world model predicts them.
-    ``role`` (TRAINING or HELD_OUT): every episode's split must be the one that role needs ("train", or
-    any other); the error names the file and ``use`` (what the episodes were for)."""
-    from sim_envs.progress_episodes import read_episodes
+    ``role`` (``sim_envs.progress_episodes``' TRAINING or HELD_OUT): every episode's split must be the one that
+    role needs ("train", or any other); the error names the file and ``use`` (what the episodes were for)."""
+    from sim_envs.progress_episodes import read_episodes, read_split_episodes
     from world_model.data import trajectory_of_episode
 
-    episodes = list(read_episodes(path))
-    if role is not None:
-        check_split(path, [episode.split for episode in episodes], role, use)
+    episodes = list(read_episodes(path)) if role is None else read_split_episodes(path, role, use)
     return [trajectory_of_episode(episode, cameras, str(path)) for episode in episodes]
 
 
-def check_split(path: Path, splits: list[str], role: str, use: str) -> None:
-    """Training episodes (split "train") must not measure the world model, nor held-out ones train or
-    calibrate it: a file of the wrong split is refused, not silently used."""
-    if role not in (TRAINING, HELD_OUT):
-        raise ValueError(f"unknown episode role {role!r}; valid: {TRAINING}, {HELD_OUT}")
-    wrong = sorted({split for split in splits if (split == "train") != (role == TRAINING)})
-    if wrong:
-        needed = 'split "train"' if role == TRAINING else 'a held-out split (not "train")'
-        raise ValueError(f"{path} holds episodes of split {wrong}: {use} needs {role} episodes ({needed})")
-
-
 def cmd_wm_train(args: argparse.Namespace) -> int:
+    from sim_envs.progress_episodes import HELD_OUT, TRAINING
     from vla_rl.core.config import describe, load_config
-    from world_model.train import WMTrainConfig, train_world_model
+    from world_model.train import WMTrainConfig, train_world_model, trained_model_config
 
     if args.show_config:
         print(describe(WMTrainConfig))
         return 0
     config = load_config(WMTrainConfig, args.config, list(args.set or []))
-    cameras = tuple(config.model.cameras)
+    # the cameras of the model trained: with init_checkpoint or --resume the checkpoint's (a `model` of other
+    # cameras or image size is refused before the episodes are read)
+    cameras = tuple(trained_model_config(config, args.resume).cameras)
     train = trajectories_of(Path(config.data_dir) / "train.hdf5", cameras, TRAINING, "training the world model")
     held_out = Path(config.data_dir) / "eval.hdf5"
     evaluation = trajectories_of(held_out, cameras, HELD_OUT, "the held-out evaluation during training") \
@@ -75,6 +62,7 @@ def calibrated_threshold(model, critic, args: argparse.Namespace) -> tuple[float
     ``--calibration-episodes``); printed as it is found."""
     import numpy as np
 
+    from sim_envs.progress_episodes import TRAINING
     from world_model.evaluate import calibrate_done_threshold
 
     if critic is None:
@@ -97,6 +85,7 @@ def calibrated_threshold(model, critic, args: argparse.Namespace) -> tuple[float
 
 
 def cmd_wm_eval(args: argparse.Namespace) -> int:
+    from sim_envs.progress_episodes import HELD_OUT
     from sim_envs.versions import environment_versions
     from vla_rl.reward.critic import load_critic
     from world_model.evaluate import evaluate_world_model, print_report

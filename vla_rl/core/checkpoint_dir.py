@@ -157,14 +157,15 @@ def previous_run_files(out_dir: Path, prefix: str) -> list[str]:
     return found + sorted(p.name for p in Path(out_dir).glob(f"{prefix}*"))
 
 
-def refuse_previous_run(out_dir: Path, prefix: str) -> None:
-    """A fresh run must not write into the ``out_dir`` of an earlier one: its history would continue the
-    old one's, and the old checkpoints (some maybe of later steps) would stand beside the new ones."""
+def refuse_previous_run(out_dir: Path, prefix: str,
+                        remedy: str = "continue it with --resume, or choose another out_dir") -> None:
+    """A fresh run must not write into the ``out_dir`` of an earlier one: its history would continue (or
+    replace) the old one's, and the old checkpoints (some maybe of later steps) would stand beside the new
+    ones. ``remedy``: what to do instead (a command without --resume says so)."""
     previous = previous_run_files(out_dir, prefix)
     if previous:
         raise FileExistsError(f"{out_dir} holds a previous run ({', '.join(previous[:3])}"
-                              f"{', ...' if len(previous) > 3 else ''}): continue it with --resume, or "
-                              "choose another out_dir")
+                              f"{', ...' if len(previous) > 3 else ''}): {remedy}")
 
 
 def resolve_checkpoint(path: Path) -> Path:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from vla_rl.core.atomic_file import write_text_atomic
+from vla_rl.core.checkpoint_dir import refuse_previous_run
 from vla_rl.core.config import option
 from vla_rl.core.optim import make_adamw
 from vla_rl.core.schedules import set_budgeted_lr
@@ -68,10 +69,12 @@ class LabelledEpisode(Protocol):
 @dataclass(frozen=True)
 class CriticTrainConfig:
     critic: CriticConfig = option(factory=CriticConfig, doc="the critic model")
-    data_dir: Path = option(Path("runs/critic_data"), "train.hdf5 and eval.hdf5 from `vla-rl critic collect`")
-    extra_train_files: tuple[Path, ...] = option((), "more training episode files, read after data_dir's train.hdf5 "
-                                                     "(e.g. extra policy episodes of the tasks RL will train on, "
-                                                     "collected with `vla-rl critic collect --eval-episodes none`)")
+    data_dir: Path = option(Path("runs/critic_data"), "train.hdf5 and eval.hdf5 from `vla-rl critic collect` (each "
+                                                      "episode's split is checked: train, and held out)")
+    extra_train_files: tuple[Path, ...] = option((), "more training episode files (split train), read after "
+                                                     "data_dir's train.hdf5 (e.g. extra policy episodes of the tasks "
+                                                     "RL will train on, collected with `vla-rl critic collect "
+                                                     "--eval-episodes none`, or `vla-rl wm imagine`'s imagined copies)")
     out_dir: Path = option(Path("runs/critic"), "checkpoints, metrics.jsonl, eval.json and plots")
     init_from: Path | None = option(None, "a critic checkpoint to start from instead of a fresh critic (fine-tuning, "
                                           "e.g. with imagined episodes from `vla-rl wm imagine`); its model must "
@@ -226,6 +229,18 @@ def check_init_from(config: CriticTrainConfig) -> None:
                          + ", ".join(f"{name} {old!r} there, {want!r} configured" for name, (old, want) in differing.items()))
 
 
+CHECKPOINT_PREFIX = "step_"
+
+
+def refuse_previous_critic_run(config: CriticTrainConfig) -> None:
+    """Raise if ``out_dir`` holds an earlier run: ``metrics.jsonl`` would be overwritten and its checkpoints
+    (some maybe of later steps) would stand beside the new ones. Critic training has no --resume; the CLI
+    checks this before reading the episodes."""
+    refuse_previous_run(Path(config.out_dir), CHECKPOINT_PREFIX,
+                        "choose another out_dir (critic training cannot resume; to go on training its critic, "
+                        f"start a new run from it with init_from={Path(config.out_dir) / 'final'})")
+
+
 def start_critic(config: CriticTrainConfig) -> ProgressCritic:
     """A fresh critic, or the ``init_from`` checkpoint's when its model is the configured one."""
     if config.init_from is None:
@@ -241,6 +256,7 @@ def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode],
 
     torch.manual_seed(config.seed)
     out_dir = Path(config.out_dir)
+    refuse_previous_critic_run(config)  # before any work: a second run would mix its outputs with the first's
     out_dir.mkdir(parents=True, exist_ok=True)
     critic = start_critic(config).train()
     params = [p for p in critic.parameters() if p.requires_grad]
@@ -284,7 +300,7 @@ def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode],
             bar.set_postfix(loss=f"{loss_avg['loss']:.3f}", done=f"{loss_avg['done_loss']:.3f}",
                             **({"loc_px": f"{loss_avg['located_px']:.2f}"} if "located_px" in loss_avg else {}))
             if step % config.checkpoint_every == 0:
-                save_critic(out_dir / f"step_{step:06d}", critic.eval(), {**meta, "step": step})
+                save_critic(out_dir / f"{CHECKPOINT_PREFIX}{step:06d}", critic.eval(), {**meta, "step": step})
                 critic.train()
             if config.time_limit_minutes and time.perf_counter() - started > 60 * config.time_limit_minutes:
                 break
