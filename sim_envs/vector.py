@@ -143,12 +143,16 @@ class _SlotGroup:
         envs = self.envs[slot]
         if task in envs:
             envs[task] = envs.pop(task)  # most recently used goes last
-        else:
-            while len(envs) >= self.max_envs:
-                envs.pop(next(iter(envs))).close()
-            envs[task] = self.make_env(task, image_size=self.image_size, wrist_camera=self.wrist_camera,
-                                       **self.render_options)
-        return envs[task]
+            return envs[task]
+        # Built before the least recently used closes: a build that raises leaves the slot's envs as they were.
+        env = self.make_env(task, image_size=self.image_size, wrist_camera=self.wrist_camera, **self.render_options)
+        while len(envs) >= self.max_envs:
+            evicted = envs.pop(next(iter(envs)))
+            if self.current[slot] is evicted:  # if this slot's reset now fails, step() must not reach a closed env
+                self.current[slot] = None
+            evicted.close()
+        envs[task] = env
+        return env
 
     def reset(self, specs: Sequence[TaskSpec], images: dict[str, np.ndarray]) -> dict[str, Any]:
         instructions = []

@@ -127,6 +127,29 @@ def test_one_failing_worker_leaves_the_others_in_step():
         np.testing.assert_allclose(obs.proprio[0], obs.proprio[3], atol=1e-6)
 
 
+def test_a_failed_build_keeps_the_slots_envs_and_a_failed_reset_never_steps_a_closed_env():
+    with TabletopVecEnv(VecEnvConfig(num_envs=1, num_workers=0, image_size=32, max_envs_per_slot=1)) as venv:
+        venv.reset([TaskSpec("Reach", 0, "eval")])
+        group = venv._local
+        reach, build = group.current[0], group.make_env
+
+        def failing_build(task, **kwargs):
+            raise RuntimeError("no GL context")
+
+        group.make_env = failing_build
+        with pytest.raises(EnvWorkerError, match="no GL context"):
+            venv.reset([TaskSpec("Lift", 0, "eval")])
+        assert group.envs[0] == {"Reach": reach} and group.current[0] is reach
+        assert reach._renderers  # not closed: its episode goes on
+        assert venv.step(np.zeros((1, 7), np.float32)).obs.batch_size == 1
+        group.make_env = build
+        with pytest.raises(EnvWorkerError, match="0..49"):  # Lift is built and Reach closed, then the reset fails
+            venv.reset([TaskSpec("Lift", 99, "eval")])
+        assert group.current[0] is None
+        with pytest.raises(EnvWorkerError, match="before reset"):
+            venv.step(np.zeros((1, 7), np.float32))
+
+
 def test_close_releases_shared_memory():
     venv = TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=1, image_size=32))
     names = [h.name for h in venv._shm.values()]
