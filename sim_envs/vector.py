@@ -9,7 +9,8 @@ images straight into shared memory; only small arrays travel through the pipe.
 Autoreset is off: once a slot's episode ends it is frozen (not stepped, not rendered), keeps
 returning its final observation with reward 0 and its final done flags, until the next reset.
 A worker that raises sends its traceback back; a worker that dies is reported with its exit code
-(``EnvWorkerError``) instead of a hang.
+(``EnvWorkerError``) instead of a hang. After a worker died or stopped answering (``EnvWorkerDied``)
+every call but ``close()`` refuses: a hung worker's late reply would otherwise answer the next call.
 
 ``num_workers=0`` steps the envs in the calling process: an env that raises is still an
 ``EnvWorkerError`` (with the original exception as its ``__cause__``), but nothing isolates a crash
@@ -268,6 +269,9 @@ class SimVecEnv:
         self._images = {cam: np.ndarray(shape, np.uint8, buffer=h.buf) for cam, h in self._shm.items()}
         self._instructions = [""] * config.num_envs
         self._closed = False
+        # Why the env is broken, once a worker died or stopped answering: a hung worker may still send the
+        # reply it owes, which the next call would read as its own answer, so every later call but close() refuses.
+        self._broken: str | None = None
         self._processes: list[mp.process.BaseProcess] = []
         self._conns = []
         if self.num_workers == 0:
@@ -377,6 +381,8 @@ class SimVecEnv:
     def _call(self, command: str, payloads: list[Any]) -> list[Any]:
         if self._closed:
             raise EnvWorkerError("the vector env is closed")
+        if self._broken is not None:
+            raise EnvWorkerDied(f"this vector env is broken ({self._broken}): close this env and build a new one")
         if self._local is not None:
             try:
                 return [getattr(self._local, command)(payloads[0], self._images)]
@@ -408,9 +414,10 @@ class SimVecEnv:
             if not process.is_alive():
                 self._raise_dead(index, command)
             if time.monotonic() > deadline:
+                self._broken = f"env worker {index} did not answer {command!r} in time"
                 raise EnvWorkerDied(
                     f"env worker {index} (pid {process.pid}) did not answer {command!r} within "
-                    f"{timeout:g} s ({self.config.step_timeout_s:g} s per env)"
+                    f"{timeout:g} s ({self.config.step_timeout_s:g} s per env); close this env and build a new one"
                 )
         try:
             status, payload = conn.recv()
@@ -424,6 +431,7 @@ class SimVecEnv:
         process = self._processes[index]
         process.join(timeout=1)
         a, b = self._bounds[index]
+        self._broken = f"env worker {index} died during {command!r}"
         raise EnvWorkerDied(
             f"env worker {index} (pid {process.pid}, envs {a}..{b - 1}) died with exit code "
             f"{process.exitcode} during {command!r}; close this vector env and create a new one"

@@ -1,3 +1,4 @@
+import dataclasses
 import multiprocessing as mp
 import os
 import signal
@@ -6,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from sim_envs.vector import EnvWorkerError, TabletopVecEnv, VecEnvConfig, stop_process
+from sim_envs.vector import EnvWorkerDied, EnvWorkerError, TabletopVecEnv, VecEnvConfig, stop_process
 from vla_rl.core import TaskSpec, VecEnv
 
 TASK_MIX = ["Reach", "Lift", "Push", "PressButton"]
@@ -88,6 +89,29 @@ def test_dead_worker_is_a_clear_error_not_a_hang():
         os.kill(venv._processes[1].pid, signal.SIGKILL)
         with pytest.raises(EnvWorkerError, match=r"worker 1 .*died with exit code -9"):
             venv.step(np.zeros((4, 7), np.float32))
+    finally:
+        venv.close()
+    assert all(not p.is_alive() for p in venv._processes)
+
+
+def test_after_a_worker_timeout_every_call_but_close_is_refused():
+    """A hung worker's late reply must not be read as the answer to the next call."""
+    venv = TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=2, image_size=32))
+    try:
+        venv.reset(specs(2))
+        venv.config = dataclasses.replace(venv.config, step_timeout_s=0.5)  # after the workers' slow start
+        hung = venv._processes[1].pid
+        os.kill(hung, signal.SIGSTOP)
+        try:
+            with pytest.raises(EnvWorkerDied, match=r"worker 1 .*did not answer 'step'"):
+                venv.step(np.zeros((2, 7), np.float32))
+        finally:
+            os.kill(hung, signal.SIGCONT)  # it now sends the step reply it owed
+        time.sleep(0.5)
+        for call in (lambda: venv.step(np.zeros((2, 7), np.float32)), lambda: venv.reset(specs(2)),
+                     lambda: venv.reset_slots([0], specs(1))):
+            with pytest.raises(EnvWorkerDied, match="close this env and build a new one"):
+                call()
     finally:
         venv.close()
     assert all(not p.is_alive() for p in venv._processes)
