@@ -60,7 +60,8 @@ class VecEnvConfig:
                                           "(worker processes only: not enforced with num_workers=0)")
     max_envs_per_slot: int = option(0, "envs kept built per slot (one per task; the least recently used "
                                        "closes); 0 = the suite's default (tabletop 8, robosuite 2, LIBERO 1)")
-    check_memory: bool = option(True, "refuse to start when the envs would not fit in the available memory")
+    check_memory: bool = option(True, "refuse to start, or to reset slots to tasks they have no env of yet, when "
+                                      "the envs would not fit in the available memory")
 
     def __post_init__(self) -> None:
         if self.num_envs < 1:
@@ -114,16 +115,37 @@ def available_memory_mb() -> float | None:
 
 def check_memory(config: VecEnvConfig) -> None:
     """A clear error instead of an out-of-memory kill halfway through a rollout: LIBERO envs hold
-    ~1.7 GB each, so 16 of them do not fit where a tabletop rollout of 64 does."""
+    ~1.7 GB each, so 16 of them do not fit where a tabletop rollout of 64 does.
+
+    Counts the one env every slot builds on its first reset. A slot keeps one env per task it is reset to,
+    up to ``envs_per_slot``, but which tasks is known only at reset: ``SimVecEnv`` checks those envs when a
+    reset would build them (``check_new_envs_fit``). Counting ``envs_per_slot`` per slot here would refuse
+    a 32-env tabletop evaluation on a machine with 8 GB free, and a 2-task rollout never builds more
+    than 2 per slot."""
     suite = get_suite(config.suite)
     available = available_memory_mb()
-    needed = config.num_envs * suite.env_memory_mb  # at least one built env per slot
+    needed = config.num_envs * suite.env_memory_mb
     if available is not None and needed > available:
         fit = max(1, int(available // suite.env_memory_mb))
         raise ValueError(
             f"{config.num_envs} {config.suite} envs need about {needed / 1024:.1f} GB (~{suite.env_memory_mb} MB "
-            f"each) but {available / 1024:.1f} GB is available: use at most {fit} envs, or set "
+            f"each, one per slot; a slot keeps up to {envs_per_slot(config)}, one per task, checked when a reset "
+            f"builds them) but {available / 1024:.1f} GB is available: use at most {fit} envs, or set "
             "check_memory=False to try anyway")
+
+
+def check_new_envs_fit(config: VecEnvConfig, new_envs: int) -> None:
+    """Before a reset that would build ``new_envs`` more envs (slots reset to tasks they keep no env of):
+    a clear error instead of an out-of-memory kill, while nothing has been built yet."""
+    suite = get_suite(config.suite)
+    available = available_memory_mb()
+    needed = new_envs * suite.env_memory_mb
+    if available is not None and needed > available:
+        raise ValueError(
+            f"this reset would build {new_envs} more {config.suite} envs (a slot keeps one per task it is reset to, "
+            f"up to max_envs_per_slot={envs_per_slot(config)}), about {needed / 1024:.1f} GB, but "
+            f"{available / 1024:.1f} GB is available: set max_envs_per_slot lower (slots then rebuild envs when "
+            "they change task), use fewer envs or fewer tasks, or set check_memory=False to try anyway")
 
 
 class _SlotGroup:
@@ -272,6 +294,9 @@ class SimVecEnv:
         # Why the env is broken, once a worker died or stopped answering: a hung worker may still send the
         # reply it owes, which the next call would read as its own answer, so every later call but close() refuses.
         self._broken: str | None = None
+        # The tasks each slot has been reset to: it keeps min(their number, envs_per_slot) envs built (the
+        # least recently used one closes to make room), so the parent knows what a reset would build.
+        self._slot_tasks: list[set[str]] = [set() for _ in range(config.num_envs)]
         self._processes: list[mp.process.BaseProcess] = []
         self._conns = []
         if self.num_workers == 0:
@@ -301,6 +326,7 @@ class SimVecEnv:
             raise ValueError(f"reset needs one TaskSpec per env ({self.config.num_envs}), got {len(tasks)}")
         for spec in tasks:
             self.suite.check_task(spec.task)
+        self._check_memory_for(range(self.config.num_envs), tasks)
         replies = self._call("reset", [list(tasks[a:b]) for a, b in self._bounds])
         self._instructions = [text for reply in replies for text in reply["instructions"]]
         return self._obs(np.concatenate([r["proprio"] for r in replies]))
@@ -315,6 +341,7 @@ class SimVecEnv:
             raise ValueError(f"slots must be in 0..{self.config.num_envs - 1}, got {list(slots)}")
         for spec in tasks:
             self.suite.check_task(spec.task)
+        self._check_memory_for(slots, tasks)
         payloads = [[(slot - a, spec) for slot, spec in zip(slots, tasks) if a <= slot < b] for a, b in self._bounds]
         replies = self._call("reset_slots", payloads)
         for (a, _), reply in zip(self._bounds, replies):
@@ -377,6 +404,17 @@ class SimVecEnv:
             proprio=proprio,
             instructions=list(self._instructions),
         )
+
+    def _check_memory_for(self, slots: Sequence[int], tasks: Sequence[TaskSpec]) -> None:
+        """Refuse (``check_new_envs_fit``) a reset whose new envs would not fit, before any is built; else
+        record the slots' tasks."""
+        limit = envs_per_slot(self.config)
+        after = {slot: self._slot_tasks[slot] | {spec.task} for slot, spec in zip(slots, tasks)}
+        new_envs = sum(min(len(after[slot]), limit) - min(len(self._slot_tasks[slot]), limit) for slot in after)
+        if new_envs and self.config.check_memory:
+            check_new_envs_fit(self.config, new_envs)
+        for slot, held in after.items():
+            self._slot_tasks[slot] = held
 
     def _call(self, command: str, payloads: list[Any]) -> list[Any]:
         if self._closed:

@@ -230,3 +230,23 @@ def test_envs_that_would_not_fit_in_memory_are_refused_before_any_worker_starts(
         SimVecEnv(VecEnvConfig(suite="libero_10", num_envs=4096, num_workers=2, image_size=32))
     with pytest.raises(KeyError, match="valid suites"):
         VecEnvConfig(suite="isaac")
+
+
+def test_a_reset_that_would_build_envs_beyond_the_available_memory_is_refused_before_building(monkeypatch):
+    """Slots keep one env per task (up to max_envs_per_slot): the memory check counts the envs a reset builds."""
+    import sim_envs.vector as vector
+
+    with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32)) as venv:
+        venv.reset([TaskSpec("Reach", 0, "eval")] * 2)
+        monkeypatch.setattr(vector, "available_memory_mb", lambda: 60.0)  # one more 50-MB tabletop env fits, not two
+        venv.reset([TaskSpec("Reach", 1, "eval")] * 2)  # builds nothing
+        venv.reset_slots([0], [TaskSpec("Lift", 0, "eval")])  # builds one
+        with pytest.raises(ValueError, match=r"build 2 more tabletop envs .*max_envs_per_slot=8"):
+            venv.reset([TaskSpec("Push", 0, "eval")] * 2)
+        assert [sorted(envs) for envs in venv._local.envs] == [["Lift", "Reach"], ["Reach"]]  # none was built
+        venv.reset([TaskSpec("Reach", 0, "eval"), TaskSpec("Reach", 2, "eval")])  # still usable
+    monkeypatch.undo()
+    with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32, max_envs_per_slot=1)) as venv:
+        venv.reset([TaskSpec("Reach", 0, "eval")] * 2)
+        monkeypatch.setattr(vector, "available_memory_mb", lambda: 10.0)
+        venv.reset([TaskSpec("Push", 0, "eval")] * 2)  # each slot closes its Reach env: no more envs than before
