@@ -20,7 +20,8 @@ aliased edges: a different image, so a policy must be trained and evaluated with
 (``VLAConfig.antialias`` records it). Frames at any other size (videos) are always antialiased.
 
 ``reset(options=...)`` chooses the init state: ``{"init_state_id": i, "split": "eval" | "train"}``
-or ``{"layout": layout_dict}``; with no options a training init state is drawn from the env's seed.
+or ``{"layout": layout_dict}``; without an id, one of the split's states is drawn from the env's seed
+(a training one with no options).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import mujoco
 import numpy as np
 
 from sim_envs.arm import DOWN_QUAT, ArmController
-from sim_envs.init_states import get_layout
+from sim_envs.init_states import get_layout, num_eval_states
 from sim_envs.scene import ARM_JOINTS, FINGER_JOINTS, CameraSetup, build_scene_xml
 from sim_envs.suites import checked_action, contract_spaces
 from sim_envs.tasks import Layout, get_task
@@ -93,8 +94,9 @@ class TabletopEnv(gym.Env):
         else:
             split = options.pop("split", "train")
             init_state_id = options.pop("init_state_id", None)
-            if init_state_id is None:
-                init_state_id = int(self.np_random.integers(0, 2**31 - 1))
+            if init_state_id is None:  # one of the task's fixed evaluation states, or any of the training stream
+                high = num_eval_states(self.task_name) if split == "eval" else 2**31 - 1
+                init_state_id = int(self.np_random.integers(0, high))
             layout = get_layout(self.task_name, int(init_state_id), split)
         if options:
             raise ValueError(f"unknown reset options {sorted(options)}; valid: init_state_id, split, layout")

@@ -72,6 +72,13 @@ def test_bad_actions_and_options_are_clear_errors():
     env.close()
 
 
+def test_an_eval_reset_without_an_id_draws_one_of_the_eval_states():
+    env = sim_envs.tabletop_env.TabletopEnv("Reach", image_size=32)
+    ids = {env.reset(seed=seed, options={"split": "eval"})[1]["init_state_id"] for seed in range(5)}
+    assert ids <= set(range(50)) and len(ids) > 1
+    env.close()
+
+
 def test_instruction_names_the_target_and_layout_varies():
     env = sim_envs.tabletop_env.TabletopEnv("Lift", image_size=32)
     seen_colors, seen_positions = set(), set()
