@@ -252,12 +252,14 @@ class LiberoEnv(gym.Env):
             raise ValueError(f"image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {image_size}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1 (None: the task's own limit), got {max_episode_steps}")
         suite, _ = parse_task(task)
         self.task_name, self.suite = task, suite
         self.info = task_info(task)
         self.instruction = self.info["instruction"]
         self.image_size, self.wrist_camera, self.render_mode = image_size, wrist_camera, render_mode
-        self.max_episode_steps = max_episode_steps or LIBERO_SUITES[suite]["max_steps"]
+        self.max_episode_steps = LIBERO_SUITES[suite]["max_steps"] if max_episode_steps is None else max_episode_steps
         self.num_noop_steps = num_noop_steps
         self.cameras = ["agentview", "wrist"] if wrist_camera else ["agentview"]
         import robosuite.macros

@@ -69,6 +69,8 @@ def test_bad_actions_and_options_are_clear_errors():
         sim_envs.tabletop_env.TabletopEnv("Fly")
     with pytest.raises(ValueError, match="image_size"):
         sim_envs.tabletop_env.TabletopEnv("Reach", image_size=8)
+    with pytest.raises(ValueError, match=r"max_episode_steps must be >= 1 \(None: the task's own limit\), got 0"):
+        sim_envs.tabletop_env.TabletopEnv("Reach", image_size=32, max_episode_steps=0)
     env.close()
 
 

@@ -75,3 +75,9 @@ def test_eval_ids_are_checked_before_the_reset_and_drawn_from_the_eval_states(mo
     assert inner.calls == 0
     ids = {env.reset(seed=seed, options={"split": "eval"})[1]["init_state_id"] for seed in range(5)}
     assert ids <= set(range(50)) and len(ids) > 1
+
+
+def test_a_step_limit_below_one_is_refused_before_the_scene_is_built():
+    """None means the suite's own limit; 0 is an error (as in every suite), not the default in disguise."""
+    with pytest.raises(ValueError, match=r"max_episode_steps must be >= 1 \(None: the task's own limit\), got 0"):
+        LiberoEnv("libero_goal_00", image_size=32, max_episode_steps=0)
