@@ -12,7 +12,9 @@ Reward is 1.0 on the step the success predicate holds, else 0.0; ``terminated`` 
 ``truncated`` is the task's step limit. The instruction is ``env.instruction`` and
 ``info["instruction"]`` (gymnasium spaces have no natural place for free text). ``info["progress"]``
 (also ``env.progress()``) is the task's dense staged progress in [0, 1], 1.0 exactly on success
-(see ``Task.progress``): a training label for learned reward critics, not the reward.
+(see ``Task.progress``): a training label for learned reward critics, not the reward. A step during
+which the physics diverged (MuJoCo then resets the simulation itself) ends the episode as a failure:
+``truncated``, ``info["physics_diverged"]`` true, progress 0.
 
 Rendering: observations use MuJoCo's default 4x multisampling (``antialias=True``). ``antialias=False``
 renders observations without it, about 1.9x faster on a CPU (llvmpipe: 4.6 -> 2.4 ms a 64 px frame) with
@@ -44,6 +46,10 @@ SUBSTEPS = int(round(1.0 / (CONTROL_HZ * PHYSICS_DT)))
 SETTLE_SUBSTEPS = 25
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
 MSAA_SAMPLES = 4  # MuJoCo's default multisampling of offscreen frames
+# When a position, velocity or acceleration blows up (NaN, inf or huge), MuJoCo resets the simulation to
+# the model's default state in the middle of mj_step and counts one of these warnings.
+DIVERGENCE_WARNINGS = (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
+                       mujoco.mjtWarning.mjWARN_BADQACC)
 
 
 class TabletopEnv(gym.Env):
@@ -112,12 +118,22 @@ class TabletopEnv(gym.Env):
         return self._advance()
 
     def _advance(self):
+        divergences = self._divergences()
         mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
         self.elapsed_steps += 1
+        if self._divergences() > divergences:
+            # The episode's scene is gone (MuJoCo reset it): a failure, ended as truncated because a
+            # simulator fault is no outcome of the task; progress 0 rather than that of the default state.
+            info = {"success": False, "instruction": self.instruction, "progress": 0.0, "physics_diverged": True}
+            return self._observation(), 0.0, False, True, info
         success = self.is_success()
         truncated = self.elapsed_steps >= self.max_episode_steps and not success
-        info = {"success": success, "instruction": self.instruction, "progress": self.progress()}
+        info = {"success": success, "instruction": self.instruction, "progress": self.progress(),
+                "physics_diverged": False}
         return self._observation(), float(success), success, truncated, info
+
+    def _divergences(self) -> int:
+        return sum(int(self.data.warning[warning].number) for warning in DIVERGENCE_WARNINGS)
 
     def render(self):
         if self.render_mode == "rgb_array":
