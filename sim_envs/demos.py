@@ -40,7 +40,8 @@ class DemoConfig:
     wrist_camera: bool = option(True, "also record the wrist camera (obs/eye_in_hand_rgb)")
     antialias: bool = option(True, "render the observations with 4x multisampling; false: frames ~1.9x faster, for a "
                                    "policy with model.antialias: false (the SFT refuses demos rendered otherwise)")
-    split: Literal["train", "eval"] = option("train", "init-state split; demos for training use 'train'")
+    split: Literal["train", "eval"] = option("train", "init-state split; demos for training use 'train' (the SFT "
+                                                      "refuses 'eval' demos: they would leak the held-out states)")
     first_init_state: int = option(0, "first init-state id; ids first..first+attempts-1 are used in order")
     noise_std: float = option(0.0, "Gaussian noise on the expert's motion actions (perturbed expert)")
     rotation_noise: bool = option(True, "the noise perturbs rotation too; off: translation only, so clean labels "

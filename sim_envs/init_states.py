@@ -13,6 +13,7 @@ Regenerate the files (only when a task's objects change, and say so in the chang
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 from pathlib import Path
@@ -63,7 +64,7 @@ def eval_layout(task: str, index: int) -> Layout:
     states = _eval_file(task)
     if not 0 <= index < len(states):
         raise IndexError(f"{task} has evaluation init states 0..{len(states) - 1}, got {index}")
-    return dict(states[index])
+    return copy.deepcopy(states[index])  # the file is read once per process: editing a copy must not move the state
 
 
 def num_eval_states(task: str) -> int:

@@ -252,12 +252,14 @@ class LiberoEnv(gym.Env):
             raise ValueError(f"image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {image_size}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1 (None: the task's own limit), got {max_episode_steps}")
         suite, _ = parse_task(task)
         self.task_name, self.suite = task, suite
         self.info = task_info(task)
         self.instruction = self.info["instruction"]
         self.image_size, self.wrist_camera, self.render_mode = image_size, wrist_camera, render_mode
-        self.max_episode_steps = max_episode_steps or LIBERO_SUITES[suite]["max_steps"]
+        self.max_episode_steps = LIBERO_SUITES[suite]["max_steps"] if max_episode_steps is None else max_episode_steps
         self.num_noop_steps = num_noop_steps
         self.cameras = ["agentview", "wrist"] if wrist_camera else ["agentview"]
         import robosuite.macros
@@ -283,8 +285,13 @@ class LiberoEnv(gym.Env):
         split, init_state_id = split_and_id(options)
         if split not in ("train", "eval"):
             raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-        if init_state_id is None:
-            init_state_id = int(self.np_random.integers(0, 2**31 - 1))
+        if init_state_id is None:  # one of the task's fixed evaluation states, or any of the training stream
+            high = num_eval_states(self.task_name) if split == "eval" else 2**31 - 1
+            init_state_id = int(self.np_random.integers(0, high))
+        if split == "eval":  # checked before the reset, which takes over a second
+            states = fixed_init_states(self.task_name)
+            if not 0 <= init_state_id < len(states):
+                raise IndexError(f"{self.task_name} has {len(states)} evaluation init states; got id {init_state_id}")
         # LIBERO's placement regions draw from numpy's global RNG. Seeding it per (task, split, id)
         # makes a reset reproducible: the fixed init states hold qpos/qvel only, and the fixtures
         # (cabinets, stoves, racks) are re-placed by the sampler on every reset.
@@ -294,9 +301,6 @@ class LiberoEnv(gym.Env):
         try:
             raw = reset_placing_objects(self._env.env, self.task_name)
             if split == "eval":
-                states = fixed_init_states(self.task_name)
-                if not 0 <= init_state_id < len(states):
-                    raise IndexError(f"{self.task_name} has {len(states)} evaluation init states; got id {init_state_id}")
                 raw = self._env.set_init_state(states[init_state_id])
         finally:
             np.random.set_state(saved)

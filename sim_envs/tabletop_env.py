@@ -12,7 +12,9 @@ Reward is 1.0 on the step the success predicate holds, else 0.0; ``terminated`` 
 ``truncated`` is the task's step limit. The instruction is ``env.instruction`` and
 ``info["instruction"]`` (gymnasium spaces have no natural place for free text). ``info["progress"]``
 (also ``env.progress()``) is the task's dense staged progress in [0, 1], 1.0 exactly on success
-(see ``Task.progress``): a training label for learned reward critics, not the reward.
+(see ``Task.progress``): a training label for learned reward critics, not the reward. A step during
+which the physics diverged (MuJoCo then resets the simulation itself) ends the episode as a failure:
+``truncated``, ``info["physics_diverged"]`` true, progress 0.
 
 Rendering: observations use MuJoCo's default 4x multisampling (``antialias=True``). ``antialias=False``
 renders observations without it, about 1.9x faster on a CPU (llvmpipe: 4.6 -> 2.4 ms a 64 px frame) with
@@ -20,7 +22,8 @@ aliased edges: a different image, so a policy must be trained and evaluated with
 (``VLAConfig.antialias`` records it). Frames at any other size (videos) are always antialiased.
 
 ``reset(options=...)`` chooses the init state: ``{"init_state_id": i, "split": "eval" | "train"}``
-or ``{"layout": layout_dict}``; with no options a training init state is drawn from the env's seed.
+or ``{"layout": layout_dict}``; without an id, one of the split's states is drawn from the env's seed
+(a training one with no options).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import mujoco
 import numpy as np
 
 from sim_envs.arm import DOWN_QUAT, ArmController
-from sim_envs.init_states import get_layout
+from sim_envs.init_states import get_layout, num_eval_states
 from sim_envs.scene import ARM_JOINTS, FINGER_JOINTS, CameraSetup, build_scene_xml
 from sim_envs.suites import checked_action, contract_spaces
 from sim_envs.tasks import Layout, get_task
@@ -43,6 +46,10 @@ SUBSTEPS = int(round(1.0 / (CONTROL_HZ * PHYSICS_DT)))
 SETTLE_SUBSTEPS = 25
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
 MSAA_SAMPLES = 4  # MuJoCo's default multisampling of offscreen frames
+# When a position, velocity or acceleration blows up (NaN, inf or huge), MuJoCo resets the simulation to
+# the model's default state in the middle of mj_step and counts one of these warnings.
+DIVERGENCE_WARNINGS = (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
+                       mujoco.mjtWarning.mjWARN_BADQACC)
 
 
 class TabletopEnv(gym.Env):
@@ -61,13 +68,15 @@ class TabletopEnv(gym.Env):
             raise ValueError(f"image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {image_size}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1 (None: the task's own limit), got {max_episode_steps}")
         self.task_name = task
         self.task = get_task(task)
         self.image_size = image_size
         self.wrist_camera = wrist_camera
         self.antialias = antialias
         self.render_mode = render_mode
-        self.max_episode_steps = max_episode_steps or self.task.max_steps
+        self.max_episode_steps = self.task.max_steps if max_episode_steps is None else max_episode_steps
         xml = build_scene_xml(self.task.objects_xml(), CameraSetup(wrist=wrist_camera))
         self.scene_xml = xml  # also the kinematic model a joint-space deployment solves IK on
         self.model = mujoco.MjModel.from_xml_string(xml)
@@ -93,8 +102,9 @@ class TabletopEnv(gym.Env):
         else:
             split = options.pop("split", "train")
             init_state_id = options.pop("init_state_id", None)
-            if init_state_id is None:
-                init_state_id = int(self.np_random.integers(0, 2**31 - 1))
+            if init_state_id is None:  # one of the task's fixed evaluation states, or any of the training stream
+                high = num_eval_states(self.task_name) if split == "eval" else 2**31 - 1
+                init_state_id = int(self.np_random.integers(0, high))
             layout = get_layout(self.task_name, int(init_state_id), split)
         if options:
             raise ValueError(f"unknown reset options {sorted(options)}; valid: init_state_id, split, layout")
@@ -108,12 +118,22 @@ class TabletopEnv(gym.Env):
         return self._advance()
 
     def _advance(self):
+        divergences = self._divergences()
         mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
         self.elapsed_steps += 1
+        if self._divergences() > divergences:
+            # The episode's scene is gone (MuJoCo reset it): a failure, ended as truncated because a
+            # simulator fault is no outcome of the task; progress 0 rather than that of the default state.
+            info = {"success": False, "instruction": self.instruction, "progress": 0.0, "physics_diverged": True}
+            return self._observation(), 0.0, False, True, info
         success = self.is_success()
         truncated = self.elapsed_steps >= self.max_episode_steps and not success
-        info = {"success": success, "instruction": self.instruction, "progress": self.progress()}
+        info = {"success": success, "instruction": self.instruction, "progress": self.progress(),
+                "physics_diverged": False}
         return self._observation(), float(success), success, truncated, info
+
+    def _divergences(self) -> int:
+        return sum(int(self.data.warning[warning].number) for warning in DIVERGENCE_WARNINGS)
 
     def render(self):
         if self.render_mode == "rgb_array":

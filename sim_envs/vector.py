@@ -9,7 +9,8 @@ images straight into shared memory; only small arrays travel through the pipe.
 Autoreset is off: once a slot's episode ends it is frozen (not stepped, not rendered), keeps
 returning its final observation with reward 0 and its final done flags, until the next reset.
 A worker that raises sends its traceback back; a worker that dies is reported with its exit code
-(``EnvWorkerError``) instead of a hang.
+(``EnvWorkerError``) instead of a hang. After a worker died or stopped answering (``EnvWorkerDied``)
+every call but ``close()`` refuses: a hung worker's late reply would otherwise answer the next call.
 
 ``num_workers=0`` steps the envs in the calling process: an env that raises is still an
 ``EnvWorkerError`` (with the original exception as its ``__cause__``), but nothing isolates a crash
@@ -59,7 +60,8 @@ class VecEnvConfig:
                                           "(worker processes only: not enforced with num_workers=0)")
     max_envs_per_slot: int = option(0, "envs kept built per slot (one per task; the least recently used "
                                        "closes); 0 = the suite's default (tabletop 8, robosuite 2, LIBERO 1)")
-    check_memory: bool = option(True, "refuse to start when the envs would not fit in the available memory")
+    check_memory: bool = option(True, "refuse to start, or to reset slots to tasks they have no env of yet, when "
+                                      "the envs would not fit in the available memory")
 
     def __post_init__(self) -> None:
         if self.num_envs < 1:
@@ -113,16 +115,37 @@ def available_memory_mb() -> float | None:
 
 def check_memory(config: VecEnvConfig) -> None:
     """A clear error instead of an out-of-memory kill halfway through a rollout: LIBERO envs hold
-    ~1.7 GB each, so 16 of them do not fit where a tabletop rollout of 64 does."""
+    ~1.7 GB each, so 16 of them do not fit where a tabletop rollout of 64 does.
+
+    Counts the one env every slot builds on its first reset. A slot keeps one env per task it is reset to,
+    up to ``envs_per_slot``, but which tasks is known only at reset: ``SimVecEnv`` checks those envs when a
+    reset would build them (``check_new_envs_fit``). Counting ``envs_per_slot`` per slot here would refuse
+    a 32-env tabletop evaluation on a machine with 8 GB free, and a 2-task rollout never builds more
+    than 2 per slot."""
     suite = get_suite(config.suite)
     available = available_memory_mb()
-    needed = config.num_envs * suite.env_memory_mb  # at least one built env per slot
+    needed = config.num_envs * suite.env_memory_mb
     if available is not None and needed > available:
         fit = max(1, int(available // suite.env_memory_mb))
         raise ValueError(
             f"{config.num_envs} {config.suite} envs need about {needed / 1024:.1f} GB (~{suite.env_memory_mb} MB "
-            f"each) but {available / 1024:.1f} GB is available: use at most {fit} envs, or set "
+            f"each, one per slot; a slot keeps up to {envs_per_slot(config)}, one per task, checked when a reset "
+            f"builds them) but {available / 1024:.1f} GB is available: use at most {fit} envs, or set "
             "check_memory=False to try anyway")
+
+
+def check_new_envs_fit(config: VecEnvConfig, new_envs: int) -> None:
+    """Before a reset that would build ``new_envs`` more envs (slots reset to tasks they keep no env of):
+    a clear error instead of an out-of-memory kill, while nothing has been built yet."""
+    suite = get_suite(config.suite)
+    available = available_memory_mb()
+    needed = new_envs * suite.env_memory_mb
+    if available is not None and needed > available:
+        raise ValueError(
+            f"this reset would build {new_envs} more {config.suite} envs (a slot keeps one per task it is reset to, "
+            f"up to max_envs_per_slot={envs_per_slot(config)}), about {needed / 1024:.1f} GB, but "
+            f"{available / 1024:.1f} GB is available: set max_envs_per_slot lower (slots then rebuild envs when "
+            "they change task), use fewer envs or fewer tasks, or set check_memory=False to try anyway")
 
 
 class _SlotGroup:
@@ -143,12 +166,16 @@ class _SlotGroup:
         envs = self.envs[slot]
         if task in envs:
             envs[task] = envs.pop(task)  # most recently used goes last
-        else:
-            while len(envs) >= self.max_envs:
-                envs.pop(next(iter(envs))).close()
-            envs[task] = self.make_env(task, image_size=self.image_size, wrist_camera=self.wrist_camera,
-                                       **self.render_options)
-        return envs[task]
+            return envs[task]
+        # Built before the least recently used closes: a build that raises leaves the slot's envs as they were.
+        env = self.make_env(task, image_size=self.image_size, wrist_camera=self.wrist_camera, **self.render_options)
+        while len(envs) >= self.max_envs:
+            evicted = envs.pop(next(iter(envs)))
+            if self.current[slot] is evicted:  # if this slot's reset now fails, step() must not reach a closed env
+                self.current[slot] = None
+            evicted.close()
+        envs[task] = env
+        return env
 
     def reset(self, specs: Sequence[TaskSpec], images: dict[str, np.ndarray]) -> dict[str, Any]:
         instructions = []
@@ -264,6 +291,12 @@ class SimVecEnv:
         self._images = {cam: np.ndarray(shape, np.uint8, buffer=h.buf) for cam, h in self._shm.items()}
         self._instructions = [""] * config.num_envs
         self._closed = False
+        # Why the env is broken, once a worker died or stopped answering: a hung worker may still send the
+        # reply it owes, which the next call would read as its own answer, so every later call but close() refuses.
+        self._broken: str | None = None
+        # The tasks each slot has been reset to: it keeps min(their number, envs_per_slot) envs built (the
+        # least recently used one closes to make room), so the parent knows what a reset would build.
+        self._slot_tasks: list[set[str]] = [set() for _ in range(config.num_envs)]
         self._processes: list[mp.process.BaseProcess] = []
         self._conns = []
         if self.num_workers == 0:
@@ -293,6 +326,7 @@ class SimVecEnv:
             raise ValueError(f"reset needs one TaskSpec per env ({self.config.num_envs}), got {len(tasks)}")
         for spec in tasks:
             self.suite.check_task(spec.task)
+        self._check_memory_for(range(self.config.num_envs), tasks)
         replies = self._call("reset", [list(tasks[a:b]) for a, b in self._bounds])
         self._instructions = [text for reply in replies for text in reply["instructions"]]
         return self._obs(np.concatenate([r["proprio"] for r in replies]))
@@ -307,6 +341,7 @@ class SimVecEnv:
             raise ValueError(f"slots must be in 0..{self.config.num_envs - 1}, got {list(slots)}")
         for spec in tasks:
             self.suite.check_task(spec.task)
+        self._check_memory_for(slots, tasks)
         payloads = [[(slot - a, spec) for slot, spec in zip(slots, tasks) if a <= slot < b] for a, b in self._bounds]
         replies = self._call("reset_slots", payloads)
         for (a, _), reply in zip(self._bounds, replies):
@@ -370,9 +405,22 @@ class SimVecEnv:
             instructions=list(self._instructions),
         )
 
+    def _check_memory_for(self, slots: Sequence[int], tasks: Sequence[TaskSpec]) -> None:
+        """Refuse (``check_new_envs_fit``) a reset whose new envs would not fit, before any is built; else
+        record the slots' tasks."""
+        limit = envs_per_slot(self.config)
+        after = {slot: self._slot_tasks[slot] | {spec.task} for slot, spec in zip(slots, tasks)}
+        new_envs = sum(min(len(after[slot]), limit) - min(len(self._slot_tasks[slot]), limit) for slot in after)
+        if new_envs and self.config.check_memory:
+            check_new_envs_fit(self.config, new_envs)
+        for slot, held in after.items():
+            self._slot_tasks[slot] = held
+
     def _call(self, command: str, payloads: list[Any]) -> list[Any]:
         if self._closed:
             raise EnvWorkerError("the vector env is closed")
+        if self._broken is not None:
+            raise EnvWorkerDied(f"this vector env is broken ({self._broken}): close this env and build a new one")
         if self._local is not None:
             try:
                 return [getattr(self._local, command)(payloads[0], self._images)]
@@ -404,9 +452,10 @@ class SimVecEnv:
             if not process.is_alive():
                 self._raise_dead(index, command)
             if time.monotonic() > deadline:
+                self._broken = f"env worker {index} did not answer {command!r} in time"
                 raise EnvWorkerDied(
                     f"env worker {index} (pid {process.pid}) did not answer {command!r} within "
-                    f"{timeout:g} s ({self.config.step_timeout_s:g} s per env)"
+                    f"{timeout:g} s ({self.config.step_timeout_s:g} s per env); close this env and build a new one"
                 )
         try:
             status, payload = conn.recv()
@@ -420,6 +469,7 @@ class SimVecEnv:
         process = self._processes[index]
         process.join(timeout=1)
         a, b = self._bounds[index]
+        self._broken = f"env worker {index} died during {command!r}"
         raise EnvWorkerDied(
             f"env worker {index} (pid {process.pid}, envs {a}..{b - 1}) died with exit code "
             f"{process.exitcode} during {command!r}; close this vector env and create a new one"

@@ -184,6 +184,31 @@ def test_sft_refuses_demos_rendered_otherwise_than_the_model_expects(tmp_path):
                                out_dir=tmp_path / "ok"), show_progress=False)["steps"] == 2
 
 
+def test_sft_refuses_demos_recorded_on_evaluation_init_states(tmp_path):
+    """Demos (or localiser frames) of the held-out eval states would make held-out success rates dishonest;
+    every other split (train, a robot's, a converted dataset's, none recorded) is fine."""
+    import h5py
+
+    from sim_envs.demos import run_expert_episode
+    from sim_envs.tabletop_env import TabletopEnv
+
+    env = TabletopEnv("Reach", image_size=32)
+    train, held_out = (run_expert_episode(env, 0, split)[0] for split in ("train", "eval"))
+    env.close()
+    write_demo_file(tmp_path / "demos" / "Reach_demo.hdf5", [train, held_out], {"env_name": "Reach"})
+    with pytest.raises(ValueError, match=r"Reach_demo.hdf5 episode 1 was recorded on evaluation init state 0"):
+        train_sft(sft_config(tmp_path, tasks=("Reach",)), show_progress=False)
+    assert not (tmp_path / "run" / "latest.json").exists()
+    with pytest.raises(ValueError, match="split 'eval'"):
+        load_demos(tmp_path / "demos", 1, tasks=("Reach",))
+    assert load_demos(tmp_path / "demos", 1, demos_per_task=1).episodes == 1  # the eval episode is not used
+    older = tmp_path / "others" / "Reach_demo.hdf5"
+    write_demo_file(older, [train, dataclasses.replace(train, split="robot"), train], {"env_name": "Reach"})
+    with h5py.File(older, "r+") as f:
+        del f["data/demo_2"].attrs["split"]  # written before the split was recorded
+    assert load_demos(tmp_path / "others", 1).episodes == 3
+
+
 def test_demo_loading_builds_chunks_and_filters(tmp_path):
     synthetic_demos(tmp_path)
     data = load_demos(tmp_path, chunk_size=3, tasks=("Lift",), demos_per_task=2)

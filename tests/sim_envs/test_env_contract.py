@@ -41,6 +41,21 @@ def test_truncates_at_the_step_limit_without_success():
     env.close()
 
 
+@pytest.mark.parametrize("qvel", [1e3, 1e12])  # MuJoCo's bad-acceleration and bad-velocity resets
+def test_a_step_whose_physics_diverges_ends_the_episode_as_a_failure(qvel, tmp_path, monkeypatch):
+    """MuJoCo silently resets the simulation when the physics blows up; the episode must not go on from there."""
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory
+    env = sim_envs.tabletop_env.TabletopEnv("Lift", image_size=32)
+    env.reset(options={"init_state_id": 0, "split": "eval"})
+    assert not env.step(np.zeros(7, np.float32))[4]["physics_diverged"]
+    env.data.qvel[:] = qvel
+    _, reward, terminated, truncated, info = env.step(np.zeros(7, np.float32))
+    assert (reward, terminated, truncated, info["success"], info["physics_diverged"]) == (0.0, False, True, False, True)
+    env.reset(options={"init_state_id": 0, "split": "eval"})
+    assert not env.step(np.zeros(7, np.float32))[4]["physics_diverged"]
+    env.close()
+
+
 def test_antialias_off_changes_only_the_observation_frames_edges():
     """Without multisampling the observation differs at object edges only; frames at another size
     (videos) stay antialiased, so they are the same either way."""
@@ -69,6 +84,15 @@ def test_bad_actions_and_options_are_clear_errors():
         sim_envs.tabletop_env.TabletopEnv("Fly")
     with pytest.raises(ValueError, match="image_size"):
         sim_envs.tabletop_env.TabletopEnv("Reach", image_size=8)
+    with pytest.raises(ValueError, match=r"max_episode_steps must be >= 1 \(None: the task's own limit\), got 0"):
+        sim_envs.tabletop_env.TabletopEnv("Reach", image_size=32, max_episode_steps=0)
+    env.close()
+
+
+def test_an_eval_reset_without_an_id_draws_one_of_the_eval_states():
+    env = sim_envs.tabletop_env.TabletopEnv("Reach", image_size=32)
+    ids = {env.reset(seed=seed, options={"split": "eval"})[1]["init_state_id"] for seed in range(5)}
+    assert ids <= set(range(50)) and len(ids) > 1
     env.close()
 
 

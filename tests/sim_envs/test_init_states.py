@@ -51,3 +51,16 @@ def test_resetting_to_the_same_init_state_is_deterministic():
     np.testing.assert_array_equal(a["agentview_image"], b["agentview_image"])
     np.testing.assert_allclose(a["proprio"], b["proprio"])
     env.close()
+
+
+def test_editing_a_layout_in_place_leaves_the_eval_state_as_stored():
+    """Eval states are read once per process; the layout a reset hands out (env.layout) is the caller's copy."""
+    stored = json.loads((init_states.INIT_STATE_DIR / "Lift.json").read_text())["states"][0]
+    env = TabletopEnv("Lift", image_size=32)
+    first, _ = env.reset(options={"init_state_id": 0, "split": "eval"})
+    env.layout["positions"][0][0] += 0.1
+    env.layout["ee_start"][2] = 0.3
+    again, _ = env.reset(options={"init_state_id": 0, "split": "eval"})
+    np.testing.assert_array_equal(first["agentview_image"], again["agentview_image"])
+    assert init_states.eval_layout("Lift", 0) == stored
+    env.close()

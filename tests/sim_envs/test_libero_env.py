@@ -117,6 +117,7 @@ def test_step_limit_gripper_and_errors(goal_env):
         goal_env.reset(options={"init_state": 1})
     with pytest.raises(IndexError, match="50 evaluation init states"):
         goal_env.reset(options={"init_state_id": 50, "split": "eval"})
+    assert 0 <= goal_env.reset(options={"split": "eval"})[1]["init_state_id"] < 50  # without an id: one of them
     with pytest.raises(KeyError, match="valid tasks"):
         parse_task("libero_goal_10")
 

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from sim_envs import libero_env
 from sim_envs.libero_env import MAX_RESET_ATTEMPTS, LiberoEnv, LiberoResetError, reset_placing_objects
 
 pytestmark = pytest.mark.robosuite
@@ -60,3 +61,23 @@ def test_placement_failures_are_retried_and_other_errors_are_not():
         with pytest.raises(type(error)):
             stub_libero_env(inner).reset(options={"init_state_id": 0, "split": "train"})
         assert inner.calls == 1
+
+
+def test_eval_ids_are_checked_before_the_reset_and_drawn_from_the_eval_states(monkeypatch):
+    """LIBERO's reset takes over a second: a bad eval id must fail before it, and an eval reset
+    without an id must draw one of the task's fixed states (not an id of the unbounded training stream)."""
+    monkeypatch.setattr(libero_env, "fixed_init_states", lambda task: np.zeros((50, 3)))
+    inner = StubInnerEnv([])
+    env = stub_libero_env(inner)
+    env._env.set_init_state = lambda state: {"state": state}
+    with pytest.raises(IndexError, match="50 evaluation init states; got id 50"):
+        env.reset(options={"init_state_id": 50, "split": "eval"})
+    assert inner.calls == 0
+    ids = {env.reset(seed=seed, options={"split": "eval"})[1]["init_state_id"] for seed in range(5)}
+    assert ids <= set(range(50)) and len(ids) > 1
+
+
+def test_a_step_limit_below_one_is_refused_before_the_scene_is_built():
+    """None means the suite's own limit; 0 is an error (as in every suite), not the default in disguise."""
+    with pytest.raises(ValueError, match=r"max_episode_steps must be >= 1 \(None: the task's own limit\), got 0"):
+        LiberoEnv("libero_goal_00", image_size=32, max_episode_steps=0)

@@ -199,6 +199,8 @@ def test_bad_constructor_arguments_fail_before_robosuite_is_loaded():
         RobosuiteEnv("Fly")
     with pytest.raises(ValueError, match="image_size"):
         RobosuiteEnv("Lift", image_size=8)
+    with pytest.raises(ValueError, match=r"max_episode_steps must be >= 1 \(None: the task's own limit\), got 0"):
+        RobosuiteEnv("Lift", max_episode_steps=0)
 
 
 def test_suite_and_gym_ids_need_no_robosuite():

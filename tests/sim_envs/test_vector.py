@@ -1,3 +1,4 @@
+import dataclasses
 import multiprocessing as mp
 import os
 import signal
@@ -6,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from sim_envs.vector import EnvWorkerError, TabletopVecEnv, VecEnvConfig, stop_process
+from sim_envs.vector import EnvWorkerDied, EnvWorkerError, TabletopVecEnv, VecEnvConfig, stop_process
 from vla_rl.core import TaskSpec, VecEnv
 
 TASK_MIX = ["Reach", "Lift", "Push", "PressButton"]
@@ -93,6 +94,29 @@ def test_dead_worker_is_a_clear_error_not_a_hang():
     assert all(not p.is_alive() for p in venv._processes)
 
 
+def test_after_a_worker_timeout_every_call_but_close_is_refused():
+    """A hung worker's late reply must not be read as the answer to the next call."""
+    venv = TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=2, image_size=32))
+    try:
+        venv.reset(specs(2))
+        venv.config = dataclasses.replace(venv.config, step_timeout_s=0.5)  # after the workers' slow start
+        hung = venv._processes[1].pid
+        os.kill(hung, signal.SIGSTOP)
+        try:
+            with pytest.raises(EnvWorkerDied, match=r"worker 1 .*did not answer 'step'"):
+                venv.step(np.zeros((2, 7), np.float32))
+        finally:
+            os.kill(hung, signal.SIGCONT)  # it now sends the step reply it owed
+        time.sleep(0.5)
+        for call in (lambda: venv.step(np.zeros((2, 7), np.float32)), lambda: venv.reset(specs(2)),
+                     lambda: venv.reset_slots([0], specs(1))):
+            with pytest.raises(EnvWorkerDied, match="close this env and build a new one"):
+                call()
+    finally:
+        venv.close()
+    assert all(not p.is_alive() for p in venv._processes)
+
+
 def test_worker_exception_carries_the_remote_traceback():
     with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=1, image_size=32)) as venv:
         with pytest.raises(EnvWorkerError, match="before reset"):
@@ -125,6 +149,29 @@ def test_one_failing_worker_leaves_the_others_in_step():
         obs = venv.reset(good)
         assert len(set(obs.instructions)) == 1
         np.testing.assert_allclose(obs.proprio[0], obs.proprio[3], atol=1e-6)
+
+
+def test_a_failed_build_keeps_the_slots_envs_and_a_failed_reset_never_steps_a_closed_env():
+    with TabletopVecEnv(VecEnvConfig(num_envs=1, num_workers=0, image_size=32, max_envs_per_slot=1)) as venv:
+        venv.reset([TaskSpec("Reach", 0, "eval")])
+        group = venv._local
+        reach, build = group.current[0], group.make_env
+
+        def failing_build(task, **kwargs):
+            raise RuntimeError("no GL context")
+
+        group.make_env = failing_build
+        with pytest.raises(EnvWorkerError, match="no GL context"):
+            venv.reset([TaskSpec("Lift", 0, "eval")])
+        assert group.envs[0] == {"Reach": reach} and group.current[0] is reach
+        assert reach._renderers  # not closed: its episode goes on
+        assert venv.step(np.zeros((1, 7), np.float32)).obs.batch_size == 1
+        group.make_env = build
+        with pytest.raises(EnvWorkerError, match="0..49"):  # Lift is built and Reach closed, then the reset fails
+            venv.reset([TaskSpec("Lift", 99, "eval")])
+        assert group.current[0] is None
+        with pytest.raises(EnvWorkerError, match="before reset"):
+            venv.step(np.zeros((1, 7), np.float32))
 
 
 def test_close_releases_shared_memory():
@@ -183,3 +230,23 @@ def test_envs_that_would_not_fit_in_memory_are_refused_before_any_worker_starts(
         SimVecEnv(VecEnvConfig(suite="libero_10", num_envs=4096, num_workers=2, image_size=32))
     with pytest.raises(KeyError, match="valid suites"):
         VecEnvConfig(suite="isaac")
+
+
+def test_a_reset_that_would_build_envs_beyond_the_available_memory_is_refused_before_building(monkeypatch):
+    """Slots keep one env per task (up to max_envs_per_slot): the memory check counts the envs a reset builds."""
+    import sim_envs.vector as vector
+
+    with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32)) as venv:
+        venv.reset([TaskSpec("Reach", 0, "eval")] * 2)
+        monkeypatch.setattr(vector, "available_memory_mb", lambda: 60.0)  # one more 50-MB tabletop env fits, not two
+        venv.reset([TaskSpec("Reach", 1, "eval")] * 2)  # builds nothing
+        venv.reset_slots([0], [TaskSpec("Lift", 0, "eval")])  # builds one
+        with pytest.raises(ValueError, match=r"build 2 more tabletop envs .*max_envs_per_slot=8"):
+            venv.reset([TaskSpec("Push", 0, "eval")] * 2)
+        assert [sorted(envs) for envs in venv._local.envs] == [["Lift", "Reach"], ["Reach"]]  # none was built
+        venv.reset([TaskSpec("Reach", 0, "eval"), TaskSpec("Reach", 2, "eval")])  # still usable
+    monkeypatch.undo()
+    with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32, max_envs_per_slot=1)) as venv:
+        venv.reset([TaskSpec("Reach", 0, "eval")] * 2)
+        monkeypatch.setattr(vector, "available_memory_mb", lambda: 10.0)
+        venv.reset([TaskSpec("Push", 0, "eval")] * 2)  # each slot closes its Reach env: no more envs than before

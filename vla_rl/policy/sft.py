@@ -158,6 +158,11 @@ def load_demos(demo_dir: Path, chunk_size: int, tasks: tuple[str, ...] = (), dem
         for number, episode in enumerate(read_demo_file(path)):
             if demos_per_task and number >= demos_per_task:
                 break
+            if episode.split == "eval":  # other splits ("train", a robot's, a dataset's) are not held out
+                raise ValueError(
+                    f"{path} episode {number} was recorded on evaluation init state {episode.init_state_id} "
+                    "(split 'eval'): training on it would make held-out success rates dishonest; collect the "
+                    "demos on training init states (--set split=train, the default)")
             episodes += 1
             task_names.append(episode.task)
             steps = episode.num_steps
