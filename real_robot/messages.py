@@ -120,6 +120,11 @@ def gripper_action(closure: float) -> float:
     return float(np.clip(2.0 * closure - 1.0, -1.0, 1.0))
 
 
+def stamp_ns(header) -> int:
+    """A std_msgs/Header's stamp in nanoseconds (0: the publisher left it unset)."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
 def pose_position(msg) -> np.ndarray:
     position = msg.pose.position
     return np.array([position.x, position.y, position.z])

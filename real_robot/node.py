@@ -134,9 +134,12 @@ class PolicyNode:
         if config.topics.wrist_image:
             self.last_seen["wrist_image"] = None
         self.ee_position: np.ndarray | None = None
-        # translations commanded since the latest pose arrived: a pose that lags (a slow publisher, a servo that
-        # has not yet moved) does not show them, and the workspace box is checked against pose + these
-        self.commanded_since_pose = np.zeros(3)
+        # the translations sent, with when (ROS clock ns, monotonic s): a pose measured before a command went out
+        # cannot show it, whether the pose is slow to publish or lags behind the arm, so the workspace box is
+        # checked against the pose plus the translations sent after the pose was measured (see _expected_position)
+        self.translations_sent: deque[tuple[int, float, np.ndarray]] = deque(maxlen=256)
+        self.ee_pose_stamp_ns, self.ee_pose_received = 0, float("-inf")
+        self.latest_sensor_messages: dict[str, Any] = {}  # topic -> newest message, replayed into a new episode's bag
         self.ee_quat: np.ndarray | None = None
         self.fingers: np.ndarray | None = None
         self.joints: np.ndarray | None = None
@@ -169,6 +172,10 @@ class PolicyNode:
 
     # ---- subscriptions --------------------------------------------------------------------------
     def _record(self, topic: str, msg) -> None:
+        topics = self.config.topics
+        if topic in (topics.image, topics.wrist_image, topics.joint_states, topics.ee_pose):
+            with self.lock:
+                self.latest_sensor_messages[topic] = msg
         if self.recorder is not None and self.episode:
             self.recorder.write(topic, msg)
 
@@ -248,8 +255,8 @@ class PolicyNode:
             return self._rejected("bad_ee_pose", ValueError(f"non-finite pose {position}, quaternion {quat}"))
         with self.lock:
             self.ee_position, self.ee_quat = position, quat
-            self.commanded_since_pose = np.zeros(3)
-            self.last_seen["ee_pose"] = time.monotonic()
+            self.ee_pose_stamp_ns, self.ee_pose_received = messages.stamp_ns(msg.header), time.monotonic()
+            self.last_seen["ee_pose"] = self.ee_pose_received
         self._record(self.config.topics.ee_pose, msg)
 
     def _on_instruction(self, msg) -> None:
@@ -261,6 +268,10 @@ class PolicyNode:
             self._drop_actions()
         if self.recorder is not None:
             self.recorder.start_episode(self.episode, text)
+            with self.lock:
+                latest = dict(self.latest_sensor_messages)
+            for topic, sensor_msg in latest.items():  # the first inference may use what arrived before the episode
+                self.recorder.write(topic, sensor_msg)
         self._record(self.config.topics.instruction, msg)
         log.info("episode %d: %r", self.episode, text)
 
@@ -380,9 +391,10 @@ class PolicyNode:
                     if self.estop or self.epoch != epoch:
                         command = None
             if command is not None and self._publish(command, joints) and not halt:
+                sent = (self.node.get_clock().now().nanoseconds, time.monotonic(), command.translation)
                 with self.lock:
                     self.moved = True
-                    self.commanded_since_pose = self.commanded_since_pose + command.translation
+                    self.translations_sent.append(sent)
                 if executed is not None:  # only what went out: a cancelled or unsent command moved nothing
                     self.recorder.write_action(*executed)
         self._publish_status()
@@ -432,8 +444,7 @@ class PolicyNode:
             self.state = "running"
             action, observation, index = self.queue.popleft()
             self.last_command_time = now  # claimed under the lock: a concurrent tick waits a period
-            expected = None if self.ee_position is None else self.ee_position + self.commanded_since_pose
-            command = self.safety.filter_action(action, expected)
+            command = self.safety.filter_action(action, self._expected_position())
             if self.safety.last_rejection in ("nonfinite_action", "bad_action_shape"):
                 self._drop_actions()  # the rest of a chunk with garbage in it is not trusted either
             if observation is not None and index == 0:  # the first action of a chunk: time since its image arrived
@@ -443,11 +454,28 @@ class PolicyNode:
             self.step += 1
             if self.recorder is not None and self.safety.last_rejection is None:
                 # A rejected action moved nothing: recording it would teach SFT a step that never happened.
-                executed = (self._executed_action(command), None if observation is None else observation.header)
+                # the chunk's first action is paired with the image it was decided from; the later ones with the
+                # newest image before them, the observation at their step (the same image for all K would give SFT
+                # one observation with K different targets)
+                decided_from = observation.header if observation is not None and index == 0 else None
+                executed = (self._executed_action(command), decided_from)
         else:
             self.state = "running" if self.step else "starting"
         joints = None if self.joints is None else self.joints.copy()
         return command, reason is not None, executed, joints, self.epoch
+
+    def _expected_position(self) -> np.ndarray | None:
+        """The latest pose plus the translations sent after it was measured (by its header stamp; one that is
+        zero, a driver that does not stamp, by its arrival). A pose measured while a command was executing shows
+        part of it, so the box can still be overshot by up to one step (docs/ros.md); a pose that arrives often
+        but lags behind the arm, or arrives rarely, no longer lets every step be checked against the same place."""
+        if self.ee_position is None:
+            return None
+        if self.ee_pose_stamp_ns:
+            after = [t for ros_ns, _, t in self.translations_sent if ros_ns > self.ee_pose_stamp_ns]
+        else:
+            after = [t for _, sent, t in self.translations_sent if sent > self.ee_pose_received]
+        return self.ee_position + np.sum(after, axis=0) if after else self.ee_position
 
     def _enter_waiting(self, state: str) -> None:
         """A wait in which the arm must not move: queued actions and an inference in flight are dropped on entry

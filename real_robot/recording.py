@@ -156,6 +156,8 @@ class BagRecorder:
                     except Exception as second:  # noqa: BLE001 - the first error is the one to report
                         log.error("closing the failed bag failed too: %r", second)
                 writer = None
+                if item[0] == "stop":
+                    return  # close() waits for this thread: it must end even when the last bag failed to close
 
 
 def read_bag(path: str | Path) -> list[tuple[str, int, object]]:
@@ -193,14 +195,10 @@ def _deserialize(typestore, raw: bytes, msgtype: str):
         return message
 
 
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
 def bag_to_episode(path: str | Path, image_size: int = 64, task: str = "", success: bool = False) -> Episode:
     """One recorded episode as an ``Episode`` (see module docstring); ``success`` is the label the
     operator gives (a real arm has no success predicate)."""
-    from real_robot.messages import image_to_rgb, square_resize  # rosbags' Image has sensor_msgs' fields
+    from real_robot.messages import image_to_rgb, square_resize, stamp_ns  # rosbags' Image has sensor_msgs' fields
 
     messages = read_bag(path)
     header = next((json.loads(m.data) for topic, _, m in messages if topic == EPISODE_TOPIC), None)
@@ -219,7 +217,7 @@ def bag_to_episode(path: str | Path, image_size: int = 64, task: str = "", succe
         if topic in (image_topic, joint_topic, pose_topic):
             latest[topic] = msg
             if topic == image_topic:
-                recent[_stamp_ns(msg.header)] = (msg, latest.get(joint_topic), latest.get(pose_topic))
+                recent[stamp_ns(msg.header)] = (msg, latest.get(joint_topic), latest.get(pose_topic))
                 if len(recent) > RECENT_IMAGES:
                     del recent[next(iter(recent))]
         elif topic == ACTION_IMAGE_TOPIC:
@@ -227,7 +225,9 @@ def bag_to_episode(path: str | Path, image_size: int = 64, task: str = "", succe
         elif topic == ACTION_TOPIC:
             if image_topic not in latest:
                 raise ValueError(f"{path}: an action was recorded before any image on {image_topic}")
-            source = recent.get(_stamp_ns(decided_from)) if decided_from is not None else None
+            # a zero stamp (a driver that does not stamp) would match whichever zero-stamped image came last
+            stamp = stamp_ns(decided_from) if decided_from is not None else 0
+            source = recent.get(stamp) if stamp else None
             if source is None:
                 unmatched += decided_from is not None
                 source = (latest[image_topic], latest.get(joint_topic), latest.get(pose_topic))

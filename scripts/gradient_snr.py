@@ -58,7 +58,8 @@ def policy_gradient(policy, batch, group_ids: np.ndarray, aggregation: str) -> d
     policy.model.zero_grad(set_to_none=True)
     logprob = policy.log_prob(step_obs(batch, episodes, steps), torch.from_numpy(batch.action_tokens[episodes, steps]),
                               located_points=step_points(batch, episodes, steps)).token_logprob
-    loss = ppo_clip_loss(logprob, logprob.detach(), advantages[episodes, steps], torch.ones_like(logprob, dtype=torch.bool),
+    token_mask = torch.from_numpy(batch.token_mask(episodes, steps))  # as the learner: unexecuted chunk actions out
+    loss = ppo_clip_loss(logprob, logprob.detach(), advantages[episodes, steps], token_mask,
                          step_weights=None if weights is None else torch.from_numpy(weights)).loss
     loss.backward()
     return {name: p.grad.detach().flatten().clone() for name, p in policy.model.named_parameters() if p.grad is not None}

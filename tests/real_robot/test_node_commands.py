@@ -299,9 +299,14 @@ def test_a_chunk_queued_when_the_data_went_stale_at_start_up_never_runs(ros_cont
         node.node.destroy_node()
 
 
-def test_the_workspace_box_counts_the_commands_a_lagging_pose_does_not_show(ros_context):
-    """The hand is 2 cm above the box's floor and the pose does not update (a slow publisher): four
-    downward steps of 1 cm must stop at the floor, not each be clamped against the same old pose."""
+@pytest.mark.parametrize("pose_updates", ["never", "lagging"])
+def test_the_workspace_box_counts_the_commands_a_lagging_pose_does_not_show(ros_context, pose_updates):
+    """The hand is 2 cm above the box's floor and the pose does not show the arm's motion, either because no
+    new pose arrives (a slow publisher) or because each new one was measured before the commands went out (a
+    pose that lags behind the arm): four downward steps of 1 cm must stop at the floor, not each be clamped
+    against the same old position."""
+    from geometry_msgs.msg import PoseStamped
+
     robot = RobotConfig(base_frame="world", topics=TopicsConfig(gripper_command=""),
                         safety=SafetyConfig(workspace_min=(-0.3, -0.45, 0.18)))
     node, arm = make_node(ros_context, robot), ArmListener(ros_context, robot.topics)
@@ -313,7 +318,12 @@ def test_the_workspace_box_counts_the_commands_a_lagging_pose_does_not_show(ros_
         assert wait_for(lambda: node.twist_pub.get_subscription_count() > 0, timeout=10)
         ready_to_move(node, down)
         node.queue.extend((np.asarray(down), None, 0) for _ in range(3))
+        old_pose = PoseStamped()
+        old_pose.header.frame_id, old_pose.header.stamp = "world", node.node.get_clock().now().to_msg()
+        old_pose.pose.position.z, old_pose.pose.orientation.w = 0.2, 1.0
         for _ in range(4):
+            if pose_updates == "lagging":
+                node._on_ee_pose(old_pose)  # arrives now, measured before any command
             tick_once(node)
         assert wait_for(lambda: len(arm.linear) == 4, timeout=5)
     finally:

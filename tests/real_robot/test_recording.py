@@ -33,12 +33,12 @@ def record(tmp_path, with_headers: bool):
     bag = recorder.start_episode(1, "reach")
     first = image_message(10, 1)
     recorder.write(robot.topics.ee_pose, pose_message(0.1))
-    recorder.write(robot.topics.image, first)  # the policy decides a chunk of two from this image ...
+    recorder.write(robot.topics.image, first)  # the policy decides a chunk of two actions from this image ...
     recorder.write(robot.topics.ee_pose, pose_message(0.2))
     recorder.write(robot.topics.image, image_message(20, 2))  # ... while newer frames arrive
     recorder.write_action(np.full(7, 0.5), first.header if with_headers else None)
     recorder.write(robot.topics.image, image_message(30, 3))
-    recorder.write_action(np.full(7, -0.5), first.header if with_headers else None)
+    recorder.write_action(np.full(7, -0.5))  # the chunk's second action: the node names no image for it
     recorder.close()
     return bag
 
@@ -48,8 +48,10 @@ def test_actions_are_paired_with_the_image_they_were_decided_from(tmp_path):
 
     episode = bag_to_episode(record(tmp_path, with_headers=True), image_size=8)
     np.testing.assert_array_equal(episode.actions[:, 0], [0.5, -0.5])
-    assert (episode.obs["agentview_rgb"] == 10).all()  # both actions of the chunk: the first image
-    np.testing.assert_allclose(episode.obs["ee_pos"][:, 2], [0.1, 0.1])  # the pose the policy read with it
+    # the chunk's first action with the image it was decided from (and the pose read with it), not the newer one;
+    # its second with the observation at its own step
+    assert [int(frames.mean()) for frames in episode.obs["agentview_rgb"]] == [10, 30]
+    np.testing.assert_allclose(episode.obs["ee_pos"][:, 2], [0.1, 0.2])
 
 
 def test_bags_without_the_headers_pair_each_action_with_the_newest_image(tmp_path):
@@ -57,3 +59,77 @@ def test_bags_without_the_headers_pair_each_action_with_the_newest_image(tmp_pat
 
     episode = bag_to_episode(record(tmp_path, with_headers=False), image_size=8)
     assert [int(frames.mean()) for frames in episode.obs["agentview_rgb"]] == [20, 30]
+
+
+def test_a_zero_stamp_is_no_match_and_the_conversion_says_so(tmp_path):
+    """A camera driver that leaves its stamps at zero: every image has the same stamp, so the named one cannot
+    be told apart; the action falls back to the newest image, with a warning."""
+    from real_robot.recording import BagRecorder, bag_to_episode
+
+    robot = RobotConfig(base_frame="world")
+    recorder = BagRecorder(tmp_path / "bags", robot)
+    bag = recorder.start_episode(1, "reach")
+    unstamped = image_message(10, 0)
+    recorder.write(robot.topics.image, unstamped)
+    recorder.write(robot.topics.image, image_message(20, 0))
+    recorder.write_action(np.zeros(7), unstamped.header)
+    recorder.close()
+    with pytest.warns(UserWarning, match="1 executed actions"):
+        episode = bag_to_episode(bag, image_size=8)
+    assert int(episode.obs["agentview_rgb"].mean()) == 20
+
+
+def test_closing_returns_even_when_the_last_bag_fails_to_close(tmp_path, monkeypatch):
+    """A full disk when the bag's footer is written at shutdown: close() must raise, not wait forever for the
+    writer thread (the node's teardown waits on it)."""
+    import threading
+
+    from rosbags.rosbag2 import Writer
+
+    from real_robot.recording import BagRecorder
+
+    def disk_full(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Writer, "close", disk_full)
+    recorder = BagRecorder(tmp_path / "bags", RobotConfig(base_frame="world"))
+    recorder.start_episode(1, "reach")
+    outcome = []
+
+    def close():
+        try:
+            recorder.close()
+        except RuntimeError as error:
+            outcome.append(error)
+
+    closing = threading.Thread(target=close, daemon=True)
+    closing.start()
+    closing.join(timeout=10)
+    assert not closing.is_alive() and "No space left" in str(outcome[0])
+
+
+def test_a_new_episodes_bag_starts_with_the_sensor_messages_its_first_inference_may_use(ros_context, tmp_path):
+    """The first inference of an episode may run on an image that arrived before the instruction; the new bag
+    gets the newest image, joint state and pose, so its first action has its image in the same bag."""
+    from std_msgs.msg import String
+
+    from real_robot.config import TopicsConfig
+    from real_robot.recording import BagRecorder, bag_to_episode, read_bag
+    from tests.real_robot.test_node_commands import make_node
+
+    robot = RobotConfig(base_frame="world", topics=TopicsConfig(gripper_command=""))
+    node = make_node(ros_context, robot)
+    try:
+        node.recorder = recorder = BagRecorder(tmp_path / "bags", robot)
+        before = image_message(40, 7)
+        node._on_image(before)  # between episodes
+        node._on_ee_pose(pose_message(0.3))
+        node._on_instruction(String(data="reach the block"))
+        recorder.write_action(np.zeros(7), before.header)
+        recorder.close()
+    finally:
+        node.node.destroy_node()
+    topics = [topic for topic, _, _ in read_bag(recorder.bags[-1])]
+    assert robot.topics.image in topics and robot.topics.ee_pose in topics
+    episode = bag_to_episode(recorder.bags[-1], image_size=8)
+    assert int(episode.obs["agentview_rgb"].mean()) == 40

@@ -156,7 +156,7 @@ def test_chunk_actions_after_the_episode_end_get_no_loss():
         changed.rewards[0, 0] = 1.0
         trained = make_policy(tiny_config(chunk_size=3), seed=4)
         optimizer = torch.optim.AdamW(trained.model.parameters(), lr=1e-3)
-        update(trained, optimizer, changed, np.zeros(2, int), AlgorithmConfig(minibatch_size=1000),
+        update(trained, optimizer, changed, np.zeros(2, int), AlgorithmConfig(minibatch_size=1000, entropy_coef=0.1),
                torch.Generator().manual_seed(0))
         return torch.cat([p.detach().flatten() for p in trained.model.parameters()])
 
