@@ -3,6 +3,7 @@ subscriber over DDS (rclpy, Fast DDS on loopback). No sim bridge: the node's sta
 directly, so each case reaches the exact moment it is about (the end-to-end counterparts with the
 bridge are in test_ros_deploy.py)."""
 
+import contextlib
 import threading
 import time
 
@@ -261,6 +262,23 @@ def test_an_exception_in_the_control_tick_is_counted_and_halts_the_arm(ros_conte
     assert status["commands_published"] == 1  # the zero
 
 
+@contextlib.contextmanager
+def node_and_arm(ros_context, robot):
+    """A policy node that is not spun (the test's ticks are its only ones) and a spun arm listener that its
+    twist publisher has matched; both destroyed afterwards."""
+    node, arm = make_node(ros_context, robot), ArmListener(ros_context, robot.topics)
+    spinner = Spinner(ros_context)
+    spinner.add(arm.node)
+    spinner.start()
+    try:
+        assert wait_for(lambda: node.twist_pub.get_subscription_count() > 0, timeout=10)
+        yield node, arm
+    finally:
+        spinner.stop()
+        node.node.destroy_node()
+        arm.node.destroy_node()
+
+
 def tick_once(node):
     """One control tick with every stream fresh, as if a period had passed since the last command."""
     now = time.monotonic()
@@ -309,13 +327,8 @@ def test_the_workspace_box_counts_the_commands_a_lagging_pose_does_not_show(ros_
 
     robot = RobotConfig(base_frame="world", topics=TopicsConfig(gripper_command=""),
                         safety=SafetyConfig(workspace_min=(-0.3, -0.45, 0.18)))
-    node, arm = make_node(ros_context, robot), ArmListener(ros_context, robot.topics)
-    spinner = Spinner(ros_context)
-    spinner.add(arm.node)
-    spinner.start()
     down = [0.0, 0.0, -0.2, 0.0, 0.0, 0.0, 0.0]  # 0.2 x translation_scale_m (5 cm) = 1 cm per period
-    try:
-        assert wait_for(lambda: node.twist_pub.get_subscription_count() > 0, timeout=10)
+    with node_and_arm(ros_context, robot) as (node, arm):
         ready_to_move(node, down)
         node.queue.extend((np.asarray(down), None, 0) for _ in range(3))
         old_pose = PoseStamped()
@@ -326,32 +339,19 @@ def test_the_workspace_box_counts_the_commands_a_lagging_pose_does_not_show(ros_
                 node._on_ee_pose(old_pose)  # arrives now, measured before any command
             tick_once(node)
         assert wait_for(lambda: len(arm.linear) == 4, timeout=5)
-    finally:
-        spinner.stop()
-        node.node.destroy_node()
-        arm.node.destroy_node()
     travelled = sum(linear[2] for linear in arm.linear) * robot.period_s
     assert travelled == pytest.approx(-0.02, abs=1e-9), [linear[2] * robot.period_s for linear in arm.linear]
 
 
 def test_a_nonfinite_action_drops_the_rest_of_its_chunk(ros_context):
     robot = RobotConfig(base_frame="world", topics=TopicsConfig(gripper_command=""))
-    node, arm = make_node(ros_context, robot), ArmListener(ros_context, robot.topics)
-    spinner = Spinner(ros_context)
-    spinner.add(arm.node)
-    spinner.start()
     nan = [float("nan")] * 7
-    try:
-        assert wait_for(lambda: node.twist_pub.get_subscription_count() > 0, timeout=10)
+    with node_and_arm(ros_context, robot) as (node, arm):
         ready_to_move(node, SLOW_SIDEWAYS)
         node.queue.extend([(np.asarray(nan), None, 0), (np.asarray(SLOW_SIDEWAYS), None, 0)])
         for _ in range(3):
             tick_once(node)
         assert wait_for(lambda: len(arm.linear) == 2, timeout=5)
         time.sleep(0.2)  # a third command, if one went out, has arrived by now
-    finally:
-        spinner.stop()
-        node.node.destroy_node()
-        arm.node.destroy_node()
     assert len(arm.linear) == 2 and arm.linear[0][1] > 0 and not arm.linear[1].any(), arm.linear
     assert node.safety.counts["nonfinite_action"] == 1
