@@ -58,7 +58,8 @@ import gymnasium as gym
 import numpy as np
 
 from sim_envs.robosuite_env import ROBOSUITE_HORIZON, make_render_context_current
-from sim_envs.suites import PROPRIO_BOUND, checked_action, contract_spaces, rotation_from_down, split_and_id
+from sim_envs.suites import (PROPRIO_BOUND, checked_action, contract_spaces, rotation_from_down, split_and_id,
+                             step_limit)
 from vla_rl.core.atomic_file import write_text_atomic
 
 # Official step limits (LIBERO / OpenVLA evaluation); the no-op steps after reset are extra.
@@ -252,14 +253,12 @@ class LiberoEnv(gym.Env):
             raise ValueError(f"image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {image_size}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be >= 1 (None: the task's own limit), got {max_episode_steps}")
         suite, _ = parse_task(task)
         self.task_name, self.suite = task, suite
         self.info = task_info(task)
         self.instruction = self.info["instruction"]
         self.image_size, self.wrist_camera, self.render_mode = image_size, wrist_camera, render_mode
-        self.max_episode_steps = LIBERO_SUITES[suite]["max_steps"] if max_episode_steps is None else max_episode_steps
+        self.max_episode_steps = step_limit(max_episode_steps, LIBERO_SUITES[suite]["max_steps"])
         self.num_noop_steps = num_noop_steps
         self.cameras = ["agentview", "wrist"] if wrist_camera else ["agentview"]
         import robosuite.macros

@@ -70,7 +70,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from sim_envs.suites import PROPRIO_BOUND, checked_action, contract_spaces, rotation_from_down, split_and_id
+from sim_envs.suites import (PROPRIO_BOUND, checked_action, contract_spaces, rotation_from_down, split_and_id,
+                             step_limit)
 
 CONTROL_HZ = 20
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
@@ -203,15 +204,13 @@ class RobosuiteEnv(gym.Env):
             raise ValueError(f"image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {image_size}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be >= 1 (None: the task's own limit), got {max_episode_steps}")
         self.task_name = task
         self.task = get_task(task)
         self.instruction = self.task.instruction
         self.image_size = image_size
         self.wrist_camera = wrist_camera
         self.render_mode = render_mode
-        self.max_episode_steps = self.task.max_steps if max_episode_steps is None else max_episode_steps
+        self.max_episode_steps = step_limit(max_episode_steps, self.task.max_steps)
         self.cameras = ["agentview", "wrist"] if wrist_camera else ["agentview"]
         self.elapsed_steps = 0
         self._frames: dict[str, np.ndarray] = {}

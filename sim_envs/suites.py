@@ -80,6 +80,15 @@ def contract_spaces(image_size: int, wrist_camera: bool) -> tuple[gym.spaces.Dic
     return gym.spaces.Dict(spaces), gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
 
 
+def step_limit(max_episode_steps: int | None, task_limit: int) -> int:
+    """An env's episode step limit: ``None`` is the task's own; below 1 is an error (not a silent default)."""
+    if max_episode_steps is None:
+        return task_limit
+    if max_episode_steps < 1:
+        raise ValueError(f"max_episode_steps must be >= 1 (None: the task's own limit), got {max_episode_steps}")
+    return max_episode_steps
+
+
 def checked_action(action) -> np.ndarray:
     """``action`` as float64 ``[7]``, or a ValueError for a wrong shape or a NaN/inf entry."""
     action = np.asarray(action, dtype=np.float64)

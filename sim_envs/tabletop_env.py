@@ -37,7 +37,7 @@ import numpy as np
 from sim_envs.arm import DOWN_QUAT, ArmController
 from sim_envs.init_states import get_layout, num_eval_states
 from sim_envs.scene import ARM_JOINTS, FINGER_JOINTS, CameraSetup, build_scene_xml
-from sim_envs.suites import checked_action, contract_spaces
+from sim_envs.suites import checked_action, contract_spaces, step_limit
 from sim_envs.tasks import Layout, get_task
 
 CONTROL_HZ = 10
@@ -68,15 +68,13 @@ class TabletopEnv(gym.Env):
             raise ValueError(f"image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {image_size}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be >= 1 (None: the task's own limit), got {max_episode_steps}")
         self.task_name = task
         self.task = get_task(task)
         self.image_size = image_size
         self.wrist_camera = wrist_camera
         self.antialias = antialias
         self.render_mode = render_mode
-        self.max_episode_steps = self.task.max_steps if max_episode_steps is None else max_episode_steps
+        self.max_episode_steps = step_limit(max_episode_steps, self.task.max_steps)
         xml = build_scene_xml(self.task.objects_xml(), CameraSetup(wrist=wrist_camera))
         self.scene_xml = xml  # also the kinematic model a joint-space deployment solves IK on
         self.model = mujoco.MjModel.from_xml_string(xml)
