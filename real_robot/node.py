@@ -64,7 +64,7 @@ class Observation:
     images: dict[str, np.ndarray]  # policy camera -> uint8 [S, S, 3]
     sequence: int                  # increases with every scene image
     received: float                # monotonic seconds
-    header: Any = None             # the scene image's std_msgs/Header: a recording pairs actions with it
+    header: Any                    # the scene image's std_msgs/Header: a recording pairs actions with it
 
 
 class LatencyStats:

@@ -8,15 +8,16 @@ episode: ``<out>/episode_0001/`` etc. Besides the robot topics it writes
   in policy units (``[-1, 1]`` deltas and gripper), one per control step whose action the safety
   layer executed (a rejected one moved nothing and is left out; in joint mode it is the Cartesian
   command before IK and the ``max_joint_step_rad`` clamp);
-- ``/vla/executed_action_image`` (std_msgs/Header), written just before each executed action: the header of
-  the scene image the action's chunk was decided from.
+- ``/vla/executed_action_image`` (std_msgs/Header), written just before the first executed action of each
+  chunk: the header of the scene image the chunk was decided from.
 
 ``bag_to_episode`` turns a bag back into an ``Episode`` of our demo format (the robomimic/LIBERO
-HDF5 layout SFT reads): step t pairs ``/vla/executed_action`` t with the scene image it was decided from
-(the one whose header stamp ``/vla/executed_action_image`` names; newer frames arrive during inference and
-while a chunk runs, so the newest image before the action is not it), and the joint state and end-effector
-pose of when that image arrived. A bag without those headers (or a stamp that matches no recorded image,
-e.g. a camera driver that leaves stamps at zero) falls back to the newest image before the action.
+HDF5 layout SFT reads): step t pairs ``/vla/executed_action`` t, when a ``/vla/executed_action_image``
+precedes it, with the scene image that header's stamp names (newer frames arrive during inference, so the
+newest image before the action is not the one it was decided from) and the joint state and end-effector
+pose of when that image arrived; a chunk's later actions, a bag without those headers, or a stamp that
+matches no recorded image (e.g. a camera driver that leaves stamps at zero; a warning counts them) get the
+newest image, joint state and pose before the action.
 Bags are read with ``rosbags`` (pure Python), so conversion needs no ROS installation.
 """
 

@@ -78,7 +78,7 @@ def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: 
         stats.seconds_env += time.perf_counter() - started
         stats.decisions += int(active[:count].sum())
         records["rewards"].append(reward[:count])
-        records["executed"].append(np.where(active, executed, 0)[:count])
+        records["executed"].append(executed[:count])  # 0 for an ended episode: it never counts as running
     batch = TrajectoryBatch(
         images={name: np.stack([step[name] for step in records["images"]], axis=1) for name in obs.images},
         proprio=np.stack(records["proprio"], axis=1),
