@@ -206,6 +206,7 @@ class _SlotGroup:
         slots = len(self.current)
         reward = np.zeros(slots, np.float32)
         flags = np.zeros((slots, 3), bool)
+        diverged = np.zeros(slots, bool)  # on the step it happened only, not repeated while the slot stays ended
         for slot, env in enumerate(self.current):
             if env is None:
                 raise RuntimeError("step() called before reset()")
@@ -215,10 +216,11 @@ class _SlotGroup:
             obs, reward[slot], terminated, truncated, info = env.step(actions[slot])
             self._store(slot, obs, images)
             flags[slot] = (terminated, truncated, info["success"])
+            diverged[slot] = info.get("physics_diverged", False)
             if terminated or truncated:
                 self.done[slot] = True
                 self.final[slot] = (terminated, truncated, info["success"])
-        return {"proprio": self.last_proprio.copy(), "reward": reward, "flags": flags}
+        return {"proprio": self.last_proprio.copy(), "reward": reward, "flags": flags, "diverged": diverged}
 
     def _store(self, slot: int, obs: dict[str, np.ndarray], images: dict[str, np.ndarray]) -> None:
         self.last_proprio[slot] = obs["proprio"]
@@ -358,10 +360,12 @@ class SimVecEnv:
             raise ValueError(f"actions contain NaN or inf for envs {bad}; no env was stepped")
         replies = self._call("step", [actions[a:b] for a, b in self._bounds])
         flags = np.concatenate([r["flags"] for r in replies])
+        diverged = np.concatenate([r["diverged"] for r in replies])
         return StepResult(
             obs=self._obs(np.concatenate([r["proprio"] for r in replies])),
             reward=np.concatenate([r["reward"] for r in replies]),
             terminated=flags[:, 0], truncated=flags[:, 1], success=flags[:, 2],
+            info=[{"physics_diverged": bool(flag)} for flag in diverged],
         )
 
     def close(self) -> None:

@@ -65,3 +65,38 @@ def test_workers_seed_the_noise_of_envs_that_have_their_own():
     draws = [torch.rand(3, generator=RolloutWorker(NoisyEnv, make_policy, seed=seed).env.generator)
              for seed in (0, 1, 1)]
     assert not torch.equal(draws[0], draws[1]) and torch.equal(draws[1], draws[2])
+
+
+def test_evaluation_and_rollouts_count_the_episodes_whose_physics_diverged(tmp_path, monkeypatch):
+    """A blown-up episode is a failure the report names, not one that looks like a timeout."""
+    from tests.policy.conftest import make_policy
+    from vla_rl.rollout.collector import collect
+
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory
+    specs = [TaskSpec("Lift", i, "eval") for i in range(3)]
+    with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32)) as env:
+        calls = []
+
+        def blow_up_slot_1_once(obs):
+            if not calls:
+                env._local.current[1].data.qvel[:] = 1e12  # the episode of init state 1
+            calls.append(obs.batch_size)
+            return np.zeros((obs.batch_size, 1, 7), np.float32)
+
+        result = evaluate(blow_up_slot_1_once, env, specs)  # refills: 3 episodes on 2 slots
+        assert [e.physics_diverged for e in result.episodes] == [False, True, False]
+        assert result.per_task()["Lift"]["physics_divergences"] == 1
+        assert result.episodes[1].steps == 1 and not result.episodes[1].success
+
+        policy = make_policy(seed=1)
+        act = policy.act
+
+        def blow_up_slot_0_on_the_first_decision(obs, explore):
+            if not policy.decisions:
+                env._local.current[0].data.qvel[:] = 1e12
+            policy.decisions.append(obs.batch_size)
+            return act(obs, explore=explore)
+
+        policy.decisions, policy.act = [], blow_up_slot_0_on_the_first_decision
+        _, stats = collect(policy, env, [TaskSpec("Lift", 5, "train")] * 2, max_decisions=3)
+    assert stats.physics_divergences == 1 and policy.decisions[1:] == [1, 1]  # slot 0 ended at once

@@ -250,3 +250,16 @@ def test_a_reset_that_would_build_envs_beyond_the_available_memory_is_refused_be
         venv.reset([TaskSpec("Reach", 0, "eval")] * 2)
         monkeypatch.setattr(vector, "available_memory_mb", lambda: 10.0)
         venv.reset([TaskSpec("Push", 0, "eval")] * 2)  # each slot closes its Reach env: no more envs than before
+
+
+def test_a_diverged_episode_is_flagged_in_the_step_info_once(tmp_path, monkeypatch):
+    """The slot whose physics blew up says so on the step that cut it, and only there; the other never does."""
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory
+    with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32)) as venv:
+        venv.reset([TaskSpec("Lift", 0, "eval"), TaskSpec("Lift", 1, "eval")])
+        first = venv.step(np.zeros((2, 7), np.float32))
+        assert len(first.info) == 2 and not first.info_flag("physics_diverged").any()
+        venv._local.current[1].data.qvel[:] = 1e12
+        cut, after = (venv.step(np.zeros((2, 7), np.float32)) for _ in range(2))
+    assert cut.info_flag("physics_diverged").tolist() == [False, True] and cut.truncated.tolist() == [False, True]
+    assert after.truncated.tolist() == [False, True] and not after.info_flag("physics_diverged").any()

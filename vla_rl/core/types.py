@@ -94,7 +94,8 @@ class StepResult:
 
     reward ``float32 [B]``; terminated ``bool [B]`` (task success or failure state reached);
     truncated ``bool [B]`` (time limit, never set on the step that terminates); success
-    ``bool [B]`` (the simulator's success predicate); info: optional per-env extras (may be empty).
+    ``bool [B]`` (the simulator's success predicate); info: optional per-env extras (may be empty),
+    e.g. ``physics_diverged`` (the tabletop suite: the step's physics blew up and the episode was cut).
     """
 
     obs: ObsBatch
@@ -113,6 +114,12 @@ class StepResult:
     @property
     def done(self) -> np.ndarray:
         return self.terminated | self.truncated
+
+    def info_flag(self, name: str) -> np.ndarray:
+        """``bool [B]``: each env's ``info[name]``, False where its info lacks it (or no info was given)."""
+        if not self.info:
+            return np.zeros(self.obs.batch_size, bool)
+        return np.array([bool(extra.get(name, False)) for extra in self.info], bool)
 
 
 @dataclass

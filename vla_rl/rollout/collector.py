@@ -26,6 +26,7 @@ class RolloutStats:
     seconds_policy: float = 0.0
     seconds_env: float = 0.0
     env_restarts: int = 0  # envs rebuilt after a crash (their waves collected again)
+    physics_divergences: int = 0  # episodes the simulator cut because their physics blew up (failures)
 
 
 def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: bool = True,
@@ -69,6 +70,7 @@ def collect(policy: Policy, env: VecEnv, specs: Sequence[TaskSpec], *, explore: 
             executed += ~done
             step = env.step(actions[:, k])
             stats.env_steps += int((~done[:count]).sum())
+            stats.physics_divergences += int((step.info_flag("physics_diverged") & ~done)[:count].sum())
             reward += np.where(done, 0.0, step.reward)
             success |= step.success & ~done
             done |= step.done

@@ -25,6 +25,7 @@ class EpisodeOutcome:
     success: bool
     steps: int
     instruction: str
+    physics_diverged: bool = False  # the simulator cut the episode because its physics blew up (a failure)
 
 
 @dataclass
@@ -41,7 +42,8 @@ class EvalResult:
             table[task] = {"success_rate": successes / len(runs), "successes": successes, "episodes": len(runs),
                            "wilson95_low": low, "wilson95_high": high,
                            "init_state_ids": [e.spec.init_state_id for e in runs],
-                           "mean_steps": float(np.mean([e.steps for e in runs]))}
+                           "mean_steps": float(np.mean([e.steps for e in runs])),
+                           "physics_divergences": sum(e.physics_diverged for e in runs)}
         return table
 
     @property
@@ -70,6 +72,7 @@ def evaluate(predict: Callable[[ObsBatch], np.ndarray], env: VecEnv, specs: Sequ
         done = np.zeros(slots, bool)
         success = np.zeros(slots, bool)
         steps = np.zeros(slots, int)
+        diverged = np.zeros(slots, bool)
         while not done[: len(wave)].all():
             chunk = _predict_active(predict, obs, ~done & (np.arange(slots) < len(wave)))
             for k in range(chunk.shape[1]):
@@ -79,12 +82,14 @@ def evaluate(predict: Callable[[ObsBatch], np.ndarray], env: VecEnv, specs: Sequ
                         frames[i].append(step.obs.images["agentview"][i].copy())
                 steps += ~done
                 success |= step.success & ~done
+                diverged |= step.info_flag("physics_diverged") & ~done
                 done |= step.done
                 obs = step.obs
                 if done[: len(wave)].all():
                     break
         for i, spec in enumerate(wave):
-            result.episodes.append(EpisodeOutcome(spec, bool(success[i]), int(steps[i]), instructions[i]))
+            result.episodes.append(EpisodeOutcome(spec, bool(success[i]), int(steps[i]), instructions[i],
+                                                  bool(diverged[i])))
         result.frames.update({wave[i]: frames[i] for i in filmed})
         if progress is not None:
             progress(len(wave))
@@ -135,6 +140,7 @@ def _evaluate_refilling(predict: Callable[[ObsBatch], np.ndarray], env, specs: S
         for k in range(chunk.shape[1]):
             step = env.step(chunk[:, k])
             obs = step.obs
+            diverged = step.info_flag("physics_diverged")
             for slot in np.flatnonzero(active):
                 steps[slot] += 1
                 success[slot] |= bool(step.success[slot])
@@ -142,7 +148,8 @@ def _evaluate_refilling(predict: Callable[[ObsBatch], np.ndarray], env, specs: S
                     frames[slot].append(obs.images["agentview"][slot].copy())
                 if step.done[slot]:
                     index, spec = running[slot]
-                    outcomes[index] = EpisodeOutcome(spec, bool(success[slot]), int(steps[slot]), instructions[slot])
+                    outcomes[index] = EpisodeOutcome(spec, bool(success[slot]), int(steps[slot]), instructions[slot],
+                                                     bool(diverged[slot]))
                     if slot in frames:
                         result.frames[spec] = frames.pop(slot)
                     running[slot], active[slot] = None, False

@@ -111,6 +111,7 @@ class RolloutWorker:
             total.seconds_policy += stats.seconds_policy
             total.seconds_env += stats.seconds_env
             total.env_restarts += restarts
+            total.physics_divergences += stats.physics_divergences
         return concat_batches(batches), total
 
     def evaluate(self, specs: Sequence[TaskSpec], decoding: str | None = None) -> list[EpisodeOutcome]:

@@ -166,6 +166,7 @@ class IterationBatch:
     env_restarts: int = 0           # envs rebuilt after a crash (their waves collected again)
     informative_groups: int = 0     # groups with mixed rewards, before the cut to groups_per_iteration
     success_by_task: dict[str, float] = field(default_factory=dict)  # over every sampled episode, per task
+    physics_divergences: int = 0    # sampled episodes the simulator cut because their physics blew up
 
 
 @dataclass
@@ -281,7 +282,7 @@ class Trainer:
         groups_per_worker = max(1, self.pool.slots_per_worker // config.group_size)
         kept: list[TrajectoryBatch] = []
         kept_ids: list[np.ndarray] = []
-        sampled = successes = sampled_groups = env_steps = rounds = env_restarts = 0
+        sampled = successes = sampled_groups = env_steps = rounds = env_restarts = divergences = 0
         outcomes: dict[str, list[bool]] = {}
         seconds_policy = seconds_env = 0.0
         next_group = 0
@@ -300,6 +301,7 @@ class Trainer:
                                        f"the learner is at {self.iteration}")
                 env_steps += stats.env_steps
                 env_restarts += stats.env_restarts
+                divergences += stats.physics_divergences
                 seconds_policy += stats.seconds_policy
                 seconds_env += stats.seconds_env
                 batch = self.reward(batch)  # before dynamic sampling, which filters on the returns
@@ -329,7 +331,7 @@ class Trainer:
         return IterationBatch(batch, group_ids, successes / max(sampled, 1), sampled_groups,
                               len(np.unique(group_ids)), env_steps, seconds_policy, seconds_env, rounds,
                               env_restarts, informative,
-                              {task: float(np.mean(runs)) for task, runs in outcomes.items()})
+                              {task: float(np.mean(runs)) for task, runs in outcomes.items()}, divergences)
 
     def reward(self, batch: TrajectoryBatch) -> TrajectoryBatch:
         """The configured reward source's rewards (``vla_rl.reward.sources``); timed as "reward"."""
@@ -565,7 +567,7 @@ class Trainer:
                    "informative_groups": rollout.informative_groups,
                    "filtered_fraction": 1.0 - rollout.informative_groups / max(rollout.sampled_groups, 1),
                    "sampling_rounds": rollout.rounds, "env_steps": rollout.env_steps,
-                   "env_restarts": rollout.env_restarts,
+                   "env_restarts": rollout.env_restarts, "physics_divergences": rollout.physics_divergences,
                    "env_steps_per_s": rollout.env_steps / max(rollout_seconds, 1e-9),
                    # summed over the workers, which run in parallel: where a worker's time goes
                    "worker_seconds_policy": rollout.seconds_policy, "worker_seconds_env": rollout.seconds_env,
