@@ -195,3 +195,8 @@ def print_success_table(report: dict) -> None:
         print(f"{task:<{width}} {row['successes']:>3}/{row['episodes']:<4} "
               f"[{row['wilson95_low']:.2f}, {row['wilson95_high']:.2f}]")
     print(f"{'mean':<{width}} {report['mean_success']:>8.1%}")
+    diverged = {task: row["physics_divergences"] for task, row in report["per_task"].items()
+                if row.get("physics_divergences")}  # reports written before the count lack it
+    if diverged:
+        print("physics diverged (episodes cut as failures): "
+              + ", ".join(f"{task} {count}" for task, count in diverged.items()))
