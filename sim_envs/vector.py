@@ -134,16 +134,19 @@ def check_memory(config: VecEnvConfig) -> None:
             "check_memory=False to try anyway")
 
 
-def check_new_envs_fit(config: VecEnvConfig, new_envs: int) -> None:
-    """Before a reset that would build ``new_envs`` more envs (slots reset to tasks they keep no env of):
-    a clear error instead of an out-of-memory kill, while nothing has been built yet."""
+def check_new_envs_fit(config: VecEnvConfig, new_envs: int, passing_envs: int = 0) -> None:
+    """Before a reset that would build ``new_envs`` more envs (slots reset to tasks they keep no env of)
+    and ``passing_envs`` more for a moment (full slots that change task build the new env before closing
+    their least recently used one): a clear error instead of an out-of-memory kill, while nothing is built."""
     suite = get_suite(config.suite)
     available = available_memory_mb()
-    needed = new_envs * suite.env_memory_mb
+    needed = (new_envs + passing_envs) * suite.env_memory_mb
     if available is not None and needed > available:
+        passing = (f" and {passing_envs} more for a moment (a full slot builds its new task's env before closing "
+                   "its least recently used one)") if passing_envs else ""
         raise ValueError(
-            f"this reset would build {new_envs} more {config.suite} envs (a slot keeps one per task it is reset to, "
-            f"up to max_envs_per_slot={envs_per_slot(config)}), about {needed / 1024:.1f} GB, but "
+            f"this reset would build {new_envs} more {config.suite} envs{passing} (a slot keeps one per task it is "
+            f"reset to, up to max_envs_per_slot={envs_per_slot(config)}), about {needed / 1024:.1f} GB, but "
             f"{available / 1024:.1f} GB is available: set max_envs_per_slot lower (slots then rebuild envs when "
             "they change task), use fewer envs or fewer tasks, or set check_memory=False to try anyway")
 
@@ -296,9 +299,9 @@ class SimVecEnv:
         # Why the env is broken, once a worker died or stopped answering: a hung worker may still send the
         # reply it owes, which the next call would read as its own answer, so every later call but close() refuses.
         self._broken: str | None = None
-        # The tasks each slot has been reset to: it keeps min(their number, envs_per_slot) envs built (the
-        # least recently used one closes to make room), so the parent knows what a reset would build.
-        self._slot_tasks: list[set[str]] = [set() for _ in range(config.num_envs)]
+        # The tasks each slot keeps an env of, least recently used first, as _SlotGroup keeps them (up to
+        # envs_per_slot; the least recently used closes to make room), so the parent knows what a reset builds.
+        self._slot_tasks: list[list[str]] = [[] for _ in range(config.num_envs)]
         self._processes: list[mp.process.BaseProcess] = []
         self._conns = []
         if self.num_workers == 0:
@@ -411,14 +414,26 @@ class SimVecEnv:
 
     def _check_memory_for(self, slots: Sequence[int], tasks: Sequence[TaskSpec]) -> None:
         """Refuse (``check_new_envs_fit``) a reset whose new envs would not fit, before any is built; else
-        record the slots' tasks."""
+        record the slots' tasks. A full slot that changes task builds its new env before closing its least
+        recently used one, so for that moment it holds one env more: its worker process resets its slots one
+        after another, so each process with such a slot needs room for one env beyond the reset's lasting ones."""
         limit = envs_per_slot(self.config)
-        after = {slot: self._slot_tasks[slot] | {spec.task} for slot, spec in zip(slots, tasks)}
-        new_envs = sum(min(len(after[slot]), limit) - min(len(self._slot_tasks[slot]), limit) for slot in after)
-        if new_envs and self.config.check_memory:
-            check_new_envs_fit(self.config, new_envs)
-        for slot, held in after.items():
-            self._slot_tasks[slot] = held
+        held = {slot: list(self._slot_tasks[slot]) for slot in slots}
+        new_envs, switching_processes = 0, set()
+        for slot, spec in zip(slots, tasks):
+            envs = held[slot]
+            if spec.task in envs:
+                envs.remove(spec.task)
+            elif len(envs) >= limit:
+                switching_processes.add(next(i for i, (a, b) in enumerate(self._bounds) if a <= slot < b))
+                envs.pop(0)
+            else:
+                new_envs += 1
+            envs.append(spec.task)
+        if (new_envs or switching_processes) and self.config.check_memory:
+            check_new_envs_fit(self.config, new_envs, len(switching_processes))
+        for slot, envs in held.items():
+            self._slot_tasks[slot] = envs
 
     def _call(self, command: str, payloads: list[Any]) -> list[Any]:
         if self._closed:

@@ -249,7 +249,16 @@ def test_a_reset_that_would_build_envs_beyond_the_available_memory_is_refused_be
     with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32, max_envs_per_slot=1)) as venv:
         venv.reset([TaskSpec("Reach", 0, "eval")] * 2)
         monkeypatch.setattr(vector, "available_memory_mb", lambda: 10.0)
-        venv.reset([TaskSpec("Push", 0, "eval")] * 2)  # each slot closes its Reach env: no more envs than before
+        # each slot builds its Push env before closing its Reach env: one process, one slot at a time
+        with pytest.raises(ValueError, match=r"build 0 more tabletop envs and 1 more for a moment"):
+            venv.reset([TaskSpec("Push", 0, "eval")] * 2)
+        assert [list(envs) for envs in venv._local.envs] == [["Reach"], ["Reach"]]
+        monkeypatch.setattr(vector, "available_memory_mb", lambda: 60.0)
+        venv.reset([TaskSpec("Push", 0, "eval")] * 2)  # room for the one passing env: no more envs than before
+        assert [list(envs) for envs in venv._local.envs] == [["Push"], ["Push"]]
+        venv.reset_slots([1], [TaskSpec("Push", 1, "eval")])
+        monkeypatch.setattr(vector, "available_memory_mb", lambda: 10.0)
+        venv.reset([TaskSpec("Push", 2, "eval")] * 2)  # kept envs build nothing, not even for a moment
 
 
 def test_a_diverged_episode_is_flagged_in_the_step_info_once(tmp_path, monkeypatch):
