@@ -4,6 +4,9 @@ import os
 if not os.environ.get("DISPLAY"):
     os.environ.setdefault("MUJOCO_GL", "egl")
 
+# Checksums verified by one test must not be taken from (or left in) the user's cache.
+os.environ["VLA_RL_VERIFY_CACHE"] = "off"
+
 
 def pytest_collection_modifyitems(config, items):
     """Run the MJX tests last: once jax has started its thread pool in this process, a later test

@@ -87,3 +87,39 @@ def test_truncate_history_drops_later_and_cut_lines_and_restores_the_checkpoints
         truncate_history(path, "step", 20)
     truncate_history(tmp_path / "none.jsonl", "step", 5)  # no history yet: nothing to do
     assert not (tmp_path / "none.jsonl").exists()
+
+
+def test_a_node_remembers_verified_checksums_until_a_file_changes(tmp_path, monkeypatch):
+    """The driver, learners and actors load one checkpoint: a file this node hashed unchanged is not hashed
+    again, a changed one is, and a damaged cache entry neither passes a bad file nor refuses a good one."""
+    import vla_rl.core.checkpoint_dir as checkpoint_dir
+
+    monkeypatch.setenv("VLA_RL_VERIFY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(checkpoint_dir, "_SETTLED_SECONDS", -1.0)  # the files are seconds old, not minutes
+    hashed = []
+    sha256 = checkpoint_dir._sha256
+    monkeypatch.setattr(checkpoint_dir, "_sha256", lambda path: hashed.append(path.name) or sha256(path))
+    staging = checkpoint_dir.staging_dir(tmp_path / "step_1")
+    (staging / "weights.bin").write_bytes(b"a" * 1000)
+    directory = checkpoint_dir.commit_checkpoint_dir(staging, tmp_path / "step_1")
+    hashed.clear()
+    checkpoint_dir.verify_checkpoint(directory)
+    checkpoint_dir.verify_checkpoint(directory)
+    assert hashed == ["weights.bin"]  # once, by the first verification
+    (directory / "weights.bin").write_bytes(b"b" * 1000)  # same size, rewritten in place
+    with pytest.raises(checkpoint_dir.CorruptCheckpointError, match="weights.bin does not match"):
+        checkpoint_dir.verify_checkpoint(directory)
+    (directory / "weights.bin").write_bytes(b"a" * 1000)
+    checkpoint_dir.verify_checkpoint(directory)  # cached for this version of the file
+    for entry in (tmp_path / "cache").iterdir():
+        entry.write_text("0" * 64)  # a wrong digest in the cache
+    checkpoint_dir.verify_checkpoint(directory)
+    monkeypatch.setattr(checkpoint_dir, "_SETTLED_SECONDS", 3600.0)
+    (directory / "weights.bin").write_bytes(b"c" * 1000)  # just changed: never cached, always hashed
+    hashed.clear()
+    for _ in range(2):
+        with pytest.raises(checkpoint_dir.CorruptCheckpointError):
+            checkpoint_dir.verify_checkpoint(directory)
+    assert hashed == ["weights.bin", "weights.bin"]
+    monkeypatch.setenv("VLA_RL_VERIFY_CACHE", "off")
+    assert checkpoint_dir.verified_digest_cache() is None

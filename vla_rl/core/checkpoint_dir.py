@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
 
 from vla_rl.core.atomic_file import write_text_atomic
@@ -30,6 +32,49 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# A file whose last change is this recent is never taken from the cache: file times are coarse (a few ms),
+# so a file rewritten in place at the same size right after it was hashed could otherwise look unchanged.
+_SETTLED_SECONDS = 2.0
+
+
+def verified_digest_cache() -> Path | None:
+    """Where this node records the checksums it has verified (``VLA_RL_VERIFY_CACHE``, default
+    ``~/.cache/vla_rl/verified``; ``0`` or ``off`` disables it). The driver, every learner and every rollout
+    actor load the same checkpoint; hashing a 15 GB 7B checkpoint in each of them costs minutes."""
+    setting = os.environ.get("VLA_RL_VERIFY_CACHE", "")
+    if setting.lower() in ("0", "off", "false", "no"):
+        return None
+    return Path(setting).expanduser() if setting else Path.home() / ".cache" / "vla_rl" / "verified"
+
+
+def _cached_sha256(path: Path) -> tuple[str, bool]:
+    """``_sha256`` and whether it came from the cache: remembered per node for a file whose identity
+    (device, inode, size, change times) is unchanged since this node hashed it. The key holds the host
+    name: on a shared filesystem each node verifies what it reads itself, even where the home directory
+    (and so the cache) is shared."""
+    cache = verified_digest_cache()
+    if cache is None:
+        return _sha256(path), False
+    status = path.stat()
+    identity = (socket.gethostname(), str(path.resolve()), status.st_dev, status.st_ino, status.st_size,
+                status.st_mtime_ns, status.st_ctime_ns)
+    entry = cache / hashlib.sha256(repr(identity).encode()).hexdigest()
+    try:
+        cached = entry.read_text().strip()
+        if len(cached) == 64 and all(c in "0123456789abcdef" for c in cached):
+            return cached, True
+    except OSError:
+        pass
+    digest = _sha256(path)
+    if time.time() - max(status.st_mtime_ns, status.st_ctime_ns) / 1e9 > _SETTLED_SECONDS:
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(entry, digest)
+        except OSError:  # a read-only or full cache only costs the hashing
+            pass
+    return digest, False
 
 
 def staging_dir(directory: Path) -> Path:
@@ -72,7 +117,9 @@ def verify_checkpoint(directory: Path) -> None:
         path = directory / name
         if not path.is_file():
             raise CorruptCheckpointError(f"{directory}: {name} is missing")
-        if _sha256(path) != expected:
+        # a cached digest that disagrees is checked again: a damaged cache must not refuse a good file
+        digest, cached = _cached_sha256(path)
+        if digest != expected and (not cached or _sha256(path) != expected):
             raise CorruptCheckpointError(f"{directory}: {name} does not match its checksum (corrupt or modified)")
 
 
