@@ -6,7 +6,6 @@ statistics, for ``ddp``, for ``fsdp`` (sharded decoder layers) and for fsdp with
 including a resumed optimiser.
 """
 
-import socket
 
 import numpy as np
 import pytest
@@ -50,7 +49,8 @@ def _replica(rank: int, world_size: int, port: int, config: LearnerConfig, batch
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    store = dist.TCPStore("127.0.0.1", port, is_master=False)  # the test process keeps the store's port
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size)
     try:
         stats, weights = _update_then_resume(config, batch, group_ids, rank, world_size)
         if rank == 0:
@@ -75,10 +75,12 @@ def _first_result(results, processes, timeout_s: float = 300):
     raise AssertionError("no result from the replicas in time")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _rendezvous_store():
+    """A key-value store on a port the OS picks, held open by the test process: a probed-then-closed port
+    could be taken by another process before a replica bound it again."""
+    import torch.distributed as dist
+
+    return dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
 
 
 @pytest.mark.parametrize("strategy, lora_rank", [("ddp", 0), ("fsdp", 0), ("fsdp", 4)])
@@ -90,7 +92,8 @@ def test_two_replicas_make_the_single_process_update(rollout_batch, strategy, lo
     single_stats, single_weights = _update_then_resume(config, batch, group_ids)  # world size 1: plain
     context = mp.get_context("spawn")
     results = context.Queue()
-    port = _free_port()
+    store = _rendezvous_store()
+    port = store.port
     processes = [context.Process(target=_replica, args=(rank, 2, port, config, batch, group_ids, results))
                  for rank in range(2)]
     for process in processes:
