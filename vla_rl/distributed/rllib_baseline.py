@@ -175,7 +175,7 @@ def run_ppo_baseline(config: PPOBaselineConfig) -> dict[str, Any]:
 
     from sim_envs.suites import get_suite
     from sim_envs.versions import environment_versions
-    from vla_rl.distributed.rllib_envs import check_suite_task, register_rllib_envs, rllib_env_name
+    from vla_rl.distributed.rllib_envs import SEED_FORMULA, check_suite_task, register_rllib_envs, rllib_env_name
 
     check_suite_task(config.suite, config.task)  # before Ray starts: a clear error listing the valid names
     suite = get_suite(config.suite)
@@ -231,8 +231,8 @@ def run_ppo_baseline(config: PPOBaselineConfig) -> dict[str, Any]:
         "held_out": held_out, "held_out_curve": held_out_curve, "curve": curve,
         "curve_note": "training episodes on training init states; per iteration, RLlib's EnvRunner means over recent "
                       f"episodes (at most {SMOOTHING_EPISODES})",
-        "seeds": {"rllib_seed": config.seed, "train_env_first_reset_seed": "seed + 1000 * worker_index + vector_index",
-                  "train_init_states": "split=train, ids drawn from the seeded reset RNG",
+        "seeds": {"rllib_seed": config.seed, "train_env_init_state_streams": SEED_FORMULA,
+                  "train_init_states": "split=train, ids drawn from each sub-env's init-state stream",
                   "eval_init_states": f"split=eval, ids 0..{eval_episodes - 1}"},
         "init_states": suite.init_state_provenance, "observation": state_env, "config": to_dict(config),
         **_versions(environment_versions()),
