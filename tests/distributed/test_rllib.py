@@ -58,6 +58,11 @@ def test_state_observation_holds_the_simulator_state_and_resets_follow_the_split
     assert obs[names.index("layout.target")] == 0
     obs_again, info_again = env.reset(options={"split": "eval", "init_state_id": info["init_state_id"]})
     np.testing.assert_allclose(obs_again, obs)  # the same held-out init state, the same state vector
+    # a train-split env reset to the eval split draws a held-out state
+    train_env = make_rllib_env("tabletop", "Reach", {"seed": 1})
+    assert train_env.reset()[1]["split"] == "train"
+    held_out = train_env.reset(options={"split": "eval"})[1]
+    assert held_out["split"] == "eval" and 0 <= held_out["init_state_id"] < 50
     # the same seed on a fresh env gives the same init state (RLlib seeds envs this way)
     twin = make_rllib_env("tabletop", "Reach", {"init_split": "eval", "seed": 1})
     assert twin.reset()[1]["init_state_id"] == info["init_state_id"]

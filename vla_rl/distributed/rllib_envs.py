@@ -158,8 +158,8 @@ def make_rllib_env(suite: str, task: str, env_config: dict[str, Any] | None = No
     if config.reward == "progress":
         env = _ProgressReward(env)
     stream = (config.seed, getattr(context, "worker_index", 0), _sub_env_index(context))
-    num_eval = spec.num_eval_states(task) if config.init_split == "eval" else 0
-    return _InitStateResets(env, config.init_split, num_eval, stream)
+    # known whatever init_split says: a train-split env may be reset to a held-out state (options={"split": "eval"})
+    return _InitStateResets(env, config.init_split, spec.num_eval_states(task), stream)
 
 
 def register_rllib_envs(suites: list[str] | None = None) -> list[str]:
