@@ -177,3 +177,10 @@ def test_tiny_ppo_run_through_the_cli_writes_the_baseline_report(ray_session, tm
     assert report["seeds"]["train_env_init_state_streams"] == SEED_FORMULA
     assert report["observation"]["dim"] == len(report["observation"]["entries"]) == 31
     assert (out / "learning_curve.png").stat().st_size > 0
+
+
+def test_more_env_runners_than_cpus_is_a_clear_error_not_a_hang(ray_session, tmp_path, capsys):
+    code = main(["baseline", "rllib-ppo", "--task", "Reach", "--timesteps", "400", "--out", str(tmp_path / "ppo"),
+                 "--num-env-runners", "3", "--set", "progress_bar=false"])
+    assert code == 2
+    assert "cannot host 3 RLlib EnvRunners (1 CPU each): CPU needed 3, available 2" in capsys.readouterr().err

@@ -36,6 +36,17 @@ def init_ray(address: str = "", num_cpus: int | None = None) -> dict:
     return ray.cluster_resources()
 
 
+def check_resources(resources: dict, count: int, cpus: float, gpus: float, what: str, knobs: str) -> None:
+    """Refuse ``count`` actors of ``cpus`` CPUs and ``gpus`` GPUs each that ``resources`` (Ray's resource dict)
+    cannot hold: Ray would otherwise wait forever for actors it cannot place. ``knobs`` names what to lower."""
+    needed = {"CPU": count * cpus, "GPU": count * gpus}
+    short = {k: (v, resources.get(k, 0.0)) for k, v in needed.items() if v > resources.get(k, 0.0)}
+    if short:
+        raise ValueError(f"the Ray cluster cannot host {count} {what}: "
+                         + ", ".join(f"{k} needed {n:g}, available {a:g}" for k, (n, a) in short.items())
+                         + f"; lower {knobs}")
+
+
 def egl_device_for(gpu_ids: Sequence, environ: dict[str, str]) -> str | None:
     """The ``MUJOCO_EGL_DEVICE_ID`` an actor should render on: its first Ray-assigned GPU, when MuJoCo
     renders with EGL and the user has not chosen a device. MuJoCo enumerates EGL devices itself and

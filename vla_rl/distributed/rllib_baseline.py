@@ -33,6 +33,7 @@ from vla_rl.core.atomic_file import write_text_atomic
 from vla_rl.core.config import option, to_dict
 
 SMOOTHING_EPISODES = 100  # RLlib's default window for episode_return_mean; the success rate uses the same
+CPUS_PER_ENV_RUNNER = 1  # Ray CPUs each EnvRunner actor reserves; the learner runs in the driver (num_learners=0)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def build_ppo(config: PPOBaselineConfig, env_name: str):
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
         .environment(env=env_name, env_config=env_config)
         .env_runners(num_env_runners=config.num_env_runners, num_envs_per_env_runner=config.num_envs_per_env_runner,
-                     num_cpus_per_env_runner=1)
+                     num_cpus_per_env_runner=CPUS_PER_ENV_RUNNER)
         .learners(num_learners=0)
         .training(train_batch_size_per_learner=config.train_batch_size, minibatch_size=config.minibatch_size,
                   num_epochs=config.num_epochs, lr=config.lr, gamma=config.gamma, lambda_=config.lambda_,
@@ -113,6 +114,17 @@ def build_ppo(config: PPOBaselineConfig, env_name: str):
         .debugging(seed=config.seed, log_level="ERROR")
     )
     return ppo.build_algo()
+
+
+def check_env_runner_resources(config: PPOBaselineConfig, resources: dict) -> None:
+    """Refuse EnvRunners that the Ray cluster (``resources``) cannot place: RLlib would wait for them forever.
+    The learner runs in the driver process (``num_learners=0``) and reserves nothing."""
+    from vla_rl.distributed.ray_pool import check_resources
+
+    check_resources(resources, config.num_env_runners, CPUS_PER_ENV_RUNNER, 0.0,
+                    f"RLlib EnvRunners ({CPUS_PER_ENV_RUNNER} CPU each)",
+                    "num_env_runners (--num-env-runners; 0 samples in the driver) or start Ray with more CPUs "
+                    "(num_cpus)")
 
 
 def current_module(algo):
@@ -188,6 +200,12 @@ def run_ppo_baseline(config: PPOBaselineConfig) -> dict[str, Any]:
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(num_cpus=config.num_cpus or None, include_dashboard=False, log_to_driver=False)
+    try:
+        check_env_runner_resources(config, ray.cluster_resources())
+    except ValueError:
+        if started_ray:
+            ray.shutdown()
+        raise
     register_rllib_envs([config.suite])
     env_name = rllib_env_name(config.suite, config.task)
     start = time.perf_counter()
@@ -294,5 +312,5 @@ def plot_learning_curve(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
-__all__ = ["PPOBaselineConfig", "build_ppo", "evaluate_held_out", "run_ppo_baseline", "plot_learning_curve",
+__all__ = ["PPOBaselineConfig", "build_ppo", "check_env_runner_resources", "evaluate_held_out", "run_ppo_baseline", "plot_learning_curve",
            "current_module"]
