@@ -1,5 +1,7 @@
 """Scripted-expert success on every tabletop task's 50 evaluation init states (the table in
-docs/tabletop.md). Tasks run in parallel processes; prints a table and one JSON line.
+docs/tabletop.md). Tasks run in parallel processes; prints a table and one JSON line. That line is a
+success table (``per_task``), not a timed figure: it has no same-run baseline or ratio, and run_all.py
+renders it as successes per task.
 
     python benchmarks/expert_success.py [--tasks Lift Stack] [--noise 0.0] [--align-yaw]
 """
