@@ -31,6 +31,7 @@ import sim_envs  # noqa: E402,F401  (first: sets the rendering defaults before m
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from common import emit  # noqa: E402
+from sim_envs.vector import usable_cpus  # noqa: E402
 from sim_envs.versions import gl_renderer  # noqa: E402
 
 DEFAULT_STEPS = 60
@@ -148,7 +149,7 @@ def main() -> None:
         args.steps = timed_steps(args.task, args.steps)
     except ValueError as error:
         parser.error(str(error))
-    workers = os.cpu_count() or 1
+    workers = usable_cpus()  # the cores this process may run on (its affinity mask)
 
     # Alternate the three measurements so slow phases of a shared machine hit all of them.
     rounds = {"seq": [], "bare": [], "vec": [], "vec_no_antialias": []}

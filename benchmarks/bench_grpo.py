@@ -78,8 +78,10 @@ def main() -> None:
     import ray
     import torch
 
+    from sim_envs.vector import usable_cpus
+
     # GPUs named explicitly: Ray's own detection can miss them in sandboxed containers.
-    ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
+    ray.init(num_cpus=usable_cpus(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
              log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = build_checkpoint(Path(tmp), args.decoding, args.model)

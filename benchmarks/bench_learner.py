@@ -96,7 +96,9 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    ray.init(num_cpus=max(2, os.cpu_count()), include_dashboard=False, log_to_driver=False)
+    from sim_envs.vector import usable_cpus
+
+    ray.init(num_cpus=max(2, usable_cpus()), include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = build_checkpoint(Path(tmp), args.model)
         batch, group_ids = rollout_batch(checkpoint, args.episodes)

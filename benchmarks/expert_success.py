@@ -39,6 +39,7 @@ def evaluate(task: str, noise: float, align_yaw: bool) -> dict:
 
 def main() -> None:
     from sim_envs.tasks import TASKS
+    from sim_envs.vector import usable_cpus
     from sim_envs.versions import environment_versions
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument("--align-yaw", action="store_true", help="grasping experts turn to the block's yaw")
     args = parser.parse_args()
     start = time.perf_counter()
-    with futures.ProcessPoolExecutor(os.cpu_count(), mp_context=mp.get_context("spawn")) as pool:
+    with futures.ProcessPoolExecutor(usable_cpus(), mp_context=mp.get_context("spawn")) as pool:
         rows = list(pool.map(evaluate, args.tasks, [args.noise] * len(args.tasks),
                              [args.align_yaw] * len(args.tasks)))
     print(f"{'task':<12} {'success':>9} {'rate':>6} {'mean steps':>10}")
