@@ -80,8 +80,9 @@ def main() -> None:
 
     from sim_envs.vector import usable_cpus
 
-    # GPUs named explicitly: Ray's own detection can miss them in sandboxed containers.
-    ray.init(num_cpus=usable_cpus(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
+    # GPUs named explicitly: Ray's own detection can miss them in sandboxed containers. "local": a Ray of this
+    # run alone, never a running cluster (RAY_ADDRESS, /tmp/ray/ray_current_cluster) shared with other jobs.
+    ray.init(address="local", num_cpus=usable_cpus(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
              log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = build_checkpoint(Path(tmp), args.decoding, args.model)

@@ -98,7 +98,8 @@ def main() -> None:
 
     from sim_envs.vector import usable_cpus
 
-    ray.init(num_cpus=max(2, usable_cpus()), include_dashboard=False, log_to_driver=False)
+    # "local": a Ray of this run alone, never a running cluster (RAY_ADDRESS, /tmp/ray/ray_current_cluster)
+    ray.init(address="local", num_cpus=max(2, usable_cpus()), include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = build_checkpoint(Path(tmp), args.model)
         batch, group_ids = rollout_batch(checkpoint, args.episodes)

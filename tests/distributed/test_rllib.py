@@ -184,3 +184,18 @@ def test_more_env_runners_than_cpus_is_a_clear_error_not_a_hang(ray_session, tmp
                  "--num-env-runners", "3", "--set", "progress_bar=false"])
     assert code == 2
     assert "cannot host 3 RLlib EnvRunners (1 CPU each): CPU needed 3, available 2" in capsys.readouterr().err
+
+
+def test_the_baseline_starts_its_own_local_ray_and_stops_it_when_the_runners_do_not_fit(monkeypatch, tmp_path):
+    from vla_rl.distributed.rllib_baseline import PPOBaselineConfig, run_ppo_baseline
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(("init", kwargs)))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 1.0})
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append(("shutdown", {})))
+    config = PPOBaselineConfig(num_env_runners=2, out_dir=tmp_path, progress_bar=False)
+    with pytest.raises(ValueError, match="CPU needed 2, available 1"):
+        run_ppo_baseline(config)
+    assert calls[0][0] == "init" and calls[0][1]["address"] == "local"  # never a running cluster
+    assert calls[1][0] == "shutdown"

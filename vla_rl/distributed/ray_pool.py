@@ -25,14 +25,17 @@ log = logging.getLogger(__name__)
 
 
 def init_ray(address: str = "", num_cpus: int | None = None) -> dict:
-    """Join ``address`` (a cluster) or start a local Ray in this process; returns cluster resources."""
+    """Join ``address`` (a cluster; ``auto`` = the running one) or, when it is empty, start a new local Ray in
+    this process; returns cluster resources. A local start passes ``address="local"``: without an address,
+    ``ray.init`` would join whatever cluster ``RAY_ADDRESS`` or ``/tmp/ray/ray_current_cluster`` names (a
+    ``scripts/ray_local_cluster.sh`` cluster, say)."""
     import ray
 
     if not ray.is_initialized():
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
     return ray.cluster_resources()
 
 

@@ -199,7 +199,8 @@ def run_ppo_baseline(config: PPOBaselineConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(num_cpus=config.num_cpus or None, include_dashboard=False, log_to_driver=False)
+        # "local": a new Ray, never a running cluster that RAY_ADDRESS or /tmp/ray/ray_current_cluster names
+        ray.init(address="local", num_cpus=config.num_cpus or None, include_dashboard=False, log_to_driver=False)
     try:
         check_env_runner_resources(config, ray.cluster_resources())
     except ValueError:
