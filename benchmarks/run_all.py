@@ -8,8 +8,9 @@ both are rendered, each replaced atomically. A record is a timed figure (``FIGUR
 its same-run baseline and their ratio) or a success table (``TABLE_KEYS``: ``expert_success.py``'s
 successes per task, no baseline). A script that fails is listed with its exit code and the tail of its
 output; a stdout line that starts with ``{`` but is no valid record becomes an error row naming what is
-wrong. Each script runs in its own session: on a timeout its whole process group (its Ray and env
-worker processes too) is stopped, and the figures it printed before are kept.
+wrong. Each script runs in its own session: on a timeout its whole process group (its env worker
+processes and the Ray it started; Ray's workers exit with their raylet) is stopped, and the figures it
+printed before are kept.
 """
 
 from __future__ import annotations
