@@ -15,7 +15,8 @@ from ray.tune.registry import ENV_CREATOR, _global_registry  # noqa: E402
 from sim_envs.tasks import TASKS  # noqa: E402
 from vla_rl.cli.main import main  # noqa: E402
 from vla_rl.core.config import ConfigError  # noqa: E402
-from vla_rl.distributed.rllib_envs import SEED_FORMULA, make_rllib_env, register_rllib_envs, rllib_env_name  # noqa: E402
+from vla_rl.distributed.rllib_envs import (  # noqa: E402
+    SEED_FORMULA, make_rllib_env, register_rllib_envs, rllib_env_name)
 
 BASELINE_KEYS = {"env", "suite", "task", "env_steps", "iterations", "wall_seconds", "train_seconds", "curve",
                  "held_out", "held_out_curve", "seeds", "init_states", "observation", "config", "code_commit",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ray_local_cluster.sh"
 SLEEP = "import time; time.sleep(120)"
-WITH_CHILD = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); " \
-             "time.sleep(120)"
+WITH_CHILD = ("import subprocess, sys, time; "
+              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)")
 
 
 def _spawn(code: str, *args: str) -> subprocess.Popen:
