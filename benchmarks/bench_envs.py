@@ -8,6 +8,12 @@ Prints three JSON lines:
   vs vec_env_steps_per_s (MuJoCo's default 4x multisampling).
 Also records gymnasium's AsyncVectorEnv (one process per env, shared memory) on the same scene.
 
+Every loop stays within one episode: the vector env freezes a slot whose episode ended (it is no longer
+stepped or rendered), so timed steps past the task's step limit would be counted without being done.
+``--steps`` (default: 60, or fewer for a task whose limit leaves less room after the warm-up step) must
+leave the warm-up step and the timed steps within the limit; the vector env's rate counts only the slots
+it stepped (a random action can still end an episode early by success).
+
     python benchmarks/bench_envs.py [--envs 16] [--steps 60] [--image-size 64] [--task Lift]
 """
 
@@ -25,7 +31,26 @@ import sim_envs  # noqa: E402,F401  (first: sets the rendering defaults before m
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from common import emit  # noqa: E402
+from sim_envs.vector import usable_cpus  # noqa: E402
 from sim_envs.versions import gl_renderer  # noqa: E402
+
+DEFAULT_STEPS = 60
+WARMUP_STEPS = 1  # the vector loops' untimed first step (renderers are created lazily)
+
+
+def timed_steps(task: str, steps: int | None) -> int:
+    """Timed steps per env for ``task``: ``steps`` (``None``: ``DEFAULT_STEPS`` or what the task's step limit
+    leaves after the warm-up step), refused when the warm-up and timed steps would pass the step limit."""
+    from sim_envs.tasks import get_task
+
+    room = get_task(task).max_steps - WARMUP_STEPS
+    if steps is None:
+        return min(DEFAULT_STEPS, room)
+    if not 1 <= steps <= room:
+        raise ValueError(f"--steps {steps}: {task}'s episodes end after {room + WARMUP_STEPS} steps, and the vector "
+                         f"env does not step a slot whose episode ended; use 1..{room} ({WARMUP_STEPS} warm-up step "
+                         "+ the timed steps must stay within one episode)")
+    return steps
 
 
 def sequential(task: str, image_size: int, steps: int, episodes: int) -> tuple[float, list[np.ndarray]]:
@@ -78,11 +103,15 @@ def vectorised(task: str, image_size: int, num_envs: int, workers: int, steps: i
     config = VecEnvConfig(num_envs=num_envs, num_workers=workers, image_size=image_size, antialias=antialias)
     with TabletopVecEnv(config) as venv:
         venv.reset([TaskSpec(task, i, "train") for i in range(num_envs)])
-        venv.step(np.zeros((num_envs, 7), np.float32))  # warm-up: renderers are created lazily
+        result = venv.step(np.zeros((num_envs, 7), np.float32))  # warm-up: renderers are created lazily
+        ended = result.terminated | result.truncated
+        stepped = 0
         start = time.perf_counter()
         for _ in range(steps):
-            venv.step(rng.uniform(-1, 1, (num_envs, 7)).astype(np.float32))
-        return num_envs * steps / (time.perf_counter() - start)
+            stepped += num_envs - int(ended.sum())  # an ended slot is frozen: not stepped, not rendered
+            result = venv.step(rng.uniform(-1, 1, (num_envs, 7)).astype(np.float32))
+            ended |= result.terminated | result.truncated
+        return stepped / (time.perf_counter() - start)
 
 
 def gymnasium_async(task: str, image_size: int, num_envs: int, steps: int) -> float:
@@ -109,12 +138,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="Lift")
     parser.add_argument("--envs", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=60, help="steps per env (within one episode)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"timed steps per env, within one episode (default {DEFAULT_STEPS}, or the task's "
+                             f"step limit minus {WARMUP_STEPS} warm-up step when that is less)")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     parser.add_argument("--skip-gymnasium", action="store_true")
     args = parser.parse_args()
-    workers = os.cpu_count() or 1
+    try:
+        args.steps = timed_steps(args.task, args.steps)
+    except ValueError as error:
+        parser.error(str(error))
+    workers = usable_cpus()  # the cores this process may run on (its affinity mask)
 
     # Alternate the three measurements so slow phases of a shared machine hit all of them.
     rounds = {"seq": [], "bare": [], "vec": [], "vec_no_antialias": []}
@@ -128,6 +163,7 @@ def main() -> None:
     seq, bare, vec, vec_aliased = (float(np.median(rounds[k])) for k in ("seq", "bare", "vec", "vec_no_antialias"))
     gym_async = None if args.skip_gymnasium else gymnasium_async(args.task, args.image_size, workers, args.steps)
     common = {"task": args.task, "image_size": args.image_size, "num_envs": args.envs, "workers": workers,
+              "steps": args.steps,
               "rounds": {k: [round(v, 1) for v in values] for k, values in rounds.items()},
               "renderer": gl_renderer(), "lp_num_threads": os.environ.get("LP_NUM_THREADS"),
               "gymnasium_async_vector_env_steps_per_s": round(gym_async, 1) if gym_async else None}

@@ -2,8 +2,13 @@
 1 and with 2 Ray rollout workers, same total env slots, same policy, same run.
 
 The policy is the default tiny VLA (random weights; speed does not depend on what it learned),
-rolling out on the tabletop suite's Reach and PressButton tasks without early success, so every
-episode runs to its step limit and both settings do the same amount of work.
+rolling out on the tabletop suite's Reach and PressButton tasks. What the two settings share: the number
+of groups (``--envs`` / 8 groups of 8) and of episodes per iteration, drawn by the same seeded task
+sampler. What they do not: the episodes themselves (each worker samples its own actions), hence their
+lengths: an episode that succeeds ends before the task's step limit. The figure is env steps/s, which
+normalises for that. ``--envs`` must be a multiple of 16 (2 workers x groups of 8): the trainer gives
+each worker as many whole groups as its slots hold, so other counts give the two settings different
+numbers of groups.
 
     python benchmarks/bench_grpo.py [--iterations 2] [--envs 32] [--decoding autoregressive|parallel]
                                     [--model tiny|mid] [--gpus-per-worker 0] [--precision fp32|bf16]
@@ -24,6 +29,18 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import emit  # noqa: E402
+
+GROUP_SIZE = 8
+MAX_WORKERS = 2  # the settings compared: 1 and 2 rollout workers
+
+
+def check_envs(envs: int) -> None:
+    """Refuse an env-slot count that would give the 1- and 2-worker runs different numbers of groups."""
+    unit = GROUP_SIZE * MAX_WORKERS
+    if envs < unit or envs % unit:
+        raise ValueError(f"--envs {envs}: must be a positive multiple of {unit} ({MAX_WORKERS} workers x groups of "
+                         f"{GROUP_SIZE}); each worker samples as many whole groups as its slots hold, so other "
+                         "counts give the 1-worker and 2-worker runs different numbers of groups")
 
 
 def build_checkpoint(directory: Path, decoding: str, model_size: str = "tiny") -> Path:
@@ -49,8 +66,8 @@ def run(workers: int, envs: int, iterations: int, checkpoint: Path, out_dir: Pat
     from vla_rl.train.trainer import RolloutConfig, Trainer, TrainConfig
 
     config = TrainConfig(init_checkpoint=checkpoint, out_dir=out_dir, tasks=("Reach", "PressButton"),
-                         iterations=iterations, group_size=8, groups_per_iteration=envs // 8, max_sampling_rounds=1,
-                         eval_episodes_per_task=0, checkpoint_every=10_000,
+                         iterations=iterations, group_size=GROUP_SIZE, groups_per_iteration=envs // GROUP_SIZE,
+                         max_sampling_rounds=1, eval_episodes_per_task=0, checkpoint_every=10_000,
                          algorithm=AlgorithmConfig(dynamic_sampling=False, minibatch_size=256, microbatch_size=64),
                          learner=LearnerConfig(precision=precision),
                          rollout=RolloutConfig(num_workers=workers, envs_per_worker=envs // workers,
@@ -69,17 +86,25 @@ def run(workers: int, envs: int, iterations: int, checkpoint: Path, out_dir: Pat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iterations", type=int, default=2)
-    parser.add_argument("--envs", type=int, default=32, help="total env slots (split over the workers)")
+    parser.add_argument("--envs", type=int, default=32,
+                        help=f"total env slots (split over the workers), a multiple of {GROUP_SIZE * MAX_WORKERS}")
     parser.add_argument("--decoding", default="autoregressive", choices=["autoregressive", "parallel"])
     parser.add_argument("--model", default="tiny", choices=["tiny", "mid"])
     parser.add_argument("--gpus-per-worker", type=float, default=0.0)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = parser.parse_args()
+    try:
+        check_envs(args.envs)
+    except ValueError as error:
+        parser.error(str(error))
     import ray
     import torch
 
-    # GPUs named explicitly: Ray's own detection can miss them in sandboxed containers.
-    ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
+    from sim_envs.vector import usable_cpus
+
+    # GPUs named explicitly: Ray's own detection can miss them in sandboxed containers. "local": a Ray of this
+    # run alone, never a running cluster (RAY_ADDRESS, /tmp/ray/ray_current_cluster) shared with other jobs.
+    ray.init(address="local", num_cpus=usable_cpus(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
              log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = build_checkpoint(Path(tmp), args.decoding, args.model)

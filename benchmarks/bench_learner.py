@@ -1,12 +1,21 @@
 """Data-parallel learner scaling: policy-update throughput (decisions/s) of 2 learner replicas
-against 1, both as Ray actors joined by torch.distributed (``RayLearnerGroup``), same batch, same
-model, same run. On CPUs the backend is gloo and each replica gets one thread; on GPUs, nccl and
-one GPU per replica (``--gpus``).
+(Ray actors joined by torch.distributed, ``RayLearnerGroup``) against two baselines, same batch, same
+model, same run:
+
+- ``1 replica``: one such actor. On CPUs the backend is gloo and every replica gets one thread, so on
+  a 2-core machine this baseline leaves a core idle that the 2 replicas use;
+- ``1 learner in the driver, all cores``: the learner as ``vla-rl train`` runs it by default
+  (``learner.num_learners: 1``, ``learner.threads: 0``): a ``PolicyLearner`` in this process with
+  torch's default thread count. This is what the 2 replicas have to beat to be worth it.
+
+On GPUs: nccl and one GPU per replica (``--gpus``); the in-driver learner uses one GPU.
 
 The batch is real: a tiny VLA (random weights) rolls out on the tabletop suite's Reach task; the
 update is the GRPO loss with one epoch over it. ``--model mid`` uses a ~100M-parameter VLA.
 
     python benchmarks/bench_learner.py [--episodes 16] [--updates 3] [--model tiny|mid] [--gpus 0]
+
+Prints two JSON lines: the 2 replicas against 1 replica, and against the learner in the driver.
 """
 
 from __future__ import annotations
@@ -87,6 +96,28 @@ def updates_per_second(learners: int, checkpoint: Path, batch, group_ids, update
         group.close()
 
 
+def driver_updates_per_second(checkpoint: Path, batch, group_ids, updates: int, gpus: float) -> tuple[float, int]:
+    """Updates/s of one ``PolicyLearner`` in this process, as the trainer builds it with ``learner.num_learners: 1``
+    and ``learner.threads: 0`` (torch's default threads); also returns that thread count."""
+    import torch
+
+    from vla_rl.policy.checkpoint import load_checkpoint
+    from vla_rl.policy.policy import VLAPolicy
+    from vla_rl.train.learner import AlgorithmConfig, LearnerConfig, PolicyLearner
+
+    algorithm = AlgorithmConfig(minibatch_size=100_000, microbatch_size=16, epochs=1)
+    config = LearnerConfig(num_learners=1, threads=0, device="cuda" if gpus else "cpu",
+                           precision="bf16" if gpus else "fp32")
+    model, tokenizer, _ = load_checkpoint(checkpoint, device=config.device)
+    learner = PolicyLearner(VLAPolicy(model, tokenizer, temperature=1.0), algorithm, config, seed=0,
+                            reference_checkpoint=checkpoint)
+    learner.update(batch, group_ids)  # warm-up, as for the replicas
+    started = time.perf_counter()
+    for _ in range(updates):
+        learner.update(batch, group_ids)
+    return updates / (time.perf_counter() - started), torch.get_num_threads()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--episodes", type=int, default=16)
@@ -96,17 +127,28 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    ray.init(num_cpus=max(2, os.cpu_count()), include_dashboard=False, log_to_driver=False)
+    from sim_envs.vector import usable_cpus
+    from vla_rl.core.memory import keep_freed_memory
+
+    keep_freed_memory()  # as `vla-rl train` (and every learner actor) does: the in-driver learner runs beside envs
+
+    # "local": a Ray of this run alone, never a running cluster (RAY_ADDRESS, /tmp/ray/ray_current_cluster)
+    ray.init(address="local", num_cpus=max(2, usable_cpus()), include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = build_checkpoint(Path(tmp), args.model)
         batch, group_ids = rollout_batch(checkpoint, args.episodes)
         decisions = int(batch.mask.sum())
         one = updates_per_second(1, checkpoint, batch, group_ids, args.updates, args.gpus) * decisions
         two = updates_per_second(2, checkpoint, batch, group_ids, args.updates, args.gpus) * decisions
+        driver, driver_threads = driver_updates_per_second(checkpoint, batch, group_ids, args.updates, args.gpus)
+        driver *= decisions
     ray.shutdown()
-    emit("learner_decisions_per_s_2_replicas", two, "decisions/s", "1 replica", one, model=args.model,
-         decisions_per_update=decisions, backend="nccl" if args.gpus else "gloo",
-         precision="bf16" if args.gpus else "fp32")
+    setup = {"model": args.model, "decisions_per_update": decisions, "backend": "nccl" if args.gpus else "gloo",
+             "precision": "bf16" if args.gpus else "fp32", "threads_per_replica": 1}
+    emit("learner_decisions_per_s_2_replicas", two, "decisions/s", "1 replica", one, **setup)
+    emit("learner_decisions_per_s_2_replicas_vs_driver", two, "decisions/s",
+         "1 learner in the driver, all cores (threads=0)", driver, driver_torch_threads=driver_threads,
+         one_replica_decisions_per_s=round(one, 3), **setup)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import sim_envs  # noqa: E402,F401  (first: sets the rendering defaults before m
 
 import numpy as np  # noqa: E402
 from common import emit  # noqa: E402
+from sim_envs.vector import usable_cpus  # noqa: E402
 from sim_envs.versions import environment_versions  # noqa: E402
 from vla_rl.core.types import TaskSpec  # noqa: E402
 
@@ -75,7 +76,7 @@ def main() -> None:
     parser.add_argument("--no-wrist", action="store_true", help="agent-view camera only")
     args = parser.parse_args()
     wrist = not args.no_wrist
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()  # the cores this process may run on (its affinity mask)
     versions = {k: v for k, v in environment_versions().items()
                 if k in ("mujoco_version", "robosuite_version", "libero_version", "gl_renderer")}
     setup = {"task": args.task, "envs": args.envs, "steps": args.steps, "image_size": args.image_size,

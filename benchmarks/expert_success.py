@@ -1,5 +1,7 @@
 """Scripted-expert success on every tabletop task's 50 evaluation init states (the table in
-docs/tabletop.md). Tasks run in parallel processes; prints a table and one JSON line.
+docs/tabletop.md). Tasks run in parallel processes; prints a table and one JSON line. That line is a
+success table (``per_task``), not a timed figure: it has no same-run baseline or ratio, and run_all.py
+renders it as successes per task.
 
     python benchmarks/expert_success.py [--tasks Lift Stack] [--noise 0.0] [--align-yaw]
 """
@@ -37,6 +39,7 @@ def evaluate(task: str, noise: float, align_yaw: bool) -> dict:
 
 def main() -> None:
     from sim_envs.tasks import TASKS
+    from sim_envs.vector import usable_cpus
     from sim_envs.versions import environment_versions
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,7 +48,7 @@ def main() -> None:
     parser.add_argument("--align-yaw", action="store_true", help="grasping experts turn to the block's yaw")
     args = parser.parse_args()
     start = time.perf_counter()
-    with futures.ProcessPoolExecutor(os.cpu_count(), mp_context=mp.get_context("spawn")) as pool:
+    with futures.ProcessPoolExecutor(usable_cpus(), mp_context=mp.get_context("spawn")) as pool:
         rows = list(pool.map(evaluate, args.tasks, [args.noise] * len(args.tasks),
                              [args.align_yaw] * len(args.tasks)))
     print(f"{'task':<12} {'success':>9} {'rate':>6} {'mean steps':>10}")

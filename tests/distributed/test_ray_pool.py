@@ -70,3 +70,18 @@ def test_each_actor_renders_on_its_own_gpu_with_egl():
     assert egl_device_for(["1", "2"], {"MUJOCO_GL": "egl"}) == "1"
     assert egl_device_for([3], {"MUJOCO_GL": "egl", "MUJOCO_EGL_DEVICE_ID": "0"}) is None  # the user's choice wins
     assert egl_device_for([3], {"MUJOCO_GL": "osmesa"}) is None and egl_device_for([], {"MUJOCO_GL": "egl"}) is None
+
+
+def test_an_empty_address_starts_a_local_ray_and_auto_joins_the_running_one(monkeypatch):
+    """Without an address ray.init would join a running cluster (RAY_ADDRESS, /tmp/ray/ray_current_cluster):
+    `vla-rl train` without --ray-address must start its own Ray (address="local")."""
+    from vla_rl.distributed import ray_pool
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    assert ray_pool.init_ray("", num_cpus=2) == {"CPU": 2.0}
+    assert ray_pool.init_ray("auto") == {"CPU": 2.0}
+    assert calls[0]["address"] == "local" and calls[0]["num_cpus"] == 2
+    assert calls[1]["address"] == "auto"

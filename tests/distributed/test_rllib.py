@@ -15,7 +15,8 @@ from ray.tune.registry import ENV_CREATOR, _global_registry  # noqa: E402
 from sim_envs.tasks import TASKS  # noqa: E402
 from vla_rl.cli.main import main  # noqa: E402
 from vla_rl.core.config import ConfigError  # noqa: E402
-from vla_rl.distributed.rllib_envs import make_rllib_env, register_rllib_envs, rllib_env_name  # noqa: E402
+from vla_rl.distributed.rllib_envs import (  # noqa: E402
+    SEED_FORMULA, make_rllib_env, register_rllib_envs, rllib_env_name)
 
 BASELINE_KEYS = {"env", "suite", "task", "env_steps", "iterations", "wall_seconds", "train_seconds", "curve",
                  "held_out", "held_out_curve", "seeds", "init_states", "observation", "config", "code_commit",
@@ -58,6 +59,11 @@ def test_state_observation_holds_the_simulator_state_and_resets_follow_the_split
     assert obs[names.index("layout.target")] == 0
     obs_again, info_again = env.reset(options={"split": "eval", "init_state_id": info["init_state_id"]})
     np.testing.assert_allclose(obs_again, obs)  # the same held-out init state, the same state vector
+    # a train-split env reset to the eval split draws a held-out state
+    train_env = make_rllib_env("tabletop", "Reach", {"seed": 1})
+    assert train_env.reset()[1]["split"] == "train"
+    held_out = train_env.reset(options={"split": "eval"})[1]
+    assert held_out["split"] == "eval" and 0 <= held_out["init_state_id"] < 50
     # the same seed on a fresh env gives the same init state (RLlib seeds envs this way)
     twin = make_rllib_env("tabletop", "Reach", {"init_split": "eval", "seed": 1})
     assert twin.reset()[1]["init_state_id"] == info["init_state_id"]
@@ -65,6 +71,27 @@ def test_state_observation_holds_the_simulator_state_and_resets_follow_the_split
     shaped.reset(seed=0)
     _, reward, *_ = shaped.step(np.array([1, 0, -1, 0, 0, 0, -1], np.float32))
     assert reward != 0.0  # the progress change, not only the sparse success
+
+
+def _init_states(env, resets: int = 4, seed: int | None = None) -> list[int]:
+    ids = [env.reset(seed=seed)[1]["init_state_id"]]
+    return ids + [env.reset()[1]["init_state_id"] for _ in range(resets - 1)]
+
+
+def test_each_runner_and_sub_env_draws_its_own_init_states():
+    # RLlib 2.60 builds every sub-env of a runner from one EnvContext (vector_index 0)
+    context = EnvContext({"seed": 7}, worker_index=1, vector_index=0)
+    first, second = make_rllib_env("tabletop", "Reach", context), make_rllib_env("tabletop", "Reach", context)
+    assert first.stream == (7, 1, 0) and second.stream == (7, 1, 1)
+    assert _init_states(first) != _init_states(second)
+    # debugging(seed=7) resets sub-env i of runner w with 7 + w + i: runner 1's sub-env 1 and runner 2's sub-env 0
+    # both get 9, yet draw different streams
+    runner2 = make_rllib_env("tabletop", "Reach", EnvContext({"seed": 7}, worker_index=2, vector_index=0))
+    assert _init_states(second, seed=9) != _init_states(runner2, seed=9)
+    # the same (seed, runner, sub-env) reproduces its stream
+    again = EnvContext({"seed": 7}, worker_index=1, vector_index=0)
+    make_rllib_env("tabletop", "Reach", again)
+    assert _init_states(make_rllib_env("tabletop", "Reach", again), seed=9) == _init_states(second, seed=9)
 
 
 def test_robosuite_and_libero_register_by_name_without_importing_them():
@@ -148,5 +175,28 @@ def test_tiny_ppo_run_through_the_cli_writes_the_baseline_report(ray_session, tm
     assert held_out["init_state_ids"] == [0, 1, 2, 3] and held_out["episodes"] == 4
     assert held_out["wilson95_low"] <= held_out["success_rate"] <= held_out["wilson95_high"]
     assert report["config"]["seed"] == 3 and report["seeds"]["rllib_seed"] == 3
+    assert report["seeds"]["train_env_init_state_streams"] == SEED_FORMULA
     assert report["observation"]["dim"] == len(report["observation"]["entries"]) == 31
     assert (out / "learning_curve.png").stat().st_size > 0
+
+
+def test_more_env_runners_than_cpus_is_a_clear_error_not_a_hang(ray_session, tmp_path, capsys):
+    code = main(["baseline", "rllib-ppo", "--task", "Reach", "--timesteps", "400", "--out", str(tmp_path / "ppo"),
+                 "--num-env-runners", "3", "--set", "progress_bar=false"])
+    assert code == 2
+    assert "cannot host 3 RLlib EnvRunners (1 CPU each): CPU needed 3, available 2" in capsys.readouterr().err
+
+
+def test_the_baseline_starts_its_own_local_ray_and_stops_it_when_the_runners_do_not_fit(monkeypatch, tmp_path):
+    from vla_rl.distributed.rllib_baseline import PPOBaselineConfig, run_ppo_baseline
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(("init", kwargs)))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 1.0})
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append(("shutdown", {})))
+    config = PPOBaselineConfig(num_env_runners=2, out_dir=tmp_path, progress_bar=False)
+    with pytest.raises(ValueError, match="CPU needed 2, available 1"):
+        run_ppo_baseline(config)
+    assert calls[0][0] == "init" and calls[0][1]["address"] == "local"  # never a running cluster
+    assert calls[1][0] == "shutdown"

@@ -89,10 +89,10 @@ def make_pool(rollout, suite: str, checkpoint: Path, temperature: float, seed: i
 
         return LocalRolloutPool(env_factory, policy_factory, rollout.num_workers, rollout.torch_threads_per_worker, seed,
                                 eval_env_factory, rollout.max_decisions)
-    from vla_rl.distributed.ray_pool import RayRolloutPool, init_ray
+    from vla_rl.distributed.ray_pool import RayRolloutPool, check_resources, init_ray
 
     resources = init_ray(rollout.ray_address, num_cpus=None)
-    _check_resources(resources, rollout.num_workers, rollout.cpus_per_worker, rollout.gpus_per_worker,
+    check_resources(resources, rollout.num_workers, rollout.cpus_per_worker, rollout.gpus_per_worker,
                      "rollout workers", "rollout.num_workers or rollout.cpus_per_worker / gpus_per_worker")
     return RayRolloutPool(env_factory, policy_factory, rollout.num_workers, rollout.torch_threads_per_worker, seed,
                           rollout.cpus_per_worker, rollout.gpus_per_worker, eval_env_factory=eval_env_factory,
@@ -115,16 +115,6 @@ def check_world_model_cameras(env, policy_wrist: bool, reward_critic_wrist: bool
                          "[agentview, wrist])")
 
 
-def _check_resources(resources: dict, count: int, cpus: float, gpus: float, what: str, knobs: str) -> None:
-    """Ray would otherwise wait forever for actors it cannot place."""
-    needed = {"CPU": count * cpus, "GPU": count * gpus}
-    short = {k: (v, resources.get(k, 0.0)) for k, v in needed.items() if v > resources.get(k, 0.0)}
-    if short:
-        raise ValueError(f"the Ray cluster cannot host {count} {what}: "
-                         + ", ".join(f"{k} needed {n:g}, available {a:g}" for k, (n, a) in short.items())
-                         + f"; lower {knobs}")
-
-
 def make_learner_factory(config):
     """For ``TrainConfig.learner.num_learners > 1``: a callable ``(checkpoint, state) -> RayLearnerGroup``
     (Ray is started or joined as for the rollout pool); ``None`` keeps the learner in this process."""
@@ -136,12 +126,12 @@ def make_learner_factory(config):
         import ray
 
         from vla_rl.distributed.learner_group import RayLearnerGroup
-        from vla_rl.distributed.ray_pool import init_ray
+        from vla_rl.distributed.ray_pool import check_resources, init_ray
 
         init_ray(config.rollout.ray_address, num_cpus=None)
         # what is left once the rollout workers hold their share
         free = ray.available_resources()
-        _check_resources(free, learner.num_learners, learner.cpus_per_learner, learner.gpus_per_learner,
+        check_resources(free, learner.num_learners, learner.cpus_per_learner, learner.gpus_per_learner,
                          "learners", "learner.num_learners or learner.cpus_per_learner / gpus_per_learner")
         return RayLearnerGroup(checkpoint, config.algorithm, learner, config.seed, config.temperature,
                                reference, state)

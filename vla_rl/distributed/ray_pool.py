@@ -25,15 +25,29 @@ log = logging.getLogger(__name__)
 
 
 def init_ray(address: str = "", num_cpus: int | None = None) -> dict:
-    """Join ``address`` (a cluster) or start a local Ray in this process; returns cluster resources."""
+    """Join ``address`` (a cluster; ``auto`` = the running one) or, when it is empty, start a new local Ray in
+    this process; returns cluster resources. A local start passes ``address="local"``: without an address,
+    ``ray.init`` would join whatever cluster ``RAY_ADDRESS`` or ``/tmp/ray/ray_current_cluster`` names (a
+    ``scripts/ray_local_cluster.sh`` cluster, say)."""
     import ray
 
     if not ray.is_initialized():
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
     return ray.cluster_resources()
+
+
+def check_resources(resources: dict, count: int, cpus: float, gpus: float, what: str, knobs: str) -> None:
+    """Refuse ``count`` actors of ``cpus`` CPUs and ``gpus`` GPUs each that ``resources`` (Ray's resource dict)
+    cannot hold: Ray would otherwise wait forever for actors it cannot place. ``knobs`` names what to lower."""
+    needed = {"CPU": count * cpus, "GPU": count * gpus}
+    short = {k: (v, resources.get(k, 0.0)) for k, v in needed.items() if v > resources.get(k, 0.0)}
+    if short:
+        raise ValueError(f"the Ray cluster cannot host {count} {what}: "
+                         + ", ".join(f"{k} needed {n:g}, available {a:g}" for k, (n, a) in short.items())
+                         + f"; lower {knobs}")
 
 
 def egl_device_for(gpu_ids: Sequence, environ: dict[str, str]) -> str | None:

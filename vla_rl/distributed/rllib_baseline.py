@@ -33,6 +33,7 @@ from vla_rl.core.atomic_file import write_text_atomic
 from vla_rl.core.config import option, to_dict
 
 SMOOTHING_EPISODES = 100  # RLlib's default window for episode_return_mean; the success rate uses the same
+CPUS_PER_ENV_RUNNER = 1  # Ray CPUs each EnvRunner actor reserves; the learner runs in the driver (num_learners=0)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def build_ppo(config: PPOBaselineConfig, env_name: str):
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
         .environment(env=env_name, env_config=env_config)
         .env_runners(num_env_runners=config.num_env_runners, num_envs_per_env_runner=config.num_envs_per_env_runner,
-                     num_cpus_per_env_runner=1)
+                     num_cpus_per_env_runner=CPUS_PER_ENV_RUNNER)
         .learners(num_learners=0)
         .training(train_batch_size_per_learner=config.train_batch_size, minibatch_size=config.minibatch_size,
                   num_epochs=config.num_epochs, lr=config.lr, gamma=config.gamma, lambda_=config.lambda_,
@@ -113,6 +114,17 @@ def build_ppo(config: PPOBaselineConfig, env_name: str):
         .debugging(seed=config.seed, log_level="ERROR")
     )
     return ppo.build_algo()
+
+
+def check_env_runner_resources(config: PPOBaselineConfig, resources: dict) -> None:
+    """Refuse EnvRunners that the Ray cluster (``resources``) cannot place: RLlib would wait for them forever.
+    The learner runs in the driver process (``num_learners=0``) and reserves nothing."""
+    from vla_rl.distributed.ray_pool import check_resources
+
+    check_resources(resources, config.num_env_runners, CPUS_PER_ENV_RUNNER, 0.0,
+                    f"RLlib EnvRunners ({CPUS_PER_ENV_RUNNER} CPU each)",
+                    "num_env_runners (--num-env-runners; 0 samples in the driver) or start Ray with more CPUs "
+                    "(num_cpus)")
 
 
 def current_module(algo):
@@ -175,7 +187,7 @@ def run_ppo_baseline(config: PPOBaselineConfig) -> dict[str, Any]:
 
     from sim_envs.suites import get_suite
     from sim_envs.versions import environment_versions
-    from vla_rl.distributed.rllib_envs import check_suite_task, register_rllib_envs, rllib_env_name
+    from vla_rl.distributed.rllib_envs import SEED_FORMULA, check_suite_task, register_rllib_envs, rllib_env_name
 
     check_suite_task(config.suite, config.task)  # before Ray starts: a clear error listing the valid names
     suite = get_suite(config.suite)
@@ -187,7 +199,14 @@ def run_ppo_baseline(config: PPOBaselineConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(num_cpus=config.num_cpus or None, include_dashboard=False, log_to_driver=False)
+        # "local": a new Ray, never a running cluster that RAY_ADDRESS or /tmp/ray/ray_current_cluster names
+        ray.init(address="local", num_cpus=config.num_cpus or None, include_dashboard=False, log_to_driver=False)
+    try:
+        check_env_runner_resources(config, ray.cluster_resources())
+    except ValueError:
+        if started_ray:
+            ray.shutdown()
+        raise
     register_rllib_envs([config.suite])
     env_name = rllib_env_name(config.suite, config.task)
     start = time.perf_counter()
@@ -231,8 +250,8 @@ def run_ppo_baseline(config: PPOBaselineConfig) -> dict[str, Any]:
         "held_out": held_out, "held_out_curve": held_out_curve, "curve": curve,
         "curve_note": "training episodes on training init states; per iteration, RLlib's EnvRunner means over recent "
                       f"episodes (at most {SMOOTHING_EPISODES})",
-        "seeds": {"rllib_seed": config.seed, "train_env_first_reset_seed": "seed + 1000 * worker_index + vector_index",
-                  "train_init_states": "split=train, ids drawn from the seeded reset RNG",
+        "seeds": {"rllib_seed": config.seed, "train_env_init_state_streams": SEED_FORMULA,
+                  "train_init_states": "split=train, ids drawn from each sub-env's init-state stream",
                   "eval_init_states": f"split=eval, ids 0..{eval_episodes - 1}"},
         "init_states": suite.init_state_provenance, "observation": state_env, "config": to_dict(config),
         **_versions(environment_versions()),
@@ -294,5 +313,5 @@ def plot_learning_curve(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
-__all__ = ["PPOBaselineConfig", "build_ppo", "evaluate_held_out", "run_ppo_baseline", "plot_learning_curve",
+__all__ = ["PPOBaselineConfig", "build_ppo", "check_env_runner_resources", "evaluate_held_out", "run_ppo_baseline", "plot_learning_curve",
            "current_module"]

@@ -16,7 +16,10 @@ creator with its ``env_config`` (an ``EnvContext``), whose keys are the fields o
 - action ``Box float32 [7]`` in ``[-1, 1]`` (EE delta position, EE delta rotation, gripper), the suites' own;
 - resets draw an init state of ``init_split`` (``train`` by default; ``eval`` = the fixed held-out
   states, for evaluation only) unless ``reset(options=...)`` names one; ``info["init_state_id"]``
-  says which. The first reset without a seed is seeded with ``seed + 1000 * worker_index + vector_index``.
+  says which. Each (EnvRunner, sub-env) draws its own stream of init states (``reset_seed_sequence``): RLlib
+  2.60 builds every sub-env of a runner from one ``EnvContext`` (``vector_index`` always 0), and with
+  ``debugging(seed=s)`` it resets sub-env ``i`` of runner ``w`` with ``s + w + i``, which repeats across
+  runners (runner 1's sub-env 1 is runner 2's sub-env 0), so neither alone tells the sub-envs apart.
 
 Registering imports neither robosuite nor LIBERO: a suite's simulator is imported when an env of it
 is created.
@@ -33,6 +36,11 @@ import numpy as np
 from vla_rl.core.config import from_dict, option
 
 NAMESPACE = "vla_rl"
+SEED_FORMULA = ("init states drawn from np.random.SeedSequence([seed, worker_index, sub_env_index]), sub_env_index = "
+                "the EnvContext's vector_index + the number of envs built from that same EnvContext before (a "
+                "runner's sub-envs 0..n-1 under RLlib's synchronous vectorisation); a reset seed RLlib passes "
+                "(seed + worker_index + i) restarts the stream as SeedSequence([seed, worker_index, sub_env_index, "
+                "reset_seed])")
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,7 @@ class RLlibEnvConfig:
 
     observation: Literal["state", "image"] = option("state", "privileged state vector, or the suite's image dict")
     init_split: Literal["train", "eval"] = option("train", "init states that resets draw from (eval: held-out states)")
-    seed: int = option(0, "seed of the first reset (offset by 1000 * worker_index + vector_index)")
+    seed: int = option(0, "seed of the init-state streams (one per EnvRunner and sub-env: SEED_FORMULA)")
     reward: Literal["success", "progress"] = option(
         "success", "success: 1.0 on the success step (the suite's reward); progress: that plus the change of the "
         "task's dense progress each step (tabletop only)")
@@ -74,21 +82,39 @@ def check_suite_task(suite: str, task: str) -> None:
     get_suite(suite).check_task(task)
 
 
-class _InitStateResets(gym.Wrapper):
-    """Resets to an init state of one split unless ``options`` name one; seeds the first reset."""
+def reset_seed_sequence(seed: int, worker_index: int, sub_env_index: int,
+                        reset_seed: int | None = None) -> np.random.SeedSequence:
+    """The init-state stream of one sub-env (``SEED_FORMULA``): distinct (worker, sub-env) pairs never share
+    one, with or without the reset seed RLlib passes."""
+    entropy = [seed, worker_index, sub_env_index] + ([] if reset_seed is None else [reset_seed])
+    return np.random.SeedSequence(entropy)
 
-    def __init__(self, env: gym.Env, split: str, num_eval_states: int, first_seed: int):
+
+def _sub_env_index(context: Any) -> int:
+    """``context``'s ``vector_index`` plus the envs built from this same ``EnvContext`` before: RLlib's
+    synchronous vector env builds a runner's sub-envs one after another from one context. A context that
+    cannot count (a plain mapping) gives ``vector_index`` (0)."""
+    index = getattr(context, "vector_index", 0)
+    try:
+        built = getattr(context, "_vla_rl_envs_built", 0)
+        context._vla_rl_envs_built = built + 1
+    except AttributeError:
+        return index
+    return index + built
+
+
+class _InitStateResets(gym.Wrapper):
+    """Resets to an init state of one split unless ``options`` name one, drawn from this sub-env's own stream."""
+
+    def __init__(self, env: gym.Env, split: str, num_eval_states: int, stream: tuple[int, int, int]):
         super().__init__(env)
         self.split, self.num_eval_states = split, num_eval_states
-        self._first_seed: int | None = first_seed
-        self._rng = np.random.default_rng(first_seed)
+        self.stream = stream  # (seed, worker_index, sub_env_index)
+        self._rng = np.random.default_rng(reset_seed_sequence(*stream))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        if seed is None and self._first_seed is not None:
-            seed = self._first_seed
-        self._first_seed = None
         if seed is not None:
-            self._rng = np.random.default_rng(seed)
+            self._rng = np.random.default_rng(reset_seed_sequence(*self.stream, reset_seed=seed))
         options = dict(options or {})
         options.setdefault("split", self.split)
         if "init_state_id" not in options:
@@ -131,9 +157,9 @@ def make_rllib_env(suite: str, task: str, env_config: dict[str, Any] | None = No
                             max_episode_steps=steps)
     if config.reward == "progress":
         env = _ProgressReward(env)
-    worker, vector = getattr(context, "worker_index", 0), getattr(context, "vector_index", 0)
-    num_eval = spec.num_eval_states(task) if config.init_split == "eval" else 0
-    return _InitStateResets(env, config.init_split, num_eval, config.seed + 1000 * worker + vector)
+    stream = (config.seed, getattr(context, "worker_index", 0), _sub_env_index(context))
+    # known whatever init_split says: a train-split env may be reset to a held-out state (options={"split": "eval"})
+    return _InitStateResets(env, config.init_split, spec.num_eval_states(task), stream)
 
 
 def register_rllib_envs(suites: list[str] | None = None) -> list[str]:
@@ -154,4 +180,4 @@ def register_rllib_envs(suites: list[str] | None = None) -> list[str]:
 
 
 __all__ = ["RLlibEnvConfig", "register_rllib_envs", "make_rllib_env", "rllib_env_name", "parse_rllib_env_name",
-           "check_suite_task", "NAMESPACE"]
+           "check_suite_task", "reset_seed_sequence", "NAMESPACE", "SEED_FORMULA"]

@@ -50,7 +50,8 @@ METRICS_FILE = HISTORY_FILE
 @dataclass(frozen=True)
 class RolloutConfig:
     backend: Literal["ray", "local"] = option("ray", "ray: rollout workers are Ray actors; local: in this process")
-    ray_address: str = option("", "join this Ray cluster ('auto' = the running one); empty = start Ray locally")
+    ray_address: str = option("", "join this Ray cluster ('auto' = the running one); empty = start a new local Ray "
+                              "(never a running cluster)")
     num_workers: int = option(2, "rollout workers (Ray actors), each with its own vector env and policy copy")
     envs_per_worker: int = option(16, "env slots per worker")
     max_decisions: int = option(0, "training episodes stop after this many decisions, a failure if not yet "
