@@ -45,6 +45,8 @@ from typing import Iterator, Sequence
 import h5py
 import numpy as np
 
+from vla_rl.core.hdf5_file import open_hdf5
+
 BEHAVIOURS = ("expert", "perturbed", "random", "sluggish", "policy")
 
 
@@ -296,7 +298,7 @@ def read_episodes(path: Path) -> Iterator[ProgressEpisode]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"episode file {path} does not exist (make it with `vla-rl critic collect`)")
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         for name in sorted(f, key=lambda n: int(n.split("_")[-1])):
             group = f[name]
             attrs = group.attrs

@@ -155,3 +155,31 @@ def test_critic_train_and_eval_check_each_episodes_split(tmp_path, capsys):
     assert "split ['train']: critic eval --data" in capsys.readouterr().err
     assert main(["critic", "eval", "--critic", str(critic), "--data", str(held_out),
                  "--out", str(tmp_path / "ok")]) == 0
+
+
+def test_damaged_or_foreign_data_files_are_one_line_errors_naming_the_file(tmp_path, capsys):
+    """A truncated demo file (sft), a file that is not HDF5 (critic train, critic eval, convert-demos): each
+    is an error naming the file, not h5py's traceback."""
+    from tests.core.test_demo_file import episode
+    from vla_rl.core.demo_file import write_demo_file
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
+
+    demo = write_demo_file(tmp_path / "whole" / "Lift_demo.hdf5", [episode(4, 0), episode(6, 1)], {"env_name": "Lift"})
+    (tmp_path / "demos").mkdir()
+    truncated = tmp_path / "demos" / "Lift_demo.hdf5"
+    truncated.write_bytes(demo.read_bytes()[:demo.stat().st_size // 2])
+    assert main(["sft", "--set", f"demo_dir={tmp_path / 'demos'}", "--set", f"out_dir={tmp_path / 'sft'}"]) == 2
+    assert f"{truncated} is not a readable HDF5 file: truncated" in capsys.readouterr().err
+    (tmp_path / "data").mkdir()
+    garbage = tmp_path / "data" / "train.hdf5"
+    garbage.write_text("not hdf5\n")
+    assert main(["critic", "train", "--set", f"data_dir={tmp_path / 'data'}",
+                 "--set", f"out_dir={tmp_path / 'critic'}"]) == 2
+    assert f"{garbage} is not a readable HDF5 file" in capsys.readouterr().err
+    critic = save_critic(tmp_path / "critic_checkpoint", ProgressCritic(CriticConfig(
+        image_size=32, hidden_size=32, layers=1, heads=2, pretrained_vision=False)))
+    assert main(["critic", "eval", "--critic", str(critic), "--data", str(garbage),
+                 "--out", str(tmp_path / "critic_eval")]) == 2
+    assert f"{garbage} is not a readable HDF5 file" in capsys.readouterr().err
+    assert main(["convert-demos", str(garbage), "--out", str(tmp_path / "converted")]) == 2
+    assert f"{garbage} is not a readable HDF5 file" in capsys.readouterr().err
