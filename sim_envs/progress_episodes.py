@@ -297,8 +297,14 @@ def read_split_episodes(path: Path, role: str, use: str) -> list[ProgressEpisode
 def read_episodes(path: Path) -> Iterator[ProgressEpisode]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"episode file {path} does not exist (make it with `vla-rl critic collect`)")
+        raise FileNotFoundError(f"episode file {path} does not exist (make it with `vla-rl critic collect` or "
+                                "`vla-rl wm collect`)")
     with open_hdf5(path) as f:
+        foreign = sorted(name for name in f if not (name.startswith("episode_") and name[8:].isdigit()))
+        if foreign:  # e.g. a demonstration file (SFT input), whose only key is "data"
+            what = " but a demonstration file (robomimic/LIBERO layout, SFT input)" if "data" in foreign else ""
+            raise ValueError(f"{path} is not a labelled-episode file{what}: expected only episode_<i> groups, as "
+                             f"`vla-rl critic collect` and `vla-rl wm collect` write, found {foreign[:10]}")
         for name in sorted(f, key=lambda n: int(n.split("_")[-1])):
             group = f[name]
             attrs = group.attrs

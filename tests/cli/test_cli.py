@@ -181,5 +181,12 @@ def test_damaged_or_foreign_data_files_are_one_line_errors_naming_the_file(tmp_p
     assert main(["critic", "eval", "--critic", str(critic), "--data", str(garbage),
                  "--out", str(tmp_path / "critic_eval")]) == 2
     assert f"{garbage} is not a readable HDF5 file" in capsys.readouterr().err
+    # a demonstration file where labelled episodes belong, and a missing one (either collector makes it)
+    assert main(["critic", "eval", "--critic", str(critic), "--data", str(demo),
+                 "--out", str(tmp_path / "critic_eval")]) == 2
+    assert f"{demo} is not a labelled-episode file but a demonstration file" in capsys.readouterr().err
+    assert main(["critic", "eval", "--critic", str(critic), "--data", str(tmp_path / "missing.hdf5"),
+                 "--out", str(tmp_path / "critic_eval")]) == 2
+    assert "`vla-rl critic collect` or `vla-rl wm collect`" in capsys.readouterr().err
     assert main(["convert-demos", str(garbage), "--out", str(tmp_path / "converted")]) == 2
     assert f"{garbage} is not a readable HDF5 file" in capsys.readouterr().err
