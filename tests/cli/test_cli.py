@@ -190,3 +190,31 @@ def test_damaged_or_foreign_data_files_are_one_line_errors_naming_the_file(tmp_p
     assert "`vla-rl critic collect` or `vla-rl wm collect`" in capsys.readouterr().err
     assert main(["convert-demos", str(garbage), "--out", str(tmp_path / "converted")]) == 2
     assert f"{garbage} is not a readable HDF5 file" in capsys.readouterr().err
+
+
+def test_eval_and_critic_eval_refuse_an_output_path_that_is_a_file_before_evaluating(tmp_path, capsys, monkeypatch):
+    from tests.policy.conftest import make_policy, tiny_config
+    from vla_rl.cli import factories
+    from vla_rl.policy.checkpoint import save_checkpoint
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
+
+    policy = make_policy(tiny_config())
+    checkpoint = save_checkpoint(tmp_path / "policy", policy.model, policy.action_tokenizer)
+
+    def no_policy(*args, **kwargs):
+        raise AssertionError("the policy loaded before the output path was checked")
+
+    monkeypatch.setattr(factories, "load_policy", no_policy)
+    (tmp_path / "taken").write_text("a file\n")
+    assert main(["eval", "--checkpoint", str(checkpoint), "--tasks", "Reach", "--out", str(tmp_path / "taken")]) == 2
+    assert f"{tmp_path / 'taken'} is an existing file, not a directory" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(checkpoint), "--tasks", "Reach",
+                 "--out", str(tmp_path / "taken" / "eval")]) == 2
+    assert f"cannot be created: {tmp_path / 'taken'} is a file" in capsys.readouterr().err
+    assert (tmp_path / "taken").read_text() == "a file\n"
+    critic = save_critic(tmp_path / "critic_checkpoint", ProgressCritic(CriticConfig(
+        image_size=32, hidden_size=32, layers=1, heads=2, pretrained_vision=False)))
+    held_out = _labelled_episode_file(tmp_path / "eval.hdf5", "eval")
+    assert main(["critic", "eval", "--critic", str(critic), "--data", str(held_out),
+                 "--out", str(tmp_path / "taken")]) == 2
+    assert f"--out {tmp_path / 'taken'} is an existing file" in capsys.readouterr().err

@@ -216,10 +216,12 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
 def cmd_critic_eval(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import HELD_OUT, read_split_episodes
     from vla_rl.reward.critic import load_critic
+    from vla_rl.core.output_paths import check_output_dir
     from vla_rl.reward.critic_train import evaluate_critic
 
+    out = check_output_dir(Path(args.out) if args.out else Path(args.critic).parent / f"eval_{Path(args.data).stem}",
+                           "--out")
     critic = load_critic(Path(args.critic))
-    out = Path(args.out) if args.out else Path(args.critic).parent / f"eval_{Path(args.data).stem}"
     episodes = read_split_episodes(Path(args.data), HELD_OUT, "critic eval --data (the critic trained on the "
                                    "training episodes)")
     report = evaluate_critic(critic, episodes, out)
