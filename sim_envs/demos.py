@@ -61,6 +61,9 @@ class DemoConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown tasks {unknown}; valid tasks: {', '.join(TASKS)}")
+        repeated = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
+        if repeated:  # each would be collected again into the same file
+            raise ValueError(f"tasks {repeated} are given more than once")
         if not 32 <= self.video_size <= 512:
             raise ValueError(f"video_size must be in [32, 512], got {self.video_size}")
         if self.episodes_per_task < 1:
