@@ -218,3 +218,39 @@ def test_eval_and_critic_eval_refuse_an_output_path_that_is_a_file_before_evalua
     assert main(["critic", "eval", "--critic", str(critic), "--data", str(held_out),
                  "--out", str(tmp_path / "taken")]) == 2
     assert f"--out {tmp_path / 'taken'} is an existing file" in capsys.readouterr().err
+
+
+def test_critic_collect_checks_both_splits_and_its_out_before_collecting(tmp_path, capsys):
+    """A wrong --eval-episodes (or policy episodes without --policy) failed only after the training split was
+    collected; counts of 0 wrote an empty file with 'nan%' success; an --out of an earlier collection kept its
+    eval.hdf5 beside a new train.hdf5."""
+    out = tmp_path / "episodes"
+    collect = ["critic", "collect", "--out", str(out), "--tasks", "Reach", "--workers", "1", "--no-wrist",
+               "--image-size", "32"]
+    refused = [(["--train-episodes", "expert=1", "--eval-episodes", "expret=1"], "unknown behaviour 'expret'"),
+               (["--train-episodes", "expert=1", "--eval-episodes", "policy=1"], "give the policy with --policy"),
+               (["--train-episodes", "expert=0,random=0", "--eval-episodes", "none"], "make no episodes"),
+               (["--train-episodes", "expert=1,expert=2", "--eval-episodes", "none"], "given twice"),
+               (["--train-episodes", "expert=1", "--eval-episodes", "none", "--tasks", "Reach", "Reach"],
+                "given more than once")]
+    for flags, message in refused:
+        assert main(collect + flags) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+    stale_train = _labelled_episode_file(out / "train.hdf5", "train")
+    stale_eval = _labelled_episode_file(out / "eval.hdf5", "eval")
+    stale = stale_train.read_bytes()
+    assert main(collect + ["--train-episodes", "expert=0,random=1", "--eval-episodes", "none"]) == 2
+    assert "already holds episode files (train.hdf5, eval.hdf5): pass --overwrite" in capsys.readouterr().err
+    assert stale_train.read_bytes() == stale and stale_eval.is_file()
+    assert main(collect + ["--train-episodes", "expert=0,random=1", "--eval-episodes", "none", "--overwrite"]) == 0
+    printed = capsys.readouterr().out
+    assert "train: 1 episodes" in printed and "random" in printed and "nan" not in printed
+    assert "expert" not in printed.split("success by behaviour:")[1]
+    assert stale_train.read_bytes() != stale and not stale_eval.exists()
+
+
+def test_demos_refuses_a_task_given_twice(tmp_path, capsys):
+    assert main(["demos", "--task", "Reach", "--task", "Reach", "--episodes", "1", "--out", str(tmp_path / "d")]) == 2
+    assert "['Reach'] are given more than once" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

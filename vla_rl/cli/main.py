@@ -125,13 +125,24 @@ def cmd_convert_demos(args: argparse.Namespace) -> int:
     return 0
 
 
-def _behaviour_counts(text: str) -> dict[str, int]:
+def _behaviour_counts(text: str, option: str = "episode counts") -> dict[str, int]:
+    """``expert=30,random=10`` -> {"expert": 30, "random": 10}; refuses unknown or repeated behaviours
+    and counts that make no episode at all (``option`` names the flag in the error)."""
+    from sim_envs.progress_episodes import BEHAVIOURS
+
     counts = {}
     for part in text.split(","):
         name, _, count = part.partition("=")
+        name = name.strip()
         if not count.strip().isdigit():
-            raise ValueError(f"episode counts look like expert=30,random=10; got {text!r}")
-        counts[name.strip()] = int(count)
+            raise ValueError(f"{option} look like expert=30,random=10 (or 'none'); got {text!r}")
+        if name not in BEHAVIOURS:
+            raise ValueError(f"{option}: unknown behaviour {name!r}; valid: {', '.join(BEHAVIOURS)}")
+        if name in counts:
+            raise ValueError(f"{option}: behaviour {name!r} is given twice in {text!r}")
+        counts[name] = int(count)
+    if not any(counts.values()):
+        raise ValueError(f"{option} {text!r} make no episodes: give a count above 0, or 'none' to skip the split")
     return counts
 
 
@@ -142,27 +153,51 @@ def cmd_critic_collect(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import collect_progress_episodes, require_antialiased_policy, write_episodes
     from sim_envs.tasks import TASKS
     from vla_rl.cli.factories import checkpoint_camera_setup, load_policy
+    from vla_rl.core.output_paths import check_output_dir
     from vla_rl.policy.checkpoint import resolve_checkpoint
 
     tasks = args.tasks or list(TASKS)
+    unknown, repeated = sorted(set(tasks) - set(TASKS)), sorted({t for t in tasks if tasks.count(t) > 1})
+    if unknown or repeated:
+        raise ValueError(f"--tasks: unknown {unknown}; valid: {', '.join(TASKS)}" if unknown else
+                         f"--tasks: {repeated} given more than once")
     policies = {"train": args.policy, "eval": args.eval_policy or args.policy}
-    for split, counts in (("train", args.train_episodes), ("eval", args.eval_episodes)):
+    # every check before the first split is collected: a bad --eval-episodes must not cost the training split
+    plans = {}  # split -> (behaviour counts or None for 'none', policy factory)
+    for split, option, counts in (("train", "--train-episodes", args.train_episodes),
+                                  ("eval", "--eval-episodes", args.eval_episodes)):
         if counts.strip().lower() == "none":  # an empty value stays an error (_behaviour_counts)
-            print(f"{split}: none collected ({split} episodes: {counts!r})")
+            plans[split] = (None, None)
             continue
+        behaviours = _behaviour_counts(counts, option)
+        if behaviours.get("policy") and not policies[split]:
+            raise ValueError(f"{option} {counts!r} has policy episodes: give the policy with --policy CHECKPOINT"
+                             + (" (or --eval-policy)" if split == "eval" else ""))
         policy_factory = None
         if policies[split]:
             checkpoint = resolve_checkpoint(Path(policies[split]))
             # the workers refuse such a policy too, but only once they have started and built it
             require_antialiased_policy(checkpoint_camera_setup(checkpoint)[2], str(checkpoint))
             policy_factory = functools.partial(load_policy, str(checkpoint), args.policy_temperature, "cpu")
+        plans[split] = (behaviours, policy_factory)
+    check_output_dir(args.out, "--out")
+    earlier = [args.out / f"{split}.hdf5" for split in plans if (args.out / f"{split}.hdf5").exists()]
+    if earlier and not args.overwrite:  # a new train.hdf5 beside an old eval.hdf5 would mix two collections
+        raise FileExistsError(f"--out {args.out} already holds episode files ({', '.join(p.name for p in earlier)}): "
+                              "pass --overwrite to replace them (both are removed first), or choose another --out")
+    for path in earlier:
+        path.unlink()
+    for split, (behaviours, policy_factory) in plans.items():
+        if behaviours is None:
+            print(f"{split}: none collected ({split} episodes: 'none')")
+            continue
         hold = args.hold_after_success if split == "train" else 0  # held-out episodes end as RL episodes do
-        episodes = collect_progress_episodes(tasks, _behaviour_counts(counts), split, args.image_size,
+        episodes = collect_progress_episodes(tasks, behaviours, split, args.image_size,
                                              workers=args.workers, seed=args.seed, policy_factory=policy_factory,
                                              hold_after_success=hold, wrist_camera=args.wrist_camera)
         path = write_episodes(args.out / f"{split}.hdf5", episodes)
         frames = sum(len(e.progress) for e in episodes)
-        success = {b: np.mean([e.succeeded for e in episodes if e.behaviour == b]) for b in _behaviour_counts(counts)}
+        success = {b: np.mean([e.succeeded for e in episodes if e.behaviour == b]) for b, n in behaviours.items() if n}
         print(f"{split}: {len(episodes)} episodes, {frames} frames -> {path}; success by behaviour: "
               + ", ".join(f"{b} {rate:.0%}" for b, rate in success.items()))
     return 0
@@ -394,6 +429,9 @@ def add_collect_arguments(parser: argparse.ArgumentParser, out: Path, tasks: lis
                              "world model that predicts the wrist camera needs them)")
     parser.add_argument("--workers", type=int, default=-1, help="processes (-1 = one per core)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the episode files of an earlier collection in --out (train.hdf5 and eval.hdf5 "
+                             "are both removed first); without it such an --out is refused")
     parser.set_defaults(func=cmd_critic_collect)
 
 
