@@ -254,3 +254,10 @@ def test_demos_refuses_a_task_given_twice(tmp_path, capsys):
     assert main(["demos", "--task", "Reach", "--task", "Reach", "--episodes", "1", "--out", str(tmp_path / "d")]) == 2
     assert "['Reach'] are given more than once" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_sim_bridge_refuses_an_unknown_task_listing_the_valid_ones(capsys):
+    for split in ("eval", "train"):
+        assert main(["sim-bridge", "--task", "Nope", "--split", split]) == 2
+        err = capsys.readouterr().err
+        assert "unknown tabletop task 'Nope'; valid tasks: " + ", ".join(TASKS) in err and "missing" not in err
