@@ -261,3 +261,51 @@ def test_sim_bridge_refuses_an_unknown_task_listing_the_valid_ones(capsys):
         assert main(["sim-bridge", "--task", "Nope", "--split", split]) == 2
         err = capsys.readouterr().err
         assert "unknown tabletop task 'Nope'; valid tasks: " + ", ".join(TASKS) in err and "missing" not in err
+
+
+COMMANDS = [["envs", "list"], ["demos"], ["convert-demos"], ["sft"], ["train"], ["eval"], ["critic", "collect"],
+            ["critic", "train"], ["critic", "eval"], ["quickstart"], ["wm", "collect"], ["wm", "train"], ["wm", "eval"],
+            ["wm", "imagine"], ["deploy"], ["sim-bridge"], ["bag-to-demos"], ["baseline", "rllib-ppo"]]
+
+
+def _help(argv, capsys) -> str:
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv + ["--help"])
+    assert exit_.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # unwrapped
+
+
+def test_help_lists_every_command_and_shows_the_defaults(capsys):
+    top = _help([], capsys)
+    for command in {argv[0] for argv in COMMANDS}:
+        assert f" {command} " in top
+    assert " wm the action-conditioned video world model" in top  # the description's list, not only the choices
+    for argv in COMMANDS:
+        text = _help(argv, capsys)
+        for unhelpful in ("(default: None)", "(default: False)", "(default: True)", "(default: )", "(default: [",
+                          "(default: ==SUPPRESS==)"):
+            assert unhelpful not in text, (argv, unhelpful)
+    text = _help(["eval"], capsys)
+    assert "evaluation init states per task (default: 50)" in text and "parallel env slots (default: 16)" in text
+    assert "MP4 videos per task (default: 1)" in text
+    text = _help(["critic", "collect"], capsys)
+    assert "(default: expert=30,perturbed=30,random=15)" in text and "(default: expert=10,perturbed=10,random=5," in text
+    assert "--image-size IMAGE_SIZE square size of the recorded camera frames (default: 64)" in text
+    assert "--seed SEED seed of" in text
+    assert "tabletop tasks (default: Reach PressButton)" in _help(["wm", "collect"], capsys)
+    assert "(default: runs/critic_data/eval.hdf5)" in _help(["critic", "eval"], capsys)
+    assert "tabletop task (default: Reach)" in _help(["sim-bridge"], capsys)
+
+
+def test_a_missing_subcommand_names_the_choices_not_an_internal_name(capsys):
+    import pytest
+
+    for argv, choices in ((["envs"], "{list}"), (["baseline"], "{rllib-ppo}"), (["critic"], "{collect,train,eval}"),
+                          (["wm"], "{collect,train,eval,imagine}")):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert f"the following arguments are required: {choices}" in err and "_command" not in err

@@ -9,6 +9,7 @@ Subcommands:
   eval        success rate of a checkpoint on the fixed evaluation init states (JSON, PNG, MP4)
   quickstart  the main job: few-demo SFT, eval, GRPO, eval, and a report (what `make demo` runs)
   critic      the vision-language progress critic: collect labelled episodes, train, evaluate
+  wm          the action-conditioned video world model: collect episodes, train, evaluate, imagine episodes
   deploy      run a checkpoint on an arm over ROS 2 through the safety layer (sim-bridge: a MuJoCo arm
               behind the same topics; bag-to-demos: recorded episodes -> SFT data)
   baseline    reference learners: `baseline rllib-ppo`, RLlib PPO on privileged simulator state
@@ -409,7 +410,8 @@ def add_collect_arguments(parser: argparse.ArgumentParser, out: Path, tasks: lis
                           evaluation: str, hold_after_success: int = 0) -> None:
     """The options of an episode-collection command (the critic's and the world model's)."""
     parser.add_argument("--out", type=Path, default=out, help="writes train.hdf5 and eval.hdf5")
-    parser.add_argument("--tasks", nargs="+", default=tasks, help=f"tabletop tasks (default: {tasks or 'all'})")
+    parser.add_argument("--tasks", nargs="+", default=tasks,
+                        help=f"tabletop tasks (default: {' '.join(tasks) if tasks else 'all'})")
     parser.add_argument("--train-episodes", default=train, help="episodes per task and behaviour on training init "
                         "states (behaviours: expert, perturbed, random, sluggish, policy; 'none': skip the split)")
     parser.add_argument("--eval-episodes", default=evaluation,
@@ -423,21 +425,54 @@ def add_collect_arguments(parser: argparse.ArgumentParser, out: Path, tasks: lis
                         help="training episodes go on for up to this many steps after their first success frame "
                              "(more success frames to learn 'done' from); held-out ones end at the first success, as "
                              "RL episodes do")
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=64, help="square size of the recorded camera frames")
     parser.add_argument("--no-wrist", dest="wrist_camera", action="store_false",
                         help="skip the wrist camera's frames (recorded by default: a critic with wrist_view or a "
                              "world model that predicts the wrist camera needs them)")
     parser.add_argument("--workers", type=int, default=-1, help="processes (-1 = one per core)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the behaviours' noise and the policy's sampling (the same seed repeats a "
+                             "collection)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the episode files of an earlier collection in --out (train.hdf5 and eval.hdf5 "
                              "are both removed first); without it such an --out is refused")
     parser.set_defaults(func=cmd_critic_collect)
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions as written; an option's default after its help, unless it has none worth showing (None,
+    an empty string, a flag without a value) or the help already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default in (None, "", argparse.SUPPRESS) or action.nargs == 0 or "default" in text.lower():
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command parser: defaults in the help, and subcommands named by their choices, so a missing
+    one reads "required: {list}" (not the internal dest, e.g. "envs_command")."""
+
+    def __init__(self, *args, formatter_class=_HelpFormatter, **kwargs) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+        self._commands = None
+
+    def add_subparsers(self, **kwargs):
+        kwargs.setdefault("title", "commands")
+        self._commands = super().add_subparsers(**kwargs)  # its parsers are of this class too
+        return self._commands
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._commands is not None and self._commands.metavar is None:  # every command is added by now
+            self._commands.metavar = "{" + ",".join(self._commands.choices) + "}"
+        return super().parse_known_args(args, namespace)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vla-rl", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="vla-rl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     envs = sub.add_parser("envs", help="environment suites and tasks")
