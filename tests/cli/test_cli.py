@@ -1,6 +1,7 @@
 import json
 
 import h5py
+import numpy as np
 
 from vla_rl.cli.main import main
 from sim_envs.tasks import TASKS
@@ -237,6 +238,9 @@ def test_critic_collect_checks_both_splits_and_its_out_before_collecting(tmp_pat
         assert main(collect + flags) == 2
         assert message in capsys.readouterr().err
         assert not out.exists()
+    (tmp_path / "a_file").write_text("")
+    assert main(collect[:2] + ["--out", str(tmp_path / "a_file")] + collect[4:] + ["--train-episodes", "expert=1"]) == 2
+    assert f"--out {tmp_path / 'a_file'} is an existing file, not a directory" in capsys.readouterr().err
     stale_train = _labelled_episode_file(out / "train.hdf5", "train")
     stale_eval = _labelled_episode_file(out / "eval.hdf5", "eval")
     stale = stale_train.read_bytes()
@@ -309,3 +313,28 @@ def test_a_missing_subcommand_names_the_choices_not_an_internal_name(capsys):
         assert exit_.value.code == 2
         err = capsys.readouterr().err
         assert f"the following arguments are required: {choices}" in err and "_command" not in err
+
+
+def test_wm_eval_names_an_unreadable_data_file_and_wm_imagine_leaves_nothing_behind_a_directory_out(tmp_path, capsys):
+    """`wm eval --data garbage.hdf5` (h5py's traceback before); `wm imagine --out DIR` (an IsADirectoryError
+    that left DIR.tmp). The imagining still runs first: `wm imagine`'s handler does not check --out."""
+    from tests.world_model.test_world_model import TINY
+    from world_model.model import VideoWorldModel
+    from world_model.train import save_world_model
+
+    world_model = str(save_world_model(tmp_path / "wm" / "step_000001", VideoWorldModel(TINY), 1))
+    garbage = tmp_path / "garbage.hdf5"
+    garbage.write_text("not hdf5\n")
+    assert main(["wm", "eval", "--world-model", world_model, "--data", str(garbage),
+                 "--out", str(tmp_path / "wm_eval")]) == 2
+    assert f"{garbage} is not a readable HDF5 file" in capsys.readouterr().err
+    data = _labelled_episode_file(tmp_path / "train.hdf5", "train")
+    with h5py.File(data, "a") as f:  # what the world model needs beyond the critic's labels
+        for name in f:
+            f[name]["actions"] = np.zeros((3, 7), np.float32)
+            f[name]["proprio"] = np.zeros((4, 8), np.float32)
+    (tmp_path / "folder").mkdir()
+    assert main(["wm", "imagine", "--world-model", world_model, "--data", str(data),
+                 "--out", str(tmp_path / "folder")]) == 2
+    assert f"{tmp_path / 'folder'} is a directory; name a file in it instead" in capsys.readouterr().err
+    assert not (tmp_path / "folder.tmp").exists()
