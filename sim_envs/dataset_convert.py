@@ -54,6 +54,7 @@ import numpy as np
 
 from sim_envs.suites import axis_angle_to_quat_xyzw, rotation_from_down
 from vla_rl.core.demo_file import Episode, write_demo_file
+from vla_rl.core.hdf5_file import open_hdf5
 
 Flip = Literal["auto", "libero", "robosuite", "none"]
 
@@ -213,7 +214,7 @@ def default_task_name(source: Path) -> str:
 def _default_task(source: Path) -> str:
     """Our LIBERO task name (e.g. ``libero_spatial_03``) when ``source`` is a LIBERO dataset of a known
     task, so SFT, RL and evaluation agree on it; otherwise ``default_task_name``."""
-    with h5py.File(source, "r") as f:
+    with open_hdf5(source) as f:
         if detect_layout(f, source) == "libero":
             instruction = _resolve_instruction(f["data"], "libero", None, source)
             try:
@@ -314,7 +315,7 @@ def convert_hdf5(source: Path, out_dir: Path, task: str | None = None, instructi
     scratch_path = out_dir / f".{out_path.name}.scratch"
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with h5py.File(source, "r") as f, h5py.File(scratch_path, "w") as scratch:
+        with open_hdf5(source) as f, h5py.File(scratch_path, "w") as scratch:
             layout = detect_layout(f, source)
             spec = LAYOUTS[layout]
             data = f["data"]

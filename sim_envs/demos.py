@@ -22,6 +22,7 @@ from vla_rl.core.atomic_file import write_text_atomic
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.demo_file import (GRIPPER_PIXELS_OBS_KEY, LOCALISER_LABEL_KEYS, NAMED_PIXELS_OBS_KEY, Episode,
                                    read_demo_file, write_demo_file)
+from vla_rl.core.hdf5_file import open_hdf5
 
 from sim_envs.experts import make_expert
 from sim_envs.tabletop_env import TabletopEnv
@@ -60,6 +61,9 @@ class DemoConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown tasks {unknown}; valid tasks: {', '.join(TASKS)}")
+        repeated = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
+        if repeated:  # each would be collected again into the same file
+            raise ValueError(f"tasks {repeated} are given more than once")
         if not 32 <= self.video_size <= 512:
             raise ValueError(f"video_size must be in [32, 512], got {self.video_size}")
         if self.episodes_per_task < 1:
@@ -161,9 +165,7 @@ def label_demo_file(path: Path) -> bool:
     episodes = list(read_demo_file(path))
     if all(key in episode.obs for episode in episodes for key in LOCALISER_LABEL_KEYS):
         return False
-    import h5py
-
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         env_args = json.loads(f["data"].attrs["env_args"])
     if env_args.get("suite") != "tabletop":
         raise ValueError(f"{path} is not a tabletop demo file (suite {env_args.get('suite')!r}): only tabletop "

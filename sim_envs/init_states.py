@@ -30,6 +30,8 @@ INIT_STATE_DIR = Path(__file__).parent / "init_states"
 
 
 def _task_index(task: str) -> int:
+    if task not in TASKS:
+        raise KeyError(f"unknown tabletop task {task!r}; valid tasks: {', '.join(TASKS)}")
     return list(TASKS).index(task)
 
 
@@ -47,6 +49,7 @@ def train_layout(task: str, index: int) -> Layout:
 
 @functools.lru_cache(maxsize=None)
 def _eval_file(task: str) -> tuple[Layout, ...]:
+    _task_index(task)  # an unknown task is not a missing file
     path = INIT_STATE_DIR / f"{task}.json"
     if not path.exists():
         raise FileNotFoundError(

@@ -45,6 +45,9 @@ from typing import Iterator, Sequence
 import h5py
 import numpy as np
 
+from vla_rl.core.hdf5_file import open_hdf5
+from vla_rl.core.output_paths import check_output_file
+
 BEHAVIOURS = ("expert", "perturbed", "random", "sluggish", "policy")
 
 
@@ -241,10 +244,20 @@ def _run_jobs(jobs, todo, workers, results, bar) -> str:
 
 
 def write_episodes(path: Path, episodes: Sequence[ProgressEpisode]) -> Path:
-    path = Path(path)
+    """Write ``episodes`` to ``path`` atomically (a ``.tmp`` file renamed; removed if writing fails)."""
+    path = check_output_file(path, "episode file")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    try:
+        _write_episode_file(tmp, episodes)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _write_episode_file(path: Path, episodes: Sequence[ProgressEpisode]) -> None:
+    with h5py.File(path, "w") as f:
         for i, episode in enumerate(episodes):
             group = f.create_group(f"episode_{i}")
             group.create_dataset("frames", data=episode.frames, compression="gzip", compression_opts=1)
@@ -265,8 +278,6 @@ def write_episodes(path: Path, episodes: Sequence[ProgressEpisode]) -> Path:
                 group.attrs["other_instructions"] = json.dumps(list(episode.other_instructions))
             group.attrs.update(task=episode.task, instruction=episode.instruction, behaviour=episode.behaviour,
                                split=episode.split, init_state_id=episode.init_state_id)
-    os.replace(tmp, path)
-    return path
 
 
 # what a command uses episodes for; their split must suit it: "train" for training, any other split held out
@@ -295,8 +306,14 @@ def read_split_episodes(path: Path, role: str, use: str) -> list[ProgressEpisode
 def read_episodes(path: Path) -> Iterator[ProgressEpisode]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"episode file {path} does not exist (make it with `vla-rl critic collect`)")
-    with h5py.File(path, "r") as f:
+        raise FileNotFoundError(f"episode file {path} does not exist (make it with `vla-rl critic collect` or "
+                                "`vla-rl wm collect`)")
+    with open_hdf5(path) as f:
+        foreign = sorted(name for name in f if not (name.startswith("episode_") and name[8:].isdigit()))
+        if foreign:  # e.g. a demonstration file (SFT input), whose only key is "data"
+            what = " but a demonstration file (robomimic/LIBERO layout, SFT input)" if "data" in foreign else ""
+            raise ValueError(f"{path} is not a labelled-episode file{what}: expected only episode_<i> groups, as "
+                             f"`vla-rl critic collect` and `vla-rl wm collect` write, found {foreign[:10]}")
         for name in sorted(f, key=lambda n: int(n.split("_")[-1])):
             group = f[name]
             attrs = group.attrs

@@ -1,6 +1,7 @@
 import json
 
 import h5py
+import numpy as np
 
 from vla_rl.cli.main import main
 from sim_envs.tasks import TASKS
@@ -155,3 +156,185 @@ def test_critic_train_and_eval_check_each_episodes_split(tmp_path, capsys):
     assert "split ['train']: critic eval --data" in capsys.readouterr().err
     assert main(["critic", "eval", "--critic", str(critic), "--data", str(held_out),
                  "--out", str(tmp_path / "ok")]) == 0
+
+
+def test_damaged_or_foreign_data_files_are_one_line_errors_naming_the_file(tmp_path, capsys):
+    """A truncated demo file (sft), a file that is not HDF5 (critic train, critic eval, convert-demos): each
+    is an error naming the file, not h5py's traceback."""
+    from tests.core.test_demo_file import episode
+    from vla_rl.core.demo_file import write_demo_file
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
+
+    demo = write_demo_file(tmp_path / "whole" / "Lift_demo.hdf5", [episode(4, 0), episode(6, 1)], {"env_name": "Lift"})
+    (tmp_path / "demos").mkdir()
+    truncated = tmp_path / "demos" / "Lift_demo.hdf5"
+    truncated.write_bytes(demo.read_bytes()[:demo.stat().st_size // 2])
+    assert main(["sft", "--set", f"demo_dir={tmp_path / 'demos'}", "--set", f"out_dir={tmp_path / 'sft'}"]) == 2
+    assert f"{truncated} is not a readable HDF5 file: truncated" in capsys.readouterr().err
+    (tmp_path / "data").mkdir()
+    garbage = tmp_path / "data" / "train.hdf5"
+    garbage.write_text("not hdf5\n")
+    assert main(["critic", "train", "--set", f"data_dir={tmp_path / 'data'}",
+                 "--set", f"out_dir={tmp_path / 'critic'}"]) == 2
+    assert f"{garbage} is not a readable HDF5 file" in capsys.readouterr().err
+    critic = save_critic(tmp_path / "critic_checkpoint", ProgressCritic(CriticConfig(
+        image_size=32, hidden_size=32, layers=1, heads=2, pretrained_vision=False)))
+    assert main(["critic", "eval", "--critic", str(critic), "--data", str(garbage),
+                 "--out", str(tmp_path / "critic_eval")]) == 2
+    assert f"{garbage} is not a readable HDF5 file" in capsys.readouterr().err
+    # a demonstration file where labelled episodes belong, and a missing one (either collector makes it)
+    assert main(["critic", "eval", "--critic", str(critic), "--data", str(demo),
+                 "--out", str(tmp_path / "critic_eval")]) == 2
+    assert f"{demo} is not a labelled-episode file but a demonstration file" in capsys.readouterr().err
+    assert main(["critic", "eval", "--critic", str(critic), "--data", str(tmp_path / "missing.hdf5"),
+                 "--out", str(tmp_path / "critic_eval")]) == 2
+    assert "`vla-rl critic collect` or `vla-rl wm collect`" in capsys.readouterr().err
+    assert main(["convert-demos", str(garbage), "--out", str(tmp_path / "converted")]) == 2
+    assert f"{garbage} is not a readable HDF5 file" in capsys.readouterr().err
+
+
+def test_eval_and_critic_eval_refuse_an_output_path_that_is_a_file_before_evaluating(tmp_path, capsys, monkeypatch):
+    from tests.policy.conftest import make_policy, tiny_config
+    from vla_rl.cli import factories
+    from vla_rl.policy.checkpoint import save_checkpoint
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
+
+    policy = make_policy(tiny_config())
+    checkpoint = save_checkpoint(tmp_path / "policy", policy.model, policy.action_tokenizer)
+
+    def no_policy(*args, **kwargs):
+        raise AssertionError("the policy loaded before the output path was checked")
+
+    monkeypatch.setattr(factories, "load_policy", no_policy)
+    (tmp_path / "taken").write_text("a file\n")
+    assert main(["eval", "--checkpoint", str(checkpoint), "--tasks", "Reach", "--out", str(tmp_path / "taken")]) == 2
+    assert f"{tmp_path / 'taken'} is an existing file, not a directory" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(checkpoint), "--tasks", "Reach",
+                 "--out", str(tmp_path / "taken" / "eval")]) == 2
+    assert f"cannot be created: {tmp_path / 'taken'} is a file" in capsys.readouterr().err
+    assert (tmp_path / "taken").read_text() == "a file\n"
+    critic = save_critic(tmp_path / "critic_checkpoint", ProgressCritic(CriticConfig(
+        image_size=32, hidden_size=32, layers=1, heads=2, pretrained_vision=False)))
+    held_out = _labelled_episode_file(tmp_path / "eval.hdf5", "eval")
+    assert main(["critic", "eval", "--critic", str(critic), "--data", str(held_out),
+                 "--out", str(tmp_path / "taken")]) == 2
+    assert f"--out {tmp_path / 'taken'} is an existing file" in capsys.readouterr().err
+
+
+def test_critic_collect_checks_both_splits_and_its_out_before_collecting(tmp_path, capsys):
+    """A wrong --eval-episodes (or policy episodes without --policy) failed only after the training split was
+    collected; counts of 0 wrote an empty file with 'nan%' success; an --out of an earlier collection kept its
+    eval.hdf5 beside a new train.hdf5."""
+    out = tmp_path / "episodes"
+    collect = ["critic", "collect", "--out", str(out), "--tasks", "Reach", "--workers", "1", "--no-wrist",
+               "--image-size", "32"]
+    refused = [(["--train-episodes", "expert=1", "--eval-episodes", "expret=1"], "unknown behaviour 'expret'"),
+               (["--train-episodes", "expert=1", "--eval-episodes", "policy=1"], "give the policy with --policy"),
+               (["--train-episodes", "expert=0,random=0", "--eval-episodes", "none"], "make no episodes"),
+               (["--train-episodes", "expert=1,expert=2", "--eval-episodes", "none"], "given twice"),
+               (["--train-episodes", "expert=1", "--eval-episodes", "none", "--tasks", "Reach", "Reach"],
+                "given more than once")]
+    for flags, message in refused:
+        assert main(collect + flags) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+    (tmp_path / "a_file").write_text("")
+    assert main(collect[:2] + ["--out", str(tmp_path / "a_file")] + collect[4:] + ["--train-episodes", "expert=1"]) == 2
+    assert f"--out {tmp_path / 'a_file'} is an existing file, not a directory" in capsys.readouterr().err
+    stale_train = _labelled_episode_file(out / "train.hdf5", "train")
+    stale_eval = _labelled_episode_file(out / "eval.hdf5", "eval")
+    stale = stale_train.read_bytes()
+    assert main(collect + ["--train-episodes", "expert=0,random=1", "--eval-episodes", "none"]) == 2
+    assert "already holds episode files (train.hdf5, eval.hdf5): pass --overwrite" in capsys.readouterr().err
+    assert stale_train.read_bytes() == stale and stale_eval.is_file()
+    assert main(collect + ["--train-episodes", "expert=0,random=1", "--eval-episodes", "none", "--overwrite"]) == 0
+    printed = capsys.readouterr().out
+    assert "train: 1 episodes" in printed and "random" in printed and "nan" not in printed
+    assert "expert" not in printed.split("success by behaviour:")[1]
+    assert stale_train.read_bytes() != stale and not stale_eval.exists()
+
+
+def test_demos_refuses_a_task_given_twice(tmp_path, capsys):
+    assert main(["demos", "--task", "Reach", "--task", "Reach", "--episodes", "1", "--out", str(tmp_path / "d")]) == 2
+    assert "['Reach'] are given more than once" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_sim_bridge_refuses_an_unknown_task_listing_the_valid_ones(capsys):
+    for split in ("eval", "train"):
+        assert main(["sim-bridge", "--task", "Nope", "--split", split]) == 2
+        err = capsys.readouterr().err
+        assert "unknown tabletop task 'Nope'; valid tasks: " + ", ".join(TASKS) in err and "missing" not in err
+
+
+COMMANDS = [["envs", "list"], ["demos"], ["convert-demos"], ["sft"], ["train"], ["eval"], ["critic", "collect"],
+            ["critic", "train"], ["critic", "eval"], ["quickstart"], ["wm", "collect"], ["wm", "train"], ["wm", "eval"],
+            ["wm", "imagine"], ["deploy"], ["sim-bridge"], ["bag-to-demos"], ["baseline", "rllib-ppo"]]
+
+
+def _help(argv, capsys) -> str:
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv + ["--help"])
+    assert exit_.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # unwrapped
+
+
+def test_help_lists_every_command_and_shows_the_defaults(capsys):
+    top = _help([], capsys)
+    for command in {argv[0] for argv in COMMANDS}:
+        assert f" {command} " in top
+    assert " wm the action-conditioned video world model" in top  # the description's list, not only the choices
+    for argv in COMMANDS:
+        text = _help(argv, capsys)
+        for unhelpful in ("(default: None)", "(default: False)", "(default: True)", "(default: )", "(default: [",
+                          "(default: ==SUPPRESS==)"):
+            assert unhelpful not in text, (argv, unhelpful)
+    text = _help(["eval"], capsys)
+    assert "evaluation init states per task (default: 50)" in text and "parallel env slots (default: 16)" in text
+    assert "MP4 videos per task (default: 1)" in text
+    text = _help(["critic", "collect"], capsys)
+    assert "(default: expert=30,perturbed=30,random=15)" in text and "(default: expert=10,perturbed=10,random=5," in text
+    assert "--image-size IMAGE_SIZE square size of the recorded camera frames (default: 64)" in text
+    assert "--seed SEED seed of" in text
+    assert "tabletop tasks (default: Reach PressButton)" in _help(["wm", "collect"], capsys)
+    assert "(default: runs/critic_data/eval.hdf5)" in _help(["critic", "eval"], capsys)
+    assert "tabletop task (default: Reach)" in _help(["sim-bridge"], capsys)
+
+
+def test_a_missing_subcommand_names_the_choices_not_an_internal_name(capsys):
+    import pytest
+
+    for argv, choices in ((["envs"], "{list}"), (["baseline"], "{rllib-ppo}"), (["critic"], "{collect,train,eval}"),
+                          (["wm"], "{collect,train,eval,imagine}")):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert f"the following arguments are required: {choices}" in err and "_command" not in err
+
+
+def test_wm_eval_names_an_unreadable_data_file_and_wm_imagine_leaves_nothing_behind_a_directory_out(tmp_path, capsys):
+    """`wm eval --data garbage.hdf5` (h5py's traceback before); `wm imagine --out DIR` (an IsADirectoryError
+    that left DIR.tmp). The imagining still runs first: `wm imagine`'s handler does not check --out."""
+    from tests.world_model.test_world_model import TINY
+    from world_model.model import VideoWorldModel
+    from world_model.train import save_world_model
+
+    world_model = str(save_world_model(tmp_path / "wm" / "step_000001", VideoWorldModel(TINY), 1))
+    garbage = tmp_path / "garbage.hdf5"
+    garbage.write_text("not hdf5\n")
+    assert main(["wm", "eval", "--world-model", world_model, "--data", str(garbage),
+                 "--out", str(tmp_path / "wm_eval")]) == 2
+    assert f"{garbage} is not a readable HDF5 file" in capsys.readouterr().err
+    data = _labelled_episode_file(tmp_path / "train.hdf5", "train")
+    with h5py.File(data, "a") as f:  # what the world model needs beyond the critic's labels
+        for name in f:
+            f[name]["actions"] = np.zeros((3, 7), np.float32)
+            f[name]["proprio"] = np.zeros((4, 8), np.float32)
+    (tmp_path / "folder").mkdir()
+    assert main(["wm", "imagine", "--world-model", world_model, "--data", str(data),
+                 "--out", str(tmp_path / "folder")]) == 2
+    assert f"{tmp_path / 'folder'} is a directory; name a file in it instead" in capsys.readouterr().err
+    assert not (tmp_path / "folder.tmp").exists()

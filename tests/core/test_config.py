@@ -62,6 +62,27 @@ def test_unknown_nested_key_names_its_path():
         load_config(Outer, {"inner": {"sise": 3}})
 
 
+@dataclass(frozen=True)
+class Checked:
+    size: int = option(64, "pixels, a multiple of 16")
+
+    def __post_init__(self) -> None:
+        if self.size % 16:
+            raise ValueError(f"size must be a multiple of 16, got {self.size}")
+
+
+@dataclass(frozen=True)
+class HoldsChecked:
+    inner: Checked = option(factory=Checked, doc="nested section")
+
+
+def test_a_nested_sections_own_check_names_the_section():
+    """Once "inner.: size must be ..." (the key path's trailing dot)."""
+    with pytest.raises(ConfigError, match=r"^inner: size must be a multiple of 16, got 40$"):
+        load_config(HoldsChecked, None, ["inner.size=40"])
+    with pytest.raises(ConfigError, match=r"^Checked: size must be"):
+        load_config(Checked, {"size": 40})
+
 @pytest.mark.parametrize(
     "data, fragment",
     [({"mode": "c"}, "not one of"), ({"inner": {"size": 1.5}}, "integer"), ({"inner": {"size": True}}, "integer"),

@@ -59,3 +59,23 @@ def test_files_with_another_orientation_convention_are_refused(tmp_path):
         with pytest.raises(ValueError, match="convert-demos") as error:
             check_orientation_convention(path)
         assert str(path) in str(error.value)
+
+
+def test_damaged_or_foreign_files_are_named_in_one_line_errors(tmp_path):
+    """A truncated demo file, a file that is not HDF5 and a directory are ValueErrors naming the file, not
+    h5py's bare OSError."""
+    from vla_rl.core.hdf5_file import open_hdf5
+
+    path = write_demo_file(tmp_path / "Lift_demo.hdf5", [episode(4, 0), episode(6, 1)], {"env_name": "Lift"})
+    truncated = tmp_path / "truncated.hdf5"
+    truncated.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=f"{truncated} is not a readable HDF5 file: truncated"):
+        list(read_demo_file(truncated))
+    garbage = tmp_path / "garbage.hdf5"
+    garbage.write_text("not hdf5\n")
+    with pytest.raises(ValueError, match=f"{garbage} is not a readable HDF5 file: no HDF5 signature"):
+        list(read_demo_file(garbage))
+    with pytest.raises(ValueError, match="it is a directory"):
+        open_hdf5(tmp_path)
+    with pytest.raises(FileNotFoundError, match="missing.hdf5 does not exist"):
+        open_hdf5(tmp_path / "missing.hdf5")

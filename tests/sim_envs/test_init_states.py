@@ -41,6 +41,9 @@ def test_bad_ids_are_clear_errors():
         init_states.get_layout("Lift", 0, "test")
     with pytest.raises(ValueError):
         init_states.train_layout("Lift", -1)
+    for split in ("eval", "train"):  # not "missing init-state files", nor list.index's "'Nope' is not in list"
+        with pytest.raises(KeyError, match="unknown tabletop task 'Nope'; valid tasks: Reach, Lift"):
+            init_states.get_layout("Nope", 0, split)
 
 
 def test_resetting_to_the_same_init_state_is_deterministic():

@@ -146,6 +146,25 @@ def test_episodes_record_pixel_labels_of_every_frame_and_keep_them_on_disk(tmp_p
     np.testing.assert_array_equal(again.other_named_pixels, episode.other_named_pixels)
 
 
+def test_the_episode_writer_refuses_a_directory_and_leaves_no_tmp_file_when_writing_fails(tmp_path):
+    """`wm imagine --out DIR` ended in IsADirectoryError from the rename, leaving DIR.tmp behind."""
+    from sim_envs.progress_episodes import ProgressEpisode, write_episodes
+
+    progress = np.linspace(0, 1, 3).astype(np.float32)
+    episode = ProgressEpisode("Reach", "reach the red cube", "expert", "train", 0,
+                              np.zeros((3, 8, 8, 3), np.uint8), progress, progress >= 1)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ValueError, match="folder is a directory"):
+        write_episodes(tmp_path / "folder", [episode])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FileExistsError, match="is a file"):
+        write_episodes(tmp_path / "file" / "episodes.hdf5", [episode])
+    broken = ProgressEpisode("Reach", "reach the red cube", "expert", "train", 1, None, progress, progress >= 1)
+    with pytest.raises(TypeError):
+        write_episodes(tmp_path / "episodes.hdf5", [episode, broken])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]
+
+
 OTHER_OBJECTIVES = {"Reach": 2, "Lift": 2, "Push": 3, "PickPlace": 3, "Stack": 5, "OpenDrawer": 1, "PressButton": 2}
 
 

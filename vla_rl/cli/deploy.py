@@ -137,7 +137,10 @@ def cmd_sim_bridge(args: argparse.Namespace) -> int:
     from real_robot.sim_bridge import SimBridge
     from sim_envs.init_states import get_layout
     from sim_envs.tabletop_env import TabletopEnv
+    from sim_envs.tasks import TASKS
 
+    if args.task not in TASKS:
+        raise KeyError(f"--task: unknown tabletop task {args.task!r}; valid tasks: {', '.join(TASKS)}")
     robot = load_robot_config(args.robot, args.set or [])
     instruction = get_layout(args.task, args.init_state, args.split)["instruction"]
 

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from vla_rl.core.atomic_file import write_text_atomic
+from vla_rl.core.output_paths import check_output_dir
 
 
 def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_task: int, num_envs: int = 16,
@@ -40,6 +41,8 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     from vla_rl.rollout.evaluate import evaluate
     from vla_rl.train.trainer import eval_specs
 
+    if out_dir is not None:  # before the policy loads and the episodes run
+        check_output_dir(out_dir, "evaluation output directory")
     if sample_temperature is not None and greedy_decoding is not None:
         raise ValueError("choose greedy decoding or a sampling temperature, not both")
     if sample_temperature is not None and sample_temperature <= 0:

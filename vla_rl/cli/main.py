@@ -9,6 +9,7 @@ Subcommands:
   eval        success rate of a checkpoint on the fixed evaluation init states (JSON, PNG, MP4)
   quickstart  the main job: few-demo SFT, eval, GRPO, eval, and a report (what `make demo` runs)
   critic      the vision-language progress critic: collect labelled episodes, train, evaluate
+  wm          the action-conditioned video world model: collect episodes, train, evaluate, imagine episodes
   deploy      run a checkpoint on an arm over ROS 2 through the safety layer (sim-bridge: a MuJoCo arm
               behind the same topics; bag-to-demos: recorded episodes -> SFT data)
   baseline    reference learners: `baseline rllib-ppo`, RLlib PPO on privileged simulator state
@@ -125,13 +126,24 @@ def cmd_convert_demos(args: argparse.Namespace) -> int:
     return 0
 
 
-def _behaviour_counts(text: str) -> dict[str, int]:
+def _behaviour_counts(text: str, option: str = "episode counts") -> dict[str, int]:
+    """``expert=30,random=10`` -> {"expert": 30, "random": 10}; refuses unknown or repeated behaviours
+    and counts that make no episode at all (``option`` names the flag in the error)."""
+    from sim_envs.progress_episodes import BEHAVIOURS
+
     counts = {}
     for part in text.split(","):
         name, _, count = part.partition("=")
+        name = name.strip()
         if not count.strip().isdigit():
-            raise ValueError(f"episode counts look like expert=30,random=10; got {text!r}")
-        counts[name.strip()] = int(count)
+            raise ValueError(f"{option} look like expert=30,random=10 (or 'none'); got {text!r}")
+        if name not in BEHAVIOURS:
+            raise ValueError(f"{option}: unknown behaviour {name!r}; valid: {', '.join(BEHAVIOURS)}")
+        if name in counts:
+            raise ValueError(f"{option}: behaviour {name!r} is given twice in {text!r}")
+        counts[name] = int(count)
+    if not any(counts.values()):
+        raise ValueError(f"{option} {text!r} make no episodes: give a count above 0, or 'none' to skip the split")
     return counts
 
 
@@ -142,27 +154,51 @@ def cmd_critic_collect(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import collect_progress_episodes, require_antialiased_policy, write_episodes
     from sim_envs.tasks import TASKS
     from vla_rl.cli.factories import checkpoint_camera_setup, load_policy
+    from vla_rl.core.output_paths import check_output_dir
     from vla_rl.policy.checkpoint import resolve_checkpoint
 
     tasks = args.tasks or list(TASKS)
+    unknown, repeated = sorted(set(tasks) - set(TASKS)), sorted({t for t in tasks if tasks.count(t) > 1})
+    if unknown or repeated:
+        raise ValueError(f"--tasks: unknown {unknown}; valid: {', '.join(TASKS)}" if unknown else
+                         f"--tasks: {repeated} given more than once")
     policies = {"train": args.policy, "eval": args.eval_policy or args.policy}
-    for split, counts in (("train", args.train_episodes), ("eval", args.eval_episodes)):
+    # every check before the first split is collected: a bad --eval-episodes must not cost the training split
+    plans = {}  # split -> (behaviour counts or None for 'none', policy factory)
+    for split, option, counts in (("train", "--train-episodes", args.train_episodes),
+                                  ("eval", "--eval-episodes", args.eval_episodes)):
         if counts.strip().lower() == "none":  # an empty value stays an error (_behaviour_counts)
-            print(f"{split}: none collected ({split} episodes: {counts!r})")
+            plans[split] = (None, None)
             continue
+        behaviours = _behaviour_counts(counts, option)
+        if behaviours.get("policy") and not policies[split]:
+            raise ValueError(f"{option} {counts!r} has policy episodes: give the policy with --policy CHECKPOINT"
+                             + (" (or --eval-policy)" if split == "eval" else ""))
         policy_factory = None
         if policies[split]:
             checkpoint = resolve_checkpoint(Path(policies[split]))
             # the workers refuse such a policy too, but only once they have started and built it
             require_antialiased_policy(checkpoint_camera_setup(checkpoint)[2], str(checkpoint))
             policy_factory = functools.partial(load_policy, str(checkpoint), args.policy_temperature, "cpu")
+        plans[split] = (behaviours, policy_factory)
+    check_output_dir(args.out, "--out")
+    earlier = [args.out / f"{split}.hdf5" for split in plans if (args.out / f"{split}.hdf5").exists()]
+    if earlier and not args.overwrite:  # a new train.hdf5 beside an old eval.hdf5 would mix two collections
+        raise FileExistsError(f"--out {args.out} already holds episode files ({', '.join(p.name for p in earlier)}): "
+                              "pass --overwrite to replace them (both are removed first), or choose another --out")
+    for path in earlier:
+        path.unlink()
+    for split, (behaviours, policy_factory) in plans.items():
+        if behaviours is None:
+            print(f"{split}: none collected ({split} episodes: 'none')")
+            continue
         hold = args.hold_after_success if split == "train" else 0  # held-out episodes end as RL episodes do
-        episodes = collect_progress_episodes(tasks, _behaviour_counts(counts), split, args.image_size,
+        episodes = collect_progress_episodes(tasks, behaviours, split, args.image_size,
                                              workers=args.workers, seed=args.seed, policy_factory=policy_factory,
                                              hold_after_success=hold, wrist_camera=args.wrist_camera)
         path = write_episodes(args.out / f"{split}.hdf5", episodes)
         frames = sum(len(e.progress) for e in episodes)
-        success = {b: np.mean([e.succeeded for e in episodes if e.behaviour == b]) for b in _behaviour_counts(counts)}
+        success = {b: np.mean([e.succeeded for e in episodes if e.behaviour == b]) for b, n in behaviours.items() if n}
         print(f"{split}: {len(episodes)} episodes, {frames} frames -> {path}; success by behaviour: "
               + ", ".join(f"{b} {rate:.0%}" for b, rate in success.items()))
     return 0
@@ -216,10 +252,12 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
 def cmd_critic_eval(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import HELD_OUT, read_split_episodes
     from vla_rl.reward.critic import load_critic
+    from vla_rl.core.output_paths import check_output_dir
     from vla_rl.reward.critic_train import evaluate_critic
 
+    out = check_output_dir(Path(args.out) if args.out else Path(args.critic).parent / f"eval_{Path(args.data).stem}",
+                           "--out")
     critic = load_critic(Path(args.critic))
-    out = Path(args.out) if args.out else Path(args.critic).parent / f"eval_{Path(args.data).stem}"
     episodes = read_split_episodes(Path(args.data), HELD_OUT, "critic eval --data (the critic trained on the "
                                    "training episodes)")
     report = evaluate_critic(critic, episodes, out)
@@ -372,7 +410,8 @@ def add_collect_arguments(parser: argparse.ArgumentParser, out: Path, tasks: lis
                           evaluation: str, hold_after_success: int = 0) -> None:
     """The options of an episode-collection command (the critic's and the world model's)."""
     parser.add_argument("--out", type=Path, default=out, help="writes train.hdf5 and eval.hdf5")
-    parser.add_argument("--tasks", nargs="+", default=tasks, help=f"tabletop tasks (default: {tasks or 'all'})")
+    parser.add_argument("--tasks", nargs="+", default=tasks,
+                        help=f"tabletop tasks (default: {' '.join(tasks) if tasks else 'all'})")
     parser.add_argument("--train-episodes", default=train, help="episodes per task and behaviour on training init "
                         "states (behaviours: expert, perturbed, random, sluggish, policy; 'none': skip the split)")
     parser.add_argument("--eval-episodes", default=evaluation,
@@ -386,18 +425,54 @@ def add_collect_arguments(parser: argparse.ArgumentParser, out: Path, tasks: lis
                         help="training episodes go on for up to this many steps after their first success frame "
                              "(more success frames to learn 'done' from); held-out ones end at the first success, as "
                              "RL episodes do")
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=64, help="square size of the recorded camera frames")
     parser.add_argument("--no-wrist", dest="wrist_camera", action="store_false",
                         help="skip the wrist camera's frames (recorded by default: a critic with wrist_view or a "
                              "world model that predicts the wrist camera needs them)")
     parser.add_argument("--workers", type=int, default=-1, help="processes (-1 = one per core)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the behaviours' noise and the policy's sampling (the same seed repeats a "
+                             "collection)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the episode files of an earlier collection in --out (train.hdf5 and eval.hdf5 "
+                             "are both removed first); without it such an --out is refused")
     parser.set_defaults(func=cmd_critic_collect)
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions as written; an option's default after its help, unless it has none worth showing (None,
+    an empty string, a flag without a value) or the help already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default in (None, "", argparse.SUPPRESS) or action.nargs == 0 or "default" in text.lower():
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command parser: defaults in the help, and subcommands named by their choices, so a missing
+    one reads "required: {list}" (not the internal dest, e.g. "envs_command")."""
+
+    def __init__(self, *args, formatter_class=_HelpFormatter, **kwargs) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+        self._commands = None
+
+    def add_subparsers(self, **kwargs):
+        kwargs.setdefault("title", "commands")
+        self._commands = super().add_subparsers(**kwargs)  # its parsers are of this class too
+        return self._commands
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._commands is not None and self._commands.metavar is None:  # every command is added by now
+            self._commands.metavar = "{" + ",".join(self._commands.choices) + "}"
+        return super().parse_known_args(args, namespace)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vla-rl", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="vla-rl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     envs = sub.add_parser("envs", help="environment suites and tasks")

@@ -169,7 +169,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "", base: T | Non
     try:
         return dataclasses.replace(base, **values) if base is not None else cls(**values)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where or cls.__name__}: {error}") from error
+        raise ConfigError(f"{where.rstrip('.') or cls.__name__}: {error}") from error
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:

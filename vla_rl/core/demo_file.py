@@ -32,6 +32,8 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
+from vla_rl.core.hdf5_file import open_hdf5
+
 
 # camera name (the policy's ``cameras``) -> obs key of its images in a demo file
 CAMERA_OBS_KEYS = {"agentview": "agentview_rgb", "wrist": "eye_in_hand_rgb"}
@@ -139,7 +141,7 @@ def write_demo_file(path: Path, episodes: list[Episode], env_args: dict[str, Any
 
 def read_env_args(path: Path) -> dict[str, Any]:
     """A demo file's ``env_args`` (the collecting config under ``config``, versions); {} if it has none."""
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         return json.loads(f["data"].attrs.get("env_args", "{}")) if "data" in f else {}
 
 
@@ -156,7 +158,7 @@ def check_orientation_convention(path: Path) -> None:
     (their angle wrapped into [0, pi] flips sign near pi, which a downward gripper always is), and
     LIBERO datasets as LIBERO wrote them (raw ``quat2axisangle``). Both train a policy on a proprio
     it never sees live."""
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         attrs = f["data"].attrs if "data" in f else {}
         converted, libero_raw = "converter" in attrs, "bddl_file_name" in attrs  # bddl_file_name: LIBERO's writers
         convention = "ee_ori_convention" in attrs
@@ -174,7 +176,7 @@ def read_demo_file(path: Path) -> Iterator[Episode]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"demonstration file {path} does not exist")
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         if "data" not in f:
             raise ValueError(f"{path} has no 'data' group: not a robomimic/LIBERO-layout demo file")
         data = f["data"]
