@@ -29,12 +29,11 @@ import numpy as np
 import torch
 
 from vla_rl.algos.advantages import informative_groups
-from vla_rl.core.checkpoint_dir import HISTORY_FILE, refuse_previous_run, truncate_history
+from vla_rl.core.checkpoint_dir import HISTORY_FILE, checkpoint_to_resume, refuse_previous_run, truncate_history
 from vla_rl.core.config import option, refuse_repeats, to_dict
 from vla_rl.core.rng import global_rng_state, restore_global_rng_state
 from vla_rl.core.types import TaskSpec, TrajectoryBatch
-from vla_rl.policy.checkpoint import (latest_valid_checkpoint, load_checkpoint, point_latest,
-                                     resolve_checkpoint, save_checkpoint)
+from vla_rl.policy.checkpoint import load_checkpoint, point_latest, resolve_checkpoint, save_checkpoint
 from vla_rl.policy.policy import GREEDY_DECODINGS, VLAPolicy, resolve_device
 from vla_rl.reward.sources import RewardConfig, make_reward_fn
 from vla_rl.rollout.collector import concat_batches
@@ -228,9 +227,7 @@ class Trainer:
             torch.set_num_threads(config.learner.threads)
         source = Path(config.init_checkpoint)
         if resume:
-            source = latest_valid_checkpoint(self.out_dir, CHECKPOINT_PREFIX)
-            if source is None:
-                raise FileNotFoundError(f"--resume: no valid checkpoint in {self.out_dir}")
+            source = checkpoint_to_resume(self.out_dir, CHECKPOINT_PREFIX)
         elif not str(config.init_checkpoint):
             raise ValueError("init_checkpoint is required: the SFT policy RL starts from")
         else:
