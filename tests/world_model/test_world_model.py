@@ -140,6 +140,24 @@ def test_contract_shapes_and_sampling_steps():
         model.init_state(ObsBatch({"agentview": np.zeros((1, 64, 64, 3), np.uint8)}, np.zeros((1, 8), np.float32), ["x"]))
 
 
+@pytest.mark.parametrize("steps", range(1, 9))
+def test_every_sampling_step_count_ends_on_the_predicted_clean_sample(monkeypatch, steps):
+    """With trailing spacing, 6 and 7 DDIM steps have a stride that does not divide the 1000 training
+    timesteps, so the last step's "previous" timestep is 0, not the clean sample: a model that always
+    predicts the same clean frame must get exactly that frame back, whatever the number of steps."""
+    import dataclasses
+
+    model = VideoWorldModel(dataclasses.replace(TINY, predict_residual=False)).eval()
+    rng = np.random.default_rng(0)
+    target = torch.from_numpy(rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
+    clean = model.fold_frames(target)
+    monkeypatch.setattr(model, "denoise", lambda noisy, context, timesteps, condition: clean.clone())
+    context = torch.from_numpy(rng.integers(0, 256, (2, 2, 32, 32, 3), dtype=np.uint8))
+    frames, _ = model.sample_next(context, torch.zeros(2, 8), torch.zeros(2, 8), torch.zeros(2, 7), ["reach"] * 2,
+                                  steps, torch.Generator().manual_seed(0))
+    assert torch.equal(frames, target)
+
+
 def test_residual_target_is_the_change_from_the_noisy_last_context_frame(monkeypatch):
     """Sampling adds the prediction to the context it has, imperfect or not, so the training target of a
     sample with noisy context is (target - noisy last frame) / 2: the way back to the real frame. The
