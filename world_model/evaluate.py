@@ -29,7 +29,7 @@ from vla_rl.core.atomic_file import write_text_atomic
 from vla_rl.core.stats import wilson_interval
 from vla_rl.core.types import EpisodeFrames, ObsBatch
 
-from world_model.data import Trajectory
+from world_model.data import Trajectory, executed_actions
 from world_model.train import psnr
 
 
@@ -88,7 +88,7 @@ def imagine_open_loop_with_proprio(model, trajectories: Sequence[Trajectory], sa
             longest = max(len(t.actions) for t in chunk)
             for step in range(longest):
                 # a finished trajectory repeats its last action; its extra frames are discarded
-                actions = np.stack([t.actions[min(step, len(t.actions) - 1)] for t in chunk])
+                actions = executed_actions(np.stack([t.actions[min(step, len(t.actions) - 1)] for t in chunk]))
                 state, predicted = model.predict(state, actions, steps=sampling_steps, generator=generator)
                 stacked = model.stack_cameras(predicted).numpy()
                 for i, t in enumerate(chunk):

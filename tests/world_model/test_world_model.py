@@ -360,6 +360,29 @@ def test_env_resets_from_real_observations_and_terminates_on_the_critic():
         env.close()
 
 
+def test_env_clips_the_actions_as_the_simulator_does():
+    """The simulator's arm clips every action to [-1, 1]: a policy emitting larger ones must move the imagined
+    arm exactly as far as the clipped action, as in training (the proprio head learns from clipped actions)."""
+    torch.manual_seed(0)
+    model = VideoWorldModel(TINY)
+    torch.nn.init.normal_(model.proprio_head[-1].weight, std=0.1)  # a head whose prediction depends on the action
+    actions = np.tile(np.array([[3.0, -2.5, 1.5, 0.2, -0.4, 2.0, -3.0]], np.float32), (2, 1))
+    specs = [TaskSpec("Reach", 5, "train"), TaskSpec("Reach", 6, "train")]
+    steps = {}
+    for name, taken in (("large", actions), ("clipped", np.clip(actions, -1, 1))):
+        env = WorldModelVecEnv(model, ScriptedCritic(done_at=99),
+                               TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32)),
+                               get_suite("tabletop").max_steps)
+        try:
+            start = env.reset(specs)
+            steps[name] = env.step(taken).obs
+        finally:
+            env.close()
+    assert not np.allclose(steps["clipped"].proprio, start.proprio)
+    np.testing.assert_array_equal(steps["large"].proprio, steps["clipped"].proprio)
+    np.testing.assert_array_equal(steps["large"].images["agentview"], steps["clipped"].images["agentview"])
+
+
 def test_env_with_a_real_critic_truncates_at_the_task_limit_and_feeds_the_collector():
     from tests.policy.conftest import make_policy
     from vla_rl.reward.critic import CriticConfig, ProgressCritic
