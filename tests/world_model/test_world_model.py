@@ -1,6 +1,8 @@
 """The video world model: its diffusers model, training, checkpoints, and the env built on it,
 on real tabletop trajectories and the real MuJoCo env (tiny sizes so it runs on a CPU)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -475,6 +477,19 @@ def test_evaluation_of_episodes_shorter_than_the_horizons_saves_its_report(tmp_p
     with pytest.raises(OSError, match="no video encoder"):
         evaluate_world_model(model, short, tmp_path / "videos", horizons=(1,), videos=1, show_progress=False)
     assert json.loads((tmp_path / "videos" / "eval.json").read_text())["fidelity"]["1"]["episodes"] == 1
+
+
+def test_a_second_evaluation_into_the_same_out_leaves_only_its_own_videos(tmp_path, trajectories):
+    model = VideoWorldModel(TINY).eval()
+    first = evaluate_world_model(model, trajectories, tmp_path, horizons=(1,), videos=3, show_progress=False)
+    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 3
+    (tmp_path / "videos" / "notes.txt").write_text("kept: not a video of the evaluation")
+    second = evaluate_world_model(model, trajectories[:1], tmp_path, horizons=(1,), videos=1, show_progress=False)
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == sorted(
+        [Path(path).name for path in second["videos"]] + ["notes.txt"])
+    assert len(second["videos"]) == 1 and len(first["videos"]) == 3
+    evaluate_world_model(model, trajectories[:1], tmp_path, horizons=(1,), videos=0, show_progress=False)
+    assert [p.name for p in (tmp_path / "videos").iterdir()] == ["notes.txt"]
 
 
 def test_proprio_drift_measures_the_imagined_end_effector_against_the_real_one(trajectories):
