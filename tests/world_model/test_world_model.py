@@ -224,6 +224,78 @@ def test_a_fresh_run_refuses_the_out_dir_of_an_earlier_one(tmp_path, trajectorie
     assert sorted(p.name for p in (tmp_path / "wm").glob("step_*")) == ["step_000002"]
 
 
+def test_a_resume_with_nothing_left_to_train_is_refused_with_what_to_raise(tmp_path, trajectories):
+    """The time limit counts the time before a resume (as SFT's), and configs/world_model.yaml stops most
+    runs on it: resuming such a run must not save the same checkpoint again and report a normal run, but say
+    to raise time_limit_minutes; with a higher limit (or none) it trains on. All steps trained: raise steps."""
+    import dataclasses
+
+    config = WMTrainConfig(out_dir=tmp_path / "wm", model=TINY, steps=4, time_limit_minutes=1e-6, batch_size=2,
+                           checkpoint_every=2, eval_every=0, log_every=1)
+    stopped = train_world_model(config, trajectories[:1], show_progress=False)
+    assert stopped["steps"] < 4
+    checkpoints = sorted(p.name for p in (tmp_path / "wm").glob("step_*"))
+    with pytest.raises(ValueError, match=r"stopped on its time limit.*counts the time before a resume.*"
+                                         r"--set time_limit_minutes=\d+"):
+        train_world_model(config, trajectories[:1], resume=True, show_progress=False)
+    assert sorted(p.name for p in (tmp_path / "wm").glob("step_*")) == checkpoints
+    resumed = train_world_model(dataclasses.replace(config, time_limit_minutes=0.0), trajectories[:1], resume=True,
+                                show_progress=False)
+    assert resumed["steps"] == 4
+    with pytest.raises(ValueError, match=r"trained all its 4 steps.*raise steps"):
+        train_world_model(dataclasses.replace(config, time_limit_minutes=0.0), trajectories[:1], resume=True,
+                          show_progress=False)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_to_be_deleted_not_resumed(tmp_path, trajectories):
+    (tmp_path / "wm").mkdir()
+    (tmp_path / "wm" / "metrics.jsonl").write_text('{"step": 20, "frame_loss": 0.1}\n')
+    config = WMTrainConfig(out_dir=tmp_path / "wm", model=TINY, steps=2, batch_size=2, eval_every=0, log_every=1)
+    with pytest.raises(FileExistsError, match="no valid checkpoint, so --resume cannot continue it: delete"):
+        train_world_model(config, trajectories[:1], show_progress=False)
+    with pytest.raises(FileNotFoundError, match="--resume: .* but no valid checkpoint .*: delete"):
+        train_world_model(config, trajectories[:1], resume=True, show_progress=False)
+
+
+def test_held_out_evaluations_go_to_the_history_and_a_resume_keeps_each_once(tmp_path, trajectories):
+    import json
+
+    from vla_rl.core.checkpoint_dir import point_latest
+
+    config = WMTrainConfig(out_dir=tmp_path / "wm", model=TINY, steps=4, batch_size=2, checkpoint_every=2,
+                           eval_every=2, eval_transitions=8, log_every=1)
+    train_world_model(config, trajectories[:1], trajectories[1:2], show_progress=False)
+
+    def history():
+        return [json.loads(line) for line in (tmp_path / "wm" / "metrics.jsonl").read_text().splitlines()]
+
+    evaluations = [row for row in history() if "held_out_psnr_1step" in row]
+    assert [row["step"] for row in evaluations] == [2, 4]
+    assert {"held_out_ee_error_open_loop_m", "copy_last_frame_psnr"} <= set(evaluations[0])
+    import shutil
+
+    shutil.rmtree(tmp_path / "wm" / "step_000004")  # as if killed after step 3: the resume redoes steps 3 and 4
+    point_latest(tmp_path / "wm", "step_000002", 2)
+    train_world_model(config, trajectories[:1], trajectories[1:2], resume=True, show_progress=False)
+    assert [row["step"] for row in history() if "held_out_psnr_1step" in row] == [2, 4]
+    assert [row["step"] for row in history() if "frame_loss" in row] == [1, 2, 3, 4]
+
+
+def test_a_resume_does_not_read_the_init_checkpoint_it_started_from(tmp_path, trajectories):
+    """The resumed checkpoint holds the model; the init checkpoint may have been moved or deleted since."""
+    import dataclasses
+    import shutil
+
+    init = save_world_model(tmp_path / "init", VideoWorldModel(TINY), 1)
+    config = WMTrainConfig(out_dir=tmp_path / "wm", model=TINY, init_checkpoint=init, steps=2, batch_size=2,
+                           checkpoint_every=2, eval_every=0, log_every=1)
+    train_world_model(config, trajectories[:1], show_progress=False)
+    shutil.rmtree(init)
+    resumed = train_world_model(dataclasses.replace(config, steps=3), trajectories[:1], resume=True,
+                                show_progress=False)
+    assert resumed["steps"] == 3
+
+
 def test_a_run_from_a_checkpoint_refuses_a_model_config_of_other_cameras_or_size(tmp_path, trajectories, capsys):
     """With init_checkpoint or --resume the checkpoint's model is trained and the episodes are read for its
     cameras: a `model` listing the same cameras in another order (swapped channels) or another image size is

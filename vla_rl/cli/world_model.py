@@ -35,12 +35,18 @@ def trajectories_of(path: Path, cameras: tuple[str, ...] = ("agentview",), role:
 def cmd_wm_train(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import HELD_OUT, TRAINING
     from vla_rl.core.config import describe, load_config
-    from world_model.train import WMTrainConfig, train_world_model, trained_model_config
+    from vla_rl.core.device import resolve_device
+    from world_model.train import WMTrainConfig, resume_training_state, train_world_model, trained_model_config
 
     if args.show_config:
         print(describe(WMTrainConfig))
         return 0
     config = load_config(WMTrainConfig, args.config, list(args.set or []))
+    # what would stop the run is found before the episodes are read: a device this machine lacks, a resume with
+    # nothing left to train (all its steps, or its time limit, spent)
+    resolve_device(config.device)
+    if args.resume:
+        resume_training_state(config)
     # the cameras of the model trained: with init_checkpoint or --resume the checkpoint's (a `model` of other
     # cameras or image size is refused before the episodes are read)
     cameras = tuple(trained_model_config(config, args.resume).cameras)
