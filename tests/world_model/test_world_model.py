@@ -777,6 +777,47 @@ def test_a_wrist_reward_critic_needs_a_world_model_that_predicts_the_wrist_camer
     check_world_model_cameras(dataclasses.replace(env, world_model_checkpoint=both), False, True)
 
 
+def test_the_world_model_runs_on_the_device_named_and_in_rollouts_on_the_policys(tmp_path, trajectories,
+                                                                                 monkeypatch, capsys):
+    """`auto` (the default of training, `wm eval` and `wm imagine`) is the GPU when one is visible; a rollout
+    worker's world-model env resolves the device as its policy does, in the worker, instead of the CPU always."""
+    import world_model.train as wm_train
+    from vla_rl.cli.factories import make_world_model_env
+    from vla_rl.cli.main import main
+    from vla_rl.core.device import resolve_device
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
+    from vla_rl.train.trainer import EnvConfig
+
+    here = "cuda" if torch.cuda.is_available() else "cpu"
+    assert WMTrainConfig().device == "auto" and resolve_device("auto") == here
+    config = WMTrainConfig(out_dir=tmp_path / "wm", model=TINY, steps=1, batch_size=2, eval_every=0, log_every=1)
+    train_world_model(config, trajectories[:1], show_progress=False)
+    assert {p.device.type for p in load_world_model(tmp_path / "wm", resolve_device("auto")).parameters()} == {here}
+    if not torch.cuda.is_available():  # a device this machine lacks fails before any work
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            train_world_model(WMTrainConfig(out_dir=tmp_path / "gpu", device="cuda"), trajectories[:1],
+                              show_progress=False)
+        assert not (tmp_path / "gpu").exists()
+        assert main(["wm", "eval", "--world-model", str(tmp_path / "wm"), "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    loaded = {}
+    real_load = wm_train.load_world_model
+
+    def load_where_asked(path, device="cpu"):
+        loaded["device"] = device
+        return real_load(path)  # on the CPU: the GPU is only pretended below
+
+    monkeypatch.setattr(wm_train, "load_world_model", load_where_asked)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a worker with a GPU, as its policy sees it
+    critic = save_critic(tmp_path / "critic", ProgressCritic(CriticConfig(image_size=32, hidden_size=32, layers=1,
+                                                                          heads=2)))
+    env = make_world_model_env("tabletop", 1, 32, False, 0, EnvConfig(kind="world_model",
+                                                                      world_model_checkpoint=tmp_path / "wm",
+                                                                      critic_checkpoint=critic))
+    env.close()
+    assert loaded["device"] == "cuda"
+
+
 def test_world_model_env_config_is_checked():
     from vla_rl.train.trainer import EnvConfig
 

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 QUICKSTART_TASKS = ["Reach", "PressButton"]
+DEVICE_HELP = "where the world model runs: auto (cuda when a GPU is visible, else cpu), cpu, cuda, cuda:N"
 
 
 def trajectories_of(path: Path, cameras: tuple[str, ...] = ("agentview",), role: str | None = None,
@@ -93,6 +94,7 @@ def calibrated_threshold(model, critic, args: argparse.Namespace) -> tuple[float
 def cmd_wm_eval(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import HELD_OUT
     from sim_envs.versions import environment_versions
+    from vla_rl.core.device import resolve_device
     from vla_rl.reward.critic import load_critic
     from world_model.evaluate import evaluate_world_model, print_report
     from world_model.train import load_world_model
@@ -103,7 +105,7 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
     if not 0 < args.done_threshold < 1:
         raise ValueError(f"--done-threshold must be in (0, 1), got {args.done_threshold}")
     checkpoint = resolve_checkpoint(Path(args.world_model))
-    model = load_world_model(checkpoint)
+    model = load_world_model(checkpoint, resolve_device(args.device))
     critic = load_critic(Path(args.critic)) if args.critic else None
     out = Path(args.out) if args.out else checkpoint.parent / f"eval_{checkpoint.name}_{Path(args.data).stem}"
     held_out = trajectories_of(Path(args.data), tuple(model.config.cameras), HELD_OUT,
@@ -124,12 +126,13 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
 def cmd_wm_imagine(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import read_episodes, write_episodes
     from vla_rl.core.checkpoint_dir import resolve_checkpoint
+    from vla_rl.core.device import resolve_device
     from world_model.imagined_episodes import imagine_labelled_episodes
     from world_model.train import load_world_model
 
     if Path(args.out).resolve() == Path(args.data).resolve():
         raise ValueError("--out must not be --data: the imagined episodes go to a new file")
-    model = load_world_model(resolve_checkpoint(Path(args.world_model)))
+    model = load_world_model(resolve_checkpoint(Path(args.world_model)), resolve_device(args.device))
     episodes = list(read_episodes(Path(args.data)))
     imagined = imagine_labelled_episodes(model, episodes, copies=args.copies, seed=args.seed,
                                          sampling_steps=args.sampling_steps or None)
@@ -171,6 +174,7 @@ def register(sub) -> None:
                             "agreement of each (its spread is the world model's sampling noise)")
     evaluation.add_argument("--videos", type=int, default=6, help="side-by-side MP4s (real | imagined)")
     evaluation.add_argument("--out", help="output directory (default: next to the checkpoint)")
+    evaluation.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluation.set_defaults(func=cmd_wm_eval)
 
     imagine = wm_sub.add_parser("imagine", help="imagined copies of training episodes with their simulator labels "
@@ -182,4 +186,5 @@ def register(sub) -> None:
     imagine.add_argument("--copies", type=int, default=1, help="imagined versions of each episode (sampling seeds)")
     imagine.add_argument("--seed", type=int, default=0, help="sampling seed of the first copy")
     imagine.add_argument("--sampling-steps", type=int, default=0, help="denoising steps (0 = the model's)")
+    imagine.add_argument("--device", default="auto", help=DEVICE_HELP)
     imagine.set_defaults(func=cmd_wm_imagine)
