@@ -818,6 +818,38 @@ def test_the_world_model_runs_on_the_device_named_and_in_rollouts_on_the_policys
     assert loaded["device"] == "cuda"
 
 
+def test_bad_settings_are_refused_before_any_work(tmp_path, capsys):
+    """Each of these failed late (after the episodes were read, or after calibration ran) or not at all."""
+    from vla_rl.cli.main import main
+    from vla_rl.train.trainer import WORLD_MODEL_MAX_SAMPLING_STEPS, EnvConfig
+    from world_model.model import MAX_SAMPLING_STEPS
+
+    for name, value in (("log_every", 0), ("eval_transitions", 0), ("eval_every", -1), ("time_limit_minutes", -1.0)):
+        with pytest.raises(ValueError, match=f"{name} must be >= "):
+            WMTrainConfig(**{name: value})
+    more = tmp_path / "more.hdf5"
+    with pytest.raises(ValueError, match="proprio_train_files .* set proprio_rollout_steps > 1 or proprio_only"):
+        WMTrainConfig(proprio_train_files=[more])
+    WMTrainConfig(proprio_train_files=[more], proprio_rollout_steps=4)
+    # refused from the config, before any episode file is read (none of them exists here)
+    assert main(["wm", "train", "--set", f"data_dir={tmp_path / 'none'}", "--set", f"out_dir={tmp_path / 'wm'}",
+                 "--set", f"proprio_train_files=[{more}]"]) == 2
+    assert "set proprio_rollout_steps > 1 or proprio_only" in capsys.readouterr().err
+    assert WORLD_MODEL_MAX_SAMPLING_STEPS == MAX_SAMPLING_STEPS
+    EnvConfig(sampling_steps=MAX_SAMPLING_STEPS)
+    for steps in (-1, MAX_SAMPLING_STEPS + 1):
+        with pytest.raises(ValueError, match=rf"env.sampling_steps must be in \[0, {MAX_SAMPLING_STEPS}\]"):
+            EnvConfig(sampling_steps=steps)
+    # before the world model is loaded (the one named here does not exist) or calibration runs
+    common = ["wm", "eval", "--world-model", str(tmp_path / "no_model"), "--data", str(tmp_path / "no.hdf5")]
+    for options, message in ((["--samples", "0"], "--samples must be >= 1"),
+                             (["--horizons", "1", "0"], "--horizons must be >= 1"),
+                             (["--horizons", "-3"], "--horizons must be >= 1"),
+                             (["--sampling-steps", "9"], "--sampling-steps must be in [0, 8]")):
+        assert main(common + options) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_world_model_env_config_is_checked():
     from vla_rl.train.trainer import EnvConfig
 

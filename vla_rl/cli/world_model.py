@@ -91,6 +91,26 @@ def calibrated_threshold(model, critic, args: argparse.Namespace) -> tuple[float
     return calibration["done_threshold"], calibration
 
 
+def check_eval_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad ``wm eval`` options before anything is loaded or imagined (calibration alone takes minutes)."""
+    from world_model.model import MAX_SAMPLING_STEPS
+
+    # the same range as the env's (WorldModelVecEnv): at 0 every episode would be a success, at 1 hardly any
+    if not 0 < args.done_threshold < 1:
+        raise ValueError(f"--done-threshold must be in (0, 1), got {args.done_threshold}")
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    too_short = [h for h in args.horizons if h < 1]
+    if too_short:  # horizon 0 is the real first frame itself, not a prediction
+        raise ValueError(f"--horizons must be >= 1 (actions after the first frame), got {too_short}")
+    if not 0 <= args.sampling_steps <= MAX_SAMPLING_STEPS:
+        raise ValueError(f"--sampling-steps must be in [0, {MAX_SAMPLING_STEPS}] (0 = the model's), got "
+                         f"{args.sampling_steps}")
+    if args.calibration_episodes < 1 or args.videos < 0:
+        raise ValueError(f"--calibration-episodes must be >= 1 and --videos >= 0, got {args.calibration_episodes} "
+                         f"and {args.videos}")
+
+
 def cmd_wm_eval(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import HELD_OUT
     from sim_envs.versions import environment_versions
@@ -101,9 +121,7 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
 
     from vla_rl.core.checkpoint_dir import resolve_checkpoint
 
-    # the same range as the env's (WorldModelVecEnv): at 0 every episode would be a success, at 1 hardly any
-    if not 0 < args.done_threshold < 1:
-        raise ValueError(f"--done-threshold must be in (0, 1), got {args.done_threshold}")
+    check_eval_arguments(args)
     checkpoint = resolve_checkpoint(Path(args.world_model))
     model = load_world_model(checkpoint, resolve_device(args.device))
     critic = load_critic(Path(args.critic)) if args.critic else None

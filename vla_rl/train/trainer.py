@@ -72,6 +72,11 @@ class RolloutConfig:
             raise ValueError(f"rollout.precision must be fp32 or bf16, got {self.precision!r}")
 
 
+# world_model.model.MAX_SAMPLING_STEPS, repeated here because the trainer does not import the world model (the
+# composition root builds it): a bad value fails when the config is read, not in every rollout worker
+WORLD_MODEL_MAX_SAMPLING_STEPS = 8
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     kind: Literal["sim", "world_model"] = option(
@@ -90,6 +95,9 @@ class EnvConfig:
             raise ValueError("env.kind world_model needs env.world_model_checkpoint and env.critic_checkpoint")
         if not 0 < self.done_threshold < 1:
             raise ValueError(f"env.done_threshold must be in (0, 1), got {self.done_threshold}")
+        if not 0 <= self.sampling_steps <= WORLD_MODEL_MAX_SAMPLING_STEPS:
+            raise ValueError(f"env.sampling_steps must be in [0, {WORLD_MODEL_MAX_SAMPLING_STEPS}] (0 = the model's "
+                             f"own), got {self.sampling_steps}")
 
 
 @dataclass(frozen=True)
