@@ -671,6 +671,58 @@ def test_wm_eval_calibrates_on_training_episodes_and_refuses_the_held_out_ones(t
     assert not (tmp_path / "wm_run").exists()
 
 
+def test_wm_eval_warns_when_the_critic_trained_on_the_calibration_episodes(tmp_path, capsys):
+    """A critic that saw the calibration episodes, as they are or as `wm imagine`'s copies (or through the critic
+    it was fine-tuned from), judges them better than new rollouts: the calibrated threshold is optimistic. A
+    warning, not a refusal; the episodes are recognised by content, wherever the files lie."""
+    import json
+
+    from sim_envs.progress_episodes import read_episodes, write_episodes
+    from vla_rl.cli.main import main
+    from vla_rl.cli.world_model import episodes_the_critic_trained_on
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
+    from world_model.imagined_episodes import imagine_labelled_episodes
+
+    train = write_episodes(tmp_path / "data" / "train.hdf5",
+                           collect_progress_episodes(["Reach"], {"expert": 2}, "train", image_size=32, workers=0,
+                                                     show_progress=False))
+    held_out = write_episodes(tmp_path / "other" / "train.hdf5",  # other episodes, whatever the file's name
+                              collect_progress_episodes(["Reach"], {"expert": 1}, "eval", image_size=32, workers=0,
+                                                        show_progress=False))
+    torch.manual_seed(0)
+    model = VideoWorldModel(TINY)
+    world_model = str(save_world_model(tmp_path / "wm" / "step_000001", model, 1))
+    imagined = write_episodes(tmp_path / "imagined.hdf5",
+                              imagine_labelled_episodes(model.eval(), list(read_episodes(train)), show_progress=False))
+    critic = ProgressCritic(CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2))
+
+    def saved(name, data_dir, extra_files=(), init_from=None, recorded=True):
+        train_config = {"data_dir": str(data_dir), "extra_train_files": [str(f) for f in extra_files],
+                        "init_from": None if init_from is None else str(init_from)}
+        return save_critic(tmp_path / name, critic, {"train_config": train_config} if recorded else {})
+
+    seen = saved("seen", tmp_path / "data")
+    critics = {"seen": seen, "imagined": saved("imagined_copies", tmp_path / "other", [imagined]),
+               "fine_tuned": saved("fine_tuned", tmp_path / "other", init_from=seen),
+               "unseen": saved("unseen", tmp_path / "other"),
+               "missing_file": saved("missing_file", tmp_path / "other", [tmp_path / "gone.hdf5"]),
+               "unrecorded": saved("unrecorded", tmp_path / "data", recorded=False)}
+    found = {name: episodes_the_critic_trained_on(path, train, [0, 1]) for name, path in critics.items()}
+    assert {name: row["episodes"] for name, row in found.items()} == {
+        "seen": 2, "imagined": 2, "fine_tuned": 2, "unseen": 0, "missing_file": 0, "unrecorded": 0}
+    assert found["imagined"]["files"] == [str(imagined)] and found["fine_tuned"]["files"] == [str(train)]
+    assert found["missing_file"]["unchecked_files"] == [str(tmp_path / "gone.hdf5")]
+    assert not found["unrecorded"]["recorded"]
+    common = ["wm", "eval", "--world-model", world_model, "--data", str(held_out), "--horizons", "1", "--videos", "0",
+              "--calibration-episodes", "2", "--calibrate-on", str(train)]
+    assert main(common + ["--critic", str(critics["imagined"]), "--out", str(tmp_path / "warned")]) == 0
+    assert "warning: the critic trained on 2 of the 2 calibration episodes" in capsys.readouterr().out
+    calibration = json.loads((tmp_path / "warned" / "eval.json").read_text())["calibration"]
+    assert calibration["critic_trained_on_calibration_episodes"]["episodes"] == 2
+    assert main(common + ["--critic", str(critics["unseen"]), "--out", str(tmp_path / "clean")]) == 0
+    assert "the critic trained on" not in capsys.readouterr().out
+
+
 def test_two_camera_trajectories_and_their_evaluation_with_a_wrist_critic(tmp_path):
     """Collected episodes stack the agent view and the wrist camera for a world model predicting both;
     the wrist critic judges the imagined wrist frames; the videos show both cameras."""

@@ -64,6 +64,33 @@ def cmd_wm_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def episodes_the_critic_trained_on(critic_checkpoint: Path, data: Path, indices: list[int]) -> dict:
+    """Which of the episodes ``indices`` of ``data`` the critic trained on, as they are or as imagined copies
+    (``wm imagine``'s, which keep the real first frame and every label): compared by content
+    (``episode_fingerprints``) with the training files its checkpoint records (``critic_training_files``).
+    ``{"episodes": how many, "files": those holding them, "unchecked_files": recorded files not found here,
+    "recorded": whether the critic records its training files at all}``."""
+    from sim_envs.progress_episodes import episode_fingerprints
+    from vla_rl.reward.critic_train import critic_training_files
+
+    files = critic_training_files(critic_checkpoint)
+    if files is None:
+        return {"episodes": 0, "files": [], "unchecked_files": [], "recorded": False}
+    fingerprints = episode_fingerprints(data)
+    wanted = {fingerprints[i] for i in indices}
+    seen, holding, unchecked = set(), [], []
+    for path in files:
+        if not path.is_file():
+            unchecked.append(str(path))
+            continue
+        found = wanted & set(episode_fingerprints(path))
+        if found:
+            seen |= found
+            holding.append(str(path))
+    return {"episodes": sum(fingerprints[i] in seen for i in indices), "files": holding,
+            "unchecked_files": unchecked, "recorded": True}
+
+
 def calibrated_threshold(model, critic, args: argparse.Namespace) -> tuple[float, dict]:
     """(threshold, calibration record) from ``--calibrate-on``'s training episodes (a seeded sample of
     ``--calibration-episodes``); printed as it is found."""
@@ -88,6 +115,21 @@ def calibrated_threshold(model, critic, args: argparse.Namespace) -> tuple[float
     if calibration["at_grid_edge"]:
         print(f"warning: {calibration['done_threshold']} is the edge of the thresholds tried (0.05-0.95): the "
               "critic's done probabilities on imagined frames barely separate successes from failures")
+    # a critic that trained on the calibration episodes (or their imagined copies) judges them better than it
+    # will judge the policy's new rollouts: the threshold is chosen on its best case
+    seen = episodes_the_critic_trained_on(Path(args.critic), Path(args.calibrate_on), calibration["episode_indices"])
+    calibration["critic_trained_on_calibration_episodes"] = seen
+    if seen["episodes"]:
+        print(f"warning: the critic trained on {seen['episodes']} of the {calibration['episodes']} calibration "
+              f"episodes (as they are or as imagined copies, in {', '.join(seen['files'])}): the calibrated "
+              "threshold and its agreement there are optimistic, since the critic has seen those episodes; "
+              "calibrate on training episodes it did not train on (e.g. another `wm collect` run)")
+    if seen["unchecked_files"]:
+        print(f"note: the critic's training files {', '.join(seen['unchecked_files'])} are not found here: whether "
+              "it trained on the calibration episodes is not checked against them")
+    if not seen["recorded"]:
+        print("note: the critic's checkpoint does not record its training files: whether it trained on the "
+              "calibration episodes is not checked")
     return calibration["done_threshold"], calibration
 
 
