@@ -35,6 +35,7 @@ File layout (HDF5, written atomically)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -330,5 +331,27 @@ def read_episodes(path: Path) -> Iterator[ProgressEpisode]:
                                   group["wrist_frames"][()] if "wrist_frames" in group else None)
 
 
+def episode_fingerprints(path: Path) -> list[str]:
+    """One digest per episode of ``path`` (in file order) that a copy of the episode shares, also an imagined
+    copy (``vla-rl wm imagine`` keeps the real first frame, the actions and every label, and renames only the
+    behaviour and the later frames): the task, instruction and init state, the first agent-view frame, the
+    progress and success labels and the actions. Reads only those, not the whole frames."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"episode file {path} does not exist")
+    digests = []
+    with h5py.File(path, "r") as f:
+        for name in sorted(f, key=lambda n: int(n.split("_")[-1])):
+            group = f[name]
+            digest = hashlib.sha256()
+            digest.update(json.dumps([str(group.attrs[key]) for key in ("task", "instruction", "init_state_id")])
+                          .encode())
+            for part in (group["frames"][0], group["progress"][()], group["success"][()].astype(bool),
+                         group["actions"][()] if "actions" in group else np.zeros(0, np.float32)):
+                digest.update(np.ascontiguousarray(part).tobytes())
+            digests.append(digest.hexdigest())
+    return digests
+
+
 __all__ = ["BEHAVIOURS", "ProgressEpisode", "run_episode", "collect_progress_episodes", "write_episodes",
-           "read_episodes", "TRAINING", "HELD_OUT", "check_split", "read_split_episodes"]
+           "read_episodes", "TRAINING", "HELD_OUT", "check_split", "read_split_episodes", "episode_fingerprints"]

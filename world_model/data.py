@@ -13,6 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+# the simulators clip every action to this range before the arm executes it (sim_envs.arm.Arm.set_action, and
+# the robosuite and LIBERO adapters): the world model learns from, and imagines, the action the arm executes
+ACTION_LIMIT = 1.0
+
+
+def executed_actions(actions) -> np.ndarray:
+    """``actions [..., A]`` as the simulator executes them: clipped to +-``ACTION_LIMIT``, float32. A policy that
+    emits larger actions moves the imagined arm as far as the real one, and no farther."""
+    return np.clip(np.asarray(actions, np.float32), -ACTION_LIMIT, ACTION_LIMIT)
+
 
 @dataclass
 class Trajectory:
@@ -91,7 +101,7 @@ class TransitionSampler:
         self.context_frames = context_frames
         self.frames = torch.from_numpy(np.concatenate([t.frames for t in trajectories]))
         self.proprio = torch.from_numpy(np.concatenate([t.proprio for t in trajectories]).astype(np.float32))
-        self.actions = torch.from_numpy(np.concatenate([t.actions for t in trajectories]).astype(np.float32))
+        self.actions = torch.from_numpy(executed_actions(np.concatenate([t.actions for t in trajectories])))
         starts = np.cumsum([0] + [len(t.frames) for t in trajectories[:-1]])
         # global frame index of each transition's current frame, and of its episode's first frame
         self.current = np.concatenate([start + np.arange(len(t.actions)) for start, t in zip(starts, trajectories)])

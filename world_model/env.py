@@ -3,7 +3,8 @@ collector, the GRPO trainer and the evaluation use it exactly like a simulator.
 
 - **reset** asks a real env (``reset_env``, e.g. the MuJoCo tabletop ``SimVecEnv``) for the initial
   observations of the requested init states: imagination starts from real frames.
-- **step** predicts the next frame and proprio of every running rollout in one batch.
+- **step** predicts the next frame and proprio of every running rollout in one batch, from the actions
+  clipped to [-1, 1] as the simulator clips them before the arm executes them.
 - **reward and termination** come from the reward critic passed in (``RewardCritic.score`` on the
   pair (first frame, current frame)): the episode terminates as a success when the critic's done
   probability reaches ``done_threshold`` (reward 1 on that step, as the simulator's success
@@ -28,6 +29,8 @@ import numpy as np
 import torch
 
 from vla_rl.core.types import EnvSpec, EpisodeFrames, ObsBatch, StepResult, TaskSpec
+
+from world_model.data import executed_actions
 
 
 class WorldModelVecEnv:
@@ -91,6 +94,7 @@ class WorldModelVecEnv:
         if not np.all(np.isfinite(actions)):
             bad = sorted(set(np.nonzero(~np.isfinite(actions))[0].tolist()))
             raise ValueError(f"actions contain NaN or inf for envs {bad}; no env was stepped")
+        actions = executed_actions(actions)  # as the simulator clips them: the imagined arm goes as far as the real
         running = np.nonzero(~(self.terminated | self.truncated))[0]
         reward = np.zeros(count, np.float32)
         info = [{} for _ in range(count)]

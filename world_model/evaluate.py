@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Sequence
@@ -29,7 +30,7 @@ from vla_rl.core.atomic_file import write_text_atomic
 from vla_rl.core.stats import wilson_interval
 from vla_rl.core.types import EpisodeFrames, ObsBatch
 
-from world_model.data import Trajectory
+from world_model.data import Trajectory, executed_actions
 from world_model.train import psnr
 
 
@@ -88,7 +89,7 @@ def imagine_open_loop_with_proprio(model, trajectories: Sequence[Trajectory], sa
             longest = max(len(t.actions) for t in chunk)
             for step in range(longest):
                 # a finished trajectory repeats its last action; its extra frames are discarded
-                actions = np.stack([t.actions[min(step, len(t.actions) - 1)] for t in chunk])
+                actions = executed_actions(np.stack([t.actions[min(step, len(t.actions) - 1)] for t in chunk]))
                 state, predicted = model.predict(state, actions, steps=sampling_steps, generator=generator)
                 stacked = model.stack_cameras(predicted).numpy()
                 for i, t in enumerate(chunk):
@@ -281,13 +282,22 @@ def _cameras_stacked(frames: np.ndarray) -> np.ndarray:
     return np.concatenate([frames[..., c:c + 3] for c in range(0, frames.shape[-1], 3)], axis=1)
 
 
+# the names write_videos gives its MP4s: <episode index>_<task>_<behaviour>_<outcome>.mp4
+VIDEO_NAME = re.compile(r"\d{3,}_.+_(success|failure)\.mp4")
+
+
 def write_videos(trajectories: Sequence[Trajectory], imagined: Sequence[np.ndarray], out: Path, count: int,
                  fps: int = 10, scale: int = 4) -> list[str]:
     """Side-by-side MP4s (real | imagined; each camera of the world model one above the other) of
-    successes and failures alike, upscaled ``scale`` x."""
+    successes and failures alike, upscaled ``scale`` x. The videos an earlier evaluation wrote to ``out``
+    are removed first (only files named as this function names them), so the directory shows this
+    evaluation's alone, whatever their episodes or number."""
     import imageio.v3 as iio
 
     out.mkdir(parents=True, exist_ok=True)
+    for earlier in out.iterdir():
+        if earlier.is_file() and VIDEO_NAME.fullmatch(earlier.name):
+            earlier.unlink()
     successes = [i for i, t in enumerate(trajectories) if t.succeeded]
     failures = [i for i, t in enumerate(trajectories) if not t.succeeded]
     interleaved = [i for pair in zip(successes, failures) for i in pair]

@@ -236,10 +236,14 @@ class VideoWorldModel(nn.Module):
         x = torch.randn(folded_context[:, 0].shape, generator=generator).to(self.device)
         scheduler = self.sample_scheduler
         scheduler.set_timesteps(steps)
-        for t in scheduler.timesteps:
+        for index, t in enumerate(scheduler.timesteps):
             timestep = torch.full((len(x),), int(t), device=self.device)
             predicted = self.denoise(x, folded_context, timestep, condition)
-            x = scheduler.step(predicted, int(t), x, eta=0.0).prev_sample
+            output = scheduler.step(predicted, int(t), x, eta=0.0)
+            # the last step returns the predicted clean sample (the model's output, clipped): DDIM's prev_sample
+            # there lands on timestep 0, not on the clean sample, when the trailing spacing's stride does not
+            # divide the training timesteps (6 or 7 steps), which leaves sqrt(1 - alpha_bar_0) of noise in the frame
+            x = output.pred_original_sample if index == len(scheduler.timesteps) - 1 else output.prev_sample
         if self.config.predict_residual:
             x = folded_context[:, -1] + 2 * x
         return self.unfold_frames(x).cpu(), self.next_proprio(proprio, previous_proprio, actions).cpu()

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from world_model.data import executed_actions
 
 @dataclass(frozen=True)
 class ProprioTrack:
@@ -55,7 +56,7 @@ class ProprioWindows:
         if not tracks:
             raise ValueError("no episodes to train the proprio head on")
         self.proprio = [torch.from_numpy(np.asarray(t.proprio, np.float32)) for t in tracks]
-        self.actions = [torch.from_numpy(np.clip(np.asarray(t.actions, np.float32), -1.0, 1.0)) for t in tracks]
+        self.actions = [torch.from_numpy(executed_actions(t.actions)) for t in tracks]
         self.starts = np.array([(i, s) for i, a in enumerate(self.actions) for s in range(len(a))])
 
     def __len__(self) -> int:
@@ -97,7 +98,7 @@ def open_loop_ee_error(model, tracks: Sequence[ProprioTrack]) -> float:
     errors = []
     for track in tracks:
         proprio = torch.from_numpy(np.asarray(track.proprio, np.float32))
-        actions = torch.from_numpy(np.clip(np.asarray(track.actions, np.float32), -1.0, 1.0))
+        actions = torch.from_numpy(executed_actions(track.actions))
         now = previous = proprio[:1]
         for action in actions:
             previous, now = now, model.next_proprio(now, previous, action[None])

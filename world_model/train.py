@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vla_rl.core.checkpoint_dir import (HISTORY_FILE, CorruptCheckpointError, commit_checkpoint_dir,
-                                        latest_valid_checkpoint, point_latest, refuse_previous_run,
-                                        resolve_checkpoint, staging_dir, truncate_history, verify_checkpoint)
+from vla_rl.core.checkpoint_dir import (HISTORY_FILE, CorruptCheckpointError, checkpoint_to_resume,
+                                        commit_checkpoint_dir, point_latest, refuse_previous_run, resolve_checkpoint,
+                                        staging_dir, truncate_history, verify_checkpoint)
 from vla_rl.core.config import from_dict, option, to_dict
+from vla_rl.core.device import resolve_device
 from vla_rl.core.optim import load_optimizer_state, make_adamw
 from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
 
@@ -43,7 +45,11 @@ class WMTrainConfig:
                                              "new policy rollouts); its architecture replaces `model`, which must "
                                              "equal it in cameras and image_size")
     steps: int = option(3000, "optimiser steps")
-    time_limit_minutes: float = option(0.0, "stop early after this wall-clock time (0 = no limit)")
+    time_limit_minutes: float = option(0.0, "stop early after this wall-clock time (0 = no limit); a resumed run "
+                                            "counts the time before it too (as SFT does), so resuming a run that "
+                                            "stopped on its limit needs a higher one")
+    device: str = option("auto", "where the model trains: auto (cuda when a GPU is visible, else cpu), cpu, cuda, "
+                                 "cuda:N")
     batch_size: int = option(32, "transitions per step")
     lr: float = option(3e-4, "peak learning rate (AdamW; linear warm-up, cosine decay to 10%)")
     warmup_steps: int = option(100, "linear warm-up steps")
@@ -83,6 +89,17 @@ class WMTrainConfig:
             raise ValueError("proprio_only refits the proprio head of a trained model: set init_checkpoint")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        for name in ("log_every", "eval_transitions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0 (0 = only at the end), got {self.eval_every}")
+        if self.time_limit_minutes < 0:
+            raise ValueError(f"time_limit_minutes must be >= 0 (0 = no limit), got {self.time_limit_minutes}")
+        # here, not where the files are used: the CLI reads every one of them before training starts
+        if self.proprio_train_files and self.proprio_rollout_steps == 1 and not self.proprio_only:
+            raise ValueError("proprio_train_files train the proprio head's open-loop loss: set proprio_rollout_steps "
+                             "> 1 or proprio_only")
 
 
 def lr_at(step: int, config: WMTrainConfig) -> float:
@@ -141,14 +158,34 @@ DATA_FIELDS = ("cameras", "image_size")
 
 
 def starting_checkpoint(config: WMTrainConfig, resume: bool) -> Path | None:
-    """The checkpoint whose model a run trains on: with ``resume`` the newest valid one in ``out_dir``, else
-    ``init_checkpoint`` (when set), else None (a fresh ``config.model``)."""
+    """The checkpoint whose model a run trains on: with ``resume`` the newest valid one in ``out_dir`` (never
+    ``init_checkpoint``: the run started from it and has moved on), else ``init_checkpoint`` (when set), else
+    None (a fresh ``config.model``)."""
     if resume:
-        checkpoint = latest_valid_checkpoint(Path(config.out_dir), PREFIX)
-        if checkpoint is None:
-            raise FileNotFoundError(f"--resume: no valid checkpoint in {config.out_dir}")
-        return checkpoint
+        return checkpoint_to_resume(Path(config.out_dir), PREFIX)
     return None if str(config.init_checkpoint) in ("", ".") else resolve_checkpoint(Path(config.init_checkpoint))
+
+
+def resume_training_state(config: WMTrainConfig) -> tuple[Path, dict]:
+    """The checkpoint a resumed run continues from and its training state (optimiser, RNGs, step, elapsed
+    seconds). A resume that would train nothing is refused instead of saving the same checkpoint again: one whose
+    run has trained all ``steps``, or has spent its ``time_limit_minutes`` (the limit counts the time before a
+    resume too, as SFT's does; the world model's config stops most runs on it)."""
+    checkpoint = checkpoint_to_resume(Path(config.out_dir), PREFIX)
+    state = torch.load(checkpoint / "training_state.pt", weights_only=False, map_location="cpu")
+    step, elapsed = int(state["step"]), float(state.get("elapsed_seconds", 0.0))
+    if step >= config.steps:
+        raise ValueError(f"--resume: the run in {config.out_dir} has trained all its {config.steps} steps "
+                         f"({checkpoint.name}): raise steps to train on (--set steps=...)")
+    if config.time_limit_minutes and elapsed >= 60 * config.time_limit_minutes:
+        # the whole schedule at the pace the run had, a little rounded up
+        needed = math.ceil(elapsed / max(step, 1) * config.steps / 60) + 1
+        raise ValueError(f"--resume: the run in {config.out_dir} stopped on its time limit: it has used "
+                         f"{elapsed / 60:.1f} of time_limit_minutes={config.time_limit_minutes:g}, which counts the "
+                         f"time before a resume too, at step {step} of {config.steps}. Raise the limit to train on "
+                         f"(at its pace all {config.steps} steps take about {needed} minutes: --set "
+                         f"time_limit_minutes={needed}), or set it to 0 for no limit")
+    return checkpoint, state
 
 
 def trained_model_config(config: WMTrainConfig, resume: bool = False) -> WorldModelConfig:
@@ -230,16 +267,22 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
     if config.threads:
         torch.set_num_threads(config.threads)
     out_dir = Path(config.out_dir)
-    if not resume:  # before any work: a fresh run into an earlier run's out_dir would mix their outputs
+    device = resolve_device(config.device)
+    # before any work: a fresh run into an earlier run's out_dir would mix their outputs, and a resumed run that
+    # has nothing left to train is refused
+    checkpoint, state = resume_training_state(config) if resume else (None, None)
+    if not resume:
         refuse_previous_run(out_dir, PREFIX)
     # the model of the checkpoint it starts from (resumed or init_checkpoint), as the CLI read the episodes for it
     config = dataclasses.replace(config, model=trained_model_config(config, resume))
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    if str(config.init_checkpoint) not in ("", "."):
-        model = load_world_model(config.init_checkpoint).train()
+    if resume:  # the resumed checkpoint replaces init_checkpoint's model: that one is not read (it may be gone)
+        model = load_world_model(checkpoint, device).train()
+    elif str(config.init_checkpoint) not in ("", "."):
+        model = load_world_model(config.init_checkpoint, device).train()
     else:
-        model = VideoWorldModel(config.model)
+        model = VideoWorldModel(config.model).to(device)
     sampler = TransitionSampler(train, config.model.context_frames)
     eval_sampler = TransitionSampler(held_out, config.model.context_frames) if held_out else None
     frame_size = sampler.frames.shape[1:]
@@ -261,12 +304,8 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
     optimizer = make_adamw(model.parameters(), config.lr, config.weight_decay)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    start_step, checkpoint, seconds_before = 0, None, 0.0
+    start_step, seconds_before = 0, 0.0
     if resume:
-        checkpoint = starting_checkpoint(config, resume)
-        model = load_world_model(checkpoint).train()
-        optimizer = make_adamw(model.parameters(), config.lr, config.weight_decay)
-        state = torch.load(checkpoint / "training_state.pt", weights_only=False)
         load_optimizer_state(optimizer, state["optimizer"])
         rng.bit_generator.state = state["numpy_rng"]
         generator.set_state(state["generator"])
@@ -298,7 +337,12 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
         point_latest(out_dir, name, step_done)
         return path
 
+    def log_history(row: dict) -> None:
+        with open(out_dir / HISTORY_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
     def evaluate(step_done: int) -> dict:
+        """The held-out figures at ``step_done``, also in the history (its ``step`` lets a resume truncate it)."""
         row = {"step": step_done}
         if eval_sampler is not None:
             row["held_out_psnr_1step"] = one_step_psnr(model, eval_sampler, config.eval_transitions, config.seed)
@@ -311,6 +355,7 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
             # the proprio the policy reads, fed back over whole held-out episodes
             row["held_out_ee_error_open_loop_m"] = open_loop_ee_error(model, held_out_tracks)
             writer.add_scalar("wm/held_out_ee_error_open_loop_m", row["held_out_ee_error_open_loop_m"], step_done)
+            log_history(row)
         return row
 
     losses = {"frame_loss": float("nan"), "proprio_loss": float("nan")}
@@ -351,8 +396,7 @@ def train_world_model(config: WMTrainConfig, train: list[Trajectory], held_out: 
             bar.set_postfix({name.replace("_loss", ""): f"{value:.4f}" for name, value in losses.items()})
             for name, value in (*losses.items(), ("grad_norm", float(grad_norm)), ("lr", lr)):
                 writer.add_scalar(f"wm/{name}", value, steps_done)
-            with open(out_dir / HISTORY_FILE, "a") as f:
-                f.write(json.dumps({"step": steps_done, **losses, "seconds": time.perf_counter() - started}) + "\n")
+            log_history({"step": steps_done, **losses, "seconds": time.perf_counter() - started})
         if config.eval_every and steps_done % config.eval_every == 0:
             history.append(evaluate(steps_done))
             bar.write(json.dumps(history[-1]))

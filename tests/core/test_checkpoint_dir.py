@@ -2,11 +2,12 @@
 
 import json
 import os
+import re
 
 import pytest
 
-from vla_rl.core.checkpoint_dir import (commit_checkpoint_dir, latest_valid_checkpoint, point_latest,
-                                        resolve_checkpoint, staging_dir)
+from vla_rl.core.checkpoint_dir import (checkpoint_to_resume, commit_checkpoint_dir, latest_valid_checkpoint,
+                                        point_latest, refuse_previous_run, resolve_checkpoint, staging_dir)
 
 
 def checkpoint(run, name: str, content: str = "weights"):
@@ -65,6 +66,30 @@ def test_leftovers_of_an_earlier_process_and_odd_manifests_do_not_stop_a_resume(
     with pytest.warns(UserWarning):
         assert latest_valid_checkpoint(run, "iter_") == run / "iter_000001"
         assert resolve_checkpoint(run) == run / "iter_000001"
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_neither_sent_to_resume_nor_back(tmp_path):
+    """A run with a history but no valid checkpoint cannot be continued: refusing a fresh run into its out_dir
+    must not suggest --resume, and --resume's refusal must not suggest a fresh run there; both say to delete
+    the directory or choose another out_dir. With a checkpoint, the fresh run is sent to --resume."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 20, "loss": 1.0}) + "\n")
+    remedy = f"delete {re.escape(str(run))} to start afresh, or choose another out_dir"
+    with pytest.raises(FileExistsError, match=f"holds a previous run .*no valid checkpoint.*: {remedy}") as refused:
+        refuse_previous_run(run, "step_")
+    assert "continue it with --resume" not in str(refused.value)
+    with pytest.raises(FileNotFoundError, match=f"--resume: .* holds a previous run .*no valid checkpoint.*{remedy}"):
+        checkpoint_to_resume(run, "step_")
+    with pytest.raises(FileNotFoundError, match="no run there to continue.*start the run without --resume"):
+        checkpoint_to_resume(tmp_path / "never_trained", "step_")
+    checkpoint(run, "step_000040")
+    with pytest.raises(FileExistsError, match="holds a previous run .*: continue it with --resume"):
+        refuse_previous_run(run, "step_")
+    assert checkpoint_to_resume(run, "step_") == run / "step_000040"
+    with pytest.raises(FileExistsError, match="holds a previous run .*: train elsewhere"):  # a caller's own remedy
+        refuse_previous_run(run, "step_", "train elsewhere")
+    refuse_previous_run(tmp_path / "never_trained", "step_")
 
 
 def test_truncate_history_drops_later_and_cut_lines_and_restores_the_checkpoints_own(tmp_path):

@@ -1,6 +1,8 @@
 """The video world model: its diffusers model, training, checkpoints, and the env built on it,
 on real tabletop trajectories and the real MuJoCo env (tiny sizes so it runs on a CPU)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -140,6 +142,24 @@ def test_contract_shapes_and_sampling_steps():
         model.init_state(ObsBatch({"agentview": np.zeros((1, 64, 64, 3), np.uint8)}, np.zeros((1, 8), np.float32), ["x"]))
 
 
+@pytest.mark.parametrize("steps", range(1, 9))
+def test_every_sampling_step_count_ends_on_the_predicted_clean_sample(monkeypatch, steps):
+    """With trailing spacing, 6 and 7 DDIM steps have a stride that does not divide the 1000 training
+    timesteps, so the last step's "previous" timestep is 0, not the clean sample: a model that always
+    predicts the same clean frame must get exactly that frame back, whatever the number of steps."""
+    import dataclasses
+
+    model = VideoWorldModel(dataclasses.replace(TINY, predict_residual=False)).eval()
+    rng = np.random.default_rng(0)
+    target = torch.from_numpy(rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
+    clean = model.fold_frames(target)
+    monkeypatch.setattr(model, "denoise", lambda noisy, context, timesteps, condition: clean.clone())
+    context = torch.from_numpy(rng.integers(0, 256, (2, 2, 32, 32, 3), dtype=np.uint8))
+    frames, _ = model.sample_next(context, torch.zeros(2, 8), torch.zeros(2, 8), torch.zeros(2, 7), ["reach"] * 2,
+                                  steps, torch.Generator().manual_seed(0))
+    assert torch.equal(frames, target)
+
+
 def test_residual_target_is_the_change_from_the_noisy_last_context_frame(monkeypatch):
     """Sampling adds the prediction to the context it has, imperfect or not, so the training target of a
     sample with noisy context is (target - noisy last frame) / 2: the way back to the real frame. The
@@ -202,6 +222,78 @@ def test_a_fresh_run_refuses_the_out_dir_of_an_earlier_one(tmp_path, trajectorie
         train_world_model(WMTrainConfig(**{**config.__dict__, "steps": 1}), trajectories[:1], show_progress=False)
     assert (tmp_path / "wm" / "metrics.jsonl").read_text() == history
     assert sorted(p.name for p in (tmp_path / "wm").glob("step_*")) == ["step_000002"]
+
+
+def test_a_resume_with_nothing_left_to_train_is_refused_with_what_to_raise(tmp_path, trajectories):
+    """The time limit counts the time before a resume (as SFT's), and configs/world_model.yaml stops most
+    runs on it: resuming such a run must not save the same checkpoint again and report a normal run, but say
+    to raise time_limit_minutes; with a higher limit (or none) it trains on. All steps trained: raise steps."""
+    import dataclasses
+
+    config = WMTrainConfig(out_dir=tmp_path / "wm", model=TINY, steps=4, time_limit_minutes=1e-6, batch_size=2,
+                           checkpoint_every=2, eval_every=0, log_every=1)
+    stopped = train_world_model(config, trajectories[:1], show_progress=False)
+    assert stopped["steps"] < 4
+    checkpoints = sorted(p.name for p in (tmp_path / "wm").glob("step_*"))
+    with pytest.raises(ValueError, match=r"stopped on its time limit.*counts the time before a resume.*"
+                                         r"--set time_limit_minutes=\d+"):
+        train_world_model(config, trajectories[:1], resume=True, show_progress=False)
+    assert sorted(p.name for p in (tmp_path / "wm").glob("step_*")) == checkpoints
+    resumed = train_world_model(dataclasses.replace(config, time_limit_minutes=0.0), trajectories[:1], resume=True,
+                                show_progress=False)
+    assert resumed["steps"] == 4
+    with pytest.raises(ValueError, match=r"trained all its 4 steps.*raise steps"):
+        train_world_model(dataclasses.replace(config, time_limit_minutes=0.0), trajectories[:1], resume=True,
+                          show_progress=False)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_to_be_deleted_not_resumed(tmp_path, trajectories):
+    (tmp_path / "wm").mkdir()
+    (tmp_path / "wm" / "metrics.jsonl").write_text('{"step": 20, "frame_loss": 0.1}\n')
+    config = WMTrainConfig(out_dir=tmp_path / "wm", model=TINY, steps=2, batch_size=2, eval_every=0, log_every=1)
+    with pytest.raises(FileExistsError, match="no valid checkpoint, so --resume cannot continue it: delete"):
+        train_world_model(config, trajectories[:1], show_progress=False)
+    with pytest.raises(FileNotFoundError, match="--resume: .* but no valid checkpoint .*: delete"):
+        train_world_model(config, trajectories[:1], resume=True, show_progress=False)
+
+
+def test_held_out_evaluations_go_to_the_history_and_a_resume_keeps_each_once(tmp_path, trajectories):
+    import json
+
+    from vla_rl.core.checkpoint_dir import point_latest
+
+    config = WMTrainConfig(out_dir=tmp_path / "wm", model=TINY, steps=4, batch_size=2, checkpoint_every=2,
+                           eval_every=2, eval_transitions=8, log_every=1)
+    train_world_model(config, trajectories[:1], trajectories[1:2], show_progress=False)
+
+    def history():
+        return [json.loads(line) for line in (tmp_path / "wm" / "metrics.jsonl").read_text().splitlines()]
+
+    evaluations = [row for row in history() if "held_out_psnr_1step" in row]
+    assert [row["step"] for row in evaluations] == [2, 4]
+    assert {"held_out_ee_error_open_loop_m", "copy_last_frame_psnr"} <= set(evaluations[0])
+    import shutil
+
+    shutil.rmtree(tmp_path / "wm" / "step_000004")  # as if killed after step 3: the resume redoes steps 3 and 4
+    point_latest(tmp_path / "wm", "step_000002", 2)
+    train_world_model(config, trajectories[:1], trajectories[1:2], resume=True, show_progress=False)
+    assert [row["step"] for row in history() if "held_out_psnr_1step" in row] == [2, 4]
+    assert [row["step"] for row in history() if "frame_loss" in row] == [1, 2, 3, 4]
+
+
+def test_a_resume_does_not_read_the_init_checkpoint_it_started_from(tmp_path, trajectories):
+    """The resumed checkpoint holds the model; the init checkpoint may have been moved or deleted since."""
+    import dataclasses
+    import shutil
+
+    init = save_world_model(tmp_path / "init", VideoWorldModel(TINY), 1)
+    config = WMTrainConfig(out_dir=tmp_path / "wm", model=TINY, init_checkpoint=init, steps=2, batch_size=2,
+                           checkpoint_every=2, eval_every=0, log_every=1)
+    train_world_model(config, trajectories[:1], show_progress=False)
+    shutil.rmtree(init)
+    resumed = train_world_model(dataclasses.replace(config, steps=3), trajectories[:1], resume=True,
+                                show_progress=False)
+    assert resumed["steps"] == 3
 
 
 def test_a_run_from_a_checkpoint_refuses_a_model_config_of_other_cameras_or_size(tmp_path, trajectories, capsys):
@@ -342,6 +434,29 @@ def test_env_resets_from_real_observations_and_terminates_on_the_critic():
         env.close()
 
 
+def test_env_clips_the_actions_as_the_simulator_does():
+    """The simulator's arm clips every action to [-1, 1]: a policy emitting larger ones must move the imagined
+    arm exactly as far as the clipped action, as in training (the proprio head learns from clipped actions)."""
+    torch.manual_seed(0)
+    model = VideoWorldModel(TINY)
+    torch.nn.init.normal_(model.proprio_head[-1].weight, std=0.1)  # a head whose prediction depends on the action
+    actions = np.tile(np.array([[3.0, -2.5, 1.5, 0.2, -0.4, 2.0, -3.0]], np.float32), (2, 1))
+    specs = [TaskSpec("Reach", 5, "train"), TaskSpec("Reach", 6, "train")]
+    steps = {}
+    for name, taken in (("large", actions), ("clipped", np.clip(actions, -1, 1))):
+        env = WorldModelVecEnv(model, ScriptedCritic(done_at=99),
+                               TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=0, image_size=32)),
+                               get_suite("tabletop").max_steps)
+        try:
+            start = env.reset(specs)
+            steps[name] = env.step(taken).obs
+        finally:
+            env.close()
+    assert not np.allclose(steps["clipped"].proprio, start.proprio)
+    np.testing.assert_array_equal(steps["large"].proprio, steps["clipped"].proprio)
+    np.testing.assert_array_equal(steps["large"].images["agentview"], steps["clipped"].images["agentview"])
+
+
 def test_env_with_a_real_critic_truncates_at_the_task_limit_and_feeds_the_collector():
     from tests.policy.conftest import make_policy
     from vla_rl.reward.critic import CriticConfig, ProgressCritic
@@ -434,6 +549,19 @@ def test_evaluation_of_episodes_shorter_than_the_horizons_saves_its_report(tmp_p
     with pytest.raises(OSError, match="no video encoder"):
         evaluate_world_model(model, short, tmp_path / "videos", horizons=(1,), videos=1, show_progress=False)
     assert json.loads((tmp_path / "videos" / "eval.json").read_text())["fidelity"]["1"]["episodes"] == 1
+
+
+def test_a_second_evaluation_into_the_same_out_leaves_only_its_own_videos(tmp_path, trajectories):
+    model = VideoWorldModel(TINY).eval()
+    first = evaluate_world_model(model, trajectories, tmp_path, horizons=(1,), videos=3, show_progress=False)
+    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 3
+    (tmp_path / "videos" / "notes.txt").write_text("kept: not a video of the evaluation")
+    second = evaluate_world_model(model, trajectories[:1], tmp_path, horizons=(1,), videos=1, show_progress=False)
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == sorted(
+        [Path(path).name for path in second["videos"]] + ["notes.txt"])
+    assert len(second["videos"]) == 1 and len(first["videos"]) == 3
+    evaluate_world_model(model, trajectories[:1], tmp_path, horizons=(1,), videos=0, show_progress=False)
+    assert [p.name for p in (tmp_path / "videos").iterdir()] == ["notes.txt"]
 
 
 def test_proprio_drift_measures_the_imagined_end_effector_against_the_real_one(trajectories):
@@ -543,6 +671,58 @@ def test_wm_eval_calibrates_on_training_episodes_and_refuses_the_held_out_ones(t
     assert not (tmp_path / "wm_run").exists()
 
 
+def test_wm_eval_warns_when_the_critic_trained_on_the_calibration_episodes(tmp_path, capsys):
+    """A critic that saw the calibration episodes, as they are or as `wm imagine`'s copies (or through the critic
+    it was fine-tuned from), judges them better than new rollouts: the calibrated threshold is optimistic. A
+    warning, not a refusal; the episodes are recognised by content, wherever the files lie."""
+    import json
+
+    from sim_envs.progress_episodes import read_episodes, write_episodes
+    from vla_rl.cli.main import main
+    from vla_rl.cli.world_model import episodes_the_critic_trained_on
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
+    from world_model.imagined_episodes import imagine_labelled_episodes
+
+    train = write_episodes(tmp_path / "data" / "train.hdf5",
+                           collect_progress_episodes(["Reach"], {"expert": 2}, "train", image_size=32, workers=0,
+                                                     show_progress=False))
+    held_out = write_episodes(tmp_path / "other" / "train.hdf5",  # other episodes, whatever the file's name
+                              collect_progress_episodes(["Reach"], {"expert": 1}, "eval", image_size=32, workers=0,
+                                                        show_progress=False))
+    torch.manual_seed(0)
+    model = VideoWorldModel(TINY)
+    world_model = str(save_world_model(tmp_path / "wm" / "step_000001", model, 1))
+    imagined = write_episodes(tmp_path / "imagined.hdf5",
+                              imagine_labelled_episodes(model.eval(), list(read_episodes(train)), show_progress=False))
+    critic = ProgressCritic(CriticConfig(image_size=32, hidden_size=32, layers=1, heads=2))
+
+    def saved(name, data_dir, extra_files=(), init_from=None, recorded=True):
+        train_config = {"data_dir": str(data_dir), "extra_train_files": [str(f) for f in extra_files],
+                        "init_from": None if init_from is None else str(init_from)}
+        return save_critic(tmp_path / name, critic, {"train_config": train_config} if recorded else {})
+
+    seen = saved("seen", tmp_path / "data")
+    critics = {"seen": seen, "imagined": saved("imagined_copies", tmp_path / "other", [imagined]),
+               "fine_tuned": saved("fine_tuned", tmp_path / "other", init_from=seen),
+               "unseen": saved("unseen", tmp_path / "other"),
+               "missing_file": saved("missing_file", tmp_path / "other", [tmp_path / "gone.hdf5"]),
+               "unrecorded": saved("unrecorded", tmp_path / "data", recorded=False)}
+    found = {name: episodes_the_critic_trained_on(path, train, [0, 1]) for name, path in critics.items()}
+    assert {name: row["episodes"] for name, row in found.items()} == {
+        "seen": 2, "imagined": 2, "fine_tuned": 2, "unseen": 0, "missing_file": 0, "unrecorded": 0}
+    assert found["imagined"]["files"] == [str(imagined)] and found["fine_tuned"]["files"] == [str(train)]
+    assert found["missing_file"]["unchecked_files"] == [str(tmp_path / "gone.hdf5")]
+    assert not found["unrecorded"]["recorded"]
+    common = ["wm", "eval", "--world-model", world_model, "--data", str(held_out), "--horizons", "1", "--videos", "0",
+              "--calibration-episodes", "2", "--calibrate-on", str(train)]
+    assert main(common + ["--critic", str(critics["imagined"]), "--out", str(tmp_path / "warned")]) == 0
+    assert "warning: the critic trained on 2 of the 2 calibration episodes" in capsys.readouterr().out
+    calibration = json.loads((tmp_path / "warned" / "eval.json").read_text())["calibration"]
+    assert calibration["critic_trained_on_calibration_episodes"]["episodes"] == 2
+    assert main(common + ["--critic", str(critics["unseen"]), "--out", str(tmp_path / "clean")]) == 0
+    assert "the critic trained on" not in capsys.readouterr().out
+
+
 def test_two_camera_trajectories_and_their_evaluation_with_a_wrist_critic(tmp_path):
     """Collected episodes stack the agent view and the wrist camera for a world model predicting both;
     the wrist critic judges the imagined wrist frames; the videos show both cameras."""
@@ -647,6 +827,79 @@ def test_a_wrist_reward_critic_needs_a_world_model_that_predicts_the_wrist_camer
     two_cameras = VideoWorldModel(dataclasses.replace(TINY, cameras=("agentview", "wrist")))
     both = save_world_model(tmp_path / "wm2", two_cameras, 1)
     check_world_model_cameras(dataclasses.replace(env, world_model_checkpoint=both), False, True)
+
+
+def test_the_world_model_runs_on_the_device_named_and_in_rollouts_on_the_policys(tmp_path, trajectories,
+                                                                                 monkeypatch, capsys):
+    """`auto` (the default of training, `wm eval` and `wm imagine`) is the GPU when one is visible; a rollout
+    worker's world-model env resolves the device as its policy does, in the worker, instead of the CPU always."""
+    import world_model.train as wm_train
+    from vla_rl.cli.factories import make_world_model_env
+    from vla_rl.cli.main import main
+    from vla_rl.core.device import resolve_device
+    from vla_rl.reward.critic import CriticConfig, ProgressCritic, save_critic
+    from vla_rl.train.trainer import EnvConfig
+
+    here = "cuda" if torch.cuda.is_available() else "cpu"
+    assert WMTrainConfig().device == "auto" and resolve_device("auto") == here
+    config = WMTrainConfig(out_dir=tmp_path / "wm", model=TINY, steps=1, batch_size=2, eval_every=0, log_every=1)
+    train_world_model(config, trajectories[:1], show_progress=False)
+    assert {p.device.type for p in load_world_model(tmp_path / "wm", resolve_device("auto")).parameters()} == {here}
+    if not torch.cuda.is_available():  # a device this machine lacks fails before any work
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            train_world_model(WMTrainConfig(out_dir=tmp_path / "gpu", device="cuda"), trajectories[:1],
+                              show_progress=False)
+        assert not (tmp_path / "gpu").exists()
+        assert main(["wm", "eval", "--world-model", str(tmp_path / "wm"), "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    loaded = {}
+    real_load = wm_train.load_world_model
+
+    def load_where_asked(path, device="cpu"):
+        loaded["device"] = device
+        return real_load(path)  # on the CPU: the GPU is only pretended below
+
+    monkeypatch.setattr(wm_train, "load_world_model", load_where_asked)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a worker with a GPU, as its policy sees it
+    critic = save_critic(tmp_path / "critic", ProgressCritic(CriticConfig(image_size=32, hidden_size=32, layers=1,
+                                                                          heads=2)))
+    env = make_world_model_env("tabletop", 1, 32, False, 0, EnvConfig(kind="world_model",
+                                                                      world_model_checkpoint=tmp_path / "wm",
+                                                                      critic_checkpoint=critic))
+    env.close()
+    assert loaded["device"] == "cuda"
+
+
+def test_bad_settings_are_refused_before_any_work(tmp_path, capsys):
+    """Each of these failed late (after the episodes were read, or after calibration ran) or not at all."""
+    from vla_rl.cli.main import main
+    from vla_rl.train.trainer import WORLD_MODEL_MAX_SAMPLING_STEPS, EnvConfig
+    from world_model.model import MAX_SAMPLING_STEPS
+
+    for name, value in (("log_every", 0), ("eval_transitions", 0), ("eval_every", -1), ("time_limit_minutes", -1.0)):
+        with pytest.raises(ValueError, match=f"{name} must be >= "):
+            WMTrainConfig(**{name: value})
+    more = tmp_path / "more.hdf5"
+    with pytest.raises(ValueError, match="proprio_train_files .* set proprio_rollout_steps > 1 or proprio_only"):
+        WMTrainConfig(proprio_train_files=[more])
+    WMTrainConfig(proprio_train_files=[more], proprio_rollout_steps=4)
+    # refused from the config, before any episode file is read (none of them exists here)
+    assert main(["wm", "train", "--set", f"data_dir={tmp_path / 'none'}", "--set", f"out_dir={tmp_path / 'wm'}",
+                 "--set", f"proprio_train_files=[{more}]"]) == 2
+    assert "set proprio_rollout_steps > 1 or proprio_only" in capsys.readouterr().err
+    assert WORLD_MODEL_MAX_SAMPLING_STEPS == MAX_SAMPLING_STEPS
+    EnvConfig(sampling_steps=MAX_SAMPLING_STEPS)
+    for steps in (-1, MAX_SAMPLING_STEPS + 1):
+        with pytest.raises(ValueError, match=rf"env.sampling_steps must be in \[0, {MAX_SAMPLING_STEPS}\]"):
+            EnvConfig(sampling_steps=steps)
+    # before the world model is loaded (the one named here does not exist) or calibration runs
+    common = ["wm", "eval", "--world-model", str(tmp_path / "no_model"), "--data", str(tmp_path / "no.hdf5")]
+    for options, message in ((["--samples", "0"], "--samples must be >= 1"),
+                             (["--horizons", "1", "0"], "--horizons must be >= 1"),
+                             (["--horizons", "-3"], "--horizons must be >= 1"),
+                             (["--sampling-steps", "9"], "--sampling-steps must be in [0, 8]")):
+        assert main(common + options) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_world_model_env_config_is_checked():

@@ -10,6 +10,10 @@ import functools
 from pathlib import Path
 from typing import Callable
 
+# where a rollout worker runs its policy and, in imagination, its world model: the GPU when the worker has one
+ROLLOUT_DEVICE = "auto"
+
+
 def suite_tasks(suite: str) -> list[str]:
     from sim_envs.suites import get_suite
 
@@ -30,14 +34,17 @@ def make_vec_env(suite: str, num_envs: int, image_size: int, wrist_camera: bool,
                                   wrist_camera=wrist_camera, antialias=antialias))
 
 
-def make_world_model_env(suite: str, num_envs: int, image_size: int, wrist_camera: bool, processes: int, env_config):
-    """A ``WorldModelVecEnv`` whose resets come from the suite's simulator (``env_config``: ``EnvConfig``)."""
+def make_world_model_env(suite: str, num_envs: int, image_size: int, wrist_camera: bool, processes: int, env_config,
+                         device: str = ROLLOUT_DEVICE):
+    """A ``WorldModelVecEnv`` whose resets come from the suite's simulator (``env_config``: ``EnvConfig``); its
+    world model runs on ``device`` (resolved in the worker that builds it: its GPU, if it has one)."""
     from sim_envs.suites import get_suite
+    from vla_rl.core.device import resolve_device
     from vla_rl.reward.critic import cached_critic
     from world_model.env import WorldModelVecEnv
     from world_model.train import load_world_model
 
-    model = load_world_model(Path(env_config.world_model_checkpoint))
+    model = load_world_model(Path(env_config.world_model_checkpoint), resolve_device(device))
     if wrist_camera and "wrist" not in model.config.cameras:
         raise ValueError(f"the policy needs the wrist camera; the world model predicts only {list(model.config.cameras)}")
     # imagination starts from real frames of every camera the world model predicts
@@ -82,8 +89,9 @@ def make_pool(rollout, suite: str, checkpoint: Path, temperature: float, seed: i
         check_world_model_cameras(env, wrist, critic_wrist)
         eval_env_factory = env_factory
         env_factory = functools.partial(make_world_model_env, suite, rollout.envs_per_worker, image_size, wrist,
-                                        rollout.env_processes, env)
-    policy_factory = functools.partial(load_policy, str(checkpoint), temperature, precision=rollout.precision)
+                                        rollout.env_processes, env, ROLLOUT_DEVICE)
+    policy_factory = functools.partial(load_policy, str(checkpoint), temperature, ROLLOUT_DEVICE,
+                                       precision=rollout.precision)
     if rollout.backend == "local":
         from vla_rl.rollout.worker import LocalRolloutPool
 

@@ -335,7 +335,8 @@ def _trained_tasks(checkpoint: Path) -> list[str]:
 def cmd_train(args: argparse.Namespace) -> int:
     from vla_rl.cli.factories import eval_state_counter, make_learner_factory, make_pool, suite_tasks
     from vla_rl.train.trainer import CHECKPOINT_PREFIX, Trainer, TrainConfig
-    from vla_rl.policy.checkpoint import latest_valid_checkpoint, resolve_checkpoint
+    from vla_rl.core.checkpoint_dir import checkpoint_to_resume
+    from vla_rl.policy.checkpoint import resolve_checkpoint
 
     if args.show_config:
         print(describe(TrainConfig))
@@ -348,9 +349,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if unknown:  # before any worker starts
         raise KeyError(f"unknown tasks {unknown} for suite {config.suite}; valid: {', '.join(suite_tasks(config.suite))}")
     if args.resume:
-        source = latest_valid_checkpoint(config.out_dir, CHECKPOINT_PREFIX)
-        if source is None:
-            raise FileNotFoundError(f"--resume: no valid checkpoint in {config.out_dir}")
+        source = checkpoint_to_resume(config.out_dir, CHECKPOINT_PREFIX)
     else:
         source = resolve_checkpoint(config.init_checkpoint)
         config = dataclasses.replace(config, init_checkpoint=source)

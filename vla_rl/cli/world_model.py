@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 QUICKSTART_TASKS = ["Reach", "PressButton"]
+DEVICE_HELP = "where the world model runs: auto (cuda when a GPU is visible, else cpu), cpu, cuda, cuda:N"
 
 
 def trajectories_of(path: Path, cameras: tuple[str, ...] = ("agentview",), role: str | None = None,
@@ -35,12 +36,18 @@ def trajectories_of(path: Path, cameras: tuple[str, ...] = ("agentview",), role:
 def cmd_wm_train(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import HELD_OUT, TRAINING
     from vla_rl.core.config import describe, load_config
-    from world_model.train import WMTrainConfig, train_world_model, trained_model_config
+    from vla_rl.core.device import resolve_device
+    from world_model.train import WMTrainConfig, resume_training_state, train_world_model, trained_model_config
 
     if args.show_config:
         print(describe(WMTrainConfig))
         return 0
     config = load_config(WMTrainConfig, args.config, list(args.set or []))
+    # what would stop the run is found before the episodes are read: a device this machine lacks, a resume with
+    # nothing left to train (all its steps, or its time limit, spent)
+    resolve_device(config.device)
+    if args.resume:
+        resume_training_state(config)
     # the cameras of the model trained: with init_checkpoint or --resume the checkpoint's (a `model` of other
     # cameras or image size is refused before the episodes are read)
     cameras = tuple(trained_model_config(config, args.resume).cameras)
@@ -55,6 +62,33 @@ def cmd_wm_train(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=1))
     print(f"world model: {summary['checkpoint']}")
     return 0
+
+
+def episodes_the_critic_trained_on(critic_checkpoint: Path, data: Path, indices: list[int]) -> dict:
+    """Which of the episodes ``indices`` of ``data`` the critic trained on, as they are or as imagined copies
+    (``wm imagine``'s, which keep the real first frame and every label): compared by content
+    (``episode_fingerprints``) with the training files its checkpoint records (``critic_training_files``).
+    ``{"episodes": how many, "files": those holding them, "unchecked_files": recorded files not found here,
+    "recorded": whether the critic records its training files at all}``."""
+    from sim_envs.progress_episodes import episode_fingerprints
+    from vla_rl.reward.critic_train import critic_training_files
+
+    files = critic_training_files(critic_checkpoint)
+    if files is None:
+        return {"episodes": 0, "files": [], "unchecked_files": [], "recorded": False}
+    fingerprints = episode_fingerprints(data)
+    wanted = {fingerprints[i] for i in indices}
+    seen, holding, unchecked = set(), [], []
+    for path in files:
+        if not path.is_file():
+            unchecked.append(str(path))
+            continue
+        found = wanted & set(episode_fingerprints(path))
+        if found:
+            seen |= found
+            holding.append(str(path))
+    return {"episodes": sum(fingerprints[i] in seen for i in indices), "files": holding,
+            "unchecked_files": unchecked, "recorded": True}
 
 
 def calibrated_threshold(model, critic, args: argparse.Namespace) -> tuple[float, dict]:
@@ -81,23 +115,57 @@ def calibrated_threshold(model, critic, args: argparse.Namespace) -> tuple[float
     if calibration["at_grid_edge"]:
         print(f"warning: {calibration['done_threshold']} is the edge of the thresholds tried (0.05-0.95): the "
               "critic's done probabilities on imagined frames barely separate successes from failures")
+    # a critic that trained on the calibration episodes (or their imagined copies) judges them better than it
+    # will judge the policy's new rollouts: the threshold is chosen on its best case
+    seen = episodes_the_critic_trained_on(Path(args.critic), Path(args.calibrate_on), calibration["episode_indices"])
+    calibration["critic_trained_on_calibration_episodes"] = seen
+    if seen["episodes"]:
+        print(f"warning: the critic trained on {seen['episodes']} of the {calibration['episodes']} calibration "
+              f"episodes (as they are or as imagined copies, in {', '.join(seen['files'])}): the calibrated "
+              "threshold and its agreement there are optimistic, since the critic has seen those episodes; "
+              "calibrate on training episodes it did not train on (e.g. another `wm collect` run)")
+    if seen["unchecked_files"]:
+        print(f"note: the critic's training files {', '.join(seen['unchecked_files'])} are not found here: whether "
+              "it trained on the calibration episodes is not checked against them")
+    if not seen["recorded"]:
+        print("note: the critic's checkpoint does not record its training files: whether it trained on the "
+              "calibration episodes is not checked")
     return calibration["done_threshold"], calibration
+
+
+def check_eval_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad ``wm eval`` options before anything is loaded or imagined (calibration alone takes minutes)."""
+    from world_model.model import MAX_SAMPLING_STEPS
+
+    # the same range as the env's (WorldModelVecEnv): at 0 every episode would be a success, at 1 hardly any
+    if not 0 < args.done_threshold < 1:
+        raise ValueError(f"--done-threshold must be in (0, 1), got {args.done_threshold}")
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    too_short = [h for h in args.horizons if h < 1]
+    if too_short:  # horizon 0 is the real first frame itself, not a prediction
+        raise ValueError(f"--horizons must be >= 1 (actions after the first frame), got {too_short}")
+    if not 0 <= args.sampling_steps <= MAX_SAMPLING_STEPS:
+        raise ValueError(f"--sampling-steps must be in [0, {MAX_SAMPLING_STEPS}] (0 = the model's), got "
+                         f"{args.sampling_steps}")
+    if args.calibration_episodes < 1 or args.videos < 0:
+        raise ValueError(f"--calibration-episodes must be >= 1 and --videos >= 0, got {args.calibration_episodes} "
+                         f"and {args.videos}")
 
 
 def cmd_wm_eval(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import HELD_OUT
     from sim_envs.versions import environment_versions
+    from vla_rl.core.device import resolve_device
     from vla_rl.reward.critic import load_critic
     from world_model.evaluate import evaluate_world_model, print_report
     from world_model.train import load_world_model
 
     from vla_rl.core.checkpoint_dir import resolve_checkpoint
 
-    # the same range as the env's (WorldModelVecEnv): at 0 every episode would be a success, at 1 hardly any
-    if not 0 < args.done_threshold < 1:
-        raise ValueError(f"--done-threshold must be in (0, 1), got {args.done_threshold}")
+    check_eval_arguments(args)
     checkpoint = resolve_checkpoint(Path(args.world_model))
-    model = load_world_model(checkpoint)
+    model = load_world_model(checkpoint, resolve_device(args.device))
     critic = load_critic(Path(args.critic)) if args.critic else None
     out = Path(args.out) if args.out else checkpoint.parent / f"eval_{checkpoint.name}_{Path(args.data).stem}"
     held_out = trajectories_of(Path(args.data), tuple(model.config.cameras), HELD_OUT,
@@ -118,12 +186,13 @@ def cmd_wm_eval(args: argparse.Namespace) -> int:
 def cmd_wm_imagine(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import read_episodes, write_episodes
     from vla_rl.core.checkpoint_dir import resolve_checkpoint
+    from vla_rl.core.device import resolve_device
     from world_model.imagined_episodes import imagine_labelled_episodes
     from world_model.train import load_world_model
 
     if Path(args.out).resolve() == Path(args.data).resolve():
         raise ValueError("--out must not be --data: the imagined episodes go to a new file")
-    model = load_world_model(resolve_checkpoint(Path(args.world_model)))
+    model = load_world_model(resolve_checkpoint(Path(args.world_model)), resolve_device(args.device))
     episodes = list(read_episodes(Path(args.data)))
     imagined = imagine_labelled_episodes(model, episodes, copies=args.copies, seed=args.seed,
                                          sampling_steps=args.sampling_steps or None)
@@ -165,6 +234,7 @@ def register(sub) -> None:
                             "agreement of each (its spread is the world model's sampling noise)")
     evaluation.add_argument("--videos", type=int, default=6, help="side-by-side MP4s (real | imagined)")
     evaluation.add_argument("--out", help="output directory (default: next to the checkpoint)")
+    evaluation.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluation.set_defaults(func=cmd_wm_eval)
 
     imagine = wm_sub.add_parser("imagine", help="imagined copies of training episodes with their simulator labels "
@@ -176,4 +246,5 @@ def register(sub) -> None:
     imagine.add_argument("--copies", type=int, default=1, help="imagined versions of each episode (sampling seeds)")
     imagine.add_argument("--seed", type=int, default=0, help="sampling seed of the first copy")
     imagine.add_argument("--sampling-steps", type=int, default=0, help="denoising steps (0 = the model's)")
+    imagine.add_argument("--device", default="auto", help=DEVICE_HELP)
     imagine.set_defaults(func=cmd_wm_imagine)

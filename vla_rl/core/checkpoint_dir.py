@@ -204,15 +204,47 @@ def previous_run_files(out_dir: Path, prefix: str) -> list[str]:
     return found + sorted(p.name for p in Path(out_dir).glob(f"{prefix}*"))
 
 
-def refuse_previous_run(out_dir: Path, prefix: str,
-                        remedy: str = "continue it with --resume, or choose another out_dir") -> None:
+def _no_checkpoint_remedy(out_dir: Path) -> str:
+    """What to do with an ``out_dir`` whose run left a history but no checkpoint to continue from (it stopped
+    before its first checkpoint, or every checkpoint is corrupt): --resume cannot continue it and a fresh run
+    must not mix with it, so neither error may send the user to the other."""
+    return f"delete {out_dir} to start afresh, or choose another out_dir"
+
+
+def _listed(names: list[str]) -> str:
+    return f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+
+
+def refuse_previous_run(out_dir: Path, prefix: str, remedy: str | None = None) -> None:
     """A fresh run must not write into the ``out_dir`` of an earlier one: its history would continue (or
     replace) the old one's, and the old checkpoints (some maybe of later steps) would stand beside the new
-    ones. ``remedy``: what to do instead (a command without --resume says so)."""
+    ones. ``remedy``: what to do instead (a command without --resume says so); by default --resume when the
+    earlier run has a valid checkpoint to continue from, else deleting the directory or another out_dir."""
+    previous = previous_run_files(out_dir, prefix)
+    if not previous:
+        return
+    if remedy is None:
+        if latest_valid_checkpoint(out_dir, prefix) is None:
+            raise FileExistsError(f"{out_dir} holds a previous run ({_listed(previous)}) but no valid checkpoint, "
+                                  f"so --resume cannot continue it: {_no_checkpoint_remedy(out_dir)}")
+        remedy = "continue it with --resume, or choose another out_dir"
+    raise FileExistsError(f"{out_dir} holds a previous run ({_listed(previous)}): {remedy}")
+
+
+def checkpoint_to_resume(out_dir: Path, prefix: str) -> Path:
+    """The checkpoint ``--resume`` continues from: the newest valid one of the run in ``out_dir``. Without one,
+    the error says whether there is a run at all (none: start without --resume) or a run that cannot be
+    continued (a history but no valid checkpoint: delete it or choose another out_dir)."""
+    found = latest_valid_checkpoint(out_dir, prefix)
+    if found is not None:
+        return found
     previous = previous_run_files(out_dir, prefix)
     if previous:
-        raise FileExistsError(f"{out_dir} holds a previous run ({', '.join(previous[:3])}"
-                              f"{', ...' if len(previous) > 3 else ''}): {remedy}")
+        raise FileNotFoundError(f"--resume: {out_dir} holds a previous run ({_listed(previous)}) but no valid "
+                                f"checkpoint (it stopped before its first one, or they are corrupt): "
+                                f"{_no_checkpoint_remedy(out_dir)}")
+    raise FileNotFoundError(f"--resume: no valid checkpoint in {out_dir} (no run there to continue): start the run "
+                            "without --resume")
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -237,4 +269,4 @@ def resolve_checkpoint(path: Path) -> Path:
 
 __all__ = ["MANIFEST", "LATEST", "CorruptCheckpointError", "staging_dir", "commit_checkpoint_dir", "verify_checkpoint",
            "point_latest", "latest_valid_checkpoint", "resolve_checkpoint", "HISTORY_FILE", "previous_run_files",
-           "refuse_previous_run", "read_latest_pointer", "truncate_history"]
+           "refuse_previous_run", "checkpoint_to_resume", "read_latest_pointer", "truncate_history"]

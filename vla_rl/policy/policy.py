@@ -15,20 +15,12 @@ import dataclasses
 import numpy as np
 import torch
 
+from vla_rl.core.device import resolve_device  # noqa: F401 (re-exported: the policy's device names)
 from vla_rl.core.types import LogProbOutput, ObsBatch, PolicyOutput
 from vla_rl.policy.action_tokenizer import ActionTokenizer, gripper_to_env
 from vla_rl.policy.model import VLAModel
 
 GREEDY_DECODINGS = ("argmax", "expected")  # VLAConfig.greedy_decoding
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; an unavailable CUDA device is an error."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return device
 
 
 class VLAPolicy:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vla_rl.core.checkpoint_dir import HISTORY_FILE, refuse_previous_run, truncate_history
+from vla_rl.core.checkpoint_dir import HISTORY_FILE, checkpoint_to_resume, refuse_previous_run, truncate_history
 from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
 from vla_rl.core.config import option, to_dict
 from vla_rl.core.demo_file import check_orientation_convention, read_demo_file, rendered_antialiased
@@ -32,8 +32,8 @@ from vla_rl.core.optim import load_optimizer_state, make_adamw
 from vla_rl.core.rng import global_rng_state, restore_global_rng_state
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats, gripper_from_env
 from vla_rl.policy.augment import ColourSwap, ColourSwapConfig
-from vla_rl.policy.checkpoint import (latest_valid_checkpoint, load_checkpoint, model_config_differences, point_latest,
-                                      read_vla_config, save_checkpoint)
+from vla_rl.policy.checkpoint import (load_checkpoint, model_config_differences, point_latest, read_vla_config,
+                                      save_checkpoint)
 from vla_rl.policy.localiser import localisation_loss
 from vla_rl.policy.lora import LoRAConfig, apply_lora, lora_tensors, merged_state_dict, restore_lora
 from vla_rl.policy.model import VLAConfig, VLAModel
@@ -314,9 +314,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         print(f"localiser frames: {len(perception)} from {perception.episodes} episodes in {config.localiser_frames_dir}")
     torch.manual_seed(config.seed)
     start_step, state = 0, None
-    resume_from = latest_valid_checkpoint(out_dir, CHECKPOINT_PREFIX) if resume else None
-    if resume and resume_from is None:
-        raise FileNotFoundError(f"--resume: no valid checkpoint in {out_dir}")
+    resume_from = checkpoint_to_resume(out_dir, CHECKPOINT_PREFIX) if resume else None
     if resume_from is not None:
         differing = model_config_differences(resume_from, model_config)  # the run continues the model it started
         if differing:

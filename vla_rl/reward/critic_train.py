@@ -46,7 +46,8 @@ from vla_rl.core.schedules import set_budgeted_lr
 from vla_rl.core.types import EpisodeFrames
 from vla_rl.policy.localiser import localisation_loss
 from vla_rl.policy.sft import lr_at  # the same warm-up + cosine schedule as SFT
-from vla_rl.reward.critic import CriticConfig, ProgressCritic, critic_checkpoint_config, load_critic, save_critic
+from vla_rl.reward.critic import (CriticConfig, ProgressCritic, critic_checkpoint_config, load_critic,
+                                  read_critic_meta, save_critic)
 
 
 class LabelledEpisode(Protocol):
@@ -390,6 +391,26 @@ def score_episodes(critic: ProgressCritic, episodes: Sequence[LabelledEpisode],
     return values, dones
 
 
+def critic_training_files(checkpoint: Path) -> list[Path] | None:
+    """The episode files a critic checkpoint trained on, as ``train_critic`` recorded them in its
+    ``critic.json``: ``data_dir``'s train.hdf5 and ``extra_train_files``, and those of the ``init_from``
+    critic it was fine-tuned from (its weights have seen them too), as the paths were given (relative ones
+    to the directory training ran in). None when a critic of that chain did not record them (an older
+    checkpoint, or one saved outside ``train_critic``): what it saw is unknown."""
+    files: list[Path] = []
+    seen: set[Path] = set()
+    current: Path | None = Path(checkpoint)
+    while current is not None and current.resolve() not in seen:
+        seen.add(current.resolve())
+        train_config = read_critic_meta(current).get("train_config")
+        if not isinstance(train_config, dict) or "data_dir" not in train_config:
+            return None
+        files += [Path(train_config["data_dir"]) / "train.hdf5",
+                  *(Path(name) for name in train_config.get("extra_train_files") or ())]
+        current = Path(train_config["init_from"]) if train_config.get("init_from") else None
+    return list(dict.fromkeys(files))
+
+
 def evaluate_critic(critic: ProgressCritic, episodes: Sequence[LabelledEpisode], out_dir: Path | None = None,
                     seed: int = 0) -> dict[str, Any]:
     """The three quality figures, overall and per behaviour; plots of value curves into ``out_dir``."""
@@ -472,5 +493,5 @@ def plot_value_curves(episodes, values, dones, wrong_values, path: Path, count: 
     return path
 
 
-__all__ = ["CriticTrainConfig", "PairSampler", "train_critic", "evaluate_critic", "score_episodes", "auroc",
-           "spearman"]
+__all__ = ["CriticTrainConfig", "PairSampler", "train_critic", "critic_training_files", "evaluate_critic",
+           "score_episodes", "auroc", "spearman"]

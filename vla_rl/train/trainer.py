@@ -29,12 +29,11 @@ import numpy as np
 import torch
 
 from vla_rl.algos.advantages import informative_groups
-from vla_rl.core.checkpoint_dir import HISTORY_FILE, refuse_previous_run, truncate_history
+from vla_rl.core.checkpoint_dir import HISTORY_FILE, checkpoint_to_resume, refuse_previous_run, truncate_history
 from vla_rl.core.config import option, refuse_repeats, to_dict
 from vla_rl.core.rng import global_rng_state, restore_global_rng_state
 from vla_rl.core.types import TaskSpec, TrajectoryBatch
-from vla_rl.policy.checkpoint import (latest_valid_checkpoint, load_checkpoint, point_latest,
-                                     resolve_checkpoint, save_checkpoint)
+from vla_rl.policy.checkpoint import load_checkpoint, point_latest, resolve_checkpoint, save_checkpoint
 from vla_rl.policy.policy import GREEDY_DECODINGS, VLAPolicy, resolve_device
 from vla_rl.reward.sources import RewardConfig, make_reward_fn
 from vla_rl.rollout.collector import concat_batches
@@ -74,6 +73,11 @@ class RolloutConfig:
             raise ValueError(f"rollout.precision must be fp32 or bf16, got {self.precision!r}")
 
 
+# world_model.model.MAX_SAMPLING_STEPS, repeated here because the trainer does not import the world model (the
+# composition root builds it): a bad value fails when the config is read, not in every rollout worker
+WORLD_MODEL_MAX_SAMPLING_STEPS = 8
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     kind: Literal["sim", "world_model"] = option(
@@ -92,6 +96,9 @@ class EnvConfig:
             raise ValueError("env.kind world_model needs env.world_model_checkpoint and env.critic_checkpoint")
         if not 0 < self.done_threshold < 1:
             raise ValueError(f"env.done_threshold must be in (0, 1), got {self.done_threshold}")
+        if not 0 <= self.sampling_steps <= WORLD_MODEL_MAX_SAMPLING_STEPS:
+            raise ValueError(f"env.sampling_steps must be in [0, {WORLD_MODEL_MAX_SAMPLING_STEPS}] (0 = the model's "
+                             f"own), got {self.sampling_steps}")
 
 
 @dataclass(frozen=True)
@@ -229,9 +236,7 @@ class Trainer:
             torch.set_num_threads(config.learner.threads)
         source = Path(config.init_checkpoint)
         if resume:
-            source = latest_valid_checkpoint(self.out_dir, CHECKPOINT_PREFIX)
-            if source is None:
-                raise FileNotFoundError(f"--resume: no valid checkpoint in {self.out_dir}")
+            source = checkpoint_to_resume(self.out_dir, CHECKPOINT_PREFIX)
         elif not str(config.init_checkpoint):
             raise ValueError("init_checkpoint is required: the SFT policy RL starts from")
         else:
