@@ -81,6 +81,13 @@ def test_overrides_are_parsed_as_yaml_and_validated():
         load_config(Outer, None, ["mode"])
 
 
+def test_an_override_that_is_not_yaml_is_a_config_error_naming_it():
+    for override in ("tasks=[a, b", "name=a: b: c"):
+        with pytest.raises(ConfigError, match="not a valid YAML value") as error:
+            load_config(Outer, None, [override])
+        assert repr(override) in str(error.value)
+
+
 def test_frozen_missing_file_and_roundtrip(tmp_path):
     config = load_config(Outer)
     with pytest.raises(Exception):

@@ -183,7 +183,11 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {key!r} is not a section")
-    node[keys[-1]] = yaml.safe_load(raw)
+    try:
+        node[keys[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        reason = getattr(error, "problem", None) or " ".join(str(error).split())
+        raise ConfigError(f"override {override!r}: {raw!r} is not a valid YAML value ({reason})") from None
 
 
 def load_config(cls: type[T], source: str | Path | dict[str, Any] | None = None, overrides: list[str] = ()) -> T:
