@@ -61,6 +61,21 @@ def test_sft_cli_documents_and_validates_its_config(tmp_path, capsys):
     assert "no *_demo.hdf5 files" in capsys.readouterr().err
 
 
+def test_sft_refuses_a_bad_evaluation_setting_before_training(tmp_path, capsys):
+    from tests.policy.test_checkpoint_and_sft import synthetic_demos
+
+    (tmp_path / "demos").mkdir()
+    synthetic_demos(tmp_path / "demos")
+    common = ["sft", "--set", f"demo_dir={tmp_path / 'demos'}", "--set", f"out_dir={tmp_path / 'run'}",
+              "--set", "steps=1", "--set", "batch_size=2", "--set", "model.image_size=32"]
+    for override, message in (("eval_suite=mars", "unknown suite 'mars'"),
+                              ("eval_num_envs=0", "eval_num_envs must be >= 1"),
+                              ("log_every=0", "log_every must be >= 1"), ("lr=.nan", "lr must be a finite number")):
+        assert main(common + ["--set", override]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()
+
+
 def test_critic_collect_can_skip_a_split_and_train_reads_extra_episode_files(tmp_path, capsys):
     """More episodes of some tasks go in a second file; `critic train` reads it after data_dir's."""
     for out, seed in (("base", 0), ("extra", 7)):

@@ -116,6 +116,22 @@ def sft_config(tmp_path, **overrides):
     return SFTConfig(**base)
 
 
+@pytest.mark.parametrize("field, value", [("lr", float("nan")), ("lr", -1.0), ("warmup_steps", -10), ("log_every", 0),
+                                          ("checkpoint_every", -1), ("demos_per_task", -2), ("eval_num_envs", 0),
+                                          ("grad_clip", float("inf")), ("weight_decay", -0.1)])
+def test_sft_config_refuses_out_of_range_values(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be"):
+        SFTConfig(**{field: value})
+
+
+def test_sft_checkpoint_every_zero_checkpoints_only_the_end(tmp_path):
+    (tmp_path / "demos").mkdir()
+    synthetic_demos(tmp_path / "demos")
+    summary = train_sft(sft_config(tmp_path, steps=5, checkpoint_every=0), show_progress=False)
+    assert Path(summary["checkpoint"]).name == "step_000005"
+    assert sorted(p.name for p in (tmp_path / "run").glob("step_*")) == ["step_000005"]
+
+
 def test_sft_learns_instruction_dependent_actions(tmp_path):
     (tmp_path / "demos").mkdir()
     synthetic_demos(tmp_path / "demos")

@@ -242,6 +242,7 @@ def label_demo_dir(demo_dir: Path) -> list[Path]:
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
+    from sim_envs.suites import get_suite
     from vla_rl.cli.evaluation import evaluate_checkpoint, print_success_table
     from vla_rl.policy.sft import SFTConfig, train_sft
 
@@ -249,6 +250,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
         print(describe(SFTConfig))
         return 0
     config = load_config(SFTConfig, args.config, list(args.set or []))
+    get_suite(config.eval_suite)  # an unknown suite fails now, not once training is done
     if config.model.localiser_points and config.eval_suite == "tabletop":
         label_demo_dir(config.demo_dir)  # demos recorded before the labels existed
     summary = train_sft(config, resume=args.resume)
