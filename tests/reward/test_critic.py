@@ -215,6 +215,17 @@ def test_training_lowers_the_loss(tmp_path):
     assert load_critic(summary["checkpoint"]) is not None
 
 
+def test_checkpoint_every_zero_writes_only_the_final_checkpoint_and_negative_is_refused(tmp_path):
+    episodes = [Episode("Reach", "move to the red cube", np.linspace(0, 1, 6))]
+    config = CriticTrainConfig(critic=SMALL, out_dir=tmp_path / "critic", steps=2, batch_size=4, warmup_steps=1,
+                               checkpoint_every=0)
+    summary = train_critic(config, episodes, show_progress=False)
+    assert summary["checkpoint"] == str(tmp_path / "critic" / "final")
+    assert not list((tmp_path / "critic").glob("step_*"))
+    with pytest.raises(ValueError, match="checkpoint_every must be >= 0"):
+        dataclasses.replace(config, checkpoint_every=-1)
+
+
 def test_a_second_run_refuses_the_out_dir_of_an_earlier_one(tmp_path):
     """It would overwrite the old metrics.jsonl and leave the old checkpoints (some maybe of later steps)
     beside its own; critic training cannot resume, so the error says how to go on from the old critic."""

@@ -94,7 +94,7 @@ class CriticTrainConfig:
                                                 "task's instruction, labels 'no progress, not done')")
     done_weight: float = option(1.0, "weight of the done loss against the progress loss")
     localiser_weight: float = option(0.2, "weight of the localiser's loss (with critic.localiser_points)")
-    checkpoint_every: int = option(500, "steps between checkpoints")
+    checkpoint_every: int = option(500, "steps between step_ checkpoints (0 = none; the final one is always written)")
     seed: int = option(0, "seed of initialisation and pair sampling")
 
     def __post_init__(self) -> None:
@@ -103,6 +103,9 @@ class CriticTrainConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 (0: only the final checkpoint), "
+                             f"got {self.checkpoint_every}")
 
 
 class Pairs(NamedTuple):
@@ -299,7 +302,7 @@ def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode],
             bar.update(1)
             bar.set_postfix(loss=f"{loss_avg['loss']:.3f}", done=f"{loss_avg['done_loss']:.3f}",
                             **({"loc_px": f"{loss_avg['located_px']:.2f}"} if "located_px" in loss_avg else {}))
-            if step % config.checkpoint_every == 0:
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
                 save_critic(out_dir / f"{CHECKPOINT_PREFIX}{step:06d}", critic.eval(), {**meta, "step": step})
                 critic.train()
             if config.time_limit_minutes and time.perf_counter() - started > 60 * config.time_limit_minutes:
