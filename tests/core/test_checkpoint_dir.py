@@ -6,7 +6,7 @@ import os
 import pytest
 
 from vla_rl.core.checkpoint_dir import (commit_checkpoint_dir, latest_valid_checkpoint, point_latest,
-                                        resolve_checkpoint, staging_dir)
+                                        refuse_previous_run, resolve_checkpoint, staging_dir)
 
 
 def checkpoint(run, name: str, content: str = "weights"):
@@ -65,6 +65,19 @@ def test_leftovers_of_an_earlier_process_and_odd_manifests_do_not_stop_a_resume(
     with pytest.warns(UserWarning):
         assert latest_valid_checkpoint(run, "iter_") == run / "iter_000001"
         assert resolve_checkpoint(run) == run / "iter_000001"
+
+
+def test_a_previous_run_is_refused_with_resume_offered_only_where_there_is_a_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    refuse_previous_run(run, "step_")  # nothing there yet
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 20}\n')  # a run that died before its first checkpoint
+    with pytest.raises(FileExistsError, match="previous run .*no checkpoint to resume from.*remove it") as error:
+        refuse_previous_run(run, "step_")
+    assert "--resume" not in str(error.value)
+    checkpoint(run, "step_000001")
+    with pytest.raises(FileExistsError, match="continue it with --resume"):
+        refuse_previous_run(run, "step_")
 
 
 def test_truncate_history_drops_later_and_cut_lines_and_restores_the_checkpoints_own(tmp_path):

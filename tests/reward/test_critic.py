@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -239,6 +240,13 @@ def test_a_second_run_refuses_the_out_dir_of_an_earlier_one(tmp_path):
         train_critic(dataclasses.replace(config, steps=1, checkpoint_every=1), episodes, show_progress=False)
     assert (tmp_path / "critic" / "metrics.jsonl").read_text() == history
     assert sorted(p.name for p in (tmp_path / "critic").glob("step_*")) == ["step_000002"]
+    shutil.rmtree(tmp_path / "critic" / "final")  # a run killed after its step_ checkpoint: start from that one
+    with pytest.raises(FileExistsError, match=f"init_from={tmp_path / 'critic' / 'step_000002'}"):
+        train_critic(config, episodes, show_progress=False)
+    shutil.rmtree(tmp_path / "critic" / "step_000002")  # killed before its first checkpoint: nothing to start from
+    with pytest.raises(FileExistsError, match="holds no critic checkpoint .*remove it") as error:
+        train_critic(config, episodes, show_progress=False)
+    assert "init_from" not in str(error.value)
 
 
 def test_training_can_start_from_a_checkpoint_of_the_same_critic_and_refuses_another(tmp_path):

@@ -204,12 +204,17 @@ def previous_run_files(out_dir: Path, prefix: str) -> list[str]:
     return found + sorted(p.name for p in Path(out_dir).glob(f"{prefix}*"))
 
 
-def refuse_previous_run(out_dir: Path, prefix: str,
-                        remedy: str = "continue it with --resume, or choose another out_dir") -> None:
+def refuse_previous_run(out_dir: Path, prefix: str, remedy: str | None = None) -> None:
     """A fresh run must not write into the ``out_dir`` of an earlier one: its history would continue (or
     replace) the old one's, and the old checkpoints (some maybe of later steps) would stand beside the new
-    ones. ``remedy``: what to do instead (a command without --resume says so)."""
+    ones. ``remedy``: what to do instead (a command without --resume says so); by default --resume, or,
+    where the old run left no checkpoint to resume from, removing the directory."""
     previous = previous_run_files(out_dir, prefix)
+    if previous and remedy is None:
+        resumable = any((Path(out_dir) / name / MANIFEST).is_file() for name in previous if name.startswith(prefix))
+        remedy = "continue it with --resume, or choose another out_dir" if resumable else \
+            "it has no checkpoint to resume from (it stopped before its first one): remove it, or choose another " \
+            "out_dir"
     if previous:
         raise FileExistsError(f"{out_dir} holds a previous run ({', '.join(previous[:3])}"
                               f"{', ...' if len(previous) > 3 else ''}): {remedy}")

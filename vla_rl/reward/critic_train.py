@@ -46,7 +46,8 @@ from vla_rl.core.schedules import set_budgeted_lr
 from vla_rl.core.types import EpisodeFrames
 from vla_rl.policy.localiser import localisation_loss
 from vla_rl.policy.sft import lr_at  # the same warm-up + cosine schedule as SFT
-from vla_rl.reward.critic import CriticConfig, ProgressCritic, critic_checkpoint_config, load_critic, save_critic
+from vla_rl.reward.critic import (CRITIC_FILES, CriticConfig, ProgressCritic, critic_checkpoint_config, load_critic,
+                                  save_critic)
 
 
 class LabelledEpisode(Protocol):
@@ -239,9 +240,15 @@ def refuse_previous_critic_run(config: CriticTrainConfig) -> None:
     """Raise if ``out_dir`` holds an earlier run: ``metrics.jsonl`` would be overwritten and its checkpoints
     (some maybe of later steps) would stand beside the new ones. Critic training has no --resume; the CLI
     checks this before reading the episodes."""
-    refuse_previous_run(Path(config.out_dir), CHECKPOINT_PREFIX,
+    out_dir = Path(config.out_dir)
+    critics = [out_dir / "final"] + sorted(out_dir.glob(f"{CHECKPOINT_PREFIX}*"), reverse=True)
+    critic = next((path for path in critics if ".tmp-" not in path.name
+                   and all((path / name).is_file() for name in CRITIC_FILES)), None)
+    refuse_previous_run(out_dir, CHECKPOINT_PREFIX,
                         "choose another out_dir (critic training cannot resume; to go on training its critic, "
-                        f"start a new run from it with init_from={Path(config.out_dir) / 'final'})")
+                        f"start a new run from it with init_from={critic})" if critic is not None else
+                        "it holds no critic checkpoint (the run stopped before its first one): remove it, or choose "
+                        "another out_dir")
 
 
 def start_critic(config: CriticTrainConfig) -> ProgressCritic:
