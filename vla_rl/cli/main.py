@@ -298,6 +298,7 @@ def _trained_tasks(checkpoint: Path) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from vla_rl.cli.factories import eval_state_counter, make_learner_factory, make_pool, suite_tasks
+    from vla_rl.core.checkpoint_dir import refuse_previous_run
     from vla_rl.train.trainer import CHECKPOINT_PREFIX, Trainer, TrainConfig
     from vla_rl.policy.checkpoint import latest_valid_checkpoint, resolve_checkpoint
 
@@ -316,6 +317,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if source is None:
             raise FileNotFoundError(f"--resume: no valid checkpoint in {config.out_dir}")
     else:
+        if Path(config.init_checkpoint) == Path(""):
+            raise ValueError("init_checkpoint is required: the SFT policy RL starts from (a checkpoint or an SFT "
+                             "run directory: --set init_checkpoint=runs/sft)")
+        refuse_previous_run(config.out_dir, CHECKPOINT_PREFIX)  # before Ray and the workers start (as the Trainer)
         source = resolve_checkpoint(config.init_checkpoint)
         config = dataclasses.replace(config, init_checkpoint=source)
     pool = make_pool(config.rollout, config.suite, Path(source), config.temperature, config.seed,

@@ -231,7 +231,7 @@ class Trainer:
             source = latest_valid_checkpoint(self.out_dir, CHECKPOINT_PREFIX)
             if source is None:
                 raise FileNotFoundError(f"--resume: no valid checkpoint in {self.out_dir}")
-        elif not str(config.init_checkpoint):
+        elif Path(config.init_checkpoint) == Path(""):  # the default, Path(""), is ".
             raise ValueError("init_checkpoint is required: the SFT policy RL starts from")
         else:
             refuse_previous_run(self.out_dir, CHECKPOINT_PREFIX)
