@@ -61,6 +61,25 @@ def test_sft_cli_documents_and_validates_its_config(tmp_path, capsys):
     assert "no *_demo.hdf5 files" in capsys.readouterr().err
 
 
+def test_show_config_shows_the_loaded_values_and_reports_bad_input(tmp_path, capsys):
+    config = tmp_path / "sft.yaml"
+    config.write_text("steps: 7\n")
+    assert main(["sft", "--show-config", "--config", str(config), "--set", "lr=0.002"]) == 0
+    out = capsys.readouterr().out
+    assert "steps: 7  #" in out and "lr: 0.002  #" in out and "out_dir: runs/sft  #" in out
+    assert main(["train", "--show-config"]) == 0
+    out = capsys.readouterr().out
+    assert 'init_checkpoint: ""  #' in out and "PosixPath" not in out
+    assert main(["demos", "--show-config", "--episodes", "3"]) == 0
+    assert "episodes_per_task: 3  #" in capsys.readouterr().out
+    assert main(["quickstart", "--show-config", "--set", "sft.steps=3"]) == 0
+    assert "\n  steps: 3  #" in capsys.readouterr().out
+    for command in (["sft", "--set", "lr=-1"], ["train", "--set", "iterations=0"], ["demos", "--episodes", "0"],
+                    ["critic", "train", "--set", "stepz=3"], ["quickstart", "--config", str(tmp_path / "no.yaml")]):
+        assert main(command + ["--show-config"]) == 2, command
+        assert "error:" in capsys.readouterr().err
+
+
 def test_sft_refuses_a_bad_evaluation_setting_before_training(tmp_path, capsys):
     from tests.policy.test_checkpoint_and_sft import synthetic_demos
 

@@ -98,6 +98,18 @@ def test_frozen_missing_file_and_roundtrip(tmp_path):
     assert "nested section" in describe(Outer) and "pixels" in describe(Outer)
 
 
+def test_describe_shows_paths_as_written_and_a_loaded_configs_values():
+    @dataclass(frozen=True)
+    class Paths:
+        unset: Path = option(Path(""), "a path that must be given")
+        files: tuple[Path, ...] = option((Path("a.h5"), Path("b.h5")), "some files")
+
+    shown = describe(Paths)
+    assert 'unset: ""  #' in shown and "files: [a.h5, b.h5]  #" in shown and "PosixPath" not in shown
+    shown = describe(Outer, defaults=load_config(Outer, None, ["out=runs/x", "inner.size=9"]))
+    assert "out: runs/x  #" in shown and "  size: 9  #" in shown
+
+
 def test_invalid_yaml_is_reported(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: [unclosed\n")

@@ -83,10 +83,10 @@ def cmd_demos(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
-    if args.show_config:
-        print(describe(DemoConfig))
-        return 0
     config = load_config(DemoConfig, args.config, overrides)
+    if args.show_config:
+        print(describe(DemoConfig, defaults=config))
+        return 0
     summaries = collect_demos(config)
     print(f"\n{'task':<12} {'demos':>5} {'tries':>5} {'expert success':>15} {'mean len':>8}  file")
     for s in summaries:
@@ -187,10 +187,10 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import HELD_OUT, TRAINING, read_split_episodes
     from vla_rl.reward.critic_train import CriticTrainConfig, check_init_from, refuse_previous_critic_run, train_critic
 
-    if args.show_config:
-        print(describe(CriticTrainConfig))
-        return 0
     config = load_config(CriticTrainConfig, args.config, list(args.set or []))
+    if args.show_config:
+        print(describe(CriticTrainConfig, defaults=config))
+        return 0
     train_files = [Path(config.data_dir) / "train.hdf5", *config.extra_train_files]
     missing = [str(path) for path in train_files if not path.is_file()]
     if missing:  # before reading hundreds of MB of the others
@@ -246,10 +246,10 @@ def cmd_sft(args: argparse.Namespace) -> int:
     from vla_rl.cli.evaluation import evaluate_checkpoint, print_success_table
     from vla_rl.policy.sft import SFTConfig, train_sft
 
-    if args.show_config:
-        print(describe(SFTConfig))
-        return 0
     config = load_config(SFTConfig, args.config, list(args.set or []))
+    if args.show_config:
+        print(describe(SFTConfig, defaults=config))
+        return 0
     get_suite(config.eval_suite)  # an unknown suite fails now, not once training is done
     if config.model.localiser_points and config.eval_suite == "tabletop":
         label_demo_dir(config.demo_dir)  # demos recorded before the labels existed
@@ -302,13 +302,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vla_rl.train.trainer import CHECKPOINT_PREFIX, Trainer, TrainConfig
     from vla_rl.policy.checkpoint import latest_valid_checkpoint, resolve_checkpoint
 
-    if args.show_config:
-        print(describe(TrainConfig))
-        return 0
     overrides = list(args.set or [])
     if args.ray_address:
         overrides.append(f"rollout.ray_address={args.ray_address}")
     config = load_config(TrainConfig, args.config, overrides)
+    if args.show_config:
+        print(describe(TrainConfig, defaults=config))
+        return 0
     unknown = sorted(set(config.tasks) - set(suite_tasks(config.suite)))
     if unknown:  # before any worker starts
         raise KeyError(f"unknown tasks {unknown} for suite {config.suite}; valid: {', '.join(suite_tasks(config.suite))}")
@@ -357,10 +357,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from vla_rl.cli.quickstart import QuickstartConfig, run_quickstart
 
-    if args.show_config:
-        print(describe(QuickstartConfig))
-        return 0
     config = load_config(QuickstartConfig, args.config, list(args.set or []))
+    if args.show_config:
+        print(describe(QuickstartConfig, defaults=config))
+        return 0
     report = run_quickstart(config)
     print(report.read_text())
     return 0
@@ -372,7 +372,8 @@ def add_config_options(parser: argparse.ArgumentParser, config_help: str, resume
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
     if resume_help:
         parser.add_argument("--resume", action="store_true", help=resume_help)
-    parser.add_argument("--show-config", action="store_true", help="print every config field and exit")
+    parser.add_argument("--show-config", action="store_true",
+                        help="print every config field with its value (after --config and --set) and doc, then exit")
 
 
 def add_collect_arguments(parser: argparse.ArgumentParser, out: Path, tasks: list[str] | None, train: str,
@@ -428,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(obs/agentview_named_pixels, agentview_gripper_pixels) to the tabletop demo files in DIR "
                        "recorded without them")
     demos.add_argument("--show-config", action="store_true",
-                       help="print every config field with its default and doc, then exit")
+                       help="print every config field with its value (after --config, --set and the options above) "
+                            "and doc, then exit")
     demos.set_defaults(func=cmd_demos)
 
     convert = sub.add_parser("convert-demos", help="convert LIBERO / robomimic HDF5 datasets into SFT input")
