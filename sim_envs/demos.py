@@ -35,7 +35,8 @@ ATTEMPTS_PER_DEMO = 3  # give up on a task after this many attempts per requeste
 class DemoConfig:
     tasks: tuple[str, ...] = option(tuple(TASKS), "tabletop tasks to collect")
     episodes_per_task: int = option(10, "successful demonstrations to keep per task")
-    out_dir: Path = option(Path("runs/demos"), "output directory (one <Task>_demo.hdf5 per task)")
+    out_dir: Path = option(Path("runs/demo/demos"), "output directory (one <Task>_demo.hdf5 per task; the default is "
+                                                    "`vla-rl sft`'s default demo_dir)")
     image_size: int = option(64, "observation image size in pixels")
     wrist_camera: bool = option(True, "also record the wrist camera (obs/eye_in_hand_rgb)")
     antialias: bool = option(True, "render the observations with 4x multisampling; false: frames ~1.9x faster, for a "

@@ -125,6 +125,8 @@ def test_repository_configs_load():
     assert config.episodes_per_task >= 1
     from vla_rl.policy.sft import SFTConfig
 
+    assert DemoConfig().out_dir == config.out_dir == SFTConfig().demo_dir  # `vla-rl demos`, then `vla-rl sft`
+
     for name in ("sft_tabletop", "sft_fewshot", "sft_libero"):
         assert load_config(SFTConfig, root / "configs" / f"{name}.yaml").steps >= 1
     from vla_rl.train.trainer import TrainConfig
