@@ -80,6 +80,35 @@ def test_show_config_shows_the_loaded_values_and_reports_bad_input(tmp_path, cap
         assert "error:" in capsys.readouterr().err
 
 
+def test_errors_name_what_is_wrong(tmp_path, capsys):
+    """A missing path is said to be missing, a missing manifest missing, a corrupt file named, a field by
+    the name the command's own config gives it."""
+    import hashlib
+    import shutil
+
+    from tests.policy.conftest import make_policy
+    from vla_rl.policy.checkpoint import save_checkpoint
+
+    policy = make_policy()
+    complete = save_checkpoint(tmp_path / "complete", policy.model, policy.action_tokenizer)
+    no_manifest = shutil.copytree(complete, tmp_path / "no_manifest")
+    (no_manifest / "manifest.json").unlink()
+    bad_stats = shutil.copytree(complete, tmp_path / "bad_stats")
+    (bad_stats / "norm_stats.json").write_text("{")
+    manifest = json.loads((bad_stats / "manifest.json").read_text())
+    manifest["norm_stats.json"] = hashlib.sha256(b"{").hexdigest()
+    (bad_stats / "manifest.json").write_text(json.dumps(manifest))
+    for command, message in ((["eval", "--checkpoint", str(tmp_path / "nope")], "nope does not exist"),
+                             (["critic", "eval", "--critic", str(tmp_path / "nope")], "nope does not exist"),
+                             (["eval", "--checkpoint", str(no_manifest)], "no_manifest has no manifest.json"),
+                             (["eval", "--checkpoint", str(bad_stats)],
+                              f"{bad_stats / 'norm_stats.json'} is not valid JSON"),
+                             (["quickstart", "--set", "demos_per_task=0"], "demos_per_task must be >= 1"),
+                             (["sft", "--set", "demos_per_task=-2"], "demos_per_task must be >= 0")):
+        assert main(command) == 2, command
+        assert message in capsys.readouterr().err, command
+
+
 def test_sft_refuses_a_bad_evaluation_setting_before_training(tmp_path, capsys):
     from tests.policy.test_checkpoint_and_sft import synthetic_demos
 

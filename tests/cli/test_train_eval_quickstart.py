@@ -61,7 +61,10 @@ def test_eval_rejects_unknown_task_and_missing_checkpoint(tmp_path, tiny_checkpo
     assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--tasks", "Juggle"]) == 2
     assert "unknown tasks" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(tmp_path / "nope")]) == 2
-    assert "not a policy checkpoint" in capsys.readouterr().err
+    assert "nope does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["eval", "--checkpoint", str(tmp_path / "empty")]) == 2
+    assert "neither a checkpoint directory" in capsys.readouterr().err
 
 
 def test_train_refuses_a_missing_init_checkpoint_and_a_used_out_dir_before_any_worker_starts(

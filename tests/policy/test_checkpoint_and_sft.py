@@ -49,6 +49,22 @@ def test_corrupt_or_partial_checkpoints_are_detected(tmp_path):
         load_checkpoint(tmp_path / "none")
 
 
+def test_a_corrupt_file_whose_manifest_matches_is_named(tmp_path):
+    """A file written corrupt (or rewritten with its manifest) passes the checksums: reading it names it."""
+    import hashlib
+
+    policy = make_policy()
+    for name, content in (("norm_stats.json", b'{"action": '), ("vla_config.json", b"[1, 2]"),
+                          ("model.safetensors", b"not a tensor file"), ("norm_stats.json", b'{"n_bins": 256}')):
+        path = save_checkpoint(tmp_path / name, policy.model, policy.action_tokenizer)
+        (path / name).write_bytes(content)
+        manifest = json.loads((path / "manifest.json").read_text())
+        manifest[name] = hashlib.sha256(content).hexdigest()
+        (path / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(CorruptCheckpointError, match=str(path / name)):
+            load_checkpoint(path)
+
+
 def synthetic_demos(directory, episodes=3, steps=6):
     """Tiny demo files whose action depends on the instruction: learnable, so loss must fall."""
     rng = np.random.default_rng(0)

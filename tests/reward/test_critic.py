@@ -86,8 +86,11 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path, config):
     (path / "critic.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(ValueError, match="corrupt"):
         load_critic(path)
-    with pytest.raises(FileNotFoundError, match="not a critic checkpoint"):
+    with pytest.raises(FileNotFoundError, match="missing does not exist"):
         load_critic(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a critic checkpoint"):
+        load_critic(tmp_path / "empty")
 
 
 def test_critic_checkpoints_are_committed_atomically_with_checksums_and_name_a_corrupt_file(tmp_path, monkeypatch):

@@ -272,7 +272,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from vla_rl.policy.checkpoint import resolve_checkpoint
 
-    checkpoint = resolve_checkpoint(Path(args.checkpoint)) if Path(args.checkpoint).is_dir() else Path(args.checkpoint)
+    checkpoint = resolve_checkpoint(Path(args.checkpoint))  # a checkpoint, or a run directory's newest one
     valid = suite_tasks(args.suite)
     trained = [task for task in _trained_tasks(checkpoint) if task in valid]  # a tabletop policy on LIBERO: all
     tasks = args.tasks or trained or valid
@@ -290,10 +290,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _trained_tasks(checkpoint: Path) -> list[str]:
+    from vla_rl.policy.checkpoint import read_checkpoint_json
+
     stats = checkpoint / "norm_stats.json"
     if not stats.is_file():
         raise FileNotFoundError(f"{checkpoint} is not a policy checkpoint (no norm_stats.json)")
-    return list(json.loads(stats.read_text()).get("trained_tasks", []))
+    return list(read_checkpoint_json(stats).get("trained_tasks", []))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
