@@ -466,6 +466,11 @@ def test_sft_from_a_checkpoint_trains_that_checkpoints_model_on_demos_loaded_for
     model, _, _ = load_checkpoint(Path(summary["checkpoint"]))
     assert model.config.chunk_size == 2 and loaded_chunks == [2]
     assert np.isfinite(json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[-1])["loss"])
+    # a run directory stands for its newest checkpoint, as in train, eval and deploy
+    summary = train_sft(sft_config(tmp_path, out_dir=tmp_path / "c", init_checkpoint=str(tmp_path / "a"), steps=3),
+                        show_progress=False)
+    _, _, state = load_checkpoint(Path(summary["checkpoint"]), with_training_state=True)
+    assert state["sft_config"]["init_checkpoint"] == str(init)
 
 
 def test_a_resumed_time_limited_sft_gets_what_is_left_of_its_budget(tmp_path):

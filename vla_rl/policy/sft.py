@@ -15,6 +15,7 @@ latest one with the optimiser, scheduler, RNG and step restored.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -34,7 +35,7 @@ from vla_rl.core.rng import global_rng_state, restore_global_rng_state
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats, gripper_from_env
 from vla_rl.policy.augment import ColourSwap, ColourSwapConfig
 from vla_rl.policy.checkpoint import (latest_valid_checkpoint, load_checkpoint, model_config_differences, point_latest,
-                                      read_vla_config, save_checkpoint)
+                                      read_vla_config, resolve_checkpoint, save_checkpoint)
 from vla_rl.policy.localiser import localisation_loss
 from vla_rl.policy.lora import LoRAConfig, apply_lora, lora_tensors, merged_state_dict, restore_lora
 from vla_rl.policy.model import VLAConfig, VLAModel
@@ -45,7 +46,8 @@ CHECKPOINT_PREFIX = "step_"  # step_000500: the checkpoint after 500 optimiser s
 @dataclass(frozen=True)
 class SFTConfig:
     model: VLAConfig = option(factory=VLAConfig, doc="the VLA to train from scratch (or init_checkpoint)")
-    init_checkpoint: str = option("", "start from this policy checkpoint instead of random weights")
+    init_checkpoint: str = option("", "start from this policy checkpoint (or a run directory's newest) instead of "
+                                      "random weights")
     lora: LoRAConfig = option(factory=LoRAConfig, doc="LoRA adapters on the decoder (rank 0 = full fine-tuning)")
     freeze_vision: bool = option(False, "keep the vision tower's weights fixed (train projector, FiLM and decoder)")
     demo_dir: Path = option(Path("runs/demo/demos"), "directory of <Task>_demo.hdf5 files")
@@ -302,6 +304,8 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     out_dir = Path(config.out_dir)
     if not resume:  # before any work: a fresh run into an earlier run's out_dir would mix their outputs
         refuse_previous_run(out_dir, CHECKPOINT_PREFIX)
+    if config.init_checkpoint:  # a checkpoint, or a run directory's newest one (recorded as the checkpoint)
+        config = dataclasses.replace(config, init_checkpoint=str(resolve_checkpoint(Path(config.init_checkpoint))))
     out_dir.mkdir(parents=True, exist_ok=True)
     # the model this run trains: the one init_checkpoint holds, else config.model
     model_config = read_vla_config(Path(config.init_checkpoint) / "vla_config.json") if config.init_checkpoint \
