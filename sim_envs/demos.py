@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import json
+import math
 import multiprocessing as mp
 import os
 import time
@@ -65,6 +66,8 @@ class DemoConfig:
             raise ValueError(f"video_size must be in [32, 512], got {self.video_size}")
         if self.episodes_per_task < 1:
             raise ValueError(f"episodes_per_task must be >= 1, got {self.episodes_per_task}")
+        if not (math.isfinite(self.noise_std) and self.noise_std >= 0):  # 0 = no noise; never a negative "none"
+            raise ValueError(f"noise_std must be a finite number >= 0, got {self.noise_std}")
 
 
 def run_expert_episode(

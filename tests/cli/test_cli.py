@@ -109,6 +109,21 @@ def test_errors_name_what_is_wrong(tmp_path, capsys):
         assert message in capsys.readouterr().err, command
 
 
+def test_negative_counts_and_durations_are_refused(tmp_path, capsys):
+    import pytest
+
+    assert main(["eval", "--checkpoint", str(tmp_path), "--episodes-per-task", "-3"]) == 2
+    assert "--episodes-per-task must be >= 1, got -3" in capsys.readouterr().err
+    assert main(["demos", "--noise", "-1", "--out", str(tmp_path / "demos")]) == 2
+    assert "noise_std must be a finite number >= 0" in capsys.readouterr().err
+    for command in (["deploy", "--checkpoint", str(tmp_path), "--robot", "configs/robot/tabletop_sim.yaml"],
+                    ["sim-bridge"]):
+        with pytest.raises(SystemExit) as exit:  # argparse's refusal: exit code 2 and the usage
+            main(command + ["--duration", "-5"])
+        assert exit.value.code == 2
+        assert "must be >= 0 seconds" in capsys.readouterr().err
+
+
 def test_sft_refuses_a_bad_evaluation_setting_before_training(tmp_path, capsys):
     from tests.policy.test_checkpoint_and_sft import synthetic_demos
 

@@ -272,6 +272,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from vla_rl.policy.checkpoint import resolve_checkpoint
 
+    for flag, value, least in (("--episodes-per-task", args.episodes_per_task, 1), ("--num-envs", args.num_envs, 1),
+                               ("--videos", args.videos, 0)):
+        if value < least:
+            raise ValueError(f"{flag} must be >= {least}, got {value}")
     checkpoint = resolve_checkpoint(Path(args.checkpoint))  # a checkpoint, or a run directory's newest one
     valid = suite_tasks(args.suite)
     trained = [task for task in _trained_tasks(checkpoint) if task in valid]  # a tabletop policy on LIBERO: all
