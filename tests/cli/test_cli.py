@@ -124,6 +124,47 @@ def test_negative_counts_and_durations_are_refused(tmp_path, capsys):
         assert "must be >= 0 seconds" in capsys.readouterr().err
 
 
+def test_ctrl_c_and_an_unknown_device_end_with_a_message_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import pytest
+
+    import vla_rl.cli.main as cli
+    from tests.policy.conftest import make_policy
+    from vla_rl.policy.checkpoint import save_checkpoint
+    from vla_rl.policy.policy import resolve_device
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_envs_list", interrupted)
+    try:
+        code = main(["envs", "list"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C left main as a KeyboardInterrupt (a traceback)")
+    assert code == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    assert resolve_device("cpu") == "cpu"
+    for device in ("tpu", "cuda:x", "cuda:"):
+        with pytest.raises(ValueError, match=f"unknown device '{device}'; valid: auto, cpu, cuda, cuda:N"):
+            resolve_device(device)
+    policy = make_policy()
+    checkpoint = save_checkpoint(tmp_path / "policy", policy.model, policy.action_tokenizer)
+    assert main(["deploy", "--checkpoint", str(checkpoint), "--robot", "configs/robot/tabletop_sim.yaml",
+                 "--device", "tpu"]) == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+
+
+def test_bag_to_demos_names_a_bag_it_cannot_read(tmp_path, capsys):
+    import pytest
+
+    pytest.importorskip("rosbags")
+    bag = tmp_path / "bags" / "episode_0"
+    bag.mkdir(parents=True)
+    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information:\n  version: [\n")
+    assert main(["bag-to-demos", "--bags", str(tmp_path / "bags"), "--out", str(tmp_path / "demos"),
+                 "--task", "Reach"]) == 2
+    assert f"{bag} is not a readable ROS 2 bag" in capsys.readouterr().err
+
+
 def test_sft_refuses_a_bad_evaluation_setting_before_training(tmp_path, capsys):
     from tests.policy.test_checkpoint_and_sft import synthetic_demos
 

@@ -517,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C: the command's own cleanup has run (finally blocks); no traceback
+        print("interrupted", file=sys.stderr)
+        return 130
     except (ConfigError, FileNotFoundError, FileExistsError, KeyError, IndexError, ValueError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
