@@ -162,17 +162,21 @@ class BagRecorder:
 
 
 def read_bag(path: str | Path) -> list[tuple[str, int, object]]:
-    """All messages of a bag as ``(topic, log time ns, deserialised message)``, in time order."""
-    from rosbags.rosbag2 import Reader
+    """All messages of a bag as ``(topic, log time ns, deserialised message)``, in time order; a bag that
+    rosbags cannot read (a damaged metadata.yaml, say) is a ValueError naming it."""
+    from rosbags.rosbag2 import Reader, ReaderError
 
     path = Path(path)
     if not (path / "metadata.yaml").is_file():
         raise FileNotFoundError(f"{path} is not a ROS 2 bag directory (no metadata.yaml)")
     typestore = _typestore()
     out = []
-    with Reader(path) as reader:
-        for connection, timestamp, raw in reader.messages():
-            out.append((connection.topic, timestamp, _deserialize(typestore, raw, connection.msgtype)))
+    try:
+        with Reader(path) as reader:
+            for connection, timestamp, raw in reader.messages():
+                out.append((connection.topic, timestamp, _deserialize(typestore, raw, connection.msgtype)))
+    except ReaderError as error:
+        raise ValueError(f"{path} is not a readable ROS 2 bag: {' '.join(str(error).split())}") from None
     out.sort(key=lambda item: item[1])
     return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import json
+import math
 import multiprocessing as mp
 import os
 import time
@@ -36,7 +37,8 @@ ATTEMPTS_PER_DEMO = 3  # give up on a task after this many attempts per requeste
 class DemoConfig:
     tasks: tuple[str, ...] = option(tuple(TASKS), "tabletop tasks to collect")
     episodes_per_task: int = option(10, "successful demonstrations to keep per task")
-    out_dir: Path = option(Path("runs/demos"), "output directory (one <Task>_demo.hdf5 per task)")
+    out_dir: Path = option(Path("runs/demo/demos"), "output directory (one <Task>_demo.hdf5 per task; the default is "
+                                                    "`vla-rl sft`'s default demo_dir)")
     image_size: int = option(64, "observation image size in pixels")
     wrist_camera: bool = option(True, "also record the wrist camera (obs/eye_in_hand_rgb)")
     antialias: bool = option(True, "render the observations with 4x multisampling; false: frames ~1.9x faster, for a "
@@ -68,6 +70,8 @@ class DemoConfig:
             raise ValueError(f"video_size must be in [32, 512], got {self.video_size}")
         if self.episodes_per_task < 1:
             raise ValueError(f"episodes_per_task must be >= 1, got {self.episodes_per_task}")
+        if not (math.isfinite(self.noise_std) and self.noise_std >= 0):  # 0 = no noise; never a negative "none"
+            raise ValueError(f"noise_std must be a finite number >= 0, got {self.noise_std}")
 
 
 def run_expert_episode(

@@ -62,6 +62,125 @@ def test_sft_cli_documents_and_validates_its_config(tmp_path, capsys):
     assert "no *_demo.hdf5 files" in capsys.readouterr().err
 
 
+def test_show_config_shows_the_loaded_values_and_reports_bad_input(tmp_path, capsys):
+    config = tmp_path / "sft.yaml"
+    config.write_text("steps: 7\n")
+    assert main(["sft", "--show-config", "--config", str(config), "--set", "lr=0.002"]) == 0
+    out = capsys.readouterr().out
+    assert "steps: 7  #" in out and "lr: 0.002  #" in out and "out_dir: runs/sft  #" in out
+    assert main(["train", "--show-config"]) == 0
+    out = capsys.readouterr().out
+    assert 'init_checkpoint: ""  #' in out and "PosixPath" not in out
+    assert main(["demos", "--show-config", "--episodes", "3"]) == 0
+    assert "episodes_per_task: 3  #" in capsys.readouterr().out
+    assert main(["quickstart", "--show-config", "--set", "sft.steps=3"]) == 0
+    assert "\n  steps: 3  #" in capsys.readouterr().out
+    for command in (["sft", "--set", "lr=-1"], ["train", "--set", "iterations=0"], ["demos", "--episodes", "0"],
+                    ["critic", "train", "--set", "stepz=3"], ["quickstart", "--config", str(tmp_path / "no.yaml")]):
+        assert main(command + ["--show-config"]) == 2, command
+        assert "error:" in capsys.readouterr().err
+
+
+def test_errors_name_what_is_wrong(tmp_path, capsys):
+    """A missing path is said to be missing, a missing manifest missing, a corrupt file named, a field by
+    the name the command's own config gives it."""
+    import hashlib
+    import shutil
+
+    from tests.policy.conftest import make_policy
+    from vla_rl.policy.checkpoint import save_checkpoint
+
+    policy = make_policy()
+    complete = save_checkpoint(tmp_path / "complete", policy.model, policy.action_tokenizer)
+    no_manifest = shutil.copytree(complete, tmp_path / "no_manifest")
+    (no_manifest / "manifest.json").unlink()
+    bad_stats = shutil.copytree(complete, tmp_path / "bad_stats")
+    (bad_stats / "norm_stats.json").write_text("{")
+    manifest = json.loads((bad_stats / "manifest.json").read_text())
+    manifest["norm_stats.json"] = hashlib.sha256(b"{").hexdigest()
+    (bad_stats / "manifest.json").write_text(json.dumps(manifest))
+    for command, message in ((["eval", "--checkpoint", str(tmp_path / "nope")], "nope does not exist"),
+                             (["critic", "eval", "--critic", str(tmp_path / "nope")], "nope does not exist"),
+                             (["eval", "--checkpoint", str(no_manifest)], "no_manifest has no manifest.json"),
+                             (["eval", "--checkpoint", str(bad_stats)],
+                              f"{bad_stats / 'norm_stats.json'} is not valid JSON"),
+                             (["quickstart", "--set", "demos_per_task=0"], "demos_per_task must be >= 1"),
+                             (["sft", "--set", "demos_per_task=-2"], "demos_per_task must be >= 0")):
+        assert main(command) == 2, command
+        assert message in capsys.readouterr().err, command
+
+
+def test_negative_counts_and_durations_are_refused(tmp_path, capsys):
+    import pytest
+
+    assert main(["eval", "--checkpoint", str(tmp_path), "--episodes-per-task", "-3"]) == 2
+    assert "--episodes-per-task must be >= 1, got -3" in capsys.readouterr().err
+    assert main(["demos", "--noise", "-1", "--out", str(tmp_path / "demos")]) == 2
+    assert "noise_std must be a finite number >= 0" in capsys.readouterr().err
+    for command in (["deploy", "--checkpoint", str(tmp_path), "--robot", "configs/robot/tabletop_sim.yaml"],
+                    ["sim-bridge"]):
+        with pytest.raises(SystemExit) as exit:  # argparse's refusal: exit code 2 and the usage
+            main(command + ["--duration", "-5"])
+        assert exit.value.code == 2
+        assert "must be >= 0 seconds" in capsys.readouterr().err
+
+
+def test_ctrl_c_and_an_unknown_device_end_with_a_message_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import pytest
+
+    import vla_rl.cli.main as cli
+    from tests.policy.conftest import make_policy
+    from vla_rl.policy.checkpoint import save_checkpoint
+    from vla_rl.policy.policy import resolve_device
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_envs_list", interrupted)
+    try:
+        code = main(["envs", "list"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C left main as a KeyboardInterrupt (a traceback)")
+    assert code == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    assert resolve_device("cpu") == "cpu"
+    for device in ("tpu", "cuda:x", "cuda:"):
+        with pytest.raises(ValueError, match=f"unknown device '{device}'; valid: auto, cpu, cuda, cuda:N"):
+            resolve_device(device)
+    policy = make_policy()
+    checkpoint = save_checkpoint(tmp_path / "policy", policy.model, policy.action_tokenizer)
+    assert main(["deploy", "--checkpoint", str(checkpoint), "--robot", "configs/robot/tabletop_sim.yaml",
+                 "--device", "tpu"]) == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+
+
+def test_bag_to_demos_names_a_bag_it_cannot_read(tmp_path, capsys):
+    import pytest
+
+    pytest.importorskip("rosbags")
+    bag = tmp_path / "bags" / "episode_0"
+    bag.mkdir(parents=True)
+    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information:\n  version: [\n")
+    assert main(["bag-to-demos", "--bags", str(tmp_path / "bags"), "--out", str(tmp_path / "demos"),
+                 "--task", "Reach"]) == 2
+    assert f"{bag} is not a readable ROS 2 bag" in capsys.readouterr().err
+
+
+def test_sft_refuses_a_bad_evaluation_setting_before_training(tmp_path, capsys):
+    from tests.policy.test_checkpoint_and_sft import synthetic_demos
+
+    (tmp_path / "demos").mkdir()
+    synthetic_demos(tmp_path / "demos")
+    common = ["sft", "--set", f"demo_dir={tmp_path / 'demos'}", "--set", f"out_dir={tmp_path / 'run'}",
+              "--set", "steps=1", "--set", "batch_size=2", "--set", "model.image_size=32"]
+    for override, message in (("eval_suite=mars", "unknown suite 'mars'"),
+                              ("eval_num_envs=0", "eval_num_envs must be >= 1"),
+                              ("log_every=0", "log_every must be >= 1"), ("lr=.nan", "lr must be a finite number")):
+        assert main(common + ["--set", override]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()
+
+
 def test_critic_collect_can_skip_a_split_and_train_reads_extra_episode_files(tmp_path, capsys):
     """More episodes of some tasks go in a second file; `critic train` reads it after data_dir's."""
     for out, seed in (("base", 0), ("extra", 7)):

@@ -61,7 +61,31 @@ def test_eval_rejects_unknown_task_and_missing_checkpoint(tmp_path, tiny_checkpo
     assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--tasks", "Juggle"]) == 2
     assert "unknown tasks" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(tmp_path / "nope")]) == 2
-    assert "not a policy checkpoint" in capsys.readouterr().err
+    assert "nope does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["eval", "--checkpoint", str(tmp_path / "empty")]) == 2
+    assert "neither a checkpoint directory" in capsys.readouterr().err
+
+
+def test_train_refuses_a_missing_init_checkpoint_and_a_used_out_dir_before_any_worker_starts(
+        tmp_path, tiny_checkpoint, capsys, monkeypatch):  # noqa: F811
+    import vla_rl.cli.factories as factories
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("the rollout workers were started")
+
+    monkeypatch.setattr(factories, "make_pool", no_pool)
+    assert main(["train", "--set", f"out_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "init_checkpoint is required" in err and "neither a checkpoint" not in err
+    from vla_rl.train.trainer import Trainer, TrainConfig
+
+    with pytest.raises(ValueError, match="init_checkpoint is required"):  # a library caller's too
+        Trainer(TrainConfig(out_dir=tmp_path / "library"), None, lambda task: 1)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"iteration": 1}\n')
+    assert main(["train", "--set", f"out_dir={tmp_path / 'run'}", "--set", f"init_checkpoint={tiny_checkpoint}"]) == 2
+    assert "holds a previous run" in capsys.readouterr().err
 
 
 def test_train_rejects_unknown_config_key(tmp_path, capsys):

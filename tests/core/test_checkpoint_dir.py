@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from vla_rl.core.checkpoint_dir import (checkpoint_to_resume, commit_checkpoint_dir, latest_valid_checkpoint,
+from vla_rl.core.checkpoint_dir import (CorruptCheckpointError, checkpoint_to_resume, commit_checkpoint_dir,
+                                        latest_valid_checkpoint,
                                         point_latest, refuse_previous_run, resolve_checkpoint, staging_dir)
 
 
@@ -30,8 +31,15 @@ def test_resolve_finds_the_newest_checkpoint_without_a_readable_pointer(tmp_path
     (run / "latest.json").unlink()
     with pytest.raises(FileNotFoundError, match="several kinds"):
         resolve_checkpoint(run)
+    with pytest.raises(FileNotFoundError, match="missing does not exist"):
+        resolve_checkpoint(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="neither a checkpoint directory"):
         resolve_checkpoint(tmp_path / "empty")
+    (run / "step_000002" / "manifest.json").unlink()  # the weights' manifest is what is missing, and said so
+    (run / "step_000002" / "model.safetensors").write_text("weights")
+    with pytest.raises(CorruptCheckpointError, match="step_000002 has no manifest.json"):
+        resolve_checkpoint(run / "step_000002")
 
 
 def test_a_checkpoint_caught_between_the_renames_of_its_replacement_is_still_found(tmp_path):

@@ -102,6 +102,13 @@ def test_overrides_are_parsed_as_yaml_and_validated():
         load_config(Outer, None, ["mode"])
 
 
+def test_an_override_that_is_not_yaml_is_a_config_error_naming_it():
+    for override in ("tasks=[a, b", "name=a: b: c"):
+        with pytest.raises(ConfigError, match="not a valid YAML value") as error:
+            load_config(Outer, None, [override])
+        assert repr(override) in str(error.value)
+
+
 def test_frozen_missing_file_and_roundtrip(tmp_path):
     config = load_config(Outer)
     with pytest.raises(Exception):
@@ -110,6 +117,18 @@ def test_frozen_missing_file_and_roundtrip(tmp_path):
         load_config(Outer, tmp_path / "missing.yaml")
     assert load_config(Outer, to_dict(config)) == config
     assert "nested section" in describe(Outer) and "pixels" in describe(Outer)
+
+
+def test_describe_shows_paths_as_written_and_a_loaded_configs_values():
+    @dataclass(frozen=True)
+    class Paths:
+        unset: Path = option(Path(""), "a path that must be given")
+        files: tuple[Path, ...] = option((Path("a.h5"), Path("b.h5")), "some files")
+
+    shown = describe(Paths)
+    assert 'unset: ""  #' in shown and "files: [a.h5, b.h5]  #" in shown and "PosixPath" not in shown
+    shown = describe(Outer, defaults=load_config(Outer, None, ["out=runs/x", "inner.size=9"]))
+    assert "out: runs/x  #" in shown and "  size: 9  #" in shown
 
 
 def test_invalid_yaml_is_reported(tmp_path):
@@ -126,6 +145,8 @@ def test_repository_configs_load():
     config = load_config(DemoConfig, root / "configs" / "demo.yaml")
     assert config.episodes_per_task >= 1
     from vla_rl.policy.sft import SFTConfig
+
+    assert DemoConfig().out_dir == config.out_dir == SFTConfig().demo_dir  # `vla-rl demos`, then `vla-rl sft`
 
     for name in ("sft_tabletop", "sft_fewshot", "sft_libero"):
         assert load_config(SFTConfig, root / "configs" / f"{name}.yaml").steps >= 1

@@ -49,6 +49,22 @@ def test_corrupt_or_partial_checkpoints_are_detected(tmp_path):
         load_checkpoint(tmp_path / "none")
 
 
+def test_a_corrupt_file_whose_manifest_matches_is_named(tmp_path):
+    """A file written corrupt (or rewritten with its manifest) passes the checksums: reading it names it."""
+    import hashlib
+
+    policy = make_policy()
+    for name, content in (("norm_stats.json", b'{"action": '), ("vla_config.json", b"[1, 2]"),
+                          ("model.safetensors", b"not a tensor file"), ("norm_stats.json", b'{"n_bins": 256}')):
+        path = save_checkpoint(tmp_path / name, policy.model, policy.action_tokenizer)
+        (path / name).write_bytes(content)
+        manifest = json.loads((path / "manifest.json").read_text())
+        manifest[name] = hashlib.sha256(content).hexdigest()
+        (path / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(CorruptCheckpointError, match=str(path / name)):
+            load_checkpoint(path)
+
+
 def synthetic_demos(directory, episodes=3, steps=6):
     """Tiny demo files whose action depends on the instruction: learnable, so loss must fall."""
     rng = np.random.default_rng(0)
@@ -114,6 +130,22 @@ def sft_config(tmp_path, **overrides):
                 warmup_steps=2, lr=3e-3, checkpoint_every=6, log_every=3, eval_episodes_per_task=0)
     base.update(overrides)
     return SFTConfig(**base)
+
+
+@pytest.mark.parametrize("field, value", [("lr", float("nan")), ("lr", -1.0), ("warmup_steps", -10), ("log_every", 0),
+                                          ("checkpoint_every", -1), ("demos_per_task", -2), ("eval_num_envs", 0),
+                                          ("grad_clip", float("inf")), ("weight_decay", -0.1)])
+def test_sft_config_refuses_out_of_range_values(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be"):
+        SFTConfig(**{field: value})
+
+
+def test_sft_checkpoint_every_zero_checkpoints_only_the_end(tmp_path):
+    (tmp_path / "demos").mkdir()
+    synthetic_demos(tmp_path / "demos")
+    summary = train_sft(sft_config(tmp_path, steps=5, checkpoint_every=0), show_progress=False)
+    assert Path(summary["checkpoint"]).name == "step_000005"
+    assert sorted(p.name for p in (tmp_path / "run").glob("step_*")) == ["step_000005"]
 
 
 def test_sft_learns_instruction_dependent_actions(tmp_path):
@@ -434,6 +466,11 @@ def test_sft_from_a_checkpoint_trains_that_checkpoints_model_on_demos_loaded_for
     model, _, _ = load_checkpoint(Path(summary["checkpoint"]))
     assert model.config.chunk_size == 2 and loaded_chunks == [2]
     assert np.isfinite(json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[-1])["loss"])
+    # a run directory stands for its newest checkpoint, as in train, eval and deploy
+    summary = train_sft(sft_config(tmp_path, out_dir=tmp_path / "c", init_checkpoint=str(tmp_path / "a"), steps=3),
+                        show_progress=False)
+    _, _, state = load_checkpoint(Path(summary["checkpoint"]), with_training_state=True)
+    assert state["sft_config"]["init_checkpoint"] == str(init)
 
 
 def test_a_resumed_time_limited_sft_gets_what_is_left_of_its_budget(tmp_path):

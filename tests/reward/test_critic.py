@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -85,8 +86,11 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path, config):
     (path / "critic.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(ValueError, match="corrupt"):
         load_critic(path)
-    with pytest.raises(FileNotFoundError, match="not a critic checkpoint"):
+    with pytest.raises(FileNotFoundError, match="missing does not exist"):
         load_critic(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a critic checkpoint"):
+        load_critic(tmp_path / "empty")
 
 
 def test_critic_checkpoints_are_committed_atomically_with_checksums_and_name_a_corrupt_file(tmp_path, monkeypatch):
@@ -215,6 +219,17 @@ def test_training_lowers_the_loss(tmp_path):
     assert load_critic(summary["checkpoint"]) is not None
 
 
+def test_checkpoint_every_zero_writes_only_the_final_checkpoint_and_negative_is_refused(tmp_path):
+    episodes = [Episode("Reach", "move to the red cube", np.linspace(0, 1, 6))]
+    config = CriticTrainConfig(critic=SMALL, out_dir=tmp_path / "critic", steps=2, batch_size=4, warmup_steps=1,
+                               checkpoint_every=0)
+    summary = train_critic(config, episodes, show_progress=False)
+    assert summary["checkpoint"] == str(tmp_path / "critic" / "final")
+    assert not list((tmp_path / "critic").glob("step_*"))
+    with pytest.raises(ValueError, match="checkpoint_every must be >= 0"):
+        dataclasses.replace(config, checkpoint_every=-1)
+
+
 def test_a_second_run_refuses_the_out_dir_of_an_earlier_one(tmp_path):
     """It would overwrite the old metrics.jsonl and leave the old checkpoints (some maybe of later steps)
     beside its own; critic training cannot resume, so the error says how to go on from the old critic."""
@@ -228,6 +243,13 @@ def test_a_second_run_refuses_the_out_dir_of_an_earlier_one(tmp_path):
         train_critic(dataclasses.replace(config, steps=1, checkpoint_every=1), episodes, show_progress=False)
     assert (tmp_path / "critic" / "metrics.jsonl").read_text() == history
     assert sorted(p.name for p in (tmp_path / "critic").glob("step_*")) == ["step_000002"]
+    shutil.rmtree(tmp_path / "critic" / "final")  # a run killed after its step_ checkpoint: start from that one
+    with pytest.raises(FileExistsError, match=f"init_from={tmp_path / 'critic' / 'step_000002'}"):
+        train_critic(config, episodes, show_progress=False)
+    shutil.rmtree(tmp_path / "critic" / "step_000002")  # killed before its first checkpoint: nothing to start from
+    with pytest.raises(FileExistsError, match="holds no critic checkpoint .*remove it") as error:
+        train_critic(config, episodes, show_progress=False)
+    assert "init_from" not in str(error.value)
 
 
 def test_training_can_start_from_a_checkpoint_of_the_same_critic_and_refuses_another(tmp_path):

@@ -16,9 +16,6 @@ def cmd_rllib_ppo(args: argparse.Namespace) -> int:
     from vla_rl.core.config import describe, load_config
     from vla_rl.distributed.rllib_baseline import PPOBaselineConfig, run_ppo_baseline
 
-    if args.show_config:
-        print(describe(PPOBaselineConfig))
-        return 0
     overrides = list(args.set or [])
     for flag, key in (("task", "task"), ("suite", "suite"), ("timesteps", "timesteps"), ("out", "out_dir"),
                       ("num_env_runners", "num_env_runners"), ("seed", "seed")):
@@ -26,6 +23,9 @@ def cmd_rllib_ppo(args: argparse.Namespace) -> int:
         if value is not None:
             overrides.append(f"{key}={value}")
     config = load_config(PPOBaselineConfig, args.config, overrides)
+    if args.show_config:
+        print(describe(PPOBaselineConfig, defaults=config))
+        return 0
     report = run_ppo_baseline(config)
     held_out = report["held_out"]
     print(f"{report['env']}: {report['env_steps']} env steps, {report['iterations']} iterations in "

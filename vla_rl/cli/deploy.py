@@ -180,6 +180,16 @@ def cmd_bag_to_demos(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    """``--duration``: seconds to run, 0 = until Ctrl-C; a negative or non-finite one is refused."""
+    import math
+
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds (0: until Ctrl-C), got {text}")
+    return value
+
+
 def register(sub) -> None:
     deploy = sub.add_parser("deploy", help="run a checkpoint on an arm over ROS 2, through the safety layer")
     deploy.add_argument("--checkpoint", required=True, help="policy checkpoint directory (or a run directory)")
@@ -188,7 +198,7 @@ def register(sub) -> None:
                                                           "(otherwise wait for one on the instruction topic)")
     deploy.add_argument("--record", default="", help="record every episode as a ROS 2 bag under this directory")
     deploy.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage format")
-    deploy.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: Ctrl-C)")
+    deploy.add_argument("--duration", type=_seconds, default=0.0, help="stop after this many seconds (0: Ctrl-C)")
     deploy.add_argument("--device", default="auto", help="inference device: auto, cpu, cuda, cuda:1")
     deploy.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a robot config field")
     deploy.set_defaults(func=cmd_deploy)
@@ -205,7 +215,7 @@ def register(sub) -> None:
     bridge.add_argument("--encoding", choices=("rgb8", "bgr8"), default="rgb8", help="image encoding published")
     bridge.add_argument("--realtime", action="store_true", help="step on a timer like a real arm "
                                                                 "(default: one step per command, reproducible)")
-    bridge.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: Ctrl-C)")
+    bridge.add_argument("--duration", type=_seconds, default=0.0, help="stop after this many seconds (0: Ctrl-C)")
     bridge.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a robot config field")
     bridge.set_defaults(func=cmd_sim_bridge)
 

@@ -84,10 +84,10 @@ def cmd_demos(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
-    if args.show_config:
-        print(describe(DemoConfig))
-        return 0
     config = load_config(DemoConfig, args.config, overrides)
+    if args.show_config:
+        print(describe(DemoConfig, defaults=config))
+        return 0
     summaries = collect_demos(config)
     print(f"\n{'task':<12} {'demos':>5} {'tries':>5} {'expert success':>15} {'mean len':>8}  file")
     for s in summaries:
@@ -223,10 +223,10 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import HELD_OUT, TRAINING, read_split_episodes
     from vla_rl.reward.critic_train import CriticTrainConfig, check_init_from, refuse_previous_critic_run, train_critic
 
-    if args.show_config:
-        print(describe(CriticTrainConfig))
-        return 0
     config = load_config(CriticTrainConfig, args.config, list(args.set or []))
+    if args.show_config:
+        print(describe(CriticTrainConfig, defaults=config))
+        return 0
     train_files = [Path(config.data_dir) / "train.hdf5", *config.extra_train_files]
     missing = [str(path) for path in train_files if not path.is_file()]
     if missing:  # before reading hundreds of MB of the others
@@ -280,13 +280,15 @@ def label_demo_dir(demo_dir: Path) -> list[Path]:
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
+    from sim_envs.suites import get_suite
     from vla_rl.cli.evaluation import evaluate_checkpoint, print_success_table
     from vla_rl.policy.sft import SFTConfig, train_sft
 
-    if args.show_config:
-        print(describe(SFTConfig))
-        return 0
     config = load_config(SFTConfig, args.config, list(args.set or []))
+    if args.show_config:
+        print(describe(SFTConfig, defaults=config))
+        return 0
+    get_suite(config.eval_suite)  # an unknown suite fails now, not once training is done
     if config.model.localiser_points and config.eval_suite == "tabletop":
         label_demo_dir(config.demo_dir)  # demos recorded before the labels existed
     summary = train_sft(config, resume=args.resume)
@@ -308,7 +310,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from vla_rl.policy.checkpoint import resolve_checkpoint
 
-    checkpoint = resolve_checkpoint(Path(args.checkpoint)) if Path(args.checkpoint).is_dir() else Path(args.checkpoint)
+    for flag, value, least in (("--episodes-per-task", args.episodes_per_task, 1), ("--num-envs", args.num_envs, 1),
+                               ("--videos", args.videos, 0)):
+        if value < least:
+            raise ValueError(f"{flag} must be >= {least}, got {value}")
+    checkpoint = resolve_checkpoint(Path(args.checkpoint))  # a checkpoint, or a run directory's newest one
     valid = suite_tasks(args.suite)
     trained = [task for task in _trained_tasks(checkpoint) if task in valid]  # a tabletop policy on LIBERO: all
     tasks = args.tasks or trained or valid
@@ -326,31 +332,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _trained_tasks(checkpoint: Path) -> list[str]:
+    from vla_rl.policy.checkpoint import read_checkpoint_json
+
     stats = checkpoint / "norm_stats.json"
     if not stats.is_file():
         raise FileNotFoundError(f"{checkpoint} is not a policy checkpoint (no norm_stats.json)")
-    return list(json.loads(stats.read_text()).get("trained_tasks", []))
+    return list(read_checkpoint_json(stats).get("trained_tasks", []))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from vla_rl.cli.factories import eval_state_counter, make_learner_factory, make_pool, suite_tasks
+    from vla_rl.core.checkpoint_dir import refuse_previous_run
     from vla_rl.train.trainer import CHECKPOINT_PREFIX, Trainer, TrainConfig
     from vla_rl.core.checkpoint_dir import checkpoint_to_resume
     from vla_rl.policy.checkpoint import resolve_checkpoint
 
-    if args.show_config:
-        print(describe(TrainConfig))
-        return 0
     overrides = list(args.set or [])
     if args.ray_address:
         overrides.append(f"rollout.ray_address={args.ray_address}")
     config = load_config(TrainConfig, args.config, overrides)
+    if args.show_config:
+        print(describe(TrainConfig, defaults=config))
+        return 0
     unknown = sorted(set(config.tasks) - set(suite_tasks(config.suite)))
     if unknown:  # before any worker starts
         raise KeyError(f"unknown tasks {unknown} for suite {config.suite}; valid: {', '.join(suite_tasks(config.suite))}")
     if args.resume:
         source = checkpoint_to_resume(config.out_dir, CHECKPOINT_PREFIX)
     else:
+        if Path(config.init_checkpoint) == Path(""):
+            raise ValueError("init_checkpoint is required: the SFT policy RL starts from (a checkpoint or an SFT "
+                             "run directory: --set init_checkpoint=runs/sft)")
+        refuse_previous_run(config.out_dir, CHECKPOINT_PREFIX)  # before Ray and the workers start (as the Trainer)
         source = resolve_checkpoint(config.init_checkpoint)
         config = dataclasses.replace(config, init_checkpoint=source)
     pool = make_pool(config.rollout, config.suite, Path(source), config.temperature, config.seed,
@@ -387,10 +400,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from vla_rl.cli.quickstart import QuickstartConfig, run_quickstart
 
-    if args.show_config:
-        print(describe(QuickstartConfig))
-        return 0
     config = load_config(QuickstartConfig, args.config, list(args.set or []))
+    if args.show_config:
+        print(describe(QuickstartConfig, defaults=config))
+        return 0
     report = run_quickstart(config)
     print(report.read_text())
     return 0
@@ -402,7 +415,8 @@ def add_config_options(parser: argparse.ArgumentParser, config_help: str, resume
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
     if resume_help:
         parser.add_argument("--resume", action="store_true", help=resume_help)
-    parser.add_argument("--show-config", action="store_true", help="print every config field and exit")
+    parser.add_argument("--show-config", action="store_true",
+                        help="print every config field with its value (after --config and --set) and doc, then exit")
 
 
 def add_collect_arguments(parser: argparse.ArgumentParser, out: Path, tasks: list[str] | None, train: str,
@@ -495,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(obs/agentview_named_pixels, agentview_gripper_pixels) to the tabletop demo files in DIR "
                        "recorded without them")
     demos.add_argument("--show-config", action="store_true",
-                       help="print every config field with its default and doc, then exit")
+                       help="print every config field with its value (after --config, --set and the options above) "
+                            "and doc, then exit")
     demos.set_defaults(func=cmd_demos)
 
     convert = sub.add_parser("convert-demos", help="convert LIBERO / robomimic HDF5 datasets into SFT input")
@@ -576,6 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C: the command's own cleanup has run (finally blocks); no traceback
+        print("interrupted", file=sys.stderr)
+        return 130
     except (ConfigError, FileNotFoundError, FileExistsError, KeyError, IndexError, ValueError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)

@@ -95,6 +95,11 @@ class QuickstartConfig:
     def __post_init__(self) -> None:
         if self.time_limit_minutes < 0:
             raise ValueError(f"time_limit_minutes must be >= 0 (0 = no budget), got {self.time_limit_minutes}")
+        if self.demos_per_task < 1:
+            raise ValueError(f"demos_per_task must be >= 1, got {self.demos_per_task}")
+        if self.localiser_episodes_per_task < 0 or self.videos_per_task < 0:
+            raise ValueError(f"localiser_episodes_per_task and videos_per_task must be >= 0, got "
+                             f"{self.localiser_episodes_per_task} and {self.videos_per_task}")
         if self.train.eval_episodes_per_task < 1:
             raise ValueError("train.eval_episodes_per_task must be >= 1: the report compares held-out success "
                              "before and after GRPO")

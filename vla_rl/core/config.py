@@ -48,7 +48,8 @@ def _field_default(field: dataclasses.Field) -> Any:
 def describe(cls: type, indent: str = "", defaults: Any = None) -> str:
     """Human-readable schema: every field, its type, default and doc, nested configs indented. A nested
     config's defaults are those of the field's default instance (the quickstart's embedded ``train``,
-    say), which may differ from its class's."""
+    say), which may differ from its class's. ``defaults``: an instance whose values to show instead
+    (a loaded config, as ``--show-config`` after ``--config`` and ``--set``)."""
     hints = typing.get_type_hints(cls)
     lines = []
     for f in dataclasses.fields(cls):
@@ -58,9 +59,19 @@ def describe(cls: type, indent: str = "", defaults: Any = None) -> str:
             lines.append(f"{indent}{f.name}:  # {f.metadata.get('doc', '')}")
             lines.append(describe(kind, indent + "  ", default if isinstance(default, kind) else None))
         else:
-            shown = "<required>" if default is dataclasses.MISSING else repr(default)
-            lines.append(f"{indent}{f.name}: {shown}  # {_type_name(kind)}. {f.metadata.get('doc', '')}")
+            lines.append(f"{indent}{f.name}: {_shown(default)}  # {_type_name(kind)}. {f.metadata.get('doc', '')}")
     return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    """A value as ``describe`` prints it: paths as the text a YAML file gives them (``""``: not set)."""
+    if value is dataclasses.MISSING:
+        return "<required>"
+    if isinstance(value, Path):
+        return str(value) if value != Path("") else '""'
+    if isinstance(value, (tuple, list)) and any(isinstance(item, Path) for item in value):
+        return "[" + ", ".join(_shown(item) for item in value) + "]"
+    return repr(value)
 
 
 def _type_name(kind: Any) -> str:
@@ -183,7 +194,11 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {key!r} is not a section")
-    node[keys[-1]] = yaml.safe_load(raw)
+    try:
+        node[keys[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        reason = getattr(error, "problem", None) or " ".join(str(error).split())
+        raise ConfigError(f"override {override!r}: {raw!r} is not a valid YAML value ({reason})") from None
 
 
 def load_config(cls: type[T], source: str | Path | dict[str, Any] | None = None, overrides: list[str] = ()) -> T:

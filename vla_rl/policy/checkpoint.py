@@ -54,8 +54,21 @@ def save_checkpoint(directory: Path, model: VLAModel, action_tokenizer: ActionTo
 LEGACY_TOWER_DEFAULTS = {"position_channels": 0}
 
 
+def read_checkpoint_json(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON file (``vla_config.json``, ``norm_stats.json``) as a mapping; a file that does not
+    parse is a ``CorruptCheckpointError`` naming it (its manifest may match: written corrupt, or rewritten)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CorruptCheckpointError(f"{path} is not valid JSON ({error}): the checkpoint is corrupt") from None
+    if not isinstance(data, dict):
+        raise CorruptCheckpointError(f"{path} does not hold a JSON mapping: the checkpoint is corrupt")
+    return data
+
+
 def read_vla_config(path: Path) -> VLAConfig:
-    raw = json.loads(Path(path).read_text())
+    raw = read_checkpoint_json(path)
     for tower in raw.get("vision_towers", []):
         for key, value in LEGACY_TOWER_DEFAULTS.items():
             tower.setdefault(key, value)
@@ -83,6 +96,7 @@ def load_checkpoint(directory: Path, device: str | torch.device = "cpu", verify:
     a checkpoint directory (None otherwise, or if it holds none). The training state is read only when
     asked: it holds the optimiser's moments, twice the weights' size, which a 7B policy loaded to act
     or to evaluate should not pay for."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = Path(directory)
@@ -93,7 +107,11 @@ def load_checkpoint(directory: Path, device: str | torch.device = "cpu", verify:
     config = read_vla_config(directory / "vla_config.json")
     config = dataclasses.replace(config, tokenizer=str(directory / "tokenizer"))
     model = VLAModel(config, load_pretrained=False)
-    state = load_file(str(directory / "model.safetensors"))
+    try:
+        state = load_file(str(directory / "model.safetensors"))
+    except (SafetensorError, OSError) as error:
+        raise CorruptCheckpointError(f"{directory / 'model.safetensors'} is unreadable ({error}): the checkpoint "
+                                     "is corrupt") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     allowed_missing = {"language_model.lm_head.weight"} if config.language_model.tie_word_embeddings else set()
     if set(missing) - allowed_missing or unexpected:
@@ -102,12 +120,17 @@ def load_checkpoint(directory: Path, device: str | torch.device = "cpu", verify:
     if not (directory / "norm_stats.json").is_file():
         raise CorruptCheckpointError(f"{directory} has no norm_stats.json: without the action normalisation "
                                      "statistics its tokens cannot be turned into actions")
-    stats = json.loads((directory / "norm_stats.json").read_text())
-    tokenizer = ActionTokenizer(stats["vocab_size"], NormStats.from_dict(stats["action"]), stats["n_bins"])
+    stats = read_checkpoint_json(directory / "norm_stats.json")
+    try:
+        tokenizer = ActionTokenizer(stats["vocab_size"], NormStats.from_dict(stats["action"]), stats["n_bins"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CorruptCheckpointError(f"{directory / 'norm_stats.json'} does not hold action normalisation "
+                                     f"statistics ({type(error).__name__}: {error})") from None
     training_state = read_training_state(directory) if with_training_state else None
     return model.to(device), tokenizer, training_state
 
 
 __all__ = ["CorruptCheckpointError", "save_checkpoint", "load_checkpoint", "read_training_state", "verify_checkpoint",
+           "read_checkpoint_json",
            "latest_valid_checkpoint", "point_latest", "resolve_checkpoint", "read_vla_config",
            "model_config_differences", "LATEST", "MANIFEST"]

@@ -9,13 +9,15 @@ the policy must find the named object in unseen init states instead of memorisin
 
 The loop is plain: sample a batch, forward teacher-forced logits over the 256 action bins, CE, AdamW
 with warm-up + cosine decay, grad clipping. Progress bar, TensorBoard scalars, atomic checkpoints
-every ``checkpoint_every`` steps and at the end; ``resume`` continues from the latest one with the
-optimiser, scheduler, RNG and step restored.
+every ``checkpoint_every`` steps (0: none before the end) and at the end; ``resume`` continues from the
+latest one with the optimiser, scheduler, RNG and step restored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -33,7 +35,7 @@ from vla_rl.core.rng import global_rng_state, restore_global_rng_state
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats, gripper_from_env
 from vla_rl.policy.augment import ColourSwap, ColourSwapConfig
 from vla_rl.policy.checkpoint import (load_checkpoint, model_config_differences, point_latest, read_vla_config,
-                                      save_checkpoint)
+                                      resolve_checkpoint, save_checkpoint)
 from vla_rl.policy.localiser import localisation_loss
 from vla_rl.policy.lora import LoRAConfig, apply_lora, lora_tensors, merged_state_dict, restore_lora
 from vla_rl.policy.model import VLAConfig, VLAModel
@@ -44,7 +46,8 @@ CHECKPOINT_PREFIX = "step_"  # step_000500: the checkpoint after 500 optimiser s
 @dataclass(frozen=True)
 class SFTConfig:
     model: VLAConfig = option(factory=VLAConfig, doc="the VLA to train from scratch (or init_checkpoint)")
-    init_checkpoint: str = option("", "start from this policy checkpoint instead of random weights")
+    init_checkpoint: str = option("", "start from this policy checkpoint (or a run directory's newest) instead of "
+                                      "random weights")
     lora: LoRAConfig = option(factory=LoRAConfig, doc="LoRA adapters on the decoder (rank 0 = full fine-tuning)")
     freeze_vision: bool = option(False, "keep the vision tower's weights fixed (train projector, FiLM and decoder)")
     demo_dir: Path = option(Path("runs/demo/demos"), "directory of <Task>_demo.hdf5 files")
@@ -84,18 +87,29 @@ class SFTConfig:
              "targets make near misses cheap, so the bins' order is learnt from fewer samples (tokens unchanged)")
     colour_swap: ColourSwapConfig = option(factory=ColourSwapConfig, doc="permute object colours in image and "
                                                                          "instruction together (augment.py)")
-    checkpoint_every: int = option(500, "steps between checkpoints")
-    log_every: int = option(20, "steps between TensorBoard/progress updates")
+    checkpoint_every: int = option(500, "steps between checkpoints (and one at the end; 0 = only at the end)")
+    log_every: int = option(20, "steps between TensorBoard/progress updates (>= 1)")
     seed: int = option(0, "seed of weights init, sampling and augmentation")
     eval_episodes_per_task: int = option(10, "held-out eval init states per task after training (0 = skip)")
-    eval_num_envs: int = option(16, "parallel envs for the final evaluation")
+    eval_num_envs: int = option(16, "parallel envs for the final evaluation (>= 1)")
     eval_suite: str = option("tabletop", "suite of the final evaluation (tabletop, robosuite, libero_spatial, ...)")
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
-        if self.action_label_sigma_bins < 0:
-            raise ValueError(f"action_label_sigma_bins must be >= 0, got {self.action_label_sigma_bins}")
+        for name in ("log_every", "eval_num_envs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "demos_per_task", "checkpoint_every", "eval_episodes_per_task", "shift_pixels"):
+            if getattr(self, name) < 0:  # demos_per_task, checkpoint_every, eval_episodes_per_task: 0 has a meaning
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "grad_clip"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "time_limit_minutes", "located_noise_pixels", "proprio_noise",
+                     "localiser_loss_weight", "action_label_sigma_bins"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if self.head_points not in ("localiser", "labels"):
             raise ValueError(f"head_points must be 'localiser' or 'labels', got {self.head_points!r}")
         if self.localiser_batch_size < 0 or (self.localiser_batch_size and self.head_points != "labels"):
@@ -290,6 +304,8 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     out_dir = Path(config.out_dir)
     if not resume:  # before any work: a fresh run into an earlier run's out_dir would mix their outputs
         refuse_previous_run(out_dir, CHECKPOINT_PREFIX)
+    if config.init_checkpoint:  # a checkpoint, or a run directory's newest one (recorded as the checkpoint)
+        config = dataclasses.replace(config, init_checkpoint=str(resolve_checkpoint(Path(config.init_checkpoint))))
     out_dir.mkdir(parents=True, exist_ok=True)
     # the model this run trains: the one init_checkpoint holds, else config.model
     model_config = read_vla_config(Path(config.init_checkpoint) / "vla_config.json") if config.init_checkpoint \
@@ -366,7 +382,7 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     history_path = out_dir / HISTORY_FILE
     loss_value = accuracy_value = float("nan")
     steps_done = start_step
-    checkpoint = resume_from
+    checkpoint, checkpoint_step = resume_from, start_step
 
     def save(step_done: int) -> Path:
         name = f"{CHECKPOINT_PREFIX}{step_done:06d}"
@@ -428,10 +444,10 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
                 f.write(json.dumps({"step": step + 1, "loss": loss_value, **values, "lr": lr,
                                     "seconds": time.perf_counter() - started}) + "\n")
         steps_done = step + 1
-        if steps_done % config.checkpoint_every == 0:
-            checkpoint = save(steps_done)
+        if config.checkpoint_every and steps_done % config.checkpoint_every == 0:
+            checkpoint, checkpoint_step = save(steps_done), steps_done
     bar.close()
-    if checkpoint is None or steps_done % config.checkpoint_every:
+    if checkpoint is None or checkpoint_step != steps_done:  # the last step's checkpoint
         checkpoint = save(steps_done)
     writer.close()
     return {"steps": steps_done, "loss": loss_value, "token_accuracy": accuracy_value, "checkpoint": str(checkpoint),

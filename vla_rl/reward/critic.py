@@ -368,6 +368,8 @@ def read_critic_meta(path: Path) -> dict:
     Checkpoints written before critic checkpoints had a manifest are read as they are; a manifest, where
     there is one, is verified by ``load_critic``."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"critic checkpoint {path} does not exist")
     for name in CRITIC_FILES:
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path} is not a critic checkpoint (no {name})")

@@ -46,7 +46,7 @@ from vla_rl.core.schedules import set_budgeted_lr
 from vla_rl.core.types import EpisodeFrames
 from vla_rl.policy.localiser import localisation_loss
 from vla_rl.policy.sft import lr_at  # the same warm-up + cosine schedule as SFT
-from vla_rl.reward.critic import (CriticConfig, ProgressCritic, critic_checkpoint_config, load_critic,
+from vla_rl.reward.critic import (CRITIC_FILES, CriticConfig, ProgressCritic, critic_checkpoint_config, load_critic,
                                   read_critic_meta, save_critic)
 
 
@@ -95,7 +95,7 @@ class CriticTrainConfig:
                                                 "task's instruction, labels 'no progress, not done')")
     done_weight: float = option(1.0, "weight of the done loss against the progress loss")
     localiser_weight: float = option(0.2, "weight of the localiser's loss (with critic.localiser_points)")
-    checkpoint_every: int = option(500, "steps between checkpoints")
+    checkpoint_every: int = option(500, "steps between step_ checkpoints (0 = none; the final one is always written)")
     seed: int = option(0, "seed of initialisation and pair sampling")
 
     def __post_init__(self) -> None:
@@ -104,6 +104,9 @@ class CriticTrainConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 (0: only the final checkpoint), "
+                             f"got {self.checkpoint_every}")
 
 
 class Pairs(NamedTuple):
@@ -237,9 +240,15 @@ def refuse_previous_critic_run(config: CriticTrainConfig) -> None:
     """Raise if ``out_dir`` holds an earlier run: ``metrics.jsonl`` would be overwritten and its checkpoints
     (some maybe of later steps) would stand beside the new ones. Critic training has no --resume; the CLI
     checks this before reading the episodes."""
-    refuse_previous_run(Path(config.out_dir), CHECKPOINT_PREFIX,
+    out_dir = Path(config.out_dir)
+    critics = [out_dir / "final"] + sorted(out_dir.glob(f"{CHECKPOINT_PREFIX}*"), reverse=True)
+    critic = next((path for path in critics if ".tmp-" not in path.name
+                   and all((path / name).is_file() for name in CRITIC_FILES)), None)
+    refuse_previous_run(out_dir, CHECKPOINT_PREFIX,
                         "choose another out_dir (critic training cannot resume; to go on training its critic, "
-                        f"start a new run from it with init_from={Path(config.out_dir) / 'final'})")
+                        f"start a new run from it with init_from={critic})" if critic is not None else
+                        "it holds no critic checkpoint (the run stopped before its first one): remove it, or choose "
+                        "another out_dir")
 
 
 def start_critic(config: CriticTrainConfig) -> ProgressCritic:
@@ -300,7 +309,7 @@ def train_critic(config: CriticTrainConfig, episodes: Sequence[LabelledEpisode],
             bar.update(1)
             bar.set_postfix(loss=f"{loss_avg['loss']:.3f}", done=f"{loss_avg['done_loss']:.3f}",
                             **({"loc_px": f"{loss_avg['located_px']:.2f}"} if "located_px" in loss_avg else {}))
-            if step % config.checkpoint_every == 0:
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
                 save_critic(out_dir / f"{CHECKPOINT_PREFIX}{step:06d}", critic.eval(), {**meta, "step": step})
                 critic.train()
             if config.time_limit_minutes and time.perf_counter() - started > 60 * config.time_limit_minutes:

@@ -237,7 +237,7 @@ class Trainer:
         source = Path(config.init_checkpoint)
         if resume:
             source = checkpoint_to_resume(self.out_dir, CHECKPOINT_PREFIX)
-        elif not str(config.init_checkpoint):
+        elif Path(config.init_checkpoint) == Path(""):  # the default, Path(""), is "."
             raise ValueError("init_checkpoint is required: the SFT policy RL starts from")
         else:
             refuse_previous_run(self.out_dir, CHECKPOINT_PREFIX)
