@@ -251,6 +251,8 @@ def resolve_checkpoint(path: Path) -> Path:
     """``path`` itself if it is a checkpoint directory, or the newest valid checkpoint of a run
     directory (one with ``latest.json``: an SFT or RL ``out_dir``)."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
     if (path / MANIFEST).is_file():
         return path
     # the run's checkpoint prefix (step_, iter_): from latest.json, or, when that is missing or unreadable
@@ -262,6 +264,8 @@ def resolve_checkpoint(path: Path) -> Path:
         found = latest_valid_checkpoint(path, prefixes.pop())
         if found is not None:
             return found
+    if not prefixes and any(path.glob("*.safetensors")):  # a checkpoint's weights, without their manifest
+        verify_checkpoint(path)  # "has no manifest.json: not a complete checkpoint"
     raise FileNotFoundError(f"{path} is neither a checkpoint directory nor a run directory with a valid checkpoint"
                             + (f" (it holds checkpoints of several kinds: {sorted(prefixes)}; name one)"
                                if len(prefixes) > 1 else ""))
