@@ -85,3 +85,21 @@ def test_an_empty_address_starts_a_local_ray_and_auto_joins_the_running_one(monk
     assert ray_pool.init_ray("auto") == {"CPU": 2.0}
     assert calls[0]["address"] == "local" and calls[0]["num_cpus"] == 2
     assert calls[1]["address"] == "auto"
+
+
+def test_a_ray_address_nothing_answers_on_is_a_one_line_error_at_once(tmp_path, capsys, tiny_checkpoint):  # noqa: F811
+    """ray.init retries an unreachable address for a minute or more, then names its own flag."""
+    import socket
+    import time
+
+    from vla_rl.cli.main import main
+
+    with socket.socket() as silent:  # bound, never listening: connecting is refused
+        silent.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        code = main(["train", "--set", f"init_checkpoint={tiny_checkpoint}", "--set", f"out_dir={tmp_path / 'run'}",
+                     "--ray-address", address])
+    assert code == 2 and time.monotonic() - started < 30
+    error = capsys.readouterr().err
+    assert error.startswith("error: no Ray cluster answers at --ray-address") and "Traceback" not in error

@@ -594,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: the command's own cleanup has run (finally blocks); no traceback
         print("interrupted", file=sys.stderr)
         return 130
-    except (ConfigError, FileNotFoundError, FileExistsError, KeyError, IndexError, ValueError) as error:
+    except (ConfigError, FileNotFoundError, FileExistsError, KeyError, IndexError, ValueError,
+            ConnectionError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 2

@@ -33,10 +33,32 @@ def init_ray(address: str = "", num_cpus: int | None = None) -> dict:
 
     if not ray.is_initialized():
         if address:
-            ray.init(address=address, log_to_driver=True)
+            check_cluster_reachable(address)
+            try:
+                ray.init(address=address, log_to_driver=True)
+            except ConnectionError as error:  # Ray's own message names its --address flag, not ours
+                raise ConnectionError(f"could not join the Ray cluster at --ray-address {address!r}: {error}; start "
+                                      "one first (ray start --head, or scripts/ray_local_cluster.sh start), or leave "
+                                      "--ray-address out to start a local Ray") from error
         else:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
     return ray.cluster_resources()
+
+
+def check_cluster_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """An explicit ``host:port`` that nothing answers on is an error within ``timeout_s``: ``ray.init`` would
+    retry it for a minute or more before failing. ``auto`` and other forms are left to Ray."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConnectionError(f"no Ray cluster answers at --ray-address {address!r} ({error}): start one first "
+                              "(ray start --head, or scripts/ray_local_cluster.sh start) or check the address") \
+            from error
 
 
 def check_resources(resources: dict, count: int, cpus: float, gpus: float, what: str, knobs: str) -> None:
