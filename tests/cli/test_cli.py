@@ -434,9 +434,13 @@ def test_a_missing_subcommand_names_the_choices_not_an_internal_name(capsys):
         assert f"the following arguments are required: {choices}" in err and "_command" not in err
 
 
-def test_wm_eval_names_an_unreadable_data_file_and_wm_imagine_leaves_nothing_behind_a_directory_out(tmp_path, capsys):
+def test_wm_eval_names_an_unreadable_data_file_and_wm_imagine_refuses_a_directory_out_first(tmp_path, capsys,
+                                                                                              monkeypatch):
     """`wm eval --data garbage.hdf5` (h5py's traceback before); `wm imagine --out DIR` (an IsADirectoryError
-    that left DIR.tmp). The imagining still runs first: `wm imagine`'s handler does not check --out."""
+    after all the imagining, that left DIR.tmp): refused before anything is imagined."""
+    import pytest
+
+    import world_model.imagined_episodes as imagined_episodes
     from tests.world_model.test_world_model import TINY
     from world_model.model import VideoWorldModel
     from world_model.train import save_world_model
@@ -453,6 +457,8 @@ def test_wm_eval_names_an_unreadable_data_file_and_wm_imagine_leaves_nothing_beh
             f[name]["actions"] = np.zeros((3, 7), np.float32)
             f[name]["proprio"] = np.zeros((4, 8), np.float32)
     (tmp_path / "folder").mkdir()
+    monkeypatch.setattr(imagined_episodes, "imagine_labelled_episodes",
+                        lambda *args, **kwargs: pytest.fail("imagined before --out was checked"))
     assert main(["wm", "imagine", "--world-model", world_model, "--data", str(data),
                  "--out", str(tmp_path / "folder")]) == 2
     assert f"{tmp_path / 'folder'} is a directory; name a file in it instead" in capsys.readouterr().err

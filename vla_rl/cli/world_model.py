@@ -39,10 +39,10 @@ def cmd_wm_train(args: argparse.Namespace) -> int:
     from vla_rl.core.device import resolve_device
     from world_model.train import WMTrainConfig, resume_training_state, train_world_model, trained_model_config
 
-    if args.show_config:
-        print(describe(WMTrainConfig))
-        return 0
     config = load_config(WMTrainConfig, args.config, list(args.set or []))
+    if args.show_config:
+        print(describe(WMTrainConfig, defaults=config))
+        return 0
     # what would stop the run is found before the episodes are read: a device this machine lacks, a resume with
     # nothing left to train (all its steps, or its time limit, spent)
     resolve_device(config.device)
@@ -187,11 +187,13 @@ def cmd_wm_imagine(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import read_episodes, write_episodes
     from vla_rl.core.checkpoint_dir import resolve_checkpoint
     from vla_rl.core.device import resolve_device
+    from vla_rl.core.output_paths import check_output_file
     from world_model.imagined_episodes import imagine_labelled_episodes
     from world_model.train import load_world_model
 
     if Path(args.out).resolve() == Path(args.data).resolve():
         raise ValueError("--out must not be --data: the imagined episodes go to a new file")
+    check_output_file(Path(args.out), "--out")  # before the imagining, not after it
     model = load_world_model(resolve_checkpoint(Path(args.world_model)), resolve_device(args.device))
     episodes = list(read_episodes(Path(args.data)))
     imagined = imagine_labelled_episodes(model, episodes, copies=args.copies, seed=args.seed,
@@ -221,7 +223,8 @@ def register(sub) -> None:
     evaluation.add_argument("--world-model", required=True, help="world-model checkpoint directory")
     evaluation.add_argument("--critic", help="critic checkpoint: judge imagined outcomes (agreement with the sim)")
     evaluation.add_argument("--data", default="runs/wm_data/eval.hdf5", help="held-out episodes (HDF5)")
-    evaluation.add_argument("--horizons", type=int, nargs="+", default=[1, 8, 16])
+    evaluation.add_argument("--horizons", type=int, nargs="+", default=[1, 8, 16],
+                            help="open-loop steps at which imagined frames are scored against the real ones")
     evaluation.add_argument("--sampling-steps", type=int, default=0, help="denoising steps (0 = the model's)")
     evaluation.add_argument("--done-threshold", type=float, default=0.5,
                             help="critic done probability = success, in (0, 1) as the env's")
