@@ -228,6 +228,12 @@ def test_checkpoint_every_zero_writes_only_the_final_checkpoint_and_negative_is_
     assert not list((tmp_path / "critic").glob("step_*"))
     with pytest.raises(ValueError, match="checkpoint_every must be >= 0"):
         dataclasses.replace(config, checkpoint_every=-1)
+    for field, value, message in (("lr", float("nan"), "lr must be a finite number > 0"),
+                                  ("lr", -1.0, "lr must be a finite number > 0"),
+                                  ("warmup_steps", -10, "warmup_steps must be >= 0"),
+                                  ("done_weight", float("inf"), "done_weight must be a finite number >= 0")):
+        with pytest.raises(ValueError, match=message):
+            dataclasses.replace(config, **{field: value})
 
 
 def test_a_second_run_refuses_the_out_dir_of_an_earlier_one(tmp_path):

@@ -230,6 +230,16 @@ def refuse_repeats(names: Sequence[str], what: str) -> None:
         raise ValueError(f"{what} list {repeated} more than once: {list(names)}")
 
 
+def require_finite(config: Any, positive: Sequence[str] = (), non_negative: Sequence[str] = ()) -> None:
+    """Refuse a NaN, an infinity or a value out of range in the named float fields of ``config`` (YAML reads
+    ``.nan`` and ``.inf`` as floats, and a NaN passes every ``<`` check)."""
+    for names, low, holds in ((positive, "> 0", lambda v: v > 0), (non_negative, ">= 0", lambda v: v >= 0)):
+        for name in names:
+            value = getattr(config, name)
+            if not (math.isfinite(value) and holds(value)):
+                raise ValueError(f"{name} must be a finite number {low}, got {value}")
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """Plain, YAML-safe mapping of a config (tuples as lists, paths as strings)."""
     def plain(value: Any) -> Any:

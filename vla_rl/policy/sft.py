@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -28,7 +27,7 @@ import torch
 
 from vla_rl.core.checkpoint_dir import HISTORY_FILE, checkpoint_to_resume, refuse_previous_run, truncate_history
 from vla_rl.core.schedules import set_budgeted_lr, warmup_cosine_lr
-from vla_rl.core.config import option, to_dict
+from vla_rl.core.config import option, require_finite, to_dict
 from vla_rl.core.demo_file import check_orientation_convention, read_demo_file, rendered_antialiased
 from vla_rl.core.optim import load_optimizer_state, make_adamw
 from vla_rl.core.rng import global_rng_state, restore_global_rng_state
@@ -103,13 +102,9 @@ class SFTConfig:
         for name in ("warmup_steps", "demos_per_task", "checkpoint_every", "eval_episodes_per_task", "shift_pixels"):
             if getattr(self, name) < 0:  # demos_per_task, checkpoint_every, eval_episodes_per_task: 0 has a meaning
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "grad_clip"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "time_limit_minutes", "located_noise_pixels", "proprio_noise",
-                     "localiser_loss_weight", "action_label_sigma_bins"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        require_finite(self, positive=("lr", "grad_clip"),
+                       non_negative=("weight_decay", "time_limit_minutes", "located_noise_pixels", "proprio_noise",
+                                     "localiser_loss_weight", "action_label_sigma_bins"))
         if self.head_points not in ("localiser", "labels"):
             raise ValueError(f"head_points must be 'localiser' or 'labels', got {self.head_points!r}")
         if self.localiser_batch_size < 0 or (self.localiser_batch_size and self.head_points != "labels"):

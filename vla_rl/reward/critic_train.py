@@ -40,7 +40,7 @@ import torch
 
 from vla_rl.core.atomic_file import write_text_atomic
 from vla_rl.core.checkpoint_dir import refuse_previous_run
-from vla_rl.core.config import option
+from vla_rl.core.config import option, require_finite
 from vla_rl.core.optim import make_adamw
 from vla_rl.core.schedules import set_budgeted_lr
 from vla_rl.core.types import EpisodeFrames
@@ -104,6 +104,10 @@ class CriticTrainConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        require_finite(self, positive=("lr",), non_negative=("weight_decay", "time_limit_minutes", "done_weight",
+                                                             "localiser_weight"))
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: only the final checkpoint), "
                              f"got {self.checkpoint_every}")
