@@ -130,8 +130,9 @@ def test_a_node_remembers_verified_checksums_until_a_file_changes(tmp_path, monk
     monkeypatch.setenv("VLA_RL_VERIFY_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(checkpoint_dir, "_SETTLED_SECONDS", -1.0)  # the files are seconds old, not minutes
     hashed = []
-    sha256 = checkpoint_dir._sha256
-    monkeypatch.setattr(checkpoint_dir, "_sha256", lambda path: hashed.append(path.name) or sha256(path))
+    sha256_of = checkpoint_dir._sha256_of
+    monkeypatch.setattr(checkpoint_dir, "_sha256_of",
+                        lambda file: hashed.append(os.path.basename(file.name)) or sha256_of(file))
     staging = checkpoint_dir.staging_dir(tmp_path / "step_1")
     (staging / "weights.bin").write_bytes(b"a" * 1000)
     directory = checkpoint_dir.commit_checkpoint_dir(staging, tmp_path / "step_1")
@@ -156,3 +157,8 @@ def test_a_node_remembers_verified_checksums_until_a_file_changes(tmp_path, monk
     assert hashed == ["weights.bin", "weights.bin"]
     monkeypatch.setenv("VLA_RL_VERIFY_CACHE", "off")
     assert checkpoint_dir.verified_digest_cache() is None
+    monkeypatch.setenv("VLA_RL_VERIFY_CACHE", "on")  # the default place, not a directory named "on"
+    assert checkpoint_dir.verified_digest_cache().parts[-3:] == (".cache", "vla_rl", "verified")
+    monkeypatch.setenv("VLA_RL_VERIFY_CACHE", "cache")  # each Ray worker's own working directory: not cached
+    with pytest.warns(UserWarning, match="not an absolute directory"):
+        assert checkpoint_dir.verified_digest_cache() is None

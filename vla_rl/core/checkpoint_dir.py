@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import time
+import warnings
 from pathlib import Path
 
 from vla_rl.core.atomic_file import write_text_atomic
@@ -27,10 +28,15 @@ class CorruptCheckpointError(ValueError):
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+        return _sha256_of(f)
+
+
+def _sha256_of(file) -> str:
+    """The SHA-256 of an open binary file's contents from its current position."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: file.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -40,34 +46,47 @@ _SETTLED_SECONDS = 2.0
 
 
 def verified_digest_cache() -> Path | None:
-    """Where this node records the checksums it has verified (``VLA_RL_VERIFY_CACHE``, default
-    ``~/.cache/vla_rl/verified``; ``0`` or ``off`` disables it). The driver, every learner and every rollout
-    actor load the same checkpoint; hashing a 15 GB 7B checkpoint in each of them costs minutes."""
-    setting = os.environ.get("VLA_RL_VERIFY_CACHE", "")
+    """Where this node records the checksums it has verified (``VLA_RL_VERIFY_CACHE``: an absolute directory;
+    empty, ``1``, ``on`` or ``true``: ``~/.cache/vla_rl/verified``; ``0``, ``off``, ``false`` or ``no``: none).
+    The driver, every learner and every rollout actor load the same checkpoint; hashing a 15 GB 7B checkpoint
+    in each of them costs minutes. A relative directory is ignored (with a warning): Ray's workers run in their
+    own working directories, so each would keep a cache of its own."""
+    setting = os.environ.get("VLA_RL_VERIFY_CACHE", "").strip()
     if setting.lower() in ("0", "off", "false", "no"):
         return None
-    return Path(setting).expanduser() if setting else Path.home() / ".cache" / "vla_rl" / "verified"
+    if setting and setting.lower() not in ("1", "on", "true", "yes"):
+        directory = Path(setting).expanduser()
+        if directory.is_absolute():
+            return directory
+        warnings.warn(f"VLA_RL_VERIFY_CACHE={setting!r} is not an absolute directory: checksums are not cached")
+        return None
+    try:
+        return Path.home() / ".cache" / "vla_rl" / "verified"
+    except RuntimeError:  # no HOME and no passwd entry (a container's arbitrary user): hash every time
+        return None
 
 
 def _cached_sha256(path: Path) -> tuple[str, bool]:
     """``_sha256`` and whether it came from the cache: remembered per node for a file whose identity
     (device, inode, size, change times) is unchanged since this node hashed it. The key holds the host
     name: on a shared filesystem each node verifies what it reads itself, even where the home directory
-    (and so the cache) is shared."""
+    (and so the cache) is shared. The identity is read from the opened file: on NFS, opening revalidates
+    the attributes a plain stat may take from a cache up to a minute old."""
     cache = verified_digest_cache()
-    if cache is None:
-        return _sha256(path), False
-    status = path.stat()
-    identity = (socket.gethostname(), str(path.resolve()), status.st_dev, status.st_ino, status.st_size,
-                status.st_mtime_ns, status.st_ctime_ns)
-    entry = cache / hashlib.sha256(repr(identity).encode()).hexdigest()
-    try:
-        cached = entry.read_text().strip()
-        if len(cached) == 64 and all(c in "0123456789abcdef" for c in cached):
-            return cached, True
-    except OSError:
-        pass
-    digest = _sha256(path)
+    with open(path, "rb") as file:
+        if cache is None:
+            return _sha256_of(file), False
+        status = os.fstat(file.fileno())
+        identity = (socket.gethostname(), str(path.resolve()), status.st_dev, status.st_ino, status.st_size,
+                    status.st_mtime_ns, status.st_ctime_ns)
+        entry = cache / hashlib.sha256(repr(identity).encode()).hexdigest()
+        try:
+            cached = entry.read_text().strip()
+            if len(cached) == 64 and all(c in "0123456789abcdef" for c in cached):
+                return cached, True
+        except OSError:
+            pass
+        digest = _sha256_of(file)
     if time.time() - max(status.st_mtime_ns, status.st_ctime_ns) / 1e9 > _SETTLED_SECONDS:
         try:
             cache.mkdir(parents=True, exist_ok=True)
@@ -86,11 +105,19 @@ def staging_dir(directory: Path) -> Path:
     return tmp
 
 
+def _sha256_synced(path: Path) -> str:
+    """``_sha256``, with the file flushed to disk first: a checkpoint renamed into place after a power loss
+    must not name data that never reached the disk (a node's checksum cache would vouch for it)."""
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
+        return _sha256_of(file)
+
+
 def commit_checkpoint_dir(tmp: Path, directory: Path) -> Path:
     """Write ``tmp``'s manifest and rename it to ``directory`` (replacing an older one atomically)."""
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
-    manifest = {str(p.relative_to(tmp)): _sha256(p) for p in files}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    manifest = {str(p.relative_to(tmp)): _sha256_synced(p) for p in files}
+    write_text_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1))
     if directory.exists():
         old = directory.with_name(f"{directory.name}.old-{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)  # an earlier process of the same pid left it: it cannot be renamed over
