@@ -87,13 +87,18 @@ def test_an_empty_address_starts_a_local_ray_and_auto_joins_the_running_one(monk
     assert calls[1]["address"] == "auto"
 
 
-def test_a_ray_address_nothing_answers_on_is_a_one_line_error_at_once(tmp_path, capsys, tiny_checkpoint):  # noqa: F811
+def test_a_ray_address_nothing_answers_on_is_a_one_line_error_at_once(tmp_path, capsys, monkeypatch,
+                                                                      tiny_checkpoint):  # noqa: F811
     """ray.init retries an unreachable address for a minute or more, then names its own flag."""
     import socket
     import time
 
+    import ray
+
     from vla_rl.cli.main import main
 
+    # as in a fresh `vla-rl train` process, whatever Ray session earlier tests of this process left running
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
     with socket.socket() as silent:  # bound, never listening: connecting is refused
         silent.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{silent.getsockname()[1]}"
