@@ -340,7 +340,9 @@ def episode_fingerprints(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"episode file {path} does not exist")
     digests = []
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
+        if any(not (name.startswith("episode_") and name[8:].isdigit()) for name in f):
+            raise ValueError(f"{path} is not a labelled-episode file: expected only episode_<i> groups")
         for name in sorted(f, key=lambda n: int(n.split("_")[-1])):
             group = f[name]
             digest = hashlib.sha256()

@@ -677,6 +677,8 @@ def test_wm_eval_warns_when_the_critic_trained_on_the_calibration_episodes(tmp_p
     warning, not a refusal; the episodes are recognised by content, wherever the files lie."""
     import json
 
+    import h5py
+
     from sim_envs.progress_episodes import read_episodes, write_episodes
     from vla_rl.cli.main import main
     from vla_rl.cli.world_model import episodes_the_critic_trained_on
@@ -706,10 +708,17 @@ def test_wm_eval_warns_when_the_critic_trained_on_the_calibration_episodes(tmp_p
                "fine_tuned": saved("fine_tuned", tmp_path / "other", init_from=seen),
                "unseen": saved("unseen", tmp_path / "other"),
                "missing_file": saved("missing_file", tmp_path / "other", [tmp_path / "gone.hdf5"]),
-               "unrecorded": saved("unrecorded", tmp_path / "data", recorded=False)}
+               "unrecorded": saved("unrecorded", tmp_path / "data", recorded=False),
+               "gone_start": saved("gone_start", tmp_path / "other", [held_out.parent / "not_episodes.hdf5"],
+                                   init_from=tmp_path / "deleted_critic")}
+    with h5py.File(held_out.parent / "not_episodes.hdf5", "w") as demo_like:  # a demo file, say
+        demo_like.create_group("data")
     found = {name: episodes_the_critic_trained_on(path, train, [0, 1]) for name, path in critics.items()}
     assert {name: row["episodes"] for name, row in found.items()} == {
-        "seen": 2, "imagined": 2, "fine_tuned": 2, "unseen": 0, "missing_file": 0, "unrecorded": 0}
+        "seen": 2, "imagined": 2, "fine_tuned": 2, "unseen": 0, "missing_file": 0, "unrecorded": 0, "gone_start": 0}
+    # files that cannot be read, and a starting critic that is gone, are reported, not an error
+    assert found["gone_start"]["unchecked_files"] == [str(held_out.parent / "not_episodes.hdf5"),
+                                                      str(tmp_path / "deleted_critic")]
     assert found["imagined"]["files"] == [str(imagined)] and found["fine_tuned"]["files"] == [str(train)]
     assert found["missing_file"]["unchecked_files"] == [str(tmp_path / "gone.hdf5")]
     assert not found["unrecorded"]["recorded"]

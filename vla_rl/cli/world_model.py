@@ -68,7 +68,8 @@ def episodes_the_critic_trained_on(critic_checkpoint: Path, data: Path, indices:
     """Which of the episodes ``indices`` of ``data`` the critic trained on, as they are or as imagined copies
     (``wm imagine``'s, which keep the real first frame and every label): compared by content
     (``episode_fingerprints``) with the training files its checkpoint records (``critic_training_files``).
-    ``{"episodes": how many, "files": those holding them, "unchecked_files": recorded files not found here,
+    ``{"episodes": how many, "files": those holding them, "unchecked_files": recorded files not found or not
+    readable here (or a fine-tuned critic's starting critic that is not),
     "recorded": whether the critic records its training files at all}``."""
     from sim_envs.progress_episodes import episode_fingerprints
     from vla_rl.reward.critic_train import critic_training_files
@@ -80,10 +81,11 @@ def episodes_the_critic_trained_on(critic_checkpoint: Path, data: Path, indices:
     wanted = {fingerprints[i] for i in indices}
     seen, holding, unchecked = set(), [], []
     for path in files:
-        if not path.is_file():
+        try:
+            found = wanted & set(episode_fingerprints(path))
+        except (OSError, ValueError):  # missing, a directory, damaged: a warning must not end the evaluation
             unchecked.append(str(path))
             continue
-        found = wanted & set(episode_fingerprints(path))
         if found:
             seen |= found
             holding.append(str(path))

@@ -409,13 +409,19 @@ def critic_training_files(checkpoint: Path) -> list[Path] | None:
     ``critic.json``: ``data_dir``'s train.hdf5 and ``extra_train_files``, and those of the ``init_from``
     critic it was fine-tuned from (its weights have seen them too), as the paths were given (relative ones
     to the directory training ran in). None when a critic of that chain did not record them (an older
-    checkpoint, or one saved outside ``train_critic``): what it saw is unknown."""
+    checkpoint, or one saved outside ``train_critic``): what it saw is unknown. An ``init_from`` critic that
+    cannot be read here (moved, deleted, damaged, or a relative path from elsewhere) is listed itself, a
+    directory in place of its unknown files, and the chain stops there."""
     files: list[Path] = []
     seen: set[Path] = set()
     current: Path | None = Path(checkpoint)
     while current is not None and current.resolve() not in seen:
         seen.add(current.resolve())
-        train_config = read_critic_meta(current).get("train_config")
+        try:
+            train_config = read_critic_meta(current).get("train_config")
+        except (FileNotFoundError, ValueError):  # (the checkpoint asked about itself was loaded already)
+            files.append(current)
+            break
         if not isinstance(train_config, dict) or "data_dir" not in train_config:
             return None
         files += [Path(train_config["data_dir"]) / "train.hdf5",
