@@ -370,7 +370,8 @@ def test_critic_collect_checks_both_splits_and_its_out_before_collecting(tmp_pat
     printed = capsys.readouterr().out
     assert "train: 1 episodes" in printed and "random" in printed and "nan" not in printed
     assert "expert" not in printed.split("success by behaviour:")[1]
-    assert stale_train.read_bytes() != stale and not stale_eval.exists()
+    assert f"keeping {stale_eval} from an earlier collection" in printed  # --overwrite replaces what it collects
+    assert stale_train.read_bytes() != stale and stale_eval.is_file()
 
 
 def test_demos_refuses_a_task_given_twice(tmp_path, capsys):

@@ -185,9 +185,12 @@ def cmd_critic_collect(args: argparse.Namespace) -> int:
     earlier = [args.out / f"{split}.hdf5" for split in plans if (args.out / f"{split}.hdf5").exists()]
     if earlier and not args.overwrite:  # a new train.hdf5 beside an old eval.hdf5 would mix two collections
         raise FileExistsError(f"--out {args.out} already holds episode files ({', '.join(p.name for p in earlier)}): "
-                              "pass --overwrite to replace them (both are removed first), or choose another --out")
+                              "pass --overwrite to replace them, or choose another --out")
     for path in earlier:
-        path.unlink()
+        if plans[path.stem][0] is not None:
+            path.unlink()
+        else:  # its split is not collected: removing it would lose data nothing replaces
+            print(f"keeping {path} from an earlier collection ({path.stem} episodes: 'none')")
     for split, (behaviours, policy_factory) in plans.items():
         if behaviours is None:
             print(f"{split}: none collected ({split} episodes: 'none')")
