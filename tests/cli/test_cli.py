@@ -464,3 +464,11 @@ def test_wm_eval_names_an_unreadable_data_file_and_wm_imagine_refuses_a_director
                  "--out", str(tmp_path / "folder")]) == 2
     assert f"{tmp_path / 'folder'} is a directory; name a file in it instead" in capsys.readouterr().err
     assert not (tmp_path / "folder.tmp").exists()
+
+
+def test_wm_train_refuses_an_earlier_runs_out_dir_before_reading_episodes(tmp_path, capsys):
+    """The episodes are read for minutes before train_world_model itself would refuse the out_dir."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 20}\n')
+    assert main(["wm", "train", "--set", f"data_dir={tmp_path / 'no_data'}", "--set", f"out_dir={tmp_path / 'run'}"]) == 2
+    assert "holds a previous run" in capsys.readouterr().err  # not the missing episode file

@@ -345,9 +345,8 @@ def _trained_tasks(checkpoint: Path) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from vla_rl.cli.factories import eval_state_counter, make_learner_factory, make_pool, suite_tasks
-    from vla_rl.core.checkpoint_dir import refuse_previous_run
+    from vla_rl.core.checkpoint_dir import checkpoint_to_resume, refuse_previous_run
     from vla_rl.train.trainer import CHECKPOINT_PREFIX, Trainer, TrainConfig
-    from vla_rl.core.checkpoint_dir import checkpoint_to_resume
     from vla_rl.policy.checkpoint import resolve_checkpoint
 
     overrides = list(args.set or [])

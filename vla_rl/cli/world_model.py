@@ -37,17 +37,21 @@ def cmd_wm_train(args: argparse.Namespace) -> int:
     from sim_envs.progress_episodes import HELD_OUT, TRAINING
     from vla_rl.core.config import describe, load_config
     from vla_rl.core.device import resolve_device
-    from world_model.train import WMTrainConfig, resume_training_state, train_world_model, trained_model_config
+    from vla_rl.core.checkpoint_dir import refuse_previous_run
+    from world_model.train import (PREFIX, WMTrainConfig, resume_training_state, train_world_model,
+                                   trained_model_config)
 
     config = load_config(WMTrainConfig, args.config, list(args.set or []))
     if args.show_config:
         print(describe(WMTrainConfig, defaults=config))
         return 0
     # what would stop the run is found before the episodes are read: a device this machine lacks, a resume with
-    # nothing left to train (all its steps, or its time limit, spent)
+    # nothing left to train (all its steps, or its time limit, spent), a fresh run into an earlier one's out_dir
     resolve_device(config.device)
     if args.resume:
         resume_training_state(config)
+    else:  # train_world_model refuses it too, but only after the episodes were read
+        refuse_previous_run(Path(config.out_dir), PREFIX)
     # the cameras of the model trained: with init_checkpoint or --resume the checkpoint's (a `model` of other
     # cameras or image size is refused before the episodes are read)
     cameras = tuple(trained_model_config(config, args.resume).cameras)
