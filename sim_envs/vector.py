@@ -225,6 +225,10 @@ class _SlotGroup:
                 self.final[slot] = (terminated, truncated, info["success"])
         return {"proprio": self.last_proprio.copy(), "reward": reward, "flags": flags, "diverged": diverged}
 
+    def held_tasks(self, _payload: Any = None, _images: Any = None) -> list[list[str]]:
+        """Each slot's tasks with an env built, least recently used first."""
+        return [list(envs) for envs in self.envs]
+
     def _store(self, slot: int, obs: dict[str, np.ndarray], images: dict[str, np.ndarray]) -> None:
         self.last_proprio[slot] = obs["proprio"]
         for camera, buffer in images.items():
@@ -258,6 +262,8 @@ def _worker_main(conn, start: int, stop: int, config: VecEnvConfig, shm_names) -
                     conn.send(("ok", group.reset_slots(payload, views)))
                 elif command == "step":
                     conn.send(("ok", group.step(payload, views)))
+                elif command == "held_tasks":
+                    conn.send(("ok", group.held_tasks()))
                 elif command == "close":
                     conn.send(("ok", None))
                     return
@@ -332,7 +338,7 @@ class SimVecEnv:
         for spec in tasks:
             self.suite.check_task(spec.task)
         self._check_memory_for(range(self.config.num_envs), tasks)
-        replies = self._call("reset", [list(tasks[a:b]) for a, b in self._bounds])
+        replies = self._resetting("reset", [list(tasks[a:b]) for a, b in self._bounds])
         self._instructions = [text for reply in replies for text in reply["instructions"]]
         return self._obs(np.concatenate([r["proprio"] for r in replies]))
 
@@ -348,7 +354,7 @@ class SimVecEnv:
             self.suite.check_task(spec.task)
         self._check_memory_for(slots, tasks)
         payloads = [[(slot - a, spec) for slot, spec in zip(slots, tasks) if a <= slot < b] for a, b in self._bounds]
-        replies = self._call("reset_slots", payloads)
+        replies = self._resetting("reset_slots", payloads)
         for (a, _), reply in zip(self._bounds, replies):
             for local, instruction in reply["instructions"].items():
                 self._instructions[a + local] = instruction
@@ -434,6 +440,21 @@ class SimVecEnv:
             check_new_envs_fit(self.config, new_envs, len(switching_processes))
         for slot, envs in held.items():
             self._slot_tasks[slot] = envs
+
+    def _resetting(self, command: str, payloads: list[Any]) -> list[Any]:
+        """``_call`` for a reset. One that fails in a slot (an env that would not build or reset) has built and
+        closed envs up to there, not what ``_check_memory_for`` recorded: the slots' envs are read back from
+        the workers that still answer, so the next memory check counts what exists."""
+        try:
+            return self._call(command, payloads)
+        except EnvWorkerError:
+            if self._broken is None and not self._closed:
+                try:
+                    held = [tasks for reply in self._call("held_tasks", [None] * len(self._bounds)) for tasks in reply]
+                    self._slot_tasks = held
+                except EnvWorkerError:  # the first error is the one to report
+                    pass
+            raise
 
     def _call(self, command: str, payloads: list[Any]) -> list[Any]:
         if self._closed:

@@ -164,14 +164,25 @@ def test_a_failed_build_keeps_the_slots_envs_and_a_failed_reset_never_steps_a_cl
         with pytest.raises(EnvWorkerError, match="no GL context"):
             venv.reset([TaskSpec("Lift", 0, "eval")])
         assert group.envs[0] == {"Reach": reach} and group.current[0] is reach
+        assert venv._slot_tasks == [["Reach"]]  # the memory check's record follows what exists
         assert reach._renderers  # not closed: its episode goes on
         assert venv.step(np.zeros((1, 7), np.float32)).obs.batch_size == 1
         group.make_env = build
         with pytest.raises(EnvWorkerError, match="0..49"):  # Lift is built and Reach closed, then the reset fails
             venv.reset([TaskSpec("Lift", 99, "eval")])
-        assert group.current[0] is None
+        assert group.current[0] is None and venv._slot_tasks == [["Lift"]]
         with pytest.raises(EnvWorkerError, match="before reset"):
             venv.step(np.zeros((1, 7), np.float32))
+
+
+def test_after_a_failed_reset_in_a_worker_process_the_memory_record_follows_its_envs():
+    with TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=1, image_size=32, max_envs_per_slot=1)) as venv:
+        venv.reset([TaskSpec("Reach", 0, "eval")] * 2)
+        with pytest.raises(EnvWorkerError, match="0..49"):  # slot 0 builds Lift (closing Reach) and fails
+            venv.reset([TaskSpec("Lift", 99, "eval"), TaskSpec("Lift", 0, "eval")])
+        assert venv._slot_tasks == [["Lift"], ["Reach"]]  # slot 1 was never reached
+        venv.reset([TaskSpec("Push", 0, "eval")] * 2)
+        assert venv._slot_tasks == [["Push"], ["Push"]]
 
 
 def test_close_releases_shared_memory():
