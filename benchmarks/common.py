@@ -15,7 +15,11 @@ def machine() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu_name(), "python": platform.python_version(),
+    from sim_envs.vector import usable_cpus
+
+    # the cores this process may run on (a cpuset narrows them), beside the machine's
+    return {"cpu": cpu, "cores": usable_cpus(), "machine_cores": os.cpu_count(), "gpu": gpu_name(),
+            "python": platform.python_version(),
             "platform": platform.platform()}
 
 

@@ -75,3 +75,11 @@ def test_main_writes_both_files_from_the_same_records(run_all, tmp_path, monkeyp
     assert [r.get("figure", r.get("error")) for r in records] == ["f_per_s", "malformed record: missing figure, "
                                                                  "baseline, baseline_value, ratio"]
     assert (out / "latest.md").read_text() == run_all.to_markdown(records)
+
+
+def test_the_machine_record_counts_the_cores_a_benchmark_may_use(monkeypatch):
+    """Under a cpuset the per-core figures divide by the cores the process may run on, as recorded."""
+    common = load_script("common", BENCHMARKS)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    record = common.machine()
+    assert record["cores"] == 1 and record["machine_cores"] == os.cpu_count()
