@@ -110,7 +110,7 @@ def test_rollout_actor_dying_mid_rollout_is_replaced_and_its_share_recollected(t
     from vla_rl.distributed.ray_pool import RayRolloutPool
 
     ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})  # actors unpickle this test's env class
     config = _config(tmp_path, tiny_checkpoint)
     pool = RayRolloutPool(functools.partial(crashing_env, str(tmp_path / "crashed"), "exit_process"),

@@ -32,7 +32,7 @@ def _cpus_freed(cpus: float, wait_s: float = 20) -> bool:
 
 def test_two_learners_train_checkpoint_and_resume(tmp_path, tiny_checkpoint, capsys):  # noqa: F811
     ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert main(_train(tmp_path, tiny_checkpoint, 1)) == 0
         out = capsys.readouterr().out
