@@ -304,18 +304,24 @@ def read_split_episodes(path: Path, role: str, use: str) -> list[ProgressEpisode
     return episodes
 
 
+def _episode_names(f: h5py.File, path: Path) -> list[str]:
+    """The ``episode_<i>`` groups of an open episode file in episode order; any other key means the file is
+    something else (a demonstration file, say), which is refused naming it."""
+    foreign = sorted(name for name in f if not (name.startswith("episode_") and name[8:].isdigit()))
+    if foreign:  # e.g. a demonstration file (SFT input), whose only key is "data"
+        what = " but a demonstration file (robomimic/LIBERO layout, SFT input)" if "data" in foreign else ""
+        raise ValueError(f"{path} is not a labelled-episode file{what}: expected only episode_<i> groups, as "
+                         f"`vla-rl critic collect` and `vla-rl wm collect` write, found {foreign[:10]}")
+    return sorted(f, key=lambda name: int(name[8:]))
+
+
 def read_episodes(path: Path) -> Iterator[ProgressEpisode]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"episode file {path} does not exist (make it with `vla-rl critic collect` or "
                                 "`vla-rl wm collect`)")
     with open_hdf5(path) as f:
-        foreign = sorted(name for name in f if not (name.startswith("episode_") and name[8:].isdigit()))
-        if foreign:  # e.g. a demonstration file (SFT input), whose only key is "data"
-            what = " but a demonstration file (robomimic/LIBERO layout, SFT input)" if "data" in foreign else ""
-            raise ValueError(f"{path} is not a labelled-episode file{what}: expected only episode_<i> groups, as "
-                             f"`vla-rl critic collect` and `vla-rl wm collect` write, found {foreign[:10]}")
-        for name in sorted(f, key=lambda n: int(n.split("_")[-1])):
+        for name in _episode_names(f, path):
             group = f[name]
             attrs = group.attrs
             yield ProgressEpisode(str(attrs["task"]), str(attrs["instruction"]), str(attrs["behaviour"]),
@@ -341,9 +347,7 @@ def episode_fingerprints(path: Path) -> list[str]:
         raise FileNotFoundError(f"episode file {path} does not exist")
     digests = []
     with open_hdf5(path) as f:
-        if any(not (name.startswith("episode_") and name[8:].isdigit()) for name in f):
-            raise ValueError(f"{path} is not a labelled-episode file: expected only episode_<i> groups")
-        for name in sorted(f, key=lambda n: int(n.split("_")[-1])):
+        for name in _episode_names(f, path):
             group = f[name]
             digest = hashlib.sha256()
             digest.update(json.dumps([str(group.attrs[key]) for key in ("task", "instruction", "init_state_id")])

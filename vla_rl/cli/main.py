@@ -449,8 +449,8 @@ def add_collect_arguments(parser: argparse.ArgumentParser, out: Path, tasks: lis
                         help="seed of the behaviours' noise and the policy's sampling (the same seed repeats a "
                              "collection)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the episode files of an earlier collection in --out (train.hdf5 and eval.hdf5 "
-                             "are both removed first); without it such an --out is refused")
+                        help="replace the episode files of an earlier collection in --out (those of the splits "
+                             "collected; a split given as 'none' keeps its file); without it such an --out is refused")
     parser.set_defaults(func=cmd_critic_collect)
 
 

@@ -131,8 +131,8 @@ def calibrated_threshold(model, critic, args: argparse.Namespace) -> tuple[float
               "threshold and its agreement there are optimistic, since the critic has seen those episodes; "
               "calibrate on training episodes it did not train on (e.g. another `wm collect` run)")
     if seen["unchecked_files"]:
-        print(f"note: the critic's training files {', '.join(seen['unchecked_files'])} are not found here: whether "
-              "it trained on the calibration episodes is not checked against them")
+        print(f"note: the critic's training files {', '.join(seen['unchecked_files'])} are not found or not readable "
+              "here: whether it trained on the calibration episodes is not checked against them")
     if not seen["recorded"]:
         print("note: the critic's checkpoint does not record its training files: whether it trained on the "
               "calibration episodes is not checked")
