@@ -487,3 +487,40 @@ def test_a_resumed_time_limited_sft_gets_what_is_left_of_its_budget(tmp_path):
     resumed = train_sft(sft_config(tmp_path, out_dir=tmp_path / "a", time_limit_minutes=half_of_it), resume=True,
                         show_progress=False)
     assert resumed["steps"] == 6
+
+
+def test_a_resumed_run_says_when_nothing_is_left_to_do(tmp_path, capsys):
+    """A resume whose run had already spent its budget (or all its steps) says so, instead of ending silently."""
+    (tmp_path / "demos").mkdir()
+    synthetic_demos(tmp_path / "demos")
+    train_sft(sft_config(tmp_path, out_dir=tmp_path / "a", steps=6), show_progress=False)
+    capsys.readouterr()
+    resumed = train_sft(sft_config(tmp_path, out_dir=tmp_path / "a", steps=6), resume=True, show_progress=False)
+    assert resumed["steps"] == 6
+    assert "nothing left to do" in capsys.readouterr().out
+
+
+def test_a_resumed_run_keeps_the_init_checkpoint_it_started_from(tmp_path, capsys):
+    """init_checkpoint may name a run directory (its newest checkpoint). A resume keeps the checkpoint the run
+    started from, though that run directory has since grown a newer checkpoint, or moved away."""
+    (tmp_path / "demos").mkdir()
+    synthetic_demos(tmp_path / "demos")
+    train_sft(sft_config(tmp_path, out_dir=tmp_path / "init", steps=12), show_progress=False, stop_at_step=6)
+    started_from = latest_valid_checkpoint(tmp_path / "init", "step_")
+    train_sft(sft_config(tmp_path, out_dir=tmp_path / "b", init_checkpoint=str(tmp_path / "init")),
+              show_progress=False, stop_at_step=6)
+    train_sft(sft_config(tmp_path, out_dir=tmp_path / "init", steps=12), resume=True, show_progress=False)  # grows
+    assert latest_valid_checkpoint(tmp_path / "init", "step_") != started_from
+    resumed = train_sft(sft_config(tmp_path, out_dir=tmp_path / "b", init_checkpoint=str(tmp_path / "init")),
+                        resume=True, show_progress=False, stop_at_step=9)
+    _, _, state = load_checkpoint(Path(resumed["checkpoint"]), with_training_state=True)
+    assert state["sft_config"]["init_checkpoint"] == str(started_from)
+    (tmp_path / "init").rename(tmp_path / "moved")
+    resumed = train_sft(sft_config(tmp_path, out_dir=tmp_path / "b", init_checkpoint=str(tmp_path / "init")),
+                        resume=True, show_progress=False)
+    assert resumed["steps"] == 12
+    assert "is not used" not in capsys.readouterr().out
+    other = tmp_path / "moved"  # a resume that names another checkpoint is told which one the run goes on from
+    train_sft(sft_config(tmp_path, out_dir=tmp_path / "b", steps=14, init_checkpoint=str(other)), resume=True,
+              show_progress=False)
+    assert "is not used" in capsys.readouterr().out

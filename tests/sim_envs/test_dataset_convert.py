@@ -251,3 +251,15 @@ def test_missing_image_key_lists_the_keys_present(tmp_path):
     expected = r"missing image obs \['agentview_image'\]; obs keys present: .*robot0_eef_pos"
     with pytest.raises(ValueError, match=expected):
         convert_hdf5(source, tmp_path / "out", instruction="lift", show_progress=False)
+
+
+def test_convert_demos_refuses_an_out_that_is_a_file_in_one_line(tmp_path, capsys):
+    from vla_rl.cli.main import main
+
+    write_libero(tmp_path / "libero_demo.hdf5")
+    taken = tmp_path / "taken"
+    taken.write_text("a file\n")
+    assert main(["convert-demos", str(tmp_path / "libero_demo.hdf5"), "--out", str(taken)]) == 2
+    assert f"--out {taken} is an existing file, not a directory" in capsys.readouterr().err
+    assert taken.read_text() == "a file\n"
+    assert main(["convert-demos", str(tmp_path / "libero_demo.hdf5"), "--out", str(tmp_path / "out")]) == 0

@@ -106,9 +106,11 @@ def cmd_demos(args: argparse.Namespace) -> int:
 
 def cmd_convert_demos(args: argparse.Namespace) -> int:
     from sim_envs.dataset_convert import convert_directory, convert_hdf5
+    from vla_rl.core.output_paths import check_output_dir
 
     options = {"instruction": args.instruction, "image_size": args.image_size, "flip": args.flip,
                "max_demos": args.max_demos, "mask": args.mask}
+    check_output_dir(args.out, "--out")  # before any reading: a file there would fail only at the first write
     summaries = []
     for source in args.sources:
         if source.is_dir():

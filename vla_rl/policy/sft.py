@@ -33,8 +33,8 @@ from vla_rl.core.optim import load_optimizer_state, make_adamw
 from vla_rl.core.rng import global_rng_state, restore_global_rng_state
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats, gripper_from_env
 from vla_rl.policy.augment import ColourSwap, ColourSwapConfig
-from vla_rl.policy.checkpoint import (load_checkpoint, model_config_differences, point_latest, read_vla_config,
-                                      resolve_checkpoint, save_checkpoint)
+from vla_rl.policy.checkpoint import (load_checkpoint, model_config_differences, point_latest, read_training_state,
+                                      read_vla_config, resolve_checkpoint, save_checkpoint)
 from vla_rl.policy.localiser import localisation_loss
 from vla_rl.policy.lora import LoRAConfig, apply_lora, lora_tensors, merged_state_dict, restore_lora
 from vla_rl.policy.model import VLAConfig, VLAModel
@@ -287,6 +287,21 @@ def perception_batch(perception: DemoData, config: SFTConfig, colour_swap: Colou
     return images[:, 0], instructions, labels
 
 
+def _init_checkpoint_of_run(given: str, resume_from: Path | None) -> str:
+    """The checkpoint the run starts from: ``given``, or a run directory's newest checkpoint. A resumed run keeps
+    the one its checkpoints record (re-resolving a run directory that has grown since would name another, and one
+    that has moved none); a different ``given`` is reported, not used."""
+    recorded = None
+    if resume_from is not None:
+        recorded = ((read_training_state(resume_from) or {}).get("sft_config") or {}).get("init_checkpoint") or None
+    if recorded is None:
+        return str(resolve_checkpoint(Path(given)))
+    if Path(given).resolve() != Path(recorded).resolve() and Path(given).resolve() != Path(recorded).resolve().parent:
+        print(f"sft --resume: the run continues from {resume_from}, which started from {recorded}; "
+              f"init_checkpoint {given} is not used")
+    return recorded
+
+
 def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = True,
               stop_at_step: int | None = None) -> dict:
     """Run SFT; returns a summary (final loss, accuracy, steps, checkpoint path, seconds).
@@ -299,12 +314,17 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     out_dir = Path(config.out_dir)
     if not resume:  # before any work: a fresh run into an earlier run's out_dir would mix their outputs
         refuse_previous_run(out_dir, CHECKPOINT_PREFIX)
+    resume_from = checkpoint_to_resume(out_dir, CHECKPOINT_PREFIX) if resume else None
     if config.init_checkpoint:  # a checkpoint, or a run directory's newest one (recorded as the checkpoint)
-        config = dataclasses.replace(config, init_checkpoint=str(resolve_checkpoint(Path(config.init_checkpoint))))
+        config = dataclasses.replace(config, init_checkpoint=_init_checkpoint_of_run(config.init_checkpoint,
+                                                                                     resume_from))
     out_dir.mkdir(parents=True, exist_ok=True)
-    # the model this run trains: the one init_checkpoint holds, else config.model
-    model_config = read_vla_config(Path(config.init_checkpoint) / "vla_config.json") if config.init_checkpoint \
-        else config.model
+    # the model this run trains: the one init_checkpoint holds (a resumed run: the one it has been training, as
+    # init_checkpoint may have moved since), else config.model
+    if config.init_checkpoint:
+        model_config = read_vla_config(Path(resume_from or config.init_checkpoint) / "vla_config.json")
+    else:
+        model_config = config.model
     for directory in (config.demo_dir, config.localiser_frames_dir):
         if directory is not None:
             check_demo_files(directory, config.tasks, model_config.antialias)
@@ -325,12 +345,10 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         print(f"localiser frames: {len(perception)} from {perception.episodes} episodes in {config.localiser_frames_dir}")
     torch.manual_seed(config.seed)
     start_step, state = 0, None
-    resume_from = checkpoint_to_resume(out_dir, CHECKPOINT_PREFIX) if resume else None
     if resume_from is not None:
         differing = model_config_differences(resume_from, model_config)  # the run continues the model it started
         if differing:
-            raise ValueError(f"--resume: {resume_from} holds another model than "
-                             f"{'init_checkpoint' if config.init_checkpoint else 'model'} (they differ in "
+            raise ValueError(f"--resume: {resume_from} holds another model than model (they differ in "
                              f"{', '.join(differing)}); resume with the config the run started with, or choose "
                              f"another out_dir")
         model, action_tokenizer, state = load_checkpoint(resume_from, with_training_state=True)
@@ -442,6 +460,11 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         if config.checkpoint_every and steps_done % config.checkpoint_every == 0:
             checkpoint, checkpoint_step = save(steps_done), steps_done
     bar.close()
+    if resume_from is not None and steps_done == start_step:  # say so: a silent resume looks like a hang or a no-op
+        reason = (f"all {config.steps} steps" if start_step >= config.steps else
+                  f"its time limit ({config.time_limit_minutes:g} min; raise time_limit_minutes to train on)")
+        print(f"sft: nothing left to do: the run in {out_dir} had reached {reason} at step {start_step} "
+              f"({resume_from.name})")
     if checkpoint is None or checkpoint_step != steps_done:  # the last step's checkpoint
         checkpoint = save(steps_done)
     writer.close()
