@@ -15,6 +15,18 @@ ENCODINGS = {"rgb8": (3, [0, 1, 2]), "bgr8": (3, [2, 1, 0]), "rgba8": (4, [0, 1,
              "mono8": (1, [0, 0, 0])}
 
 
+# where a simulated robot names the init state it was reset to (std_msgs/String JSON: task, split, init_state_id),
+# latched: recorded into every bag, so episodes recorded on held-out init states stay marked as held out
+SIM_INIT_STATE_TOPIC = "/sim/init_state"
+
+
+def latched_qos():
+    """Reliable, transient-local, depth 1: the newest message reaches a subscriber that starts after it was sent."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
 def require_ros():
     """Import rclpy with a message that names the extra to install."""
     try:

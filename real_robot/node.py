@@ -153,6 +153,8 @@ class PolicyNode:
         node.create_subscription(PoseStamped, topics.ee_pose, guarded(self._on_ee_pose), 10)
         node.create_subscription(String, topics.instruction, guarded(self._on_instruction), 10)
         node.create_subscription(Bool, topics.estop, guarded(self._on_estop), self._estop_qos())
+        node.create_subscription(String, messages.SIM_INIT_STATE_TOPIC, guarded(self._on_sim_init_state),
+                                 messages.latched_qos())
         if config.command_mode == "twist":
             self.twist_pub = node.create_publisher(TwistStamped, topics.twist_command, 10)
         else:
@@ -173,7 +175,8 @@ class PolicyNode:
     # ---- subscriptions --------------------------------------------------------------------------
     def _record(self, topic: str, msg) -> None:
         topics = self.config.topics
-        if topic in (topics.image, topics.wrist_image, topics.joint_states, topics.ee_pose):
+        if topic in (topics.image, topics.wrist_image, topics.joint_states, topics.ee_pose,
+                     messages.SIM_INIT_STATE_TOPIC):
             with self.lock:
                 self.latest_sensor_messages[topic] = msg
         if self.recorder is not None and self.episode:
@@ -195,9 +198,7 @@ class PolicyNode:
         e-stop state reaches a node that starts after it was published."""
         if not self.config.estop_latched:
             return 10
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-
-        return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        return messages.latched_qos()
 
     def _rejected(self, event: str, error: Exception) -> None:
         """A message that cannot be used is dropped (the watchdog then halts the arm if nothing
@@ -258,6 +259,11 @@ class PolicyNode:
             self.ee_pose_stamp_ns, self.ee_pose_received = messages.stamp_ns(msg.header), time.monotonic()
             self.last_seen["ee_pose"] = self.ee_pose_received
         self._record(self.config.topics.ee_pose, msg)
+
+    def _on_sim_init_state(self, msg) -> None:
+        """A simulated robot's init state (split and id): only recorded, so that its bags say whether they were
+        recorded on held-out init states (SFT refuses those)."""
+        self._record(messages.SIM_INIT_STATE_TOPIC, msg)
 
     def _on_instruction(self, msg) -> None:
         text = msg.data.strip()

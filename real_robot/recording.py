@@ -10,6 +10,8 @@ episode: ``<out>/episode_0001/`` etc. Besides the robot topics it writes
   command before IK and the ``max_joint_step_rad`` clamp);
 - ``/vla/executed_action_image`` (std_msgs/Header), written just before the first executed action of each
   chunk: the header of the scene image the chunk was decided from.
+A simulated robot's ``/sim/init_state`` (std_msgs/String JSON, latched; ``vla-rl sim-bridge`` publishes it) is
+recorded into every bag too, so a converted episode keeps the split and id of the init state it was recorded on.
 
 ``bag_to_episode`` turns a bag back into an ``Episode`` of our demo format (the robomimic/LIBERO
 HDF5 layout SFT reads): step t pairs ``/vla/executed_action`` t, when a ``/vla/executed_action_image``
@@ -33,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from real_robot.config import RobotConfig
+from real_robot.messages import SIM_INIT_STATE_TOPIC
 from vla_rl.core.demo_file import Episode
 
 log = logging.getLogger("vla_rl.deploy")
@@ -252,7 +255,11 @@ def bag_to_episode(path: str | Path, image_size: int = 64, task: str = "", succe
     obs = {"agentview_rgb": np.stack(images), "ee_pos": np.stack(positions)}
     if len({len(j) for j in joints}) == 1 and len(joints[0]):
         obs["joint_states"] = np.stack(joints)
+    # a simulated robot names its init state: the episode keeps its split, so one recorded on a held-out init
+    # state stays held out (SFT refuses split "eval"); a real arm's episodes have none
+    sim = [json.loads(m.data) for topic, _, m in messages if topic == SIM_INIT_STATE_TOPIC]
+    split, init_state_id = (str(sim[-1]["split"]), int(sim[-1]["init_state_id"])) if sim else ("robot", -1)
     return Episode(instruction=header["instruction"], task=task or header["robot"].get("name", "robot"),
                    actions=np.stack(actions), rewards=np.zeros(steps, np.float32), obs=obs,
-                   states=np.zeros((steps, 0)), success=success, init_state_id=-1, split="robot",
+                   states=np.zeros((steps, 0)), success=success, init_state_id=init_state_id, split=split,
                    extra_attrs={"source_bag": str(path)})

@@ -12,7 +12,9 @@ can be current in one thread only, so the env must render where the callbacks ru
   ``JointTrajectory`` targets; the gripper is a separate controller, as on real arms: each step
   uses the newest closure received on ``/gripper/command`` (DDS does not order messages across
   topics, so a closure sent with a motion may apply from the next step);
-- publishes ``/sim/status`` (JSON: steps, success, progress, end-effector position).
+- publishes ``/sim/status`` (JSON: steps, success, progress, end-effector position), and, given
+  ``init_state`` (task, split, init_state_id), that once on the latched ``/sim/init_state``: the deployment
+  node records it into its bags, so ``bag-to-demos`` keeps episodes of held-out init states marked as such.
 
 Timing: ``lockstep=True`` advances the physics by one control period per received command, which
 makes a run reproducible regardless of CPU load; ``False`` advances it every period on the timer
@@ -48,7 +50,7 @@ class BridgedEnv(Protocol):
 class SimBridge:
     def __init__(self, make_env: Callable[[], BridgedEnv], config: RobotConfig, rate_hz: float | None = None, lockstep: bool = True,
                  image_encoding: str = "rgb8", wrist_camera: bool = False, command_timeout_s: float = 0.2,
-                 node_name: str = "sim_bridge", context=None):
+                 node_name: str = "sim_bridge", context=None, init_state: dict | None = None):
         rclpy = messages.require_ros()
         from geometry_msgs.msg import PoseStamped, TwistStamped
         from sensor_msgs.msg import Image, JointState
@@ -80,6 +82,9 @@ class SimBridge:
         node.create_subscription(JointTrajectory, topics.joint_command, self._on_trajectory, 10)
         node.create_subscription(Float64, topics.gripper_command, self._on_gripper, 10)
         self.JointState, self.PoseStamped, self.String = JointState, PoseStamped, String
+        if init_state is not None:
+            self.init_state_pub = node.create_publisher(String, messages.SIM_INIT_STATE_TOPIC, messages.latched_qos())
+            self.init_state_pub.publish(String(data=json.dumps(init_state)))
         self.timer = node.create_timer(1.0 / (rate_hz or config.control_hz), self._tick)
 
     # ---- commands -----------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Pairing recorded actions with the images they were decided from, on bags written by the real BagRecorder
 (rclpy's serialiser, rosbags' MCAP writer). The node-driven counterpart is in test_ros_deploy.py."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -133,3 +135,36 @@ def test_a_new_episodes_bag_starts_with_the_sensor_messages_its_first_inference_
     assert robot.topics.image in topics and robot.topics.ee_pose in topics
     episode = bag_to_episode(recorder.bags[-1], image_size=8)
     assert int(episode.obs["agentview_rgb"].mean()) == 40
+
+
+def test_a_bag_recorded_on_a_held_out_sim_init_state_stays_held_out(ros_context, tmp_path):
+    """A sim bridge names its init state on /sim/init_state; the bag records it, the converted episode keeps
+    its split and id, and SFT refuses an episode of an evaluation init state (held-out success stays honest)."""
+    from std_msgs.msg import String
+
+    from real_robot.config import TopicsConfig
+    from real_robot.messages import SIM_INIT_STATE_TOPIC
+    from real_robot.recording import BagRecorder, bag_to_episode
+    from tests.real_robot.test_node_commands import make_node
+    from vla_rl.core.demo_file import write_demo_file
+    from vla_rl.policy.sft import load_demos
+
+    robot = RobotConfig(base_frame="world", topics=TopicsConfig(gripper_command=""))
+    node = make_node(ros_context, robot)
+    try:
+        node.recorder = recorder = BagRecorder(tmp_path / "bags", robot)
+        node._on_sim_init_state(String(data=json.dumps({"task": "Reach", "split": "eval", "init_state_id": 3})))
+        for episode in range(2):  # the second bag gets it too, though it was published once
+            image = image_message(40, 7 + episode)
+            node._on_image(image)
+            node._on_instruction(String(data="reach the block"))
+            recorder.write_action(np.zeros(7), image.header)
+        recorder.close()
+    finally:
+        node.node.destroy_node()
+    episodes = [bag_to_episode(bag, image_size=8, task="Reach") for bag in recorder.bags]
+    assert [(e.split, e.init_state_id) for e in episodes] == [("eval", 3), ("eval", 3)]
+    write_demo_file(tmp_path / "demos" / "Reach_demo.hdf5", episodes, {"env_name": "Reach"})
+    with pytest.raises(ValueError, match="evaluation init state 3"):
+        load_demos(tmp_path / "demos", 1)
+    assert SIM_INIT_STATE_TOPIC == "/sim/init_state"

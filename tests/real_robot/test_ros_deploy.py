@@ -54,7 +54,8 @@ def start_pair(context, policy, robot=ROBOT, recorder=None, instruction=True, jo
         return env
 
     text = get_layout("Reach", REACH_INIT_STATE, "train")["instruction"]
-    bridge = SimBridge(make_env, robot, context=context)
+    bridge = SimBridge(make_env, robot, context=context,
+                       init_state={"task": "Reach", "split": "train", "init_state_id": REACH_INIT_STATE})
     node = PolicyNode(policy, robot, image_size=32, cameras=("agentview",), recorder=recorder,
                       instruction=text if instruction else "", joint_solver=joint_solver, context=context,
                       proprio_dim=proprio_dim)
@@ -96,6 +97,7 @@ def test_deployed_checkpoint_completes_reach_through_ros(ros_context, reach_chec
     # The episode was recorded as an MCAP bag and converts into our demo format.
     episode = bag_to_episode(recorder.bags[0], image_size=32, task="Reach")
     assert episode.instruction == instruction
+    assert (episode.split, episode.init_state_id) == ("train", REACH_INIT_STATE)  # the bridge's, over DDS
     np.testing.assert_allclose(episode.actions[:len(expected)], expected, atol=1e-5)
     assert episode.obs["agentview_rgb"].shape[1:] == (32, 32, 3)
     assert (recorder.bags[0] / "metadata.yaml").is_file()

@@ -153,8 +153,10 @@ def cmd_sim_bridge(args: argparse.Namespace) -> int:
     print(f"sim bridge: {args.task} init state {args.split}/{args.init_state}, "
           f"{'real-time' if args.realtime else 'lockstep'}, {args.image_size} px"
           f"{' without multisampling' if args.no_antialias else ''}; instruction: {instruction!r}")
+    init_state = {"task": args.task, "split": args.split, "init_state_id": args.init_state}  # recorded into bags
     _serve(lambda context: SimBridge(make_env, robot, lockstep=not args.realtime, image_encoding=args.encoding,
-                                     wrist_camera=bool(robot.topics.wrist_image), context=context), args.duration)
+                                     wrist_camera=bool(robot.topics.wrist_image), context=context,
+                                     init_state=init_state), args.duration)
     return 0
 
 
@@ -177,6 +179,11 @@ def cmd_bag_to_demos(args: argparse.Namespace) -> int:
                            {"env_name": args.task, "source": "ros2 bags", "bags": [str(b) for b in bags]})
     steps = sum(e.num_steps for e in episodes)
     print(f"wrote {path}: {len(episodes)} episodes, {steps} steps (SFT reads it with demo_dir={args.out})")
+    held_out = sum(e.split == "eval" for e in episodes)
+    if held_out:
+        print(f"warning: {held_out} of them were recorded on held-out (eval) init states of the sim bridge: SFT "
+              "refuses them; record on training init states (sim-bridge --split train) for training data",
+              file=sys.stderr)
     return 0
 
 
@@ -207,7 +214,9 @@ def register(sub) -> None:
     bridge.add_argument("--robot", default="configs/robot/tabletop_sim.yaml", help="robot config (topics, rate)")
     bridge.add_argument("--task", default="Reach", help="tabletop task")
     bridge.add_argument("--init-state", type=int, default=0, help="init-state id")
-    bridge.add_argument("--split", choices=("train", "eval"), default="eval", help="init-state split")
+    bridge.add_argument("--split", choices=("train", "eval"), default="train",
+                        help="init-state split (eval: a held-out state; its recorded bags are marked so, and SFT "
+                             "refuses them)")
     bridge.add_argument("--image-size", type=int, default=128, help="camera resolution (the node resizes)")
     bridge.add_argument("--no-antialias", action="store_true",
                         help="render the cameras without multisampling, as a policy trained with `antialias: false` "
