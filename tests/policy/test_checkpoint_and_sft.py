@@ -524,3 +524,9 @@ def test_a_resumed_run_keeps_the_init_checkpoint_it_started_from(tmp_path, capsy
     train_sft(sft_config(tmp_path, out_dir=tmp_path / "b", steps=14, init_checkpoint=str(other)), resume=True,
               show_progress=False)
     assert "is not used" in capsys.readouterr().out
+    train_sft(sft_config(tmp_path, out_dir=tmp_path / "scratch"), show_progress=False, stop_at_step=6)
+    resumed = train_sft(sft_config(tmp_path, out_dir=tmp_path / "scratch", init_checkpoint=str(other)), resume=True,
+                        show_progress=False)  # a run from random weights stays one
+    assert "started from random weights" in capsys.readouterr().out
+    _, _, state = load_checkpoint(Path(resumed["checkpoint"]), with_training_state=True)
+    assert state["sft_config"]["init_checkpoint"] == ""

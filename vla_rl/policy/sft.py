@@ -291,14 +291,13 @@ def _init_checkpoint_of_run(given: str, resume_from: Path | None) -> str:
     """The checkpoint the run starts from: ``given``, or a run directory's newest checkpoint. A resumed run keeps
     the one its checkpoints record (re-resolving a run directory that has grown since would name another, and one
     that has moved none); a different ``given`` is reported, not used."""
-    recorded = None
-    if resume_from is not None:
-        recorded = ((read_training_state(resume_from) or {}).get("sft_config") or {}).get("init_checkpoint") or None
-    if recorded is None:
+    recorded_config = (read_training_state(resume_from) or {}).get("sft_config") if resume_from is not None else None
+    if recorded_config is None:  # a fresh run (or a checkpoint from before the config was recorded)
         return str(resolve_checkpoint(Path(given)))
-    if Path(given).resolve() != Path(recorded).resolve() and Path(given).resolve() != Path(recorded).resolve().parent:
-        print(f"sft --resume: the run continues from {resume_from}, which started from {recorded}; "
-              f"init_checkpoint {given} is not used")
+    recorded = recorded_config.get("init_checkpoint") or ""  # "": the run started from random weights
+    if not recorded or Path(given).resolve() not in (Path(recorded).resolve(), Path(recorded).resolve().parent):
+        print(f"sft --resume: the run continues from {resume_from}, which started from "
+              f"{recorded or 'random weights'}; init_checkpoint {given} is not used")
     return recorded
 
 
