@@ -7,10 +7,11 @@ from vla_rl.policy.action_tokenizer import gripper_from_env, gripper_to_env
 VOCAB = 32000  # OpenVLA's Llama-2 vocabulary size
 
 
-def openvla_reference_ids(actions, q01, q99, mask, vocab=VOCAB, n_bins=256):
+def openvla_reference_ids(actions, q01, q99, mask, vocab=VOCAB, n_bins=256, low=None, high=None):
     """OpenVLA's pipeline written out step by step from its published formulas, one value at a time:
-    BOUNDS_Q99 normalisation (masked dims untouched), clip to [-1, 1], np.digitize against
-    linspace(-1, 1, 256), token = vocab_size - bin."""
+    BOUNDS_Q99 normalisation (masked dims untouched), then, when the dataset's min and max are given,
+    0.0 for every dimension whose min == max (normalize_action_and_proprio's "unused action dimensions",
+    masked or not), clip to [-1, 1], np.digitize against linspace(-1, 1, 256), token = vocab_size - bin."""
     edges = np.linspace(-1, 1, n_bins)
     out = np.zeros(actions.shape, dtype=np.int64)
     for index in np.ndindex(actions.shape):
@@ -18,6 +19,8 @@ def openvla_reference_ids(actions, q01, q99, mask, vocab=VOCAB, n_bins=256):
         value = actions[index]
         if mask[d]:
             value = min(max(2 * (value - q01[d]) / (q99[d] - q01[d] + 1e-8) - 1, -1.0), 1.0)
+        if low is not None and low[d] == high[d]:
+            value = 0.0
         value = min(max(value, -1.0), 1.0)
         out[index] = vocab - int(np.digitize(value, edges))
     return out
@@ -132,10 +135,11 @@ def test_every_id_but_the_top_bin_is_a_fixed_point_of_encode_decode(stats):
 
 @pytest.mark.parametrize("value", [0.3, 0.0, -2.5, 1000.0])
 def test_a_constant_dimension_has_one_id_and_decodes_to_its_value(value):
+    """Statistics without min/max (our checkpoints before they were kept): the earlier rule."""
     stats = NormStats(np.array([-0.5, value]), np.array([0.5, value]), np.array([True, True]))
     tokenizer = ActionTokenizer(VOCAB, stats)
     ids = tokenizer.encode(np.array([[0.1, value], [0.1, value + 1e-3], [0.1, value - 1e-3]]))
-    np.testing.assert_array_equal(ids[:, 1], VOCAB - 1)  # OpenVLA's id for the value itself (normalised -1)
+    np.testing.assert_array_equal(ids[:, 1], VOCAB - 1)  # the BOUNDS_Q99 formula's id for the value itself (-1)
     assert ids[0, 1] == openvla_reference_ids(np.array([[0.1, value]]), stats.q01, stats.q99, stats.mask)[0, 1]
     decoded = tokenizer.decode(ids)
     np.testing.assert_array_equal(decoded[:, 1], np.float32(value))
@@ -143,3 +147,106 @@ def test_a_constant_dimension_has_one_id_and_decodes_to_its_value(value):
     # a dimension that is constant up to float rounding counts as constant
     near = ActionTokenizer(VOCAB, NormStats(np.array([value]), np.array([value + 1e-12]), np.array([True])))
     assert near.encode(near.decode(np.array([VOCAB - 1])))[0] == VOCAB - 1
+
+
+# The reviewer's three cases for dimensions that (almost) do not vary, with OpenVLA-layout statistics
+# (min and max given); value is the dimension's typical value. Each: (q01, q99, min, max, inputs).
+NEARLY_CONSTANT = {
+    "min == max": lambda v: (v, v, v, v, [v, v + 1e-3]),
+    "q01 == q99 < max": lambda v: (v, v, v, v + 1.0, [v + 1e-3, v, v - 1e-3]),
+    "range 5e-7": lambda v: (v, v + 5e-7, v - 1.0, v + 1.0, [v, v + 2.5e-7, v + 5e-7]),
+}
+
+
+@pytest.mark.parametrize("value", [0.0, 0.3, -2.5])
+@pytest.mark.parametrize("case", sorted(NEARLY_CONSTANT))
+def test_openvla_statistics_give_openvlas_ids_to_dimensions_that_do_not_vary(case, value):
+    q01, q99, low, high, inputs = NEARLY_CONSTANT[case](value)
+    # dimension 0 varies (q01 -0.5, q99 0.5, input 0.1); dimension 1 is the case's
+    low, high = np.array([-0.6, low]), np.array([0.6, high])
+    stats = NormStats.from_dict({"q01": [-0.5, q01], "q99": [0.5, q99], "min": low.tolist(), "max": high.tolist(),
+                                 "mask": [True, True]})
+    actions = np.array([[0.1, x] for x in inputs])
+    expected = openvla_reference_ids(actions, stats.q01, stats.q99, stats.mask, low=low, high=high)
+    tokenizer = ActionTokenizer(VOCAB, stats)
+    np.testing.assert_array_equal(tokenizer.encode(actions), expected)
+    if value == 0.0:  # the ids the reviewer derived from OpenVLA's code, as a check on the reference above
+        if case == "min == max":  # both dimensions of the first input
+            assert expected[0].tolist() == [31847, 31872]
+        else:
+            assert expected[:, 1].tolist() == {"q01 == q99 < max": [31744, 31999, 31999],
+                                               "range 5e-7": [31999, 31874, 31749]}[case]
+    # decoding is unchanged: the dimension decodes to q01 (OpenVLA's formula: q01 + a fraction of 5e-7)
+    np.testing.assert_array_equal(tokenizer.decode(expected)[:, 1], np.float32(q01))
+
+
+def test_a_masked_dimension_with_min_equal_max_is_zeroed_as_in_openvla():
+    """normalize_action_and_proprio zeroes min == max dimensions whatever the mask (a gripper that never moved)."""
+    low, high = [-0.6, 1.0], [0.6, 1.0]
+    stats = NormStats.from_dict({"q01": [-0.5, 1.0], "q99": [0.5, 1.0], "min": low, "max": high,
+                                 "mask": [True, False]})
+    actions = np.array([[0.1, 1.0], [0.1, -1.0]])
+    ids = ActionTokenizer(VOCAB, stats).encode(actions)
+    np.testing.assert_array_equal(ids, openvla_reference_ids(actions, stats.q01, stats.q99, stats.mask,
+                                                             low=low, high=high))
+    assert ids[:, 1].tolist() == [VOCAB - 128, VOCAB - 128]
+
+
+def test_min_and_max_are_kept_computed_and_saved():
+    openvla_layout = {"q01": [-0.5, 0.0], "q99": [0.5, 0.0], "min": [-0.6, 0.0], "max": [0.6, 0.0],
+                      "mask": [True, False], "mean": [0.0, 0.0], "std": [1.0, 0.0]}
+    stats = NormStats.from_dict(openvla_layout)
+    np.testing.assert_array_equal(stats.min, [-0.6, 0.0])
+    np.testing.assert_array_equal(stats.max, [0.6, 0.0])
+    assert NormStats.from_dict(stats.to_dict()).to_dict() == stats.to_dict()
+    assert {"min", "max"} <= set(stats.to_dict())
+    actions = np.random.default_rng(4).normal(size=(500, 3))
+    actions[:, 1] = 0.25  # a dimension the data never moves
+    computed = NormStats.from_actions(actions)
+    np.testing.assert_array_equal(computed.min, actions.min(0))
+    np.testing.assert_array_equal(computed.max, actions.max(0))
+    assert ActionTokenizer(VOCAB, computed).encode(actions[:2])[:, 1].tolist() == [VOCAB - 128] * 2
+    with pytest.raises(ValueError, match="'min' without 'max'"):
+        NormStats.from_dict({"q01": [0.0], "q99": [1.0], "min": [0.0]})
+    with pytest.raises(ValueError, match="max < min"):
+        NormStats.from_dict({"q01": [0.0], "q99": [1.0], "min": [1.0], "max": [0.0]})
+    with pytest.raises(ValueError, match="equal 1-D shapes"):
+        NormStats.from_dict({"q01": [0.0], "q99": [1.0], "min": [0.0, 0.0], "max": [1.0, 1.0]})
+
+
+def test_statistics_saved_without_min_and_max_tokenise_as_before():
+    """Our checkpoints' norm_stats.json before min/max were kept: a constant dimension keeps id VOCAB - 1."""
+    saved = {"q01": [-0.5, 0.3], "q99": [0.5, 0.3], "mask": [True, True]}
+    stats = NormStats.from_dict(saved)
+    assert NormStats.from_dict(stats.to_dict()).to_dict() == saved  # nothing added on saving again
+    ids = ActionTokenizer(VOCAB, stats).encode(np.array([[0.1, 0.3], [0.1, 0.4]]))
+    assert ids[:, 1].tolist() == [VOCAB - 1, VOCAB - 1]
+
+
+def test_token_ids_must_be_whole_numbers(stats):
+    tokenizer = ActionTokenizer(VOCAB, stats)
+    with pytest.raises(ValueError, match="whole numbers"):
+        tokenizer.decode(np.full(7, 31999.9))  # was truncated to 31999
+    with pytest.raises(ValueError, match="whole numbers"):
+        tokenizer.decode(np.full(7, np.nan))
+    with pytest.raises(ValueError, match="whole numbers"):
+        tokenizer.decode(np.full(7, True))
+    np.testing.assert_array_equal(tokenizer.decode(np.full(7, 31999.0)), tokenizer.decode(np.full(7, 31999)))
+
+
+def test_a_scalar_is_not_an_action(stats):
+    """A 0-d array has no action axis: refused with a ValueError (it was an IndexError)."""
+    tokenizer = ActionTokenizer(VOCAB, stats)
+    one_dim = ActionTokenizer(VOCAB, NormStats.from_dict({"q01": [-1.0], "q99": [1.0]}))
+    for call, value in ((tokenizer.encode, 0.1), (one_dim.encode, 0.1), (tokenizer.decode, 31999),
+                        (one_dim.decode, 31999)):
+        with pytest.raises(ValueError, match="got the scalar"):
+            call(np.array(value))
+    assert one_dim.encode(np.array([0.1])).shape == (1,)
+
+
+@pytest.mark.parametrize("mask", [["false"], [0], [1.0], ["true"]])
+def test_a_mask_must_be_booleans(mask):
+    with pytest.raises(ValueError, match="mask must hold booleans"):
+        NormStats.from_dict({"q01": [0.0], "q99": [1.0], "mask": mask})
+    assert NormStats.from_dict({"q01": [0.0], "q99": [1.0], "mask": [False]}).mask.tolist() == [False]

@@ -433,3 +433,130 @@ def test_center_crop_is_openvlas_evaluation_crop(checkpoint):
         expected = plain.vision_backbone(torch.from_numpy(levels.astype(np.uint8)))  # image_size: no resize
         torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-4)
         assert not torch.allclose(ours, plain.vision_backbone(torch.from_numpy(images)), atol=1e-2)
+
+
+def _other_action_stats(scale):
+    """OpenVLA-layout action statistics unlike the fixture's (whose q99 starts 0.9, 0.8, 0.7)."""
+    q01, q99 = [-scale] * 6 + [0.0], [scale] * 6 + [1.0]
+    return {"action": {"q01": q01, "q99": q99, "min": q01, "max": q99, "mean": [0.0] * 7, "std": [1.0] * 7,
+                       "mask": [True] * 6 + [False]}, "num_transitions": 5, "num_trajectories": 1}
+
+
+def test_dataset_statistics_json_replaces_config_norm_stats(checkpoint, tmp_path, capsys):
+    """OpenVLA's get_vla: a fine-tune's dataset_statistics.json replaces the norm_stats of config.json
+    (which keeps the base model's: here 'tabletop')."""
+    directory = variant(checkpoint, tmp_path / "finetuned")
+    statistics = directory / "dataset_statistics.json"
+    statistics.write_text(json.dumps({"libero_spatial_no_noops": _other_action_stats(0.25)}))
+    _, action_tokenizer = load_openvla(directory)
+    np.testing.assert_array_equal(action_tokenizer.norm_stats.q99[:3], [0.25] * 3)
+    assert capsys.readouterr().out.count("dataset_statistics.json") == 1  # said once
+    # the keys come from the file: the base model's dataset is not among them, and the error names it
+    with pytest.raises(CheckpointError, match=r"'tabletop' not in .*dataset_statistics\.json.*libero_spatial_no_noops"):
+        load_openvla(directory, unnorm_key="tabletop")
+    statistics.write_text(json.dumps({"a": _other_action_stats(0.25), "b": _other_action_stats(0.5)}))
+    with pytest.raises(CheckpointError, match=r"dataset_statistics\.json has norm stats for \['a', 'b'\]; pass unnorm_key"):
+        load_openvla(directory)
+    assert load_openvla(directory, unnorm_key="b")[1].norm_stats.q99[0] == 0.5
+    statistics.write_text(json.dumps({"a": {"proprio": {}}}))
+    with pytest.raises(CheckpointError, match=r"dataset_statistics\.json\['a'\] has no 'action'"):
+        load_openvla(directory)
+    statistics.write_text('{"a": {"action": ')
+    with pytest.raises(CheckpointError, match=r"dataset_statistics\.json is not valid JSON"):
+        load_openvla(directory)
+    statistics.write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match=r"dataset_statistics\.json holds no dataset statistics"):
+        load_openvla(directory)
+
+
+def test_a_missing_unnorm_key_falls_back_to_its_no_noops_dataset(checkpoint, tmp_path, capsys):
+    """OpenVLA's run_libero_eval.py uses '<suite>_no_noops' when '<suite>' is not in the statistics."""
+    def add_no_noops(config):
+        config["norm_stats"]["libero_goal_no_noops"] = _other_action_stats(0.25)
+        config["norm_stats"]["libero_10"] = _other_action_stats(0.5)
+        config["norm_stats"]["libero_10_no_noops"] = _other_action_stats(0.75)
+
+    directory = variant(checkpoint, tmp_path / "libero", add_no_noops)
+    capsys.readouterr()
+    assert load_openvla(directory, unnorm_key="libero_goal")[1].norm_stats.q99[0] == 0.25
+    said = capsys.readouterr().out
+    assert said.count("\n") == 1 and "'libero_goal' is not in" in said and "'libero_goal_no_noops'" in said
+    assert load_openvla(directory, unnorm_key="libero_10")[1].norm_stats.q99[0] == 0.5  # present: used as is
+    assert "no_noops" not in capsys.readouterr().out
+    with pytest.raises(CheckpointError, match="'libero_object' not in .*config.json's norm_stats"):
+        load_openvla(directory, unnorm_key="libero_object")
+
+
+def test_without_an_index_only_model_safetensors_is_read(checkpoint, tmp_path):
+    """As transformers: without an index the weights are model.safetensors; a stray adapter is not read."""
+    from safetensors.torch import load_file
+
+    directory = variant(checkpoint, tmp_path / "single")
+    merged = {}
+    for shard in sorted(directory.glob("model-*.safetensors")):
+        merged.update(load_file(str(shard)))
+        shard.unlink()
+    (directory / "model.safetensors.index.json").unlink()
+    save_file(merged, str(directory / "model.safetensors"))
+    save_file({"base_model.model.lora_A.weight": torch.zeros(2, 2)}, str(directory / "adapter_model.safetensors"))
+    model, _ = load_openvla(directory)
+    torch.testing.assert_close(model.state_dict()["projector.fc3.weight"], checkpoint[1]["projector.fc3.weight"])
+    (directory / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"neither model\.safetensors\.index\.json nor model\.safetensors "
+                                              r"\(it holds: adapter_model\.safetensors, config\.json"):
+        load_openvla(directory)
+
+
+def _normally_built(directory, weights):
+    """The model the loader used to build: constructed with random weights on the CPU, then filled."""
+    from vla_rl.policy.model import VLAModel
+    from vla_rl.policy.openvla import map_checkpoint_key, openvla_config
+
+    config, _ = openvla_config(directory)
+    model = VLAModel(config, tokenizer=load_tokenizer(str(directory)))
+    state = {}
+    for key, tensor in weights.items():
+        for name, transform in map_checkpoint_key(key, config.vision_towers) or ():
+            state[name] = transform(tensor)
+    model.load_state_dict(state, strict=False)
+    return model.eval()
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_loading_builds_on_meta_and_equals_a_normal_construction(checkpoint, tmp_path, monkeypatch, tied):
+    import vla_rl.policy.openvla as openvla
+
+    directory, weights = checkpoint
+    if tied:  # an embedding shared with the LM head: no lm_head tensor in the checkpoint
+        def tie(config):
+            config["text_config"]["tie_word_embeddings"] = True
+        directory = variant(checkpoint, tmp_path / "tied", tie)
+        _rewrite_shards(directory, lambda tensors: tensors.pop("language_model.lm_head.weight", None))
+        weights = {k: v for k, v in weights.items() if k != "language_model.lm_head.weight"}
+    devices_when_built = []
+
+    class Recording(openvla.VLAModel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            devices_when_built.append({parameter.device.type for parameter in self.parameters()})
+
+    monkeypatch.setattr(openvla, "VLAModel", Recording)
+    model, _ = load_openvla(directory)
+    assert devices_when_built == [{"meta"}]  # no full-size model with random weights first
+    reference = _normally_built(directory, weights)
+    ours = dict(model.named_parameters(remove_duplicate=False))
+    theirs = dict(reference.named_parameters(remove_duplicate=False))
+    assert ours.keys() == theirs.keys()
+    for name, parameter in ours.items():  # the unused norms and mask token included
+        assert torch.equal(parameter, theirs[name]) and parameter.requires_grad == theirs[name].requires_grad, name
+    buffers = dict(reference.named_buffers())  # non-persistent: RoPE frequencies, image mean/std, position ids
+    assert dict(model.named_buffers()).keys() == buffers.keys()
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffer, buffers[name]), name
+    if tied:
+        assert model.language_model.lm_head.weight is model.language_model.model.embed_tokens.weight
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (2, IMAGE, IMAGE, 3), dtype=np.uint8))
+    ids = torch.randint(0, 1000, (1, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model.vision_backbone(images), reference.vision_backbone(images))
+        assert torch.equal(model.language_model(ids).logits, reference.language_model(ids).logits)

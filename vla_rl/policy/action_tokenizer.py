@@ -17,10 +17,25 @@ Decoded actions re-encode to the same ids, with one exception (as in OpenVLA): i
 (bin ``n_bins``, reached only by a normalised value of exactly 1) decodes to the last bin centre, which
 re-encodes to ``vocab_size - n_bins + 1``. Every other id is a fixed point of ``encode(decode(ids))``.
 
-A normalised dimension whose ``q99 - q01`` is below ``CONSTANT_RANGE_RTOL`` of its magnitude is
-constant: it always encodes to id ``vocab_size - 1`` (the bin OpenVLA's formula gives its value q01) and
-decodes to q01. Through the formula, float32 rounding of the decoded value divided by ``q99 - q01 + 1e-8``
-saturated the clip, and the decoded constant re-encoded to the other end (``vocab_size - n_bins``).
+Dimensions that do not vary follow OpenVLA when the statistics carry the data's ``min`` and ``max``
+(OpenVLA's statistics do, and so does ``NormStats.from_actions``): OpenVLA's ``normalize_action_and_proprio``
+sets a dimension with ``min == max`` (exactly equal, masked or not) to 0.0 after normalising, so every
+value of it encodes to the id of 0.0 (``vocab_size - 128`` with 256 bins). Any other
+dimension goes through the formula, however small ``q99 - q01``: with ``q01 == q99 < max`` a value at or
+below q01 gets ``vocab_size - 1`` and one above q99 ``vocab_size - n_bins``.
+
+Statistics without ``min``/``max`` (our checkpoints saved before they were kept) keep this project's
+earlier rule, so those checkpoints tokenise as they were trained: a normalised dimension whose
+``q99 - q01`` is below ``CONSTANT_RANGE_RTOL`` of its magnitude encodes to id ``vocab_size - 1``, the
+id of normalised value -1 (our choice; OpenVLA would give ``min == max`` dimensions ``vocab_size - 128``).
+
+Decoding is the same for both: such a tiny-range normalised dimension decodes to q01 (OpenVLA's
+formula gives q01 up to a fraction of ``q99 - q01``). Through the formula, float32 rounding of the
+decoded value divided by ``q99 - q01 + 1e-8`` could saturate the clip and re-encode it at the other end.
+
+Inputs are checked: ``encode`` and ``decode`` need at least one axis (the action dimension; a 0-d
+array is refused rather than guessed at), token ids must be whole numbers (integer arrays, or floats
+without a fractional part), and a ``mask`` must be booleans.
 """
 
 from __future__ import annotations
@@ -73,11 +88,15 @@ def _check_convention(convention: str) -> None:
 
 @dataclass(frozen=True)
 class NormStats:
-    """Per-dimension action statistics: ``q01``, ``q99`` and ``mask`` (True = normalise)."""
+    """Per-dimension action statistics: ``q01``, ``q99`` and ``mask`` (True = normalise), and the data's
+    ``min`` and ``max`` when known (``None`` in statistics saved before they were kept: see the module
+    docstring for what each case encodes)."""
 
     q01: np.ndarray
     q99: np.ndarray
     mask: np.ndarray
+    min: np.ndarray | None = None
+    max: np.ndarray | None = None
 
     @classmethod
     def from_dict(cls, stats: Mapping[str, Any]) -> "NormStats":
@@ -86,32 +105,55 @@ class NormStats:
             raise ValueError(f"action norm stats need q01 and q99; missing {missing}")
         q01 = np.asarray(stats["q01"], dtype=np.float64)
         q99 = np.asarray(stats["q99"], dtype=np.float64)
-        mask = np.asarray(stats.get("mask", np.ones_like(q01, dtype=bool)), dtype=bool)
-        if not (q01.shape == q99.shape == mask.shape) or q01.ndim != 1:
-            raise ValueError(f"q01 {q01.shape}, q99 {q99.shape} and mask {mask.shape} must be equal 1-D shapes")
-        if not (np.all(np.isfinite(q01)) and np.all(np.isfinite(q99))):
+        mask = _boolean_mask(stats["mask"]) if "mask" in stats else np.ones_like(q01, dtype=bool)
+        bounds = [key for key in ("min", "max") if key in stats]
+        if len(bounds) == 1:
+            raise ValueError(f"action norm stats have {bounds[0]!r} without {({'min', 'max'} - set(bounds)).pop()!r}: "
+                             "give both or neither")
+        low = np.asarray(stats["min"], dtype=np.float64) if bounds else None
+        high = np.asarray(stats["max"], dtype=np.float64) if bounds else None
+        shapes = {"q01": q01.shape, "q99": q99.shape, "mask": mask.shape,
+                  **({"min": low.shape, "max": high.shape} if bounds else {})}
+        if len(set(shapes.values())) != 1 or q01.ndim != 1:
+            raise ValueError(f"{', '.join(f'{k} {v}' for k, v in shapes.items())} must be equal 1-D shapes")
+        if not all(np.all(np.isfinite(v)) for v in (q01, q99, *((low, high) if bounds else ()))):
             raise ValueError("action norm stats contain NaN or inf")
         if np.any(q99 < q01):
             raise ValueError("action norm stats have q99 < q01 for some dimension")
-        return cls(q01, q99, mask)
+        if bounds and np.any(high < low):
+            raise ValueError("action norm stats have max < min for some dimension")
+        return cls(q01, q99, mask, low, high)
 
     @classmethod
     def from_actions(cls, actions: np.ndarray, unnormalised_dims: tuple[int, ...] | None = None) -> "NormStats":
         """Statistics of a dataset of actions ``[N, A]``; ``unnormalised_dims`` are masked out (by default the
-        last, the gripper, as in OpenVLA's 7-D actions)."""
+        last, the gripper, as in OpenVLA's 7-D actions). Like OpenVLA's, they include min and max."""
         actions = np.asarray(actions, dtype=np.float64)
-        if actions.ndim != 2 or actions.shape[1] < 1:
-            raise ValueError(f"actions must be [N, A], got shape {actions.shape}")
+        if actions.ndim != 2 or actions.shape[1] < 1 or actions.shape[0] < 1:
+            raise ValueError(f"actions must be [N, A] with N, A >= 1, got shape {actions.shape}")
         mask = np.ones(actions.shape[1], dtype=bool)
         mask[list(unnormalised_dims) if unnormalised_dims is not None else [-1]] = False
-        return cls(np.quantile(actions, 0.01, axis=0), np.quantile(actions, 0.99, axis=0), mask)
+        return cls(np.quantile(actions, 0.01, axis=0), np.quantile(actions, 0.99, axis=0), mask,
+                   actions.min(axis=0), actions.max(axis=0))
 
     def to_dict(self) -> dict[str, list]:
-        return {"q01": self.q01.tolist(), "q99": self.q99.tolist(), "mask": self.mask.tolist()}
+        stats = {"q01": self.q01.tolist(), "q99": self.q99.tolist(), "mask": self.mask.tolist()}
+        if self.min is not None:
+            stats.update(min=self.min.tolist(), max=self.max.tolist())
+        return stats
 
     @property
     def action_dim(self) -> int:
         return len(self.q01)
+
+
+def _boolean_mask(value: Any) -> np.ndarray:
+    """A mask from JSON or numpy: true/false only. ``np.asarray(["false"], bool)`` is True and 0/1 may
+    be a misread index list, so anything but booleans is refused."""
+    mask = np.asarray(value)
+    if mask.dtype != np.bool_:
+        raise ValueError(f"mask must hold booleans (true/false), got {value!r}")
+    return mask
 
 
 class ActionTokenizer:
@@ -127,7 +169,10 @@ class ActionTokenizer:
         self.bin_centers = (self.bins[:-1] + self.bins[1:]) / 2.0
         stats = self.norm_stats
         scale = np.maximum(1.0, np.maximum(np.abs(stats.q01), np.abs(stats.q99)))
+        # decoded as q01; also encoded as q01's id when the statistics have no min/max (the earlier rule)
         self.constant = stats.mask & (stats.q99 - stats.q01 < CONSTANT_RANGE_RTOL * scale)
+        # OpenVLA's unused dimensions, normalised to 0.0; None without min/max
+        self.unused = None if stats.min is None else stats.min == stats.max
 
     @property
     def action_dim(self) -> int:
@@ -149,8 +194,12 @@ class ActionTokenizer:
     def normalize(self, actions: np.ndarray) -> np.ndarray:
         stats = self.norm_stats
         scaled = 2.0 * (actions - stats.q01) / (stats.q99 - stats.q01 + NORMALISATION_EPS) - 1.0
-        scaled = np.where(self.constant, -1.0, scaled)  # a constant dimension's one value: q01's bin
-        return np.where(stats.mask, np.clip(scaled, -1.0, 1.0), actions)
+        if self.unused is None:  # statistics saved without min/max keep the ids they were trained on
+            scaled = np.where(self.constant, -1.0, scaled)
+        normalized = np.where(stats.mask, np.clip(scaled, -1.0, 1.0), actions)
+        if self.unused is not None:  # OpenVLA zeroes min == max dimensions after normalising, masked or not
+            normalized = np.where(self.unused, 0.0, normalized)
+        return normalized
 
     def unnormalize(self, normalized: np.ndarray) -> np.ndarray:
         stats = self.norm_stats
@@ -167,7 +216,7 @@ class ActionTokenizer:
         return (self.vocab_size - np.digitize(normalized, self.bins)).astype(np.int64)
 
     def decode_normalized(self, token_ids: np.ndarray) -> np.ndarray:
-        token_ids = np.asarray(token_ids, dtype=np.int64)
+        token_ids = _whole_ids(token_ids)
         if np.any((token_ids < self.first_token_id) | (token_ids >= self.vocab_size)):
             raise ValueError(f"token ids must be action tokens in [{self.first_token_id}, {self.vocab_size})")
         bins = np.clip(self.vocab_size - token_ids - 1, 0, self.n_bins - 2)
@@ -180,5 +229,20 @@ class ActionTokenizer:
         return self.unnormalize(self.decode_normalized(token_ids)).astype(np.float32)
 
     def _check_dim(self, array: np.ndarray) -> None:
+        if array.ndim == 0:
+            raise ValueError(f"expected an array [..., {self.action_dim}] with the action dimensions in the last axis, "
+                             f"got the scalar {array!r}")
         if array.shape[-1] != self.action_dim:
             raise ValueError(f"expected {self.action_dim} action dimensions in the last axis, got {array.shape}")
+
+
+def _whole_ids(token_ids: Any) -> np.ndarray:
+    """Token ids as int64, refusing values a cast would truncate (31999.9 is not id 31999)."""
+    ids = np.asarray(token_ids)
+    if ids.dtype.kind in "iu":
+        return ids.astype(np.int64)
+    if ids.dtype.kind == "f" and np.all(np.isfinite(ids)) and np.all(ids == np.round(ids)):
+        return ids.astype(np.int64)
+    wrong = ids[~np.isfinite(ids) | (ids != np.round(ids))] if ids.dtype.kind == "f" else ids
+    raise ValueError(f"token ids must be whole numbers, got dtype {ids.dtype} with values such as "
+                     f"{np.ravel(wrong)[:3].tolist()}")

@@ -16,20 +16,32 @@ block, the final norms and SigLIP's attention-pool head are not loaded (they are
 ``UNUSED``; any other unknown or missing key is an error).
 
 Directory contents used: ``config.json`` (OpenVLA/Prismatic config with ``norm_stats`` and
-``n_action_bins``), ``model.safetensors`` or ``model.safetensors.index.json`` + shards, tokenizer
-files, and optionally ``preprocessor_config.json`` (its ``tvf_normalize_params`` hold the exact,
-bf16-rounded normalisation the published model was run with).
+``n_action_bins``), ``model.safetensors.index.json`` + shards or, without an index, ``model.safetensors``
+alone (as transformers reads it: other ``*.safetensors`` files, e.g. an adapter, are not weights of the
+model), tokenizer files, optionally ``preprocessor_config.json`` (its ``tvf_normalize_params`` hold the
+exact, bf16-rounded normalisation the published model was run with) and optionally
+``dataset_statistics.json``: as in OpenVLA's ``get_vla``, its statistics replace config.json's
+``norm_stats`` (OpenVLA's ``finetune.py`` writes a fine-tune's statistics only there; config.json keeps
+the base model's).
+
+The model is built with its parameters on the meta device (no memory, no random initialisation, which
+for openvla-7b would be ~30 GB in fp32 and minutes) and the checkpoint's tensors are assigned in.
+Buffers are computed as usual while it is built (RoPE frequencies, image normalisation), so they are
+exactly what a normal construction gives.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
+from torch import nn
 
 from vla_rl.policy.action_tokenizer import ActionTokenizer, NormStats
 from vla_rl.policy.model import LanguageModelConfig, VisionTowerConfig, VLAConfig, VLAModel, load_tokenizer
@@ -52,6 +64,8 @@ PREFIXES = ("vision_backbone.featurizer.", "vision_backbone.fused_featurizer.")
 UNUSED = re.compile(r"^vision_backbone\.(featurizer|fused_featurizer)\.(norm\.|attn_pool\.|head\.|fc_norm\.)")
 # Parameters our modules have that OpenVLA's checkpoint does not (never used in the forward pass).
 NOT_IN_CHECKPOINT = re.compile(r"(embeddings\.mask_token|\.layernorm\.|\.post_layernorm\.)")
+DATASET_STATISTICS = "dataset_statistics.json"  # a fine-tune's statistics, written by OpenVLA's finetune.py
+NO_NOOPS_SUFFIX = "_no_noops"  # OpenVLA's LIBERO datasets with no-op actions filtered out
 
 
 class CheckpointError(ValueError):
@@ -75,12 +89,16 @@ def _shard_files(directory: Path) -> list[Path]:
             raise CheckpointError(f"{index} has no 'weight_map' from tensor names to shard files")
         names = sorted(set(weight_map.values()))
         files = [directory / name for name in names]
-    else:
-        files = sorted(directory.glob("*.safetensors"))
-    missing = [f for f in files if not f.is_file()]
-    if not files or missing:
-        raise CheckpointError(f"no complete safetensors weights in {directory} (missing: {missing or 'all'})")
-    return files
+        missing = [f for f in files if not f.is_file()]
+        if missing:
+            raise CheckpointError(f"no complete safetensors weights in {directory} (missing: {missing})")
+        return files
+    single = directory / "model.safetensors"
+    if not single.is_file():  # transformers reads only this name without an index; a stray adapter is not weights
+        present = sorted(item.name for item in directory.iterdir())
+        raise CheckpointError(f"no safetensors weights in {directory}: neither model.safetensors.index.json nor "
+                              f"model.safetensors (it holds: {', '.join(present) or 'nothing'})")
+    return [single]
 
 
 def _tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
@@ -150,27 +168,48 @@ def _check_implemented(raw: dict[str, Any]) -> None:
                               f"'In: ...\\nOut:' one built here (implemented: {', '.join(IMPLEMENTED_LLM_BACKBONES)})")
 
 
-def _chosen_dataset(norm_stats: dict[str, Any], unnorm_key: str | None) -> str:
-    """The dataset whose statistics un-normalise actions (OpenVLA's ``_check_unnorm_key``)."""
+def _dataset_statistics(directory: Path, raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The datasets' statistics and where they come from, as errors name it: ``dataset_statistics.json``
+    when the directory has one (OpenVLA's ``get_vla`` replaces the model's norm_stats with it), else
+    config.json's ``norm_stats``."""
+    path = directory / DATASET_STATISTICS
+    if not path.is_file():
+        return raw["norm_stats"], f"{directory / 'config.json'}'s norm_stats"
+    statistics = _read_json(path)  # unreadable JSON: a CheckpointError naming the file
+    if not isinstance(statistics, dict) or not statistics:
+        raise CheckpointError(f"{path} holds no dataset statistics (a mapping from dataset names to their "
+                              f"'action' statistics was expected, got {type(statistics).__name__})")
+    print(f"load_openvla: action statistics from {path}; they replace config.json's norm_stats (as OpenVLA's get_vla)")
+    return statistics, str(path)
+
+
+def _chosen_dataset(norm_stats: dict[str, Any], unnorm_key: str | None, source: str) -> str:
+    """The dataset whose statistics un-normalise actions (OpenVLA's ``_check_unnorm_key``); ``source``
+    names the file the statistics come from. A key that is missing while ``<key>_no_noops`` is present
+    means the latter, as OpenVLA's ``run_libero_eval.py`` does with its suite names."""
     if not isinstance(norm_stats, dict) or not norm_stats:
-        raise CheckpointError("config.json's norm_stats holds no dataset: actions cannot be un-normalised")
+        raise CheckpointError(f"{source} holds no dataset: actions cannot be un-normalised")
     if unnorm_key is None:
         if len(norm_stats) != 1:
-            raise CheckpointError(f"the checkpoint has norm stats for {sorted(norm_stats)}; pass unnorm_key")
+            raise CheckpointError(f"{source} has norm stats for {sorted(norm_stats)}; pass unnorm_key")
         unnorm_key = next(iter(norm_stats))
+    if unnorm_key not in norm_stats and unnorm_key + NO_NOOPS_SUFFIX in norm_stats:
+        print(f"load_openvla: unnorm_key {unnorm_key!r} is not in {source}; using {unnorm_key + NO_NOOPS_SUFFIX!r} "
+              "(as OpenVLA's LIBERO evaluation does)")
+        unnorm_key += NO_NOOPS_SUFFIX
     if unnorm_key not in norm_stats:
-        raise CheckpointError(f"unnorm_key {unnorm_key!r} not in the checkpoint's norm stats {sorted(norm_stats)}")
+        raise CheckpointError(f"unnorm_key {unnorm_key!r} not in {source}, which has {sorted(norm_stats)}")
     return unnorm_key
 
 
-def _action_stats(norm_stats: dict[str, Any], dataset: str) -> NormStats:
+def _action_stats(norm_stats: dict[str, Any], dataset: str, source: str) -> NormStats:
     stats = norm_stats[dataset]
     if not isinstance(stats, dict) or not isinstance(stats.get("action"), dict):
-        raise CheckpointError(f"norm_stats[{dataset!r}] has no 'action' statistics")
+        raise CheckpointError(f"{source}[{dataset!r}] has no 'action' statistics")
     try:
         return NormStats.from_dict(stats["action"])
     except (ValueError, TypeError) as error:
-        raise CheckpointError(f"norm_stats[{dataset!r}]['action'] is not usable: {error}") from error
+        raise CheckpointError(f"{source}[{dataset!r}]['action'] is not usable: {error}") from error
 
 
 def _normalisation(directory: Path) -> list[tuple[list[float], list[float]]]:
@@ -190,7 +229,8 @@ def _normalisation(directory: Path) -> list[tuple[list[float], list[float]]]:
 
 def openvla_config(directory: str | Path, unnorm_key: str | None = None) -> tuple[VLAConfig, NormStats]:
     """Our ``VLAConfig`` for an OpenVLA checkpoint directory and the action statistics of the dataset
-    ``unnorm_key`` names (it may be left out when there is one); the action dimension is that
+    ``unnorm_key`` names (it may be left out when there is one), read from ``dataset_statistics.json``
+    when the directory has it, else from config.json's ``norm_stats``; the action dimension is that
     dataset's, as OpenVLA's ``get_action_dim(unnorm_key)``."""
     from transformers import LlamaConfig
 
@@ -202,8 +242,9 @@ def openvla_config(directory: str | Path, unnorm_key: str | None = None) -> tupl
         if key not in raw:
             raise CheckpointError(f"{directory / 'config.json'} has no {key!r}: not an OpenVLA/Prismatic config")
     _check_implemented(raw)
-    dataset = _chosen_dataset(raw["norm_stats"], unnorm_key)
-    action_stats = _action_stats(raw["norm_stats"], dataset)
+    norm_stats, source = _dataset_statistics(directory, raw)
+    dataset = _chosen_dataset(norm_stats, unnorm_key, source)
+    action_stats = _action_stats(norm_stats, dataset, source)
     timm_ids = raw["timm_model_ids"]
     if not isinstance(timm_ids, list) or not 1 <= len(timm_ids) <= 2:
         raise CheckpointError(f"timm_model_ids must list one or two timm models, got {timm_ids!r}")
@@ -308,7 +349,9 @@ def load_openvla(directory: str | Path, unnorm_key: str | None = None, dtype: to
     directory = Path(directory)
     config, action_stats = openvla_config(directory, unnorm_key)
     config = dataclasses.replace(config, center_crop=center_crop)
-    model = VLAModel(config, tokenizer=_text_tokenizer(directory)).to(dtype=dtype)
+    text_tokenizer = _text_tokenizer(directory)
+    with _parameters_on_meta():
+        model = VLAModel(config, tokenizer=text_tokenizer).to(dtype=dtype)
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     _check_shapes(_tensor_shapes(_shard_files(directory)), config, expected)  # before any weight is read
     loaded: set[str] = set()
@@ -317,15 +360,54 @@ def load_openvla(directory: str | Path, unnorm_key: str | None = None, dtype: to
         for key, tensor in load_file(str(file)).items():
             for name, transform in map_checkpoint_key(key, config.vision_towers) or ():
                 mapped[name] = transform(tensor).to(dtype)
-        model.load_state_dict(mapped, strict=False)
+        model.load_state_dict(mapped, strict=False, assign=True)  # the tensors read become the parameters
         loaded |= set(mapped)
-    if config.language_model.tie_word_embeddings:
+    if config.language_model.tie_word_embeddings:  # assigning the embedding replaced the tied parameter
+        model.language_model.get_output_embeddings().weight = model.language_model.get_input_embeddings().weight
         loaded.add("language_model.lm_head.weight")
     missing = sorted(k for k in set(expected) - loaded if not NOT_IN_CHECKPOINT.search(k))
     if missing:
         raise CheckpointError(f"{len(missing)} model weights are not in the checkpoint, e.g. {missing[:5]}")
+    _materialise_unloaded(model)
     tokenizer = ActionTokenizer(config.action_vocab_size, action_stats, config.n_action_bins)
     return model.to(device).eval(), tokenizer
+
+
+@contextlib.contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Modules built inside get their parameters on the meta device: no memory and no initialisation
+    (on meta it does nothing). Buffers stay real, unlike under ``torch.device("meta")``, so the values
+    modules compute as they are built (RoPE inverse frequencies, image mean/std) need no re-deriving.
+    Only this thread's modules are affected: another thread building a model meanwhile keeps its weights."""
+    register = nn.Module.register_parameter
+    building_thread = threading.get_ident()
+
+    def register_on_meta(module: nn.Module, name: str, parameter: nn.Parameter | None) -> None:
+        if parameter is not None and not parameter.is_meta and threading.get_ident() == building_thread:
+            parameter = nn.Parameter(parameter.to("meta"), requires_grad=parameter.requires_grad)
+        register(module, name, parameter)
+
+    nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+@torch.no_grad()
+def _materialise_unloaded(model: nn.Module) -> None:
+    """Parameters the checkpoint does not fill (``NOT_IN_CHECKPOINT``, unused by the forward pass) get the
+    values a normal construction gives them: a module's own ``reset_parameters`` when none of its
+    parameters was loaded (LayerNorm: ones and zeros), else zeros (DINOv2's ``mask_token``)."""
+    for module in model.modules():
+        own = dict(module.named_parameters(recurse=False))
+        unloaded = [name for name, parameter in own.items() if parameter.is_meta]
+        for name in unloaded:
+            placeholder = own[name]
+            setattr(module, name, nn.Parameter(torch.zeros(placeholder.shape, dtype=placeholder.dtype),
+                                               requires_grad=placeholder.requires_grad))
+        if unloaded and len(unloaded) == len(own) and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
 
 
 def _text_tokenizer(directory: Path):
