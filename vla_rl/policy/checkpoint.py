@@ -2,7 +2,7 @@
 
     <dir>/model.safetensors       weights
     <dir>/vla_config.json         the VLAConfig (typed config; reloaded through the config system)
-    <dir>/norm_stats.json         action normalisation statistics (q01, q99, mask)
+    <dir>/norm_stats.json         action normalisation statistics (q01, q99, mask; min and max since 2026-12-07)
     <dir>/tokenizer*/vocab files  the text tokenizer, so the checkpoint loads with no other files
     <dir>/training_state.pt       optimiser, scheduler, RNG states and step (training checkpoints)
     <dir>/manifest.json           sha256 of every file above; a mismatch means a corrupt checkpoint
