@@ -111,9 +111,15 @@ def task_name(suite: str, index: int) -> str:
 
 
 def parse_task(task: str) -> tuple[str, int]:
-    """``"libero_spatial_03"`` -> ``("libero_spatial", 3)``; a clear KeyError for anything else."""
+    """``"libero_spatial_03"`` -> ``("libero_spatial", 3)``; a clear KeyError for anything else.
+
+    Only the canonical spelling (``task_name``: two ASCII digits) is a task: the name seeds every reset
+    (``reset_seed``), so ``libero_spatial_3`` would give the same task other layouts."""
     suite, _, index = task.rpartition("_")
-    if suite in LIBERO_SUITES and index.isdigit() and int(index) < LIBERO_SUITES[suite]["tasks"]:
+    if suite in LIBERO_SUITES and index.isascii() and index.isdigit() and int(index) < LIBERO_SUITES[suite]["tasks"]:
+        canonical = task_name(suite, int(index))
+        if task != canonical:
+            raise KeyError(f"LIBERO task {task!r} is spelled {canonical!r} (two-digit index)")
         return suite, int(index)
     valid = ", ".join(f"{s}_00..{s}_{info['tasks'] - 1:02d}" for s, info in LIBERO_SUITES.items())
     raise KeyError(f"unknown LIBERO task {task!r}; valid tasks: {valid}")
