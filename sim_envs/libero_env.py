@@ -24,7 +24,9 @@ meshes and XML); nothing is downloaded. ``make setup`` installs them. ``prepare_
 - 10 no-op steps (zero motion, gripper open) after every reset let objects settle; they are not
   counted against the step limit;
 - step limits 220 / 280 / 300 / 520 / 400 for spatial / object / goal / 10 / 90;
-- the instruction is the BDDL file's language; success is LIBERO's own goal predicate;
+- the instruction is LIBERO's ``task.language`` (made from the BDDL file's name, as OpenVLA's
+  evaluation uses it), not the BDDL file's ``(:language ...)`` text; success is LIBERO's own goal
+  predicate;
 - 20 Hz control through robosuite's OSC_POSE controller in delta mode: the 7-D action (EE delta
   position, EE delta rotation, gripper -1 open / +1 close) is passed through unchanged;
 - images from the ``agentview`` and ``robot0_eye_in_hand`` cameras at ``image_size``, rotated by 180
@@ -203,17 +205,17 @@ def task_info(task: str) -> dict[str, Any]:
     return suite_tasks(suite)[index]
 
 
-def find_task_by_instruction(instruction: str, suite_hint: str | None = None) -> str | None:
-    """Our task name for a LIBERO instruction (e.g. from a dataset's ``problem_info``), or None.
-    ``suite_hint`` (e.g. the dataset's folder name) is searched first: libero_90 repeats a few
-    instructions of other suites."""
-    wanted = " ".join(instruction.lower().split())
-    order = sorted(LIBERO_SUITES, key=lambda suite: suite != suite_hint)
-    for suite in order:
-        for row in suite_tasks(suite):
-            if " ".join(row["instruction"].lower().split()) == wanted:
-                return row["task"]
-    return None
+def find_task_by_libero_name(libero_name: str) -> str | None:
+    """Our task name (``libero_90_00``) for LIBERO's name of a task (its BDDL file's stem,
+    ``KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet``), or None when no task has it.
+
+    The name, not the instruction, identifies a task: LIBERO's ``task.language`` is derived from this
+    name, while its datasets store the BDDL file's own ``(:language ...)`` text, and libero_90 gives
+    a dozen instructions to two or three scenes each."""
+    found = [row["task"] for suite in LIBERO_SUITES for row in suite_tasks(suite) if row["libero_name"] == libero_name]
+    if len(found) > 1:  # not so in LIBERO's 130 tasks; a later benchmark could add such a name
+        raise ValueError(f"LIBERO task name {libero_name!r} belongs to several tasks: {found}")
+    return found[0] if found else None
 
 
 @functools.lru_cache(maxsize=None)
@@ -412,4 +414,4 @@ def register_gym_ids() -> None:
 
 
 __all__ = ["LIBERO_SUITES", "LiberoEnv", "LiberoSetupError", "prepare_libero", "libero_suite", "parse_task",
-           "task_name", "find_task_by_instruction", "num_eval_states", "register_gym_ids", "gym_id"]
+           "task_name", "find_task_by_libero_name", "num_eval_states", "register_gym_ids", "gym_id"]
