@@ -231,6 +231,21 @@ def num_eval_states(task: str) -> int:
     return len(fixed_init_states(task))
 
 
+def checked_init_state_id(task: str, split: str, init_state_id) -> int:
+    """An init-state id as a plain int, checked as ``sim_envs.robosuite_env.init_state_seed`` checks
+    them: a TypeError for a non-integer, an IndexError for an evaluation id outside the task's fixed
+    states, a ValueError for a negative training id. A float or negative training id would otherwise
+    seed a layout that no id of the training stream names."""
+    if isinstance(init_state_id, bool) or not isinstance(init_state_id, (int, np.integer)):
+        raise TypeError(f"init_state_id must be an int, got {init_state_id!r}")
+    init_state_id = int(init_state_id)
+    if split == "eval" and not 0 <= init_state_id < num_eval_states(task):
+        raise IndexError(f"{task} has {num_eval_states(task)} evaluation init states; got id {init_state_id}")
+    if init_state_id < 0:
+        raise ValueError(f"training init-state id must be >= 0, got {init_state_id}")
+    return init_state_id
+
+
 def reset_seed(task: str, split: str, init_state_id: int) -> int:
     """The seed of LIBERO's placement sampler for one (task, split, id): the whole layout for training
     ids, the fixtures' placement for evaluation ids (the fixed init states hold only qpos/qvel)."""
@@ -288,6 +303,7 @@ class LiberoEnv(gym.Env):
 
     # ---- gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        libero = self._live_env()
         super().reset(seed=seed)
         split, init_state_id = split_and_id(options)
         if split not in ("train", "eval"):
@@ -295,20 +311,18 @@ class LiberoEnv(gym.Env):
         if init_state_id is None:  # one of the task's fixed evaluation states, or any of the training stream
             high = num_eval_states(self.task_name) if split == "eval" else 2**31 - 1
             init_state_id = int(self.np_random.integers(0, high))
-        if split == "eval":  # checked before the reset, which takes over a second
-            states = fixed_init_states(self.task_name)
-            if not 0 <= init_state_id < len(states):
-                raise IndexError(f"{self.task_name} has {len(states)} evaluation init states; got id {init_state_id}")
+        # checked before the reset, which takes over a second
+        init_state_id = checked_init_state_id(self.task_name, split, init_state_id)
         # LIBERO's placement regions draw from numpy's global RNG. Seeding it per (task, split, id)
         # makes a reset reproducible: the fixed init states hold qpos/qvel only, and the fixtures
         # (cabinets, stoves, racks) are re-placed by the sampler on every reset.
-        make_render_context_current(self._env.env)
+        make_render_context_current(libero.env)
         saved = np.random.get_state()
         np.random.seed(reset_seed(self.task_name, split, init_state_id))
         try:
-            raw = reset_placing_objects(self._env.env, self.task_name)
+            raw = reset_placing_objects(libero.env, self.task_name)
             if split == "eval":
-                raw = self._env.set_init_state(states[init_state_id])
+                raw = libero.set_init_state(fixed_init_states(self.task_name)[init_state_id])
         finally:
             np.random.set_state(saved)
         if self.num_noop_steps > 0:
@@ -316,26 +330,30 @@ class LiberoEnv(gym.Env):
             # LIBERO scene costs 0.2-0.4 s on a CPU renderer).
             with self._cameras_off():
                 for _ in range(self.num_noop_steps):
-                    self._env.step(NOOP_ACTION.tolist())
-            raw = self._env.env._get_observations(force_update=True)  # renders the cameras once, now
+                    libero.step(NOOP_ACTION.tolist())
+            raw = libero.env._get_observations(force_update=True)  # renders the cameras once, now
         self.elapsed_steps = 0
         info = {"instruction": self.instruction, "init_state_id": init_state_id, "split": split, "success": False}
         return self._observation(raw), info
 
     def step(self, action):
+        libero = self._live_env()
         action = checked_action(action)
-        make_render_context_current(self._env.env)
-        raw, _, _, _ = self._env.step(np.clip(action, -1.0, 1.0).tolist())
+        make_render_context_current(libero.env)
+        raw, _, _, _ = libero.step(np.clip(action, -1.0, 1.0).tolist())
         self.elapsed_steps += 1
-        success = bool(self._env.check_success())
+        success = bool(libero.check_success())
         truncated = self.elapsed_steps >= self.max_episode_steps and not success
         return self._observation(raw), float(success), success, truncated, {"success": success,
                                                                              "instruction": self.instruction}
 
     def render(self):
-        if self.render_mode == "rgb_array":
-            return self._last_raw["agentview"]
-        return None
+        """A copy of the latest ``agentview`` frame, in ``rgb_array`` mode; None otherwise."""
+        if self.render_mode != "rgb_array":
+            return None
+        if "agentview" not in self._last_raw:
+            raise gym.error.ResetNeeded(f"{self.task_name}: call reset() before render(): there is no frame yet")
+        return self._last_raw["agentview"].copy()
 
     def close(self):
         if self._env is not None:
@@ -344,6 +362,11 @@ class LiberoEnv(gym.Env):
             self._env = None
 
     # ---- helpers --------------------------------------------------------------------------
+    def _live_env(self):
+        if self._env is None:
+            raise RuntimeError(f"this LiberoEnv ({self.task_name}) has been closed")
+        return self._env
+
     @contextlib.contextmanager
     def _cameras_off(self):
         robosuite_env = self._env.env
