@@ -34,6 +34,13 @@ meshes and XML); nothing is downloaded. ``make setup`` installs them. ``prepare_
   upside down); the flip follows ``robosuite.macros.IMAGE_CONVENTION`` (``image_view``), so the frames
   are the same under "opengl" and "opencv".
 
+**Settle check.** Some stored init states do not settle into the layout they store under the pinned
+MuJoCo 3.9 (from MuJoCo 3.4 on, see docs/libero.md): a bowl stays tilted on a ramekin's rim, bottles
+stored inside the table are launched. Every reset measures how the movable objects move during the
+no-op steps (``settle_report``) and how deep they interpenetrate in the stored state; the reset info
+holds them as ``settle`` and the flag ``init_state_unsettled`` (also in every step's info), True when
+an object moved sideways more than 1 cm, turned more than 5 degrees or was still moving.
+
 robosuite's own horizon is off (``ignore_done=True``): LIBERO's defaults would refuse every step after
 the 1000th, no-op steps included; ``max_episode_steps`` is the only limit.
 
@@ -77,6 +84,17 @@ NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], np.float32)  # no motion, gripper
 CONTROL_HZ = 20
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
 CAMERAS = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
+# The settle check (``settle_report``). The no-op steps are meant to drop the objects, which LIBERO
+# stores a little above their supports, straight down onto them. We scanned 2450 init states under
+# MuJoCo 3.9 (all 2000 of spatial/object/goal/10, states 0-4 of libero_90): in the 2137 within the
+# limits below, objects moved sideways by <= 1 mm (but for 16 states, at most 9 mm), turned by
+# <= 3 degrees and ended at rest (< 1 mm/s). Past them: objects stored overlapping a neighbour and
+# pushed apart by 1-10 cm, libero_spatial_05's bowl left tilted on the ramekin's rim, bottles stored
+# inside libero_10_00's table launched and still in the air. An init state is unsettled when an
+# object moved or turned more than a policy could overlook, or was still moving.
+SETTLE_SHIFT_LIMIT_M = 0.01    # sideways motion of an object's origin during the settle steps
+SETTLE_TURN_LIMIT_DEG = 5.0    # rotation of an object during the settle steps
+SETTLE_SPEED_LIMIT_M_S = 0.02  # speed of an object over the last settle step (still falling or sliding)
 # LIBERO's placement sampler raises robosuite's RandomizationError when it cannot place every object
 # (it already tries many positions); LIBERO's own reset retries that forever. We retry this often.
 MAX_RESET_ATTEMPTS = 10
@@ -106,6 +124,48 @@ def reset_placing_objects(robosuite_env, task: str, attempts: int = MAX_RESET_AT
             last_error = error
     raise LiberoResetError(f"{task}: LIBERO could not place the objects in {attempts} resets "
                            f"(RandomizationError: {last_error})") from last_error
+
+
+def object_poses(robosuite_env) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """World position ``[3]`` and rotation matrix ``[3, 3]`` of every movable object of a LIBERO scene
+    (its ``objects_dict``; fixtures such as cabinets are not free to fall), by object name."""
+    data = robosuite_env.sim.data
+    poses = {}
+    for name in robosuite_env.objects_dict:
+        body = robosuite_env.obj_body_id[name]
+        poses[name] = (data.body_xpos[body].copy(), data.body_xmat[body].reshape(3, 3).copy())
+    return poses
+
+
+def deepest_object_penetration(robosuite_env) -> tuple[float, list[str]]:
+    """How deep (m, >= 0) the deepest contact that involves a movable object interpenetrates in the
+    current state, with the names of the two top-level bodies in contact ([] without contact)."""
+    model, data = robosuite_env.sim.model, robosuite_env.sim.data
+    objects = {robosuite_env.obj_body_id[name] for name in robosuite_env.objects_dict}
+    deepest, bodies = 0.0, []
+    for distance, geoms in zip(data.contact.dist[:data.ncon], data.contact.geom[:data.ncon]):
+        roots = [int(model.body_rootid[model.geom_bodyid[geom]]) for geom in geoms]
+        if -distance > deepest and objects.intersection(roots):
+            deepest, bodies = float(-distance), [model.body_id2name(root) for root in roots]
+    return deepest, bodies
+
+
+def settle_report(stored: dict, before_last_step: dict, settled: dict, step_seconds: float) -> dict[str, Any]:
+    """How the movable objects moved from the stored init state (``object_poses`` of each) to the end
+    of the settle steps: the largest sideways shift (m), rotation (degrees) and speed over the last
+    step (m/s) of any object, and ``unsettled_objects``: those past a ``SETTLE_*_LIMIT``."""
+    shift, turn, speed, unsettled = {}, {}, {}, []
+    for name, (position, rotation) in stored.items():
+        end_position, end_rotation = settled[name]
+        shift[name] = float(np.linalg.norm(end_position[:2] - position[:2]))
+        cos_turn = (np.trace(rotation.T @ end_rotation) - 1) / 2
+        turn[name] = float(np.degrees(np.arccos(np.clip(cos_turn, -1.0, 1.0))))
+        speed[name] = float(np.linalg.norm(end_position - before_last_step[name][0]) / step_seconds)
+        if (shift[name] > SETTLE_SHIFT_LIMIT_M or turn[name] > SETTLE_TURN_LIMIT_DEG
+                or speed[name] > SETTLE_SPEED_LIMIT_M_S):
+            unsettled.append(name)
+    return {"shift_m": max(shift.values(), default=0.0), "turn_deg": max(turn.values(), default=0.0),
+            "speed_m_s": max(speed.values(), default=0.0), "unsettled_objects": unsettled}
 
 
 def task_name(suite: str, index: int) -> str:
@@ -298,6 +358,7 @@ class LiberoEnv(gym.Env):
             horizon=ROBOSUITE_HORIZON, ignore_done=True,
         )
         self.elapsed_steps = 0
+        self.settle: dict[str, Any] | None = None  # how the objects settled after the latest reset
         self._last_raw: dict[str, np.ndarray] = {}
         self.observation_space, self.action_space = contract_spaces(image_size, wrist_camera)
 
@@ -325,15 +386,10 @@ class LiberoEnv(gym.Env):
                 raw = libero.set_init_state(fixed_init_states(self.task_name)[init_state_id])
         finally:
             np.random.set_state(saved)
-        if self.num_noop_steps > 0:
-            # Only the last no-op step's frames are used: skip rendering the others (each frame of a
-            # LIBERO scene costs 0.2-0.4 s on a CPU renderer).
-            with self._cameras_off():
-                for _ in range(self.num_noop_steps):
-                    libero.step(NOOP_ACTION.tolist())
-            raw = libero.env._get_observations(force_update=True)  # renders the cameras once, now
+        raw, self.settle = self._settle(libero, raw)
         self.elapsed_steps = 0
-        info = {"instruction": self.instruction, "init_state_id": init_state_id, "split": split, "success": False}
+        info = {"instruction": self.instruction, "init_state_id": init_state_id, "split": split, "success": False,
+                "init_state_unsettled": self.settle["unsettled"], "settle": self.settle}
         return self._observation(raw), info
 
     def step(self, action):
@@ -344,8 +400,9 @@ class LiberoEnv(gym.Env):
         self.elapsed_steps += 1
         success = bool(libero.check_success())
         truncated = self.elapsed_steps >= self.max_episode_steps and not success
-        return self._observation(raw), float(success), success, truncated, {"success": success,
-                                                                             "instruction": self.instruction}
+        return self._observation(raw), float(success), success, truncated, {
+            "success": success, "instruction": self.instruction,
+            "init_state_unsettled": self.settle["unsettled"] if self.settle is not None else None}
 
     def render(self):
         """A copy of the latest ``agentview`` frame, in ``rgb_array`` mode; None otherwise."""
@@ -366,6 +423,26 @@ class LiberoEnv(gym.Env):
         if self._env is None:
             raise RuntimeError(f"this LiberoEnv ({self.task_name}) has been closed")
         return self._env
+
+    def _settle(self, libero, raw: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Run the no-op steps that let the objects settle; the observation after them and how the
+        objects moved meanwhile (``settle_report`` and the deepest penetration of the stored state).
+        ``unsettled`` is None without no-op steps (nothing was measured)."""
+        stored = object_poses(libero.env)
+        penetration, bodies = deepest_object_penetration(libero.env)
+        settle = {"penetration_m": penetration, "penetrating_bodies": bodies, "unsettled": None}
+        if self.num_noop_steps <= 0:
+            return raw, settle
+        # Only the last no-op step's frames are used: skip rendering the others (each frame of a
+        # LIBERO scene costs 0.2-0.4 s on a CPU renderer).
+        with self._cameras_off():
+            for _ in range(self.num_noop_steps - 1):
+                libero.step(NOOP_ACTION.tolist())
+            before_last_step = object_poses(libero.env)
+            libero.step(NOOP_ACTION.tolist())
+        settle.update(settle_report(stored, before_last_step, object_poses(libero.env), 1.0 / CONTROL_HZ))
+        settle["unsettled"] = bool(settle["unsettled_objects"])
+        return libero.env._get_observations(force_update=True), settle  # renders the cameras once, now
 
     @contextlib.contextmanager
     def _cameras_off(self):

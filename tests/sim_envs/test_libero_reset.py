@@ -34,6 +34,7 @@ def stub_libero_env(inner) -> LiberoEnv:
     env.task_name, env.instruction, env.num_noop_steps = "libero_goal_00", "stub", 0
     env._env = SimpleNamespace(env=inner)  # no reset() of its own: LIBERO's ControlEnv.reset must not be used
     env._observation = lambda raw: raw
+    env._settle = lambda libero, raw: (raw, {"unsettled": None})  # the stub has no objects to settle
     env.render_mode, env._last_raw = "rgb_array", {}
     return env
 
