@@ -35,10 +35,18 @@ scratch HDF5 next to the output and our writer reads them back one demo at a tim
 memory is about one demo. The output appears atomically: our writer writes ``*.partial``, the
 provenance attrs are added to it, then it is renamed to ``<task>_demo.hdf5``.
 
+Task and instruction: a LIBERO dataset of one of LIBERO's 130 tasks is written under our task name
+(``libero_spatial_03``), found from LIBERO's name of the task (``resolve_libero_task``), and its demos
+get the instruction our env gives that task (LIBERO's ``task.language``, what evaluation conditions
+on), not the dataset's own ``(:language ...)`` text of the BDDL file, which differs for most tasks.
+Other files are named after their stem and keep their own instruction; ``task`` and ``instruction``
+override both.
+
 Provenance (``data`` attrs of the output): ``source_path``, ``source_layout``, ``flip``,
 ``source_image_size`` and ``image_size`` (``[H, W]``), ``source_mask``, ``converter``,
-``ee_ori_convention``; each demo
-group records its ``source_demo`` name.
+``ee_ori_convention``, ``source_instruction`` (the dataset's own, "" for robomimic),
+``source_bddl_file_name`` ("" when absent) and ``instruction_from`` ("env", "dataset" or
+"argument"); each demo group records its ``source_demo`` name.
 """
 
 from __future__ import annotations
@@ -211,27 +219,72 @@ def default_task_name(source: Path) -> str:
     return stem.removesuffix("_demo") or stem
 
 
+def _bddl_task_name(data: h5py.Group) -> str | None:
+    """LIBERO's name of a dataset's task: the stem of its ``bddl_file_name`` attr (a path on the machine
+    that recorded it), or None without that attr."""
+    if "bddl_file_name" not in data.attrs:
+        return None
+    file_name = _text(data.attrs["bddl_file_name"]).replace("\\", "/").rsplit("/", 1)[-1]
+    return file_name.removesuffix(".bddl") or None
+
+
+def resolve_libero_task(data: h5py.Group, source: Path) -> str | None:
+    """Our task name (``libero_spatial_03``) of a LIBERO dataset, or None when it names no LIBERO task
+    (or LIBERO is not installed).
+
+    The task is found by LIBERO's name of it, which is unique per task: the stem of the dataset's
+    ``bddl_file_name`` attr, or else the file's stem without ``_demo`` (LIBERO's datasets are named
+    ``<task name>_demo.hdf5``). Not by the instruction: the datasets store the BDDL file's
+    ``(:language ...)`` text, which differs from the env's ``task.language`` for most tasks, and
+    libero_90 shares a dozen instructions between scenes. When the attr and the file name name two
+    different tasks it is an error (pass ``task`` to choose)."""
+    by_attr, by_file = _bddl_task_name(data), default_task_name(source)
+    try:
+        from sim_envs.libero_env import find_task_by_libero_name
+
+        task_by_attr = find_task_by_libero_name(by_attr) if by_attr else None
+        task_by_file = find_task_by_libero_name(by_file)
+    except (ImportError, RuntimeError):  # LIBERO is not installed: the file's name is all we have
+        return None
+    if task_by_attr and task_by_file and task_by_attr != task_by_file:
+        raise ValueError(f"{source}: its bddl_file_name names LIBERO task {by_attr!r} ({task_by_attr}) but its "
+                         f"file name names {by_file!r} ({task_by_file}); pass the task (--task) to choose")
+    return task_by_attr or task_by_file
+
+
 def _default_task(source: Path) -> str:
-    """Our LIBERO task name (e.g. ``libero_spatial_03``) when ``source`` is a LIBERO dataset of a known
-    task, so SFT, RL and evaluation agree on it; otherwise ``default_task_name``."""
+    """Our LIBERO task name when ``source`` is a LIBERO dataset of a known task (so SFT, RL and
+    evaluation agree on it, see ``resolve_libero_task``); otherwise ``default_task_name``."""
     with open_hdf5(source) as f:
         if detect_layout(f, source) == "libero":
-            instruction = _resolve_instruction(f["data"], "libero", None, source)
-            try:
-                from sim_envs.libero_env import find_task_by_instruction
-
-                found = find_task_by_instruction(instruction, suite_hint=source.parent.name)
-            except (ImportError, RuntimeError):  # LIBERO is not installed: name the task after the file
-                found = None
+            found = resolve_libero_task(f["data"], source)
             if found:
                 return found
     return default_task_name(source)
 
 
+def _env_instruction(task: str) -> str | None:
+    """The instruction our LIBERO env gives ``task`` (what evaluation conditions on), or None when
+    ``task`` is not one of our LIBERO tasks or LIBERO is not installed."""
+    from sim_envs.libero_env import parse_task, task_info
+
+    try:
+        parse_task(task)  # a KeyError for any other name
+        return task_info(task)["instruction"]
+    except (KeyError, ImportError, RuntimeError):
+        return None
+
+
+def _dataset_instruction(data: h5py.Group) -> str:
+    """A LIBERO dataset's own instruction (``problem_info.language_instruction``), "" when absent."""
+    problem = _json_attr(data, "problem_info")
+    text = problem.get("language_instruction") if isinstance(problem, dict) else None
+    return " ".join(str(text).split()) if text else ""
+
+
 def _resolve_instruction(data: h5py.Group, layout: str, instruction: str | None, source: Path) -> str:
     if instruction is None and layout == "libero":
-        problem = _json_attr(data, "problem_info")
-        instruction = problem.get("language_instruction") if isinstance(problem, dict) else None
+        instruction = _dataset_instruction(data)
         if not instruction:
             raise ValueError(f"{source}: no problem_info.language_instruction; pass --instruction")
     if instruction is None:
@@ -289,8 +342,9 @@ def convert_hdf5(source: Path, out_dir: Path, task: str | None = None, instructi
                  mask: str | None = None, show_progress: bool = True) -> dict:
     """Convert one LIBERO or robomimic HDF5 file into ``<out_dir>/<task>_demo.hdf5``.
 
-    ``task`` defaults to the file stem without ``_demo``; ``instruction`` overrides LIBERO's
-    ``problem_info`` and is required for robomimic; ``image_size`` resizes to a square (None keeps the
+    ``task`` defaults to our task name of a LIBERO dataset of a known task (``resolve_libero_task``),
+    else to the file stem without ``_demo``; ``instruction`` defaults to our env's instruction of a
+    LIBERO task, else to the dataset's ``problem_info``, and is required for robomimic; ``image_size`` resizes to a square (None keeps the
     source size); ``flip`` "auto" picks the layout's orientation fix; ``max_demos`` keeps the first N
     (0 = all) of the demos in ``mask/<mask>`` (or of all demos). Returns a summary: task, instruction,
     demos, samples, file, layout, flip, source_image_size, image_size."""
@@ -320,7 +374,13 @@ def convert_hdf5(source: Path, out_dir: Path, task: str | None = None, instructi
             spec = LAYOUTS[layout]
             data = f["data"]
             names = _select_demos(f, source, mask, max_demos)
-            instruction = _resolve_instruction(data, layout, instruction, source)
+            # A LIBERO task of ours is trained on the instruction its env gives (what evaluation uses),
+            # not on the dataset's BDDL text, which differs from it for most tasks.
+            env_instruction = _env_instruction(task) if layout == "libero" and instruction is None else None
+            instruction_from = "argument" if instruction is not None else "env" if env_instruction else "dataset"
+            instruction = env_instruction or _resolve_instruction(data, layout, instruction, source)
+            source_instruction = _dataset_instruction(data) if layout == "libero" else ""
+            source_bddl = _text(data.attrs["bddl_file_name"]) if "bddl_file_name" in data.attrs else ""
             applied_flip = AUTO_FLIP[layout] if flip == "auto" else flip
             episodes, cameras, source_size, size = [], None, None, None
             for name in tqdm(names, desc=f"convert {task}", unit="demo", disable=not show_progress):
@@ -352,6 +412,8 @@ def convert_hdf5(source: Path, out_dir: Path, task: str | None = None, instructi
                 source_path=str(source.resolve()), source_layout=layout, flip=applied_flip,
                 source_image_size=np.asarray(source_size, np.int64), image_size=np.asarray(size, np.int64),
                 source_mask=mask or "", converter=__name__, ee_ori_convention=EE_ORI_CONVENTION,
+                source_instruction=source_instruction, source_bddl_file_name=source_bddl,
+                instruction_from=instruction_from,
             )
         os.replace(partial, out_path)
     finally:
@@ -371,14 +433,20 @@ def convert_directory(source_dir: Path, out_dir: Path, **kwargs: Any) -> list[di
     files = sorted(source_dir.glob("*.hdf5"))
     if not files:
         raise FileNotFoundError(f"no *.hdf5 files in {source_dir}")
-    if kwargs.get("task") is not None:
+    if kwargs.pop("task", None) is not None:
         raise ValueError("task names a single output; converting a directory names each file's task after it")
-    tasks = [default_task_name(path) for path in files]
-    clashes = sorted({name for name in tasks if tasks.count(name) > 1})
-    if clashes:
-        raise ValueError(f"{source_dir}: several files would become the same task {clashes}")
-    return [convert_hdf5(path, out_dir, **kwargs) for path in files]
+    # Checked on the names the files will be written under (a LIBERO dataset's is resolved from its
+    # task), before converting any: a second file of one name would silently replace the first.
+    sources_of: dict[str, Path] = {}
+    for path in files:
+        task = _default_task(path)
+        if task in sources_of:
+            raise ValueError(f"{sources_of[task]} and {path} would both become task {task!r} "
+                             f"({out_dir}/{task}_demo.hdf5); convert them separately with --task")
+        sources_of[task] = path
+    return [convert_hdf5(path, out_dir, task=task, **kwargs) for task, path in sources_of.items()]
 
 
-__all__ = ["convert_hdf5", "convert_directory", "detect_layout", "default_task_name", "resize_images",
+__all__ = ["convert_hdf5", "convert_directory", "detect_layout", "default_task_name", "resolve_libero_task",
+           "resize_images",
            "LAYOUTS", "FLIPS", "AUTO_FLIP", "EE_ORI_CONVENTION"]

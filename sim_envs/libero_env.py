@@ -24,13 +24,22 @@ meshes and XML); nothing is downloaded. ``make setup`` installs them. ``prepare_
 - 10 no-op steps (zero motion, gripper open) after every reset let objects settle; they are not
   counted against the step limit;
 - step limits 220 / 280 / 300 / 520 / 400 for spatial / object / goal / 10 / 90;
-- the instruction is the BDDL file's language; success is LIBERO's own goal predicate;
+- the instruction is LIBERO's ``task.language`` (made from the BDDL file's name, as OpenVLA's
+  evaluation uses it), not the BDDL file's ``(:language ...)`` text; success is LIBERO's own goal
+  predicate;
 - 20 Hz control through robosuite's OSC_POSE controller in delta mode: the 7-D action (EE delta
   position, EE delta rotation, gripper -1 open / +1 close) is passed through unchanged;
 - images from the ``agentview`` and ``robot0_eye_in_hand`` cameras at ``image_size``, rotated by 180
   degrees, the orientation OpenVLA's LIBERO evaluation feeds its policy (the raw robosuite render is
   upside down); the flip follows ``robosuite.macros.IMAGE_CONVENTION`` (``image_view``), so the frames
   are the same under "opengl" and "opencv".
+
+**Settle check.** Some stored init states do not settle into the layout they store under the pinned
+MuJoCo 3.9 (from MuJoCo 3.4 on, see docs/libero.md): a bowl stays tilted on a ramekin's rim, bottles
+stored inside the table are launched. Every reset measures how the movable objects move during the
+no-op steps (``settle_report``) and how deep they interpenetrate in the stored state; the reset info
+holds them as ``settle`` and the flag ``init_state_unsettled`` (also in every step's info), True when
+an object moved sideways more than 1 cm, turned more than 5 degrees or was still moving.
 
 robosuite's own horizon is off (``ignore_done=True``): LIBERO's defaults would refuse every step after
 the 1000th, no-op steps included; ``max_episode_steps`` is the only limit.
@@ -75,6 +84,17 @@ NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], np.float32)  # no motion, gripper
 CONTROL_HZ = 20
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 512
 CAMERAS = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
+# The settle check (``settle_report``). The no-op steps are meant to drop the objects, which LIBERO
+# stores a little above their supports, straight down onto them. We scanned 2450 init states under
+# MuJoCo 3.9 (all 2000 of spatial/object/goal/10, states 0-4 of libero_90): in the 2137 within the
+# limits below, objects moved sideways by <= 1 mm (but for 16 states, at most 9 mm), turned by
+# <= 3 degrees and ended at rest (< 1 mm/s). Past them: objects stored overlapping a neighbour and
+# pushed apart by 1-10 cm, libero_spatial_05's bowl left tilted on the ramekin's rim, bottles stored
+# inside libero_10_00's table launched and still in the air. An init state is unsettled when an
+# object moved or turned more than a policy could overlook, or was still moving.
+SETTLE_SHIFT_LIMIT_M = 0.01    # sideways motion of an object's origin during the settle steps
+SETTLE_TURN_LIMIT_DEG = 5.0    # rotation of an object during the settle steps
+SETTLE_SPEED_LIMIT_M_S = 0.02  # speed of an object over the last settle step (still falling or sliding)
 # LIBERO's placement sampler raises robosuite's RandomizationError when it cannot place every object
 # (it already tries many positions); LIBERO's own reset retries that forever. We retry this often.
 MAX_RESET_ATTEMPTS = 10
@@ -106,14 +126,62 @@ def reset_placing_objects(robosuite_env, task: str, attempts: int = MAX_RESET_AT
                            f"(RandomizationError: {last_error})") from last_error
 
 
+def object_poses(robosuite_env) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """World position ``[3]`` and rotation matrix ``[3, 3]`` of every movable object of a LIBERO scene
+    (its ``objects_dict``; fixtures such as cabinets are not free to fall), by object name."""
+    data = robosuite_env.sim.data
+    poses = {}
+    for name in robosuite_env.objects_dict:
+        body = robosuite_env.obj_body_id[name]
+        poses[name] = (data.body_xpos[body].copy(), data.body_xmat[body].reshape(3, 3).copy())
+    return poses
+
+
+def deepest_object_penetration(robosuite_env) -> tuple[float, list[str]]:
+    """How deep (m, >= 0) the deepest contact that involves a movable object interpenetrates in the
+    current state, with the names of the two top-level bodies in contact ([] without contact)."""
+    model, data = robosuite_env.sim.model, robosuite_env.sim.data
+    objects = {robosuite_env.obj_body_id[name] for name in robosuite_env.objects_dict}
+    deepest, bodies = 0.0, []
+    for distance, geoms in zip(data.contact.dist[:data.ncon], data.contact.geom[:data.ncon]):
+        roots = [int(model.body_rootid[model.geom_bodyid[geom]]) for geom in geoms]
+        if -distance > deepest and objects.intersection(roots):
+            deepest, bodies = float(-distance), [model.body_id2name(root) for root in roots]
+    return deepest, bodies
+
+
+def settle_report(stored: dict, before_last_step: dict, settled: dict, step_seconds: float) -> dict[str, Any]:
+    """How the movable objects moved from the stored init state (``object_poses`` of each) to the end
+    of the settle steps: the largest sideways shift (m), rotation (degrees) and speed over the last
+    step (m/s) of any object, and ``unsettled_objects``: those past a ``SETTLE_*_LIMIT``."""
+    shift, turn, speed, unsettled = {}, {}, {}, []
+    for name, (position, rotation) in stored.items():
+        end_position, end_rotation = settled[name]
+        shift[name] = float(np.linalg.norm(end_position[:2] - position[:2]))
+        cos_turn = (np.trace(rotation.T @ end_rotation) - 1) / 2
+        turn[name] = float(np.degrees(np.arccos(np.clip(cos_turn, -1.0, 1.0))))
+        speed[name] = float(np.linalg.norm(end_position - before_last_step[name][0]) / step_seconds)
+        if (shift[name] > SETTLE_SHIFT_LIMIT_M or turn[name] > SETTLE_TURN_LIMIT_DEG
+                or speed[name] > SETTLE_SPEED_LIMIT_M_S):
+            unsettled.append(name)
+    return {"shift_m": max(shift.values(), default=0.0), "turn_deg": max(turn.values(), default=0.0),
+            "speed_m_s": max(speed.values(), default=0.0), "unsettled_objects": unsettled}
+
+
 def task_name(suite: str, index: int) -> str:
     return f"{suite}_{index:02d}"
 
 
 def parse_task(task: str) -> tuple[str, int]:
-    """``"libero_spatial_03"`` -> ``("libero_spatial", 3)``; a clear KeyError for anything else."""
+    """``"libero_spatial_03"`` -> ``("libero_spatial", 3)``; a clear KeyError for anything else.
+
+    Only the canonical spelling (``task_name``: two ASCII digits) is a task: the name seeds every reset
+    (``reset_seed``), so ``libero_spatial_3`` would give the same task other layouts."""
     suite, _, index = task.rpartition("_")
-    if suite in LIBERO_SUITES and index.isdigit() and int(index) < LIBERO_SUITES[suite]["tasks"]:
+    if suite in LIBERO_SUITES and index.isascii() and index.isdigit() and int(index) < LIBERO_SUITES[suite]["tasks"]:
+        canonical = task_name(suite, int(index))
+        if task != canonical:
+            raise KeyError(f"LIBERO task {task!r} is spelled {canonical!r} (two-digit index)")
         return suite, int(index)
     valid = ", ".join(f"{s}_00..{s}_{info['tasks'] - 1:02d}" for s, info in LIBERO_SUITES.items())
     raise KeyError(f"unknown LIBERO task {task!r}; valid tasks: {valid}")
@@ -197,17 +265,17 @@ def task_info(task: str) -> dict[str, Any]:
     return suite_tasks(suite)[index]
 
 
-def find_task_by_instruction(instruction: str, suite_hint: str | None = None) -> str | None:
-    """Our task name for a LIBERO instruction (e.g. from a dataset's ``problem_info``), or None.
-    ``suite_hint`` (e.g. the dataset's folder name) is searched first: libero_90 repeats a few
-    instructions of other suites."""
-    wanted = " ".join(instruction.lower().split())
-    order = sorted(LIBERO_SUITES, key=lambda suite: suite != suite_hint)
-    for suite in order:
-        for row in suite_tasks(suite):
-            if " ".join(row["instruction"].lower().split()) == wanted:
-                return row["task"]
-    return None
+def find_task_by_libero_name(libero_name: str) -> str | None:
+    """Our task name (``libero_90_00``) for LIBERO's name of a task (its BDDL file's stem,
+    ``KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet``), or None when no task has it.
+
+    The name, not the instruction, identifies a task: LIBERO's ``task.language`` is derived from this
+    name, while its datasets store the BDDL file's own ``(:language ...)`` text, and libero_90 gives
+    a dozen instructions to two or three scenes each."""
+    found = [row["task"] for suite in LIBERO_SUITES for row in suite_tasks(suite) if row["libero_name"] == libero_name]
+    if len(found) > 1:  # not so in LIBERO's 130 tasks; a later benchmark could add such a name
+        raise ValueError(f"LIBERO task name {libero_name!r} belongs to several tasks: {found}")
+    return found[0] if found else None
 
 
 @functools.lru_cache(maxsize=None)
@@ -221,6 +289,21 @@ def fixed_init_states(task: str) -> np.ndarray:
 
 def num_eval_states(task: str) -> int:
     return len(fixed_init_states(task))
+
+
+def checked_init_state_id(task: str, split: str, init_state_id) -> int:
+    """An init-state id as a plain int, checked as ``sim_envs.robosuite_env.init_state_seed`` checks
+    them: a TypeError for a non-integer, an IndexError for an evaluation id outside the task's fixed
+    states, a ValueError for a negative training id. A float or negative training id would otherwise
+    seed a layout that no id of the training stream names."""
+    if isinstance(init_state_id, bool) or not isinstance(init_state_id, (int, np.integer)):
+        raise TypeError(f"init_state_id must be an int, got {init_state_id!r}")
+    init_state_id = int(init_state_id)
+    if split == "eval" and not 0 <= init_state_id < num_eval_states(task):
+        raise IndexError(f"{task} has {num_eval_states(task)} evaluation init states; got id {init_state_id}")
+    if init_state_id < 0:
+        raise ValueError(f"training init-state id must be >= 0, got {init_state_id}")
+    return init_state_id
 
 
 def reset_seed(task: str, split: str, init_state_id: int) -> int:
@@ -275,11 +358,13 @@ class LiberoEnv(gym.Env):
             horizon=ROBOSUITE_HORIZON, ignore_done=True,
         )
         self.elapsed_steps = 0
+        self.settle: dict[str, Any] | None = None  # how the objects settled after the latest reset
         self._last_raw: dict[str, np.ndarray] = {}
         self.observation_space, self.action_space = contract_spaces(image_size, wrist_camera)
 
     # ---- gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        libero = self._live_env()
         super().reset(seed=seed)
         split, init_state_id = split_and_id(options)
         if split not in ("train", "eval"):
@@ -287,47 +372,45 @@ class LiberoEnv(gym.Env):
         if init_state_id is None:  # one of the task's fixed evaluation states, or any of the training stream
             high = num_eval_states(self.task_name) if split == "eval" else 2**31 - 1
             init_state_id = int(self.np_random.integers(0, high))
-        if split == "eval":  # checked before the reset, which takes over a second
-            states = fixed_init_states(self.task_name)
-            if not 0 <= init_state_id < len(states):
-                raise IndexError(f"{self.task_name} has {len(states)} evaluation init states; got id {init_state_id}")
+        # checked before the reset, which takes over a second
+        init_state_id = checked_init_state_id(self.task_name, split, init_state_id)
         # LIBERO's placement regions draw from numpy's global RNG. Seeding it per (task, split, id)
         # makes a reset reproducible: the fixed init states hold qpos/qvel only, and the fixtures
         # (cabinets, stoves, racks) are re-placed by the sampler on every reset.
-        make_render_context_current(self._env.env)
+        make_render_context_current(libero.env)
         saved = np.random.get_state()
         np.random.seed(reset_seed(self.task_name, split, init_state_id))
         try:
-            raw = reset_placing_objects(self._env.env, self.task_name)
+            raw = reset_placing_objects(libero.env, self.task_name)
             if split == "eval":
-                raw = self._env.set_init_state(states[init_state_id])
+                raw = libero.set_init_state(fixed_init_states(self.task_name)[init_state_id])
         finally:
             np.random.set_state(saved)
-        if self.num_noop_steps > 0:
-            # Only the last no-op step's frames are used: skip rendering the others (each frame of a
-            # LIBERO scene costs 0.2-0.4 s on a CPU renderer).
-            with self._cameras_off():
-                for _ in range(self.num_noop_steps):
-                    self._env.step(NOOP_ACTION.tolist())
-            raw = self._env.env._get_observations(force_update=True)  # renders the cameras once, now
+        raw, self.settle = self._settle(libero, raw)
         self.elapsed_steps = 0
-        info = {"instruction": self.instruction, "init_state_id": init_state_id, "split": split, "success": False}
+        info = {"instruction": self.instruction, "init_state_id": init_state_id, "split": split, "success": False,
+                "init_state_unsettled": self.settle["unsettled"], "settle": self.settle}
         return self._observation(raw), info
 
     def step(self, action):
+        libero = self._live_env()
         action = checked_action(action)
-        make_render_context_current(self._env.env)
-        raw, _, _, _ = self._env.step(np.clip(action, -1.0, 1.0).tolist())
+        make_render_context_current(libero.env)
+        raw, _, _, _ = libero.step(np.clip(action, -1.0, 1.0).tolist())
         self.elapsed_steps += 1
-        success = bool(self._env.check_success())
+        success = bool(libero.check_success())
         truncated = self.elapsed_steps >= self.max_episode_steps and not success
-        return self._observation(raw), float(success), success, truncated, {"success": success,
-                                                                             "instruction": self.instruction}
+        return self._observation(raw), float(success), success, truncated, {
+            "success": success, "instruction": self.instruction,
+            "init_state_unsettled": self.settle["unsettled"] if self.settle is not None else None}
 
     def render(self):
-        if self.render_mode == "rgb_array":
-            return self._last_raw["agentview"]
-        return None
+        """A copy of the latest ``agentview`` frame, in ``rgb_array`` mode; None otherwise."""
+        if self.render_mode != "rgb_array":
+            return None
+        if "agentview" not in self._last_raw:
+            raise gym.error.ResetNeeded(f"{self.task_name}: call reset() before render(): there is no frame yet")
+        return self._last_raw["agentview"].copy()
 
     def close(self):
         if self._env is not None:
@@ -336,6 +419,31 @@ class LiberoEnv(gym.Env):
             self._env = None
 
     # ---- helpers --------------------------------------------------------------------------
+    def _live_env(self):
+        if self._env is None:
+            raise RuntimeError(f"this LiberoEnv ({self.task_name}) has been closed")
+        return self._env
+
+    def _settle(self, libero, raw: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Run the no-op steps that let the objects settle; the observation after them and how the
+        objects moved meanwhile (``settle_report`` and the deepest penetration of the stored state).
+        ``unsettled`` is None without no-op steps (nothing was measured)."""
+        stored = object_poses(libero.env)
+        penetration, bodies = deepest_object_penetration(libero.env)
+        settle = {"penetration_m": penetration, "penetrating_bodies": bodies, "unsettled": None}
+        if self.num_noop_steps <= 0:
+            return raw, settle
+        # Only the last no-op step's frames are used: skip rendering the others (each frame of a
+        # LIBERO scene costs 0.2-0.4 s on a CPU renderer).
+        with self._cameras_off():
+            for _ in range(self.num_noop_steps - 1):
+                libero.step(NOOP_ACTION.tolist())
+            before_last_step = object_poses(libero.env)
+            libero.step(NOOP_ACTION.tolist())
+        settle.update(settle_report(stored, before_last_step, object_poses(libero.env), 1.0 / CONTROL_HZ))
+        settle["unsettled"] = bool(settle["unsettled_objects"])
+        return libero.env._get_observations(force_update=True), settle  # renders the cameras once, now
+
     @contextlib.contextmanager
     def _cameras_off(self):
         robosuite_env = self._env.env
@@ -406,4 +514,4 @@ def register_gym_ids() -> None:
 
 
 __all__ = ["LIBERO_SUITES", "LiberoEnv", "LiberoSetupError", "prepare_libero", "libero_suite", "parse_task",
-           "task_name", "find_task_by_instruction", "num_eval_states", "register_gym_ids", "gym_id"]
+           "task_name", "find_task_by_libero_name", "num_eval_states", "register_gym_ids", "gym_id"]

@@ -222,15 +222,19 @@ def test_envs_list_shows_every_suite_with_its_tasks_and_init_states(capsys):
 
 
 def test_a_downloaded_libero_dataset_converts_under_our_task_name(tmp_path, capsys):
-    from tests.sim_envs.test_dataset_convert import write_libero
+    """As LIBERO writes its datasets: named ``<LIBERO task name>_demo.hdf5``, with the BDDL file's own
+    ``(:language ...)`` text in ``problem_info`` (not ``task.language``, which our env gives)."""
+    from tests.sim_envs.test_libero_task_names import write_libero_dataset
     from vla_rl.cli.main import main
 
     suite_dir = tmp_path / "libero_spatial"
     suite_dir.mkdir()
-    source = write_libero(suite_dir / "pick_up_the_black_bowl_on_the_stove_and_place_it_on_the_plate_demo.hdf5")
-    with h5py.File(source, "a") as f:  # the real instruction of libero_spatial_07
-        f["data"].attrs["problem_info"] = json.dumps({"language_instruction": task_info("libero_spatial_07")["instruction"]})
+    source, dataset_text = write_libero_dataset(suite_dir, "libero_spatial_07")
+    env_instruction = task_info("libero_spatial_07")["instruction"]
+    assert dataset_text != env_instruction  # "Pick the akita black bowl on the stove ..."
     assert main(["convert-demos", str(suite_dir), "--out", str(tmp_path / "out"), "--image-size", "8"]) == 0
     assert "libero_spatial_07" in capsys.readouterr().out
     with h5py.File(tmp_path / "out" / "libero_spatial_07_demo.hdf5") as f:
         assert f["data/demo_0/obs/agentview_rgb"].shape[1:] == (8, 8, 3)
+        assert f["data/demo_0"].attrs["instruction"] == env_instruction
+        assert f["data"].attrs["source_instruction"] == dataset_text and f["data"].attrs["instruction_from"] == "env"

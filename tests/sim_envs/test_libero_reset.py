@@ -34,6 +34,8 @@ def stub_libero_env(inner) -> LiberoEnv:
     env.task_name, env.instruction, env.num_noop_steps = "libero_goal_00", "stub", 0
     env._env = SimpleNamespace(env=inner)  # no reset() of its own: LIBERO's ControlEnv.reset must not be used
     env._observation = lambda raw: raw
+    env._settle = lambda libero, raw: (raw, {"unsettled": None})  # the stub has no objects to settle
+    env.render_mode, env._last_raw = "rgb_array", {}
     return env
 
 
@@ -81,3 +83,45 @@ def test_a_step_limit_below_one_is_refused_before_the_scene_is_built():
     """None means the suite's own limit; 0 is an error (as in every suite), not the default in disguise."""
     with pytest.raises(ValueError, match=r"max_episode_steps must be >= 1 \(None: the task's own limit\), got 0"):
         LiberoEnv("libero_goal_00", image_size=32, max_episode_steps=0)
+
+
+def test_a_closed_env_says_so():
+    env = stub_libero_env(StubInnerEnv([]))
+    env._env = None  # what close() leaves
+    with pytest.raises(RuntimeError, match=r"LiberoEnv \(libero_goal_00\) has been closed"):
+        env.reset(options={"init_state_id": 0, "split": "train"})
+    with pytest.raises(RuntimeError, match="has been closed"):
+        env.step(np.zeros(7))
+    env.close()  # closing twice is fine
+
+
+def test_render_needs_a_reset_and_returns_a_copy():
+    import gymnasium as gym
+
+    env = stub_libero_env(StubInnerEnv([]))
+    with pytest.raises(gym.error.ResetNeeded, match=r"reset\(\) before render\(\)"):
+        env.render()
+    frame = np.zeros((4, 4, 3), np.uint8)
+    env._last_raw["agentview"] = frame
+    rendered = env.render()
+    rendered[:] = 255
+    assert np.array_equal(rendered, np.full((4, 4, 3), 255)) and not frame.any()  # the env's frame is untouched
+    env.render_mode = None
+    assert env.render() is None
+
+
+def test_init_state_ids_must_be_non_negative_integers(monkeypatch):
+    """A float or negative training id would seed a layout no id of the training stream names."""
+    monkeypatch.setattr(libero_env, "fixed_init_states", lambda task: np.zeros((50, 3)))
+    inner = StubInnerEnv([])
+    env = stub_libero_env(inner)
+    for bad_id in (2.0, 2.5, "3", True):
+        with pytest.raises(TypeError, match="init_state_id must be an int"):
+            env.reset(options={"init_state_id": bad_id, "split": "train"})
+    with pytest.raises(ValueError, match="training init-state id must be >= 0, got -1"):
+        env.reset(options={"init_state_id": -1, "split": "train"})
+    with pytest.raises(IndexError, match="50 evaluation init states; got id -1"):
+        env.reset(options={"init_state_id": -1, "split": "eval"})
+    assert inner.calls == 0  # all refused before LIBERO's reset
+    _, info = env.reset(options={"init_state_id": np.int64(7), "split": "train"})
+    assert info["init_state_id"] == 7 and type(info["init_state_id"]) is int
