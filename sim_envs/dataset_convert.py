@@ -424,29 +424,44 @@ def convert_hdf5(source: Path, out_dir: Path, task: str | None = None, instructi
             "source_image_size": list(source_size), "image_size": list(size)}
 
 
+def conversion_plan(sources: list[Path], out_dir: Path, task: str | None = None) -> list[tuple[str, Path]]:
+    """``(task, file)`` for every file of ``sources`` (a directory stands for its ``*.hdf5`` files, e.g. a LIBERO
+    suite's one per task), under the task name it will be written as: ``task`` for a single file, else a LIBERO
+    dataset's resolved task or the file stem. Checked before converting any: two files of one name would silently
+    replace each other in ``out_dir``."""
+    plan: list[tuple[str, Path]] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            if task is not None:
+                raise ValueError("--task names one output file; it cannot be used with a directory")
+            files = sorted(source.glob("*.hdf5"))
+            if not files:
+                raise FileNotFoundError(f"no *.hdf5 files in {source}")
+            plan += [(_default_task(path), path) for path in files]
+        elif not source.is_file():
+            raise FileNotFoundError(f"source dataset {source} does not exist")
+        else:
+            plan.append((task if task is not None else _default_task(source), source))
+    sources_of: dict[str, Path] = {}
+    for name, path in plan:
+        if name in sources_of:
+            raise ValueError(f"{sources_of[name]} and {path} would both become task {name!r} "
+                             f"({out_dir}/{name}_demo.hdf5); convert them separately with --task")
+        sources_of[name] = path
+    return plan
+
+
 def convert_directory(source_dir: Path, out_dir: Path, **kwargs: Any) -> list[dict]:
     """Convert every ``*.hdf5`` of ``source_dir`` (e.g. a LIBERO suite: one file per task) with
     ``convert_hdf5(file, out_dir, **kwargs)``; returns one summary per file, in file-name order."""
     source_dir = Path(source_dir)
     if not source_dir.is_dir():
         raise NotADirectoryError(f"{source_dir} is not a directory")
-    files = sorted(source_dir.glob("*.hdf5"))
-    if not files:
-        raise FileNotFoundError(f"no *.hdf5 files in {source_dir}")
     if kwargs.pop("task", None) is not None:
         raise ValueError("task names a single output; converting a directory names each file's task after it")
-    # Checked on the names the files will be written under (a LIBERO dataset's is resolved from its
-    # task), before converting any: a second file of one name would silently replace the first.
-    sources_of: dict[str, Path] = {}
-    for path in files:
-        task = _default_task(path)
-        if task in sources_of:
-            raise ValueError(f"{sources_of[task]} and {path} would both become task {task!r} "
-                             f"({out_dir}/{task}_demo.hdf5); convert them separately with --task")
-        sources_of[task] = path
-    return [convert_hdf5(path, out_dir, task=task, **kwargs) for task, path in sources_of.items()]
+    return [convert_hdf5(path, out_dir, task=task, **kwargs) for task, path in conversion_plan([source_dir], out_dir)]
 
 
-__all__ = ["convert_hdf5", "convert_directory", "detect_layout", "default_task_name", "resolve_libero_task",
+__all__ = ["convert_hdf5", "convert_directory", "conversion_plan", "detect_layout", "default_task_name", "resolve_libero_task",
            "resize_images",
            "LAYOUTS", "FLIPS", "AUTO_FLIP", "EE_ORI_CONVENTION"]

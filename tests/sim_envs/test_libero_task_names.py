@@ -100,3 +100,20 @@ def test_a_file_name_and_bddl_file_name_of_different_tasks_are_refused(tmp_path)
         convert_hdf5(source, tmp_path / "out", show_progress=False)
     # an explicit task settles it
     assert convert_hdf5(source, tmp_path / "out", task="libero_spatial_01", show_progress=False)["demos"] == 1
+
+
+@pytest.mark.libero
+def test_files_of_one_task_given_as_separate_arguments_are_refused_before_converting(tmp_path, capsys):
+    """convert-demos a/x_demo.hdf5 b/x_demo.hdf5: both would be written as one task's file, the second replacing
+    the first; the clash is checked across arguments, before any file is written."""
+    from vla_rl.cli.main import main
+
+    for directory in ("a", "b"):
+        (tmp_path / directory).mkdir()
+        write_libero_dataset(tmp_path / directory, "libero_spatial_07")
+    sources = [str(next((tmp_path / directory).glob("*.hdf5"))) for directory in ("a", "b")]
+    assert main(["convert-demos", *sources, "--out", str(tmp_path / "out")]) == 2
+    assert "would both become task 'libero_spatial_07'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert main(["convert-demos", sources[0], "--out", str(tmp_path / "out")]) == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["libero_spatial_07_demo.hdf5"]

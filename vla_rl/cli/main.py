@@ -105,20 +105,15 @@ def cmd_demos(args: argparse.Namespace) -> int:
 
 
 def cmd_convert_demos(args: argparse.Namespace) -> int:
-    from sim_envs.dataset_convert import convert_directory, convert_hdf5
+    from sim_envs.dataset_convert import conversion_plan, convert_hdf5
     from vla_rl.core.output_paths import check_output_dir
 
     options = {"instruction": args.instruction, "image_size": args.image_size, "flip": args.flip,
                "max_demos": args.max_demos, "mask": args.mask}
     check_output_dir(args.out, "--out")  # before any reading: a file there would fail only at the first write
-    summaries = []
-    for source in args.sources:
-        if source.is_dir():
-            if args.task:
-                raise ValueError("--task names one output file; it cannot be used with a directory")
-            summaries += convert_directory(source, args.out, **options)
-        else:
-            summaries.append(convert_hdf5(source, args.out, task=args.task, **options))
+    # every source's output name, before converting any: two of one name (across arguments too) would overwrite
+    plan = conversion_plan(args.sources, args.out, args.task)
+    summaries = [convert_hdf5(path, args.out, task=task, **options) for task, path in plan]
     width = max(len(s["task"]) for s in summaries)
     print(f"\n{'task':<{width}} {'demos':>5} {'samples':>7} {'layout':>9} {'image':>7}  instruction")
     for s in summaries:
