@@ -22,7 +22,7 @@ import numpy as np
 from vla_rl.core.protocols import EnvCrashed, VecEnv
 from vla_rl.core.stats import wilson_interval
 from vla_rl.core.types import ObsBatch, TaskSpec
-from vla_rl.rollout.env_restarts import close_quietly, run_restarting
+from vla_rl.rollout.env_restarts import MAX_ENV_RESTARTS, close_quietly, run_restarting
 
 
 @dataclass
@@ -234,8 +234,17 @@ def evaluate_restarting(predict: Callable[[ObsBatch], np.ndarray], make_env: Cal
 
     try:
         _, restarts = run_restarting(run, rebuild_env, crashed, progressed)
+    except EnvCrashed as error:
+        raise EnvCrashed(f"the env crashed {MAX_ENV_RESTARTS + 1} times in a row without finishing an episode; "
+                         f"giving up (last: {crash_summary(error)})") from error
     finally:
         if env is not None:
             env.close()
     result.order_like(specs)
     return result, restarts
+
+
+def crash_summary(error: EnvCrashed) -> str:
+    """What crashed, without the advice to API callers that follows it ("close this env and build a new
+    one": what ``evaluate_restarting`` does)."""
+    return str(error).split(";")[0]
