@@ -310,23 +310,14 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import warnings
-
     from vla_rl.cli.evaluation import evaluate_checkpoint, print_success_table
     from vla_rl.cli.factories import suite_tasks
-
-    from vla_rl.policy.checkpoint import resolve_checkpoint
 
     for flag, value, least in (("--episodes-per-task", args.episodes_per_task, 1), ("--num-envs", args.num_envs, 1),
                                ("--videos", args.videos, 0)):
         if value < least:
             raise ValueError(f"{flag} must be >= {least}, got {value}")
-    with warnings.catch_warnings(record=True) as skipped:  # a newest checkpoint that is corrupt: an older one
-        warnings.simplefilter("always")
-        checkpoint = resolve_checkpoint(Path(args.checkpoint))  # a checkpoint, or a run directory's newest one
-    fallback = [str(warning.message) for warning in skipped]
-    for reason in fallback:  # one line each, not a UserWarning with this file's name and line
-        print(reason, file=sys.stderr)
+    checkpoint, fallback = _resolve_saying_what_was_skipped(Path(args.checkpoint))
     valid = suite_tasks(args.suite)
     trained = [task for task in _trained_tasks(checkpoint) if task in valid]  # a tabletop policy on LIBERO: all
     tasks = args.tasks or trained or valid
@@ -342,6 +333,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print_success_table(report)
     print(f"results: {out_dir / 'eval.json'}, {out_dir / 'success.png'}")
     return 0
+
+
+def _resolve_saying_what_was_skipped(path: Path) -> tuple[Path, list[str]]:
+    """``resolve_checkpoint(path)`` (a checkpoint, or a run directory's newest valid one) and the reasons it
+    skipped newer ones (corrupt, unreadable pointer), each also printed as one line on stderr instead of a
+    UserWarning naming this file and line; printed too when none was valid, as they explain that error."""
+    import warnings
+
+    from vla_rl.policy.checkpoint import resolve_checkpoint
+
+    with warnings.catch_warnings(record=True) as skipped:
+        warnings.simplefilter("always")
+        try:
+            return resolve_checkpoint(path), [str(warning.message) for warning in skipped]
+        finally:
+            for warning in skipped:
+                print(warning.message, file=sys.stderr)
 
 
 def _trained_tasks(checkpoint: Path) -> list[str]:
