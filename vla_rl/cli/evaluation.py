@@ -54,7 +54,8 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     specs = eval_specs(tasks, episodes_per_task, eval_state_counter(suite))
     if not specs:
         raise ValueError("nothing to evaluate: no tasks or episodes_per_task is 0")
-    created = make_output_dir(Path(out_dir)) if out_dir is not None else []
+    out_dir = Path(out_dir) if out_dir is not None else None
+    created = make_output_dir(out_dir) if out_dir is not None else []
     print(f"evaluating {checkpoint}", flush=True)
     result, report = EvalResult(), None
     try:
@@ -78,8 +79,8 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
     except BaseException:  # Ctrl-C included: the episodes that ended are kept, or the empty folder goes
         if out_dir is not None and report is not None and result.episodes:
             report.update(complete=False, **_outcomes(result))
-            write_report(report, result, Path(out_dir), video_fps=None)
-            print(f"{len(result.episodes)}/{len(specs)} episodes done, partial results in {Path(out_dir) / 'eval.json'}",
+            write_report(report, result, out_dir, video_fps=None)  # no videos: a quick exit matters more
+            print(f"{len(result.episodes)}/{len(specs)} episodes done, partial results in {out_dir / 'eval.json'}",
                   file=sys.stderr)
         elif out_dir is not None:
             remove_empty_dirs(created)
@@ -88,7 +89,7 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
         raise
     report.update(complete=True, **_outcomes(result))
     if out_dir is not None:
-        write_report(report, result, Path(out_dir), video_fps=get_suite(suite).control_hz if filmed else None)
+        write_report(report, result, out_dir, video_fps=get_suite(suite).control_hz if filmed else None)
     return report
 
 
