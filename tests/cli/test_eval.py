@@ -88,7 +88,8 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def test_an_env_worker_that_keeps_dying_is_a_one_line_error_not_a_silent_exit_141(tmp_path, tiny_checkpoint):  # noqa: F811
+def test_an_env_worker_that_keeps_dying_is_a_one_line_error_not_a_silent_exit_141(
+        tmp_path, tiny_checkpoint):  # noqa: F811
     """Every command set SIGPIPE to its default action, so a write to a dead worker's pipe killed the process
     with no word (exit 141); a death noticed otherwise was a traceback. Now each death restarts the env, and
     crashes in a row with no episode ending in between give up with one line, keeping what had ended."""
@@ -122,7 +123,8 @@ def test_an_env_worker_killed_mid_eval_is_replaced_and_the_results_are_an_undist
     assert run.wait() == 0, run.stderr
     assert len(re.findall(r"env restart \d", run.stderr)) == 1 and "Traceback" not in run.stderr
     assert main(["eval", *common, "--workers", "0", "--out", str(tmp_path / "undisturbed")]) == 0
-    killed, undisturbed = (json.loads((tmp_path / name / "eval.json").read_text()) for name in ("killed", "undisturbed"))
+    killed, undisturbed = (json.loads((tmp_path / name / "eval.json").read_text())
+                           for name in ("killed", "undisturbed"))
     assert killed["env_restarts"] == 1 and killed["complete"] is True
     assert killed["episodes"] == undisturbed["episodes"] and killed["per_task"] == undisturbed["per_task"]
 
@@ -207,7 +209,8 @@ def test_eval_json_lists_every_episode(greedy_eval):
     assert report["complete"] is True and report["episodes_per_task"] == 2
 
 
-def test_eval_json_records_the_libraries_device_checkpoint_digest_and_changes(greedy_eval, tiny_checkpoint):  # noqa: F811
+def test_eval_json_records_the_libraries_device_checkpoint_digest_and_changes(
+        greedy_eval, tiny_checkpoint):  # noqa: F811
     import hashlib
 
     import torch
@@ -249,7 +252,8 @@ def test_video_clean_up_removes_only_the_names_the_eval_writes(greedy_eval):
     videos = out / "videos"
     assert (videos / "Reach_evaluation_final.mp4").read_bytes() == b"the user's"
     assert not (videos / "Reach_eval7_success.mp4").exists()
-    assert sorted(p.name for p in videos.glob("*_eval?_*.mp4")) == sorted(Path(v["file"]).name for v in report["videos"])
+    written = sorted(Path(video["file"]).name for video in report["videos"])
+    assert sorted(path.name for path in videos.glob("*_eval?_*.mp4")) == written
 
 
 def test_chart_title_videos_and_weights_say_what_was_evaluated(greedy_eval, tiny_checkpoint, tmp_path):  # noqa: F811

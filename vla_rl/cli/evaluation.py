@@ -120,9 +120,9 @@ def _report_header(checkpoint: Path, policy, suite: str, episodes_per_task: int,
     sampled = sample_temperature is not None
     versions = environment_versions()  # the code that evaluates, even if the checkout moves on meanwhile
     manifest = Path(checkpoint) / "manifest.json"
-    return {"checkpoint": str(checkpoint),
-            # which bytes: a checkpoint rewritten in place (a resumed run) keeps its path, not its manifest
-            "checkpoint_manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None,
+    # which bytes: a checkpoint rewritten in place (a resumed run) keeps its path, not its manifest
+    digest = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
+    return {"checkpoint": str(checkpoint), "checkpoint_manifest_sha256": digest,
             "suite": suite, "split": "eval", "episodes_per_task": episodes_per_task, "greedy": not sampled,
             "greedy_decoding": None if sampled else policy.config.greedy_decoding,
             "sample_temperature": sample_temperature, "antialias": policy.config.antialias,
