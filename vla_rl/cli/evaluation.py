@@ -76,7 +76,7 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
                 choose_actions, lambda: make_vec_env(suite, envs, config.image_size, "wrist" in config.cameras,
                                                      env_processes, config.antialias),
                 specs, progress=bar.update, video_specs=filmed, result=result, on_restart=announce)
-    except BaseException:  # Ctrl-C included: the episodes that ended are kept, or the empty folder goes
+    except BaseException as error:  # Ctrl-C included: the episodes that ended are kept, or the empty folder goes
         if out_dir is not None and report is not None and result.episodes:
             report.update(complete=False, **_outcomes(result))
             write_report(report, result, out_dir, video_fps=None)  # no videos: a quick exit matters more
@@ -84,7 +84,7 @@ def evaluate_checkpoint(checkpoint: Path, tasks: Sequence[str], episodes_per_tas
                   file=sys.stderr)
         elif out_dir is not None:
             remove_empty_dirs(created)
-            if report is not None:  # the episodes had started
+            if report is not None or isinstance(error, KeyboardInterrupt):  # not before a load error's own line
                 print("no episode had ended: no results written", file=sys.stderr)
         raise
     report.update(complete=True, **_outcomes(result))
