@@ -11,6 +11,9 @@ returning its final observation with reward 0 and its final done flags, until th
 A worker that raises sends its traceback back; a worker that dies is reported with its exit code
 (``EnvWorkerError``) instead of a hang. After a worker died or stopped answering (``EnvWorkerDied``)
 every call but ``close()`` refuses: a hung worker's late reply would otherwise answer the next call.
+Workers ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and a worker that quit on
+it would turn the parent's clean interruption (its ``KeyboardInterrupt``, then ``close()``) into a
+dead-worker error; the parent shuts its workers down itself.
 
 ``num_workers=0`` steps the envs in the calling process: an env that raises is still an
 ``EnvWorkerError`` (with the original exception as its ``__cause__``), but nothing isolates a crash
@@ -20,8 +23,11 @@ env hangs the caller). Both need worker processes.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -98,6 +104,22 @@ def stop_process(process: mp.process.BaseProcess, grace_s: float = 5.0) -> None:
     if process.is_alive():
         process.kill()
         process.join(timeout=grace_s)
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored while worker processes start: they inherit it (an ignored signal stays ignored across
+    exec), so a Ctrl-C while a spawned worker is still importing its modules cannot kill it with a traceback.
+    Only the main thread may change signal handlers; elsewhere the worker's own ``signal.signal`` call covers it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler not set from Python, which Python cannot put back
+            signal.signal(signal.SIGINT, previous)
 
 
 def envs_per_slot(config: VecEnvConfig) -> int:
@@ -247,6 +269,8 @@ def _attach(shm_names: dict[str, str], shape: tuple[int, ...]) -> tuple[dict, di
 
 
 def _worker_main(conn, start: int, stop: int, config: VecEnvConfig, shm_names) -> None:
+    # Again here, not only inherited from _sigint_ignored: a forkserver child gets the server's handlers back.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     handles, arrays = _attach(shm_names, (config.num_envs, config.image_size, config.image_size, 3))
     views = {cam: array[start:stop] for cam, array in arrays.items()}
     group = None
@@ -271,7 +295,7 @@ def _worker_main(conn, start: int, stop: int, config: VecEnvConfig, shm_names) -
                     raise ValueError(f"unknown command {command!r}")
             except Exception:  # noqa: BLE001 - the traceback is sent to the parent, which raises
                 conn.send(("error", traceback.format_exc()))
-    except (EOFError, KeyboardInterrupt):
+    except EOFError:  # the parent is gone
         return
     finally:
         if group is not None:
@@ -320,16 +344,17 @@ class SimVecEnv:
         self._bounds = list(zip(edges[:-1], edges[1:]))
         context = mp.get_context(config.start_method)
         names = {cam: h.name for cam, h in self._shm.items()}
-        for start, stop in self._bounds:
-            parent, child = context.Pipe()
-            process = context.Process(
-                target=_worker_main, daemon=True,
-                args=(child, int(start), int(stop), config, names),
-            )
-            process.start()
-            child.close()
-            self._processes.append(process)
-            self._conns.append(parent)
+        with _sigint_ignored():
+            for start, stop in self._bounds:
+                parent, child = context.Pipe()
+                process = context.Process(
+                    target=_worker_main, daemon=True,
+                    args=(child, int(start), int(stop), config, names),
+                )
+                process.start()
+                child.close()
+                self._processes.append(process)
+                self._conns.append(parent)
 
     # ---- VecEnv API ---------------------------------------------------------------------
     def reset(self, tasks: Sequence[TaskSpec]) -> ObsBatch:

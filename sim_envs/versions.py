@@ -18,18 +18,34 @@ def _package_version(name: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The code's git commit (with '-dirty' for uncommitted changes), or None outside a checkout."""
+def _git_state() -> tuple[str, list[str]] | None:
+    """(HEAD commit, ``git status --porcelain`` lines) of the code's checkout, or None outside one or without git."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=5, check=True).stdout.strip()
         # untracked files count (a new source file not yet committed); ignored ones (runs/, .venv) do not
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=normal"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=normal"],
+                                capture_output=True, text=True, timeout=5).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    return commit + ("-dirty" if dirty else "")
+    return commit, [line for line in status.splitlines() if line.strip()]
+
+
+def git_commit() -> str | None:
+    """The code's git commit (with '-dirty' for uncommitted changes), or None outside a checkout."""
+    state = _git_state()
+    if state is None:
+        return None
+    commit, changed = state
+    return commit + ("-dirty" if changed else "")
+
+
+def git_changed_files(limit: int = 50) -> list[str]:
+    """What makes the commit '-dirty': ``git status --porcelain`` lines (status, path), the first ``limit``
+    and then a line counting the rest (a checkout full of generated files must not bloat a report)."""
+    changed = (_git_state() or ("", []))[1]
+    return changed[:limit] + ([f"... and {len(changed) - limit} more"] if len(changed) > limit else [])
 
 
 @functools.lru_cache(maxsize=1)

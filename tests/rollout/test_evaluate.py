@@ -100,3 +100,43 @@ def test_evaluation_and_rollouts_count_the_episodes_whose_physics_diverged(tmp_p
         policy.decisions, policy.act = [], blow_up_slot_0_on_the_first_decision
         _, stats = collect(policy, env, [TaskSpec("Lift", 5, "train")] * 2, max_decisions=3)
     assert stats.physics_divergences == 1 and policy.decisions[1:] == [1, 1]  # slot 0 ended at once
+
+
+@pytest.mark.slow
+def test_an_env_worker_killed_mid_evaluation_costs_only_its_unfinished_episodes():
+    """The crashed env is rebuilt and runs only the episodes that had not ended; a greedy policy gives them
+    the outcomes, and the frames, of an undisturbed evaluation (an episode depends only on its task, init
+    state and the policy)."""
+    import os
+    import signal
+
+    from tests.policy.conftest import make_policy
+    from vla_rl.rollout.evaluate import EvalResult, evaluate_restarting
+
+    predict = make_policy().predict_actions
+    specs = [TaskSpec("Reach", i, "eval") for i in range(2)] + [TaskSpec("PressButton", i, "eval") for i in range(2)]
+    envs = []
+
+    def make_env():
+        envs.append(TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=2, image_size=32)))
+        return envs[-1]
+
+    undisturbed, restarts = evaluate_restarting(predict, make_env, specs, video_specs=specs)
+    assert restarts == 0
+    envs.clear()
+    result, announced = EvalResult(), []
+
+    def kill_a_worker_in_the_second_wave(obs):
+        if len(result.episodes) == 2 and len(envs) == 1 and envs[0]._processes[1].is_alive():
+            os.kill(envs[0]._processes[1].pid, signal.SIGKILL)
+        return predict(obs)
+
+    disturbed, restarts = evaluate_restarting(
+        kill_a_worker_in_the_second_wave, make_env, specs, video_specs=specs, result=result,
+        on_restart=lambda error, restart, left: announced.append((restart, left, "died" in str(error))))
+    assert disturbed is result and restarts == 1 and len(envs) == 2
+    assert announced == [(1, 2, True)]  # the first two episodes had ended: the other two ran again
+    assert disturbed.episodes == undisturbed.episodes  # in the order of specs
+    assert list(disturbed.frames) != [] and disturbed.frames.keys() == undisturbed.frames.keys()
+    for spec, frames in undisturbed.frames.items():
+        np.testing.assert_array_equal(np.stack(disturbed.frames[spec]), np.stack(frames))

@@ -94,6 +94,22 @@ def test_dead_worker_is_a_clear_error_not_a_hang():
     assert all(not p.is_alive() for p in venv._processes)
 
 
+def test_workers_ignore_ctrl_c_and_leave_the_shutdown_to_the_parent():
+    """Ctrl-C in a terminal signals the whole process group: workers that quit on it made the parent's next
+    step write into dead pipes (a silent exit 141 under SIG_DFL, or a dead-worker traceback) instead of
+    its own clean interruption."""
+    venv = TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=1, image_size=32))
+    try:
+        venv.reset(specs(2))
+        os.kill(venv._processes[0].pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert venv._processes[0].is_alive()
+        assert venv.step(np.zeros((2, 7), np.float32)).obs.proprio.shape == (2, 8)
+    finally:
+        venv.close()
+    assert venv._processes[0].exitcode == 0  # close() still stops it
+
+
 def test_after_a_worker_timeout_every_call_but_close_is_refused():
     """A hung worker's late reply must not be read as the answer to the next call."""
     venv = TabletopVecEnv(VecEnvConfig(num_envs=2, num_workers=2, image_size=32))

@@ -308,13 +308,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vla_rl.cli.evaluation import evaluate_checkpoint, print_success_table
     from vla_rl.cli.factories import suite_tasks
 
-    from vla_rl.policy.checkpoint import resolve_checkpoint
-
     for flag, value, least in (("--episodes-per-task", args.episodes_per_task, 1), ("--num-envs", args.num_envs, 1),
                                ("--videos", args.videos, 0)):
         if value < least:
             raise ValueError(f"{flag} must be >= {least}, got {value}")
-    checkpoint = resolve_checkpoint(Path(args.checkpoint))  # a checkpoint, or a run directory's newest one
+    checkpoint, fallback = _resolve_saying_what_was_skipped(Path(args.checkpoint))
     valid = suite_tasks(args.suite)
     trained = [task for task in _trained_tasks(checkpoint) if task in valid]  # a tabletop policy on LIBERO: all
     tasks = args.tasks or trained or valid
@@ -325,10 +323,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate_checkpoint(checkpoint, tasks, args.episodes_per_task, args.num_envs, out_dir,
                                  videos_per_task=args.videos, suite=args.suite, env_processes=args.workers,
                                  greedy_decoding=args.greedy_decoding, sample_temperature=args.sample_temperature,
-                                 sample_seed=args.sample_seed, last_update_weights=args.last_update_weights)
+                                 sample_seed=args.sample_seed, last_update_weights=args.last_update_weights,
+                                 extra={"requested": args.checkpoint, "fallback": fallback})
     print_success_table(report)
     print(f"results: {out_dir / 'eval.json'}, {out_dir / 'success.png'}")
     return 0
+
+
+def _resolve_saying_what_was_skipped(path: Path) -> tuple[Path, list[str]]:
+    """``resolve_checkpoint(path)`` (a checkpoint, or a run directory's newest valid one) and the reasons it
+    skipped newer ones (corrupt, unreadable pointer), each also printed as one line on stderr instead of a
+    UserWarning naming this file and line; printed too when none was valid, as they explain that error."""
+    import warnings
+
+    from vla_rl.policy.checkpoint import resolve_checkpoint
+
+    with warnings.catch_warnings(record=True) as skipped:
+        warnings.simplefilter("always")
+        try:
+            return resolve_checkpoint(path), [str(warning.message) for warning in skipped]
+        finally:
+            for warning in skipped:
+                print(warning.message, file=sys.stderr)
 
 
 def _trained_tasks(checkpoint: Path) -> list[str]:
@@ -536,12 +552,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     evaluation = sub.add_parser("eval", help="held-out success rate of a checkpoint (JSON + bar chart + videos)")
-    evaluation.add_argument("--checkpoint", required=True, help="policy checkpoint directory")
+    evaluation.add_argument("--checkpoint", required=True,
+                            help="policy checkpoint directory, or a run directory (an SFT or RL out_dir: its newest "
+                                 "valid checkpoint; a corrupt newer one is skipped with a note)")
     evaluation.add_argument("--suite", default="tabletop", help="environment suite (default tabletop)")
     evaluation.add_argument("--tasks", nargs="+", help="tasks (default: those the checkpoint was trained on)")
     evaluation.add_argument("--episodes-per-task", type=int, default=50, help="evaluation init states per task")
     evaluation.add_argument("--num-envs", type=int, default=16, help="parallel env slots")
-    evaluation.add_argument("--workers", type=int, default=-1, help="env worker processes (-1 = one per core)")
+    evaluation.add_argument("--workers", type=int, default=-1,
+                            help="env worker processes (-1 = one per core; 0 = step the envs in this process: no "
+                                 "crash isolation, so a crashed env cannot be restarted)")
     evaluation.add_argument("--videos", type=int, default=1, help="MP4 videos per task")
     evaluation.add_argument("--greedy-decoding", choices=("argmax", "expected"),
                             help="override the checkpoint's greedy decoding: the most likely bin or the bin of the "
@@ -553,7 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--last-update-weights", action="store_true",
                             help="a GRPO checkpoint written with train.weights_ema holds the weight average: evaluate "
                                  "its last update's weights instead (the comparison the trainer makes)")
-    evaluation.add_argument("--out", help="output directory (default: <checkpoint>/../eval_<name>)")
+    evaluation.add_argument("--out", help="output directory (default: eval_<checkpoint name> beside the checkpoint; "
+                                          "for a run directory, <run>/eval_<its newest valid checkpoint>)")
     evaluation.set_defaults(func=cmd_eval)
 
     critic = sub.add_parser("critic", help="the vision-language progress critic (a reward source)")
@@ -583,16 +604,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has exited (``vla-rl envs list | head``): poll flags it."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is not a real file
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; expected failures are one ``error:`` line (exit 2; an env that kept crashing, 1),
+    Ctrl-C is ``interrupted`` (exit 130).
+
+    SIGPIPE keeps Python's default (ignored): a write to a pipe whose reader is gone raises BrokenPipeError
+    where it happens. Env worker pipes need that (``SimVecEnv`` turns it into ``EnvWorkerDied``; with SIGPIPE's
+    default action the process died silently with exit 141 instead), and stdout gets a quiet exit below."""
+    from vla_rl.core.protocols import EnvCrashed
+
     _headless_rendering_default()
     keep_freed_memory()  # torch next to MuJoCo renderers page-faulted every activation (vla_rl.core.memory)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `vla-rl envs list | head` exits quietly
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a pipe's reader that left shows here, not in the flush at exit
+        return code
     except KeyboardInterrupt:  # Ctrl-C: the command's own cleanup has run (finally blocks); no traceback
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _stdout_reader_gone():  # some other pipe: a bug to see in full
+            raise
+        # `vla-rl envs list | head`: the reader has what it wanted. Stdout now points at /dev/null so that the
+        # flush at exit does not fail again; 141 (128 + SIGPIPE) is what a shell reports for such a stop.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except EnvCrashed as error:  # an env that crashed again after the restarts the command allows
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except (ConfigError, FileNotFoundError, FileExistsError, KeyError, IndexError, ValueError,
             ConnectionError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

@@ -5,6 +5,11 @@ suites), a slot whose episode ends starts the next init state at once; on others
 waves of ``num_envs`` and a wave runs until every slot has ended (slots freeze when done). The
 policy is queried only for the slots still running. With action chunks (``K > 1``)
 the K actions of one prediction are executed open loop before the policy is queried again.
+
+Each episode is added to the result as it ends, so a caller keeps the finished ones when the env crashes
+or the user interrupts: ``evaluate_restarting`` rebuilds a crashed env and runs only the episodes not
+finished (a greedy policy gives each episode the outcome it would have had undisturbed: an episode
+depends only on its task, init state and the policy), and ``vla-rl eval`` writes a partial report.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from typing import Callable, Collection, Sequence
 
 import numpy as np
 
-from vla_rl.core.protocols import VecEnv
+from vla_rl.core.protocols import EnvCrashed, VecEnv
 from vla_rl.core.stats import wilson_interval
 from vla_rl.core.types import ObsBatch, TaskSpec
+from vla_rl.rollout.env_restarts import MAX_ENV_RESTARTS, close_quietly, run_restarting
 
 
 @dataclass
@@ -52,15 +58,50 @@ class EvalResult:
         rates = [row["success_rate"] for row in self.per_task().values()]
         return float(np.mean(rates)) if rates else 0.0
 
+    def add(self, outcome: EpisodeOutcome, frames: list[np.ndarray] | None = None) -> None:
+        """A finished episode (and its frames, if filmed)."""
+        self.episodes.append(outcome)
+        if frames is not None:
+            self.frames[outcome.spec] = frames
+
+    def order_like(self, specs: Sequence[TaskSpec]) -> None:
+        """Episodes in the order of ``specs`` (they are added as they end); others keep their place first."""
+        position: dict[TaskSpec, int] = {}
+        for index, spec in enumerate(specs):
+            position.setdefault(spec, index)
+        self.episodes.sort(key=lambda episode: position.get(episode.spec, -1))
+
+    def unfinished(self, specs: Sequence[TaskSpec]) -> list[TaskSpec]:
+        """The ``specs`` with no episode here yet (each spec counted as often as it is listed)."""
+        finished: dict[TaskSpec, int] = {}
+        for episode in self.episodes:
+            finished[episode.spec] = finished.get(episode.spec, 0) + 1
+        left = []
+        for spec in specs:
+            if finished.get(spec, 0):
+                finished[spec] -= 1
+            else:
+                left.append(spec)
+        return left
+
 
 def evaluate(predict: Callable[[ObsBatch], np.ndarray], env: VecEnv, specs: Sequence[TaskSpec],
-             progress: Callable[[int], None] | None = None, video_specs: Collection[TaskSpec] = ()) -> EvalResult:
+             progress: Callable[[int], None] | None = None, video_specs: Collection[TaskSpec] = (),
+             result: EvalResult | None = None) -> EvalResult:
     """Roll out ``predict`` (obs -> actions ``[B, K, A]``) once from each of ``specs``; the agent-view
-    frames of the episodes in ``video_specs`` (what the policy saw) are kept in ``result.frames``."""
-    if hasattr(env, "reset_slots") and len(specs) > env.spec.num_envs:
-        return _evaluate_refilling(predict, env, specs, progress, set(video_specs))
-    result = EvalResult()
-    video_specs = set(video_specs)
+    frames of the episodes in ``video_specs`` (what the policy saw) are kept in ``result.frames``. Episodes
+    are added to ``result`` (a new one by default) as they end, and listed in the order of ``specs`` once
+    all have."""
+    result = EvalResult() if result is None else result
+    refilling = hasattr(env, "reset_slots") and len(specs) > env.spec.num_envs
+    (_evaluate_refilling if refilling else _evaluate_in_waves)(predict, env, specs, progress, set(video_specs), result)
+    result.order_like(specs)
+    return result
+
+
+def _evaluate_in_waves(predict: Callable[[ObsBatch], np.ndarray], env: VecEnv, specs: Sequence[TaskSpec],
+                       progress: Callable[[int], None] | None, video_specs: set[TaskSpec], result: EvalResult) -> None:
+    """``evaluate`` in waves of ``num_envs`` episodes, each wave running until all its slots have ended."""
     slots = env.spec.num_envs
     for start in range(0, len(specs), slots):
         wave = list(specs[start:start + slots])
@@ -83,17 +124,16 @@ def evaluate(predict: Callable[[ObsBatch], np.ndarray], env: VecEnv, specs: Sequ
                 steps += ~done
                 success |= step.success & ~done
                 diverged |= step.info_flag("physics_diverged") & ~done
+                ended = step.done & ~done
                 done |= step.done
                 obs = step.obs
+                for i in np.flatnonzero(ended[: len(wave)]):
+                    result.add(EpisodeOutcome(wave[i], bool(success[i]), int(steps[i]), instructions[i],
+                                              bool(diverged[i])), frames.pop(i, None))
+                    if progress is not None:
+                        progress(1)
                 if done[: len(wave)].all():
                     break
-        for i, spec in enumerate(wave):
-            result.episodes.append(EpisodeOutcome(spec, bool(success[i]), int(steps[i]), instructions[i],
-                                                  bool(diverged[i])))
-        result.frames.update({wave[i]: frames[i] for i in filmed})
-        if progress is not None:
-            progress(len(wave))
-    return result
 
 
 def _predict_active(predict: Callable[[ObsBatch], np.ndarray], obs: ObsBatch, active: np.ndarray) -> np.ndarray:
@@ -109,26 +149,24 @@ def _predict_active(predict: Callable[[ObsBatch], np.ndarray], obs: ObsBatch, ac
 
 
 def _evaluate_refilling(predict: Callable[[ObsBatch], np.ndarray], env, specs: Sequence[TaskSpec],
-                        progress: Callable[[int], None] | None, video_specs: set[TaskSpec]) -> EvalResult:
+                        progress: Callable[[int], None] | None, video_specs: set[TaskSpec], result: EvalResult) -> None:
     """``evaluate`` on an env with ``reset_slots``: a slot whose episode ends starts the next init state
     at once (between policy queries), so no slot idles while a wave's slowest episode runs to the step
-    limit. Episodes are listed in the order of ``specs``."""
+    limit. Episodes are added to ``result`` as they end."""
     slots = env.spec.num_envs
-    queue = list(enumerate(specs))
-    running: list[tuple[int, TaskSpec] | None] = [None] * slots
+    queue = list(specs)
+    running: list[TaskSpec | None] = [None] * slots
     steps = np.zeros(slots, int)
     success = np.zeros(slots, bool)
     frames: dict[int, list[np.ndarray]] = {}
-    outcomes: dict[int, EpisodeOutcome] = {}
-    result = EvalResult()
 
     def start(slot: int, obs: ObsBatch) -> None:
         running[slot] = queue.pop(0)
         steps[slot], success[slot] = 0, False
-        if running[slot][1] in video_specs and running[slot][1] not in result.frames:
+        if running[slot] in video_specs and running[slot] not in result.frames:
             frames[slot] = [obs.images["agentview"][slot].copy()]
 
-    first = [spec for _, spec in queue[:slots]]
+    first = queue[:slots]
     obs = env.reset(first + [first[-1]] * (slots - len(first)))
     for slot in range(len(first)):
         start(slot, obs)
@@ -147,11 +185,8 @@ def _evaluate_refilling(predict: Callable[[ObsBatch], np.ndarray], env, specs: S
                 if slot in frames:
                     frames[slot].append(obs.images["agentview"][slot].copy())
                 if step.done[slot]:
-                    index, spec = running[slot]
-                    outcomes[index] = EpisodeOutcome(spec, bool(success[slot]), int(steps[slot]), instructions[slot],
-                                                     bool(diverged[slot]))
-                    if slot in frames:
-                        result.frames[spec] = frames.pop(slot)
+                    result.add(EpisodeOutcome(running[slot], bool(success[slot]), int(steps[slot]), instructions[slot],
+                                              bool(diverged[slot])), frames.pop(slot, None))
                     running[slot], active[slot] = None, False
                     ended.append(slot)
                     if progress is not None:
@@ -160,9 +195,56 @@ def _evaluate_refilling(predict: Callable[[ObsBatch], np.ndarray], env, specs: S
                 break
         refill = ended[:len(queue)]
         if refill:
-            obs = env.reset_slots(refill, [spec for _, spec in queue[:len(refill)]])
+            obs = env.reset_slots(refill, queue[:len(refill)])
             for slot in refill:
                 start(slot, obs)
                 instructions[slot] = obs.instructions[slot]
-    result.episodes = [outcomes[index] for index in range(len(specs))]
-    return result
+
+
+def evaluate_restarting(predict: Callable[[ObsBatch], np.ndarray], make_env: Callable[[], VecEnv],
+                        specs: Sequence[TaskSpec], progress: Callable[[int], None] | None = None,
+                        video_specs: Collection[TaskSpec] = (), result: EvalResult | None = None,
+                        on_restart: Callable[[EnvCrashed, int, int], None] | None = None) -> tuple[EvalResult, int]:
+    """``(evaluate(...), envs rebuilt)`` in an env from ``make_env`` (closed at the end), rebuilt when it
+    crashes (``EnvCrashed``); each rebuilt env runs only the episodes not finished. ``on_restart(error,
+    restart, episodes left)`` is called before each rebuild (restart counts from 1). After
+    ``MAX_ENV_RESTARTS`` crashes in a row with no episode finished in between, the crash is raised
+    (``run_restarting``). ``result`` keeps the finished episodes even then (pass one in to read them)."""
+    result = EvalResult() if result is None else result
+    env = make_env()
+    finished_at_last_crash = len(result.episodes)
+
+    def run() -> EvalResult:
+        return evaluate(predict, env, result.unfinished(specs), progress, video_specs, result)
+
+    def progressed() -> bool:
+        nonlocal finished_at_last_crash
+        finished, finished_at_last_crash = len(result.episodes) > finished_at_last_crash, len(result.episodes)
+        return finished
+
+    def crashed(error: EnvCrashed, restart: int) -> None:
+        if on_restart is not None:
+            on_restart(error, restart, len(result.unfinished(specs)))
+
+    def rebuild_env(_restart: int) -> None:
+        nonlocal env
+        close_quietly(env)
+        env = None  # if building the replacement fails, the finally below must not close the crashed env again
+        env = make_env()
+
+    try:
+        _, restarts = run_restarting(run, rebuild_env, crashed, progressed)
+    except EnvCrashed as error:
+        raise EnvCrashed(f"the env crashed {MAX_ENV_RESTARTS + 1} times in a row without finishing an episode; "
+                         f"giving up (last: {crash_summary(error)})") from error
+    finally:
+        if env is not None:
+            env.close()
+    result.order_like(specs)
+    return result, restarts
+
+
+def crash_summary(error: EnvCrashed) -> str:
+    """What crashed, without the advice to API callers that follows it ("close this env and build a new
+    one": what ``evaluate_restarting`` does)."""
+    return str(error).split(";")[0]

@@ -23,14 +23,13 @@ import numpy as np
 import torch
 
 from vla_rl.core.memory import keep_freed_memory
-from vla_rl.core.protocols import EnvCrashed
 from vla_rl.core.types import TaskSpec, TrajectoryBatch
 from vla_rl.rollout.collector import RolloutStats, collect, concat_batches
+from vla_rl.rollout.env_restarts import close_quietly, run_restarting
 from vla_rl.rollout.evaluate import EpisodeOutcome, evaluate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-MAX_ENV_RESTARTS = 2  # per wave: an env that keeps crashing is a bug to report, not to retry forever
 
 
 class RolloutWorker:
@@ -125,24 +124,21 @@ class RolloutWorker:
 
     def _restarting(self, run: Callable[[], T], training_env: bool, earlier_restarts: int = 0) -> tuple[T, int]:
         """``(run(), envs rebuilt)``; when its env crashes, build a new env and run it again from the
-        start. ``earlier_restarts``: rebuilds earlier in the same call (they tell replacements apart)."""
-        for attempt in range(MAX_ENV_RESTARTS + 1):
-            try:
-                return run(), attempt
-            except EnvCrashed as error:
-                if attempt == MAX_ENV_RESTARTS:
-                    raise
-                log.warning("env crashed (%s); building a new one and collecting again", error)
-                if training_env:
-                    _close_quietly(self.env)
-                    self.env = self._env_factory()
-                    restart = earlier_restarts + attempt + 1  # in this call, from 1
-                    seed = np.random.SeedSequence([self._round_seed, restart]).generate_state(1)[0]
-                    self._seed_env(self.env, int(seed))
-                else:
-                    _close_quietly(self._eval_env)
-                    self._eval_env = self._eval_env_factory()
-        raise AssertionError("unreachable")
+        start (``run_restarting``). ``earlier_restarts``: rebuilds earlier in the same call (they tell
+        replacements apart)."""
+
+        def rebuild_env(restart: int) -> None:
+            if training_env:
+                close_quietly(self.env)
+                self.env = self._env_factory()
+                seed = np.random.SeedSequence([self._round_seed, earlier_restarts + restart]).generate_state(1)[0]
+                self._seed_env(self.env, int(seed))
+            else:
+                close_quietly(self._eval_env)
+                self._eval_env = self._eval_env_factory()
+
+        return run_restarting(run, rebuild_env, on_crash=lambda error, restart: log.warning(
+            "env crashed (%s); building a new one and collecting again", error))
 
     def ping(self) -> float:
         return time.time()
@@ -151,13 +147,6 @@ class RolloutWorker:
         self.env.close()
         if self._eval_env is not None:
             self._eval_env.close()
-
-
-def _close_quietly(env) -> None:
-    try:
-        env.close()
-    except Exception:  # a crashed env may not close cleanly; its replacement matters
-        log.debug("closing a crashed env failed", exc_info=True)
 
 
 def split_evenly(items: Sequence, parts: int) -> list[list]:
