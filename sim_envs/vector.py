@@ -232,6 +232,7 @@ class _SlotGroup:
         reward = np.zeros(slots, np.float32)
         flags = np.zeros((slots, 3), bool)
         diverged = np.zeros(slots, bool)  # on the step it happened only, not repeated while the slot stays ended
+        unsettled = np.zeros(slots, bool)  # a LIBERO init state whose objects had not settled (every step of it)
         for slot, env in enumerate(self.current):
             if env is None:
                 raise RuntimeError("step() called before reset()")
@@ -242,10 +243,12 @@ class _SlotGroup:
             self._store(slot, obs, images)
             flags[slot] = (terminated, truncated, info["success"])
             diverged[slot] = info.get("physics_diverged", False)
+            unsettled[slot] = bool(info.get("init_state_unsettled") or False)
             if terminated or truncated:
                 self.done[slot] = True
                 self.final[slot] = (terminated, truncated, info["success"])
-        return {"proprio": self.last_proprio.copy(), "reward": reward, "flags": flags, "diverged": diverged}
+        return {"proprio": self.last_proprio.copy(), "reward": reward, "flags": flags, "diverged": diverged,
+                "unsettled": unsettled}
 
     def held_tasks(self, _payload: Any = None, _images: Any = None) -> list[list[str]]:
         """Each slot's tasks with an env built, least recently used first."""
@@ -395,11 +398,13 @@ class SimVecEnv:
         replies = self._call("step", [actions[a:b] for a, b in self._bounds])
         flags = np.concatenate([r["flags"] for r in replies])
         diverged = np.concatenate([r["diverged"] for r in replies])
+        unsettled = np.concatenate([r["unsettled"] for r in replies])
         return StepResult(
             obs=self._obs(np.concatenate([r["proprio"] for r in replies])),
             reward=np.concatenate([r["reward"] for r in replies]),
             terminated=flags[:, 0], truncated=flags[:, 1], success=flags[:, 2],
-            info=[{"physics_diverged": bool(flag)} for flag in diverged],
+            info=[{"physics_diverged": bool(flag), "init_state_unsettled": bool(loose)}
+                  for flag, loose in zip(diverged, unsettled)],
         )
 
     def close(self) -> None:

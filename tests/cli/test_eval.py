@@ -204,7 +204,8 @@ def test_eval_json_lists_every_episode(greedy_eval):
     assert [(e["task"], e["init_state_id"]) for e in report["episodes"]] == [
         ("Reach", 0), ("Reach", 1), ("PressButton", 0), ("PressButton", 1)]
     for episode in report["episodes"]:
-        assert set(episode) == {"task", "init_state_id", "success", "steps", "instruction", "physics_diverged"}
+        assert set(episode) == {"task", "init_state_id", "success", "steps", "instruction", "physics_diverged",
+                                "init_state_unsettled"}
         assert episode["steps"] == 50 and episode["success"] is False and episode["instruction"]
     assert report["complete"] is True and report["episodes_per_task"] == 2
 

@@ -50,3 +50,27 @@ def test_init_states_that_do_not_settle_are_flagged(task, unsettled):
         assert settle["speed_m_s"] > 0.5
     if not unsettled:
         assert settle["unsettled_objects"] == [] and settle["shift_m"] < 0.002 and settle["turn_deg"] < 1
+
+
+@pytest.mark.libero
+def test_evaluation_counts_the_episodes_of_unsettled_init_states(monkeypatch):
+    """The flag reaches eval's report through the vector env: each episode is marked, each task counts them and
+    gives the success rate over the other episodes (what published numbers can be compared with)."""
+    from sim_envs import libero_env
+    from sim_envs.vector import SimVecEnv, VecEnvConfig
+    from vla_rl.core.types import TaskSpec
+    from vla_rl.rollout.evaluate import evaluate
+
+    limits = {suite: dict(row) for suite, row in libero_env.LIBERO_SUITES.items()}
+    limits["libero_spatial"]["max_steps"] = 2  # the flag is known from the reset: no need to run 220 steps
+    monkeypatch.setattr(libero_env, "LIBERO_SUITES", limits)
+    specs = [TaskSpec("libero_spatial_05", 0, "eval"), TaskSpec("libero_spatial_00", 0, "eval"),
+             TaskSpec("libero_spatial_05", 1, "eval")]
+    with SimVecEnv(VecEnvConfig(suite="libero_spatial", num_envs=2, num_workers=0, image_size=32)) as env:
+        result = evaluate(lambda obs: np.zeros((obs.batch_size, 1, 7), np.float32), env, specs)  # refills a slot
+    assert [e.init_state_unsettled for e in result.episodes] == [True, False, True]
+    table = result.per_task()
+    assert table["libero_spatial_05"]["unsettled_init_states"] == 2
+    assert table["libero_spatial_05"]["success_rate_settled"] is None  # no episode of it settled
+    assert table["libero_spatial_00"]["unsettled_init_states"] == 0 and "success_rate_settled" not in table[
+        "libero_spatial_00"]

@@ -148,7 +148,8 @@ def _outcomes(result) -> dict:
     """The report's outcome fields: rates per task, and every episode (to compare checkpoints state by state)."""
     return {"mean_success": result.mean_success, "per_task": result.per_task(),
             "episodes": [{"task": e.spec.task, "init_state_id": e.spec.init_state_id, "success": e.success,
-                          "steps": e.steps, "instruction": e.instruction, "physics_diverged": e.physics_diverged}
+                          "steps": e.steps, "instruction": e.instruction, "physics_diverged": e.physics_diverged,
+                          "init_state_unsettled": e.init_state_unsettled}
                          for e in result.episodes]}
 
 
@@ -357,3 +358,10 @@ def print_success_table(report: dict) -> None:
     if diverged:
         print("physics diverged (episodes cut as failures): "
               + ", ".join(f"{task} {count}" for task, count in diverged.items()))
+    unsettled = {task: row for task, row in report["per_task"].items() if row.get("unsettled_init_states")}
+    if unsettled:  # LIBERO init states that do not settle under MuJoCo >= 3.4 (docs/libero.md)
+        print("init states whose objects had not settled (not comparable with published LIBERO numbers): "
+              + ", ".join(f"{task} {row['unsettled_init_states']}/{row['episodes']}" +
+                          (f" (success on the others {row['success_rate_settled']:.0%})"
+                           if row.get("success_rate_settled") is not None else "")
+                          for task, row in unsettled.items()))
