@@ -20,6 +20,12 @@ from vla_rl.cli.main import main
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """A job started in the background by a non-interactive shell (nohup, CI wrappers) inherits SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler: Ctrl-C's default is restored for the child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class EvalProcess:
     """``vla-rl eval ARGS`` in a subprocess (its own session, as a terminal's foreground job), its stderr
     read as it comes (tqdm redraws with carriage returns, not lines)."""
@@ -27,7 +33,8 @@ class EvalProcess:
     def __init__(self, *args: str):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "vla_rl.cli.main", "eval", *args], cwd=REPO, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True,
+            preexec_fn=_sigint_as_in_a_terminal)
         self.out, self.err = [], []
         self._readers = [threading.Thread(target=self._read, args=(stream, into), daemon=True)
                          for stream, into in ((self.process.stdout, self.out), (self.process.stderr, self.err))]
