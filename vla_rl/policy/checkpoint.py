@@ -90,6 +90,20 @@ def read_training_state(directory: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
 
 
+def read_weights(directory: Path, names: set[str]) -> dict[str, torch.Tensor]:
+    """The weights ``names`` of a checkpoint (those it holds; the file verified against its manifest), read
+    one by one: a resumed LoRA run needs its decoder's frozen base, not a second copy of the whole model."""
+    from safetensors import SafetensorError, safe_open
+
+    directory = Path(directory)
+    verify_checkpoint(directory)
+    try:
+        with safe_open(str(directory / "model.safetensors"), framework="pt") as weights:
+            return {name: weights.get_tensor(name) for name in names & set(weights.keys())}
+    except (SafetensorError, OSError) as error:
+        raise CorruptCheckpointError(f"{directory / 'model.safetensors'} is unreadable ({error})") from None
+
+
 def load_checkpoint(directory: Path, device: str | torch.device = "cpu", verify: bool = True,
                     with_training_state: bool = False) -> tuple[VLAModel, ActionTokenizer, dict[str, Any] | None]:
     """Model, action tokenizer and, with ``with_training_state`` (to resume a run), the training state of
@@ -130,7 +144,7 @@ def load_checkpoint(directory: Path, device: str | torch.device = "cpu", verify:
     return model.to(device), tokenizer, training_state
 
 
-__all__ = ["CorruptCheckpointError", "save_checkpoint", "load_checkpoint", "read_training_state", "verify_checkpoint",
+__all__ = ["CorruptCheckpointError", "save_checkpoint", "load_checkpoint", "read_training_state", "read_weights", "verify_checkpoint",
            "read_checkpoint_json",
            "latest_valid_checkpoint", "point_latest", "resolve_checkpoint", "read_vla_config",
            "model_config_differences", "LATEST", "MANIFEST"]

@@ -7,7 +7,9 @@ tower is cheaper to train fully); ``adapters_only`` freezes every weight outside
 
 Checkpoints stay plain: ``merged_state_dict`` folds every adapter into its base weight, so a LoRA
 checkpoint loads exactly like a full one. To resume training, the adapter tensors are kept in the
-training state and ``restore_lora`` rebuilds the unmerged model (base = merged - B A * scale).
+training state and ``restore_lora`` rebuilds the unmerged model: the frozen base weights are those of the
+checkpoint training started from when it is given (exact), else merged - B A * scale (exact up to floating-point
+rounding: the resumed run then differs from an uninterrupted one in the last bits).
 """
 
 from __future__ import annotations
@@ -82,14 +84,55 @@ def merged_state_dict(model, state: dict[str, torch.Tensor] | None = None) -> di
     return merged
 
 
+def lora_base_names(model, config: LoRAConfig) -> set[str]:
+    """The plain weight names (as in a checkpoint) of the layers ``apply_lora`` wraps: their frozen base."""
+    targets = set(config.target_modules)
+    return {f"{name}.weight" for name, module in model.named_modules()
+            if name.startswith("language_model.") and name.rsplit(".", 1)[-1] in targets
+            and isinstance(module, torch.nn.Linear)}
+
+
+def lora_base_weights(checkpoint, model, config: LoRAConfig) -> dict[str, torch.Tensor] | None:
+    """The frozen base of ``model``'s LoRA layers (``lora_base_names``; call before the adapters are injected) as
+    the checkpoint a run started from holds it (a run directory: its newest checkpoint), for ``restore_lora``;
+    None when there is none, or it is no longer readable (said: the base is then rebuilt to rounding)."""
+    from pathlib import Path
+
+    from vla_rl.policy.checkpoint import read_weights, resolve_checkpoint
+
+    if checkpoint is None or Path(checkpoint) == Path(""):
+        return None
+    try:
+        return read_weights(resolve_checkpoint(Path(checkpoint)), lora_base_names(model, config))
+    except (OSError, ValueError) as error:  # moved, deleted or damaged since the run started
+        print(f"resume: the starting checkpoint {checkpoint} is not readable ({error}); LoRA's frozen base is "
+              "rebuilt from the merged weights (exact up to rounding)")
+        return None
+
+
 @torch.no_grad()
-def restore_lora(model, config: LoRAConfig, adapters: dict[str, torch.Tensor]):
-    """Re-inject adapters into a model loaded from merged weights and un-merge them exactly."""
+def restore_lora(model, config: LoRAConfig, adapters: dict[str, torch.Tensor],
+                 base_weights: dict[str, torch.Tensor] | None = None):
+    """Re-inject adapters into a model loaded from merged weights and un-merge them. ``base_weights`` (the
+    frozen base, from the checkpoint training started from: ``lora_base_names``) make it exact; without them
+    the base is merged - B A * scale, which rounding leaves a few ulps off. A base that does not match that
+    (another starting checkpoint) is not used: said once, and the subtraction stands."""
     trainable = apply_lora(model, config)
     missing = set(adapters) ^ {k for k in model.state_dict() if ".lora_" in k}
     if missing:
         raise ValueError(f"saved LoRA adapters do not match this model: {sorted(missing)[:5]}")
     model.load_state_dict(adapters, strict=False)
-    for _, module in _lora_layers(model):
-        module.base_layer.weight -= module.get_delta_weight("default")
+    rebuilt = {}
+    for name, module in _lora_layers(model):
+        rebuilt[f"{name}.weight"] = module.base_layer.weight - module.get_delta_weight("default")
+    given = base_weights or {}
+    mismatched = [key for key, weight in rebuilt.items() if key not in given or given[key].shape != weight.shape
+                  or not torch.allclose(given[key].to(weight), weight, rtol=1e-3, atol=1e-4)]
+    if base_weights is not None and mismatched:
+        print(f"restore_lora: the starting checkpoint's weights are not this run's LoRA base ({mismatched[0]} and "
+              f"{len(mismatched) - 1} more differ); the base is rebuilt as merged - adapters (rounding-exact only)")
+    exact = base_weights is not None and not mismatched
+    for name, module in _lora_layers(model):
+        key = f"{name}.weight"
+        module.base_layer.weight.copy_(given[key] if exact else rebuilt[key])
     return trainable

@@ -36,7 +36,8 @@ from vla_rl.policy.augment import ColourSwap, ColourSwapConfig
 from vla_rl.policy.checkpoint import (load_checkpoint, model_config_differences, point_latest, read_training_state,
                                       read_vla_config, resolve_checkpoint, save_checkpoint)
 from vla_rl.policy.localiser import localisation_loss
-from vla_rl.policy.lora import LoRAConfig, apply_lora, lora_tensors, merged_state_dict, restore_lora
+from vla_rl.policy.lora import (LoRAConfig, apply_lora, lora_base_weights, lora_tensors, merged_state_dict,
+                                restore_lora)
 from vla_rl.policy.model import VLAConfig, VLAModel
 
 CHECKPOINT_PREFIX = "step_"  # step_000500: the checkpoint after 500 optimiser steps
@@ -367,7 +368,11 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
         print(f"gripper projection fitted to {len(data)} labelled EE positions: residual median "
               f"{fit['median_pixels']:.3f} px, max {fit['max_pixels']:.3f} px")
     if config.lora.enabled:
-        trainable = restore_lora(model, config.lora, state["lora"]) if state else apply_lora(model, config.lora)
+        if state:  # resumed: the frozen base from the checkpoint the run started from, if any (a bit-exact resume)
+            base = lora_base_weights(config.init_checkpoint or None, model, config.lora)
+            trainable = restore_lora(model, config.lora, state["lora"], base)
+        else:
+            trainable = apply_lora(model, config.lora)
     else:
         trainable = list(model.parameters())
     if config.freeze_vision:

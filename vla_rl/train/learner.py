@@ -32,7 +32,8 @@ from vla_rl.core.config import option
 from vla_rl.core.optim import load_optimizer_state, make_adamw
 from vla_rl.core.schedules import linear_warmup_lr
 from vla_rl.core.types import TrajectoryBatch
-from vla_rl.policy.lora import LoRAConfig, apply_lora, lora_tensors, merged_state_dict, restore_lora
+from vla_rl.policy.lora import (LoRAConfig, apply_lora, lora_base_weights, lora_tensors, merged_state_dict,
+                                restore_lora)
 from vla_rl.rollout.collector import step_obs, step_points
 
 
@@ -365,7 +366,11 @@ class PolicyLearner:
             torch.default_generator.manual_seed(seed)
             if config.lora.enabled:
                 adapters = (state or {}).get("lora")
-                trainable = restore_lora(model, config.lora, adapters) if adapters else apply_lora(model, config.lora)
+                if adapters:  # the frozen base from the checkpoint the run started from: a bit-exact resume
+                    base = lora_base_weights(reference_checkpoint, model, config.lora)
+                    trainable = restore_lora(model, config.lora, adapters, base)
+                else:
+                    trainable = apply_lora(model, config.lora)
             else:
                 trainable = list(model.parameters())
             if self.sharded:
