@@ -472,3 +472,23 @@ def test_wm_train_refuses_an_earlier_runs_out_dir_before_reading_episodes(tmp_pa
     (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 20}\n')
     assert main(["wm", "train", "--set", f"data_dir={tmp_path / 'no_data'}", "--set", f"out_dir={tmp_path / 'run'}"]) == 2
     assert "holds a previous run" in capsys.readouterr().err  # not the missing episode file
+
+
+def test_train_refuses_an_sft_run_directory_as_its_out_dir_with_or_without_resume(tmp_path, capsys):
+    """An SFT run's directory (step_ checkpoints, its latest.json, its metrics.jsonl) is not a GRPO run: --resume
+    used to take its step_ checkpoint as one to continue and wrote a GRPO run over it."""
+    from tests.policy.conftest import make_policy
+    from vla_rl.core.checkpoint_dir import point_latest
+    from vla_rl.policy.checkpoint import save_checkpoint
+
+    policy = make_policy()
+    sft = tmp_path / "sft"
+    save_checkpoint(sft / "step_000010", policy.model, policy.action_tokenizer, extra={"trained_tasks": ["Reach"]})
+    point_latest(sft, "step_000010", 10)
+    (sft / "metrics.jsonl").write_text('{"step": 10, "loss": 1.0}\n')
+    before = sorted(p.name for p in sft.iterdir())
+    for resume in ([], ["--resume"]):
+        assert main(["train", "--set", f"out_dir={sft}", "--set", f"init_checkpoint={sft}", *resume]) == 2
+        assert f"{sft} holds another kind of run (its latest checkpoint is step_000010, not iter_*)" in \
+            capsys.readouterr().err
+    assert sorted(p.name for p in sft.iterdir()) == before

@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -331,17 +332,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _resolve_saying_what_was_skipped(path: Path) -> tuple[Path, list[str]]:
-    """``resolve_checkpoint(path)`` (a checkpoint, or a run directory's newest valid one) and the reasons it
-    skipped newer ones (corrupt, unreadable pointer), each also printed as one line on stderr instead of a
-    UserWarning naming this file and line; printed too when none was valid, as they explain that error."""
-    import warnings
-
+    """``resolve_checkpoint(path)`` (a checkpoint, or a run directory's newest valid one) and what it skipped
+    (``_saying_what_was_skipped``)."""
     from vla_rl.policy.checkpoint import resolve_checkpoint
+
+    return _saying_what_was_skipped(lambda: resolve_checkpoint(path))
+
+
+def _saying_what_was_skipped(find: Callable[[], Path]) -> tuple[Path, list[str]]:
+    """The checkpoint ``find`` picks and the reasons it skipped newer ones (corrupt, unreadable pointer), each
+    also printed as one line on stderr instead of a UserWarning naming a source file and line; printed too when
+    none was valid, as they explain that error."""
+    import warnings
 
     with warnings.catch_warnings(record=True) as skipped:
         warnings.simplefilter("always")
         try:
-            return resolve_checkpoint(path), [str(warning.message) for warning in skipped]
+            return find(), [str(warning.message) for warning in skipped]
         finally:
             for warning in skipped:
                 print(warning.message, file=sys.stderr)
@@ -373,7 +380,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if unknown:  # before any worker starts
         raise KeyError(f"unknown tasks {unknown} for suite {config.suite}; valid: {', '.join(suite_tasks(config.suite))}")
     if args.resume:
-        source = checkpoint_to_resume(config.out_dir, CHECKPOINT_PREFIX)
+        source, _ = _saying_what_was_skipped(lambda: checkpoint_to_resume(config.out_dir, CHECKPOINT_PREFIX))
+        print(f"resuming from {source}")
     else:
         if Path(config.init_checkpoint) == Path(""):
             raise ValueError("init_checkpoint is required: the SFT policy RL starts from (a checkpoint or an SFT "
@@ -391,6 +399,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         for line in getattr(trainer.learner, "descriptions", []):
             print(f"learner {line}")
         summary = trainer.run()
+    except KeyboardInterrupt:  # what is kept, and how to go on
+        from vla_rl.core.checkpoint_dir import latest_valid_checkpoint
+
+        kept = latest_valid_checkpoint(config.out_dir, CHECKPOINT_PREFIX)
+        print(f"last checkpoint: {kept}; continue with --resume" if kept else
+              "no checkpoint was written yet: nothing to resume", file=sys.stderr)
+        raise
     finally:
         if trainer is not None:
             trainer.close()

@@ -181,7 +181,7 @@ def latest_valid_checkpoint(out_dir: Path, prefix: str) -> Path | None:
         name = read_latest_pointer(out_dir)
         if name is None:
             warnings.warn(f"{pointer} is unreadable; looking for the newest valid checkpoint instead")
-        else:
+        elif name.startswith(prefix):  # another kind of run's pointer (an SFT run's step_ for RL) names none of ours
             candidates.append(out_dir / name)
     # ".old-" directories exist only while commit_checkpoint_dir replaces a checkpoint: one killed between its
     # two renames leaves the complete previous checkpoint there, and it then stands in for the missing one
@@ -242,6 +242,15 @@ def _listed(names: list[str]) -> str:
     return f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
 
 
+def _refuse_another_kind_of_run(out_dir: Path, prefix: str) -> None:
+    """An ``out_dir`` whose ``latest.json`` names a checkpoint of another kind (an SFT run's ``step_`` where RL's
+    ``iter_`` belongs) is another command's run: neither a fresh run nor --resume may write into it."""
+    name = read_latest_pointer(out_dir) if (Path(out_dir) / LATEST).is_file() else None
+    if name is not None and not name.startswith(prefix):
+        raise FileExistsError(f"{out_dir} holds another kind of run (its latest checkpoint is {name}, not "
+                              f"{prefix}*): choose another out_dir")
+
+
 def refuse_previous_run(out_dir: Path, prefix: str, remedy: str | None = None) -> None:
     """A fresh run must not write into the ``out_dir`` of an earlier one: its history would continue (or
     replace) the old one's, and the old checkpoints (some maybe of later steps) would stand beside the new
@@ -250,6 +259,7 @@ def refuse_previous_run(out_dir: Path, prefix: str, remedy: str | None = None) -
     previous = previous_run_files(out_dir, prefix)
     if not previous:
         return
+    _refuse_another_kind_of_run(out_dir, prefix)
     if remedy is None:
         if latest_valid_checkpoint(out_dir, prefix) is None:
             raise FileExistsError(f"{out_dir} holds a previous run ({_listed(previous)}) but no valid checkpoint, "
@@ -262,6 +272,7 @@ def checkpoint_to_resume(out_dir: Path, prefix: str) -> Path:
     """The checkpoint ``--resume`` continues from: the newest valid one of the run in ``out_dir``. Without one,
     the error says whether there is a run at all (none: start without --resume) or a run that cannot be
     continued (a history but no valid checkpoint: delete it or choose another out_dir)."""
+    _refuse_another_kind_of_run(out_dir, prefix)
     found = latest_valid_checkpoint(out_dir, prefix)
     if found is not None:
         return found

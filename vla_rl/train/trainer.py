@@ -245,6 +245,8 @@ class Trainer:
         device = "cpu" if distributed else resolve_device(config.learner.device)
         model, action_tokenizer, state = load_checkpoint(source, device=device, with_training_state=resume)
         rl = state["rl"] if resume and state is not None and "rl" in state else None
+        if resume and rl is None:  # e.g. an SFT checkpoint: resuming it as RL would start a new run over it
+            raise ValueError(f"--resume: {source} is not a GRPO checkpoint (it holds no RL training state)")
         self.average = self._restore_training_weights(model, rl)
         extra = json.loads((source / "norm_stats.json").read_text())
         self.tasks = list(config.tasks) or list(extra.get("trained_tasks", []))
