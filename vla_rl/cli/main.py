@@ -394,10 +394,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = None
     try:
         print(f"rollout workers on nodes: {pool.node_ids}")
-        trainer = Trainer(config, pool, eval_state_counter(config.suite), resume=args.resume,
+        trainer = Trainer(config, pool, eval_state_counter(config.suite), resume=source if args.resume else False,
                           learner_factory=make_learner_factory(config))
         for line in getattr(trainer.learner, "descriptions", []):
             print(f"learner {line}")
+        first_iteration = trainer.iteration  # > 0 when resumed
         summary = trainer.run()
     except KeyboardInterrupt:  # what is kept, and how to go on
         from vla_rl.core.checkpoint_dir import latest_valid_checkpoint
@@ -411,7 +412,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             trainer.close()
         pool.close()
     history = summary["eval_history"]
-    print(f"{summary['iterations']} iterations in {summary['seconds'] / 60:.1f} min", end="")
+    done = summary["iterations"] - first_iteration  # this run's, not the resumed run's whole history
+    resumed = f" (iterations {first_iteration + 1}-{summary['iterations']}, resumed)" if first_iteration else ""
+    print(f"{done} iterations{resumed} in {summary['seconds'] / 60:.1f} min", end="")
     if history:  # empty when eval_episodes_per_task is 0
         print(f"; held-out success {history[0]['mean_success']:.1%} (iteration {history[0]['iteration']}) -> "
               f"{history[-1]['mean_success']:.1%} (iteration {history[-1]['iteration']})", end="")

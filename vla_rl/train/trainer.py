@@ -224,8 +224,10 @@ class Trainer:
     checkpoint, state, reference)`` builds a data-parallel learner group (``config.learner.num_learners > 1``,
     see ``vla_rl.distributed.learner_group``), else the learner is a ``PolicyLearner`` in this process."""
 
-    def __init__(self, config: TrainConfig, pool, eval_states: Callable[[str], int], resume: bool = False,
+    def __init__(self, config: TrainConfig, pool, eval_states: Callable[[str], int], resume: bool | Path = False,
                  show_progress: bool = True, learner_factory: Callable | None = None):
+        """``resume``: True continues from the run's newest valid checkpoint in ``out_dir``; a checkpoint path
+        continues from that one (the command line has already picked it and said what it skipped)."""
         self.config = config
         self.pool = pool
         self.eval_states = eval_states
@@ -236,7 +238,8 @@ class Trainer:
             torch.set_num_threads(config.learner.threads)
         source = Path(config.init_checkpoint)
         if resume:
-            source = checkpoint_to_resume(self.out_dir, CHECKPOINT_PREFIX)
+            source = resume if isinstance(resume, Path) else checkpoint_to_resume(self.out_dir, CHECKPOINT_PREFIX)
+            resume = True
         elif Path(config.init_checkpoint) == Path(""):  # the default, Path(""), is "."
             raise ValueError("init_checkpoint is required: the SFT policy RL starts from")
         else:
