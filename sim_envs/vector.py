@@ -122,6 +122,11 @@ def _sigint_ignored():
             signal.signal(signal.SIGINT, previous)
 
 
+# The boolean entries of an env's step info that the vector env passes on, per env, in StepResult.info:
+# physics_diverged (on the step it happened only), init_state_unsettled (LIBERO: every step of such an episode)
+STEP_INFO_FLAGS = ("physics_diverged", "init_state_unsettled")
+
+
 def envs_per_slot(config: VecEnvConfig) -> int:
     return config.max_envs_per_slot or get_suite(config.suite).envs_per_slot
 
@@ -231,8 +236,7 @@ class _SlotGroup:
         slots = len(self.current)
         reward = np.zeros(slots, np.float32)
         flags = np.zeros((slots, 3), bool)
-        diverged = np.zeros(slots, bool)  # on the step it happened only, not repeated while the slot stays ended
-        unsettled = np.zeros(slots, bool)  # a LIBERO init state whose objects had not settled (every step of it)
+        info_flags = {name: np.zeros(slots, bool) for name in STEP_INFO_FLAGS}  # False for slots not stepped
         for slot, env in enumerate(self.current):
             if env is None:
                 raise RuntimeError("step() called before reset()")
@@ -242,13 +246,12 @@ class _SlotGroup:
             obs, reward[slot], terminated, truncated, info = env.step(actions[slot])
             self._store(slot, obs, images)
             flags[slot] = (terminated, truncated, info["success"])
-            diverged[slot] = info.get("physics_diverged", False)
-            unsettled[slot] = bool(info.get("init_state_unsettled") or False)
+            for name, values in info_flags.items():
+                values[slot] = bool(info.get(name) or False)
             if terminated or truncated:
                 self.done[slot] = True
                 self.final[slot] = (terminated, truncated, info["success"])
-        return {"proprio": self.last_proprio.copy(), "reward": reward, "flags": flags, "diverged": diverged,
-                "unsettled": unsettled}
+        return {"proprio": self.last_proprio.copy(), "reward": reward, "flags": flags, "info_flags": info_flags}
 
     def held_tasks(self, _payload: Any = None, _images: Any = None) -> list[list[str]]:
         """Each slot's tasks with an env built, least recently used first."""
@@ -397,14 +400,12 @@ class SimVecEnv:
             raise ValueError(f"actions contain NaN or inf for envs {bad}; no env was stepped")
         replies = self._call("step", [actions[a:b] for a, b in self._bounds])
         flags = np.concatenate([r["flags"] for r in replies])
-        diverged = np.concatenate([r["diverged"] for r in replies])
-        unsettled = np.concatenate([r["unsettled"] for r in replies])
+        info_flags = {name: np.concatenate([r["info_flags"][name] for r in replies]) for name in STEP_INFO_FLAGS}
         return StepResult(
             obs=self._obs(np.concatenate([r["proprio"] for r in replies])),
             reward=np.concatenate([r["reward"] for r in replies]),
             terminated=flags[:, 0], truncated=flags[:, 1], success=flags[:, 2],
-            info=[{"physics_diverged": bool(flag), "init_state_unsettled": bool(loose)}
-                  for flag, loose in zip(diverged, unsettled)],
+            info=[{name: bool(values[i]) for name, values in info_flags.items()} for i in range(len(flags))],
         )
 
     def close(self) -> None:

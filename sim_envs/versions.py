@@ -10,7 +10,8 @@ from importlib import metadata
 from pathlib import Path
 
 
-def _package_version(name: str) -> str | None:
+def package_version(name: str) -> str | None:
+    """An installed distribution's version, None when it is not installed."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -71,12 +72,12 @@ def environment_versions() -> dict[str, str | None]:
     return {
         "vla_rl_version": vla_rl.__version__,
         "code_commit": git_commit(),
-        "mujoco_version": _package_version("mujoco"),
-        "robosuite_version": _package_version("robosuite"),
+        "mujoco_version": package_version("mujoco"),
+        "robosuite_version": package_version("robosuite"),
         # LIBERO as ported to robosuite 1.5 (results shift with the robosuite/MuJoCo versions)
-        "libero_version": _package_version("rpent-libero") or _package_version("libero"),
-        "gymnasium_version": _package_version("gymnasium"),
-        "numpy_version": _package_version("numpy"),
+        "libero_version": package_version("rpent-libero") or package_version("libero"),
+        "gymnasium_version": package_version("gymnasium"),
+        "numpy_version": package_version("numpy"),
         "mujoco_gl": os.environ.get("MUJOCO_GL", "default"),
         "gl_renderer": gl_renderer(),
         "python_version": platform.python_version(),

@@ -17,7 +17,6 @@ import hashlib
 import json
 import re
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
@@ -115,7 +114,7 @@ def _report_header(checkpoint: Path, policy, suite: str, episodes_per_task: int,
                    extra: dict | None) -> dict:
     """What was evaluated, how, and with which code: everything in ``eval.json`` but the outcomes."""
     from sim_envs.suites import get_suite
-    from sim_envs.versions import environment_versions, git_changed_files
+    from sim_envs.versions import environment_versions, git_changed_files, package_version
 
     sampled = sample_temperature is not None
     versions = environment_versions()  # the code that evaluates, even if the checkout moves on meanwhile
@@ -131,17 +130,10 @@ def _report_header(checkpoint: Path, policy, suite: str, episodes_per_task: int,
             # sampled draws depend on how episodes share the batch: the same seed needs the same env count
             "num_envs": num_envs, "policy_device": str(policy.model.device),
             "init_states": get_suite(suite).init_state_provenance,
-            **versions, "torch_version": _package_version("torch"),
-            "transformers_version": _package_version("transformers"),
+            **versions, "torch_version": package_version("torch"),
+            "transformers_version": package_version("transformers"),
             **({"changed_files": git_changed_files()} if str(versions.get("code_commit")).endswith("-dirty") else {}),
             **(extra or {})}
-
-
-def _package_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _outcomes(result) -> dict:

@@ -308,12 +308,14 @@ def cmd_sft(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from vla_rl.cli.evaluation import evaluate_checkpoint, print_success_table
     from vla_rl.cli.factories import suite_tasks
+    from vla_rl.policy.checkpoint import resolve_checkpoint
 
     for flag, value, least in (("--episodes-per-task", args.episodes_per_task, 1), ("--num-envs", args.num_envs, 1),
                                ("--videos", args.videos, 0)):
         if value < least:
             raise ValueError(f"{flag} must be >= {least}, got {value}")
-    checkpoint, fallback = _resolve_saying_what_was_skipped(Path(args.checkpoint))
+    # a checkpoint, or a run directory's newest valid one
+    checkpoint, fallback = _saying_what_was_skipped(lambda: resolve_checkpoint(Path(args.checkpoint)))
     valid = suite_tasks(args.suite)
     trained = [task for task in _trained_tasks(checkpoint) if task in valid]  # a tabletop policy on LIBERO: all
     tasks = args.tasks or trained or valid
@@ -329,14 +331,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print_success_table(report)
     print(f"results: {out_dir / 'eval.json'}, {out_dir / 'success.png'}")
     return 0
-
-
-def _resolve_saying_what_was_skipped(path: Path) -> tuple[Path, list[str]]:
-    """``resolve_checkpoint(path)`` (a checkpoint, or a run directory's newest valid one) and what it skipped
-    (``_saying_what_was_skipped``)."""
-    from vla_rl.policy.checkpoint import resolve_checkpoint
-
-    return _saying_what_was_skipped(lambda: resolve_checkpoint(path))
 
 
 def _saying_what_was_skipped(find: Callable[[], Path]) -> tuple[Path, list[str]]:

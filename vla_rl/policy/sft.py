@@ -288,11 +288,12 @@ def perception_batch(perception: DemoData, config: SFTConfig, colour_swap: Colou
     return images[:, 0], instructions, labels
 
 
-def _init_checkpoint_of_run(given: str, resume_from: Path | None) -> str:
-    """The checkpoint the run starts from: ``given``, or a run directory's newest checkpoint. A resumed run keeps
-    the one its checkpoints record (re-resolving a run directory that has grown since would name another, and one
-    that has moved none); a different ``given`` is reported, not used."""
-    recorded_config = (read_training_state(resume_from) or {}).get("sft_config") if resume_from is not None else None
+def _init_checkpoint_of_run(given: str, resume_from: Path | None, resumed_state: dict | None) -> str:
+    """The checkpoint the run starts from: ``given``, or a run directory's newest checkpoint. A resumed run
+    (``resume_from``, its training state ``resumed_state``) keeps the one its checkpoints record (re-resolving a
+    run directory that has grown since would name another, and one that has moved none); a different ``given``
+    is reported, not used."""
+    recorded_config = (resumed_state or {}).get("sft_config")
     if recorded_config is None:  # a fresh run (or a checkpoint from before the config was recorded)
         return str(resolve_checkpoint(Path(given)))
     recorded = recorded_config.get("init_checkpoint") or ""  # "": the run started from random weights
@@ -315,9 +316,11 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
     if not resume:  # before any work: a fresh run into an earlier run's out_dir would mix their outputs
         refuse_previous_run(out_dir, CHECKPOINT_PREFIX)
     resume_from = checkpoint_to_resume(out_dir, CHECKPOINT_PREFIX) if resume else None
+    # read once: it names the run's init_checkpoint and restores the optimiser and RNGs below
+    resumed_state = read_training_state(resume_from) if resume_from is not None else None
     if config.init_checkpoint:  # a checkpoint, or a run directory's newest one (recorded as the checkpoint)
         config = dataclasses.replace(config, init_checkpoint=_init_checkpoint_of_run(config.init_checkpoint,
-                                                                                     resume_from))
+                                                                                     resume_from, resumed_state))
     out_dir.mkdir(parents=True, exist_ok=True)
     # the model this run trains: the one init_checkpoint holds (a resumed run: the one it has been training, as
     # init_checkpoint may have moved since), else config.model
@@ -351,7 +354,8 @@ def train_sft(config: SFTConfig, resume: bool = False, show_progress: bool = Tru
             raise ValueError(f"--resume: {resume_from} holds another model than model (they differ in "
                              f"{', '.join(differing)}); resume with the config the run started with, or choose "
                              f"another out_dir")
-        model, action_tokenizer, state = load_checkpoint(resume_from, with_training_state=True)
+        model, action_tokenizer, _ = load_checkpoint(resume_from)
+        state = resumed_state
         start_step = int(state["step"])
         truncate_history(out_dir / HISTORY_FILE, "step", start_step)  # the steps after it are redone
     elif config.init_checkpoint:
